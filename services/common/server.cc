@@ -1,0 +1,164 @@
+#include "services/common/server.h"
+
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
+#include <grpcpp/health_check_service_interface.h>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/grpc_metrics_interceptor.h"
+#include "services/common/logging.h"
+#include "services/common/metrics/process_metrics.h"
+
+#ifndef PHI_VERSION
+#define PHI_VERSION "dev"
+#endif
+
+namespace phi::common {
+
+void AddServerFlags(FlagSet& flags, ServerOptions* o) {
+  flags.AddString("host", "PHI_HOST", &o->host, "address to listen on (gRPC and /metrics)");
+  flags.AddInt("port", "PHI_PORT", &o->port, 0, 65535, "gRPC port (0: pick a free one)");
+  flags.AddInt("metrics-port", "PHI_METRICS_PORT", &o->metrics_port, 0, 65535,
+               "HTTP port of /metrics and /healthz (0: pick a free one)");
+  flags.AddDouble("shutdown-grace-seconds", "PHI_SHUTDOWN_GRACE_SECONDS", &o->shutdown_grace_seconds, 0, 3600,
+                  "after SIGTERM, in-flight calls get this long to finish");
+  flags.AddInt("max-message-bytes", "PHI_MAX_MESSAGE_BYTES", &o->max_message_bytes, 1024, int64_t{1} << 30,
+               "largest gRPC message received or sent");
+  flags.AddInt("keepalive-time-seconds", "PHI_KEEPALIVE_TIME_SECONDS", &o->keepalive_time_seconds, 1, 86400,
+               "ping idle client connections this often");
+  flags.AddInt("keepalive-timeout-seconds", "PHI_KEEPALIVE_TIMEOUT_SECONDS", &o->keepalive_timeout_seconds, 1,
+               3600, "close a connection whose ping is not answered within this time");
+  flags.AddChoice("log-level", "PHI_LOG_LEVEL", &o->log_level, {"debug", "info", "warning", "error"},
+                  "least severe log level written");
+}
+
+void InitLogging(const ServerOptions& options) {
+  log::SetService(options.service_name);
+  log::Level level = log::Level::kInfo;
+  if (log::ParseLevel(options.log_level, &level)) log::SetMinLevel(level);
+}
+
+absl::StatusOr<std::unique_ptr<ServiceServer>> ServiceServer::Start(const ServerOptions& options,
+                                                                    const std::vector<grpc::Service*>& services,
+                                                                    metrics::Registry* registry) {
+  std::unique_ptr<ServiceServer> self(new ServiceServer());
+  self->options_ = options;
+
+  static std::once_flag process_metrics_once;
+  std::call_once(process_metrics_once, [registry] {
+    metrics::RegisterProcessMetrics(*registry);
+  });
+  registry->AddGauge("phi_build_info", "Build information; always 1.", {"service", "version"})
+      .WithLabels({options.service_name, PHI_VERSION})
+      .Set(1);
+
+  grpc::EnableDefaultHealthCheckService(true);
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
+
+  grpc::ServerBuilder builder;
+  const std::string address = absl::StrCat(options.host, ":", options.port);
+  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &self->port_);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
+                             static_cast<int>(options.keepalive_timeout_seconds * 1000));
+  builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // One server per address: without this a second process could bind the same port.
+  builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
+  for (grpc::Service* s : services) builder.RegisterService(s);
+
+  std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeMetricsInterceptorFactory(registry));
+  builder.experimental().SetInterceptorCreators(std::move(interceptors));
+
+  self->server_ = builder.BuildAndStart();
+  if (self->server_ == nullptr || self->port_ == 0) {
+    return absl::UnavailableError(
+        absl::StrCat("cannot listen for gRPC on ", address, " (port in use or not permitted)"));
+  }
+
+  auto http = metrics::MetricsHttpServer::Start(options.host, static_cast<int>(options.metrics_port), registry);
+  if (!http.ok()) {
+    self->server_->Shutdown(std::chrono::system_clock::now());
+    return http.status();
+  }
+  self->http_ = std::move(*http);
+  ServiceServer* raw = self.get();
+  self->http_->SetHealthCallback([raw] { return raw->serving(); });
+
+  self->SetServing(options.start_serving);
+  return self;
+}
+
+ServiceServer::~ServiceServer() { Shutdown(); }
+
+void ServiceServer::SetServing(bool serving) {
+  serving_.store(serving);
+  if (server_ != nullptr && server_->GetHealthCheckService() != nullptr) {
+    // The empty name is the whole server's health, what Kubernetes' gRPC probes ask.
+    server_->GetHealthCheckService()->SetServingStatus(serving);
+  }
+}
+
+void ServiceServer::Shutdown() {
+  if (shut_down_.exchange(true) || server_ == nullptr) return;
+  SetServing(false);
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options_.shutdown_grace_seconds * 1000));
+  PHI_LOG(INFO, "shutdown_started").Num("grace_seconds", options_.shutdown_grace_seconds);
+  server_->Shutdown(deadline);
+  server_->Wait();
+  http_.reset();
+  PHI_LOG(INFO, "shutdown_done");
+}
+
+void BlockTerminationSignals() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &set, nullptr);
+}
+
+int WaitForTerminationSignal() {
+  sigset_t set;
+  sigemptyset(&set);
+  sigaddset(&set, SIGTERM);
+  sigaddset(&set, SIGINT);
+  int sig = 0;
+  while (sigwait(&set, &sig) != 0) {
+  }
+  return sig;
+}
+
+int ServeUntilSignal(ServiceServer& server, const std::function<void()>& before_shutdown) {
+  const int sig = WaitForTerminationSignal();
+  PHI_LOG(INFO, "signal_received").Str("signal", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+  if (before_shutdown) before_shutdown();
+  server.Shutdown();
+  return 0;
+}
+
+std::unique_ptr<ServiceServer> StartOrExit(const ServerOptions& options,
+                                           const std::vector<grpc::Service*>& services) {
+  auto server = ServiceServer::Start(options, services);
+  if (!server.ok()) {
+    PHI_LOG(ERROR, "start_failed").Str("error", std::string(server.status().message()));
+    std::fprintf(stderr, "phi-%s: %s\n", options.service_name.c_str(), std::string(server.status().message()).c_str());
+    std::exit(1);
+  }
+  PHI_LOG(INFO, "serving")
+      .Int("grpc_port", (*server)->port())
+      .Int("metrics_port", (*server)->metrics_port())
+      .Str("host", options.host);
+  return std::move(*server);
+}
+
+}  // namespace phi::common

@@ -1,0 +1,97 @@
+// The gRPC server bootstrap every service uses: listening port, grpc.health.v1
+// health, server reflection, keepalive, message-size limits, RPC metrics, the
+// /metrics HTTP endpoint with process metrics, and graceful shutdown on
+// SIGTERM/SIGINT (stop accepting, let in-flight calls finish within a grace
+// period, exit 0).
+#ifndef PHI_SERVICES_COMMON_SERVER_H_
+#define PHI_SERVICES_COMMON_SERVER_H_
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "services/common/config.h"
+#include "services/common/metrics/http_server.h"
+#include "services/common/metrics/registry.h"
+
+namespace phi::common {
+
+struct ServerOptions {
+  std::string service_name;          // "tokenizer", "worker", "gateway": logs and build info
+  std::string host = "0.0.0.0";      // gRPC and metrics listen address
+  int64_t port = 0;                  // gRPC port; 0 picks a free one
+  int64_t metrics_port = 0;          // HTTP /metrics port; 0 picks a free one
+  double shutdown_grace_seconds = 30;  // in-flight calls get this long after SIGTERM
+  int64_t max_message_bytes = 64 << 20;
+  int64_t keepalive_time_seconds = 30;    // server pings idle connections this often
+  int64_t keepalive_timeout_seconds = 10;  // and drops them when a ping is not answered
+  std::string log_level = "info";
+  // Health starts SERVING; services that must warm up (the worker) start
+  // NOT_SERVING and call SetServing(true) when ready.
+  bool start_serving = true;
+};
+
+// Registers --host, --port, --metrics-port, --shutdown-grace-seconds,
+// --max-message-bytes, --keepalive-time-seconds, --keepalive-timeout-seconds and
+// --log-level (env PHI_HOST, PHI_PORT, PHI_METRICS_PORT, ...), with the values
+// already in `options` as defaults.
+void AddServerFlags(FlagSet& flags, ServerOptions* options);
+
+// Applies --log-level and the service name to the logger.
+void InitLogging(const ServerOptions& options);
+
+class ServiceServer {
+ public:
+  // Builds and starts the server with `services` (sync or callback API), which
+  // must outlive it. Fails, naming the address, when a port cannot be bound.
+  static absl::StatusOr<std::unique_ptr<ServiceServer>> Start(const ServerOptions& options,
+                                                              const std::vector<grpc::Service*>& services,
+                                                              metrics::Registry* registry = &metrics::DefaultRegistry());
+  ~ServiceServer();
+
+  int port() const { return port_; }
+  int metrics_port() const { return http_->port(); }
+  grpc::Server* grpc_server() { return server_.get(); }
+
+  // Health of the whole server (the empty service name, which Kubernetes'
+  // gRPC probes and grpc_health_probe ask about).
+  void SetServing(bool serving);
+  bool serving() const { return serving_.load(); }
+
+  // Health NOT_SERVING, stop accepting, wait up to the grace period for
+  // in-flight calls, then cancel what is left. Idempotent.
+  void Shutdown();
+
+ private:
+  ServiceServer() = default;
+
+  ServerOptions options_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<metrics::MetricsHttpServer> http_;
+  std::atomic<bool> serving_{false};
+  std::atomic<bool> shut_down_{false};
+  int port_ = 0;
+};
+
+// Blocks SIGTERM and SIGINT in this thread and every thread it starts later;
+// call first thing in main() so that WaitForTerminationSignal receives them.
+void BlockTerminationSignals();
+
+// Waits for SIGTERM or SIGINT and returns its number.
+int WaitForTerminationSignal();
+
+// The usual main() tail: logs the endpoints, waits for a signal, runs
+// `before_shutdown` (e.g. stop admitting work), shuts down gracefully, returns 0.
+int ServeUntilSignal(ServiceServer& server, const std::function<void()>& before_shutdown = {});
+
+// The usual main() head: Start() or print the error and exit 1.
+std::unique_ptr<ServiceServer> StartOrExit(const ServerOptions& options,
+                                           const std::vector<grpc::Service*>& services);
+
+}  // namespace phi::common
+
+#endif  // PHI_SERVICES_COMMON_SERVER_H_

@@ -1,6 +1,7 @@
 #include "services/common/metrics/registry.h"
 
 #include <algorithm>
+#include <charconv>
 #include <cmath>
 #include <cstdio>
 #include <cstdlib>
@@ -112,9 +113,10 @@ std::string FormatValue(double v) {
     std::snprintf(buf, sizeof buf, "%.0f", v);
     return buf;
   }
+  // Shortest text that reads back as the same double ("0.1", not "0.10000000000000001").
   char buf[32];
-  std::snprintf(buf, sizeof buf, "%.17g", v);
-  return buf;
+  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  return std::string(buf, res.ptr);
 }
 
 Registry::Entry& Registry::FindOrAdd(const std::string& name, MetricType type,

@@ -114,8 +114,11 @@ std::string FormatValue(double v) {
     return buf;
   }
   // Shortest text that reads back as the same double ("0.1", not "0.10000000000000001").
-  char buf[32];
-  const auto res = std::to_chars(buf, buf + sizeof buf, v);
+  // Fixed notation in the usual range keeps bucket labels readable (le="0.0005").
+  char buf[64];
+  const double a = std::fabs(v);
+  const auto fmt = (a >= 1e-6 && a < 1e15) ? std::chars_format::fixed : std::chars_format::general;
+  const auto res = std::to_chars(buf, buf + sizeof buf, v, fmt);
   return std::string(buf, res.ptr);
 }
 

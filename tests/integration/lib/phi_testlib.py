@@ -1,0 +1,89 @@
+"""Helpers for integration tests that start real phi-serve processes on loopback."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+
+
+def add_proto_path() -> None:
+    """Puts the generated Python stubs (PHI_PROTO_PYTHON_DIR) on sys.path."""
+    d = os.environ.get("PHI_PROTO_PYTHON_DIR")
+    if not d or not os.path.isdir(d):
+        raise SystemExit("PHI_PROTO_PYTHON_DIR is not set to the generated stubs folder")
+    if d not in sys.path:
+        sys.path.insert(0, d)
+
+
+def free_port() -> int:
+    """A port that was free a moment ago on 127.0.0.1."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Service:
+    """A service binary started on free loopback ports, stderr kept for messages."""
+
+    def __init__(self, binary: str, extra_args: list[str], name: str = "service"):
+        self.name = name
+        self.port = free_port()
+        self.metrics_port = free_port()
+        self.log_path = f"/tmp/phi-test-{name}-{os.getpid()}-{self.port}.log"
+        self._log = open(self.log_path, "wb")
+        self.args = [binary, "--host=127.0.0.1", f"--port={self.port}",
+                     f"--metrics-port={self.metrics_port}", *extra_args]
+        self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    def log(self) -> str:
+        self._log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_healthy(self, timeout: float = 120.0) -> None:
+        """Polls grpc.health.v1 Check until SERVING; fails if the process exits."""
+        import grpc
+        from grpc.health.v1 import health_pb2, health_pb2_grpc
+        deadline = time.time() + timeout
+        with grpc.insecure_channel(self.address) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            while time.time() < deadline:
+                if self.proc.poll() is not None:
+                    raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
+                try:
+                    r = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2)
+                    if r.status == health_pb2.HealthCheckResponse.SERVING:
+                        return
+                except grpc.RpcError:
+                    pass
+                time.sleep(0.2)
+        raise AssertionError(f"{self.name} not SERVING after {timeout}s:\n{self.log()}")
+
+    def scrape(self) -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=10) as r:
+            assert r.status == 200, r.status
+            ctype = r.headers.get("Content-Type", "")
+            assert ctype.startswith("text/plain; version=0.0.4"), ctype
+            return r.read().decode("utf-8")
+
+    def terminate(self, timeout: float = 60.0) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout=timeout)
+        finally:
+            self._log.close()
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._log.close()

@@ -1,0 +1,145 @@
+// Element-wise kernels: embedding gather, gelu_new, bias add, device-side random fill.
+#include "services/worker/backends/cuda/kernels.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+int grid_for(int64_t n) {
+  const int64_t blocks = (n + kThreads - 1) / kThreads;
+  return static_cast<int>(blocks < 65535 * 16 ? blocks : 65535 * 16);
+}
+
+__global__ void embedding_forward_kernel(const int32_t* __restrict__ tokens,
+                                         const bf16* __restrict__ table, float* __restrict__ x,
+                                         int vocab, int dim) {
+  const int t = blockIdx.x;
+  const int id = tokens[t];
+  const bool valid = id >= 0 && id < vocab;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    x[static_cast<int64_t>(t) * dim + c] =
+        valid ? __bfloat162float(table[static_cast<int64_t>(id) * dim + c]) : 0.0f;
+  }
+}
+
+__device__ __forceinline__ float gelu_new(float x) {
+  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), transformers' NewGELUActivation.
+  const float k = 0.7978845608028654f;
+  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
+}
+
+__global__ void gelu_forward_kernel(const bf16* __restrict__ in, int in_stride,
+                                    bf16* __restrict__ out, int out_stride, int cols) {
+  const int r = blockIdx.y;
+  const bf16* ir = in + static_cast<int64_t>(r) * in_stride;
+  bf16* orow = out + static_cast<int64_t>(r) * out_stride;
+  // Pairs when both strides and cols are even (the model's case): 4-byte accesses.
+  if (((in_stride | out_stride | cols) & 1) == 0 &&
+      (reinterpret_cast<uintptr_t>(ir) & 3) == 0 && (reinterpret_cast<uintptr_t>(orow) & 3) == 0) {
+    for (int c = (blockIdx.x * blockDim.x + threadIdx.x) * 2; c < cols;
+         c += gridDim.x * blockDim.x * 2) {
+      const float2 v = __bfloat1622float2(*reinterpret_cast<const __nv_bfloat162*>(ir + c));
+      *reinterpret_cast<__nv_bfloat162*>(orow + c) =
+          __floats2bfloat162_rn(gelu_new(v.x), gelu_new(v.y));
+    }
+  } else {
+    for (int c = blockIdx.x * blockDim.x + threadIdx.x; c < cols; c += gridDim.x * blockDim.x) {
+      orow[c] = __float2bfloat16(gelu_new(__bfloat162float(ir[c])));
+    }
+  }
+}
+
+template <typename T>
+__global__ void bias_add_forward_kernel(T* __restrict__ x, const T* __restrict__ bias,
+                                        int64_t n, int cols) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    if constexpr (sizeof(T) == 2) {
+      x[i] = __float2bfloat16(__bfloat162float(x[i]) + __bfloat162float(bias[i % cols]));
+    } else {
+      x[i] = x[i] + bias[i % cols];
+    }
+  }
+}
+
+__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
+  z += 0x9E3779B97F4A7C15ull;
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+template <typename T>
+__global__ void fill_random_forward_kernel(T* __restrict__ out, int64_t n, uint64_t seed,
+                                           float scale) {
+  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
+       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
+    const uint64_t r = splitmix64(seed * 0x100000001B3ull + static_cast<uint64_t>(i));
+    const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
+    const float v = (2.0f * u - 1.0f) * scale;
+    if constexpr (sizeof(T) == 2) {
+      out[i] = __float2bfloat16(v);
+    } else {
+      out[i] = v;
+    }
+  }
+}
+
+}  // namespace
+
+CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x, int num_tokens,
+                             int vocab, int dim, cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(num_tokens >= 0 && dim > 0, "embedding_forward: num_tokens >= 0, dim > 0");
+  if (num_tokens == 0) return {};
+  embedding_forward_kernel<<<num_tokens, kThreads, 0, stream>>>(tokens, table, x, vocab, dim);
+  PHI_CUDA_CHECK_LAUNCH(embedding_forward_kernel);
+  return {};
+}
+
+CudaStatus gelu_forward(const bf16* in, int in_stride, bf16* out, int out_stride, int rows,
+                        int cols, cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(rows >= 0 && rows <= 65535 && cols > 0,
+                   "gelu_forward: rows in [0, 65535], cols > 0");
+  if (rows == 0) return {};
+  const int per_block = kThreads * 2;
+  dim3 grid((cols + per_block - 1) / per_block, rows);
+  gelu_forward_kernel<<<grid, kThreads, 0, stream>>>(in, in_stride, out, out_stride, cols);
+  PHI_CUDA_CHECK_LAUNCH(gelu_forward_kernel);
+  return {};
+}
+
+CudaStatus bias_add_forward(bf16* x, const bf16* bias, int rows, int cols, cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(rows) * cols;
+  if (n == 0) return {};
+  bias_add_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, bias, n, cols);
+  PHI_CUDA_CHECK_LAUNCH(bias_add_forward_kernel);
+  return {};
+}
+
+CudaStatus bias_add_forward(float* x, const float* bias, int rows, int cols,
+                            cudaStream_t stream) {
+  const int64_t n = static_cast<int64_t>(rows) * cols;
+  if (n == 0) return {};
+  bias_add_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, bias, n, cols);
+  PHI_CUDA_CHECK_LAUNCH(bias_add_forward_kernel);
+  return {};
+}
+
+CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream) {
+  if (n == 0) return {};
+  fill_random_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, n, seed, scale);
+  PHI_CUDA_CHECK_LAUNCH(fill_random_forward_kernel);
+  return {};
+}
+
+CudaStatus fill_random_forward(float* out, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream) {
+  if (n == 0) return {};
+  fill_random_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, n, seed, scale);
+  PHI_CUDA_CHECK_LAUNCH(fill_random_forward_kernel);
+  return {};
+}
+
+}  // namespace phi::worker::cuda

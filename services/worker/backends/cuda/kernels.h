@@ -1,0 +1,144 @@
+// Host launchers of the CUDA kernels of the Phi forward pass and GPU sampling.
+// Naming (llm.c): kernel `<op>_<phase>_kernel` (in the .cu), launcher `<op>_<phase>` (here),
+// CPU twin `<op>_<phase>_cpu` (kernels_cpu.h). All pointers are device pointers; storage is
+// BF16 with F32 accumulation, the residual stream and logits are F32. Every launcher is
+// asynchronous on `stream` and returns a CudaStatus for argument and launch errors.
+//
+// Paged KV cache layout (per layer, K and V separate):
+//   cache[block][head][slot_in_block][head_dim], slot = block_id * block_size + offset.
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_
+
+#include <cuda_bf16.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+#include "services/worker/backends/cuda/cuda_status.h"
+
+namespace phi::worker::cuda {
+
+using bf16 = __nv_bfloat16;
+
+// out[r] = LayerNorm(x[row_index ? row_index[r] : r]) * gamma + beta, over `dim` columns.
+// x: F32 [*, dim]; out: BF16 [rows, dim]. The gather lets the final LayerNorm run only on the
+// rows whose logits are wanted.
+CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf16* gamma,
+                             const bf16* beta, bf16* out, int rows, int dim, float eps,
+                             cudaStream_t stream);
+
+// x[t] = F32(table[tokens[t]]), table BF16 [vocab, dim]. Ids outside [0, vocab) write zeros
+// (the runner validates ids before; this keeps a bad id from reading out of bounds).
+CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x, int num_tokens,
+                             int vocab, int dim, cudaStream_t stream);
+
+struct RotaryKvArgs {
+  bf16* qkv = nullptr;          // [num_tokens, row_stride]: q at col 0, k at H*D, v at 2*H*D
+  int row_stride = 0;           // elements per qkv row
+  const int32_t* positions = nullptr;  // [num_tokens] absolute position of each token
+  const int32_t* slots = nullptr;      // [num_tokens] block_id * block_size + offset
+  bf16* k_cache = nullptr;      // this layer's K cache
+  bf16* v_cache = nullptr;      // this layer's V cache
+  int num_tokens = 0;
+  int num_heads = 0;
+  int head_dim = 0;             // even
+  int rotary_dim = 0;           // even, <= head_dim
+  int block_size = 0;
+  float theta = 10000.0f;
+};
+// Applies partial rotary embedding (rotate-half on the first rotary_dim dims of each head,
+// inv_freq[i] = theta^(-2i/rotary_dim)) to q in place and to k, then writes k and v into the
+// paged cache at the tokens' slots.
+CudaStatus rotary_kv_forward(const RotaryKvArgs& args, cudaStream_t stream);
+
+// out[r, c] = gelu_new(in[r, c]) (tanh approximation), strided rows.
+CudaStatus gelu_forward(const bf16* in, int in_stride, bf16* out, int out_stride, int rows,
+                        int cols, cudaStream_t stream);
+
+// x[r, c] += bias[c], for BF16 and F32 matrices (fallback when a GEMM epilogue is unavailable).
+CudaStatus bias_add_forward(bf16* x, const bf16* bias, int rows, int cols, cudaStream_t stream);
+CudaStatus bias_add_forward(float* x, const float* bias, int rows, int cols, cudaStream_t stream);
+
+// Shared geometry of the two attention kernels over the paged cache.
+struct PagedAttentionArgs {
+  const bf16* q = nullptr;      // [num_query_rows, q_stride], head h at column h * head_dim
+  int q_stride = 0;
+  const bf16* k_cache = nullptr;
+  const bf16* v_cache = nullptr;
+  const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
+  int max_blocks_per_seq = 0;
+  bf16* out = nullptr;          // [num_query_rows, out_stride], head h at column h * head_dim
+  int out_stride = 0;
+  int num_seqs = 0;
+  int num_heads = 0;
+  int head_dim = 0;             // 64 (the kernels are specialised for it)
+  int block_size = 0;
+  float scale = 0.0f;           // 1/sqrt(head_dim)
+};
+
+// Decode: query row s belongs to sequence s and attends to cache positions [0, context_lens[s]).
+// Flash-decoding split: each (sequence, head) context is cut into partitions of
+// kDecodePartition positions run by separate blocks, then merged, so batch 1 still fills the
+// GPU. max_context_len bounds every context_lens[s]; `workspace` holds
+// attention_decode_workspace_floats(num_seqs, num_heads, max_context_len) floats.
+inline constexpr int kDecodePartition = 256;
+int64_t attention_decode_workspace_floats(int num_seqs, int num_heads, int max_context_len);
+CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* context_lens,
+                            int max_context_len, float* workspace, cudaStream_t stream);
+
+// Prefill (chunked, causal): sequence s has num_new[s] query rows starting at query row
+// q_offset[s], at positions start_pos[s] + i; query i attends to cache positions
+// [0, start_pos[s] + i]. Its own K/V must already be in the cache (rotary_kv_forward).
+// tile_seq / tile_first list the tiles of kPrefillTileQ queries (see prefill_tiles_cpu).
+struct PrefillTiles {
+  const int32_t* q_offset = nullptr;   // [num_seqs]
+  const int32_t* start_pos = nullptr;  // [num_seqs]
+  const int32_t* num_new = nullptr;    // [num_seqs]
+  const int32_t* tile_seq = nullptr;   // [num_tiles]
+  const int32_t* tile_first = nullptr; // [num_tiles] first query index within the sequence
+  int num_tiles = 0;
+};
+inline constexpr int kPrefillTileQ = 64;
+CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles& tiles,
+                             cudaStream_t stream);
+
+// Per-row sampling parameters (one row of logits per request).
+struct SamplingParams {
+  float temperature = 0.0f;  // 0: greedy
+  int32_t top_k = 0;         // 0: off
+  float top_p = 1.0f;        // 1: off
+  float min_p = 0.0f;        // 0: off
+  uint64_t seed = 0;         // per request
+  uint64_t step = 0;         // index of the generated token within the request
+  int32_t num_top_logprobs = 0;  // <= max_top_n
+};
+
+struct SampleArgs {
+  const float* logits = nullptr;  // [*, vocab]
+  const int32_t* row_index = nullptr;  // output r samples logits row row_index[r] (null: r)
+  int rows = 0;
+  int vocab = 0;
+  int vocab_limit = 0;            // ids >= vocab_limit are never chosen (tokenizer vocabulary)
+  const SamplingParams* params = nullptr;  // [rows], device
+  int32_t* out_token = nullptr;   // [rows]
+  float* out_logprob = nullptr;   // [rows] log softmax of the raw logits at the chosen token
+  int32_t* out_top_ids = nullptr; // [rows, max_top_n] (may be null when max_top_n == 0)
+  float* out_top_logprobs = nullptr;
+  int max_top_n = 0;
+};
+// Greedy (temperature 0) or temperature / top-k / top-p / min-p sampling. The filters are
+// applied in that order on temperature-scaled logits, top-p over the top-k survivors; the
+// uniform draw is Philox4x32-10 keyed by `seed`, counter `step`, so a request's tokens never
+// depend on what else is in the batch. Greedy ties go to the lowest id.
+CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream);
+
+// Fills `n` BF16 values with a deterministic pseudo-random uniform(-scale, scale) (benchmarks
+// and tests: random weights generated on the device, no file needed).
+CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream);
+CudaStatus fill_random_forward(float* out, int64_t n, uint64_t seed, float scale,
+                               cudaStream_t stream);
+
+}  // namespace phi::worker::cuda
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_

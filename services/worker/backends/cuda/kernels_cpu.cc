@@ -1,0 +1,274 @@
+#include "services/worker/backends/cuda/kernels_cpu.h"
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <functional>
+#include <limits>
+
+#include "services/worker/backends/cuda/philox.h"
+
+namespace phi::worker::cuda {
+
+float bf16_round_cpu(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  if ((u & 0x7fffffffu) > 0x7f800000u) return x;  // NaN stays NaN
+  u += 0x7fffu + ((u >> 16) & 1u);
+  u &= 0xffff0000u;
+  float r;
+  std::memcpy(&r, &u, 4);
+  return r;
+}
+
+void layernorm_forward_cpu(const float* x, const int32_t* row_index, const float* gamma,
+                           const float* beta, float* out, int rows, int dim, float eps) {
+  for (int r = 0; r < rows; ++r) {
+    const float* xr = x + static_cast<int64_t>(row_index ? row_index[r] : r) * dim;
+    double mean = 0;
+    for (int c = 0; c < dim; ++c) mean += xr[c];
+    mean /= dim;
+    double var = 0;
+    for (int c = 0; c < dim; ++c) var += (xr[c] - mean) * (xr[c] - mean);
+    var /= dim;
+    const double rstd = 1.0 / std::sqrt(var + eps);
+    for (int c = 0; c < dim; ++c) {
+      out[static_cast<int64_t>(r) * dim + c] =
+          static_cast<float>((xr[c] - mean) * rstd * gamma[c] + beta[c]);
+    }
+  }
+}
+
+void embedding_forward_cpu(const int32_t* tokens, const float* table, float* x, int num_tokens,
+                           int vocab, int dim) {
+  for (int t = 0; t < num_tokens; ++t) {
+    const bool valid = tokens[t] >= 0 && tokens[t] < vocab;
+    for (int c = 0; c < dim; ++c) {
+      x[static_cast<int64_t>(t) * dim + c] =
+          valid ? table[static_cast<int64_t>(tokens[t]) * dim + c] : 0.0f;
+    }
+  }
+}
+
+void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
+                           const int32_t* slots, float* k_cache, float* v_cache, int num_tokens,
+                           int num_heads, int head_dim, int rotary_dim, int block_size,
+                           float theta) {
+  const int half = rotary_dim / 2;
+  const int hd = num_heads * head_dim;
+  for (int t = 0; t < num_tokens; ++t) {
+    float* row = qkv + static_cast<int64_t>(t) * row_stride;
+    const int block = slots[t] / block_size, off = slots[t] % block_size;
+    for (int h = 0; h < num_heads; ++h) {
+      float* q = row + h * head_dim;
+      float* k = row + hd + h * head_dim;
+      const float* v = row + 2 * hd + h * head_dim;
+      for (int i = 0; i < half; ++i) {
+        // As transformers' PhiRotaryEmbedding: inv_freq in F32, angle = pos * inv_freq.
+        const float inv_freq =
+            1.0f / std::pow(theta, static_cast<float>(2 * i) / static_cast<float>(rotary_dim));
+        const float angle = static_cast<float>(positions[t]) * inv_freq;
+        const float c = std::cos(angle), s = std::sin(angle);
+        for (float* p : {q, k}) {
+          const float x1 = p[i], x2 = p[i + half];
+          p[i] = x1 * c - x2 * s;
+          p[i + half] = x2 * c + x1 * s;
+        }
+      }
+      const int64_t base =
+          ((static_cast<int64_t>(block) * num_heads + h) * block_size + off) * head_dim;
+      for (int d = 0; d < head_dim; ++d) {
+        k_cache[base + d] = k[d];
+        v_cache[base + d] = v[d];
+      }
+    }
+  }
+}
+
+float gelu_new_cpu(float x) {
+  const double xd = x;
+  return static_cast<float>(
+      0.5 * xd * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (xd + 0.044715 * xd * xd * xd))));
+}
+
+void gelu_forward_cpu(const float* in, int in_stride, float* out, int out_stride, int rows,
+                      int cols) {
+  for (int r = 0; r < rows; ++r) {
+    for (int c = 0; c < cols; ++c) {
+      out[static_cast<int64_t>(r) * out_stride + c] =
+          gelu_new_cpu(in[static_cast<int64_t>(r) * in_stride + c]);
+    }
+  }
+}
+
+namespace {
+
+// One query against cache positions [0, len) of one sequence and head.
+void attend_one(const float* q, const float* k_cache, const float* v_cache, const int32_t* table,
+                int len, int h, int num_heads, int head_dim, int block_size, float scale,
+                float* out) {
+  std::vector<double> s(len);
+  double mx = -std::numeric_limits<double>::infinity();
+  auto at = [&](const float* cache, int j) {
+    const int64_t block = table[j / block_size];
+    return cache + ((block * num_heads + h) * block_size + j % block_size) * head_dim;
+  };
+  for (int j = 0; j < len; ++j) {
+    const float* k = at(k_cache, j);
+    double dot = 0;
+    for (int d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
+    s[j] = dot * scale;
+    mx = std::max(mx, s[j]);
+  }
+  double sum = 0;
+  for (int j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - mx));
+  for (int d = 0; d < head_dim; ++d) {
+    double acc = 0;
+    for (int j = 0; j < len; ++j) acc += s[j] * at(v_cache, j)[d];
+    out[d] = static_cast<float>(acc / sum);
+  }
+}
+
+}  // namespace
+
+void attention_decode_cpu(const float* q, int q_stride, const float* k_cache,
+                          const float* v_cache, const int32_t* block_tables,
+                          int max_blocks_per_seq, const int32_t* context_lens, float* out,
+                          int out_stride, int num_seqs, int num_heads, int head_dim,
+                          int block_size, float scale) {
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int h = 0; h < num_heads; ++h) {
+      attend_one(q + static_cast<int64_t>(s) * q_stride + h * head_dim, k_cache, v_cache,
+                 block_tables + static_cast<int64_t>(s) * max_blocks_per_seq, context_lens[s],
+                 h, num_heads, head_dim, block_size, scale,
+                 out + static_cast<int64_t>(s) * out_stride + h * head_dim);
+    }
+  }
+}
+
+void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
+                           const float* v_cache, const int32_t* block_tables,
+                           int max_blocks_per_seq, const int32_t* q_offset,
+                           const int32_t* start_pos, const int32_t* num_new, float* out,
+                           int out_stride, int num_seqs, int num_heads, int head_dim,
+                           int block_size, float scale) {
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int i = 0; i < num_new[s]; ++i) {
+      const int64_t row = q_offset[s] + i;
+      for (int h = 0; h < num_heads; ++h) {
+        attend_one(q + row * q_stride + h * head_dim, k_cache, v_cache,
+                   block_tables + static_cast<int64_t>(s) * max_blocks_per_seq,
+                   start_pos[s] + i + 1, h, num_heads, head_dim, block_size, scale,
+                   out + row * out_stride + h * head_dim);
+      }
+    }
+  }
+}
+
+void prefill_tiles_cpu(const int32_t* num_new, int num_seqs, std::vector<int32_t>* tile_seq,
+                       std::vector<int32_t>* tile_first) {
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int first = 0; first < num_new[s]; first += kPrefillTileQ) {
+      tile_seq->push_back(s);
+      tile_first->push_back(first);
+    }
+  }
+}
+
+void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limit,
+                        const SamplingParams* params, int32_t* out_token, float* out_logprob,
+                        int32_t* out_top_ids, float* out_top_logprobs, int max_top_n) {
+  const int n = std::min(vocab, vocab_limit);
+  for (int r = 0; r < rows; ++r) {
+    const float* l = logits + static_cast<int64_t>(r) * vocab;
+    const SamplingParams& p = params[r];
+    int argmax = 0;
+    for (int i = 1; i < n; ++i) {
+      if (l[i] > l[argmax]) argmax = i;
+    }
+    double sum0 = 0;
+    for (int i = 0; i < n; ++i) sum0 += std::exp(static_cast<double>(l[i]) - l[argmax]);
+    const double lse0 = l[argmax] + std::log(sum0);
+
+    int tok = argmax;
+    if (p.temperature > 0.0f) {
+      std::vector<float> z(n);
+      for (int i = 0; i < n; ++i) z[i] = l[i] / p.temperature;
+      const float zmax = l[argmax] / p.temperature;
+      std::vector<float> sorted(z);
+      std::sort(sorted.begin(), sorted.end(), std::greater<float>());
+      float threshold = -std::numeric_limits<float>::infinity();
+      int survivors = n;
+      if (p.top_k > 0 && p.top_k < n) {
+        threshold = sorted[p.top_k - 1];
+        survivors = p.top_k;
+        while (survivors < n && sorted[survivors] >= threshold) ++survivors;  // ties stay
+      }
+      if (p.top_p < 1.0f) {
+        double mass = 0;
+        for (int j = 0; j < survivors; ++j) mass += std::exp(sorted[j] - zmax);
+        const double target = p.top_p * mass;
+        double cum = 0;
+        for (int j = 0; j < survivors; ++j) {
+          cum += std::exp(sorted[j] - zmax);
+          if (cum >= target) {
+            threshold = std::max(threshold, sorted[j]);
+            break;
+          }
+        }
+      }
+      if (p.min_p > 0.0f) threshold = std::max(threshold, zmax + std::log(p.min_p));
+      double total = 0;
+      for (int i = 0; i < n; ++i) {
+        if (z[i] >= threshold) total += std::exp(z[i] - zmax);
+      }
+      const double target = static_cast<double>(philox_uniform(p.seed, p.step)) * total;
+      double cum = 0;
+      tok = -1;
+      int last_kept = argmax;
+      for (int i = 0; i < n; ++i) {
+        if (z[i] < threshold) continue;
+        last_kept = i;
+        cum += std::exp(z[i] - zmax);
+        if (cum > target) {
+          tok = i;
+          break;
+        }
+      }
+      if (tok < 0) tok = last_kept;
+    }
+    out_token[r] = tok;
+    out_logprob[r] = static_cast<float>(l[tok] - lse0);
+    if (max_top_n > 0) {
+      std::vector<int32_t> ids(n);
+      for (int i = 0; i < n; ++i) ids[i] = i;
+      const int k = std::min(p.num_top_logprobs, std::min(max_top_n, n));
+      std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
+        return l[a] > l[b] || (l[a] == l[b] && a < b);
+      });
+      for (int j = 0; j < max_top_n; ++j) {
+        const int64_t o = static_cast<int64_t>(r) * max_top_n + j;
+        out_top_ids[o] = j < k ? ids[j] : -1;
+        out_top_logprobs[o] = j < k ? static_cast<float>(l[ids[j]] - lse0)
+                                    : -std::numeric_limits<float>::infinity();
+      }
+    }
+  }
+}
+
+void gemm_bias_cpu(const float* a, const float* w, const float* bias, float* d, float beta,
+                   int m, int n, int k) {
+  for (int i = 0; i < m; ++i) {
+    for (int j = 0; j < n; ++j) {
+      double acc = bias ? bias[j] : 0.0;
+      for (int kk = 0; kk < k; ++kk) {
+        acc += static_cast<double>(a[static_cast<int64_t>(i) * k + kk]) *
+               w[static_cast<int64_t>(j) * k + kk];
+      }
+      float& out = d[static_cast<int64_t>(i) * n + j];
+      out = static_cast<float>(acc + (beta != 0.0f ? beta * out : 0.0f));
+    }
+  }
+}
+
+}  // namespace phi::worker::cuda

@@ -1,0 +1,62 @@
+// CPU twins of the CUDA kernels (kernels.h): the same contracts on F32 host arrays, written
+// for clarity, not speed. The GPU tests compare each kernel with its twin; the twins are
+// plain C++ so CI (no GPU) tests them against naive references too.
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_
+
+#include <cstdint>
+#include <vector>
+
+#include "services/worker/backends/cuda/kernels.h"
+
+namespace phi::worker::cuda {
+
+void layernorm_forward_cpu(const float* x, const int32_t* row_index, const float* gamma,
+                           const float* beta, float* out, int rows, int dim, float eps);
+
+void embedding_forward_cpu(const int32_t* tokens, const float* table, float* x, int num_tokens,
+                           int vocab, int dim);
+
+// Same arguments as RotaryKvArgs, on F32 host arrays.
+void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
+                           const int32_t* slots, float* k_cache, float* v_cache, int num_tokens,
+                           int num_heads, int head_dim, int rotary_dim, int block_size,
+                           float theta);
+
+float gelu_new_cpu(float x);
+void gelu_forward_cpu(const float* in, int in_stride, float* out, int out_stride, int rows,
+                      int cols);
+
+void attention_decode_cpu(const float* q, int q_stride, const float* k_cache,
+                          const float* v_cache, const int32_t* block_tables,
+                          int max_blocks_per_seq, const int32_t* context_lens, float* out,
+                          int out_stride, int num_seqs, int num_heads, int head_dim,
+                          int block_size, float scale);
+
+void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
+                           const float* v_cache, const int32_t* block_tables,
+                           int max_blocks_per_seq, const int32_t* q_offset,
+                           const int32_t* start_pos, const int32_t* num_new, float* out,
+                           int out_stride, int num_seqs, int num_heads, int head_dim,
+                           int block_size, float scale);
+
+// Splits each sequence's new tokens into tiles of kPrefillTileQ queries for
+// attention_prefill: appends (sequence, first query index) pairs.
+void prefill_tiles_cpu(const int32_t* num_new, int num_seqs, std::vector<int32_t>* tile_seq,
+                       std::vector<int32_t>* tile_first);
+
+// The sampling contract of sample_forward, row by row.
+void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limit,
+                        const SamplingParams* params, int32_t* out_token, float* out_logprob,
+                        int32_t* out_top_ids, float* out_top_logprobs, int max_top_n);
+
+// D[M,N] = A[M,K] * W[N,K]^T + bias[N] + beta * D (row-major; bias may be null).
+void gemm_bias_cpu(const float* a, const float* w, const float* bias, float* d, float beta,
+                   int m, int n, int k);
+
+// Round-trips a float through BF16 (round to nearest even), as the GPU stores it.
+float bf16_round_cpu(float x);
+
+}  // namespace phi::worker::cuda
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_

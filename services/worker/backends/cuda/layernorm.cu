@@ -1,0 +1,48 @@
+// LayerNorm with bias over the F32 residual stream, BF16 out. One block per row; the row is
+// read three times (mean, variance, output), the later reads from L1.
+#include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/reduce.cuh"
+
+namespace phi::worker::cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+__global__ void layernorm_forward_kernel(const float* __restrict__ x,
+                                         const int32_t* __restrict__ row_index,
+                                         const bf16* __restrict__ gamma,
+                                         const bf16* __restrict__ beta, bf16* __restrict__ out,
+                                         int dim, float eps) {
+  __shared__ float scratch[32];
+  const int r = blockIdx.x;
+  const float* xr = x + static_cast<int64_t>(row_index ? row_index[r] : r) * dim;
+  float s = 0.0f;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) s += xr[c];
+  const float mean = block_sum(s, scratch) / dim;
+  float v = 0.0f;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    const float d = xr[c] - mean;
+    v += d * d;
+  }
+  const float rstd = rsqrtf(block_sum(v, scratch) / dim + eps);
+  bf16* o = out + static_cast<int64_t>(r) * dim;
+  for (int c = threadIdx.x; c < dim; c += blockDim.x) {
+    o[c] = __float2bfloat16((xr[c] - mean) * rstd * __bfloat162float(gamma[c]) +
+                            __bfloat162float(beta[c]));
+  }
+}
+
+}  // namespace
+
+CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf16* gamma,
+                             const bf16* beta, bf16* out, int rows, int dim, float eps,
+                             cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(rows >= 0 && dim > 0, "layernorm_forward: rows >= 0 and dim > 0");
+  if (rows == 0) return {};
+  layernorm_forward_kernel<<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim,
+                                                          eps);
+  PHI_CUDA_CHECK_LAUNCH(layernorm_forward_kernel);
+  return {};
+}
+
+}  // namespace phi::worker::cuda

@@ -1,0 +1,487 @@
+#include "services/worker/backends/cuda/phi_cuda_model.h"
+
+#include <cuda_runtime.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <string>
+
+#include "services/worker/backends/cuda/kernels_cpu.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
+
+constexpr int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
+
+}  // namespace
+
+int decode_graph_bucket(int batch) {
+  for (int b : kBuckets) {
+    if (batch <= b) return b;
+  }
+  return batch;
+}
+
+int64_t PhiCudaConfig::ParameterCount() const {
+  const int64_t h = hidden_size;
+  const int64_t per_layer = 2 * h + static_cast<int64_t>(w1_rows()) * (h + 1) +
+                            h * w2_cols() + h;
+  return 2 * static_cast<int64_t>(vocab_size) * h + vocab_size + 2 * h + num_layers * per_layer;
+}
+
+// Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
+// graph captured for a bucket finds its arrays at the same addresses on every replay.
+struct PhiCudaModel::Layout {
+  int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0;
+  size_t tokens = 0, positions = 0, slots = 0, q_offset = 0, start_pos = 0, num_new = 0,
+         context_lens = 0, tile_seq = 0, tile_first = 0, row_index = 0, sample_rows = 0,
+         params = 0, block_tables = 0, end = 0;
+
+  static Layout Make(int n_tok, int n_seq, int n_tiles, int n_rows, int max_blocks) {
+    Layout l;
+    l.n_tok = n_tok;
+    l.n_seq = n_seq;
+    l.n_tiles = n_tiles;
+    l.n_rows = n_rows;
+    l.max_blocks = max_blocks;
+    size_t o = 0;
+    auto take = [&](size_t bytes) {
+      const size_t at = o;
+      o = align_up(o + bytes, 16);
+      return at;
+    };
+    l.params = take(sizeof(SamplingParams) * n_seq);
+    l.tokens = take(4 * n_tok);
+    l.positions = take(4 * n_tok);
+    l.slots = take(4 * n_tok);
+    l.q_offset = take(4 * n_seq);
+    l.start_pos = take(4 * n_seq);
+    l.num_new = take(4 * n_seq);
+    l.context_lens = take(4 * n_seq);
+    l.tile_seq = take(4 * n_tiles);
+    l.tile_first = take(4 * n_tiles);
+    l.row_index = take(4 * n_rows);
+    l.sample_rows = take(4 * n_seq);
+    l.block_tables = take(4 * static_cast<size_t>(n_seq) * max_blocks);
+    l.end = o;
+    return l;
+  }
+};
+
+CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOptions& options,
+                                std::unique_ptr<PhiCudaModel>* out) {
+  if (config.head_dim != 64) {
+    return CudaStatus::Invalid("PhiCudaModel: head_dim must be 64 (kernels are specialised), got " +
+                               std::to_string(config.head_dim));
+  }
+  if (config.rotary_dim % 2 != 0 || config.rotary_dim > config.head_dim) {
+    return CudaStatus::Invalid("PhiCudaModel: rotary_dim must be even and <= head_dim, got " +
+                               std::to_string(config.rotary_dim));
+  }
+  if (options.max_seqs <= 0 || options.max_tokens_per_step < options.max_seqs ||
+      options.max_logit_rows < options.max_seqs || options.block_size <= 0) {
+    return CudaStatus::Invalid(
+        "PhiCudaModel: need max_seqs > 0, max_tokens_per_step >= max_seqs, "
+        "max_logit_rows >= max_seqs, block_size > 0");
+  }
+  std::unique_ptr<PhiCudaModel> m(new PhiCudaModel(config, options));
+  PHI_CUDA_RETURN_IF_ERROR(m->Init());
+  *out = std::move(m);
+  return {};
+}
+
+CudaStatus PhiCudaModel::Init() {
+  const PhiCudaConfig& c = config_;
+  PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
+  max_blocks_per_seq_ = (c.max_positions + options_.block_size - 1) / options_.block_size;
+
+  // Weight arena: plan offsets, one allocation, then hand out pointers.
+  const int64_t h = c.hidden_size;
+  std::vector<std::pair<void**, size_t>> plan;
+  auto add = [&](auto** p, size_t bytes) {
+    plan.emplace_back(reinterpret_cast<void**>(p), bytes);
+  };
+  weights_.layers.resize(c.num_layers);
+  add(&weights_.embed, 2 * static_cast<size_t>(c.vocab_size) * h);
+  for (PhiCudaLayer& l : weights_.layers) {
+    add(&l.ln_w, 2 * h);
+    add(&l.ln_b, 2 * h);
+    add(&l.w1, 2 * static_cast<size_t>(c.w1_rows()) * h);
+    add(&l.b1, 2 * static_cast<size_t>(c.w1_rows()));
+    add(&l.w2, 2 * static_cast<size_t>(h) * c.w2_cols());
+    add(&l.b2, 4 * h);
+  }
+  add(&weights_.final_ln_w, 2 * h);
+  add(&weights_.final_ln_b, 2 * h);
+  add(&weights_.lm_w, 2 * static_cast<size_t>(c.vocab_size) * h);
+  add(&weights_.lm_b, 4 * static_cast<size_t>(c.vocab_size));
+  size_t total = 0;
+  for (auto& [p, bytes] : plan) total = align_up(total + bytes, 256);
+  size_t free_b = 0, total_b = 0;
+  PHI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (total > free_b) {
+    return CudaStatus::Exhausted("PhiCudaModel: weights need " + std::to_string(total) +
+                                 " bytes, GPU has " + std::to_string(free_b) + " free of " +
+                                 std::to_string(total_b));
+  }
+  PHI_CUDA_CHECK(cudaMalloc(&weight_arena_, total));
+  weight_bytes_ = 0;
+  size_t o = 0;
+  for (auto& [p, bytes] : plan) {
+    *p = static_cast<char*>(weight_arena_) + o;
+    o = align_up(o + bytes, 256);
+    weight_bytes_ += static_cast<int64_t>(bytes);
+  }
+
+  // Activations.
+  const size_t t = options_.max_tokens_per_step;
+  PHI_CUDA_CHECK(cudaMalloc(&x_, 4 * t * h));
+  PHI_CUDA_CHECK(cudaMalloc(&h_, 2 * t * h));
+  PHI_CUDA_CHECK(cudaMalloc(&qkvf_, 2 * t * c.w1_rows()));
+  PHI_CUDA_CHECK(cudaMalloc(&mid_, 2 * t * c.w2_cols()));
+  PHI_CUDA_CHECK(cudaMalloc(&hf_, 2 * static_cast<size_t>(options_.max_logit_rows) * h));
+  PHI_CUDA_CHECK(
+      cudaMalloc(&logits_, 4 * static_cast<size_t>(options_.max_logit_rows) * c.vocab_size));
+  const int64_t ws = attention_decode_workspace_floats(options_.max_seqs, c.num_heads,
+                                                       c.max_positions);
+  if (ws > 0) PHI_CUDA_CHECK(cudaMalloc(&attn_ws_, 4 * ws));
+
+  const int max_tiles = options_.max_tokens_per_step / kPrefillTileQ + options_.max_seqs;
+  meta_bytes_ = Layout::Make(options_.max_tokens_per_step, options_.max_seqs, max_tiles,
+                             options_.max_logit_rows, max_blocks_per_seq_)
+                    .end;
+  PHI_CUDA_CHECK(cudaMallocHost(&meta_host_, meta_bytes_));
+  PHI_CUDA_CHECK(cudaMalloc(&meta_dev_, meta_bytes_));
+  sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
+  PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
+  PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
+  return {};
+}
+
+PhiCudaModel::~PhiCudaModel() {
+  for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
+  for (void* p : {static_cast<void*>(x_), static_cast<void*>(h_), static_cast<void*>(qkvf_),
+                  static_cast<void*>(mid_), static_cast<void*>(hf_),
+                  static_cast<void*>(logits_), static_cast<void*>(attn_ws_),
+                  static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_),
+                  static_cast<void*>(kv_arena_), weight_arena_}) {
+    if (p) cudaFree(p);
+  }
+  if (meta_host_) cudaFreeHost(meta_host_);
+  if (sample_host_) cudaFreeHost(sample_host_);
+  gemm_.reset();
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+int64_t PhiCudaModel::decode_bytes_per_token() const {
+  return weight_bytes_ - 2 * static_cast<int64_t>(config_.vocab_size) * config_.hidden_size +
+         2 * config_.hidden_size;
+}
+
+int64_t PhiCudaModel::kv_block_bytes() const {
+  return static_cast<int64_t>(config_.num_layers) * 2 * config_.num_heads * options_.block_size *
+         config_.head_dim * 2;
+}
+
+CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
+  const PhiCudaConfig& c = config_;
+  const int64_t h = c.hidden_size;
+  uint64_t s = seed;
+  PHI_CUDA_RETURN_IF_ERROR(
+      fill_random_forward(weights_.embed, static_cast<int64_t>(c.vocab_size) * h, ++s, scale,
+                          stream_));
+  std::vector<bf16> ones(h, __float2bfloat16(1.0f));
+  for (PhiCudaLayer& l : weights_.layers) {
+    PHI_CUDA_CHECK(cudaMemcpyAsync(l.ln_w, ones.data(), 2 * h, cudaMemcpyHostToDevice, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.ln_b, h, ++s, scale, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(
+        fill_random_forward(l.w1, static_cast<int64_t>(c.w1_rows()) * h, ++s, scale, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.b1, c.w1_rows(), ++s, scale, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(
+        fill_random_forward(l.w2, h * c.w2_cols(), ++s, scale, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.b2, h, ++s, scale, stream_));
+  }
+  PHI_CUDA_CHECK(cudaMemcpyAsync(weights_.final_ln_w, ones.data(), 2 * h, cudaMemcpyHostToDevice,
+                                 stream_));
+  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(weights_.final_ln_b, h, ++s, scale, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(
+      weights_.lm_w, static_cast<int64_t>(c.vocab_size) * h, ++s, scale, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(weights_.lm_b, c.vocab_size, ++s, scale, stream_));
+  PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  return {};
+}
+
+CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks) {
+  if (kv_arena_ != nullptr) return CudaStatus::Invalid("AllocateKvCache: already allocated");
+  if (num_blocks <= 0) {
+    return CudaStatus::Invalid("AllocateKvCache: num_blocks must be > 0, got " +
+                               std::to_string(num_blocks));
+  }
+  const size_t bytes = static_cast<size_t>(num_blocks + 1) * kv_block_bytes();
+  size_t free_b = 0, total_b = 0;
+  PHI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
+  if (bytes > free_b) {
+    return CudaStatus::Exhausted("AllocateKvCache: " + std::to_string(num_blocks) +
+                                 " blocks need " + std::to_string(bytes) + " bytes, " +
+                                 std::to_string(free_b) + " free");
+  }
+  PHI_CUDA_CHECK(cudaMalloc(&kv_arena_, bytes));
+  kv_num_blocks_ = num_blocks;
+  return {};
+}
+
+CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_len, bool sample) {
+  const PhiCudaConfig& c = config_;
+  const int h = c.hidden_size;
+  auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(meta_dev_ + off); };
+  const size_t per_cache = static_cast<size_t>(kv_num_blocks_ + 1) * c.num_heads *
+                           options_.block_size * c.head_dim;
+  PHI_CUDA_RETURN_IF_ERROR(embedding_forward(i32(L.tokens), weights_.embed, x_, L.n_tok,
+                                             c.vocab_size, h, stream_));
+  for (int li = 0; li < c.num_layers; ++li) {
+    const PhiCudaLayer& w = weights_.layers[li];
+    bf16* kc = kv_arena_ + (2 * static_cast<size_t>(li)) * per_cache;
+    bf16* vc = kc + per_cache;
+    PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, nullptr, w.ln_w, w.ln_b, h_, L.n_tok, h,
+                                               c.layer_norm_eps, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(
+        gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
+    RotaryKvArgs rk;
+    rk.qkv = qkvf_;
+    rk.row_stride = c.w1_rows();
+    rk.positions = i32(L.positions);
+    rk.slots = i32(L.slots);
+    rk.k_cache = kc;
+    rk.v_cache = vc;
+    rk.num_tokens = L.n_tok;
+    rk.num_heads = c.num_heads;
+    rk.head_dim = c.head_dim;
+    rk.rotary_dim = c.rotary_dim;
+    rk.block_size = options_.block_size;
+    rk.theta = c.rope_theta;
+    PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
+    PagedAttentionArgs at;
+    at.q = qkvf_;
+    at.q_stride = c.w1_rows();
+    at.k_cache = kc;
+    at.v_cache = vc;
+    at.block_tables = i32(L.block_tables);
+    at.max_blocks_per_seq = L.max_blocks;
+    at.out = mid_;
+    at.out_stride = c.w2_cols();
+    at.num_seqs = L.n_seq;
+    at.num_heads = c.num_heads;
+    at.head_dim = c.head_dim;
+    at.block_size = options_.block_size;
+    at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    if (decode) {
+      PHI_CUDA_RETURN_IF_ERROR(
+          attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, stream_));
+    } else {
+      PrefillTiles tiles;
+      tiles.q_offset = i32(L.q_offset);
+      tiles.start_pos = i32(L.start_pos);
+      tiles.num_new = i32(L.num_new);
+      tiles.tile_seq = i32(L.tile_seq);
+      tiles.tile_first = i32(L.tile_first);
+      tiles.num_tiles = L.n_tiles;
+      PHI_CUDA_RETURN_IF_ERROR(attention_prefill(at, tiles, stream_));
+    }
+    PHI_CUDA_RETURN_IF_ERROR(gelu_forward(qkvf_ + c.qkv_width(), c.w1_rows(),
+                                          mid_ + c.num_heads * c.head_dim, c.w2_cols(), L.n_tok,
+                                          c.intermediate_size, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(
+        gemm_->Matmul(mid_, w.w2, w.b2, x_, true, 1.0f, L.n_tok, h, c.w2_cols(), stream_));
+  }
+  PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, i32(L.row_index), weights_.final_ln_w,
+                                             weights_.final_ln_b, hf_, L.n_rows, h,
+                                             c.layer_norm_eps, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_, true, 0.0f,
+                                         L.n_rows, c.vocab_size, h, stream_));
+  if (sample) {
+    SampleArgs sa;
+    sa.logits = logits_;
+    sa.row_index = i32(L.sample_rows);
+    sa.rows = L.n_seq;
+    sa.vocab = c.vocab_size;
+    sa.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+    sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
+    sa.out_token = reinterpret_cast<int32_t*>(sample_dev_);
+    sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * options_.max_seqs);
+    sa.max_top_n = options_.max_top_n;
+    sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * options_.max_seqs);
+    sa.out_top_logprobs = reinterpret_cast<float*>(
+        sample_dev_ + 8 * options_.max_seqs + 4 * options_.max_seqs * options_.max_top_n);
+    PHI_CUDA_RETURN_IF_ERROR(sample_forward(sa, stream_));
+  }
+  return {};
+}
+
+CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
+                                 PhiStepOutput* out) {
+  const PhiCudaConfig& c = config_;
+  const int bs = options_.block_size;
+  if (kv_arena_ == nullptr) return CudaStatus::Invalid("Forward: KV cache not allocated");
+  if (seqs.empty()) return CudaStatus::Invalid("Forward: empty batch");
+  if (static_cast<int>(seqs.size()) > options_.max_seqs) {
+    return CudaStatus::Invalid("Forward: " + std::to_string(seqs.size()) +
+                               " sequences, max_seqs is " + std::to_string(options_.max_seqs));
+  }
+  int n_tok = 0, n_rows = 0;
+  bool decode = true;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    const PhiSeqInput& s = seqs[i];
+    const int n = static_cast<int>(s.tokens.size());
+    const std::string who = "Forward: sequence " + std::to_string(i) + ": ";
+    if (n == 0) return CudaStatus::Invalid(who + "no tokens");
+    if (s.start_pos < 0 || s.start_pos + n > c.max_positions) {
+      return CudaStatus::Invalid(who + "positions [" + std::to_string(s.start_pos) + ", " +
+                                 std::to_string(s.start_pos + n) + ") exceed max_positions " +
+                                 std::to_string(c.max_positions));
+    }
+    const int need = (s.start_pos + n + bs - 1) / bs;
+    if (static_cast<int>(s.block_table.size()) < need) {
+      return CudaStatus::Invalid(who + "block_table has " + std::to_string(s.block_table.size()) +
+                                 " blocks, positions need " + std::to_string(need));
+    }
+    for (int j = 0; j < need; ++j) {
+      if (s.block_table[j] < 0 || s.block_table[j] >= kv_num_blocks_) {
+        return CudaStatus::Invalid(who + "block id " + std::to_string(s.block_table[j]) +
+                                   " outside [0, " + std::to_string(kv_num_blocks_) + ")");
+      }
+    }
+    for (int32_t t : s.tokens) {
+      if (t < 0 || t >= c.vocab_size) {
+        return CudaStatus::Invalid(who + "token id " + std::to_string(t) + " outside [0, " +
+                                   std::to_string(c.vocab_size) + ")");
+      }
+    }
+    n_tok += n;
+    n_rows += s.all_logits ? n : 1;
+    decode = decode && n == 1 && !s.all_logits;
+  }
+  if (n_tok > options_.max_tokens_per_step || n_rows > options_.max_logit_rows) {
+    return CudaStatus::Invalid("Forward: " + std::to_string(n_tok) + " tokens / " +
+                               std::to_string(n_rows) + " logit rows exceed the step capacity " +
+                               std::to_string(options_.max_tokens_per_step) + " / " +
+                               std::to_string(options_.max_logit_rows));
+  }
+
+  const int n_seq_real = static_cast<int>(seqs.size());
+  int n_seq = n_seq_real;
+  const bool graph = decode && options_.use_cuda_graphs &&
+                     decode_graph_bucket(n_seq) <= options_.max_seqs;
+  if (graph) {
+    n_seq = decode_graph_bucket(n_seq);
+    n_tok = n_rows = n_seq;
+  }
+  std::vector<int32_t> num_new(n_seq, 1), tile_seq, tile_first;
+  for (int i = 0; i < n_seq_real; ++i) num_new[i] = static_cast<int>(seqs[i].tokens.size());
+  if (!decode) prefill_tiles_cpu(num_new.data(), n_seq, &tile_seq, &tile_first);
+  const Layout L = Layout::Make(n_tok, n_seq, static_cast<int>(tile_seq.size()), n_rows,
+                                max_blocks_per_seq_);
+  auto host32 = [&](size_t off) { return reinterpret_cast<int32_t*>(meta_host_ + off); };
+  SamplingParams* params = reinterpret_cast<SamplingParams*>(meta_host_ + L.params);
+  int32_t* block_tables = host32(L.block_tables);
+  out->first_row.assign(n_seq_real, 0);
+  out->num_rows.assign(n_seq_real, 0);
+  int tok = 0, row = 0, max_ctx = 1;
+  for (int i = 0; i < n_seq; ++i) {
+    const bool real = i < n_seq_real;
+    const int n = num_new[i];
+    const int start = real ? seqs[i].start_pos : 0;
+    host32(L.q_offset)[i] = tok;
+    host32(L.start_pos)[i] = start;
+    host32(L.num_new)[i] = n;
+    host32(L.context_lens)[i] = start + n;
+    max_ctx = std::max(max_ctx, start + n);
+    int32_t* bt = block_tables + static_cast<size_t>(i) * max_blocks_per_seq_;
+    for (int j = 0; j < max_blocks_per_seq_; ++j) {
+      // Padding rows point at the scratch block, which nothing reads back.
+      bt[j] = real && j < static_cast<int>(seqs[i].block_table.size()) ? seqs[i].block_table[j]
+                                                                       : kv_num_blocks_;
+    }
+    for (int j = 0; j < n; ++j) {
+      const int pos = start + j;
+      host32(L.tokens)[tok + j] = real ? seqs[i].tokens[j] : 0;
+      host32(L.positions)[tok + j] = pos;
+      host32(L.slots)[tok + j] = bt[pos / bs] * bs + pos % bs;
+    }
+    const int rows = real && seqs[i].all_logits ? n : 1;
+    for (int r = 0; r < rows; ++r) host32(L.row_index)[row + r] = tok + n - rows + r;
+    host32(L.sample_rows)[i] = row + rows - 1;
+    params[i] = real ? seqs[i].sampling : SamplingParams{};
+    if (real) {
+      out->first_row[i] = row;
+      out->num_rows[i] = rows;
+    }
+    tok += n;
+    row += rows;
+  }
+  for (size_t t = 0; t < tile_seq.size(); ++t) {
+    host32(L.tile_seq)[t] = tile_seq[t];
+    host32(L.tile_first)[t] = tile_first[t];
+  }
+  out->total_rows = row;
+  PHI_CUDA_CHECK(
+      cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
+
+  if (graph) {
+    // Captured graphs use the largest context so one graph serves every length.
+    auto it = graphs_.find(n_seq);
+    if (it != graphs_.end() && sample) {
+      PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    } else {
+      PHI_CUDA_RETURN_IF_ERROR(RunBody(L, true, c.max_positions, sample));
+      if (sample && it == graphs_.end()) {
+        cudaGraph_t g;
+        PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+        const CudaStatus body = RunBody(L, true, c.max_positions, true);
+        const cudaError_t end = cudaStreamEndCapture(stream_, &g);
+        PHI_CUDA_RETURN_IF_ERROR(body);
+        PHI_CUDA_CHECK(end);
+        cudaGraphExec_t exec;
+        const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
+        cudaGraphDestroy(g);
+        PHI_CUDA_CHECK(inst);
+        graphs_[n_seq] = exec;
+      }
+    }
+  } else {
+    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample));
+  }
+  if (sample) {
+    PHI_CUDA_CHECK(cudaMemcpyAsync(sample_host_, sample_dev_, sample_bytes_,
+                                   cudaMemcpyDeviceToHost, stream_));
+  }
+  PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (sample) {
+    const int ms = options_.max_seqs, tn = options_.max_top_n;
+    const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);
+    const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ms);
+    const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ms);
+    const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ms + 4 * ms * tn);
+    out->tokens.assign(toks, toks + n_seq_real);
+    out->logprobs.assign(lps, lps + n_seq_real);
+    out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
+    out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
+  }
+  return {};
+}
+
+CudaStatus PhiCudaModel::CopyLogits(int first_row, int num_rows, float* host) const {
+  if (first_row < 0 || num_rows < 0 || first_row + num_rows > options_.max_logit_rows) {
+    return CudaStatus::Invalid("CopyLogits: rows [" + std::to_string(first_row) + ", " +
+                               std::to_string(first_row + num_rows) + ") out of range");
+  }
+  PHI_CUDA_CHECK(cudaMemcpy(host, logits_ + static_cast<size_t>(first_row) * config_.vocab_size,
+                            4 * static_cast<size_t>(num_rows) * config_.vocab_size,
+                            cudaMemcpyDeviceToHost));
+  return {};
+}
+
+}  // namespace phi::worker::cuda

@@ -1,0 +1,170 @@
+// The Phi forward pass on one GPU over device-resident BF16 weights and a paged KV cache.
+// Free of Abseil (see cuda_status.h) so the benchmark and GPU tests build standalone; the
+// ModelRunner adapter (cuda_model_runner.h) loads real weights into it.
+//
+// One layer is Phi's parallel block, with its two fused projections:
+//   h = LN(x);  [q|k|v|f] = h W1^T + b1            (W1 = [q;k;v;fc1], 2048 -> 6144+8192)
+//   q,k <- rotary; K,V -> cache; a = Attn(q, cache); g = gelu_new(f)
+//   x = x + [a|g] W2^T + b2                          (W2 = [dense | fc2] along K, b2 = sum)
+// x is the F32 residual stream; logits are F32.
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <span>
+#include <vector>
+
+#include "services/worker/backends/cuda/gemm_lt.h"
+#include "services/worker/backends/cuda/kernels.h"
+
+namespace phi::worker::cuda {
+
+struct PhiCudaConfig {
+  int vocab_size = 51200;
+  int hidden_size = 2048;
+  int intermediate_size = 8192;
+  int num_layers = 24;
+  int num_heads = 32;
+  int head_dim = 64;
+  int rotary_dim = 32;
+  int max_positions = 2048;
+  float layer_norm_eps = 1e-5f;
+  float rope_theta = 10000.0f;
+  int tokenizer_vocab_size = 0;  // ids >= this are never sampled (0: vocab_size)
+
+  int qkv_width() const { return 3 * num_heads * head_dim; }
+  int w1_rows() const { return qkv_width() + intermediate_size; }  // fused q|k|v|fc1
+  int w2_cols() const { return num_heads * head_dim + intermediate_size; }  // [dense | fc2]
+  int64_t ParameterCount() const;
+};
+
+// Device pointers into the weight arena.
+struct PhiCudaLayer {
+  bf16* ln_w = nullptr;
+  bf16* ln_b = nullptr;
+  bf16* w1 = nullptr;  // [w1_rows, hidden]
+  bf16* b1 = nullptr;  // [w1_rows]
+  bf16* w2 = nullptr;  // [hidden, w2_cols]
+  float* b2 = nullptr; // [hidden] dense.bias + fc2.bias
+};
+struct PhiCudaWeights {
+  bf16* embed = nullptr;  // [vocab, hidden]
+  std::vector<PhiCudaLayer> layers;
+  bf16* final_ln_w = nullptr;
+  bf16* final_ln_b = nullptr;
+  bf16* lm_w = nullptr;   // [vocab, hidden]
+  float* lm_b = nullptr;  // [vocab]
+};
+
+struct PhiCudaOptions {
+  int max_tokens_per_step = 2048;  // prefill chunk + decode tokens of one step
+  int max_seqs = 256;
+  int max_logit_rows = 2048;       // rows of logits one step may produce
+  int block_size = 16;
+  int max_top_n = 20;              // top logprobs per sampled token
+  bool use_cuda_graphs = true;     // decode steps replay a graph per batch-size bucket
+};
+
+// One sequence's share of a step (host memory; see ModelRunner's SequenceStep).
+struct PhiSeqInput {
+  std::span<const int32_t> tokens;
+  int start_pos = 0;
+  std::span<const int32_t> block_table;
+  bool all_logits = false;
+  SamplingParams sampling;
+};
+
+struct PhiStepOutput {
+  std::vector<int32_t> first_row, num_rows;  // per sequence, into the logits rows
+  int total_rows = 0;
+  // Filled when sampling was asked for: one per sequence (from its last row).
+  std::vector<int32_t> tokens;
+  std::vector<float> logprobs;
+  std::vector<int32_t> top_ids;        // [seqs, max_top_n]
+  std::vector<float> top_logprobs;
+};
+
+class PhiCudaModel {
+ public:
+  static CudaStatus Create(const PhiCudaConfig& config, const PhiCudaOptions& options,
+                           std::unique_ptr<PhiCudaModel>* out);
+  ~PhiCudaModel();
+  PhiCudaModel(const PhiCudaModel&) = delete;
+  PhiCudaModel& operator=(const PhiCudaModel&) = delete;
+
+  const PhiCudaConfig& config() const { return config_; }
+  const PhiCudaOptions& options() const { return options_; }
+  const PhiCudaWeights& weights() const { return weights_; }
+  int64_t weight_bytes() const { return weight_bytes_; }
+  // Bytes one decode token must read at batch 1: every weight except the embedding table
+  // (one row of it).
+  int64_t decode_bytes_per_token() const;
+  // Bytes of one KV block over all layers (K and V).
+  int64_t kv_block_bytes() const;
+  int kv_num_blocks() const { return kv_num_blocks_; }
+  cudaStream_t stream() const { return stream_; }
+  cudaStream_t work_stream() const { return stream_; }
+  GemmLt& gemm() { return *gemm_; }
+
+  // Uniform(-scale, scale) BF16 weights generated on the device (benchmarks, tests); layer
+  // norms get weight ~1 and bias ~0 so activations stay in range.
+  CudaStatus FillRandomWeights(uint64_t seed, float scale);
+  // Allocates num_blocks KV blocks (plus one scratch block that padded graph rows write to).
+  CudaStatus AllocateKvCache(int num_blocks);
+
+  // Runs one step. Logits of every produced row stay on the device (CopyLogits reads them);
+  // with `sample`, each sequence's last row is sampled on the GPU and only ids and logprobs
+  // come back. Refuses (kInvalidArgument) bad ids, positions past max_positions, short block
+  // tables and batches over the options' capacities.
+  CudaStatus Forward(std::span<const PhiSeqInput> seqs, bool sample, PhiStepOutput* out);
+  CudaStatus CopyLogits(int first_row, int num_rows, float* host) const;
+
+  int num_captured_graphs() const { return static_cast<int>(graphs_.size()); }
+
+ private:
+  struct Layout;  // offsets of the step metadata in the device buffer
+  PhiCudaModel(const PhiCudaConfig& config, const PhiCudaOptions& options)
+      : config_(config), options_(options) {}
+  CudaStatus Init();
+  CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool sample);
+
+  PhiCudaConfig config_;
+  PhiCudaOptions options_;
+  cudaStream_t stream_ = nullptr;
+  std::unique_ptr<GemmLt> gemm_;
+  void* weight_arena_ = nullptr;
+  int64_t weight_bytes_ = 0;
+  PhiCudaWeights weights_;
+  bf16* kv_arena_ = nullptr;
+  int kv_num_blocks_ = 0;  // usable blocks; block kv_num_blocks_ is the scratch block
+  int max_blocks_per_seq_ = 0;
+
+  // Activations, sized for the options' capacities.
+  float* x_ = nullptr;
+  bf16* h_ = nullptr;
+  bf16* qkvf_ = nullptr;
+  bf16* mid_ = nullptr;
+  bf16* hf_ = nullptr;
+  float* logits_ = nullptr;
+  float* attn_ws_ = nullptr;
+  // Step metadata: a pinned host staging buffer and its device twin, one copy per step.
+  char* meta_host_ = nullptr;
+  char* meta_dev_ = nullptr;
+  size_t meta_bytes_ = 0;
+  // Sampling outputs (device) and their pinned host mirror.
+  char* sample_dev_ = nullptr;
+  char* sample_host_ = nullptr;
+  size_t sample_bytes_ = 0;
+
+  std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by padded batch size
+};
+
+// The decode batch sizes that get their own CUDA graph; a batch runs in the smallest bucket
+// that holds it, padded with rows that write only the scratch KV block.
+int decode_graph_bucket(int batch);
+
+}  // namespace phi::worker::cuda
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_

@@ -1,0 +1,14 @@
+# The CUDA kernel library's sources, shared by this directory's CMakeLists.txt and the
+# standalone GPU-machine build (bench/cuda/standalone), which has no Abseil or gRPC.
+set(PHI_CUDA_KERNEL_SOURCES
+  ${CMAKE_CURRENT_LIST_DIR}/cuda_status.cc
+  ${CMAKE_CURRENT_LIST_DIR}/kernels_cpu.cc
+  ${CMAKE_CURRENT_LIST_DIR}/layernorm.cu
+  ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu
+  ${CMAKE_CURRENT_LIST_DIR}/rotary_kv.cu
+  ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/sampling.cu
+  ${CMAKE_CURRENT_LIST_DIR}/gemm_lt.cc
+  ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model.cc
+)

@@ -1,0 +1,561 @@
+#include "services/tokenizer/tokenizer_loader.h"
+
+#include <algorithm>
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+#include <utility>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "nlohmann/json.hpp"
+#include "services/tokenizer/byte_level.h"
+
+namespace phi::tokenizer {
+namespace {
+
+using Json = nlohmann::json;
+namespace fs = std::filesystem;
+
+absl::Status Error(const std::string& source, const std::string& where, const std::string& what) {
+  return absl::InvalidArgumentError(absl::StrCat(source, ": ", where, ": ", what));
+}
+absl::Status Unsupported(const std::string& source, const std::string& where, const std::string& what) {
+  return absl::UnimplementedError(absl::StrCat(source, ": ", where, ": unsupported ", what));
+}
+
+absl::StatusOr<std::string> ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return absl::NotFoundError(absl::StrCat(path, ": cannot open file"));
+  std::ostringstream ss;
+  ss << in.rdbuf();
+  if (in.bad()) return absl::DataLossError(absl::StrCat(path, ": read error"));
+  return ss.str();
+}
+
+absl::StatusOr<Json> ParseJson(std::string_view text, const std::string& source) {
+  // nlohmann reports errors by exception; it stays inside this function.
+  try {
+    return Json::parse(text.begin(), text.end());
+  } catch (const Json::parse_error& e) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(source, ": JSON parse error at byte ", e.byte, ": ", e.what()));
+  }
+}
+
+std::string TypeName(const Json& j) { return j.type_name(); }
+
+absl::StatusOr<bool> GetBool(const Json& obj, const char* key, bool dflt, const std::string& source,
+                             const std::string& where) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return dflt;
+  if (!it->is_boolean()) {
+    return Error(source, absl::StrCat(where, "/", key),
+                 absl::StrCat("expected a boolean, got ", TypeName(*it)));
+  }
+  return it->get<bool>();
+}
+
+absl::StatusOr<PreTokenizerOptions> ParseByteLevel(const Json& pt, const std::string& source,
+                                                   const std::string& where) {
+  PreTokenizerOptions o;
+  auto aps = GetBool(pt, "add_prefix_space", false, source, where);
+  if (!aps.ok()) return aps.status();
+  auto regex = GetBool(pt, "use_regex", true, source, where);
+  if (!regex.ok()) return regex.status();
+  // trim_offsets only changes offsets in Hugging Face's post-processor; accepted and ignored.
+  if (auto t = GetBool(pt, "trim_offsets", true, source, where); !t.ok()) return t.status();
+  o.add_prefix_space = *aps;
+  o.use_regex = *regex;
+  return o;
+}
+
+absl::StatusOr<PreTokenizerOptions> ParsePreTokenizer(const Json& root, const std::string& source) {
+  auto it = root.find("pre_tokenizer");
+  if (it == root.end() || it->is_null()) {
+    return Unsupported(source, "/pre_tokenizer", "null pre-tokenizer (ByteLevel is required)");
+  }
+  const Json& pt = *it;
+  std::string type = pt.value("type", "");
+  if (type == "ByteLevel") return ParseByteLevel(pt, source, "/pre_tokenizer");
+  if (type == "Sequence" && pt.contains("pretokenizers") && pt["pretokenizers"].is_array() &&
+      pt["pretokenizers"].size() == 1 && pt["pretokenizers"][0].value("type", "") == "ByteLevel") {
+    return ParseByteLevel(pt["pretokenizers"][0], source, "/pre_tokenizer/pretokenizers/0");
+  }
+  return Unsupported(source, "/pre_tokenizer/type",
+                     absl::StrCat("pre-tokenizer '", type, "' (only ByteLevel is supported)"));
+}
+
+absl::Status CheckPipeline(const Json& root, const std::string& source) {
+  if (auto it = root.find("normalizer"); it != root.end() && !it->is_null()) {
+    bool empty_sequence = it->value("type", "") == "Sequence" && it->contains("normalizers") &&
+                          (*it)["normalizers"].is_array() && (*it)["normalizers"].empty();
+    if (!empty_sequence) {
+      return Unsupported(source, "/normalizer/type",
+                         absl::StrCat("normalizer '", it->value("type", "?"), "' (none is supported)"));
+    }
+  }
+  auto dec = root.find("decoder");
+  if (dec == root.end() || dec->is_null()) {
+    return Unsupported(source, "/decoder", "null decoder (ByteLevel is required)");
+  }
+  if (dec->value("type", "") != "ByteLevel") {
+    return Unsupported(source, "/decoder/type",
+                       absl::StrCat("decoder '", dec->value("type", "?"), "' (only ByteLevel)"));
+  }
+  if (auto pp = root.find("post_processor"); pp != root.end() && !pp->is_null()) {
+    // ByteLevel only adjusts offsets; processors that add tokens would change the ids.
+    if (pp->value("type", "") != "ByteLevel") {
+      return Unsupported(source, "/post_processor/type",
+                         absl::StrCat("post-processor '", pp->value("type", "?"),
+                                      "' (only ByteLevel or null)"));
+    }
+  }
+  for (const char* key : {"truncation", "padding"}) {
+    if (auto it = root.find(key); it != root.end() && !it->is_null()) {
+      return Unsupported(source, absl::StrCat("/", key), absl::StrCat(key, " (must be null)"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, uint32_t>>> ParseVocab(
+    const Json& vocab, const std::string& source, const std::string& where) {
+  if (!vocab.is_object()) {
+    return Error(source, where, absl::StrCat("expected an object, got ", TypeName(vocab)));
+  }
+  std::vector<std::pair<std::string, uint32_t>> out;
+  out.reserve(vocab.size());
+  for (auto it = vocab.begin(); it != vocab.end(); ++it) {
+    if (!it.value().is_number_unsigned()) {
+      return Error(source, absl::StrCat(where, "/", it.key()),
+                   absl::StrCat("expected a non-negative id, got ", TypeName(it.value())));
+    }
+    uint64_t id = it.value().get<uint64_t>();
+    if (id >= (1u << 24)) {
+      return Error(source, absl::StrCat(where, "/", it.key()), absl::StrCat("id ", id, " too large"));
+    }
+    out.emplace_back(it.key(), static_cast<uint32_t>(id));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::pair<std::string, std::string>>> ParseMerges(
+    const Json& merges, const std::string& source, const std::string& where) {
+  if (!merges.is_array()) {
+    return Error(source, where, absl::StrCat("expected an array, got ", TypeName(merges)));
+  }
+  std::vector<std::pair<std::string, std::string>> out;
+  out.reserve(merges.size());
+  for (size_t i = 0; i < merges.size(); ++i) {
+    const Json& m = merges[i];
+    std::string at = absl::StrCat(where, "/", i);
+    if (m.is_string()) {
+      // "a b": byte-level vocabulary strings never contain U+0020.
+      const std::string& s = m.get_ref<const std::string&>();
+      size_t sp = s.find(' ');
+      if (sp == std::string::npos || s.find(' ', sp + 1) != std::string::npos) {
+        return Error(source, at, absl::StrCat("merge '", s, "' is not two tokens separated by a space"));
+      }
+      out.emplace_back(s.substr(0, sp), s.substr(sp + 1));
+    } else if (m.is_array() && m.size() == 2 && m[0].is_string() && m[1].is_string()) {
+      out.emplace_back(m[0].get<std::string>(), m[1].get<std::string>());
+    } else {
+      return Error(source, at, "merge must be \"a b\" or [\"a\", \"b\"]");
+    }
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const std::string& source) {
+  std::vector<AddedToken> out;
+  auto it = root.find("added_tokens");
+  if (it == root.end() || it->is_null()) return out;
+  if (!it->is_array()) return Error(source, "/added_tokens", "expected an array");
+  for (size_t i = 0; i < it->size(); ++i) {
+    const Json& t = (*it)[i];
+    std::string where = absl::StrCat("/added_tokens/", i);
+    if (!t.is_object() || !t.contains("id") || !t["id"].is_number_unsigned() ||
+        !t.contains("content") || !t["content"].is_string()) {
+      return Error(source, where, "expected {\"id\": <uint>, \"content\": <string>, ...}");
+    }
+    AddedToken a;
+    a.id = t["id"].get<uint32_t>();
+    a.content = t["content"].get<std::string>();
+    if (a.content.empty()) return Error(source, where + "/content", "empty added token");
+    struct Flag {
+      const char* key;
+      bool* field;
+      bool dflt;
+    } flags[] = {{"special", &a.special, false},  {"normalized", &a.normalized, true},
+                 {"lstrip", &a.lstrip, false},    {"rstrip", &a.rstrip, false},
+                 {"single_word", &a.single_word, false}};
+    for (const Flag& f : flags) {
+      auto v = GetBool(t, f.key, f.dflt, source, where);
+      if (!v.ok()) return v.status();
+      *f.field = *v;
+    }
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+bool AllBytesPresent(const std::vector<std::pair<std::string, uint32_t>>& vocab) {
+  // Every byte character is one code point below U+0200: count single-character entries that
+  // are byte characters.
+  std::vector<bool> seen(256, false);
+  for (const auto& [s, id] : vocab) {
+    (void)id;
+    if (s.size() > 2) continue;
+    // Decode one or two UTF-8 bytes.
+    unsigned char c0 = static_cast<unsigned char>(s[0]);
+    char32_t cp;
+    if (s.size() == 1 && c0 < 0x80) {
+      cp = c0;
+    } else if (s.size() == 2 && c0 >= 0xC2 && c0 < 0xE0) {
+      cp = (char32_t(c0 & 0x1F) << 6) | (static_cast<unsigned char>(s[1]) & 0x3F);
+    } else {
+      continue;
+    }
+    int b = CharToByte(cp);
+    if (b >= 0) seen[b] = true;
+  }
+  for (bool b : seen) {
+    if (!b) return false;
+  }
+  return true;
+}
+
+absl::StatusOr<BpeModel::Options> ParseModelOptions(const Json& model, const std::string& source,
+                                                   bool all_bytes_present) {
+  std::string type = model.value("type", "BPE");
+  if (type != "BPE") {
+    return Unsupported(source, "/model/type",
+                       absl::StrCat("model type '", type, "' (only BPE is supported)"));
+  }
+  if (auto it = model.find("dropout"); it != model.end() && !it->is_null()) {
+    if (!(it->is_number() && it->get<double>() == 0.0)) {
+      return Unsupported(source, "/model/dropout", "BPE dropout (must be null)");
+    }
+  }
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"}) {
+    if (auto it = model.find(key); it != model.end() && !it->is_null()) {
+      if (!it->is_string() || !it->get<std::string>().empty()) {
+        return Unsupported(source, absl::StrCat("/model/", key), absl::StrCat(key, " (must be null)"));
+      }
+    }
+  }
+  auto byte_fallback = GetBool(model, "byte_fallback", false, source, "/model");
+  if (!byte_fallback.ok()) return byte_fallback.status();
+  if (*byte_fallback) return Unsupported(source, "/model/byte_fallback", "byte_fallback (must be false)");
+  if (auto it = model.find("unk_token"); it != model.end() && !it->is_null() && !all_bytes_present) {
+    return Unsupported(source, "/model/unk_token",
+                       "unk_token with a vocabulary that lacks some of the 256 byte tokens");
+  }
+  auto ignore = GetBool(model, "ignore_merges", false, source, "/model");
+  if (!ignore.ok()) return ignore.status();
+  BpeModel::Options o;
+  o.ignore_merges = *ignore;
+  return o;
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> Build(
+    const std::vector<std::pair<std::string, uint32_t>>& vocab,
+    const std::vector<std::pair<std::string, std::string>>& merges, BpeModel::Options options,
+    std::vector<AddedToken> added, PreTokenizerOptions pre, const std::string& source,
+    const std::string& merges_where) {
+  auto model = BpeModel::Create(vocab, merges, options);
+  if (!model.ok()) {
+    return Error(source, merges_where, std::string(model.status().message()));
+  }
+  return std::make_unique<Tokenizer>(std::move(*model), std::move(added), pre);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(std::string_view json_text,
+                                                             std::string_view source_name) {
+  const std::string source(source_name);
+  auto parsed = ParseJson(json_text, source);
+  if (!parsed.ok()) return parsed.status();
+  const Json& root = *parsed;
+  if (!root.is_object()) return Error(source, "/", "expected a JSON object");
+  if (absl::Status s = CheckPipeline(root, source); !s.ok()) return s;
+  auto pre = ParsePreTokenizer(root, source);
+  if (!pre.ok()) return pre.status();
+  auto model_it = root.find("model");
+  if (model_it == root.end() || !model_it->is_object()) return Error(source, "/model", "missing or not an object");
+  const Json& model = *model_it;
+  if (!model.contains("vocab")) return Error(source, "/model/vocab", "missing");
+  if (!model.contains("merges")) return Error(source, "/model/merges", "missing");
+  auto vocab = ParseVocab(model["vocab"], source, "/model/vocab");
+  if (!vocab.ok()) return vocab.status();
+  auto options = ParseModelOptions(model, source, AllBytesPresent(*vocab));
+  if (!options.ok()) return options.status();
+  auto merges = ParseMerges(model["merges"], source, "/model/merges");
+  if (!merges.ok()) return merges.status();
+  auto added = ParseAddedTokens(root, source);
+  if (!added.ok()) return added.status();
+  return Build(*vocab, *merges, *options, std::move(*added), *pre, source, "/model");
+}
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonFile(const std::string& path) {
+  auto text = ReadFile(path);
+  if (!text.ok()) return text.status();
+  return LoadTokenizerJson(*text, path);
+}
+
+namespace {
+
+// A token value in tokenizer_config.json / special_tokens_map.json: "s", {"content": "s"} or null.
+absl::StatusOr<std::optional<std::string>> TokenContent(const Json& obj, const char* key,
+                                                        const std::string& source) {
+  auto it = obj.find(key);
+  if (it == obj.end() || it->is_null()) return std::optional<std::string>();
+  if (it->is_string()) return std::optional<std::string>(it->get<std::string>());
+  if (it->is_object() && it->contains("content") && (*it)["content"].is_string()) {
+    return std::optional<std::string>((*it)["content"].get<std::string>());
+  }
+  return Error(source, absl::StrCat("/", key), "expected a string, {\"content\": ...} or null");
+}
+
+absl::StatusOr<std::optional<Json>> ReadJsonIfExists(const fs::path& path) {
+  std::error_code ec;
+  if (!fs::exists(path, ec)) return std::optional<Json>();
+  auto text = ReadFile(path.string());
+  if (!text.ok()) return text.status();
+  auto j = ParseJson(*text, path.string());
+  if (!j.ok()) return j.status();
+  if (!j->is_object()) return Error(path.string(), "/", "expected a JSON object");
+  return std::optional<Json>(std::move(*j));
+}
+
+}  // namespace
+
+absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Tokenizer& tokenizer) {
+  SpecialRoles roles;
+  fs::path base(dir);
+  auto config = ReadJsonIfExists(base / "tokenizer_config.json");
+  if (!config.ok()) return config.status();
+  auto special_map = ReadJsonIfExists(base / "special_tokens_map.json");
+  if (!special_map.ok()) return special_map.status();
+  auto generation = ReadJsonIfExists(base / "generation_config.json");
+  if (!generation.ok()) return generation.status();
+
+  struct Role {
+    const char* key;
+    std::optional<uint32_t>* field;
+  } role_keys[] = {{"bos_token", &roles.bos}, {"eos_token", &roles.eos},
+                   {"pad_token", &roles.pad}, {"unk_token", &roles.unk}};
+  // tokenizer_config.json wins over special_tokens_map.json, as in transformers.
+  std::pair<const std::optional<Json>*, fs::path> sources[] = {
+      {&*config, base / "tokenizer_config.json"}, {&*special_map, base / "special_tokens_map.json"}};
+  for (const auto& [json, path] : sources) {
+    if (!json->has_value()) continue;
+    for (const Role& r : role_keys) {
+      if (r.field->has_value()) continue;
+      auto content = TokenContent(**json, r.key, path.string());
+      if (!content.ok()) return content.status();
+      if (!content->has_value()) continue;
+      std::optional<uint32_t> id = tokenizer.TokenToId(**content);
+      if (!id) {
+        return Error(path.string(), absl::StrCat("/", r.key),
+                     absl::StrCat("'", **content, "' is not a token of this tokenizer"));
+      }
+      *r.field = id;
+    }
+  }
+  roles.im_start = tokenizer.TokenToId("<|im_start|>");
+  roles.im_end = tokenizer.TokenToId("<|im_end|>");
+
+  if (generation->has_value()) {
+    const Json& g = **generation;
+    std::string path = (base / "generation_config.json").string();
+    auto read_id = [&](const Json& v, const std::string& where) -> absl::StatusOr<uint32_t> {
+      if (!v.is_number_unsigned()) return Error(path, where, "expected a non-negative token id");
+      uint32_t id = v.get<uint32_t>();
+      if (tokenizer.TokenBytes(id) == nullptr) {
+        return Error(path, where, absl::StrCat("token id ", id, " is outside the vocabulary"));
+      }
+      return id;
+    };
+    if (auto it = g.find("eos_token_id"); it != g.end() && !it->is_null()) {
+      if (it->is_array()) {
+        for (size_t i = 0; i < it->size(); ++i) {
+          auto id = read_id((*it)[i], absl::StrCat("/eos_token_id/", i));
+          if (!id.ok()) return id.status();
+          roles.stop_ids.push_back(*id);
+        }
+      } else {
+        auto id = read_id(*it, "/eos_token_id");
+        if (!id.ok()) return id.status();
+        roles.stop_ids.push_back(*id);
+      }
+      if (!roles.eos && !roles.stop_ids.empty()) roles.eos = roles.stop_ids.front();
+    }
+    for (auto [key, field] : {std::pair{"bos_token_id", &roles.bos}, std::pair{"pad_token_id", &roles.pad}}) {
+      if (auto it = g.find(key); it != g.end() && !it->is_null() && !field->has_value()) {
+        auto id = read_id(*it, absl::StrCat("/", key));
+        if (!id.ok()) return id.status();
+        *field = *id;
+      }
+    }
+  }
+  if (roles.eos && std::find(roles.stop_ids.begin(), roles.stop_ids.end(), *roles.eos) ==
+                       roles.stop_ids.end()) {
+    roles.stop_ids.push_back(*roles.eos);
+  }
+  return roles;
+}
+
+namespace {
+
+// vocab.json + merges.txt + added_tokens.json, with flags from tokenizer_config.json's
+// added_tokens_decoder and specialness from the role tokens, as transformers builds it.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path& base) {
+  std::string vocab_path = (base / "vocab.json").string();
+  auto vocab_text = ReadFile(vocab_path);
+  if (!vocab_text.ok()) return vocab_text.status();
+  auto vocab_json = ParseJson(*vocab_text, vocab_path);
+  if (!vocab_json.ok()) return vocab_json.status();
+  auto vocab = ParseVocab(*vocab_json, vocab_path, "");
+  if (!vocab.ok()) return vocab.status();
+
+  std::string merges_path = (base / "merges.txt").string();
+  auto merges_text = ReadFile(merges_path);
+  if (!merges_text.ok()) return merges_text.status();
+  std::vector<std::pair<std::string, std::string>> merges;
+  std::istringstream lines(*merges_text);
+  std::string line;
+  for (int line_no = 1; std::getline(lines, line); ++line_no) {
+    if (!line.empty() && line.back() == '\r') line.pop_back();
+    if (line.empty() || (line_no == 1 && line.rfind("#version", 0) == 0)) continue;
+    size_t sp = line.find(' ');
+    if (sp == std::string::npos || line.find(' ', sp + 1) != std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat(merges_path, ":", line_no, ": merge '", line,
+                                                     "' is not two tokens separated by a space"));
+    }
+    merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
+  }
+
+  auto config = ReadJsonIfExists(base / "tokenizer_config.json");
+  if (!config.ok()) return config.status();
+  auto special_map = ReadJsonIfExists(base / "special_tokens_map.json");
+  if (!special_map.ok()) return special_map.status();
+  auto added_json = ReadJsonIfExists(base / "added_tokens.json");
+  if (!added_json.ok()) return added_json.status();
+
+  std::vector<AddedToken> added;
+  auto find_added = [&](std::string_view content) -> AddedToken* {
+    for (AddedToken& t : added) {
+      if (t.content == content) return &t;
+    }
+    return nullptr;
+  };
+  if (added_json->has_value()) {
+    std::string path = (base / "added_tokens.json").string();
+    for (auto it = (*added_json)->begin(); it != (*added_json)->end(); ++it) {
+      if (!it.value().is_number_unsigned()) {
+        return Error(path, absl::StrCat("/", it.key()), "expected a non-negative token id");
+      }
+      AddedToken t;
+      t.content = it.key();
+      t.id = it.value().get<uint32_t>();
+      added.push_back(std::move(t));
+    }
+  }
+  PreTokenizerOptions pre;
+  if (config->has_value()) {
+    const Json& c = **config;
+    std::string path = (base / "tokenizer_config.json").string();
+    auto aps = GetBool(c, "add_prefix_space", false, path, "");
+    if (!aps.ok()) return aps.status();
+    pre.add_prefix_space = *aps;
+    if (auto dec = c.find("added_tokens_decoder"); dec != c.end() && dec->is_object()) {
+      for (auto it = dec->begin(); it != dec->end(); ++it) {
+        std::string where = absl::StrCat("/added_tokens_decoder/", it.key());
+        const Json& t = it.value();
+        if (!t.is_object() || !t.contains("content") || !t["content"].is_string()) {
+          return Error(path, where, "expected {\"content\": <string>, ...}");
+        }
+        std::string content = t["content"].get<std::string>();
+        AddedToken* a = find_added(content);
+        if (a == nullptr) {
+          AddedToken fresh;
+          fresh.content = content;
+          fresh.id = static_cast<uint32_t>(std::stoul(it.key()));
+          added.push_back(std::move(fresh));
+          a = &added.back();
+        }
+        for (auto [key, field] : {std::pair{"special", &a->special}, std::pair{"normalized", &a->normalized},
+                                  std::pair{"lstrip", &a->lstrip}, std::pair{"rstrip", &a->rstrip},
+                                  std::pair{"single_word", &a->single_word}}) {
+          auto v = GetBool(t, key, *field, path, where);
+          if (!v.ok()) return v.status();
+          *field = *v;
+        }
+      }
+    }
+  }
+  // Role tokens and additional_special_tokens are special added tokens.
+  std::vector<std::string> specials;
+  for (const auto* json : {&*config, &*special_map}) {
+    if (!json->has_value()) continue;
+    for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token"}) {
+      auto content = TokenContent(**json, key, "special tokens");
+      if (content.ok() && content->has_value()) specials.push_back(**content);
+    }
+    if (auto it = (*json)->find("additional_special_tokens"); it != (*json)->end() && it->is_array()) {
+      for (const Json& v : *it) {
+        if (v.is_string()) specials.push_back(v.get<std::string>());
+        else if (v.is_object() && v.contains("content")) specials.push_back(v["content"].get<std::string>());
+      }
+    }
+  }
+  for (const std::string& content : specials) {
+    if (AddedToken* a = find_added(content)) {
+      a->special = true;
+      continue;
+    }
+    std::optional<uint32_t> id;
+    for (const auto& [s, vid] : *vocab) {
+      if (s == content) id = vid;
+    }
+    if (!id) continue;  // LoadSpecialRoles reports role tokens that do not exist
+    AddedToken t;
+    t.content = content;
+    t.id = *id;
+    t.special = true;
+    t.normalized = false;
+    added.push_back(std::move(t));
+  }
+  return Build(*vocab, merges, BpeModel::Options{}, std::move(added), pre,
+               (base / "merges.txt").string(), "");
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFolder(const std::string& dir) {
+  fs::path base(dir);
+  std::error_code ec;
+  if (!fs::is_directory(base, ec)) {
+    return absl::NotFoundError(absl::StrCat(dir, ": not a directory"));
+  }
+  absl::StatusOr<std::unique_ptr<Tokenizer>> tok;
+  if (fs::exists(base / "tokenizer.json", ec)) {
+    tok = LoadTokenizerJsonFile((base / "tokenizer.json").string());
+  } else if (fs::exists(base / "vocab.json", ec)) {
+    tok = LoadVocabMergesFolder(base);
+  } else {
+    return absl::NotFoundError(
+        absl::StrCat(dir, ": neither tokenizer.json nor vocab.json + merges.txt found"));
+  }
+  if (!tok.ok()) return tok.status();
+  auto roles = LoadSpecialRoles(dir, **tok);
+  if (!roles.ok()) return roles.status();
+  (*tok)->set_roles(std::move(*roles));
+  return tok;
+}
+
+}  // namespace phi::tokenizer

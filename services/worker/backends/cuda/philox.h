@@ -25,10 +25,9 @@ PHI_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t* hi, uint32_t* lo) {
   *lo = static_cast<uint32_t>(p);
 }
 
-PHI_HD Philox4 philox4x32_10(uint64_t key64, uint64_t counter64) {
-  uint32_t k0 = static_cast<uint32_t>(key64), k1 = static_cast<uint32_t>(key64 >> 32);
-  uint32_t c0 = static_cast<uint32_t>(counter64), c1 = static_cast<uint32_t>(counter64 >> 32);
-  uint32_t c2 = 0, c3 = 0;
+// The full generator: 128-bit counter, 64-bit key (Random123's philox4x32_10).
+PHI_HD Philox4 philox4x32_10_block(Philox4 ctr, uint32_t k0, uint32_t k1) {
+  uint32_t c0 = ctr.v[0], c1 = ctr.v[1], c2 = ctr.v[2], c3 = ctr.v[3];
   for (int round = 0; round < 10; ++round) {
     uint32_t hi0, lo0, hi1, lo1;
     philox_mulhilo(0xD2511F53u, c0, &hi0, &lo0);
@@ -42,6 +41,13 @@ PHI_HD Philox4 philox4x32_10(uint64_t key64, uint64_t counter64) {
     k1 += 0xBB67AE85u;
   }
   return Philox4{{c0, c1, c2, c3}};
+}
+
+// Key = the request's seed, counter = (step, 0).
+PHI_HD Philox4 philox4x32_10(uint64_t key64, uint64_t counter64) {
+  return philox4x32_10_block(
+      Philox4{{static_cast<uint32_t>(counter64), static_cast<uint32_t>(counter64 >> 32), 0, 0}},
+      static_cast<uint32_t>(key64), static_cast<uint32_t>(key64 >> 32));
 }
 
 // Uniform in [0, 1) with 24 random bits: the draw for token `step` of a request seeded `seed`.

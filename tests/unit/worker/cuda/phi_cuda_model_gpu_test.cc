@@ -1,0 +1,262 @@
+// The whole forward pass of a tiny Phi on the GPU against a dense CPU forward built from the
+// kernels' twins, plus the properties the engine relies on: chunked prefill and decode agree
+// with one-shot prefill, CUDA-graph decode agrees with eager decode, greedy tokens do not
+// depend on the rest of the batch, and bad steps are refused with the reason. Label: gpu.
+#include <algorithm>
+#include <numeric>
+#include <vector>
+
+#include "services/worker/backends/cuda/phi_cuda_model.h"
+#include "tests/unit/worker/cuda/gpu_test_util.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+using testing::RelNormError;
+
+PhiCudaConfig TinyConfig() {
+  PhiCudaConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.head_dim = 64;
+  c.rotary_dim = 32;
+  c.max_positions = 600;  // several decode partitions
+  return c;
+}
+
+PhiCudaOptions TinyOptions(bool graphs) {
+  PhiCudaOptions o;
+  o.max_tokens_per_step = 256;
+  o.max_seqs = 8;
+  o.max_logit_rows = 256;
+  o.block_size = 16;
+  o.max_top_n = 4;
+  o.use_cuda_graphs = graphs;
+  return o;
+}
+
+std::vector<float> Download(const bf16* p, size_t n) {
+  std::vector<bf16> v(n);
+  cudaMemcpy(v.data(), p, n * 2, cudaMemcpyDeviceToHost);
+  return testing::ToF32(v);
+}
+std::vector<float> Download(const float* p, size_t n) {
+  std::vector<float> v(n);
+  cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost);
+  return v;
+}
+
+std::vector<float> RoundBf16(std::vector<float> v) {
+  for (float& x : v) x = bf16_round_cpu(x);
+  return v;
+}
+
+// Dense CPU forward of one prompt from the twins, rounding to BF16 wherever the GPU stores
+// BF16. Returns logits for every position.
+std::vector<float> CpuForward(const PhiCudaModel& m, const std::vector<int32_t>& tokens) {
+  const PhiCudaConfig& c = m.config();
+  const PhiCudaWeights& w = m.weights();
+  const int n = static_cast<int>(tokens.size()), h = c.hidden_size;
+  std::vector<float> x(static_cast<size_t>(n) * h);
+  embedding_forward_cpu(tokens.data(), Download(w.embed, static_cast<size_t>(c.vocab_size) * h).data(),
+                        x.data(), n, c.vocab_size, h);
+  // One block holds the whole prompt, identity block table.
+  const int bs = n;
+  std::vector<float> kc(static_cast<size_t>(c.num_heads) * bs * 64), vc(kc.size());
+  std::vector<int32_t> pos(n), slots(n);
+  std::iota(pos.begin(), pos.end(), 0);
+  std::iota(slots.begin(), slots.end(), 0);
+  const int32_t table[] = {0}, q_off[] = {0}, st[] = {0}, nn[] = {n};
+  for (const PhiCudaLayer& l : w.layers) {
+    std::vector<float> hn(x.size()), f(static_cast<size_t>(n) * c.w1_rows()),
+        mid(static_cast<size_t>(n) * c.w2_cols());
+    layernorm_forward_cpu(x.data(), nullptr, Download(l.ln_w, h).data(), Download(l.ln_b, h).data(),
+                          hn.data(), n, h, c.layer_norm_eps);
+    hn = RoundBf16(hn);
+    gemm_bias_cpu(hn.data(), Download(l.w1, static_cast<size_t>(c.w1_rows()) * h).data(),
+                  Download(l.b1, c.w1_rows()).data(), f.data(), 0.0f, n, c.w1_rows(), h);
+    f = RoundBf16(f);
+    rotary_kv_forward_cpu(f.data(), c.w1_rows(), pos.data(), slots.data(), kc.data(), vc.data(), n,
+                          c.num_heads, 64, c.rotary_dim, bs, c.rope_theta);
+    f = RoundBf16(f);
+    kc = RoundBf16(kc);
+    attention_prefill_cpu(f.data(), c.w1_rows(), kc.data(), vc.data(), table, 1, q_off, st, nn,
+                          mid.data(), c.w2_cols(), 1, c.num_heads, 64, bs, 0.125f);
+    gelu_forward_cpu(f.data() + c.qkv_width(), c.w1_rows(), mid.data() + h, c.w2_cols(), n,
+                     c.intermediate_size);
+    mid = RoundBf16(mid);
+    gemm_bias_cpu(mid.data(), Download(l.w2, static_cast<size_t>(h) * c.w2_cols()).data(),
+                  Download(l.b2, h).data(), x.data(), 1.0f, n, h, c.w2_cols());
+  }
+  std::vector<float> hf(x.size()), logits(static_cast<size_t>(n) * c.vocab_size);
+  layernorm_forward_cpu(x.data(), nullptr, Download(w.final_ln_w, h).data(),
+                        Download(w.final_ln_b, h).data(), hf.data(), n, h, c.layer_norm_eps);
+  hf = RoundBf16(hf);
+  gemm_bias_cpu(hf.data(), Download(w.lm_w, static_cast<size_t>(c.vocab_size) * h).data(),
+                Download(w.lm_b, c.vocab_size).data(), logits.data(), 0.0f, n, c.vocab_size, h);
+  return logits;
+}
+
+std::unique_ptr<PhiCudaModel> MakeModel(bool graphs) {
+  std::unique_ptr<PhiCudaModel> m;
+  if (!PhiCudaModel::Create(TinyConfig(), TinyOptions(graphs), &m).ok()) return nullptr;
+  if (!m->FillRandomWeights(1234, 0.08f).ok()) return nullptr;
+  if (!m->AllocateKvCache(200).ok()) return nullptr;
+  return m;
+}
+
+std::vector<int32_t> Prompt(int n, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % 300);
+  return t;
+}
+
+std::vector<int32_t> Blocks(int first, int count) {
+  std::vector<int32_t> b(count);
+  std::iota(b.begin(), b.end(), first);
+  std::reverse(b.begin(), b.end());  // non-contiguous order on purpose
+  return b;
+}
+
+TEST(PhiCudaModelGpu, PrefillLogitsMatchDenseCpuForward) {
+  PHI_REQUIRE_GPU();
+  auto m = MakeModel(false);
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> prompt = Prompt(37, 1);
+  const std::vector<int32_t> blocks = Blocks(10, 3);
+  PhiSeqInput s;
+  s.tokens = prompt;
+  s.block_table = blocks;
+  s.all_logits = true;
+  PhiStepOutput out;
+  PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+  ASSERT_EQ(out.num_rows[0], 37);
+  std::vector<float> got(static_cast<size_t>(37) * 300);
+  PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0], 37, got.data()));
+  const std::vector<float> want = CpuForward(*m, prompt);
+  EXPECT_LT(RelNormError(got, want), 2e-2);
+}
+
+// Last-row logits of a prompt run as chunks and then decoded token by token equal those of
+// the same tokens run in one prefill step.
+TEST(PhiCudaModelGpu, ChunkedPrefillAndDecodeMatchOneShot) {
+  PHI_REQUIRE_GPU();
+  for (bool graphs : {false, true}) {
+    SCOPED_TRACE(graphs ? "graphs" : "eager");
+    auto m = MakeModel(graphs);
+    ASSERT_NE(m, nullptr);
+    const std::vector<int32_t> all = Prompt(300, 2);  // past one decode partition (256)
+    const std::vector<int32_t> one_blocks = Blocks(0, 19), chunk_blocks = Blocks(100, 19);
+    PhiSeqInput one;
+    one.tokens = all;
+    one.block_table = one_blocks;
+    one.all_logits = true;
+    PhiStepOutput o1;
+    PHI_ASSERT_CUDA_OK(m->Forward({&one, 1}, false, &o1));
+    std::vector<float> ref(static_cast<size_t>(300) * 300);
+    PHI_ASSERT_CUDA_OK(m->CopyLogits(o1.first_row[0], 300, ref.data()));
+
+    int pos = 0;
+    for (int chunk : {17, 100, 150}) {
+      PhiSeqInput s;
+      s.tokens = std::span<const int32_t>(all).subspan(pos, chunk);
+      s.start_pos = pos;
+      s.block_table = chunk_blocks;
+      PhiStepOutput o;
+      PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &o));
+      pos += chunk;
+      std::vector<float> got(300);
+      PHI_ASSERT_CUDA_OK(m->CopyLogits(o.first_row[0], 1, got.data()));
+      EXPECT_LT(RelNormError(got, std::vector<float>(ref.begin() + (pos - 1) * 300,
+                                                     ref.begin() + pos * 300)),
+                1e-2)
+          << "after chunk ending at " << pos;
+    }
+    for (; pos < 300; ++pos) {  // decode the rest (sampling on: graphs capture and replay)
+      PhiSeqInput s;
+      s.tokens = std::span<const int32_t>(all).subspan(pos, 1);
+      s.start_pos = pos;
+      s.block_table = chunk_blocks;
+      PhiStepOutput o;
+      PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, true, &o));
+      std::vector<float> got(300);
+      PHI_ASSERT_CUDA_OK(m->CopyLogits(o.first_row[0], 1, got.data()));
+      const std::vector<float> want(ref.begin() + pos * 300, ref.begin() + (pos + 1) * 300);
+      EXPECT_LT(RelNormError(got, want), 1e-2) << "decode at " << pos;
+      const int argmax = static_cast<int>(std::max_element(got.begin(), got.end()) - got.begin());
+      EXPECT_EQ(o.tokens[0], argmax);
+    }
+    if (graphs) {
+      EXPECT_EQ(m->num_captured_graphs(), 1);
+    }
+  }
+}
+
+// Greedy continuations of a prompt alone and inside a batch of three (padded to a graph
+// bucket of four) are the same tokens.
+TEST(PhiCudaModelGpu, GreedyTokensDoNotDependOnTheBatch) {
+  PHI_REQUIRE_GPU();
+  auto m = MakeModel(true);
+  ASSERT_NE(m, nullptr);
+  auto generate = [&](int batch, int first_block) {
+    std::vector<std::vector<int32_t>> toks, tables;
+    for (int b = 0; b < batch; ++b) {
+      toks.push_back(Prompt(20 + 7 * b, 3 + b));
+      tables.push_back(Blocks(first_block + 10 * b, 4));
+    }
+    std::vector<int32_t> gen;
+    std::vector<int> pos(batch, 0);
+    for (int step = 0; step < 12; ++step) {
+      std::vector<PhiSeqInput> in(batch);
+      for (int b = 0; b < batch; ++b) {
+        in[b].tokens = std::span<const int32_t>(toks[b]).subspan(pos[b]);
+        in[b].start_pos = pos[b];
+        in[b].block_table = tables[b];
+      }
+      PhiStepOutput o;
+      if (!m->Forward(in, true, &o).ok()) return std::vector<int32_t>{-1};
+      for (int b = 0; b < batch; ++b) {
+        pos[b] = static_cast<int>(toks[b].size());
+        toks[b].push_back(o.tokens[b]);
+      }
+      gen.push_back(o.tokens[0]);
+    }
+    return gen;
+  };
+  const std::vector<int32_t> alone = generate(1, 0), batched = generate(3, 50);
+  EXPECT_EQ(alone, batched);
+}
+
+TEST(PhiCudaModelGpu, RefusesBadStepsWithTheReason) {
+  PHI_REQUIRE_GPU();
+  auto m = MakeModel(false);
+  ASSERT_NE(m, nullptr);
+  const std::vector<int32_t> blocks = Blocks(0, 2);
+  const std::vector<int32_t> bad_id = {1, 300}, ok = {1, 2};
+  PhiSeqInput s;
+  s.block_table = blocks;
+  PhiStepOutput o;
+  s.tokens = bad_id;
+  CudaStatus st = m->Forward({&s, 1}, false, &o);
+  EXPECT_EQ(st.code(), CudaStatus::Code::kInvalidArgument);
+  EXPECT_NE(st.message().find("token id 300"), std::string::npos) << st.message();
+  s.tokens = ok;
+  s.start_pos = 599;
+  st = m->Forward({&s, 1}, false, &o);
+  EXPECT_NE(st.message().find("max_positions 600"), std::string::npos) << st.message();
+  s.start_pos = 31;  // needs 3 blocks, table has 2
+  st = m->Forward({&s, 1}, false, &o);
+  EXPECT_NE(st.message().find("block_table has 2"), std::string::npos) << st.message();
+  std::unique_ptr<PhiCudaModel> m2;
+  PHI_ASSERT_CUDA_OK(PhiCudaModel::Create(TinyConfig(), TinyOptions(false), &m2));
+  st = m2->AllocateKvCache(1 << 30);
+  EXPECT_EQ(st.code(), CudaStatus::Code::kResourceExhausted);
+  EXPECT_NE(st.message().find("free"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace phi::worker::cuda

@@ -1,0 +1,382 @@
+#include "services/worker/backends/cpu/phi_cpu_runner.h"
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <limits>
+
+#include "absl/strings/str_cat.h"
+#include "services/worker/backends/cpu/ops.h"
+#include "services/worker/model/shard_spec.h"
+#include "services/worker/model/status_macros.h"
+#include "services/worker/model/tokenizer_size.h"
+
+namespace phi::cpu {
+namespace {
+
+using model::DType;
+using model::PhiLayerTensorName;
+
+// Reads tensor `name` ([rows, cols] in the checkpoint) into rows [row0, row0 + rows) and
+// columns [col0, col0 + cols) of `dst`.
+absl::Status ReadIntoPacked(const model::PhiCheckpoint& ck, const std::string& name, PackedMatrix* dst,
+                            int64_t row0, int64_t col0, std::vector<uint8_t>* tmp) {
+  PHI_ASSIGN_OR_RETURN(auto shape, ck.LocalShape(name));
+  const int64_t rows = shape[0], cols = shape[1];
+  const int eb = dst->elem_bytes();
+  const DType dt = dst->format() == WeightFormat::kBF16 ? DType::kBF16 : DType::kF32;
+  if (col0 == 0 && cols == dst->ld()) {  // rows are contiguous in dst: read in place
+    return ck.ReadInto(name, dt, dst->row(row0), rows * cols);
+  }
+  tmp->resize(static_cast<size_t>(rows * cols) * eb);
+  PHI_RETURN_IF_ERROR(ck.ReadInto(name, dt, tmp->data(), rows * cols));
+  for (int64_t r = 0; r < rows; ++r) {
+    std::memcpy(dst->row(row0 + r) + col0 * eb, tmp->data() + static_cast<size_t>(r * cols) * eb,
+                static_cast<size_t>(cols) * eb);
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadVector(const model::PhiCheckpoint& ck, const std::string& name, std::vector<float>* out,
+                        size_t offset = 0) {
+  PHI_ASSIGN_OR_RETURN(auto v, ck.ReadF32(name));
+  if (out->size() < offset + v.size()) out->resize(offset + v.size());
+  std::copy(v.begin(), v.end(), out->begin() + static_cast<std::ptrdiff_t>(offset));
+  return absl::OkStatus();
+}
+
+template <typename T>
+void Grow(std::vector<T>* v, size_t n) {
+  if (v->size() < n) v->resize(n);
+}
+
+}  // namespace
+
+CpuModelRunner::CpuModelRunner(const CpuRunnerOptions& options) : options_(options) {}
+CpuModelRunner::~CpuModelRunner() = default;
+
+absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const std::string& model_dir,
+                                                                       const CpuRunnerOptions& options) {
+  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(model_dir));
+  PHI_ASSIGN_OR_RETURN(auto runner, Create(*ck, options));
+  PHI_ASSIGN_OR_RETURN(int32_t tok_size, model::LoadTokenizerVocabSize(model_dir));
+  if (tok_size > runner->shape_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, "/tokenizer.json has ", tok_size,
+                                                   " ids but config.json vocab_size is ", runner->shape_.vocab_size));
+  }
+  if (tok_size > 0) runner->shape_.tokenizer_vocab_size = tok_size;
+  return runner;
+}
+
+absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const model::PhiCheckpoint& checkpoint,
+                                                                       const CpuRunnerOptions& options) {
+  if (checkpoint.shard().world_size != 1) {
+    return absl::InvalidArgumentError("the CPU runner runs whole models (shard world size 1)");
+  }
+  if (options.num_threads < 1 || options.num_threads > 256) {
+    return absl::InvalidArgumentError(absl::StrCat("num_threads ", options.num_threads, ": allowed [1, 256]"));
+  }
+  std::unique_ptr<CpuModelRunner> r(new CpuModelRunner(options));
+  PHI_RETURN_IF_ERROR(r->Load(checkpoint));
+  return r;
+}
+
+absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
+  config_ = ck.config();
+  generation_ = ck.generation();
+  const auto& c = config_;
+  hidden_ = c.hidden_size;
+  inter_ = c.intermediate_size;
+  heads_ = c.num_attention_heads;
+  head_dim_ = c.head_dim();
+  rot_half_ = c.rotary_dim() / 2;
+  n_in_ = 3 * hidden_ + inter_;
+  k_out_ = hidden_ + inter_;
+  shape_.vocab_size = c.vocab_size;
+  shape_.tokenizer_vocab_size = c.vocab_size;
+  shape_.max_position_embeddings = c.max_position_embeddings;
+  shape_.num_hidden_layers = c.num_hidden_layers;
+  shape_.num_attention_heads = c.num_attention_heads;
+  shape_.head_dim = static_cast<int32_t>(head_dim_);
+
+  pool_ = std::make_unique<ThreadPool>(options_.num_threads);
+  matmul_ = std::make_unique<MatMul>(options_.kernel, pool_.get());
+  const WeightFormat wf = options_.weights;
+  std::vector<uint8_t> tmp;
+
+  if (wf == WeightFormat::kF32) {
+    PHI_ASSIGN_OR_RETURN(embed_f32_, ck.ReadF32("model.embed_tokens.weight"));
+  } else {
+    PHI_ASSIGN_OR_RETURN(embed_bf16_, ck.ReadBf16("model.embed_tokens.weight"));
+  }
+  layers_.resize(c.num_hidden_layers);
+  for (int l = 0; l < c.num_hidden_layers; ++l) {
+    Layer& L = layers_[l];
+    auto name = [&](const char* suffix) { return PhiLayerTensorName(l, suffix); };
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("input_layernorm.weight"), &L.ln_w));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("input_layernorm.bias"), &L.ln_b));
+    L.w_in = PackedMatrix(wf, n_in_, hidden_);
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.q_proj.weight"), &L.w_in, 0, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.k_proj.weight"), &L.w_in, hidden_, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.v_proj.weight"), &L.w_in, 2 * hidden_, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc1.weight"), &L.w_in, 3 * hidden_, 0, &tmp));
+    L.b_in.assign(n_in_, 0.0f);
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.q_proj.bias"), &L.b_in, 0));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.k_proj.bias"), &L.b_in, hidden_));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.v_proj.bias"), &L.b_in, 2 * hidden_));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc1.bias"), &L.b_in, 3 * hidden_));
+    L.w_out = PackedMatrix(wf, hidden_, k_out_);
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.dense.weight"), &L.w_out, 0, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc2.weight"), &L.w_out, 0, hidden_, &tmp));
+    std::vector<float> fc2_b;
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.dense.bias"), &L.b_out));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc2.bias"), &fc2_b));
+    for (int64_t i = 0; i < hidden_; ++i) L.b_out[i] += fc2_b[i];
+  }
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.weight", &final_ln_w_));
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.bias", &final_ln_b_));
+  lm_head_ = PackedMatrix(wf, c.vocab_size, hidden_);
+  PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, "lm_head.weight", &lm_head_, 0, 0, &tmp));
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "lm_head.bias", &lm_head_b_));
+
+  // Rotary tables computed the way transformers' PhiRotaryEmbedding does, in float32:
+  // inv_freq = 1 / theta^(2i/dim); angle = float(pos) * inv_freq; cos/sin of the float angle.
+  const int64_t rot = 2 * rot_half_;
+  rope_cos_.resize(static_cast<size_t>(c.max_position_embeddings) * rot_half_);
+  rope_sin_.resize(rope_cos_.size());
+  std::vector<float> inv_freq(rot_half_);
+  for (int64_t i = 0; i < rot_half_; ++i) {
+    const float exponent = static_cast<float>(2 * i) / static_cast<float>(rot);
+    const float p = static_cast<float>(std::pow(c.rope_theta, static_cast<double>(exponent)));
+    inv_freq[i] = 1.0f / p;
+  }
+  for (int64_t pos = 0; pos < c.max_position_embeddings; ++pos) {
+    for (int64_t i = 0; i < rot_half_; ++i) {
+      const float angle = static_cast<float>(pos) * inv_freq[i];
+      rope_cos_[pos * rot_half_ + i] = static_cast<float>(std::cos(static_cast<double>(angle)));
+      rope_sin_[pos * rot_half_ + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
+    }
+  }
+  return absl::OkStatus();
+}
+
+int64_t CpuModelRunner::weight_bytes_per_step() const {
+  int64_t b = static_cast<int64_t>(lm_head_.payload_bytes());
+  for (const auto& L : layers_) b += static_cast<int64_t>(L.w_in.payload_bytes() + L.w_out.payload_bytes());
+  return b;
+}
+
+std::string CpuModelRunner::kernel_name() const {
+  if (options_.weights == WeightFormat::kBF16) {
+    return matmul_->uses_avx512_bf16() ? "avx512-bf16" : "portable-bf16";
+  }
+  return matmul_->uses_avx512_f32() ? "avx512-f32" : "portable-f32";
+}
+
+int64_t CpuModelRunner::KvBlockBytes(int32_t block_size) const {
+  return 2 * static_cast<int64_t>(config_.num_hidden_layers) * block_size * hidden_ * static_cast<int64_t>(sizeof(float));
+}
+
+absl::Status CpuModelRunner::AllocateKvCache(const worker::KvCacheSpec& spec) {
+  if (spec.num_blocks < 1 || spec.block_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("KvCacheSpec num_blocks ", spec.num_blocks, " block_size ",
+                                                   spec.block_size, ": both must be >= 1"));
+  }
+  kv_spec_ = spec;
+  kv_layer_stride_ = static_cast<int64_t>(spec.num_blocks) * heads_ * spec.block_size * head_dim_;
+  kv_ = AlignedAlloc(static_cast<size_t>(2 * config_.num_hidden_layers * kv_layer_stride_) * sizeof(float));
+  return absl::OkStatus();
+}
+
+float* CpuModelRunner::KeyAt(int layer, int32_t block, int head) const {
+  float* base = reinterpret_cast<float*>(kv_.get()) + static_cast<int64_t>(2 * layer) * kv_layer_stride_;
+  return base + (static_cast<int64_t>(block) * heads_ + head) * kv_spec_.block_size * head_dim_;
+}
+
+float* CpuModelRunner::ValueAt(int layer, int32_t block, int head) const {
+  return KeyAt(layer, block, head) + kv_layer_stride_;
+}
+
+absl::Status CpuModelRunner::Validate(const worker::StepBatch& batch) const {
+  if (kv_ == nullptr) return absl::FailedPreconditionError("Step before AllocateKvCache");
+  if (batch.seqs.empty()) return absl::InvalidArgumentError("empty batch");
+  for (const auto& s : batch.seqs) {
+    if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": no tokens"));
+    if (s.start_pos < 0) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": start_pos ", s.start_pos, " < 0"));
+    }
+    const int64_t end = static_cast<int64_t>(s.start_pos) + static_cast<int64_t>(s.tokens.size());
+    if (end > config_.max_position_embeddings) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": positions up to ", end - 1,
+                                                     " exceed the model's context (max_position_embeddings ",
+                                                     config_.max_position_embeddings, ")"));
+    }
+    const int64_t blocks_needed = (end + kv_spec_.block_size - 1) / kv_spec_.block_size;
+    if (static_cast<int64_t>(s.block_table.size()) < blocks_needed) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": block_table has ",
+                                                     s.block_table.size(), " blocks, positions [0, ", end,
+                                                     ") need ", blocks_needed));
+    }
+    for (int64_t i = 0; i < blocks_needed; ++i) {
+      if (s.block_table[i] < 0 || s.block_table[i] >= kv_spec_.num_blocks) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": block_table[", i, "] = ",
+                                                       s.block_table[i], " outside [0, ", kv_spec_.num_blocks, ")"));
+      }
+    }
+    for (size_t i = 0; i < s.tokens.size(); ++i) {
+      if (s.tokens[i] < 0 || s.tokens[i] >= config_.vocab_size) {
+        return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": token ", i, " = ", s.tokens[i],
+                                                       " outside the vocabulary [0, ", config_.vocab_size, ")"));
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
+                               const std::vector<int64_t>& seq_first_token) {
+  const int64_t units = static_cast<int64_t>(batch.seqs.size()) * heads_;
+  const int64_t bs = kv_spec_.block_size;
+  const float scale_div = static_cast<float>(std::sqrt(static_cast<double>(head_dim_)));
+  const int64_t max_ctx = config_.max_position_embeddings;
+  Grow(&scores_, static_cast<size_t>(pool_->num_threads() * max_ctx));
+  std::atomic<int64_t> next{0};
+  // Units are claimed dynamically: sequences of a batch differ in length.
+  pool_->Run([&](int thread) {
+    float* scores = scores_.data() + thread * max_ctx;
+    for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
+      const auto& s = batch.seqs[u / heads_];
+      const int head = static_cast<int>(u % heads_);
+      const int64_t first = seq_first_token[u / heads_];
+      for (size_t t = 0; t < s.tokens.size(); ++t) {
+        const int64_t pos = s.start_pos + static_cast<int64_t>(t);
+        const float* q = y_in_.data() + (first + static_cast<int64_t>(t)) * n_in_ + head * head_dim_;
+        const int64_t ctx = pos + 1;
+        float mx = -std::numeric_limits<float>::infinity();
+        for (int64_t j0 = 0; j0 < ctx; j0 += bs) {
+          const float* kb = KeyAt(layer, s.block_table[j0 / bs], head);
+          const int64_t n = std::min(bs, ctx - j0);
+          for (int64_t j = 0; j < n; ++j) {
+            const float sc = dot_cpu(q, kb + j * head_dim_, static_cast<int>(head_dim_)) / scale_div;
+            scores[j0 + j] = sc;
+            mx = std::max(mx, sc);
+          }
+        }
+        const float sum = exp_shift_sum_cpu(scores, static_cast<int>(ctx), mx);
+        const float inv = 1.0f / sum;
+        float* out = z_.data() + (first + static_cast<int64_t>(t)) * k_out_ + head * head_dim_;
+        std::fill(out, out + head_dim_, 0.0f);
+        for (int64_t j0 = 0; j0 < ctx; j0 += bs) {
+          const float* vb = ValueAt(layer, s.block_table[j0 / bs], head);
+          const int64_t n = std::min(bs, ctx - j0);
+          for (int64_t j = 0; j < n; ++j) axpy_cpu(scores[j0 + j] * inv, vb + j * head_dim_, out, static_cast<int>(head_dim_));
+        }
+      }
+    }
+  });
+}
+
+absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLogits* out) {
+  PHI_RETURN_IF_ERROR(Validate(batch));
+  const int64_t H = hidden_;
+  const size_t B = batch.seqs.size();
+
+  // Flatten the batch: token t of the step belongs to sequence seq_of[t] at position pos[t].
+  std::vector<int64_t> seq_first(B);
+  int64_t T = 0;
+  for (size_t i = 0; i < B; ++i) {
+    seq_first[i] = T;
+    T += static_cast<int64_t>(batch.seqs[i].tokens.size());
+  }
+  std::vector<int32_t> token(T), pos(T);
+  std::vector<const worker::SequenceStep*> seq_of(T);
+  for (size_t i = 0; i < B; ++i) {
+    const auto& s = batch.seqs[i];
+    for (size_t t = 0; t < s.tokens.size(); ++t) {
+      token[seq_first[i] + t] = s.tokens[t];
+      pos[seq_first[i] + t] = s.start_pos + static_cast<int32_t>(t);
+      seq_of[seq_first[i] + t] = &s;
+    }
+  }
+  Grow(&x_, T * H);
+  Grow(&h_, T * H);
+  Grow(&y_in_, T * n_in_);
+  Grow(&z_, T * k_out_);
+
+  // Embedding (embd_pdrop is 0 at inference).
+  for (int64_t t = 0; t < T; ++t) {
+    float* x = x_.data() + t * H;
+    if (!embed_f32_.empty()) {
+      std::memcpy(x, embed_f32_.data() + static_cast<int64_t>(token[t]) * H, H * sizeof(float));
+    } else {
+      const uint16_t* e = embed_bf16_.data() + static_cast<int64_t>(token[t]) * H;
+      for (int64_t i = 0; i < H; ++i) x[i] = model::Bf16ToF32(e[i]);
+    }
+  }
+
+  const int64_t bs = kv_spec_.block_size;
+  for (int l = 0; l < config_.num_hidden_layers; ++l) {
+    const Layer& L = layers_[l];
+    pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        layer_norm_cpu(x_.data() + t * H, L.ln_w.data(), L.ln_b.data(), config_.layer_norm_eps, H, h_.data() + t * H);
+      }
+    });
+    matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
+
+    // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
+    pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
+      for (int64_t t = b; t < e; ++t) {
+        float* q = y_in_.data() + t * n_in_;
+        float* k = q + H;
+        const float* v = q + 2 * H;
+        const float* cs = rope_cos_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
+        const float* sn = rope_sin_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
+        const int32_t block = seq_of[t]->block_table[pos[t] / bs];
+        const int64_t slot = pos[t] % bs;
+        for (int64_t hd = 0; hd < heads_; ++hd) {
+          rotary_cpu(q + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
+          rotary_cpu(k + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
+          std::memcpy(KeyAt(l, block, static_cast<int>(hd)) + slot * head_dim_, k + hd * head_dim_,
+                      head_dim_ * sizeof(float));
+          std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
+                      head_dim_ * sizeof(float));
+        }
+        gelu_new_cpu(q + 3 * H, inter_, z_.data() + t * k_out_ + H);
+      }
+    });
+    Attention(l, batch, seq_first);
+    // x += [attn | gelu(fc1)] W_out^T + b_dense + b_fc2  (dense and fc2 in one GEMM).
+    matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
+  }
+
+  // Logits rows: the last token of each sequence, or all its tokens when asked.
+  out->vocab_size = config_.vocab_size;
+  out->first_row.assign(B, 0);
+  out->num_rows.assign(B, 0);
+  std::vector<int64_t> rows;
+  for (size_t i = 0; i < B; ++i) {
+    const auto& s = batch.seqs[i];
+    out->first_row[i] = static_cast<int32_t>(rows.size());
+    const int64_t n = static_cast<int64_t>(s.tokens.size());
+    if (s.all_logits) {
+      for (int64_t t = 0; t < n; ++t) rows.push_back(seq_first[i] + t);
+    } else {
+      rows.push_back(seq_first[i] + n - 1);
+    }
+    out->num_rows[i] = static_cast<int32_t>(rows.size()) - out->first_row[i];
+  }
+  const int64_t R = static_cast<int64_t>(rows.size());
+  pool_->ParallelFor(R, 1, [&](int64_t b, int64_t e) {
+    for (int64_t r = b; r < e; ++r) {
+      layer_norm_cpu(x_.data() + rows[r] * H, final_ln_w_.data(), final_ln_b_.data(), config_.layer_norm_eps, H,
+                     h_.data() + r * H);
+    }
+  });
+  out->data.resize(static_cast<size_t>(R) * config_.vocab_size);
+  matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), out->data.data(), config_.vocab_size, false);
+  return absl::OkStatus();
+}
+
+}  // namespace phi::cpu

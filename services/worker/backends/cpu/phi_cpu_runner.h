@@ -1,0 +1,101 @@
+// The CPU ModelRunner: Phi-1.5's forward pass (transformers' PhiForCausalLM) over a
+// batch of sequences with a paged KV cache. Weights BF16 (default) or F32, activations
+// F32. Per layer two GEMMs: h = LN(x); [q|k|v|fc1] = h W_in^T + b_in;
+// x += [attn(q,k,v) | gelu_new(fc1)] W_out^T + (b_dense + b_fc2)   (the parallel block).
+//
+// Usage:
+//   PHI_ASSIGN_OR_RETURN(auto runner, phi::cpu::CpuModelRunner::Create(model_dir, {}));
+//   PHI_RETURN_IF_ERROR(runner->AllocateKvCache({.num_blocks = 256, .block_size = 16}));
+//   PHI_RETURN_IF_ERROR(runner->Step(batch, &logits));
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CPU_PHI_CPU_RUNNER_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CPU_PHI_CPU_RUNNER_H_
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "services/worker/backends/cpu/matmul.h"
+#include "services/worker/backends/cpu/thread_pool.h"
+#include "services/worker/engine/model_runner.h"
+#include "services/worker/model/phi_checkpoint.h"
+
+namespace phi::cpu {
+
+struct CpuRunnerOptions {
+  WeightFormat weights = WeightFormat::kBF16;
+  int num_threads = 2;                   // including the calling thread
+  KernelPath kernel = KernelPath::kAuto;  // kPortable forces the plain C++ kernels
+};
+
+class CpuModelRunner final : public worker::ModelRunner {
+ public:
+  // Loads `<model_dir>` (config.json, generation_config.json, safetensors, and the
+  // tokenizer's size from tokenizer.json when present).
+  static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const std::string& model_dir,
+                                                                const CpuRunnerOptions& options = {});
+  // From an opened checkpoint (world size 1).
+  static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const model::PhiCheckpoint& checkpoint,
+                                                                const CpuRunnerOptions& options = {});
+  ~CpuModelRunner() override;
+
+  const worker::ModelShape& shape() const override { return shape_; }
+  absl::Status AllocateKvCache(const worker::KvCacheSpec& spec) override;
+  int64_t KvBlockBytes(int32_t block_size) const override;
+  absl::Status Step(const worker::StepBatch& batch, worker::StepLogits* out) override;
+
+  const model::PhiConfig& config() const { return config_; }
+  const model::GenerationConfig& generation() const { return generation_; }
+  // Weight bytes one decode step streams from memory (GEMM weights, all layers + lm_head).
+  int64_t weight_bytes_per_step() const;
+  // "avx512-bf16", "avx512-f32", "portable-bf16", ...
+  std::string kernel_name() const;
+
+ private:
+  struct Layer {
+    std::vector<float> ln_w, ln_b;
+    PackedMatrix w_in;   // [3H + I, H]: q, k, v, fc1 rows
+    std::vector<float> b_in;
+    PackedMatrix w_out;  // [H, H + I]: dense | fc2 columns
+    std::vector<float> b_out;  // dense.bias + fc2.bias
+  };
+
+  explicit CpuModelRunner(const CpuRunnerOptions& options);
+  absl::Status Load(const model::PhiCheckpoint& checkpoint);
+  absl::Status Validate(const worker::StepBatch& batch) const;
+  void Attention(int layer, const worker::StepBatch& batch, const std::vector<int64_t>& seq_first_token);
+  float* KeyAt(int layer, int32_t block, int head) const;
+  float* ValueAt(int layer, int32_t block, int head) const;
+
+  CpuRunnerOptions options_;
+  model::PhiConfig config_;
+  model::GenerationConfig generation_;
+  worker::ModelShape shape_;
+  int64_t hidden_ = 0, inter_ = 0, heads_ = 0, head_dim_ = 0, rot_half_ = 0;
+  int64_t n_in_ = 0, k_out_ = 0;  // 3H + I, H + I
+
+  std::unique_ptr<ThreadPool> pool_;
+  std::unique_ptr<MatMul> matmul_;
+
+  std::vector<float> embed_f32_;      // [V, H] in F32 mode
+  std::vector<uint16_t> embed_bf16_;  // [V, H] in BF16 mode
+  std::vector<Layer> layers_;
+  std::vector<float> final_ln_w_, final_ln_b_;
+  PackedMatrix lm_head_;
+  std::vector<float> lm_head_b_;
+  std::vector<float> rope_cos_, rope_sin_;  // [max_pos, rot_half]
+
+  // Paged KV cache: per layer, [num_blocks][heads][block_size][head_dim], K then V.
+  worker::KvCacheSpec kv_spec_;
+  std::unique_ptr<uint8_t[], AlignedFree> kv_;
+  int64_t kv_layer_stride_ = 0;  // floats per layer per K (or V)
+
+  // Step buffers, grown on demand.
+  std::vector<float> x_, h_, y_in_, z_, scores_;
+  std::vector<int32_t> tok_pos_;
+};
+
+}  // namespace phi::cpu
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_PHI_CPU_RUNNER_H_

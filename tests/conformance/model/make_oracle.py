@@ -1,0 +1,132 @@
+#!/usr/bin/env python3
+"""Golden data for the CPU backend from Hugging Face transformers' PhiForCausalLM.
+
+For each of several tiny random Phi shapes (head counts, head dims, partial_rotary_factor 0.5,
+0.4 and 1.0, odd intermediate sizes, vocabularies not a multiple of 64) this writes
+  <out>/<name>/config.json, model.safetensors (or shards + model.safetensors.index.json)
+                            via save_pretrained(safe_serialization=True)
+  <out>/<name>/golden.safetensors   for each prompt i:
+      prompt<i>.ids     I32 [L]       the prompt
+      prompt<i>.logits  F32 [L, V]    logits at every prompt position (fp32 model)
+      prompt<i>.greedy  I32 [64]      64-token greedy (argmax) continuation
+Every parameter, biases and LayerNorms included, is drawn at random (never the default zeros
+and ones, which would leave bias and LayerNorm code untested).
+
+Usage: make_oracle.py --out DIR   (skips the work when DIR holds output of this same script)
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+
+def ensure_deps():
+    try:
+        import torch  # noqa: F401
+        import transformers  # noqa: F401
+        import safetensors  # noqa: F401
+    except ImportError:
+        # Test set-up installs what it needs: the pinned oracle packages into this interpreter.
+        req = os.path.join(os.path.dirname(__file__), "..", "..", "..", "tools", "deps", "requirements.txt")
+        subprocess.run([sys.executable, "-m", "pip", "install", "-q", "-r", req], check=True)
+
+
+SHAPES = [
+    # name, hidden, heads, intermediate, layers, vocab, partial_rotary_factor, max_pos, prompt lengths
+    dict(name="h64_a4_r05_long", hidden=64, heads=4, inter=256, layers=2, vocab=1000, prf=0.5, max_pos=1100,
+         prompts=[1, 9, 1000], shards=None),
+    dict(name="h96_a3_r10_odd", hidden=96, heads=3, inter=101, layers=3, vocab=777, prf=1.0, max_pos=256,
+         prompts=[5, 17, 40], shards="60KB"),
+    dict(name="h160_a8_r04", hidden=160, heads=8, inter=333, layers=2, vocab=515, prf=0.4, max_pos=512,
+         prompts=[2, 31, 100], shards=None),
+]
+GREEDY_TOKENS = 64
+
+
+def build(shape, out_dir, seed):
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
+    from transformers import PhiConfig, PhiForCausalLM
+
+    torch.manual_seed(seed)
+    config = PhiConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["inter"],
+                       num_hidden_layers=shape["layers"], num_attention_heads=shape["heads"],
+                       partial_rotary_factor=shape["prf"], max_position_embeddings=shape["max_pos"],
+                       hidden_act="gelu_new", bos_token_id=0, eos_token_id=1, tie_word_embeddings=False,
+                       attn_implementation="eager")
+    model = PhiForCausalLM(config).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "layernorm" in name and name.endswith("weight"):
+                p.copy_(1.0 + 0.1 * torch.randn_like(p))
+            elif name.endswith("bias"):
+                p.copy_(0.05 * torch.randn_like(p))
+            elif "embed_tokens" in name:
+                p.copy_(0.5 * torch.randn_like(p))
+            else:
+                p.copy_(0.1 * torch.randn_like(p))
+    kwargs = dict(safe_serialization=True)
+    if shape["shards"]:
+        kwargs["max_shard_size"] = shape["shards"]
+    model.save_pretrained(out_dir, **kwargs)
+
+    gen = torch.Generator().manual_seed(seed + 1)
+    golden, gaps = {}, {}
+    with torch.no_grad():
+        for i, length in enumerate(shape["prompts"]):
+            ids = torch.randint(0, shape["vocab"], (1, length), generator=gen)
+            logits = model(ids).logits[0]
+            golden[f"prompt{i}.ids"] = ids[0].numpy().astype(np.int32)
+            golden[f"prompt{i}.logits"] = logits.numpy().astype(np.float32)
+            # Greedy with transformers' own KV cache, one token per forward.
+            res = model(ids, use_cache=True)
+            past, last = res.past_key_values, res.logits[0, -1]
+            out, gap = [], float("inf")
+            for _ in range(GREEDY_TOKENS):
+                top2 = torch.topk(last, 2).values
+                gap = min(gap, float(top2[0] - top2[1]))
+                nxt = int(torch.argmax(last))
+                out.append(nxt)
+                res = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+                past, last = res.past_key_values, res.logits[0, -1]
+            golden[f"prompt{i}.greedy"] = np.array(out, dtype=np.int32)
+            gaps[f"prompt{i}.min_top2_gap"] = f"{gap:.6g}"
+    save_file(golden, os.path.join(out_dir, "golden.safetensors"), metadata=gaps)
+    return gaps
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--out", required=True)
+    args = p.parse_args()
+    with open(__file__, "rb") as f:
+        digest = hashlib.sha256(f.read()).hexdigest()
+    stamp = os.path.join(args.out, "stamp.json")
+    if os.path.exists(stamp):
+        with open(stamp) as f:
+            if json.load(f).get("sha256") == digest:
+                print(f"{args.out}: up to date")
+                return
+    ensure_deps()
+    import torch
+    torch.set_num_threads(2)
+    os.makedirs(args.out, exist_ok=True)
+    names = []
+    for k, shape in enumerate(SHAPES):
+        d = os.path.join(args.out, shape["name"])
+        os.makedirs(d, exist_ok=True)
+        for f in os.listdir(d):
+            os.remove(os.path.join(d, f))
+        gaps = build(shape, d, seed=1234 + k)
+        names.append(shape["name"])
+        print(f"{d}: {gaps}")
+    with open(stamp, "w") as f:
+        json.dump({"sha256": digest, "models": names}, f)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build the CUDA library, its tests and the benchmark standalone
+# (no Abseil/gRPC there; GoogleTest from sources carried in .device/googletest), run the CPU
+# and GPU tests, the benchmark, the transformers baseline and a memcheck pass over the kernel
+# tests. Logs go to $OUT (or ./device_out). Run from the repository root:
+#   bash bench/cuda/device_check.sh [quick]
+set -u
+OUT=${OUT:-$PWD/device_out}
+mkdir -p "$OUT"
+B=/tmp/phi_cuda_build
+QUICK=${1:-}
+log() { echo "== $(date +%T) $*" | tee -a "$OUT/summary.txt"; }
+
+log "device"
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv \
+  | tee -a "$OUT/summary.txt"
+nvcc --version | tail -1 | tee -a "$OUT/summary.txt"
+
+log "build"
+if ! { cmake -S bench/cuda/standalone -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 \
+         -DPHI_GTEST_SRC=$PWD/.device/googletest && cmake --build $B -j16; } > "$OUT/build.log" 2>&1; then
+  tail -30 "$OUT/build.log"; log "BUILD FAILED"; exit 1
+fi
+log "build ok"
+
+log "tests"
+{
+  timeout 30 $B/cuda_kernels_cpu_test
+  echo "cpu tests rc=$?"
+  timeout 120 $B/cuda_kernels_gpu_test --gtest_output=xml:$OUT/gpu_tests.xml
+  echo "gpu tests rc=$?"
+} > "$OUT/tests.log" 2>&1
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+
+log "bench"
+if [ "$QUICK" = quick ]; then BARGS="--batches 1,32 --gen 64"; else BARGS=""; fi
+timeout 200 $B/phi_cuda_bench $BARGS > "$OUT/bench.log" 2>&1
+echo "bench rc=$?" >> "$OUT/bench.log"
+cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
+
+log "transformers baseline"
+PYTHONUNBUFFERED=1 timeout 90 python3 bench/cuda/hf_baseline.py > "$OUT/hf.log" 2>&1
+echo "hf rc=$?" >> "$OUT/hf.log"
+tail -3 "$OUT/hf.log" | tee -a "$OUT/summary.txt"
+
+log "memcheck (kernel tests)"
+timeout 60 compute-sanitizer --tool memcheck $B/cuda_kernels_gpu_test \
+  --gtest_filter='-PhiCudaModelGpu.*:SampleGpu.*' > "$OUT/memcheck.log" 2>&1
+echo "memcheck rc=$?" >> "$OUT/memcheck.log"
+tail -4 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
+log "done"

@@ -129,6 +129,7 @@ def check_k8s_config(root, tool):
         "__meta_kubernetes_pod_label_app_kubernetes_io_part_of": "phi-serve",
         "__meta_kubernetes_pod_label_app_kubernetes_io_component": "worker",
         "__meta_kubernetes_pod_label_phi_serve_group": "phi-worker-b",
+        "__meta_kubernetes_pod_label_phi_serve_tp_size": "2",
         "__meta_kubernetes_pod_label_apps_kubernetes_io_pod_index": "1",
     }
     got = relabel(pod, relabels)
@@ -136,8 +137,17 @@ def check_k8s_config(root, tool):
             "namespace": "phi", "pod": "phi-worker-b-1", "node": "gpu-node-3"}
     if got is None or any(got.get(k) != v for k, v in want.items()):
         fail(f"prometheus-k8s.yml relabelling of a worker pod gave {got}, want {want}")
+    # TP=1: one StatefulSet of independent replicas, each pod a group of its own, rank 0.
+    tp1 = dict(pod, **{"__meta_kubernetes_pod_label_phi_serve_group": "",
+                       "__meta_kubernetes_pod_label_phi_serve_tp_size": "1",
+                       "__meta_kubernetes_pod_label_apps_kubernetes_io_pod_index": "3",
+                       "__meta_kubernetes_pod_name": "phi-worker-3"})
+    got = relabel(tp1, relabels)
+    if got is None or got.get("group") != "phi-worker-3" or got.get("rank") != "0":
+        fail(f"prometheus-k8s.yml relabelling of a TP=1 worker pod gave {got}")
     gw = dict(pod, **{"__meta_kubernetes_pod_label_app_kubernetes_io_component": "gateway",
                       "__meta_kubernetes_pod_label_phi_serve_group": "",
+                      "__meta_kubernetes_pod_label_phi_serve_tp_size": "",
                       "__meta_kubernetes_pod_label_apps_kubernetes_io_pod_index": "",
                       "__meta_kubernetes_pod_name": "phi-gateway-5d9c-xk2"})
     got = relabel(gw, relabels)

@@ -1,0 +1,49 @@
+// The chained hash that keys a full KV block in the prefix cache: block k's hash covers every
+// token from position 0 to the end of block k, so two sequences share a cached block only when
+// their whole prefixes agree. The gateway computes the same hash over its prompt ids for
+// prefix-aware routing (GetStatusResponse.cached_block_hashes), so the definition is part of
+// the contract:
+//
+//   h = parent (kPrefixHashRoot for block 0)
+//   for each token t of the block: h = (h ^ uint32(t)) * 0x100000001b3   (FNV-1a step, 64-bit)
+//   hash = SplitMix64(h)                                                   (final avalanche)
+#ifndef PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_
+#define PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_
+
+#include <cstdint>
+#include <span>
+#include <vector>
+
+namespace phi::worker {
+
+inline constexpr uint64_t kPrefixHashRoot = 0xcbf29ce484222325ull;  // FNV-1a offset basis
+
+inline uint64_t SplitMix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+inline uint64_t ChainBlockHash(uint64_t parent, std::span<const int32_t> block_tokens) {
+  uint64_t h = parent;
+  for (int32_t t : block_tokens) h = (h ^ static_cast<uint32_t>(t)) * 0x100000001b3ull;
+  return SplitMix64(h);
+}
+
+// Hashes of the first `num_blocks` full blocks of `tokens`.
+inline std::vector<uint64_t> PrefixBlockHashes(std::span<const int32_t> tokens, int32_t block_size,
+                                               int32_t num_blocks) {
+  std::vector<uint64_t> hashes;
+  hashes.reserve(num_blocks);
+  uint64_t h = kPrefixHashRoot;
+  for (int32_t b = 0; b < num_blocks; ++b) {
+    h = ChainBlockHash(h, tokens.subspan(static_cast<size_t>(b) * block_size, block_size));
+    hashes.push_back(h);
+  }
+  return hashes;
+}
+
+}  // namespace phi::worker
+
+#endif  // PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_

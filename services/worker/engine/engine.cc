@@ -1,0 +1,485 @@
+#include "services/worker/engine/engine.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "services/common/logging.h"
+#include "services/worker/engine/block_hash.h"
+
+namespace phi::worker {
+namespace {
+
+double NowSeconds() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+bool InRange(float v, float lo, float hi) { return std::isfinite(v) && v >= lo && v <= hi; }
+
+absl::Status OutOfRange(const std::string& field, double value, const std::string& range) {
+  return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, " is outside ", range));
+}
+
+constexpr int32_t kMaxTopLogprobs = 20;
+constexpr int32_t kMaxStopTokenIds = 64;
+constexpr size_t kMaxRequestIdBytes = 128;
+// GetStatus' cached_block_hashes are refreshed at most this often (it sorts the cache).
+constexpr double kHashRefreshSeconds = 0.25;
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner* runner, EngineOptions options) {
+  if (runner == nullptr) return absl::InvalidArgumentError("engine: runner is null");
+  const ModelShape& shape = runner->shape();
+  if (shape.vocab_size <= 0 || shape.max_position_embeddings <= 1) {
+    return absl::InvalidArgumentError(absl::StrCat("engine: model shape has vocab_size ", shape.vocab_size,
+                                                   " and max_position_embeddings ",
+                                                   shape.max_position_embeddings));
+  }
+  if (options.num_kv_blocks < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_cache_blocks = ", options.num_kv_blocks, " must be >= 1"));
+  }
+  if (options.block_size < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("kv_block_size = ", options.block_size, " must be >= 1"));
+  }
+  if (options.max_batch_tokens < 1) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_batch_tokens = ", options.max_batch_tokens, " must be >= 1"));
+  }
+  if (options.max_running < 1) {
+    return absl::InvalidArgumentError(absl::StrCat("max_running = ", options.max_running, " must be >= 1"));
+  }
+  options.max_running = std::min(options.max_running, options.max_batch_tokens);
+  if (options.max_waiting < 0) {
+    return absl::InvalidArgumentError(absl::StrCat("max_waiting = ", options.max_waiting, " must be >= 0"));
+  }
+  absl::Status st = runner->AllocateKvCache(KvCacheSpec{options.num_kv_blocks, options.block_size});
+  if (!st.ok()) return st;
+  std::unique_ptr<Engine> engine(new Engine(runner, std::move(options)));
+  engine->PublishGauges();
+  engine->thread_ = std::thread([e = engine.get()] { e->Loop(); });
+  return engine;
+}
+
+Engine::Engine(ModelRunner* runner, EngineOptions options)
+    : runner_(runner),
+      options_(std::move(options)),
+      shape_(runner->shape()),
+      metrics_(options_.registry != nullptr ? *options_.registry : metrics::DefaultRegistry()),
+      blocks_(options_.num_kv_blocks, options_.block_size, options_.enable_prefix_cache),
+      scheduler_(&blocks_, options_.max_batch_tokens, options_.max_running) {
+  metrics_.kv_blocks_total.Set(options_.num_kv_blocks);
+}
+
+Engine::~Engine() { Shutdown(); }
+
+void Engine::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    admitting_ = false;
+    stop_ = true;
+  }
+  cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+void Engine::StopAdmitting() { admitting_ = false; }
+
+absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_tokens) const {
+  const int32_t context = shape_.max_position_embeddings;
+  const int32_t vocab = shape_.vocab_size;
+  if (r.request_id.size() > kMaxRequestIdBytes) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("request_id: ", r.request_id.size(), " bytes, at most ", kMaxRequestIdBytes));
+  }
+  if (r.prompt.empty()) return absl::InvalidArgumentError("prompt_ids: must hold at least 1 token");
+  for (size_t i = 0; i < r.prompt.size(); ++i) {
+    if (r.prompt[i] < 0 || r.prompt[i] >= vocab) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("prompt_ids[", i, "] = ", r.prompt[i], " is outside [0, ", vocab, ")"));
+    }
+  }
+  const int32_t prompt_len = static_cast<int32_t>(r.prompt.size());
+  if (prompt_len > context - 1) {
+    return absl::InvalidArgumentError(absl::StrCat("prompt_ids: ", prompt_len, " tokens; the model's context is ",
+                                                   context, " tokens, so at most ", context - 1,
+                                                   " leave room to generate"));
+  }
+  const SamplingOptions& s = r.sampling;
+  if (!InRange(s.temperature, 0.0f, 100.0f)) return OutOfRange("sampling.temperature", s.temperature, "[0, 100]");
+  if (!(std::isfinite(s.top_p) && s.top_p > 0.0f && s.top_p <= 1.0f)) {
+    return OutOfRange("sampling.top_p", s.top_p, "(0, 1]");
+  }
+  if (s.top_k < 0 || s.top_k > vocab) {
+    return OutOfRange("sampling.top_k", s.top_k, absl::StrCat("[0, ", vocab, "]"));
+  }
+  if (!InRange(s.min_p, 0.0f, 1.0f)) return OutOfRange("sampling.min_p", s.min_p, "[0, 1]");
+  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0.0f && s.repetition_penalty <= 10.0f)) {
+    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty, "(0, 10]");
+  }
+  if (!InRange(s.presence_penalty, -2.0f, 2.0f)) {
+    return OutOfRange("sampling.presence_penalty", s.presence_penalty, "[-2, 2]");
+  }
+  if (!InRange(s.frequency_penalty, -2.0f, 2.0f)) {
+    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty, "[-2, 2]");
+  }
+  const int32_t room = context - prompt_len;
+  const StoppingOptions& stop = r.stopping;
+  if (stop.max_new_tokens < 0 || stop.max_new_tokens > room) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "stopping.max_new_tokens = ", stop.max_new_tokens, " is outside [1, ", room, "] (context ", context,
+        " - prompt ", prompt_len, "; 0 means the default)"));
+  }
+  *max_new_tokens = stop.max_new_tokens > 0 ? stop.max_new_tokens : std::min(options_.default_max_new_tokens, room);
+  if (stop.stop_token_ids.size() > kMaxStopTokenIds) {
+    return absl::InvalidArgumentError(absl::StrCat("stopping.stop_token_ids: ", stop.stop_token_ids.size(),
+                                                   " ids, at most ", kMaxStopTokenIds));
+  }
+  for (size_t i = 0; i < stop.stop_token_ids.size(); ++i) {
+    if (stop.stop_token_ids[i] < 0 || stop.stop_token_ids[i] >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("stopping.stop_token_ids[", i, "] = ", stop.stop_token_ids[i],
+                                                     " is outside [0, ", vocab, ")"));
+    }
+  }
+  if (r.top_logprobs < 0 || r.top_logprobs > kMaxTopLogprobs) {
+    return OutOfRange("top_logprobs", r.top_logprobs, absl::StrCat("[0, ", kMaxTopLogprobs, "]"));
+  }
+  if (r.priority < -100 || r.priority > 100) return OutOfRange("priority", r.priority, "[-100, 100]");
+  // The last generated token is never fed back, so the cache must hold prompt + max_new - 1.
+  const int64_t tokens = static_cast<int64_t>(prompt_len) + *max_new_tokens - 1;
+  const int64_t blocks = (tokens + options_.block_size - 1) / options_.block_size;
+  if (blocks > options_.num_kv_blocks) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "request needs ", blocks, " KV blocks of ", options_.block_size, " tokens (prompt ", prompt_len,
+        " + max_new_tokens ", *max_new_tokens, "), more than the whole cache of ", options_.num_kv_blocks,
+        " blocks; lower stopping.max_new_tokens or shorten the prompt"));
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest request) {
+  int32_t max_new_tokens = 0;
+  absl::Status st = Validate(request, &max_new_tokens);
+  if (!st.ok()) return st;
+
+  auto seq = std::make_unique<Sequence>();
+  seq->max_new_tokens = max_new_tokens;
+  seq->max_new_clamped = request.stopping.max_new_tokens == 0 &&
+                         max_new_tokens < options_.default_max_new_tokens;
+  seq->prompt_len = static_cast<int32_t>(request.prompt.size());
+  seq->tokens = request.prompt;
+  seq->arrival_time = NowSeconds();
+  if (request.sampling.has_penalties()) seq->penalties.AddPrompt(request.prompt);
+
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!admitting_) return absl::UnavailableError("worker is draining or stopped; retry on another worker");
+  if (num_waiting_.load() >= options_.max_waiting) {
+    return absl::ResourceExhaustedError(
+        absl::StrCat("worker queue is full (", options_.max_waiting, " requests waiting); retry later"));
+  }
+  const uint64_t number = next_request_number_++;
+  if (request.request_id.empty()) request.request_id = absl::StrCat("req-", number);
+  auto existing = by_id_.find(request.request_id);
+  if (existing != by_id_.end() && !existing->second.expired()) {
+    return absl::InvalidArgumentError(absl::StrCat("request_id: '", request.request_id, "' is already in flight"));
+  }
+  seq->seed = request.seed.has_value()
+                  ? *request.seed
+                  : SplitMix64(static_cast<uint64_t>(seq->arrival_time * 1e9) ^ SplitMix64(number));
+  seq->request = std::move(request);
+  seq->request.sampling.seed = seq->seed;
+  seq->stream = std::make_shared<RequestStream>(seq->request.request_id);
+  seq->stream->set_cancel_notifier([this] {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      wake_ = true;
+    }
+    cv_.notify_one();
+  });
+  by_id_[seq->request.request_id] = seq->stream;
+  std::shared_ptr<RequestStream> stream = seq->stream;
+  incoming_.push_back(std::move(seq));
+  num_waiting_.fetch_add(1);
+  metrics_.requests_waiting.Set(num_waiting_.load());
+  cv_.notify_one();
+  return stream;
+}
+
+absl::Status Engine::Cancel(const std::string& request_id) {
+  std::shared_ptr<RequestStream> stream;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = by_id_.find(request_id);
+    if (it != by_id_.end()) stream = it->second.lock();
+  }
+  if (stream == nullptr) {
+    return absl::NotFoundError(absl::StrCat("request_id: no request '", request_id, "' is waiting or running"));
+  }
+  stream->Cancel();
+  return absl::OkStatus();
+}
+
+EngineStatus Engine::Status(int32_t max_cached_hashes) const {
+  EngineStatus s;
+  s.waiting = num_waiting_.load();
+  s.running = num_running_.load();
+  s.kv_blocks_free = kv_free_.load();
+  s.kv_blocks_total = options_.num_kv_blocks;
+  s.kv_block_size = options_.block_size;
+  const uint64_t queries = prefix_queries_.load();
+  s.prefix_cache_hit_rate = queries == 0 ? 0.0 : static_cast<double>(prefix_hits_.load()) / queries;
+  if (max_cached_hashes > 0) {
+    std::lock_guard<std::mutex> lock(mu_);
+    s.cached_block_hashes.assign(
+        cached_hashes_.begin(),
+        cached_hashes_.begin() + std::min<size_t>(cached_hashes_.size(), max_cached_hashes));
+  }
+  return s;
+}
+
+void Engine::PublishGauges() {
+  num_running_.store(scheduler_.num_running());
+  kv_free_.store(blocks_.num_available());
+  metrics_.requests_waiting.Set(num_waiting_.load());
+  metrics_.requests_running.Set(scheduler_.num_running());
+  metrics_.kv_blocks_used.Set(blocks_.num_used());
+}
+
+void Engine::Loop() {
+  double last_hash_refresh = 0;
+  std::vector<std::unique_ptr<Sequence>> incoming;
+  while (true) {
+    bool stop;
+    {
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait(lock, [&] { return stop_ || wake_ || !incoming_.empty() || !owned_.empty(); });
+      wake_ = false;
+      stop = stop_;
+      incoming.swap(incoming_);
+    }
+    for (auto& seq : incoming) {
+      seq->arrival = next_arrival_++;
+      scheduler_.AddWaiting(seq.get());
+      owned_.push_back(std::move(seq));
+    }
+    incoming.clear();
+
+    if (stop) {
+      const double now = NowSeconds();
+      while (!owned_.empty()) {
+        Sequence* seq = owned_.back().get();
+        Finish(*seq, FinishReason::kError, absl::UnavailableError("worker is shutting down"), now, {});
+        Retire(seq);
+      }
+      PublishGauges();
+      return;
+    }
+
+    ReapCancelled();
+    StepPlan plan = scheduler_.Schedule();
+    metrics_.preemptions.Inc(static_cast<double>(plan.preempted.size()));
+    if (!plan.preempted.empty()) num_waiting_.fetch_add(static_cast<int32_t>(plan.preempted.size()));
+    for (Sequence* seq : plan.preempted) {
+      PHI_LOG(DEBUG, "preempted").Str("request_id", seq->request.request_id).Int("tokens", seq->tokens.size());
+    }
+    num_waiting_.fetch_sub(static_cast<int32_t>(plan.admitted.size()));
+    if (plan.prefix_queries > 0) {
+      prefix_queries_.fetch_add(plan.prefix_queries);
+      prefix_hits_.fetch_add(plan.prefix_hits);
+      metrics_.prefix_cache_queries.Inc(static_cast<double>(plan.prefix_queries));
+      metrics_.prefix_cache_hits.Inc(static_cast<double>(plan.prefix_hits));
+    }
+    const double now = NowSeconds();
+    for (Sequence* seq : plan.admitted) {
+      if (seq->first_scheduled_time < 0) {
+        seq->first_scheduled_time = now;
+        metrics_.queue_time.Observe(now - seq->arrival_time);
+        metrics_.prompt_tokens.Inc(seq->prompt_len);
+        metrics_.cached_prompt_tokens.Inc(seq->cached_prompt_tokens);
+      }
+    }
+    if (!plan.empty()) {
+      absl::Status st = RunStep(plan);
+      if (!st.ok()) {
+        PHI_LOG(ERROR, "step_failed").Str("error", st.ToString()).Int("batch", plan.seqs.size());
+        const double t = NowSeconds();
+        for (const ScheduledSeq& s : plan.seqs) {
+          Finish(*s.seq, FinishReason::kError, absl::InternalError(absl::StrCat("forward pass failed: ", st.message())),
+                 t, {});
+          Retire(s.seq);
+        }
+      }
+    } else if (!owned_.empty() && scheduler_.num_running() == 0) {
+      // Nothing runnable although requests wait: cannot happen while every admitted request
+      // fits the cache; yield rather than spin if it ever does.
+      std::unique_lock<std::mutex> lock(mu_);
+      cv_.wait_for(lock, std::chrono::milliseconds(1));
+    }
+    const double t = NowSeconds();
+    if (t - last_hash_refresh > kHashRefreshSeconds) {
+      last_hash_refresh = t;
+      std::vector<uint64_t> hashes = blocks_.CachedHashes(4096);
+      std::lock_guard<std::mutex> lock(mu_);
+      cached_hashes_.swap(hashes);
+    }
+    PublishGauges();
+  }
+}
+
+void Engine::ReapCancelled() {
+  const double now = NowSeconds();
+  std::vector<Sequence*> cancelled;
+  for (const auto& seq : owned_) {
+    if (seq->stream->cancelled()) cancelled.push_back(seq.get());
+  }
+  for (Sequence* seq : cancelled) {
+    Finish(*seq, FinishReason::kCancelled, absl::OkStatus(), now, {});
+    Retire(seq);
+  }
+}
+
+absl::Status Engine::RunStep(const StepPlan& plan) {
+  const double t0 = NowSeconds();
+  StepBatch batch;
+  batch.seqs.reserve(plan.seqs.size());
+  for (const ScheduledSeq& s : plan.seqs) {
+    Sequence& seq = *s.seq;
+    SequenceStep step;
+    step.seq_id = seq.arrival;
+    step.tokens = std::span<const int32_t>(seq.tokens).subspan(seq.num_computed, s.num_tokens);
+    step.start_pos = seq.num_computed;
+    step.block_table = seq.blocks;
+    step.all_logits = seq.wants_prompt_logits() && seq.num_computed < seq.prompt_len;
+    batch.seqs.push_back(step);
+  }
+  absl::Status st = runner_->Step(batch, &logits_);
+  if (!st.ok()) return st;
+  if (logits_.first_row.size() != plan.seqs.size() || logits_.num_rows.size() != plan.seqs.size()) {
+    return absl::InternalError(absl::StrCat("runner returned logits for ", logits_.first_row.size(),
+                                            " sequences, expected ", plan.seqs.size()));
+  }
+
+  const int32_t bs = options_.block_size;
+  const int32_t vocab_limit =
+      shape_.tokenizer_vocab_size > 0 ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size) : shape_.vocab_size;
+  std::vector<Sequence*> done;
+  const double now = NowSeconds();
+  for (size_t i = 0; i < plan.seqs.size(); ++i) {
+    Sequence& seq = *plan.seqs[i].seq;
+    const int32_t start = seq.num_computed;
+    const int32_t n = plan.seqs[i].num_tokens;
+    seq.num_computed += n;
+    while ((seq.num_registered + 1) * bs <= seq.num_computed) {
+      blocks_.RegisterFull(seq.blocks[seq.num_registered], seq.BlockHash(seq.num_registered, bs));
+      ++seq.num_registered;
+    }
+    if (batch.seqs[i].all_logits) {
+      for (int32_t r = 0; r < n; ++r) {
+        const int32_t pos = start + r + 1;  // row r predicts the token at pos
+        if (pos >= seq.prompt_len) break;
+        SampleResult scored = ScoreToken(logits_.Row(logits_.first_row[i] + r), vocab_limit, seq.tokens[pos],
+                                         seq.request.top_logprobs);
+        seq.prompt_logprobs.push_back({{scored.token_id, scored.logprob}, std::move(scored.top)});
+      }
+    }
+    if (seq.remaining() > 0) continue;  // mid-prefill
+    const SampleResult sampled =
+        SampleToken(logits_.LastRow(i), vocab_limit, seq.request.sampling, static_cast<uint64_t>(seq.generated()),
+                    seq.request.sampling.has_penalties() ? &seq.penalties : nullptr, seq.request.logprobs,
+                    seq.request.logprobs ? seq.request.top_logprobs : 0);
+    EmitToken(seq, sampled, now);
+    if (seq.finished) done.push_back(&seq);
+  }
+  for (Sequence* seq : done) Retire(seq);
+  steps_.fetch_add(1);
+  metrics_.step_duration.Observe(NowSeconds() - t0);
+  metrics_.batch_size.Observe(static_cast<double>(plan.seqs.size()));
+  return absl::OkStatus();
+}
+
+void Engine::EmitToken(Sequence& seq, const SampleResult& sampled, double now) {
+  const int32_t token = sampled.token_id;
+  seq.tokens.push_back(token);
+  if (seq.request.sampling.has_penalties()) seq.penalties.AddOutput(token);
+  if (seq.first_token_time < 0) {
+    seq.first_token_time = now;
+    metrics_.time_to_first_token.Observe(now - seq.arrival_time);
+  } else {
+    metrics_.inter_token_latency.Observe(now - seq.last_token_time);
+  }
+  seq.last_token_time = now;
+  metrics_.generated_tokens.Inc();
+
+  const StoppingOptions& stopping = seq.request.stopping;
+  const bool is_eos = !stopping.ignore_eos && std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(),
+                                                        token) != options_.eos_token_ids.end();
+  const bool is_stop = is_eos || std::find(stopping.stop_token_ids.begin(), stopping.stop_token_ids.end(), token) !=
+                                     stopping.stop_token_ids.end();
+  OutputChunk chunk;
+  if (!is_stop) {
+    chunk.token_ids.push_back(token);
+    if (seq.request.logprobs) chunk.logprobs.push_back({{token, sampled.logprob}, sampled.top});
+  }
+  if (seq.request.prompt_logprobs && !seq.prompt_logprobs_sent) {
+    chunk.prompt_logprobs = std::move(seq.prompt_logprobs);
+    seq.prompt_logprobs.clear();
+    seq.prompt_logprobs_sent = true;
+  }
+  if (is_stop) {
+    Finish(seq, FinishReason::kStop, absl::OkStatus(), now, std::move(chunk));
+  } else if (seq.generated() >= seq.max_new_tokens) {
+    Finish(seq, seq.max_new_clamped ? FinishReason::kContextLength : FinishReason::kLength, absl::OkStatus(), now,
+           std::move(chunk));
+  } else {
+    seq.stream->Push(std::move(chunk));
+  }
+}
+
+void Engine::Finish(Sequence& seq, FinishReason reason, absl::Status status, double now, OutputChunk chunk) {
+  if (seq.finished) return;
+  seq.finished = true;
+  chunk.finished = true;
+  chunk.finish_reason = reason;
+  chunk.status = std::move(status);
+  chunk.prompt_tokens = seq.prompt_len;
+  chunk.completion_tokens = seq.generated();
+  chunk.cached_prompt_tokens = std::max(0, seq.cached_prompt_tokens);
+  chunk.seed = seq.seed;
+  RequestTimings& t = chunk.timings;
+  t.total_seconds = now - seq.arrival_time;
+  if (seq.first_scheduled_time >= 0) {
+    t.queue_seconds = seq.first_scheduled_time - seq.arrival_time;
+  } else {
+    t.queue_seconds = t.total_seconds;
+  }
+  if (seq.first_token_time >= 0) {
+    t.prefill_seconds = seq.first_token_time - seq.first_scheduled_time;
+    t.decode_seconds = seq.last_token_time - seq.first_token_time;
+    t.time_to_first_token_seconds = seq.first_token_time - seq.arrival_time;
+  }
+  metrics_.RequestsFinished(reason).Inc();
+  metrics_.e2e_latency.Observe(t.total_seconds);
+  seq.stream->Push(std::move(chunk));
+}
+
+void Engine::Retire(Sequence* seq) {
+  if (!seq->running) {
+    // Still waiting (never admitted, or preempted): it counted as waiting.
+    num_waiting_.fetch_sub(1);
+  }
+  scheduler_.Remove(seq);
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = by_id_.find(seq->request.request_id);
+    if (it != by_id_.end() && it->second.lock() == seq->stream) by_id_.erase(it);
+  }
+  auto it = std::find_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == seq; });
+  if (it != owned_.end()) {
+    std::swap(*it, owned_.back());
+    owned_.pop_back();
+  }
+}
+
+}  // namespace phi::worker

@@ -1,0 +1,128 @@
+// The continuous-batching engine: requests enter through a thread-safe queue; one engine
+// thread runs steps. Each step the scheduler picks the running set under a token budget
+// (decodes first, then prefill chunks, then newly admitted requests), the ModelRunner runs
+// once, and every sequence whose prompt is fully in the KV cache samples its next token.
+// Requests join and leave between any two steps. Independent of backend and transport.
+#ifndef PHI_SERVICES_WORKER_ENGINE_ENGINE_H_
+#define PHI_SERVICES_WORKER_ENGINE_ENGINE_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "services/common/metrics/registry.h"
+#include "services/worker/engine/engine_metrics.h"
+#include "services/worker/engine/kv_block_manager.h"
+#include "services/worker/engine/model_runner.h"
+#include "services/worker/engine/request.h"
+#include "services/worker/engine/scheduler.h"
+
+namespace phi::worker {
+
+struct EngineOptions {
+  int32_t num_kv_blocks = 256;
+  int32_t block_size = 16;
+  // Tokens per step, prefill chunks and decodes together (chunked prefill).
+  int32_t max_batch_tokens = 512;
+  // Sequences per step; at most max_batch_tokens.
+  int32_t max_running = 64;
+  // Requests queued (not yet running) before Submit answers RESOURCE_EXHAUSTED.
+  int32_t max_waiting = 256;
+  bool enable_prefix_cache = true;
+  // The model's eos ids (generation_config.json).
+  std::vector<int32_t> eos_token_ids;
+  // max_new_tokens when a request leaves it 0 (the model card's 256), clamped to the context.
+  int32_t default_max_new_tokens = 256;
+  // Null: metrics::DefaultRegistry(). Tests pass their own.
+  metrics::Registry* registry = nullptr;
+};
+
+struct EngineStatus {
+  int32_t waiting = 0;
+  int32_t running = 0;
+  int32_t kv_blocks_free = 0;
+  int32_t kv_blocks_total = 0;
+  int32_t kv_block_size = 0;
+  double prefix_cache_hit_rate = 0;
+  std::vector<uint64_t> cached_block_hashes;
+};
+
+class Engine {
+ public:
+  // Allocates the runner's KV cache and starts the engine thread. `runner` must outlive it.
+  static absl::StatusOr<std::unique_ptr<Engine>> Create(ModelRunner* runner, EngineOptions options);
+  ~Engine();  // Shutdown()
+
+  // Validates and queues a request. INVALID_ARGUMENT names the field (prompt_ids,
+  // sampling.temperature, stopping.max_new_tokens, ...); RESOURCE_EXHAUSTED when the queue is
+  // full or the request could never fit in the KV cache; UNAVAILABLE after StopAdmitting.
+  absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
+
+  // Cancels a waiting or running request by id; NOT_FOUND when there is none.
+  absl::Status Cancel(const std::string& request_id);
+
+  // Draining: later Submits answer UNAVAILABLE; requests already in finish normally.
+  void StopAdmitting();
+
+  // Stops the engine thread; requests still in finish with UNAVAILABLE. Idempotent.
+  void Shutdown();
+
+  EngineStatus Status(int32_t max_cached_hashes = 0) const;
+  const ModelShape& shape() const { return shape_; }
+  const EngineOptions& options() const { return options_; }
+  // Steps that ran (tests).
+  uint64_t steps() const { return steps_.load(); }
+
+ private:
+  Engine(ModelRunner* runner, EngineOptions options);
+  absl::Status Validate(const GenerationRequest& r, int32_t* max_new_tokens) const;
+  void Loop();
+  void TakeIncoming(std::vector<std::unique_ptr<Sequence>>* incoming);
+  void ReapCancelled();
+  absl::Status RunStep(const StepPlan& plan);
+  void EmitToken(Sequence& seq, const SampleResult& sampled, double now);
+  void Finish(Sequence& seq, FinishReason reason, absl::Status status, double now, OutputChunk chunk);
+  void Retire(Sequence* seq);  // drops a finished sequence from every list
+  void PublishGauges();
+
+  ModelRunner* runner_;
+  const EngineOptions options_;
+  const ModelShape shape_;
+  EngineMetrics metrics_;
+
+  // Engine-thread state.
+  KvBlockManager blocks_;
+  Scheduler scheduler_;
+  std::vector<std::unique_ptr<Sequence>> owned_;  // every waiting or running sequence
+  StepLogits logits_;
+  uint64_t next_arrival_ = 0;
+
+  // Shared with submitters.
+  mutable std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<std::unique_ptr<Sequence>> incoming_;
+  std::unordered_map<std::string, std::weak_ptr<RequestStream>> by_id_;
+  bool stop_ = false;
+  bool wake_ = false;
+  std::atomic<bool> admitting_{true};
+  std::atomic<int32_t> num_waiting_{0};  // incoming + scheduler waiting
+  std::atomic<int32_t> num_running_{0};
+  std::atomic<int32_t> kv_free_{0};
+  std::atomic<uint64_t> prefix_queries_{0}, prefix_hits_{0};
+  std::vector<uint64_t> cached_hashes_;  // under mu_, refreshed every step
+  std::atomic<uint64_t> steps_{0};
+  uint64_t next_request_number_ = 0;     // under mu_
+
+  std::thread thread_;
+};
+
+}  // namespace phi::worker
+
+#endif  // PHI_SERVICES_WORKER_ENGINE_ENGINE_H_

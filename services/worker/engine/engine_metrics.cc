@@ -1,0 +1,62 @@
+#include "services/worker/engine/engine_metrics.h"
+
+namespace phi::worker {
+
+EngineMetrics::EngineMetrics(metrics::Registry& r)
+    : requests_total(&r.AddCounter("phi_worker_requests_total",
+                                   "Generation requests finished, by finish reason.", {"finish_reason"})),
+      queue_time(r.AddHistogram("phi_worker_queue_time_seconds",
+                                "Time from arrival to a request's first scheduled step.", {},
+                                metrics::LatencyBuckets())
+                     .Get()),
+      time_to_first_token(r.AddHistogram("phi_worker_time_to_first_token_seconds",
+                                         "Time from arrival to the first generated token.", {},
+                                         metrics::LatencyBuckets())
+                              .Get()),
+      inter_token_latency(r.AddHistogram("phi_worker_inter_token_latency_seconds",
+                                         "Time between consecutive generated tokens of a request.", {},
+                                         metrics::LatencyBuckets())
+                              .Get()),
+      e2e_latency(r.AddHistogram("phi_worker_e2e_latency_seconds",
+                                 "Time from arrival to the end of a request.", {},
+                                 metrics::LatencyBuckets())
+                      .Get()),
+      step_duration(r.AddHistogram("phi_worker_step_duration_seconds",
+                                   "Duration of one engine step (schedule, forward pass, sampling).", {},
+                                   metrics::LatencyBuckets())
+                        .Get()),
+      batch_size(r.AddHistogram("phi_worker_batch_size", "Sequences in one engine step.", {},
+                                metrics::ExponentialBuckets(1, 2, 10))
+                     .Get()),
+      prompt_tokens(r.AddCounter("phi_worker_prompt_tokens_total", "Prompt tokens of admitted requests.").Get()),
+      generated_tokens(r.AddCounter("phi_worker_generated_tokens_total", "Tokens generated.").Get()),
+      cached_prompt_tokens(r.AddCounter("phi_worker_cached_prompt_tokens_total",
+                                        "Prompt tokens whose KV came from the prefix cache.")
+                               .Get()),
+      prefix_cache_queries(r.AddCounter("phi_worker_prefix_cache_queries_total",
+                                        "Full prompt blocks looked up in the prefix cache.")
+                               .Get()),
+      prefix_cache_hits(r.AddCounter("phi_worker_prefix_cache_hits_total",
+                                     "Full prompt blocks found in the prefix cache.")
+                            .Get()),
+      preemptions(r.AddCounter("phi_worker_preemptions_total",
+                               "Running requests preempted (blocks given back, recomputed later).")
+                      .Get()),
+      requests_waiting(r.AddGauge("phi_worker_requests_waiting", "Requests queued, not running.").Get()),
+      requests_running(r.AddGauge("phi_worker_requests_running", "Requests in the running batch.").Get()),
+      kv_blocks_used(r.AddGauge("phi_worker_kv_blocks_used", "KV cache blocks held by requests.").Get()),
+      kv_blocks_total(r.AddGauge("phi_worker_kv_blocks_total", "KV cache blocks in the pool.").Get()),
+      ready(r.AddGauge("phi_worker_ready",
+                       "1 once the model is loaded and a forward pass succeeded, 0 otherwise.")
+                .Get()) {
+  for (FinishReason reason : {FinishReason::kStop, FinishReason::kLength, FinishReason::kCancelled,
+                              FinishReason::kContextLength, FinishReason::kError}) {
+    RequestsFinished(reason);  // export zeros, so rate() works from the first request
+  }
+}
+
+metrics::Counter& EngineMetrics::RequestsFinished(FinishReason reason) {
+  return requests_total->WithLabels({FinishReasonName(reason)});
+}
+
+}  // namespace phi::worker

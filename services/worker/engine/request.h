@@ -1,0 +1,112 @@
+// A generation request as the engine sees it (token ids in, token ids out), and the stream
+// through which its output leaves the engine thread. Transport-free: the gRPC service
+// converts phi.v1 messages to and from these.
+#ifndef PHI_SERVICES_WORKER_ENGINE_REQUEST_H_
+#define PHI_SERVICES_WORKER_ENGINE_REQUEST_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "absl/status/status.h"
+#include "absl/time/time.h"
+#include "services/worker/engine/sampler.h"
+
+namespace phi::worker {
+
+enum class FinishReason {
+  kNone = 0,
+  kStop,           // an eos id or a stop token id was produced
+  kLength,         // max_new_tokens reached
+  kCancelled,      // the client cancelled or its deadline passed
+  kContextLength,  // the model's context is full
+  kError,          // the step failed; OutputChunk::status says why
+};
+const char* FinishReasonName(FinishReason reason);  // "stop", "length", ... (metric labels)
+
+struct StoppingOptions {
+  int32_t max_new_tokens = 0;          // 0: the engine's default, clamped to the context
+  std::vector<int32_t> stop_token_ids;  // in addition to the model's eos ids
+  bool ignore_eos = false;
+};
+
+struct GenerationRequest {
+  std::string request_id;               // empty: the engine assigns one
+  std::vector<int32_t> prompt;
+  SamplingOptions sampling;
+  std::optional<uint64_t> seed;         // unset: the engine picks one (reported at the end)
+  StoppingOptions stopping;
+  bool logprobs = false;
+  int32_t top_logprobs = 0;             // [0, 20]
+  bool prompt_logprobs = false;
+  int32_t priority = 0;                 // [-100, 100]; higher is admitted first
+};
+
+struct PositionLogprob {
+  TokenLogprobValue token;
+  std::vector<TokenLogprobValue> top;
+};
+
+struct RequestTimings {
+  double queue_seconds = 0;
+  double prefill_seconds = 0;
+  double decode_seconds = 0;
+  double time_to_first_token_seconds = 0;
+  double total_seconds = 0;
+};
+
+// Everything produced since the consumer last looked: usually one token, more when the
+// consumer is slower than the engine. The last chunk has `finished` set.
+struct OutputChunk {
+  std::vector<int32_t> token_ids;  // the stop token that ends a request is not included
+  std::vector<PositionLogprob> logprobs;         // with logprobs: one per token id
+  std::vector<PositionLogprob> prompt_logprobs;  // with prompt_logprobs: in the first chunk
+  bool finished = false;
+  // Set when finished:
+  FinishReason finish_reason = FinishReason::kNone;
+  absl::Status status;             // not OK only with kError (or when the engine stops)
+  int32_t prompt_tokens = 0;
+  int32_t completion_tokens = 0;   // generated tokens, the stop token included
+  int32_t cached_prompt_tokens = 0;
+  RequestTimings timings;
+  uint64_t seed = 0;
+};
+
+// The engine thread pushes, one consumer pops. Cancel() may be called from any thread.
+class RequestStream {
+ public:
+  explicit RequestStream(std::string request_id) : request_id_(std::move(request_id)) {}
+
+  const std::string& request_id() const { return request_id_; }
+
+  // Waits up to `timeout` for output and moves everything pending into *out (merged).
+  // Returns false when nothing arrived in time.
+  bool Next(OutputChunk* out, absl::Duration timeout);
+
+  // Asks the engine to drop the request at its next step (idempotent). The final chunk
+  // (finish reason kCancelled) still arrives.
+  void Cancel();
+  bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+
+  // Engine side.
+  void Push(OutputChunk chunk);
+  void set_cancel_notifier(std::function<void()> notify) { notify_ = std::move(notify); }
+
+ private:
+  const std::string request_id_;
+  std::atomic<bool> cancelled_{false};
+  std::function<void()> notify_;  // wakes the engine thread; set before the stream is shared
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::deque<OutputChunk> pending_;
+};
+
+}  // namespace phi::worker
+
+#endif  // PHI_SERVICES_WORKER_ENGINE_REQUEST_H_

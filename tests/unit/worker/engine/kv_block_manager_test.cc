@@ -1,0 +1,115 @@
+#include "services/worker/engine/kv_block_manager.h"
+
+#include <set>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+#include "services/worker/engine/block_hash.h"
+
+namespace phi::worker {
+namespace {
+
+TEST(BlockHashTest, ChainsOverTheWholePrefix) {
+  const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8};
+  std::vector<int32_t> b = a;
+  b[0] = 9;  // differs only in the first block
+  const auto ha = PrefixBlockHashes(a, 4, 2), hb = PrefixBlockHashes(b, 4, 2);
+  EXPECT_NE(ha[0], hb[0]);
+  EXPECT_NE(ha[1], hb[1]);  // the second block's tokens agree, its prefix does not
+  EXPECT_EQ(ha[1], ChainBlockHash(ha[0], std::span<const int32_t>(a).subspan(4, 4)));
+  EXPECT_EQ(ha, PrefixBlockHashes(a, 4, 2));
+}
+
+TEST(KvBlockManagerTest, AllocatesEveryBlockOnceThenRunsOut) {
+  KvBlockManager m(4, 16, true);
+  std::set<int32_t> got;
+  for (int i = 0; i < 4; ++i) {
+    auto b = m.Allocate();
+    ASSERT_TRUE(b.has_value());
+    got.insert(*b);
+  }
+  EXPECT_EQ(got.size(), 4u);
+  EXPECT_FALSE(m.Allocate().has_value());
+  EXPECT_EQ(m.num_used(), 4);
+  for (int32_t b : got) m.Release(b);
+  EXPECT_EQ(m.num_used(), 0);
+  EXPECT_EQ(m.num_available(), 4);
+}
+
+TEST(KvBlockManagerTest, SharesRegisteredBlocksWithReferenceCounts) {
+  KvBlockManager m(4, 16, true);
+  const int32_t b0 = *m.Allocate(), b1 = *m.Allocate();
+  m.RegisterFull(b0, 100);
+  m.RegisterFull(b1, 200);
+  const std::vector<uint64_t> hashes = {100, 200, 300};
+  std::vector<int32_t> found = m.AcquirePrefix(hashes);
+  EXPECT_EQ(found, (std::vector<int32_t>{b0, b1}));
+  EXPECT_EQ(m.refcount(b0), 2);
+  m.Release(b0);
+  m.Release(b1);
+  EXPECT_EQ(m.num_used(), 2);  // still held by the second owner
+  m.Release(b0);
+  m.Release(b1);
+  EXPECT_EQ(m.num_used(), 0);
+  EXPECT_EQ(m.num_cached(), 2);  // unreferenced but still cached
+  found = m.AcquirePrefix(hashes);
+  EXPECT_EQ(found.size(), 2u);
+  // A miss in the middle stops the match: block k is only valid after blocks 0..k-1.
+  const std::vector<uint64_t> gap = {999, 200};
+  EXPECT_TRUE(m.AcquirePrefix(gap).empty());
+}
+
+TEST(KvBlockManagerTest, EvictsLeastRecentlyReleasedCachedBlockFirst) {
+  KvBlockManager m(3, 16, true);
+  const int32_t a = *m.Allocate(), b = *m.Allocate(), c = *m.Allocate();
+  m.RegisterFull(a, 1);
+  m.RegisterFull(b, 2);
+  m.Release(b);  // released first: evicted first
+  m.Release(a);
+  m.Release(c);  // not cached: goes to the free list, used before any eviction
+  EXPECT_EQ(*m.Allocate(), c);
+  EXPECT_EQ(*m.Allocate(), b);
+  EXPECT_EQ(m.num_cached(), 1);
+  const std::vector<uint64_t> h2 = {2};
+  EXPECT_TRUE(m.AcquirePrefix(h2).empty());  // evicted: gone from the cache
+  const std::vector<uint64_t> h1 = {1};
+  EXPECT_EQ(m.AcquirePrefix(h1), std::vector<int32_t>{a});
+  EXPECT_FALSE(m.Allocate().has_value());    // a is referenced again: not evictable
+}
+
+TEST(KvBlockManagerTest, DuplicateHashKeepsTheFirstBlock) {
+  KvBlockManager m(2, 16, true);
+  const int32_t a = *m.Allocate(), b = *m.Allocate();
+  m.RegisterFull(a, 7);
+  m.RegisterFull(b, 7);
+  m.Release(b);
+  EXPECT_EQ(m.num_cached(), 1);
+  EXPECT_EQ(m.num_available(), 1);  // b went to the free list
+  const std::vector<uint64_t> h = {7};
+  EXPECT_EQ(m.AcquirePrefix(h), std::vector<int32_t>{a});
+}
+
+TEST(KvBlockManagerTest, DisabledCacheNeverMatches) {
+  KvBlockManager m(2, 16, false);
+  const int32_t a = *m.Allocate();
+  m.RegisterFull(a, 7);
+  m.Release(a);
+  const std::vector<uint64_t> h = {7};
+  EXPECT_TRUE(m.AcquirePrefix(h).empty());
+  EXPECT_EQ(m.num_cached(), 0);
+}
+
+TEST(KvBlockManagerTest, CachedHashesAreMostRecentFirst) {
+  KvBlockManager m(3, 16, true);
+  const int32_t a = *m.Allocate(), b = *m.Allocate();
+  m.RegisterFull(a, 10);
+  m.RegisterFull(b, 20);
+  EXPECT_EQ(m.CachedHashes(10), (std::vector<uint64_t>{20, 10}));
+  const std::vector<uint64_t> h = {10};
+  m.AcquirePrefix(h);
+  EXPECT_EQ(m.CachedHashes(1), (std::vector<uint64_t>{10}));
+}
+
+}  // namespace
+}  // namespace phi::worker

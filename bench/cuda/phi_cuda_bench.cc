@@ -194,7 +194,7 @@ RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen) {
     for (int b = 0; b < batch; ++b) toks[b].push_back(o.tokens[b]);
   }
   r.decode_ms = NowMs() - t0;
-  r.step_ms_median = Median(steps);
+  r.step_ms_median = steps.empty() ? 0.0 : Median(steps);
   return r;
 }
 
@@ -236,6 +236,7 @@ int main(int argc, char** argv) {
   const double wbytes = static_cast<double>(m->decode_bytes_per_token());
   const double params = static_cast<double>(c.ParameterCount());
   const double flop_per_token = 2.0 * (params - double(c.vocab_size) * c.hidden_size);
+  const double kv_per_token = double(m->kv_block_bytes()) / o.block_size;
   std::printf("model: Phi-1.5 shape, %.3f B params, %.2f GB read per batch-1 decode token, "
               "KV %d blocks x %.2f MB, graphs %s\n",
               params / 1e9, wbytes / 1e9, m->kv_num_blocks(), m->kv_block_bytes() / 1e6,
@@ -261,12 +262,15 @@ int main(int argc, char** argv) {
     const double step = r.step_ms_median;
     const double tps = b / (step * 1e-3);
     const double tps_all = double(b) * args.gen / ((r.prefill_ms + r.decode_ms) * 1e-3);
-    // Decode step floor: the weights once per step (bandwidth), or the FLOPs of b tokens.
-    const double floor_ms = std::max(wbytes / bw, flop_per_token * b / flops) * 1e3;
+    // Decode step floor: the weights once per step plus every sequence's KV (mean context
+    // prompt + gen/2) through the copy bandwidth, or the FLOPs of b tokens at the GEMM rate.
+    const double kv_bytes = double(b) * (args.prompt + args.gen / 2.0) * kv_per_token;
+    const double mem_ms = (wbytes + kv_bytes) / bw * 1e3;
+    const double flop_ms = flop_per_token * b / flops * 1e3;
+    const double floor_ms = std::max(mem_ms, flop_ms);
     std::printf("| %d | %.1f | %.3f | %.0f | %.0f | %.3f ms/step (%s) | %.0f%% |\n", b,
                 r.prefill_ms, step, tps, tps_all, floor_ms,
-                wbytes / bw > flop_per_token * b / flops ? "bandwidth" : "GEMM rate",
-                100.0 * floor_ms / step);
+                mem_ms > flop_ms ? "weights+KV bytes" : "GEMM rate", 100.0 * floor_ms / step);
     if (b == 1) {
       std::printf("|   | batch-1 decode: %.0f tok/s, %.3f ms/token; bandwidth limit %.0f tok/s "
                   "|||||\n",

@@ -145,16 +145,16 @@ __global__ void __launch_bounds__(kThreads) sample_forward_kernel(SampleArgs a) 
       if (order_key(z) >= thr) csum += __expf(z - zmax);
     }
     const float incl = block_inclusive_scan(csum, red);
-    const float excl = incl - csum;
     if (threadIdx.x == blockDim.x - 1) total_s = incl;
-    // block_max ends with a barrier, so total_s is visible after it.
-    const float last_nonempty =
-        block_max(csum > 0.0f ? static_cast<float>(threadIdx.x) : -1.0f, red);
-    const float total = total_s;
-    const float target = philox_uniform(p.seed, p.step) * total;
-    const bool owner = csum > 0.0f &&
-                       ((excl <= target && target < incl) ||
-                        (target >= total && static_cast<float>(threadIdx.x) == last_nonempty));
+    __syncthreads();
+    const float excl = incl - csum;
+    const float target = philox_uniform(p.seed, p.step) * total_s;
+    // The owner is the last non-empty chunk that starts at or before the target: unique by
+    // construction, whatever the rounding of the chunk boundaries (the first non-empty chunk
+    // starts at exactly 0, so there always is one).
+    const float owner_id = block_max(
+        csum > 0.0f && excl <= target ? static_cast<float>(threadIdx.x) : -1.0f, red);
+    const bool owner = static_cast<float>(threadIdx.x) == owner_id;
     if (threadIdx.x == 0) chosen_s = best.i;
     __syncthreads();
     if (owner) {

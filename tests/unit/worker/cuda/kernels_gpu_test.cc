@@ -388,7 +388,7 @@ std::vector<float> SamplingLogits(int rows, int vocab, uint32_t seed) {
   std::vector<float> l(static_cast<size_t>(rows) * vocab);
   for (float& x : l) x = n(rng);
   for (int r = 0; r < rows; ++r) {
-    for (int j = 0; j < 30; ++j) l[static_cast<size_t>(r) * vocab + rng() % vocab] += 12.0f;
+    for (int j = 0; j < 30; ++j) l[static_cast<size_t>(r) * vocab + rng() % vocab] += 20.0f;
   }
   return l;
 }

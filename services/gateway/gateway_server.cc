@@ -1,0 +1,99 @@
+#include "services/gateway/gateway_server.h"
+
+#include <cstdio>
+#include <cstdlib>
+
+#include "absl/strings/str_split.h"
+#include "services/common/config.h"
+#include "services/common/logging.h"
+#include "services/common/server.h"
+#include "services/gateway/auth.h"
+#include "services/gateway/chat_service.h"
+#include "services/gateway/http_api.h"
+
+namespace phi::gateway {
+
+int GatewayMain(int argc, char** argv) {
+  common::BlockTerminationSignals();
+  common::ServerOptions server;
+  server.service_name = "gateway";
+  server.port = 50051;
+  server.metrics_port = 9090;
+  std::string tokenizers = "127.0.0.1:50052", workers = "127.0.0.1:50053", api_keys_file, system_prompt;
+  std::string http_host = "0.0.0.0", tls_cert, tls_key;
+  int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256, http_threads = 128;
+  double health_interval = 1.0;
+
+  common::FlagSet flags("phi-gateway", "Serves phi.v1.ChatService (gRPC) and an OpenAI-compatible HTTP API.");
+  common::AddServerFlags(flags, &server);
+  flags.AddString("tokenizer", "PHI_TOKENIZER", &tokenizers, "tokenizer service host:port[,host:port...] (failover)");
+  flags.AddString("workers", "PHI_WORKERS", &workers,
+                  "worker groups (rank 0): host:port[,host:port...] or dns:///name:port (all resolved addresses)");
+  flags.AddInt("http-port", "PHI_HTTP_PORT", &http_port, 0, 65535, "OpenAI-compatible HTTP port (0 picks one)");
+  flags.AddString("http-host", "PHI_HTTP_HOST", &http_host, "HTTP listen address");
+  flags.AddInt("http-threads", "PHI_HTTP_THREADS", &http_threads, 1, 4096,
+               "HTTP worker threads (each serves one request at a time)");
+  flags.AddString("api-keys-file", "PHI_API_KEYS_FILE", &api_keys_file,
+                  "file of API keys, one per line (PHI_API_KEYS adds comma-separated keys); none: no auth");
+  flags.AddInt("max-concurrent-per-key", "PHI_MAX_CONCURRENT_PER_KEY", &max_concurrent, 0, 1 << 20,
+               "concurrent generation requests per API key (0: no limit)");
+  flags.AddString("default-system-prompt", "PHI_DEFAULT_SYSTEM_PROMPT", &system_prompt,
+                  "system message added to chats that have none (empty: none)");
+  flags.AddInt("default-max-new-tokens", "PHI_DEFAULT_MAX_NEW_TOKENS", &default_max_new_tokens, 1, 1 << 20,
+               "max_new_tokens when a request leaves it 0");
+  flags.AddDouble("health-interval-seconds", "PHI_HEALTH_INTERVAL_SECONDS", &health_interval, 0.05, 3600,
+                  "how often worker groups are checked with GetStatus");
+  flags.AddString("tls-cert", "PHI_TLS_CERT", &tls_cert, "PEM certificate for HTTPS on --http-port (with --tls-key)");
+  flags.AddString("tls-key", "PHI_TLS_KEY", &tls_key, "PEM private key for --tls-cert");
+  common::ParseFlagsOrExit(flags, argc, argv);
+  common::InitLogging(server);
+  if (tls_cert.empty() != tls_key.empty()) {
+    std::fprintf(stderr, "phi-gateway: --tls-cert and --tls-key go together\n");
+    return 2;
+  }
+
+  const char* env_keys = std::getenv("PHI_API_KEYS");
+  auto auth = Auth::Create(api_keys_file, env_keys ? env_keys : "", static_cast<int>(max_concurrent));
+  if (!auth.ok()) {
+    std::fprintf(stderr, "phi-gateway: %s\n", auth.status().ToString().c_str());
+    return 2;
+  }
+  std::vector<std::string> tok_addresses = absl::StrSplit(tokenizers, ',', absl::SkipWhitespace());
+  auto tokenizer = TokenizerClient::Create(tok_addresses);
+  if (!tokenizer.ok()) {
+    std::fprintf(stderr, "phi-gateway: %s\n", tokenizer.status().ToString().c_str());
+    return 2;
+  }
+  GatewayMetrics metrics(&metrics::DefaultRegistry());
+  WorkerPoolOptions pool_options;
+  pool_options.workers = workers;
+  pool_options.health_interval_seconds = health_interval;
+  auto pool = WorkerPool::Create(pool_options, &metrics::DefaultRegistry());
+  if (!pool.ok()) {
+    std::fprintf(stderr, "phi-gateway: %s\n", pool.status().ToString().c_str());
+    return 2;
+  }
+  GeneratorOptions gen_options;
+  gen_options.default_max_new_tokens = static_cast<int32_t>(default_max_new_tokens);
+  Generator generator(tokenizer->get(), pool->get(), &metrics, gen_options);
+  ChatmlOptions chatml;
+  chatml.default_system_prompt = system_prompt;
+  ChatServiceImpl service(&generator, auth->get(), &metrics, chatml);
+
+  auto grpc_server = common::StartOrExit(server, {&service});
+  HttpApiOptions http_options;
+  http_options.host = http_host;
+  http_options.port = static_cast<int>(http_port);
+  http_options.threads = static_cast<int>(http_threads);
+  http_options.tls_cert = tls_cert;
+  http_options.tls_key = tls_key;
+  auto http = HttpApi::Start(http_options, &generator, auth->get(), &metrics, chatml);
+  if (!http.ok()) {
+    std::fprintf(stderr, "phi-gateway: %s\n", http.status().ToString().c_str());
+    return 1;
+  }
+  PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", !tls_cert.empty());
+  return common::ServeUntilSignal(*grpc_server, [&] { (*http)->StopAccepting(); });
+}
+
+}  // namespace phi::gateway

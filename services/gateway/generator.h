@@ -1,0 +1,110 @@
+// One generation through the stack, shared by the gRPC and HTTP front ends:
+// validate, encode (tokenizer, with failover), pick a worker group, stream
+// Generate, decode incrementally, apply stop strings, retry once on another
+// group when the first fails before its first token, and record metrics.
+#ifndef PHI_SERVICES_GATEWAY_GENERATOR_H_
+#define PHI_SERVICES_GATEWAY_GENERATOR_H_
+
+#include <atomic>
+#include <functional>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "phi/v1/gateway.pb.h"
+#include "phi/v1/tokenizer.pb.h"
+#include "services/gateway/chatml.h"
+#include "services/gateway/gateway_metrics.h"
+#include "services/gateway/tokenizer_client.h"
+#include "services/gateway/worker_pool.h"
+
+namespace phi::gateway {
+
+struct GenerateParams {
+  std::string request_id;
+  std::string model;
+  phi::v1::Prompt prompt;
+  // Token ids given directly (OpenAI completions accept them): no Encode call.
+  std::vector<int32_t> prompt_ids;
+  bool parse_special = false;  // raw completions parse special-token strings
+  std::string echo_text;       // returned before the completion (Complete with echo)
+  phi::v1::SamplingParams sampling;
+  phi::v1::StoppingCriteria stopping;
+  bool logprobs = false;
+  int32_t top_logprobs = 0;
+  bool prompt_logprobs = false;
+  Deadline deadline = Deadline::max();
+};
+
+struct GenerateDelta {
+  std::string text;
+  std::vector<phi::v1::PositionLogprobs> logprobs;
+  std::vector<phi::v1::PositionLogprobs> prompt_logprobs;  // first delta only
+};
+
+struct GenerateResult {
+  std::string request_id;
+  std::string model;
+  phi::v1::FinishReason finish_reason = phi::v1::FINISH_REASON_UNSPECIFIED;
+  phi::v1::Usage usage;
+  phi::v1::Timings timings;
+  uint64_t seed = 0;
+};
+
+// Cancels a request from another thread (client gone): sets the flag and
+// cancels the worker call that is running, if any.
+class Cancellation {
+ public:
+  void Cancel();
+  bool cancelled() const { return cancelled_.load(); }
+  // The worker call now running (nullptr: none). Returns false when already cancelled.
+  bool Attach(grpc::ClientContext* ctx);
+
+ private:
+  std::atomic<bool> cancelled_{false};
+  std::mutex mu_;
+  grpc::ClientContext* ctx_ = nullptr;
+};
+
+struct GeneratorOptions {
+  int32_t default_max_new_tokens = 256;
+  size_t max_prompt_bytes = 4 << 20;
+};
+
+class Generator {
+ public:
+  Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options = {})
+      : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {}
+
+  // Calls on_delta for every piece of text (return false when the client is
+  // gone: the worker call is cancelled and CANCELLED returned).
+  absl::Status Run(const GenerateParams& params, Cancellation* cancel,
+                   const std::function<bool(GenerateDelta&&)>& on_delta, GenerateResult* result);
+
+  WorkerPool* pool() { return pool_; }
+  TokenizerClient* tokenizer() { return tokenizer_; }
+
+ private:
+  absl::Status RunOnce(const GenerateParams& params, const std::vector<int32_t>& ids, WorkerGroup* group,
+                       Cancellation* cancel, const std::function<bool(GenerateDelta&&)>& on_delta,
+                       GenerateResult* result, bool* any_token, double t_start);
+
+  TokenizerClient* tokenizer_;
+  WorkerPool* pool_;
+  GatewayMetrics* metrics_;
+  GeneratorOptions options_;
+  std::atomic<uint64_t> next_id_{1};
+};
+
+// Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the
+// field and its range). `prefix` is prepended to field names ("sampling.").
+absl::Status ValidateSampling(const phi::v1::SamplingParams& s);
+absl::Status ValidateStopping(const phi::v1::StoppingCriteria& s);
+absl::Status ValidateCommon(const GenerateParams& p);
+
+}  // namespace phi::gateway
+
+#endif  // PHI_SERVICES_GATEWAY_GENERATOR_H_

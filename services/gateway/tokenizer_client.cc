@@ -1,0 +1,186 @@
+#include "services/gateway/tokenizer_client.h"
+
+#include "absl/strings/str_cat.h"
+#include "services/common/grpc_status.h"
+
+namespace phi::gateway {
+
+namespace {
+
+std::unique_ptr<grpc::ClientContext> MakeContext(Deadline deadline) {
+  auto ctx = std::make_unique<grpc::ClientContext>();
+  if (deadline != Deadline::max()) ctx->set_deadline(deadline);
+  return ctx;
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<TokenizerClient>> TokenizerClient::Create(const std::vector<std::string>& addresses) {
+  if (addresses.empty()) return absl::InvalidArgumentError("--tokenizer: at least one host:port is required");
+  std::unique_ptr<TokenizerClient> c(new TokenizerClient());
+  c->addresses_ = addresses;
+  for (const auto& a : addresses) {
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(64 << 20);
+    args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+    args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+    c->stubs_.push_back(
+        phi::v1::TokenizerService::NewStub(grpc::CreateCustomChannel(a, grpc::InsecureChannelCredentials(), args)));
+  }
+  return c;
+}
+
+template <typename Fn>
+grpc::Status TokenizerClient::WithFailover(Fn&& call) {
+  size_t start = NextStart();
+  grpc::Status last;
+  for (size_t k = 0; k < stubs_.size(); ++k) {
+    size_t i = (start + k) % stubs_.size();
+    last = call(i);
+    if (last.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
+    last = grpc::Status(last.error_code(), absl::StrCat("tokenizer ", addresses_[i], ": ", last.error_message()));
+  }
+  return last;
+}
+
+absl::StatusOr<std::vector<int32_t>> TokenizerClient::Encode(const phi::v1::Prompt& prompt, bool parse_special,
+                                                             Deadline deadline) {
+  phi::v1::EncodeRequest req;
+  *req.add_prompts() = prompt;
+  req.set_parse_special_tokens(parse_special);
+  phi::v1::EncodeResponse resp;
+  grpc::Status s = WithFailover([&](size_t i) {
+    auto ctx = MakeContext(deadline);
+    return stubs_[i]->Encode(ctx.get(), req, &resp);
+  });
+  if (!s.ok()) return common::FromGrpcStatus(s);
+  if (resp.encodings_size() != 1) return absl::InternalError("tokenizer: Encode returned no encoding");
+  const auto& ids = resp.encodings(0).ids();
+  return std::vector<int32_t>(ids.begin(), ids.end());
+}
+
+absl::StatusOr<std::string> TokenizerClient::Decode(const std::vector<int32_t>& ids, bool skip_special,
+                                                    Deadline deadline) {
+  phi::v1::DecodeRequest req;
+  req.add_sequences()->mutable_ids()->Add(ids.begin(), ids.end());
+  req.set_skip_special_tokens(skip_special);
+  phi::v1::DecodeResponse resp;
+  grpc::Status s = WithFailover([&](size_t i) {
+    auto ctx = MakeContext(deadline);
+    return stubs_[i]->Decode(ctx.get(), req, &resp);
+  });
+  if (!s.ok()) return common::FromGrpcStatus(s);
+  if (resp.texts_size() != 1) return absl::InternalError("tokenizer: Decode returned no text");
+  return resp.texts(0);
+}
+
+absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::vector<int32_t>& ids,
+                                                                     Deadline deadline) {
+  std::vector<std::string> out;
+  if (ids.empty()) return out;
+  phi::v1::DecodeRequest req;
+  for (int32_t id : ids) req.add_sequences()->add_ids(id);
+  phi::v1::DecodeResponse resp;
+  grpc::Status s = WithFailover([&](size_t i) {
+    auto ctx = MakeContext(deadline);
+    return stubs_[i]->Decode(ctx.get(), req, &resp);
+  });
+  if (!s.ok()) return common::FromGrpcStatus(s);
+  out.assign(resp.texts().begin(), resp.texts().end());
+  if (out.size() != ids.size()) return absl::InternalError("tokenizer: Decode returned a wrong number of texts");
+  return out;
+}
+
+absl::StatusOr<phi::v1::InfoResponse> TokenizerClient::Info(Deadline deadline) {
+  phi::v1::InfoResponse resp;
+  grpc::Status s = WithFailover([&](size_t i) {
+    auto ctx = MakeContext(deadline);
+    return stubs_[i]->Info(ctx.get(), phi::v1::InfoRequest(), &resp);
+  });
+  if (!s.ok()) return common::FromGrpcStatus(s);
+  return resp;
+}
+
+std::unique_ptr<DecodeSession> TokenizerClient::StartDecode(bool skip_special, Deadline deadline) {
+  std::unique_ptr<DecodeSession> s(new DecodeSession(this, skip_special, deadline));
+  s->index_ = NextStart();
+  return s;
+}
+
+DecodeSession::~DecodeSession() { Abort(); }
+
+void DecodeSession::Abort() {
+  if (ctx_) ctx_->TryCancel();
+  if (stream_) stream_->Finish().IgnoreError();
+  stream_.reset();
+  ctx_.reset();
+}
+
+absl::Status DecodeSession::Open(size_t index, bool /*replay*/) {
+  index_ = index;
+  ctx_ = MakeContext(deadline_);
+  stream_ = client_->stubs_[index]->DecodeStream(ctx_.get());
+  sent_first_ = false;
+  return absl::OkStatus();
+}
+
+// One request message, one response message (the tokenizer answers every
+// message, with an empty delta while a character is incomplete).
+absl::StatusOr<std::string> DecodeSession::Exchange(const std::vector<int32_t>& ids, bool /*first*/) {
+  phi::v1::DecodeStreamRequest req;
+  req.mutable_ids()->Add(ids.begin(), ids.end());
+  if (!sent_first_) req.set_skip_special_tokens(skip_special_);
+  if (!stream_->Write(req)) return absl::UnavailableError("write failed");
+  sent_first_ = true;
+  phi::v1::DecodeStreamResponse resp;
+  if (!stream_->Read(&resp)) return absl::UnavailableError("stream ended");
+  return std::move(*resp.mutable_text_delta());
+}
+
+absl::StatusOr<std::string> DecodeSession::Push(const std::vector<int32_t>& ids) {
+  all_ids_.insert(all_ids_.end(), ids.begin(), ids.end());
+  if (!stream_) Open(index_, false).IgnoreError();
+  absl::StatusOr<std::string> delta = Exchange(ids, false);
+  if (delta.ok()) {
+    emitted_bytes_ += delta->size();
+    return delta;
+  }
+  // Fail over: replay every id on the next tokenizer and keep only new text.
+  grpc::Status last = stream_->Finish();
+  std::string why = absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", last.error_message());
+  if (last.error_code() != grpc::StatusCode::UNAVAILABLE && last.error_code() != grpc::StatusCode::OK) {
+    stream_.reset();
+    return absl::Status(common::FromGrpcStatus(last).code(), why);
+  }
+  for (size_t k = 1; k < client_->stubs_.size(); ++k) {
+    Open((index_ + 1) % client_->stubs_.size(), true).IgnoreError();
+    absl::StatusOr<std::string> text = Exchange(all_ids_, true);
+    if (text.ok()) {
+      if (text->size() <= emitted_bytes_) return std::string();
+      std::string fresh = text->substr(emitted_bytes_);
+      emitted_bytes_ = text->size();
+      return fresh;
+    }
+    last = stream_->Finish();
+    why = absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", last.error_message());
+  }
+  stream_.reset();
+  return absl::UnavailableError(absl::StrCat("no tokenizer could decode: ", why));
+}
+
+absl::StatusOr<std::string> DecodeSession::Finish() {
+  if (!stream_) return std::string();
+  stream_->WritesDone();
+  std::string rest;
+  phi::v1::DecodeStreamResponse resp;
+  while (stream_->Read(&resp)) rest += resp.text_delta();
+  grpc::Status s = stream_->Finish();
+  stream_.reset();
+  ctx_.reset();
+  if (!s.ok()) return absl::Status(common::FromGrpcStatus(s).code(),
+                                   absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", s.error_message()));
+  emitted_bytes_ += rest.size();
+  return rest;
+}
+
+}  // namespace phi::gateway

@@ -1,0 +1,89 @@
+// Client of phi.v1.TokenizerService with failover: calls go to the tokenizers
+// round-robin, and a call that finds one UNAVAILABLE moves on to the next.
+// Incremental decoding survives a tokenizer dying mid-stream: the session
+// replays the ids so far on another one and returns only text not yet emitted.
+#ifndef PHI_SERVICES_GATEWAY_TOKENIZER_CLIENT_H_
+#define PHI_SERVICES_GATEWAY_TOKENIZER_CLIENT_H_
+
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "phi/v1/tokenizer.grpc.pb.h"
+
+namespace phi::gateway {
+
+using Deadline = std::chrono::system_clock::time_point;
+
+class TokenizerClient;
+
+// One request's incremental decode (DecodeStream). Not thread-safe.
+class DecodeSession {
+ public:
+  ~DecodeSession();
+  // Sends the next ids; returns the text they complete.
+  absl::StatusOr<std::string> Push(const std::vector<int32_t>& ids);
+  // Closes the stream; returns the text still pending (an incomplete
+  // character becomes U+FFFD).
+  absl::StatusOr<std::string> Finish();
+  // Stops the stream without reading the rest (the request ended early).
+  void Abort();
+
+ private:
+  friend class TokenizerClient;
+  DecodeSession(TokenizerClient* client, bool skip_special, Deadline deadline)
+      : client_(client), skip_special_(skip_special), deadline_(deadline) {}
+  absl::Status Open(size_t index, bool replay);
+  absl::StatusOr<std::string> Exchange(const std::vector<int32_t>& ids, bool first);
+
+  TokenizerClient* client_;
+  bool skip_special_;
+  Deadline deadline_;
+  size_t index_ = 0;
+  std::unique_ptr<grpc::ClientContext> ctx_;
+  std::unique_ptr<grpc::ClientReaderWriter<phi::v1::DecodeStreamRequest, phi::v1::DecodeStreamResponse>> stream_;
+  std::vector<int32_t> all_ids_;
+  size_t emitted_bytes_ = 0;  // text returned to the caller so far
+  bool sent_first_ = false;
+};
+
+class TokenizerClient {
+ public:
+  // `addresses`: host:port list (at least one).
+  static absl::StatusOr<std::unique_ptr<TokenizerClient>> Create(const std::vector<std::string>& addresses);
+
+  // Encodes one prompt. parse_special: special-token strings in Prompt.text
+  // become special ids.
+  absl::StatusOr<std::vector<int32_t>> Encode(const phi::v1::Prompt& prompt, bool parse_special, Deadline deadline);
+  // Text of a whole id sequence.
+  absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special, Deadline deadline);
+  // Text of each id alone (for logprob entries).
+  absl::StatusOr<std::vector<std::string>> DecodeEach(const std::vector<int32_t>& ids, Deadline deadline);
+  absl::StatusOr<phi::v1::InfoResponse> Info(Deadline deadline);
+  std::unique_ptr<DecodeSession> StartDecode(bool skip_special, Deadline deadline);
+
+  const std::vector<std::string>& addresses() const { return addresses_; }
+
+ private:
+  friend class DecodeSession;
+  TokenizerClient() = default;
+  // Runs `call` on tokenizer i = start, start+1, ... until one does not answer
+  // UNAVAILABLE; the last status wins.
+  template <typename Fn>
+  grpc::Status WithFailover(Fn&& call);
+  size_t NextStart() { return rr_.fetch_add(1, std::memory_order_relaxed) % stubs_.size(); }
+
+  std::vector<std::string> addresses_;
+  std::vector<std::unique_ptr<phi::v1::TokenizerService::Stub>> stubs_;
+  std::atomic<size_t> rr_{0};
+};
+
+}  // namespace phi::gateway
+
+#endif  // PHI_SERVICES_GATEWAY_TOKENIZER_CLIENT_H_

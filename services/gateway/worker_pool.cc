@@ -1,0 +1,267 @@
+#include "services/gateway/worker_pool.h"
+
+#include <netdb.h>
+#include <sys/socket.h>
+#include <arpa/inet.h>
+
+#include <algorithm>
+#include <map>
+#include <set>
+
+#include "absl/strings/numbers.h"
+#include "absl/strings/str_cat.h"
+#include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
+#include "absl/strings/strip.h"
+#include "services/common/logging.h"
+#include "services/worker/engine/block_hash.h"
+
+namespace phi::gateway {
+
+std::string_view GroupStateName(GroupState s) {
+  switch (s) {
+    case GroupState::kReady:
+      return "ready";
+    case GroupState::kNotReady:
+      return "not_ready";
+    case GroupState::kUnreachable:
+      return "unreachable";
+    default:
+      return "unknown";
+  }
+}
+
+WorkerGroup::WorkerGroup(std::string address) : address_(std::move(address)) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
+  args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  stub_ = phi::v1::WorkerService::NewStub(grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
+}
+
+GroupState WorkerGroup::state() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return state_;
+}
+
+phi::v1::GetStatusResponse WorkerGroup::status() const {
+  std::lock_guard<std::mutex> l(mu_);
+  return status_;
+}
+
+absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const WorkerPoolOptions& options,
+                                                               metrics::Registry* registry) {
+  std::unique_ptr<WorkerPool> p(new WorkerPool());
+  p->options_ = options;
+  if (options.workers.empty()) return absl::InvalidArgumentError("--workers: at least one host:port is required");
+  if (absl::StartsWith(options.workers, "dns:///")) {
+    absl::string_view rest = absl::StripPrefix(options.workers, "dns:///");
+    size_t colon = rest.rfind(':');
+    int port = 0;
+    if (colon == std::string_view::npos || !absl::SimpleAtoi(rest.substr(colon + 1), &port)) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("--workers: '", options.workers, "' must be dns:///name:port"));
+    }
+  }
+  p->groups_gauge_ = &registry->AddGauge("phi_gateway_worker_groups", "Worker groups by health state", {"state"});
+  p->CheckAll();
+  p->thread_ = std::thread([raw = p.get()] { raw->Loop(); });
+  return p;
+}
+
+WorkerPool::~WorkerPool() {
+  {
+    std::lock_guard<std::mutex> l(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (thread_.joinable()) thread_.join();
+}
+
+std::vector<std::string> WorkerPool::Resolve() const {
+  std::vector<std::string> out;
+  if (!absl::StartsWith(options_.workers, "dns:///")) {
+    for (absl::string_view a : absl::StrSplit(options_.workers, ',', absl::SkipWhitespace())) {
+      out.emplace_back(absl::StripAsciiWhitespace(a));
+    }
+    return out;
+  }
+  // A headless service: every A/AAAA record is one group's rank 0.
+  absl::string_view rest = absl::StripPrefix(options_.workers, "dns:///");
+  size_t colon = rest.rfind(':');
+  std::string host(rest.substr(0, colon)), port(rest.substr(colon + 1));
+  addrinfo hints{};
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0) return out;
+  std::set<std::string> seen;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = {0};
+    if (ai->ai_family == AF_INET) {
+      inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, buf, sizeof buf);
+      seen.insert(absl::StrCat(buf, ":", port));
+    } else if (ai->ai_family == AF_INET6) {
+      inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, buf, sizeof buf);
+      seen.insert(absl::StrCat("[", buf, "]:", port));
+    }
+  }
+  freeaddrinfo(res);
+  out.assign(seen.begin(), seen.end());
+  return out;
+}
+
+void WorkerPool::CheckAll() {
+  std::lock_guard<std::mutex> refresh(refresh_mu_);
+  std::vector<std::string> addresses = Resolve();
+  std::vector<std::shared_ptr<WorkerGroup>> groups;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    // Keep groups still resolved (their state), add new ones, drop the rest
+    // (requests running on a dropped group keep it alive through shared_ptr).
+    for (const auto& a : addresses) {
+      auto it = std::find_if(groups_.begin(), groups_.end(), [&](const auto& g) { return g->address() == a; });
+      groups.push_back(it != groups_.end() ? *it : std::make_shared<WorkerGroup>(a));
+    }
+  }
+  for (auto& g : groups) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() +
+                     std::chrono::milliseconds(static_cast<int64_t>(options_.status_timeout_seconds * 1000)));
+    phi::v1::GetStatusResponse resp;
+    grpc::Status s = g->stub()->GetStatus(&ctx, phi::v1::GetStatusRequest(), &resp);
+    std::lock_guard<std::mutex> l(g->mu_);
+    GroupState before = g->state_;
+    if (!s.ok()) {
+      g->state_ = GroupState::kUnreachable;
+    } else {
+      g->state_ = resp.ready() ? GroupState::kReady : GroupState::kNotReady;
+      g->cached_sorted_.assign(resp.cached_block_hashes().begin(), resp.cached_block_hashes().end());
+      std::sort(g->cached_sorted_.begin(), g->cached_sorted_.end());
+      resp.clear_cached_block_hashes();
+      g->status_ = std::move(resp);
+    }
+    if (before != g->state_) {
+      PHI_LOG(INFO, "worker_group_state")
+          .Str("address", g->address())
+          .Str("state", GroupStateName(g->state_))
+          .Str("error", s.ok() ? "" : s.error_message());
+    }
+  }
+  std::map<std::string, int> counts = {{"ready", 0}, {"not_ready", 0}, {"unreachable", 0}, {"unknown", 0}};
+  for (auto& g : groups) counts[std::string(GroupStateName(g->state()))]++;
+  for (const auto& [state, n] : counts) groups_gauge_->WithLabels({state}).Set(n);
+  std::lock_guard<std::mutex> l(mu_);
+  groups_ = std::move(groups);
+}
+
+void WorkerPool::Loop() {
+  std::unique_lock<std::mutex> l(stop_mu_);
+  while (!stop_cv_.wait_for(l, std::chrono::milliseconds(static_cast<int64_t>(options_.health_interval_seconds * 1000)),
+                            [this] { return stop_; })) {
+    l.unlock();
+    CheckAll();
+    l.lock();
+  }
+}
+
+void WorkerPool::RefreshNow() { CheckAll(); }
+
+void WorkerPool::MarkFailed(WorkerGroup* group) {
+  std::lock_guard<std::mutex> l(group->mu_);
+  if (group->state_ == GroupState::kReady) {
+    group->state_ = GroupState::kUnreachable;
+    PHI_LOG(WARNING, "worker_group_failed").Str("address", group->address());
+  }
+}
+
+std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::span<const int32_t> prompt_ids,
+                                              const WorkerGroup* exclude) {
+  std::vector<std::shared_ptr<WorkerGroup>> groups;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    groups = groups_;
+  }
+  std::shared_ptr<WorkerGroup> best;
+  // Score: (cached prefix blocks desc, load asc, free KV fraction desc, round robin).
+  int best_cached = -1;
+  int64_t best_load = 0;
+  double best_free = 0;
+  std::vector<uint64_t> hashes;
+  int32_t hashed_block_size = -1;
+  uint64_t start = rr_.fetch_add(1, std::memory_order_relaxed);
+  for (size_t k = 0; k < groups.size(); ++k) {
+    auto& g = groups[(start + k) % groups.size()];
+    if (g.get() == exclude) continue;
+    int cached = 0;
+    int64_t load;
+    double free_frac;
+    {
+      std::lock_guard<std::mutex> l(g->mu_);
+      if (g->state_ != GroupState::kReady) continue;
+      if (!model.empty() && g->status_.model() != model) continue;
+      int32_t bs = g->status_.kv_block_size();
+      if (bs > 0 && !g->cached_sorted_.empty()) {
+        if (bs != hashed_block_size) {
+          hashes = phi::worker::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
+          hashed_block_size = bs;
+        }
+        while (cached < static_cast<int>(hashes.size()) &&
+               std::binary_search(g->cached_sorted_.begin(), g->cached_sorted_.end(), hashes[cached])) {
+          ++cached;
+        }
+      }
+      load = std::max<int64_t>(g->status_.waiting() + g->status_.running(), g->in_flight.load());
+      free_frac = g->status_.kv_blocks_total() > 0
+                      ? static_cast<double>(g->status_.kv_blocks_free()) / g->status_.kv_blocks_total()
+                      : 0;
+    }
+    // Affinity only while the cached group is not much busier than the best.
+    bool better;
+    if (!best) {
+      better = true;
+    } else if (cached != best_cached && std::abs(load - best_load) <= 4) {
+      better = cached > best_cached;
+    } else if (load != best_load) {
+      better = load < best_load;
+    } else {
+      better = free_frac > best_free;
+    }
+    if (better) {
+      best = g;
+      best_cached = cached;
+      best_load = load;
+      best_free = free_frac;
+    }
+  }
+  return best;
+}
+
+std::vector<ModelSummary> WorkerPool::Models() const {
+  std::vector<std::shared_ptr<WorkerGroup>> groups;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    groups = groups_;
+  }
+  std::vector<ModelSummary> out;
+  for (auto& g : groups) {
+    std::lock_guard<std::mutex> l(g->mu_);
+    if (g->state_ != GroupState::kReady) continue;
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& m) { return m.name == g->status_.model(); });
+    if (it == out.end()) {
+      out.push_back({g->status_.model(), g->status_.max_context_tokens(), g->status_.vocab_size(), 0});
+      it = out.end() - 1;
+    }
+    it->ready_groups++;
+  }
+  return out;
+}
+
+std::string WorkerPool::Describe() const {
+  std::lock_guard<std::mutex> l(mu_);
+  if (groups_.empty()) return absl::StrCat("no address resolved from '", options_.workers, "'");
+  std::vector<std::string> parts;
+  for (const auto& g : groups_) parts.push_back(absl::StrCat(g->address(), "=", std::string(GroupStateName(g->state()))));
+  return absl::StrJoin(parts, ", ");
+}
+
+}  // namespace phi::gateway

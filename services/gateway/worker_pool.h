@@ -1,0 +1,104 @@
+// The worker groups behind the gateway: from a list of rank-0 addresses or a DNS
+// name that resolves to many (a Kubernetes headless service, "dns:///name:port"),
+// health-checked with GetStatus, chosen by load and prefix-cache affinity.
+#ifndef PHI_SERVICES_GATEWAY_WORKER_POOL_H_
+#define PHI_SERVICES_GATEWAY_WORKER_POOL_H_
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/statusor.h"
+#include "phi/v1/worker.grpc.pb.h"
+#include "services/common/metrics/registry.h"
+
+namespace phi::gateway {
+
+enum class GroupState { kUnknown, kReady, kNotReady, kUnreachable };
+std::string_view GroupStateName(GroupState s);
+
+class WorkerGroup {
+ public:
+  explicit WorkerGroup(std::string address);
+  const std::string& address() const { return address_; }
+  phi::v1::WorkerService::Stub* stub() { return stub_.get(); }
+
+  GroupState state() const;
+  phi::v1::GetStatusResponse status() const;
+  // Requests this gateway has running on the group right now.
+  std::atomic<int> in_flight{0};
+
+ private:
+  friend class WorkerPool;
+  std::string address_;
+  std::unique_ptr<phi::v1::WorkerService::Stub> stub_;
+  mutable std::mutex mu_;
+  GroupState state_ = GroupState::kUnknown;
+  phi::v1::GetStatusResponse status_;
+  std::vector<uint64_t> cached_sorted_;  // status_.cached_block_hashes, sorted
+};
+
+struct WorkerPoolOptions {
+  // Comma-separated host:port list, or "dns:///name:port".
+  std::string workers;
+  double health_interval_seconds = 1.0;
+  double status_timeout_seconds = 1.0;
+};
+
+struct ModelSummary {
+  std::string name;
+  int32_t max_context_tokens = 0;
+  int32_t vocab_size = 0;
+  int ready_groups = 0;
+};
+
+class WorkerPool {
+ public:
+  static absl::StatusOr<std::unique_ptr<WorkerPool>> Create(const WorkerPoolOptions& options,
+                                                            metrics::Registry* registry);
+  ~WorkerPool();
+
+  // Chooses a ready group serving `model` (empty: any), not `exclude`: the one
+  // holding the longest cached prefix of `prompt_ids`, then the least loaded
+  // (waiting + running, at least this gateway's own in-flight count), then the
+  // most free KV. nullptr when none is ready.
+  std::shared_ptr<WorkerGroup> Pick(const std::string& model, std::span<const int32_t> prompt_ids,
+                                    const WorkerGroup* exclude);
+  // A group failed a call: take it out of rotation until its next good check.
+  void MarkFailed(WorkerGroup* group);
+  // Checks every group now (also resolves the DNS name again).
+  void RefreshNow();
+  // Models served by ready groups (one entry per model name).
+  std::vector<ModelSummary> Models() const;
+  // "host:port=ready, host:port=unreachable" for error messages.
+  std::string Describe() const;
+
+ private:
+  WorkerPool() = default;
+  std::vector<std::string> Resolve() const;
+  void CheckAll();
+  void Loop();
+
+  WorkerPoolOptions options_;
+  mutable std::mutex mu_;  // guards groups_
+  std::vector<std::shared_ptr<WorkerGroup>> groups_;
+  std::mutex refresh_mu_;  // one CheckAll at a time
+  std::thread thread_;
+  std::mutex stop_mu_;
+  std::condition_variable stop_cv_;
+  bool stop_ = false;
+  metrics::Family<metrics::Gauge>* groups_gauge_ = nullptr;
+  std::atomic<uint64_t> rr_{0};
+};
+
+}  // namespace phi::gateway
+
+#endif  // PHI_SERVICES_GATEWAY_WORKER_POOL_H_

@@ -1,0 +1,59 @@
+// phi.v1.TokenizerService over phi::tokenizer: Encode, Decode, DecodeStream, Info.
+#ifndef PHI_SERVICES_TOKENIZER_SERVICE_TOKENIZER_SERVICE_H_
+#define PHI_SERVICES_TOKENIZER_SERVICE_TOKENIZER_SERVICE_H_
+
+#include <cstdint>
+#include <memory>
+
+#include "absl/status/status.h"
+#include "phi/v1/tokenizer.grpc.pb.h"
+#include "services/common/metrics/registry.h"
+#include "services/tokenizer/tokenizer.h"
+
+namespace phi::tokenizer {
+
+struct ServiceOptions {
+  // Total UTF-8 bytes of text in one Encode request; more is INVALID_ARGUMENT.
+  int64_t max_text_bytes = 4 << 20;
+  // Prompts per Encode and sequences per Decode.
+  int64_t max_batch = 256;
+  // Ids in one Decode request or one DecodeStream message.
+  int64_t max_ids = 1 << 20;
+};
+
+class TokenizerServiceImpl final : public phi::v1::TokenizerService::Service {
+ public:
+  TokenizerServiceImpl(std::shared_ptr<const Tokenizer> tokenizer, ServiceOptions options,
+                       metrics::Registry* registry);
+
+  grpc::Status Encode(grpc::ServerContext* context, const phi::v1::EncodeRequest* request,
+                      phi::v1::EncodeResponse* response) override;
+  grpc::Status Decode(grpc::ServerContext* context, const phi::v1::DecodeRequest* request,
+                      phi::v1::DecodeResponse* response) override;
+  grpc::Status DecodeStream(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<phi::v1::DecodeStreamResponse, phi::v1::DecodeStreamRequest>* stream)
+      override;
+  grpc::Status Info(grpc::ServerContext* context, const phi::v1::InfoRequest* request,
+                    phi::v1::InfoResponse* response) override;
+
+  // The transport-free cores, for tests.
+  absl::Status DoEncode(const phi::v1::EncodeRequest& request, phi::v1::EncodeResponse* response);
+  absl::Status DoDecode(const phi::v1::DecodeRequest& request, phi::v1::DecodeResponse* response);
+
+ private:
+  std::shared_ptr<const Tokenizer> tokenizer_;
+  ServiceOptions options_;
+  metrics::Counter* tokens_encode_;
+  metrics::Counter* tokens_decode_;
+  metrics::Counter* bytes_encode_;
+  metrics::Counter* bytes_decode_;
+};
+
+// The phi-tokenizer program: flags, load the tokenizer (exit 1 naming the file and JSON location
+// when it is missing or malformed), serve until SIGTERM.
+int TokenizerMain(int argc, char** argv);
+
+}  // namespace phi::tokenizer
+
+#endif  // PHI_SERVICES_TOKENIZER_SERVICE_TOKENIZER_SERVICE_H_

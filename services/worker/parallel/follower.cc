@@ -1,0 +1,53 @@
+#include "services/worker/parallel/follower.h"
+
+#include "absl/strings/str_cat.h"
+#include "services/worker/parallel/leader_runner.h"
+#include "services/worker/parallel/step_channel.h"
+#include "services/worker/parallel/step_codec.h"
+
+namespace phi::parallel {
+
+absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, FollowerStats* stats,
+                         const std::atomic<bool>* stop) {
+  if (host->rank() == 0) return absl::FailedPreconditionError("RunFollower: rank 0 is the leader");
+  StepChannel channel(host);
+  worker::StepLogits logits;
+  uint64_t expected_index = 0;
+  while (stop == nullptr || !stop->load()) {
+    auto bytes = channel.Receive();
+    if (!bytes.ok()) {
+      return absl::UnavailableError(absl::StrCat("follower rank ", host->rank(), ": lost the leader: ",
+                                                 bytes.status().message()));
+    }
+    auto message = DecodeStepMessage(*bytes);
+    if (!message.ok()) return message.status();
+    switch (message->kind) {
+      case StepKind::kHeartbeat:
+        if (stats) ++stats->heartbeats;
+        break;
+      case StepKind::kShutdown:
+        return absl::OkStatus();
+      case StepKind::kAllocateKv:
+        if (auto s = shard->AllocateKvCache(message->kv); !s.ok() && IsGroupFatal(s)) return s;
+        break;
+      case StepKind::kStep: {
+        // A gap means this rank's KV cache no longer matches the leader's.
+        if (message->step_index != expected_index) {
+          return absl::DataLossError(absl::StrCat("follower rank ", host->rank(), ": step ", message->step_index,
+                                                  " arrived, expected ", expected_index));
+        }
+        ++expected_index;
+        auto s = shard->Step(message->batch(), &logits);
+        if (!s.ok() && IsGroupFatal(s)) {
+          return absl::Status(s.code(), absl::StrCat("follower rank ", host->rank(), " step ",
+                                                     message->step_index, ": ", s.message()));
+        }
+        if (stats) ++stats->steps;
+        break;
+      }
+    }
+  }
+  return absl::CancelledError(absl::StrCat("follower rank ", host->rank(), ": stopped"));
+}
+
+}  // namespace phi::parallel

@@ -1,0 +1,29 @@
+// The loop a follower rank (1..N-1) runs instead of serving gRPC: receive each message
+// the leader broadcasts and make the same call on this rank's shard runner, so its KV
+// cache and collectives stay in step with rank 0. Returns OK when the leader shuts the
+// group down, and the failure otherwise (leader or a peer gone, a stall past the
+// communicator's timeout, a fatal shard error): the caller exits non-zero on it.
+#ifndef PHI_SERVICES_WORKER_PARALLEL_FOLLOWER_H_
+#define PHI_SERVICES_WORKER_PARALLEL_FOLLOWER_H_
+
+#include <atomic>
+#include <cstdint>
+
+#include "absl/status/status.h"
+#include "services/worker/engine/model_runner.h"
+#include "services/worker/parallel/communicator.h"
+
+namespace phi::parallel {
+
+struct FollowerStats {
+  std::atomic<uint64_t> steps{0};
+  std::atomic<uint64_t> heartbeats{0};
+};
+
+// `stop`, when set by another thread, ends the loop at the next message (SIGTERM).
+absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, FollowerStats* stats = nullptr,
+                         const std::atomic<bool>* stop = nullptr);
+
+}  // namespace phi::parallel
+
+#endif  // PHI_SERVICES_WORKER_PARALLEL_FOLLOWER_H_

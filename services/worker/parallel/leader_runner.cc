@@ -1,0 +1,103 @@
+#include "services/worker/parallel/leader_runner.h"
+
+#include <utility>
+
+#include "absl/strings/str_cat.h"
+#include "services/worker/parallel/step_codec.h"
+
+namespace phi::parallel {
+
+bool IsGroupFatal(const absl::Status& status) {
+  switch (status.code()) {
+    case absl::StatusCode::kUnavailable:
+    case absl::StatusCode::kDeadlineExceeded:
+    case absl::StatusCode::kInternal:
+    case absl::StatusCode::kAborted:
+    case absl::StatusCode::kDataLoss:
+    case absl::StatusCode::kUnknown:
+      return true;
+    default:
+      return false;
+  }
+}
+
+LeaderRunner::LeaderRunner(worker::ModelRunner* shard, Communicator* host, LeaderOptions options)
+    : shard_(shard), host_(host), options_(std::move(options)), channel_(host) {
+  if (host_->world_size() > 1) heartbeat_ = std::thread([this] { HeartbeatLoop(); });
+}
+
+LeaderRunner::~LeaderRunner() { Shutdown(); }
+
+absl::Status LeaderRunner::Broken(absl::Status status) {
+  // Callers hold mu_.
+  if (broken_.ok()) {
+    broken_ = absl::UnavailableError(
+        absl::StrCat("tensor-parallel group of ", host_->world_size(), " is broken: ", status.message()));
+    if (options_.on_failure) options_.on_failure(broken_);
+  }
+  return broken_;
+}
+
+absl::Status LeaderRunner::SendLocked(const std::string& message) {
+  if (!broken_.ok()) return broken_;
+  if (shut_down_) return absl::UnavailableError("tensor-parallel group is shut down");
+  if (host_->world_size() == 1) return absl::OkStatus();
+  if (auto s = channel_.Send(message); !s.ok()) return Broken(s);
+  last_send_ = std::chrono::steady_clock::now();
+  return absl::OkStatus();
+}
+
+absl::Status LeaderRunner::AllocateKvCache(const worker::KvCacheSpec& spec) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto s = SendLocked(EncodeAllocateKv(step_index_, spec)); !s.ok()) return s;
+  auto s = shard_->AllocateKvCache(spec);
+  if (!s.ok() && IsGroupFatal(s)) return Broken(s);
+  return s;
+}
+
+absl::Status LeaderRunner::Step(const worker::StepBatch& batch, worker::StepLogits* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (auto s = SendLocked(EncodeStep(step_index_, batch)); !s.ok()) return s;
+  ++step_index_;
+  auto s = shard_->Step(batch, out);
+  if (!s.ok() && IsGroupFatal(s)) return Broken(s);
+  return s;
+}
+
+void LeaderRunner::HeartbeatLoop() {
+  std::unique_lock<std::mutex> stop_lock(stop_mu_);
+  while (!stop_cv_.wait_for(stop_lock, options_.heartbeat_interval / 2, [this] { return stop_; })) {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (!broken_.ok() || shut_down_) return;
+    if (std::chrono::steady_clock::now() - last_send_ < options_.heartbeat_interval) continue;
+    SendLocked(EncodeControl(StepKind::kHeartbeat, step_index_)).IgnoreError();
+  }
+}
+
+void LeaderRunner::Shutdown() {
+  {
+    std::lock_guard<std::mutex> lock(stop_mu_);
+    stop_ = true;
+  }
+  stop_cv_.notify_all();
+  if (heartbeat_.joinable()) heartbeat_.join();
+  std::lock_guard<std::mutex> lock(mu_);
+  if (shut_down_) return;
+  if (broken_.ok() && host_->world_size() > 1) {
+    // Best effort: a follower that misses it times out and exits non-zero anyway.
+    channel_.Send(EncodeControl(StepKind::kShutdown, step_index_)).IgnoreError();
+  }
+  shut_down_ = true;
+}
+
+absl::Status LeaderRunner::health() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return broken_;
+}
+
+uint64_t LeaderRunner::broadcast_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return channel_.bytes();
+}
+
+}  // namespace phi::parallel

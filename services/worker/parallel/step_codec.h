@@ -1,0 +1,60 @@
+// The compact wire form of what the leader tells its followers each step: the batch the
+// ModelRunner runs (sequence ids, new tokens, start positions, block tables, all_logits),
+// plus control messages (allocate the KV cache, heartbeat, shutdown). Followers replay
+// every batch on their shard so their paged KV caches stay identical to the leader's
+// (same block ids, same positions). Sampling stays on the leader: it samples from the
+// logits the ranks gather, so sampling parameters need not travel.
+//
+// Layout (little-endian, no padding): u32 magic "PHIS", u16 version, u16 kind, u64 step
+// index, then per kind: kAllocateKv: i32 num_blocks, i32 block_size. kStep: u32 sequences;
+// per sequence u64 seq_id, i32 start_pos, u8 all_logits, u32 tokens, u32 blocks, then the
+// tokens (i32) and the block ids (i32). Decode checks every length against the buffer.
+#ifndef PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
+#define PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
+
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "services/worker/engine/model_runner.h"
+
+namespace phi::parallel {
+
+enum class StepKind : uint16_t {
+  kHeartbeat = 1,   // nothing to run; proves the leader is alive
+  kAllocateKv = 2,  // ModelRunner::AllocateKvCache(kv)
+  kStep = 3,        // ModelRunner::Step(batch)
+  kShutdown = 4,    // the leader is draining: followers exit 0
+};
+
+const char* StepKindName(StepKind kind);
+
+// A decoded message. batch() returns spans into its vectors: valid while it lives.
+struct StepMessage {
+  StepKind kind = StepKind::kHeartbeat;
+  uint64_t step_index = 0;
+  worker::KvCacheSpec kv;
+  struct Seq {
+    uint64_t seq_id = 0;
+    int32_t start_pos = 0;
+    bool all_logits = false;
+    std::vector<int32_t> tokens;
+    std::vector<int32_t> block_table;
+  };
+  std::vector<Seq> seqs;
+
+  worker::StepBatch batch() const;
+};
+
+std::string EncodeStep(uint64_t step_index, const worker::StepBatch& batch);
+std::string EncodeAllocateKv(uint64_t step_index, const worker::KvCacheSpec& kv);
+std::string EncodeControl(StepKind kind, uint64_t step_index);  // heartbeat, shutdown
+
+// DATA_LOSS naming the offset and field when the bytes are not a message of this version.
+absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes);
+
+}  // namespace phi::parallel
+
+#endif  // PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_

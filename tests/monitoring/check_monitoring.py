@@ -201,6 +201,31 @@ def check_names(root, queries):
     return catalogue, alerts
 
 
+def check_prometheusrule(root, tool):
+    """monitoring/prometheusrule.py wraps exactly the rule files, and its groups pass promtool."""
+    r = subprocess.run([sys.executable, os.path.join(root, "monitoring", "prometheusrule.py")],
+                       capture_output=True, text=True)
+    if r.returncode != 0:
+        fail(f"prometheusrule.py: {r.stderr}")
+        return
+    obj = json.loads(r.stdout)
+    want = []
+    for fn in ("recording.yml", "alerts.yml"):
+        with open(os.path.join(root, "monitoring", "rules", fn)) as f:
+            want += yaml.safe_load(f)["groups"]
+    if obj.get("kind") != "PrometheusRule" or obj["spec"]["groups"] != want:
+        fail("prometheusrule.py does not carry exactly the groups of monitoring/rules")
+        return
+    with tempfile.NamedTemporaryFile("w", suffix=".yml", delete=False) as tmp:
+        json.dump({"groups": obj["spec"]["groups"]}, tmp)
+    r = promtool(["check", "rules", tmp.name], tool)
+    os.unlink(tmp.name)
+    if r.returncode != 0:
+        fail(f"PrometheusRule groups fail promtool:\n{r.stdout}{r.stderr}")
+    else:
+        ok(f"prometheusrule.py wraps {len(want)} rule groups")
+
+
 def check_docs(root, catalogue, alerts):
     path = os.path.join(root, "docs", "operations.md")
     if not os.path.exists(path):
@@ -272,6 +297,7 @@ def main():
                 ok(f"{len(queries)} dashboard queries parse")
 
     check_names(root, queries)
+    check_prometheusrule(root, args.promtool)
 
     print(f"{'FAILED' if FAILURES else 'PASSED'}: {len(FAILURES)} failure(s)")
     return 1 if FAILURES else 0

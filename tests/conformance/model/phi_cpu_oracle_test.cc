@@ -4,6 +4,8 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdio>
+#include <ostream>
 #include <cstring>
 #include <numeric>
 #include <string>
@@ -80,10 +82,13 @@ struct Param {
   KernelPath kernel;
 };
 
-std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
-  return info.param.model + (info.param.weights == WeightFormat::kF32 ? "_f32" : "_bf16") +
-         (info.param.kernel == KernelPath::kAuto ? "_auto" : "_portable");
+std::string ParamString(const Param& p) {
+  return p.model + (p.weights == WeightFormat::kF32 ? "_f32" : "_bf16") +
+         (p.kernel == KernelPath::kAuto ? "_auto" : "_portable");
 }
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) { return ParamString(info.param); }
+// Readable test output instead of the parameter's bytes.
+void PrintTo(const Param& p, std::ostream* os) { *os << ParamString(p); }
 
 class PhiCpuOracleTest : public ::testing::TestWithParam<Param> {
  protected:
@@ -135,7 +140,9 @@ TEST_P(PhiCpuOracleTest, PromptLogitsMatchTransformers) {
     const double last = RelErr(out.LastRow(0).data(), p.logits.data() + static_cast<size_t>(L - 1) * V(), V());
     EXPECT_LE(all, Tolerance()) << "prompt " << i << " (" << L << " tokens), all positions";
     EXPECT_LE(last, Tolerance()) << "prompt " << i << " (" << L << " tokens), last position";
-    RecordProperty("prompt" + std::to_string(i) + "_rel_err", std::to_string(all));
+    char buf[32];
+    std::snprintf(buf, sizeof(buf), "%.3g", all);
+    RecordProperty("prompt" + std::to_string(i) + "_rel_err", buf);
   }
 }
 

@@ -14,8 +14,8 @@ namespace {
 
 // exp(x) for x in float range: Cephes expf's range reduction and polynomial (~1 ulp),
 // branch-free so loops over it vectorize.
-inline float FastExp(float x) {
-  x = x < -87.0f ? -87.0f : (x > 88.0f ? 88.0f : x);
+inline float FastExp(float in) {
+  const float x = in < -87.0f ? -87.0f : (in > 88.0f ? 88.0f : in);
   const float n = std::floor(x * 1.44269504088896341f + 0.5f);
   float r = x - n * 0.693359375f;
   r = r - n * -2.12194440e-4f;
@@ -29,7 +29,8 @@ inline float FastExp(float x) {
   const int32_t e = (static_cast<int32_t>(n) + 127) << 23;
   float scale;
   std::memcpy(&scale, &e, 4);
-  return p * scale;
+  // Below -87 the true value is under float's normal range: flush to 0.
+  return in < -87.0f ? 0.0f : p * scale;
 }
 
 }  // namespace

@@ -11,11 +11,13 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <memory>
 #include <numeric>
 #include <string>
 #include <vector>
 
 #include "services/worker/backends/cuda/gemm_lt.h"
+#include "services/worker/backends/cuda/kernels_cpu.h"
 #include "services/worker/backends/cuda/phi_cuda_model.h"
 
 namespace {
@@ -107,7 +109,211 @@ double GemmRate() {
   return 2.0 * n * n * double(n) / (Median(ms) * 1e-3);
 }
 
+// Time of one launch of `op(i)` inside a captured graph of `reps` launches (i = 0..reps-1),
+// in microseconds: the cost it adds to a decode graph, node gap included.
+template <typename Op>
+double GraphUs(Op op, int reps = 96) {
+  cudaStream_t s;
+  Check(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking), "stream");
+  for (int i = 0; i < 8; ++i) Check(op(i, s), "warm-up");
+  Check(cudaStreamSynchronize(s), "sync");
+  cudaGraph_t g;
+  cudaGraphExec_t ge;
+  Check(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal), "capture");
+  for (int i = 0; i < reps; ++i) Check(op(i, s), "op");
+  Check(cudaStreamEndCapture(s, &g), "end capture");
+  Check(cudaGraphInstantiate(&ge, g, 0), "instantiate");
+  cudaEvent_t e0, e1;
+  cudaEventCreate(&e0);
+  cudaEventCreate(&e1);
+  std::vector<double> t;
+  for (int i = 0; i < 7; ++i) {
+    cudaEventRecord(e0, s);
+    Check(cudaGraphLaunch(ge, s), "launch");
+    cudaEventRecord(e1, s);
+    Check(cudaEventSynchronize(e1), "sync");
+    float ms;
+    cudaEventElapsedTime(&ms, e0, e1);
+    if (i > 0) t.push_back(ms * 1e3 / reps);
+  }
+  cudaGraphExecDestroy(ge);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+  return Median(t);
+}
+
+// Per-op cost at decode shapes of Phi-1.5 (weights rotated over 8 copies so L2 does not hold
+// them), each with its bytes and the GB/s they imply.
+void Breakdown(double bw) {
+  using namespace phi::worker::cuda;
+  const int H = 2048, I = 8192, N1 = 3 * H + I, K2 = H + I, V = 51200, kCopies = 8;
+  std::unique_ptr<GemmLt> g;
+  Check(GemmLt::Create(32u << 20, &g), "GemmLt");
+  auto dev = [](size_t bytes) {
+    void* p;
+    Check(cudaMalloc(&p, bytes), "cudaMalloc");
+    Check(cudaMemset(p, 0, bytes), "memset");
+    return p;
+  };
+  bf16* w1 = static_cast<bf16*>(dev(size_t{2} * N1 * H * kCopies));
+  bf16* w2 = static_cast<bf16*>(dev(size_t{2} * H * K2 * kCopies));
+  bf16* lm = static_cast<bf16*>(dev(size_t{2} * V * H));
+  Check(fill_random_forward(w1, int64_t{N1} * H * kCopies, 5, 0.02f, nullptr), "fill");
+  Check(fill_random_forward(w2, int64_t{H} * K2 * kCopies, 6, 0.02f, nullptr), "fill");
+  Check(fill_random_forward(lm, int64_t{V} * H, 7, 0.02f, nullptr), "fill");
+  bf16* b1 = static_cast<bf16*>(dev(2 * N1));
+  float* b2 = static_cast<float*>(dev(4 * V));
+  bf16* act = static_cast<bf16*>(dev(size_t{2} * 8 * K2));
+  Check(fill_random_forward(act, int64_t{8} * K2, 8, 1.0f, nullptr), "fill");
+  bf16* out1 = static_cast<bf16*>(dev(size_t{2} * 8 * N1));
+  float* outf = static_cast<float*>(dev(size_t{4} * 8 * V));
+  float* x = static_cast<float*>(dev(size_t{4} * 8 * H));
+  bf16* ln_w = static_cast<bf16*>(dev(2 * H));
+  // Attention: one sequence of 640 positions (the mean decode context of the throughput runs).
+  const int ctx = 640, bs = 16, nb = ctx / bs;
+  bf16* kc = static_cast<bf16*>(dev(size_t{2} * nb * 32 * bs * 64 * kCopies));
+  bf16* vc = static_cast<bf16*>(dev(size_t{2} * nb * 32 * bs * 64 * kCopies));
+  Check(fill_random_forward(kc, int64_t{nb} * 32 * bs * 64 * kCopies, 9, 1.0f, nullptr), "fill");
+  Check(fill_random_forward(vc, int64_t{nb} * 32 * bs * 64 * kCopies, 10, 1.0f, nullptr), "fill");
+  std::vector<int32_t> table_h(128, 0);
+  std::iota(table_h.begin(), table_h.begin() + nb, 0);
+  int32_t* table = static_cast<int32_t*>(dev(4 * 128));
+  int32_t* ints = static_cast<int32_t*>(dev(4 * 16));
+  cudaMemcpy(table, table_h.data(), 4 * 128, cudaMemcpyHostToDevice);
+  const int32_t ints_h[4] = {ctx, ctx - 1, (ctx - 1), 0};  // context len, position, slot, token
+  cudaMemcpy(ints, ints_h, sizeof(ints_h), cudaMemcpyHostToDevice);
+  float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(1, 32, 2048)));
+  SamplingParams sp_h;
+  SamplingParams* sp = static_cast<SamplingParams*>(dev(sizeof(SamplingParams)));
+  cudaMemcpy(sp, &sp_h, sizeof(sp_h), cudaMemcpyHostToDevice);
+  int32_t* tok = static_cast<int32_t*>(dev(64));
+  float* lp = static_cast<float*>(dev(64));
+  Check(fill_random_forward(outf, int64_t{V}, 11, 4.0f, nullptr), "fill");
+  Check(cudaDeviceSynchronize(), "sync");
+
+  struct Row { std::string name; double us; double bytes; };
+  std::vector<Row> rows;
+  for (int m : {1, 8}) {
+    for (bool small : {true, false}) {
+      g->set_small_m_kernel(small);
+      const std::string tag = std::string(small ? "gemv" : "cublasLt") + " M=" + std::to_string(m);
+      rows.push_back({"qkv|fc1 GEMM 2048->14336 " + tag, GraphUs([&](int i, cudaStream_t s) {
+        return g->Matmul(act, w1 + size_t(i % kCopies) * N1 * H, b1, out1, false, 0.0f, m, N1, H, s);
+      }), 2.0 * N1 * H});
+      rows.push_back({"dense|fc2 GEMM 10240->2048 +resid " + tag, GraphUs([&](int i, cudaStream_t s) {
+        return g->Matmul(act, w2 + size_t(i % kCopies) * H * K2, b2, x, true, 1.0f, m, H, K2, s);
+      }), 2.0 * H * K2});
+      rows.push_back({"lm_head GEMM 2048->51200 " + tag, GraphUs([&](int, cudaStream_t s) {
+        return g->Matmul(act, lm, b2, outf, true, 0.0f, m, V, H, s);
+      }, 16), 2.0 * V * H});
+    }
+  }
+  g->set_small_m_kernel(true);
+  rows.push_back({"layernorm 1x2048", GraphUs([&](int, cudaStream_t s) {
+    return layernorm_forward(x, nullptr, ln_w, ln_w, out1, 1, H, 1e-5f, s);
+  }), 4.0 * H + 2.0 * H});
+  rows.push_back({"rotary+KV write 1 token", GraphUs([&](int i, cudaStream_t s) {
+    RotaryKvArgs r;
+    r.qkv = out1; r.row_stride = N1; r.positions = ints + 1; r.slots = ints + 2;
+    r.k_cache = kc + size_t(i % kCopies) * nb * 32 * bs * 64;
+    r.v_cache = vc + size_t(i % kCopies) * nb * 32 * bs * 64;
+    r.num_tokens = 1; r.num_heads = 32; r.head_dim = 64; r.rotary_dim = 32; r.block_size = bs;
+    return rotary_kv_forward(r, s);
+  }), 3.0 * 2 * H});
+  for (int max_ctx : {640, 2048}) {
+    rows.push_back({"attention decode ctx 640, max_ctx " + std::to_string(max_ctx), GraphUs([&](int i, cudaStream_t s) {
+      PagedAttentionArgs a;
+      a.q = out1; a.q_stride = N1;
+      a.k_cache = kc + size_t(i % kCopies) * nb * 32 * bs * 64;
+      a.v_cache = vc + size_t(i % kCopies) * nb * 32 * bs * 64;
+      a.block_tables = table; a.max_blocks_per_seq = 128; a.out = act; a.out_stride = K2;
+      a.num_seqs = 1; a.num_heads = 32; a.head_dim = 64; a.block_size = bs; a.scale = 0.125f;
+      return attention_decode(a, ints, max_ctx, ws, s);
+    }), 2.0 * ctx * 2 * H});
+  }
+  {
+    // Batch 64 at context 640: every sequence its own blocks (KV read once, from HBM).
+    const int B = 64, nbs = 40;
+    bf16* kb = static_cast<bf16*>(dev(size_t{2} * B * nbs * 32 * bs * 64));
+    bf16* vb = static_cast<bf16*>(dev(size_t{2} * B * nbs * 32 * bs * 64));
+    Check(fill_random_forward(kb, int64_t{B} * nbs * 32 * bs * 64, 12, 1.0f, nullptr), "fill");
+    Check(fill_random_forward(vb, int64_t{B} * nbs * 32 * bs * 64, 13, 1.0f, nullptr), "fill");
+    std::vector<int32_t> tb(B * 128, 0), lens(B, ctx), qo(B), st(B, 0), nn(B, 512);
+    for (int b = 0; b < B; ++b) {
+      for (int j = 0; j < nbs; ++j) tb[b * 128 + j] = b * nbs + j;
+      qo[b] = b * 512;
+    }
+    int32_t* dtb = static_cast<int32_t*>(dev(4 * tb.size()));
+    int32_t* dl = static_cast<int32_t*>(dev(4 * B * 8));
+    cudaMemcpy(dtb, tb.data(), 4 * tb.size(), cudaMemcpyHostToDevice);
+    cudaMemcpy(dl, lens.data(), 4 * B, cudaMemcpyHostToDevice);
+    float* wsb = static_cast<float*>(dev(4 * attention_decode_workspace_floats(B, 32, 2048)));
+    bf16* q = static_cast<bf16*>(dev(size_t{2} * 512 * N1));
+    bf16* o = static_cast<bf16*>(dev(size_t{2} * 512 * K2));
+    Check(fill_random_forward(q, int64_t{512} * N1, 14, 1.0f, nullptr), "fill");
+    PagedAttentionArgs a;
+    a.q = q; a.q_stride = N1; a.k_cache = kb; a.v_cache = vb; a.block_tables = dtb;
+    a.max_blocks_per_seq = 128; a.out = o; a.out_stride = K2; a.num_seqs = B; a.num_heads = 32;
+    a.head_dim = 64; a.block_size = bs; a.scale = 0.125f;
+    rows.push_back({"attention decode batch 64 ctx 640 (max_ctx 2048)", GraphUs([&](int, cudaStream_t s) {
+      return attention_decode(a, dl, 2048, wsb, s);
+    }, 16), 2.0 * B * ctx * 2 * H});
+    // Prefill: one 512-token prompt (sequence 0's first 32 blocks), causal.
+    std::vector<int32_t> ts, tf;
+    const int32_t n512[] = {512};
+    prefill_tiles_cpu(n512, 1, &ts, &tf);
+    int32_t* meta = static_cast<int32_t*>(dev(4 * 64));
+    std::vector<int32_t> mh = {0, 0, 512};
+    mh.insert(mh.end(), ts.begin(), ts.end());
+    mh.insert(mh.end(), tf.begin(), tf.end());
+    cudaMemcpy(meta, mh.data(), 4 * mh.size(), cudaMemcpyHostToDevice);
+    PrefillTiles t;
+    t.q_offset = meta; t.start_pos = meta + 1; t.num_new = meta + 2; t.tile_seq = meta + 3;
+    t.tile_first = meta + 3 + ts.size(); t.num_tiles = static_cast<int>(ts.size());
+    PagedAttentionArgs pa = a;
+    pa.num_seqs = 1;
+    const double pf_us = GraphUs([&](int, cudaStream_t s) { return attention_prefill(pa, t, s); }, 8);
+    // FLOPs: QK^T and PV over the causal half, 32 heads.
+    const double pf_flop = 2.0 * 2 * 32 * 64 * (512.0 * 513 / 2);
+    std::printf("prefill attention 512 tokens: %.1f us per layer, %.1f TFLOP/s (FFMA)\n", pf_us,
+                pf_flop / (pf_us * 1e-6) / 1e12);
+    cudaDeviceSynchronize();
+    for (void* p : {static_cast<void*>(kb), static_cast<void*>(vb), static_cast<void*>(dtb),
+                    static_cast<void*>(dl), static_cast<void*>(wsb), static_cast<void*>(q),
+                    static_cast<void*>(o), static_cast<void*>(meta)}) {
+      cudaFree(p);
+    }
+  }
+  rows.push_back({"gelu 1x8192", GraphUs([&](int, cudaStream_t s) {
+    return gelu_forward(out1 + 3 * H, N1, act + H, K2, 1, I, s);
+  }), 4.0 * I});
+  rows.push_back({"embedding 1 token", GraphUs([&](int, cudaStream_t s) {
+    return embedding_forward(ints + 3, lm, x, 1, V, H, s);
+  }), 6.0 * H});
+  rows.push_back({"sample greedy 1x51200", GraphUs([&](int, cudaStream_t s) {
+    SampleArgs a;
+    a.logits = outf; a.rows = 1; a.vocab = V; a.vocab_limit = 50295; a.params = sp;
+    a.out_token = tok; a.out_logprob = lp;
+    return sample_forward(a, s);
+  }), 4.0 * V});
+  std::printf("\n| op (in a graph, per launch) | us | MB | GB/s | of copy bw |\n|---|---|---|---|---|\n");
+  for (const Row& r : rows) {
+    std::printf("| %s | %.2f | %.2f | %.0f | %.0f%% |\n", r.name.c_str(), r.us, r.bytes / 1e6,
+                r.bytes / (r.us * 1e-6) / 1e9, 100.0 * r.bytes / (r.us * 1e-6) / bw);
+  }
+  Check(cudaDeviceSynchronize(), "sync");
+  for (void* p : {static_cast<void*>(w1), static_cast<void*>(w2), static_cast<void*>(lm),
+                  static_cast<void*>(b1), static_cast<void*>(b2), static_cast<void*>(act),
+                  static_cast<void*>(out1), static_cast<void*>(outf), static_cast<void*>(x),
+                  static_cast<void*>(ln_w), static_cast<void*>(kc), static_cast<void*>(vc),
+                  static_cast<void*>(table), static_cast<void*>(ints), static_cast<void*>(ws),
+                  static_cast<void*>(sp), static_cast<void*>(tok), static_cast<void*>(lp)}) {
+    cudaFree(p);
+  }
+}
+
 struct Args {
+  bool breakdown = false;
   std::vector<int> batches = {1, 8, 32, 128, 256};
   int gen = 256;
   int prompt = 512;
@@ -135,6 +341,8 @@ Args Parse(int argc, char** argv) {
       a.gen = std::stoi(next());
     } else if (s == "--prompt") {
       a.prompt = std::stoi(next());
+    } else if (s == "--breakdown") {
+      a.breakdown = true;
     } else if (s == "--no-graphs") {
       a.graphs = false;
     } else {
@@ -215,6 +423,7 @@ int main(int argc, char** argv) {
   const double flops = GemmRate();
   std::printf("ceiling: device copy %.0f GB/s (read+write); bf16 GEMM 8192^3 %.0f TFLOP/s\n",
               bw / 1e9, flops / 1e12);
+  if (args.breakdown) Breakdown(bw);
 
   PhiCudaConfig c;  // the real Phi-1.5 shape
   c.tokenizer_vocab_size = 50295;

@@ -11,7 +11,7 @@ namespace {
 
 constexpr int kD = 64;
 constexpr int kThreads = 128;
-constexpr int kWarps = kThreads / 32;
+constexpr int kTokenGroups = kThreads / 8;  // V: 8 threads per position
 
 __global__ void __launch_bounds__(kThreads)
     attention_decode_kernel(PagedAttentionArgs a, const int32_t* __restrict__ context_lens,
@@ -19,7 +19,7 @@ __global__ void __launch_bounds__(kThreads)
   __shared__ float q_s[kD];
   __shared__ float p_s[kDecodePartition];
   __shared__ float red[32];
-  __shared__ float acc_s[kWarps][kD];
+  __shared__ float acc_s[kTokenGroups][kD + 1];
   const int h = blockIdx.x, s = blockIdx.y, part = blockIdx.z;
   const int len = context_lens[s];
   const int p0 = part * kDecodePartition;
@@ -57,23 +57,46 @@ __global__ void __launch_bounds__(kThreads)
   }
   const float l = block_sum(local_sum, red);  // ends with a barrier: p_s is complete
 
-  const int warp = threadIdx.x >> 5, lane = threadIdx.x & 31;
-  float2 acc = make_float2(0.0f, 0.0f);
-  for (int t = p0 + warp; t < p1; t += kWarps) {
-    const int64_t block = table[t / a.block_size];
-    const bf16* v = a.v_cache + ((block * a.num_heads + h) * a.block_size + t % a.block_size) * kD;
-    const float2 vf = __bfloat1622float2(reinterpret_cast<const __nv_bfloat162*>(v)[lane]);
-    const float p = p_s[t - p0];
-    acc.x += p * vf.x;
-    acc.y += p * vf.y;
+  // V: thread t covers head dims [8 (t % 8), +8) of positions p0 + t / 8 + 16 i, with four
+  // 16-byte loads in flight per thread, so a block is not one load latency per position.
+  const int dc = threadIdx.x & 7, tg = threadIdx.x >> 3;
+  float acc[8];
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc[e] = 0.0f;
+  for (int t0 = p0 + tg; t0 < p1; t0 += 4 * kTokenGroups) {
+    uint4 raw[4];
+    float pr[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const int t = t0 + u * kTokenGroups;
+      if (t < p1) {
+        const int64_t block = table[t / a.block_size];
+        raw[u] = reinterpret_cast<const uint4*>(
+            a.v_cache + ((block * a.num_heads + h) * a.block_size + t % a.block_size) * kD)[dc];
+        pr[u] = p_s[t - p0];
+      } else {
+        raw[u] = make_uint4(0, 0, 0, 0);
+        pr[u] = 0.0f;
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < 4; ++u) {
+      const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&raw[u]);
+#pragma unroll
+      for (int e = 0; e < 4; ++e) {
+        const float2 vf = __bfloat1622float2(v2[e]);
+        acc[2 * e] += pr[u] * vf.x;
+        acc[2 * e + 1] += pr[u] * vf.y;
+      }
+    }
   }
-  acc_s[warp][2 * lane] = acc.x;
-  acc_s[warp][2 * lane + 1] = acc.y;
+#pragma unroll
+  for (int e = 0; e < 8; ++e) acc_s[tg][dc * 8 + e] = acc[e];
   __syncthreads();
   if (threadIdx.x < kD) {
     float o = 0.0f;
 #pragma unroll
-    for (int w = 0; w < kWarps; ++w) o += acc_s[w][threadIdx.x];
+    for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
     const int parts = (len + kDecodePartition - 1) / kDecodePartition;
     if (parts <= 1) {
       a.out[static_cast<int64_t>(s) * a.out_stride + h * kD + threadIdx.x] =

@@ -28,6 +28,9 @@ class GemmLt {
   CudaStatus Matmul(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
                     float beta, int m, int n, int k, cudaStream_t stream);
 
+  // M <= kGemvMaxM goes to gemv_forward (on by default); off: cuBLASLt for every M.
+  void set_small_m_kernel(bool on) { small_m_kernel_ = on; }
+
   // True once some shape needed the bias-add fallback (reported by the benchmark).
   bool used_bias_fallback() const { return used_bias_fallback_; }
 
@@ -40,6 +43,7 @@ class GemmLt {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool used_bias_fallback_ = false;
+  bool small_m_kernel_ = true;
   std::map<std::tuple<int, int, int, bool, bool>, std::unique_ptr<Plan>> plans_;
 };
 

@@ -81,7 +81,7 @@ struct PagedAttentionArgs {
 // kDecodePartition positions run by separate blocks, then merged, so batch 1 still fills the
 // GPU. max_context_len bounds every context_lens[s]; `workspace` holds
 // attention_decode_workspace_floats(num_seqs, num_heads, max_context_len) floats.
-inline constexpr int kDecodePartition = 256;
+inline constexpr int kDecodePartition = 128;
 int64_t attention_decode_workspace_floats(int num_seqs, int num_heads, int max_context_len);
 CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* context_lens,
                             int max_context_len, float* workspace, cudaStream_t stream);
@@ -101,6 +101,14 @@ struct PrefillTiles {
 inline constexpr int kPrefillTileQ = 64;
 CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles& tiles,
                              cudaStream_t stream);
+
+// Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D, one warp per
+// output column streaming its weight row with 16-byte loads, K a multiple of 8. At batch 1 the
+// step is a pass over the weights, and a GEMV that keeps enough loads in flight gets closer
+// to the copy bandwidth than a general GEMM. bias/D are BF16 or F32 (d_f32) like GemmLt.
+inline constexpr int kGemvMaxM = 8;
+CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
+                        float beta, int m, int n, int k, cudaStream_t stream);
 
 // Per-row sampling parameters (one row of logits per request).
 struct SamplingParams {

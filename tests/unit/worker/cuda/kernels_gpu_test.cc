@@ -485,8 +485,12 @@ TEST(GemmLtGpu, BiasEpilogueBf16AndResidualF32) {
   PHI_REQUIRE_GPU();
   std::unique_ptr<GemmLt> gemm;
   PHI_ASSERT_CUDA_OK(GemmLt::Create(32u << 20, &gemm));
-  for (int m : {1, 7, 64, 129}) {
-    SCOPED_TRACE("m=" + std::to_string(m));
+  // m <= 8 runs gemv_forward unless the small-M kernel is off (then cuBLASLt for all m).
+  for (auto [m, small] : std::vector<std::pair<int, bool>>{{1, true}, {2, true}, {3, true},
+                                                          {8, true}, {1, false}, {7, false},
+                                                          {64, true}, {129, true}}) {
+    SCOPED_TRACE("m=" + std::to_string(m) + (small ? " gemv" : " cublasLt"));
+    gemm->set_small_m_kernel(small);
     const int n = 384, k = 264;
     const std::vector<float> a = RandomBf16Values(static_cast<size_t>(m) * k, 101);
     const std::vector<float> w = RandomBf16Values(static_cast<size_t>(n) * k, 102, 0.1f);

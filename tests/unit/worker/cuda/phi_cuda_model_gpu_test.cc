@@ -29,9 +29,9 @@ PhiCudaConfig TinyConfig() {
 
 PhiCudaOptions TinyOptions(bool graphs) {
   PhiCudaOptions o;
-  o.max_tokens_per_step = 256;
+  o.max_tokens_per_step = 512;
   o.max_seqs = 8;
-  o.max_logit_rows = 256;
+  o.max_logit_rows = 512;
   o.block_size = 16;
   o.max_top_n = 4;
   o.use_cuda_graphs = graphs;

@@ -1,0 +1,115 @@
+// Small-M GEMM (decode): one warp per output column n; each lane streams 16-byte chunks of
+// W[n, :] with four loads in flight (evict-first: the weights are read once per step), and
+// reads the M activation rows, which stay in L1/L2, alongside.
+#include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/reduce.cuh"
+
+namespace phi::worker::cuda {
+namespace {
+
+constexpr int kWarpsPerBlock = 8;
+
+__device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
+  const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float2 v = __bfloat1622float2(h[e]);
+    f[2 * e] = v.x;
+    f[2 * e + 1] = v.y;
+  }
+}
+
+template <int M>
+__device__ __forceinline__ void fma_chunk(const uint4& wv, const bf16* __restrict__ a, int k,
+                                          int chunk, float* acc) {
+  float wf[8];
+  unpack8(wv, wf);
+#pragma unroll
+  for (int m = 0; m < M; ++m) {
+    const uint4 av = __ldg(reinterpret_cast<const uint4*>(a + static_cast<int64_t>(m) * k) + chunk);
+    float af[8];
+    unpack8(av, af);
+#pragma unroll
+    for (int e = 0; e < 8; ++e) acc[m] += wf[e] * af[e];
+  }
+}
+
+template <int M, bool kF32>
+__global__ void __launch_bounds__(kWarpsPerBlock * 32)
+    gemv_forward_kernel(const bf16* __restrict__ a, const bf16* __restrict__ w,
+                        const void* __restrict__ bias, void* __restrict__ d, float beta, int n,
+                        int k) {
+  const int lane = threadIdx.x & 31;
+  const int row = blockIdx.x * kWarpsPerBlock + (threadIdx.x >> 5);
+  if (row >= n) return;
+  const uint4* wr = reinterpret_cast<const uint4*>(w + static_cast<int64_t>(row) * k);
+  const int chunks = k >> 3;
+  float acc[M];
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = 0.0f;
+  int c = lane;
+  for (; c + 96 < chunks; c += 128) {
+    uint4 wv[4];
+#pragma unroll
+    for (int u = 0; u < 4; ++u) wv[u] = __ldcs(wr + c + 32 * u);
+#pragma unroll
+    for (int u = 0; u < 4; ++u) fma_chunk<M>(wv[u], a, k, c + 32 * u, acc);
+  }
+  for (; c < chunks; c += 32) fma_chunk<M>(__ldcs(wr + c), a, k, c, acc);
+#pragma unroll
+  for (int m = 0; m < M; ++m) acc[m] = warp_sum(acc[m]);
+  if (lane == 0) {
+#pragma unroll
+    for (int m = 0; m < M; ++m) {
+      const int64_t o = static_cast<int64_t>(m) * n + row;
+      if constexpr (kF32) {
+        float v = acc[m] + (bias ? static_cast<const float*>(bias)[row] : 0.0f);
+        if (beta != 0.0f) v += beta * static_cast<float*>(d)[o];
+        static_cast<float*>(d)[o] = v;
+      } else {
+        float v = acc[m] + (bias ? __bfloat162float(static_cast<const bf16*>(bias)[row]) : 0.0f);
+        if (beta != 0.0f) v += beta * __bfloat162float(static_cast<bf16*>(d)[o]);
+        static_cast<bf16*>(d)[o] = __float2bfloat16(v);
+      }
+    }
+  }
+}
+
+template <int M>
+void launch(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32, float beta,
+            int n, int k, cudaStream_t stream) {
+  const int blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
+  if (d_f32) {
+    gemv_forward_kernel<M, true><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(a, w, bias, d, beta, n, k);
+  } else {
+    gemv_forward_kernel<M, false><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(a, w, bias, d, beta, n, k);
+  }
+}
+
+}  // namespace
+
+CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
+                        float beta, int m, int n, int k, cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(m >= 0 && m <= kGemvMaxM, "gemv_forward: m must be in [0, 8], got " +
+                                                 std::to_string(m));
+  PHI_CUDA_REQUIRE(n > 0 && k > 0 && k % 8 == 0,
+                   "gemv_forward: n > 0 and k a positive multiple of 8, got k=" +
+                       std::to_string(k));
+  PHI_CUDA_REQUIRE((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0,
+                   "gemv_forward: a and w must be 16-byte aligned");
+  switch (m) {
+    case 0: return {};
+    case 1: launch<1>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 2: launch<2>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 3: launch<3>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 4: launch<4>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 5: launch<5>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 6: launch<6>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 7: launch<7>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    default: launch<8>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+  }
+  PHI_CUDA_CHECK_LAUNCH(gemv_forward_kernel);
+  return {};
+}
+
+}  // namespace phi::worker::cuda

@@ -57,6 +57,8 @@ def check_local_config(root, tool):
         targets = [t for sc in jobs.get(job, {}).get("static_configs", []) for t in sc["targets"]]
         if target not in targets:
             fail(f"prometheus.yml: job {job} does not scrape {target} (has {targets})")
+    if any("service" in sc.get("labels", {}) for j in jobs.values() for sc in j.get("static_configs", [])):
+        fail("prometheus.yml: no `service` target label (the services export their own)")
     worker_labels = [sc.get("labels", {}) for sc in jobs["phi-worker"]["static_configs"]]
     if not all("group" in lab for lab in worker_labels):
         fail("prometheus.yml: every phi-worker target needs a `group` label")
@@ -133,10 +135,14 @@ def check_k8s_config(root, tool):
         "__meta_kubernetes_pod_label_apps_kubernetes_io_pod_index": "1",
     }
     got = relabel(pod, relabels)
-    want = {"job": "phi-worker", "service": "worker", "group": "phi-worker-b", "rank": "1",
+    want = {"job": "phi-worker", "group": "phi-worker-b", "rank": "1",
             "namespace": "phi", "pod": "phi-worker-b-1", "node": "gpu-node-3"}
     if got is None or any(got.get(k) != v for k, v in want.items()):
         fail(f"prometheus-k8s.yml relabelling of a worker pod gave {got}, want {want}")
+    # Services export their own `service` label (gRPC service, phi_build_info): a target
+    # label of that name would rename theirs to exported_service and break the rules.
+    if got and "service" in got:
+        fail("prometheus-k8s.yml must not set a `service` target label")
     # TP=1: one StatefulSet of independent replicas, each pod a group of its own, rank 0.
     tp1 = dict(pod, **{"__meta_kubernetes_pod_label_phi_serve_group": "",
                        "__meta_kubernetes_pod_label_phi_serve_tp_size": "1",

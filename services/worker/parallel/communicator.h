@@ -25,8 +25,8 @@ enum class DataType {
   kBFloat16,  // NCCL only; Gloo answers UNIMPLEMENTED
 };
 
-size_t DataTypeSize(DataType dtype);
-const char* DataTypeName(DataType dtype);
+inline size_t DataTypeSize(DataType dtype) { return dtype == DataType::kBFloat16 ? 2 : 4; }
+inline const char* DataTypeName(DataType dtype) { return dtype == DataType::kBFloat16 ? "bfloat16" : "float32"; }
 
 class Communicator {
  public:

@@ -30,7 +30,6 @@ struct EngineMetrics {
   metrics::Gauge& requests_running;
   metrics::Gauge& kv_blocks_used;
   metrics::Gauge& kv_blocks_total;
-  metrics::Gauge& ready;
 };
 
 }  // namespace phi::worker

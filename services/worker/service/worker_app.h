@@ -1,0 +1,46 @@
+// The phi-worker process: flags, model loading, engine, warm-up, serving, drain.
+#ifndef PHI_SERVICES_WORKER_SERVICE_WORKER_APP_H_
+#define PHI_SERVICES_WORKER_SERVICE_WORKER_APP_H_
+
+#include <cstdint>
+#include <string>
+
+#include "absl/status/status.h"
+#include "services/common/config.h"
+#include "services/common/server.h"
+
+namespace phi::worker {
+
+struct WorkerConfig {
+  common::ServerOptions server;
+  std::string model_dir;
+  std::string model_name;          // empty: the model folder's name
+  std::string dtype = "bf16";      // weights in memory: bf16 | f32
+  int64_t threads = 2;
+  int64_t kv_cache_blocks = 0;     // 0: as many as --kv-cache-mb holds
+  int64_t kv_cache_mb = 1024;
+  int64_t kv_block_size = 16;
+  int64_t max_batch_tokens = 512;
+  int64_t max_running = 64;
+  int64_t max_waiting = 256;
+  bool prefix_cache = true;
+  // Tensor parallelism (accepted and validated; only world size 1 runs for now).
+  int64_t rank = 0;
+  int64_t world_size = 1;
+  std::string leader;              // host:port of rank 0's rendezvous
+};
+
+void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* config);
+
+// Checks what the flag ranges cannot (the model folder exists, the tensor-parallel group
+// makes sense); errors name the flag. main() exits 2 on them.
+absl::Status ValidateWorkerConfig(const WorkerConfig& config);
+
+// Starts the server (NOT_SERVING), loads the model, allocates the KV cache, runs one real
+// forward pass, turns SERVING, and serves until SIGTERM/SIGINT; then drains. Returns the
+// process exit code: 0 after a clean drain, 1 when the model cannot be loaded or run.
+int RunWorker(const WorkerConfig& config);
+
+}  // namespace phi::worker
+
+#endif  // PHI_SERVICES_WORKER_SERVICE_WORKER_APP_H_

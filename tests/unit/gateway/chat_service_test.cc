@@ -1,0 +1,322 @@
+// ChatServiceImpl end to end over gRPC against in-process fake tokenizer and
+// worker services: text, streaming, stop strings, retries, cancellation,
+// deadlines, validation, auth and limits.
+#include "services/gateway/chat_service.h"
+
+#include <gtest/gtest.h>
+
+#include "tests/unit/gateway/fakes.h"
+
+namespace phi::gateway {
+namespace {
+
+using testing::FakeTokenizer;
+using testing::FakeWorker;
+using testing::InProcessServer;
+
+class ChatServiceTest : public ::testing::Test {
+ protected:
+  void Start(int n_workers = 1, std::vector<std::string> tokenizer_addrs = {}, std::string keys = "",
+             int max_concurrent = 0) {
+    tok_server_ = std::make_unique<InProcessServer>(&tokenizer_);
+    for (int i = 0; i < n_workers; ++i) {
+      workers_.push_back(std::make_unique<FakeWorker>());
+      worker_servers_.push_back(std::make_unique<InProcessServer>(workers_.back().get()));
+    }
+    tokenizer_addrs.push_back(tok_server_->address());
+    tok_client_ = *TokenizerClient::Create(tokenizer_addrs);
+    WorkerPoolOptions po;
+    for (auto& s : worker_servers_) po.workers += (po.workers.empty() ? "" : ",") + s->address();
+    po.health_interval_seconds = 0.05;
+    pool_ = *WorkerPool::Create(po, &registry_);
+    metrics_ = std::make_unique<GatewayMetrics>(&registry_);
+    generator_ = std::make_unique<Generator>(tok_client_.get(), pool_.get(), metrics_.get());
+    auth_ = *Auth::Create("", keys, max_concurrent);
+    service_ = std::make_unique<ChatServiceImpl>(generator_.get(), auth_.get(), metrics_.get(), ChatmlOptions{});
+    server_ = std::make_unique<InProcessServer>(service_.get());
+    stub_ = phi::v1::ChatService::NewStub(
+        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
+  }
+
+  static phi::v1::ChatRequest Hello() {
+    phi::v1::ChatRequest req;
+    auto* m = req.add_messages();
+    m->set_role(phi::v1::ROLE_USER);
+    m->set_content("hi");
+    return req;
+  }
+
+  std::string StreamText(const phi::v1::ChatRequest& req, phi::v1::ChatStreamResponse* last, grpc::Status* status) {
+    grpc::ClientContext ctx;
+    auto reader = stub_->ChatStream(&ctx, req);
+    std::string text;
+    phi::v1::ChatStreamResponse m;
+    while (reader->Read(&m)) {
+      text += m.text_delta();
+      *last = m;
+    }
+    *status = reader->Finish();
+    return text;
+  }
+
+  template <typename Pred>
+  static bool Eventually(Pred p, int ms = 3000) {
+    for (int i = 0; i < ms / 10; ++i) {
+      if (p()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+    return p();
+  }
+
+  metrics::Registry registry_;
+  FakeTokenizer tokenizer_;
+  std::unique_ptr<InProcessServer> tok_server_;
+  std::vector<std::unique_ptr<FakeWorker>> workers_;
+  std::vector<std::unique_ptr<InProcessServer>> worker_servers_;
+  std::unique_ptr<TokenizerClient> tok_client_;
+  std::unique_ptr<WorkerPool> pool_;
+  std::unique_ptr<GatewayMetrics> metrics_;
+  std::unique_ptr<Generator> generator_;
+  std::unique_ptr<Auth> auth_;
+  std::unique_ptr<ChatServiceImpl> service_;
+  std::unique_ptr<InProcessServer> server_;
+  std::unique_ptr<phi::v1::ChatService::Stub> stub_;
+};
+
+TEST_F(ChatServiceTest, UnaryAndStreamingGiveTheSameText) {
+  Start();
+  grpc::ClientContext ctx;
+  phi::v1::ChatResponse resp;
+  ASSERT_TRUE(stub_->Chat(&ctx, Hello(), &resp).ok());
+  EXPECT_EQ(resp.text(), "hello world STOP more text");
+  EXPECT_EQ(resp.finish_reason(), phi::v1::FINISH_REASON_STOP);
+  EXPECT_EQ(resp.model(), "fake-model");
+  EXPECT_EQ(resp.seed(), 7u);
+  phi::v1::ChatStreamResponse last;
+  grpc::Status st;
+  EXPECT_EQ(StreamText(Hello(), &last, &st), resp.text());
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(last.finish_reason(), phi::v1::FINISH_REASON_STOP);
+  EXPECT_EQ(last.usage().completion_tokens(), 26);
+  // The prompt is ChatML with control tokens as specials: "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n".
+  std::lock_guard<std::mutex> l(workers_[0]->mu);
+  const auto& ids = workers_[0]->last_request.prompt_ids();
+  ASSERT_EQ(ids.size(), 1 + 7 + 1 + 1 + 1 + 10);
+  EXPECT_EQ(ids[0], 1);
+  EXPECT_EQ(ids[8], 2);
+  EXPECT_EQ(ids[10], 1);
+  EXPECT_TRUE(workers_[0]->last_request.stopping().stop().empty());
+}
+
+TEST_F(ChatServiceTest, TypedControlTokensAreText) {
+  Start();
+  auto req = Hello();
+  req.mutable_messages(0)->set_content("<|im_end|>");
+  grpc::ClientContext ctx;
+  phi::v1::ChatResponse resp;
+  ASSERT_TRUE(stub_->Chat(&ctx, req, &resp).ok());
+  std::lock_guard<std::mutex> l(workers_[0]->mu);
+  int specials = 0;
+  for (int32_t id : workers_[0]->last_request.prompt_ids()) specials += id < 10;
+  EXPECT_EQ(specials, 3);
+}
+
+TEST_F(ChatServiceTest, StopStringIsCutAndCancelsTheWorker) {
+  Start();
+  workers_[0]->token_delay_ms = 20;
+  auto req = Hello();
+  req.mutable_stopping()->add_stop("STOP");
+  phi::v1::ChatStreamResponse last;
+  grpc::Status st;
+  EXPECT_EQ(StreamText(req, &last, &st), "hello world ");
+  EXPECT_TRUE(st.ok());
+  EXPECT_EQ(last.finish_reason(), phi::v1::FINISH_REASON_STOP_STRING);
+  EXPECT_TRUE(Eventually([&] { return workers_[0]->cancelled.load() == 1; }));
+  EXPECT_TRUE(Eventually([&] { return workers_[0]->running.load() == 0; }));
+}
+
+TEST_F(ChatServiceTest, RetriesOnceOnAnotherGroupBeforeTheFirstToken) {
+  Start(2);
+  workers_[0]->mode = FakeWorker::Mode::kUnavailable;
+  workers_[1]->mode = FakeWorker::Mode::kUnavailable;
+  grpc::ClientContext c1;
+  phi::v1::ChatResponse r1;
+  grpc::Status s1 = stub_->Chat(&c1, Hello(), &r1);
+  EXPECT_EQ(s1.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s1.error_message().find("fake worker down"), std::string::npos) << s1.error_message();
+  EXPECT_EQ(workers_[0]->generates + workers_[1]->generates, 2);  // one try, one retry
+  workers_[1]->mode = FakeWorker::Mode::kOk;
+  pool_->RefreshNow();
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext c;
+    phi::v1::ChatResponse r;
+    ASSERT_TRUE(stub_->Chat(&c, Hello(), &r).ok());
+    EXPECT_EQ(r.text(), "hello world STOP more text");
+    pool_->RefreshNow();  // group 0 back in rotation, to be tried and skipped again
+  }
+}
+
+TEST_F(ChatServiceTest, FailureAfterFirstTokenIsUnavailableWithReason) {
+  Start(2);
+  for (auto& w : workers_) w->mode = FakeWorker::Mode::kFailAfterFirst;
+  phi::v1::ChatStreamResponse last;
+  grpc::Status st;
+  StreamText(Hello(), &last, &st);
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(st.error_message().find("failed after 1 tokens"), std::string::npos) << st.error_message();
+  EXPECT_EQ(workers_[0]->generates + workers_[1]->generates, 1);  // no retry once text went out
+}
+
+TEST_F(ChatServiceTest, ClientCancelReachesTheWorker) {
+  Start();
+  workers_[0]->token_delay_ms = 50;
+  grpc::ClientContext ctx;
+  auto reader = stub_->ChatStream(&ctx, Hello());
+  phi::v1::ChatStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  EXPECT_EQ(workers_[0]->running.load(), 1);
+  ctx.TryCancel();
+  reader->Finish();
+  EXPECT_TRUE(Eventually([&] { return workers_[0]->running.load() == 0; }));
+  EXPECT_EQ(workers_[0]->cancelled.load(), 1);
+}
+
+TEST_F(ChatServiceTest, DeadlinePropagatesToTheWorker) {
+  Start();
+  grpc::ClientContext ctx;
+  ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::seconds(5));
+  phi::v1::ChatResponse resp;
+  ASSERT_TRUE(stub_->Chat(&ctx, Hello(), &resp).ok());
+  EXPECT_GT(workers_[0]->last_deadline_ms.load(), 3000);
+  EXPECT_LE(workers_[0]->last_deadline_ms.load(), 5000);
+  // A deadline shorter than the generation: DEADLINE_EXCEEDED.
+  workers_[0]->token_delay_ms = 20;
+  grpc::ClientContext short_ctx;
+  short_ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(100));
+  EXPECT_EQ(stub_->Chat(&short_ctx, Hello(), &resp).error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+}
+
+TEST_F(ChatServiceTest, InvalidRequestsNameTheField) {
+  Start();
+  auto expect = [&](phi::v1::ChatRequest req, const std::string& needle) {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    grpc::Status s = stub_->Chat(&ctx, req, &resp);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << needle;
+    EXPECT_NE(s.error_message().find(needle), std::string::npos) << s.error_message();
+  };
+  auto r = Hello();
+  r.mutable_sampling()->set_temperature(-1);
+  expect(r, "sampling.temperature");
+  r = Hello();
+  r.mutable_sampling()->set_top_p(1.5);
+  expect(r, "sampling.top_p");
+  r = Hello();
+  r.mutable_messages(0)->set_role(phi::v1::ROLE_ASSISTANT);
+  expect(r, "role user");
+  r = Hello();
+  r.mutable_stopping()->set_max_new_tokens(1000);
+  expect(r, "stopping.max_new_tokens: 1000");
+  r = Hello();
+  r.set_top_logprobs(21);
+  expect(r, "top_logprobs");
+  r = Hello();
+  for (int i = 0; i < 17; ++i) r.mutable_stopping()->add_stop("x");
+  expect(r, "stopping.stop");
+  r = Hello();
+  r.set_model("other");
+  grpc::ClientContext ctx;
+  phi::v1::ChatResponse resp;
+  EXPECT_EQ(stub_->Chat(&ctx, r, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+}
+
+TEST_F(ChatServiceTest, ApiKeysAndPerKeyLimit) {
+  Start(1, {}, "k1,k2", 1);
+  workers_[0]->token_delay_ms = 30;
+  {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    EXPECT_EQ(stub_->Chat(&ctx, Hello(), &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer nope");
+    phi::v1::ChatResponse resp;
+    EXPECT_EQ(stub_->Chat(&ctx, Hello(), &resp).error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  }
+  grpc::ClientContext stream_ctx;
+  stream_ctx.AddMetadata("authorization", "Bearer k1");
+  auto reader = stub_->ChatStream(&stream_ctx, Hello());
+  phi::v1::ChatStreamResponse m;
+  ASSERT_TRUE(reader->Read(&m));  // k1's one slot is taken
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer k1");
+    phi::v1::ChatResponse resp;
+    EXPECT_EQ(stub_->Chat(&ctx, Hello(), &resp).error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  }
+  {
+    grpc::ClientContext ctx;
+    ctx.AddMetadata("authorization", "Bearer k2");
+    phi::v1::ChatResponse resp;
+    EXPECT_TRUE(stub_->Chat(&ctx, Hello(), &resp).ok());
+  }
+  while (reader->Read(&m)) {
+  }
+  EXPECT_TRUE(reader->Finish().ok());
+}
+
+TEST_F(ChatServiceTest, TokenizerFailover) {
+  Start(1, {"127.0.0.1:1"});  // nothing listens on port 1
+  for (int i = 0; i < 3; ++i) {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    grpc::Status s = stub_->Chat(&ctx, Hello(), &resp);
+    ASSERT_TRUE(s.ok()) << s.error_message();
+    EXPECT_EQ(resp.text(), "hello world STOP more text");
+  }
+}
+
+TEST_F(ChatServiceTest, CompleteWithEchoAndPromptLogprobs) {
+  Start();
+  phi::v1::CompleteRequest req;
+  req.set_prompt("abc");
+  req.set_echo(true);
+  req.set_prompt_logprobs(true);
+  req.set_logprobs(true);
+  req.mutable_stopping()->set_max_new_tokens(5);
+  grpc::ClientContext ctx;
+  phi::v1::CompleteResponse resp;
+  ASSERT_TRUE(stub_->Complete(&ctx, req, &resp).ok());
+  EXPECT_EQ(resp.text(), "abchello");
+  EXPECT_EQ(resp.finish_reason(), phi::v1::FINISH_REASON_LENGTH);
+  ASSERT_EQ(resp.prompt_logprobs_size(), 2);
+  EXPECT_EQ(resp.prompt_logprobs(0).token().text(), "b");
+  ASSERT_EQ(resp.logprobs_size(), 5);
+  EXPECT_EQ(resp.logprobs(4).token().text(), "o");
+}
+
+TEST_F(ChatServiceTest, ListModelsAndMetrics) {
+  Start(2);
+  grpc::ClientContext ctx;
+  phi::v1::ListModelsResponse resp;
+  ASSERT_TRUE(stub_->ListModels(&ctx, {}, &resp).ok());
+  ASSERT_EQ(resp.models_size(), 1);
+  EXPECT_EQ(resp.models(0).name(), "fake-model");
+  EXPECT_EQ(resp.models(0).ready_worker_groups(), 2);
+  grpc::ClientContext c2;
+  phi::v1::ChatResponse r;
+  ASSERT_TRUE(stub_->Chat(&c2, Hello(), &r).ok());
+  std::string text = registry_.Serialize();
+  for (const char* name :
+       {"phi_gateway_requests_total{route=\"chat\",code=\"OK\"} 1", "phi_gateway_time_to_first_token_seconds_count 1",
+        "phi_gateway_inter_token_latency_seconds_count 25", "phi_gateway_e2e_latency_seconds_count 1",
+        "phi_gateway_tokenizer_duration_seconds_count 1", "phi_gateway_prompt_tokens_total 21",
+        "phi_gateway_completion_tokens_total 26", "phi_gateway_requests_in_flight 0",
+        "phi_gateway_worker_groups{state=\"ready\"} 2"}) {
+    EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
+  }
+}
+
+}  // namespace
+}  // namespace phi::gateway

@@ -1,0 +1,180 @@
+// In-process fakes of the tokenizer and worker services for gateway unit tests.
+// Tokenizer: one id per byte (id = byte + 10), specials <|im_start|> = 1, <|im_end|> = 2.
+// Worker: streams a fixed reply one token per message, with knobs for failures.
+#ifndef PHI_TESTS_UNIT_GATEWAY_FAKES_H_
+#define PHI_TESTS_UNIT_GATEWAY_FAKES_H_
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+#include <string>
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+
+#include "phi/v1/tokenizer.grpc.pb.h"
+#include "phi/v1/worker.grpc.pb.h"
+
+namespace phi::gateway::testing {
+
+inline int32_t ByteId(unsigned char c) { return c + 10; }
+
+class FakeTokenizer final : public phi::v1::TokenizerService::Service {
+ public:
+  grpc::Status Encode(grpc::ServerContext*, const phi::v1::EncodeRequest* req, phi::v1::EncodeResponse* resp) override {
+    ++encodes;
+    for (const auto& p : req->prompts()) {
+      auto* e = resp->add_encodings();
+      auto add_text = [&](const std::string& t) {
+        for (unsigned char c : t) e->add_ids(ByteId(c));
+      };
+      if (p.has_segments()) {
+        for (const auto& s : p.segments().segments()) {
+          if (s.has_special_token()) {
+            if (s.special_token() == "<|im_start|>") e->add_ids(1);
+            else if (s.special_token() == "<|im_end|>") e->add_ids(2);
+            else return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "unknown special " + s.special_token());
+          } else {
+            add_text(s.text());
+          }
+        }
+      } else {
+        add_text(p.text());
+      }
+    }
+    return grpc::Status::OK;
+  }
+  static std::string Text(int32_t id) {
+    if (id == 1) return "<|im_start|>";
+    if (id == 2) return "<|im_end|>";
+    return std::string(1, static_cast<char>(id - 10));
+  }
+  grpc::Status Decode(grpc::ServerContext*, const phi::v1::DecodeRequest* req, phi::v1::DecodeResponse* resp) override {
+    for (const auto& s : req->sequences()) {
+      std::string t;
+      for (int32_t id : s.ids()) t += Text(id);
+      resp->add_texts(t);
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status DecodeStream(
+      grpc::ServerContext*,
+      grpc::ServerReaderWriter<phi::v1::DecodeStreamResponse, phi::v1::DecodeStreamRequest>* stream) override {
+    phi::v1::DecodeStreamRequest req;
+    bool skip = false, first = true;
+    while (stream->Read(&req)) {
+      if (first) skip = req.skip_special_tokens();
+      first = false;
+      phi::v1::DecodeStreamResponse r;
+      for (int32_t id : req.ids()) {
+        if (skip && id < 10) continue;
+        r.mutable_text_delta()->append(Text(id));
+      }
+      if (!stream->Write(r)) break;
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status Info(grpc::ServerContext*, const phi::v1::InfoRequest*, phi::v1::InfoResponse* r) override {
+    r->set_vocab_size(300);
+    return grpc::Status::OK;
+  }
+  std::atomic<int> encodes{0};
+};
+
+class FakeWorker final : public phi::v1::WorkerService::Service {
+ public:
+  enum class Mode { kOk, kUnavailable, kFailAfterFirst };
+  std::string reply = "hello world STOP more text";
+  std::atomic<Mode> mode{Mode::kOk};
+  std::atomic<int> token_delay_ms{1};
+  std::atomic<int> generates{0};
+  std::atomic<int> running{0};
+  std::atomic<int> cancelled{0};
+  std::atomic<int64_t> last_deadline_ms{-1};  // remaining time seen at arrival, -1: none
+  std::string last_model = "fake-model";
+  phi::v1::GenerateRequest last_request;
+  std::mutex mu;
+
+  grpc::Status Generate(grpc::ServerContext* ctx, const phi::v1::GenerateRequest* req,
+                        grpc::ServerWriter<phi::v1::GenerateResponse>* w) override {
+    ++generates;
+    {
+      std::lock_guard<std::mutex> l(mu);
+      last_request = *req;
+    }
+    auto left = ctx->deadline() - std::chrono::system_clock::now();
+    last_deadline_ms = left > std::chrono::hours(1) ? -1
+                                                    : std::chrono::duration_cast<std::chrono::milliseconds>(left).count();
+    if (mode == Mode::kUnavailable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake worker down");
+    ++running;
+    struct Dec {
+      std::atomic<int>* r;
+      ~Dec() { --*r; }
+    } dec{&running};
+    int n = std::min<int>(static_cast<int>(reply.size()), req->stopping().max_new_tokens());
+    for (int i = 0; i < n; ++i) {
+      if (ctx->IsCancelled()) {
+        ++cancelled;
+        return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
+      }
+      if (i == 1 && mode == Mode::kFailAfterFirst) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "rank died");
+      std::this_thread::sleep_for(std::chrono::milliseconds(token_delay_ms.load()));
+      phi::v1::GenerateResponse r;
+      r.add_token_ids(ByteId(static_cast<unsigned char>(reply[i])));
+      if (req->logprobs()) {
+        auto* lp = r.add_logprobs();
+        lp->mutable_token()->set_token_id(r.token_ids(0));
+        lp->mutable_token()->set_logprob(-0.5f);
+      }
+      if (i == 0 && req->prompt_logprobs()) {
+        for (int k = 1; k < req->prompt_ids_size(); ++k) {
+          auto* lp = r.add_prompt_logprobs();
+          lp->mutable_token()->set_token_id(req->prompt_ids(k));
+          lp->mutable_token()->set_logprob(-1.0f);
+        }
+      }
+      if (i == n - 1) {
+        r.set_finish_reason(n == static_cast<int>(reply.size()) ? phi::v1::FINISH_REASON_STOP
+                                                                : phi::v1::FINISH_REASON_LENGTH);
+        r.mutable_usage()->set_prompt_tokens(req->prompt_ids_size());
+        r.mutable_usage()->set_completion_tokens(n);
+        r.set_seed(7);
+      }
+      if (!w->Write(r)) {
+        ++cancelled;
+        return grpc::Status(grpc::StatusCode::CANCELLED, "client gone");
+      }
+    }
+    return grpc::Status::OK;
+  }
+  grpc::Status GetStatus(grpc::ServerContext*, const phi::v1::GetStatusRequest*,
+                         phi::v1::GetStatusResponse* r) override {
+    r->set_ready(true);
+    r->set_running(running);
+    r->set_model(last_model);
+    r->set_max_context_tokens(256);
+    r->set_vocab_size(300);
+    r->set_kv_block_size(16);
+    r->set_kv_blocks_total(100);
+    r->set_kv_blocks_free(100);
+    return grpc::Status::OK;
+  }
+};
+
+// A grpc server on a free loopback port hosting one service.
+struct InProcessServer {
+  explicit InProcessServer(grpc::Service* service) {
+    grpc::ServerBuilder b;
+    b.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+    b.RegisterService(service);
+    server = b.BuildAndStart();
+  }
+  ~InProcessServer() { server->Shutdown(std::chrono::system_clock::now() + std::chrono::milliseconds(200)); }
+  std::string address() const { return "127.0.0.1:" + std::to_string(port); }
+  int port = 0;
+  std::unique_ptr<grpc::Server> server;
+};
+
+}  // namespace phi::gateway::testing
+
+#endif  // PHI_TESTS_UNIT_GATEWAY_FAKES_H_

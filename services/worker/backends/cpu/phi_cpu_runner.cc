@@ -243,35 +243,27 @@ void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
   Grow(&scores_, static_cast<size_t>(pool_->num_threads() * max_ctx));
   std::atomic<int64_t> next{0};
   // Units are claimed dynamically: sequences of a batch differ in length.
+  const int64_t max_blocks = (max_ctx + bs - 1) / bs;
+  Grow(&block_ptrs_, static_cast<size_t>(pool_->num_threads() * 2 * max_blocks));
   pool_->Run([&](int thread) {
     float* scores = scores_.data() + thread * max_ctx;
+    const float** kp = block_ptrs_.data() + thread * 2 * max_blocks;
+    const float** vp = kp + max_blocks;
     for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
       const auto& s = batch.seqs[u / heads_];
       const int head = static_cast<int>(u % heads_);
       const int64_t first = seq_first_token[u / heads_];
+      const int64_t end = s.start_pos + static_cast<int64_t>(s.tokens.size());
+      for (int64_t b = 0; b * bs < end; ++b) {
+        kp[b] = KeyAt(layer, s.block_table[b], head);
+        vp[b] = ValueAt(layer, s.block_table[b], head);
+      }
       for (size_t t = 0; t < s.tokens.size(); ++t) {
-        const int64_t pos = s.start_pos + static_cast<int64_t>(t);
-        const float* q = y_in_.data() + (first + static_cast<int64_t>(t)) * n_in_ + head * head_dim_;
-        const int64_t ctx = pos + 1;
-        float mx = -std::numeric_limits<float>::infinity();
-        for (int64_t j0 = 0; j0 < ctx; j0 += bs) {
-          const float* kb = KeyAt(layer, s.block_table[j0 / bs], head);
-          const int64_t n = std::min(bs, ctx - j0);
-          for (int64_t j = 0; j < n; ++j) {
-            const float sc = dot_cpu(q, kb + j * head_dim_, static_cast<int>(head_dim_)) / scale_div;
-            scores[j0 + j] = sc;
-            mx = std::max(mx, sc);
-          }
-        }
-        const float sum = exp_shift_sum_cpu(scores, static_cast<int>(ctx), mx);
-        const float inv = 1.0f / sum;
-        float* out = z_.data() + (first + static_cast<int64_t>(t)) * k_out_ + head * head_dim_;
-        std::fill(out, out + head_dim_, 0.0f);
-        for (int64_t j0 = 0; j0 < ctx; j0 += bs) {
-          const float* vb = ValueAt(layer, s.block_table[j0 / bs], head);
-          const int64_t n = std::min(bs, ctx - j0);
-          for (int64_t j = 0; j < n; ++j) axpy_cpu(scores[j0 + j] * inv, vb + j * head_dim_, out, static_cast<int>(head_dim_));
-        }
+        const int64_t row = first + static_cast<int64_t>(t);
+        attend_query_cpu(y_in_.data() + row * n_in_ + head * head_dim_, kp, vp,
+                         s.start_pos + static_cast<int64_t>(t) + 1, static_cast<int>(bs),
+                         static_cast<int>(head_dim_), scale_div, scores,
+                         z_.data() + row * k_out_ + head * head_dim_);
       }
     }
   });

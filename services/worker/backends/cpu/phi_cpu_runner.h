@@ -93,7 +93,7 @@ class CpuModelRunner final : public worker::ModelRunner {
 
   // Step buffers, grown on demand.
   std::vector<float> x_, h_, y_in_, z_, scores_;
-  std::vector<int32_t> tok_pos_;
+  std::vector<const float*> block_ptrs_;  // per thread: K then V block pointers of one head
 };
 
 }  // namespace phi::cpu

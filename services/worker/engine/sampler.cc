@@ -98,21 +98,39 @@ SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
       threshold = tmp[options.top_k - 1];
     }
     if (options.top_p < 1.0f) {
+      double mass = 0.0;
       for (float v : z) {
-        if (v >= threshold) kept.push_back(v);
+        if (v >= threshold) mass += std::exp(static_cast<double>(v) - zmax);
+      }
+      const double target = static_cast<double>(options.top_p) * mass;
+      // The nucleus lies inside any set {z >= c} whose mass reaches the target, so only that
+      // set needs sorting: try c = zmax - 8, -16, ... (a peaked distribution keeps a handful of
+      // its 51,200 candidates; a flat one ends with all of them, as a plain sort would).
+      for (float drop = 8.0f;; drop *= 2.0f) {
+        const float c = std::max(threshold, zmax - drop);
+        kept.clear();
+        double kept_mass = 0.0;
+        for (float v : z) {
+          if (v >= c) {
+            kept.push_back(v);
+            kept_mass += std::exp(static_cast<double>(v) - zmax);
+          }
+        }
+        if (kept_mass >= target || c == threshold || !std::isfinite(drop)) break;
       }
       std::sort(kept.begin(), kept.end(), std::greater<float>());
-      double mass = 0.0;
-      for (float v : kept) mass += std::exp(static_cast<double>(v) - zmax);
-      const double target = static_cast<double>(options.top_p) * mass;
       double cum = 0.0;
+      bool reached = false;
       for (float v : kept) {
         cum += std::exp(static_cast<double>(v) - zmax);
         if (cum >= target) {
           threshold = std::max(threshold, v);
+          reached = true;
           break;
         }
       }
+      // Summing in another order can leave cum a rounding error short: keep all candidates.
+      if (!reached && !kept.empty()) threshold = std::max(threshold, kept.back());
     }
     if (options.min_p > 0.0f) {
       threshold = std::max(threshold, zmax + std::log(options.min_p));

@@ -204,3 +204,34 @@ TEST(SamplerTest, LogprobsAreTheLogSoftmaxAndTopIsSorted) {
 
 }  // namespace
 }  // namespace phi::worker
+
+namespace phi::worker {
+namespace {
+
+// The nucleus search sorts only candidates near the top; it must keep exactly the tokens a
+// full sort keeps, on peaked and flat rows alike.
+TEST(SamplerTest, TopPMatchesAFullSortOnPeakedAndFlatRows) {
+  for (float scale : {0.01f, 1.0f, 6.0f, 30.0f}) {
+    const std::vector<float> l = RandomLogits(5000, 17, scale);
+    for (float top_p : {0.05f, 0.5f, 0.9f, 0.999f}) {
+      std::vector<double> p = Softmax(l, 1.0f);
+      std::vector<int> order(l.size());
+      for (size_t i = 0; i < l.size(); ++i) order[i] = static_cast<int>(i);
+      std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
+      double cum = 0;
+      size_t k = 0;
+      while (k < order.size() && cum < top_p) cum += p[order[k++]];
+      const float boundary = l[order[k - 1]];
+      SamplingOptions o;
+      o.temperature = 1.0f;
+      o.top_p = top_p;
+      for (int i = 0; i < 60; ++i) {
+        const int32_t t = SampleToken(l, 5000, o, i, nullptr, false, 0).token_id;
+        ASSERT_GE(l[t], boundary) << "scale " << scale << " top_p " << top_p;
+      }
+    }
+  }
+}
+
+}  // namespace
+}  // namespace phi::worker

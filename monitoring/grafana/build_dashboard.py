@@ -109,7 +109,7 @@ def build():
                 {"color": "red", "value": 1}]), 4, 4)
     L.add(stat("Tokens/s generated", [("sum(group:phi_worker_generated_tokens:rate5m)", "")], "none",
                "Tokens generated per second by all worker groups (5 min rate)."), 4, 4)
-    L.add(stat("Healthy worker groups", [("min(job:phi_gateway_worker_groups_healthy:sum)", "")], "none",
+    L.add(stat("Ready worker groups", [("min(job:phi_gateway_worker_groups_ready:sum)", "")], "none",
                "Worker groups in the gateway's rotation (the gateway with the fewest).", RED_BELOW_1), 4, 4)
     L.add(stat("Firing alerts", [('count(ALERTS{alertname=~"Phi.*", alertstate="firing"}) or vector(0)', "")],
                "none", "phi-serve alerts firing now (see docs/operations.md, Alerts).",

@@ -52,7 +52,8 @@ LABELS = {
         ({"route": "/v1/chat/completions", "code": "500"}, 0.04),
         ({"route": "phi.v1.ChatService/Chat", "code": "OK"}, 5),
         ({"route": "phi.v1.ChatService/Chat", "code": "RESOURCE_EXHAUSTED"}, 0.1)]},
-    "phi_gateway_worker_groups": {"gateway": [({"state": "healthy"}, 1), ({"state": "unhealthy"}, 0)]},
+    "phi_gateway_worker_groups": {"gateway": [({"state": "ready"}, 1), ({"state": "not_ready"}, 0),
+                                              ({"state": "unreachable"}, 0)]},
     "phi_tokenizer_tokens_total": {"tokenizer": [({"direction": "encode"}, 500), ({"direction": "decode"}, 300)]},
     "phi_tokenizer_bytes_total": {"tokenizer": [({"direction": "encode"}, 2000), ({"direction": "decode"}, 1200)]},
 }

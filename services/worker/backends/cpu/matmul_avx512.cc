@@ -41,6 +41,12 @@ inline void TileBf16(const MatMulArgs& a, int64_t m, int64_t n) {
   for (int64_t k = 0; k < k_end; k += 32) {
     __m512bh b[NR];
     for (int j = 0; j < NR; ++j) b[j] = (__m512bh)_mm512_loadu_si512(w + j * a.ldw + k);
+    if constexpr (MR <= 2) {
+      // Decode is a pure weight stream: fetch the next tile's rows while this one is
+      // computed. A row is one 4 KB page at K = 2048, and the hardware prefetcher
+      // restarts at every page, so without this each row would begin with cold misses.
+      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * a.ldw + k), _MM_HINT_T0);
+    }
     for (int i = 0; i < MR; ++i) {
       const __m512bh v = (__m512bh)_mm512_loadu_si512(x + i * a.ldx + k);
       for (int j = 0; j < NR; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], v, b[j]);

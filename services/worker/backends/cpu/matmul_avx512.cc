@@ -31,7 +31,7 @@ inline void Store(const MatMulArgs& a, int64_t m, int64_t n, float s) {
 }
 
 template <int MR, int NR>
-inline void TileBf16(const MatMulArgs& a, int64_t m, int64_t n) {
+inline void TileBf16(const MatMulArgs& a, int64_t m, int64_t n, bool prefetch) {
   const uint16_t* x = static_cast<const uint16_t*>(a.x) + m * a.ldx;
   const uint16_t* w = static_cast<const uint16_t*>(a.w) + n * a.ldw;
   __m512 c[MR][NR];
@@ -41,10 +41,11 @@ inline void TileBf16(const MatMulArgs& a, int64_t m, int64_t n) {
   for (int64_t k = 0; k < k_end; k += 32) {
     __m512bh b[NR];
     for (int j = 0; j < NR; ++j) b[j] = (__m512bh)_mm512_loadu_si512(w + j * a.ldw + k);
-    if constexpr (MR <= 2) {
-      // Decode is a pure weight stream: fetch the next tile's rows while this one is
-      // computed. A row is one 4 KB page at K = 2048, and the hardware prefetcher
-      // restarts at every page, so without this each row would begin with cold misses.
+    if (prefetch) {
+      // The first row band over a weight block streams it from memory: fetch the next
+      // tile's rows while this one is computed. A row is one 4 KB page at K = 2048, and
+      // the hardware prefetcher restarts at every page, so each row would otherwise
+      // begin with cold misses.
       for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * a.ldw + k), _MM_HINT_T0);
     }
     for (int i = 0; i < MR; ++i) {
@@ -78,18 +79,19 @@ inline void TileF32(const MatMulArgs& a, int64_t m, int64_t n) {
 // One row band [m, m+MR) over columns [nb, ne): wide tiles, then single columns.
 template <int MR, bool kBf16>
 inline void Band(const MatMulArgs& a, int64_t m, int64_t nb, int64_t ne) {
+  const bool prefetch = m == 0;
   constexpr int NR = MR == 1 ? 8 : 4;
   int64_t n = nb;
   for (; n + NR <= ne; n += NR) {
     if constexpr (kBf16) {
-      TileBf16<MR, NR>(a, m, n);
+      TileBf16<MR, NR>(a, m, n, prefetch);
     } else {
       TileF32<MR, NR>(a, m, n);
     }
   }
   for (; n < ne; ++n) {
     if constexpr (kBf16) {
-      TileBf16<MR, 1>(a, m, n);
+      TileBf16<MR, 1>(a, m, n, false);
     } else {
       TileF32<MR, 1>(a, m, n);
     }

@@ -182,7 +182,8 @@ void Breakdown(double bw) {
   cudaMemcpy(table, table_h.data(), 4 * 128, cudaMemcpyHostToDevice);
   const int32_t ints_h[4] = {ctx, ctx - 1, (ctx - 1), 0};  // context len, position, slot, token
   cudaMemcpy(ints, ints_h, sizeof(ints_h), cudaMemcpyHostToDevice);
-  float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(1, 32, 2048)));
+  float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(256, 32, 2048)));
+  unsigned int* counters = static_cast<unsigned int*>(dev(4 * 256 * 32));
   SamplingParams sp_h;
   SamplingParams* sp = static_cast<SamplingParams*>(dev(sizeof(SamplingParams)));
   cudaMemcpy(sp, &sp_h, sizeof(sp_h), cudaMemcpyHostToDevice);
@@ -193,9 +194,9 @@ void Breakdown(double bw) {
 
   struct Row { std::string name; double us; double bytes; };
   std::vector<Row> rows;
-  for (int m : {1, 8}) {
+  for (int m : {1, 2, 4, 8}) {
     for (bool small : {true, false}) {
-      g->set_small_m_kernel(small);
+      g->set_small_m_max(small ? kGemvMaxM : 0);
       const std::string tag = std::string(small ? "gemv" : "cublasLt") + " M=" + std::to_string(m);
       rows.push_back({"qkv|fc1 GEMM 2048->14336 " + tag, GraphUs([&](int i, cudaStream_t s) {
         return g->Matmul(act, w1 + size_t(i % kCopies) * N1 * H, b1, out1, false, 0.0f, m, N1, H, s);
@@ -208,7 +209,7 @@ void Breakdown(double bw) {
       }, 16), 2.0 * V * H});
     }
   }
-  g->set_small_m_kernel(true);
+  g->set_small_m_max(1);
   rows.push_back({"layernorm 1x2048", GraphUs([&](int, cudaStream_t s) {
     return layernorm_forward(x, nullptr, ln_w, ln_w, out1, 1, H, 1e-5f, s);
   }), 4.0 * H + 2.0 * H});
@@ -228,7 +229,7 @@ void Breakdown(double bw) {
       a.v_cache = vc + size_t(i % kCopies) * nb * 32 * bs * 64;
       a.block_tables = table; a.max_blocks_per_seq = 128; a.out = act; a.out_stride = K2;
       a.num_seqs = 1; a.num_heads = 32; a.head_dim = 64; a.block_size = bs; a.scale = 0.125f;
-      return attention_decode(a, ints, max_ctx, ws, s);
+      return attention_decode(a, ints, max_ctx, ws, counters, s);
     }), 2.0 * ctx * 2 * H});
   }
   {
@@ -247,7 +248,6 @@ void Breakdown(double bw) {
     int32_t* dl = static_cast<int32_t*>(dev(4 * B * 8));
     cudaMemcpy(dtb, tb.data(), 4 * tb.size(), cudaMemcpyHostToDevice);
     cudaMemcpy(dl, lens.data(), 4 * B, cudaMemcpyHostToDevice);
-    float* wsb = static_cast<float*>(dev(4 * attention_decode_workspace_floats(B, 32, 2048)));
     bf16* q = static_cast<bf16*>(dev(size_t{2} * 512 * N1));
     bf16* o = static_cast<bf16*>(dev(size_t{2} * 512 * K2));
     Check(fill_random_forward(q, int64_t{512} * N1, 14, 1.0f, nullptr), "fill");
@@ -256,7 +256,7 @@ void Breakdown(double bw) {
     a.max_blocks_per_seq = 128; a.out = o; a.out_stride = K2; a.num_seqs = B; a.num_heads = 32;
     a.head_dim = 64; a.block_size = bs; a.scale = 0.125f;
     rows.push_back({"attention decode batch 64 ctx 640 (max_ctx 2048)", GraphUs([&](int, cudaStream_t s) {
-      return attention_decode(a, dl, 2048, wsb, s);
+      return attention_decode(a, dl, 2048, ws, counters, s);
     }, 16), 2.0 * B * ctx * 2 * H});
     // Prefill: one 512-token prompt (sequence 0's first 32 blocks), causal.
     std::vector<int32_t> ts, tf;
@@ -279,7 +279,7 @@ void Breakdown(double bw) {
                 pf_flop / (pf_us * 1e-6) / 1e12);
     cudaDeviceSynchronize();
     for (void* p : {static_cast<void*>(kb), static_cast<void*>(vb), static_cast<void*>(dtb),
-                    static_cast<void*>(dl), static_cast<void*>(wsb), static_cast<void*>(q),
+                    static_cast<void*>(dl), static_cast<void*>(q),
                     static_cast<void*>(o), static_cast<void*>(meta)}) {
       cudaFree(p);
     }
@@ -307,6 +307,7 @@ void Breakdown(double bw) {
                   static_cast<void*>(out1), static_cast<void*>(outf), static_cast<void*>(x),
                   static_cast<void*>(ln_w), static_cast<void*>(kc), static_cast<void*>(vc),
                   static_cast<void*>(table), static_cast<void*>(ints), static_cast<void*>(ws),
+                  static_cast<void*>(counters),
                   static_cast<void*>(sp), static_cast<void*>(tok), static_cast<void*>(lp)}) {
     cudaFree(p);
   }

@@ -28,8 +28,10 @@ class GemmLt {
   CudaStatus Matmul(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
                     float beta, int m, int n, int k, cudaStream_t stream);
 
-  // M <= kGemvMaxM goes to gemv_forward (on by default); off: cuBLASLt for every M.
-  void set_small_m_kernel(bool on) { small_m_kernel_ = on; }
+  // M <= small_m_max goes to gemv_forward, larger M to cuBLASLt (0: cuBLASLt for all M).
+  // Default 1: on the H200 gemv beat cuBLASLt at M=1 (16.2 vs 18.5 us for 2048->14336) and
+  // lost at M=8 (36 vs 18 us); see bench/results/cuda_backend.md.
+  void set_small_m_max(int m) { small_m_max_ = m < kGemvMaxM ? m : kGemvMaxM; }
 
   // True once some shape needed the bias-add fallback (reported by the benchmark).
   bool used_bias_fallback() const { return used_bias_fallback_; }
@@ -43,7 +45,7 @@ class GemmLt {
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;
   bool used_bias_fallback_ = false;
-  bool small_m_kernel_ = true;
+  int small_m_max_ = 1;
   std::map<std::tuple<int, int, int, bool, bool>, std::unique_ptr<Plan>> plans_;
 };
 

@@ -1,5 +1,5 @@
 // Small-M GEMM (decode): one warp per output column n; each lane streams 16-byte chunks of
-// W[n, :] with four loads in flight (evict-first: the weights are read once per step), and
+// W[n, :] with eight loads in flight (evict-first: the weights are read once per step), and
 // reads the M activation rows, which stay in L1/L2, alongside.
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/reduce.cuh"
@@ -8,6 +8,7 @@ namespace phi::worker::cuda {
 namespace {
 
 constexpr int kWarpsPerBlock = 8;
+constexpr int kInFlight = 8;  // 16-byte weight loads in flight per lane (4 KB per warp)
 
 __device__ __forceinline__ void unpack8(const uint4& raw, float* f) {
   const __nv_bfloat162* h = reinterpret_cast<const __nv_bfloat162*>(&raw);
@@ -48,12 +49,12 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 #pragma unroll
   for (int m = 0; m < M; ++m) acc[m] = 0.0f;
   int c = lane;
-  for (; c + 96 < chunks; c += 128) {
-    uint4 wv[4];
+  for (; c + 32 * (kInFlight - 1) < chunks; c += 32 * kInFlight) {
+    uint4 wv[kInFlight];
 #pragma unroll
-    for (int u = 0; u < 4; ++u) wv[u] = __ldcs(wr + c + 32 * u);
+    for (int u = 0; u < kInFlight; ++u) wv[u] = __ldcs(wr + c + 32 * u);
 #pragma unroll
-    for (int u = 0; u < 4; ++u) fma_chunk<M>(wv[u], a, k, c + 32 * u, acc);
+    for (int u = 0; u < kInFlight; ++u) fma_chunk<M>(wv[u], a, k, c + 32 * u, acc);
   }
   for (; c < chunks; c += 32) fma_chunk<M>(__ldcs(wr + c), a, k, c, acc);
 #pragma unroll

@@ -80,11 +80,14 @@ struct PagedAttentionArgs {
 // Flash-decoding split: each (sequence, head) context is cut into partitions of
 // kDecodePartition positions run by separate blocks, then merged, so batch 1 still fills the
 // GPU. max_context_len bounds every context_lens[s]; `workspace` holds
-// attention_decode_workspace_floats(num_seqs, num_heads, max_context_len) floats.
+// attention_decode_workspace_floats(num_seqs, num_heads, max_context_len) floats of partial
+// results, `counters` num_seqs * num_heads merge counters, zeroed once before the first call
+// (the kernel leaves them at zero, graph replays included).
 inline constexpr int kDecodePartition = 128;
 int64_t attention_decode_workspace_floats(int num_seqs, int num_heads, int max_context_len);
 CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* context_lens,
-                            int max_context_len, float* workspace, cudaStream_t stream);
+                            int max_context_len, float* workspace, unsigned int* counters,
+                            cudaStream_t stream);
 
 // Prefill (chunked, causal): sequence s has num_new[s] query rows starting at query row
 // q_offset[s], at positions start_pos[s] + i; query i attends to cache positions

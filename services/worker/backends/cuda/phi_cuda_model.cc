@@ -149,6 +149,8 @@ CudaStatus PhiCudaModel::Init() {
   const int64_t ws = attention_decode_workspace_floats(options_.max_seqs, c.num_heads,
                                                        c.max_positions);
   if (ws > 0) PHI_CUDA_CHECK(cudaMalloc(&attn_ws_, 4 * ws));
+  PHI_CUDA_CHECK(cudaMalloc(&attn_counters_, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
+  PHI_CUDA_CHECK(cudaMemset(attn_counters_, 0, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
 
   const int max_tiles = options_.max_tokens_per_step / kPrefillTileQ + options_.max_seqs;
   meta_bytes_ = Layout::Make(options_.max_tokens_per_step, options_.max_seqs, max_tiles,
@@ -166,7 +168,7 @@ PhiCudaModel::~PhiCudaModel() {
   for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
   for (void* p : {static_cast<void*>(x_), static_cast<void*>(h_), static_cast<void*>(qkvf_),
                   static_cast<void*>(mid_), static_cast<void*>(hf_),
-                  static_cast<void*>(logits_), static_cast<void*>(attn_ws_),
+                  static_cast<void*>(logits_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
                   static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_),
                   static_cast<void*>(kv_arena_), weight_arena_}) {
     if (p) cudaFree(p);
@@ -280,7 +282,8 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
-          attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, stream_));
+          attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,
+                           stream_));
     } else {
       PrefillTiles tiles;
       tiles.q_offset = i32(L.q_offset);

@@ -149,6 +149,7 @@ class PhiCudaModel {
   bf16* hf_ = nullptr;
   float* logits_ = nullptr;
   float* attn_ws_ = nullptr;
+  unsigned int* attn_counters_ = nullptr;
   // Step metadata: a pinned host staging buffer and its device twin, one copy per step.
   char* meta_host_ = nullptr;
   char* meta_dev_ = nullptr;

@@ -90,13 +90,23 @@ __global__ void __launch_bounds__(kThreads) sample_forward_kernel(SampleArgs a) 
   const SamplingParams p = a.params[r];
   const int n = min(a.vocab, a.vocab_limit);
 
+  // One pass: argmax and an online sum of exp (rescaled whenever the running max grows).
   ArgMax best{-INFINITY, -1};
-  for (int i = threadIdx.x; i < n; i += blockDim.x) best = better(best, ArgMax{l[i], i});
+  float s0 = 0.0f;
+#pragma unroll 4
+  for (int i = threadIdx.x; i < n; i += blockDim.x) {
+    const float v = l[i];
+    if (v > best.v) {
+      s0 = s0 * __expf(best.v - v) + 1.0f;
+      best = ArgMax{v, i};
+    } else if (best.v > -INFINITY) {  // -inf logits add nothing
+      s0 += __expf(v - best.v);
+    }
+  }
+  const float my_max = best.v;
   best = block_argmax(best, red, redi);
   const float m0 = best.v;
-  float s0 = 0.0f;
-  for (int i = threadIdx.x; i < n; i += blockDim.x) s0 += __expf(l[i] - m0);
-  const float lse0 = m0 + logf(block_sum(s0, red));
+  const float lse0 = m0 + logf(block_sum(my_max == -INFINITY ? 0.0f : s0 * __expf(my_max - m0), red));
 
   int tok = best.i;
   if (p.temperature > 0.0f) {
@@ -182,25 +192,26 @@ __global__ void __launch_bounds__(kThreads) sample_forward_kernel(SampleArgs a) 
   }
   if (a.max_top_n > 0) {
     const int want = min(min(p.num_top_logprobs, a.max_top_n), min(n, kMaxTopN));
-    for (int j = 0; j < a.max_top_n; ++j) {
-      int id = -1;
-      if (j < want) {
-        ArgMax b{-INFINITY, -1};
-        for (int i = threadIdx.x; i < n; i += blockDim.x) {
-          bool taken = false;
-          for (int q = 0; q < j; ++q) taken |= (top_s[q] == i);
-          if (!taken) b = better(b, ArgMax{l[i], i});
-        }
-        b = block_argmax(b, red, redi);
-        id = b.i;
+    for (int j = 0; j < want; ++j) {
+      ArgMax b{-INFINITY, -1};
+      for (int i = threadIdx.x; i < n; i += blockDim.x) {
+        bool taken = false;
+        for (int q = 0; q < j; ++q) taken |= (top_s[q] == i);
+        if (!taken) b = better(b, ArgMax{l[i], i});
       }
+      b = block_argmax(b, red, redi);
       if (threadIdx.x == 0) {
-        if (j < kMaxTopN) top_s[j] = id;
+        top_s[j] = b.i;
         const int64_t o = static_cast<int64_t>(r) * a.max_top_n + j;
-        a.out_top_ids[o] = id;
-        a.out_top_logprobs[o] = id >= 0 ? l[id] - lse0 : -INFINITY;
+        a.out_top_ids[o] = b.i;
+        a.out_top_logprobs[o] = l[b.i] - lse0;
       }
       __syncthreads();
+    }
+    for (int j = want + threadIdx.x; j < a.max_top_n; j += blockDim.x) {
+      const int64_t o = static_cast<int64_t>(r) * a.max_top_n + j;
+      a.out_top_ids[o] = -1;
+      a.out_top_logprobs[o] = -INFINITY;
     }
   }
 }

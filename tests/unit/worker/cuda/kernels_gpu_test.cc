@@ -246,6 +246,8 @@ TEST(AttentionDecodeGpu, MatchesCpuTwinOverPartitionsAndOddLengths) {
     dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
     const int max_len = *std::max_element(c.lens.begin(), c.lens.end());
     DeviceBuffer<float> ws(std::max<int64_t>(1, attention_decode_workspace_floats(ns, c.heads, max_len)));
+    DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
+    cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
     dout.Poison();
     PagedAttentionArgs a;
     a.q = dq.get();
@@ -261,8 +263,12 @@ TEST(AttentionDecodeGpu, MatchesCpuTwinOverPartitionsAndOddLengths) {
     a.head_dim = 64;
     a.block_size = c.block_size;
     a.scale = 0.125f;
-    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), nullptr));
+    // Twice: the first call must leave the merge counters at zero for the second.
+    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
+    dout.Poison();
+    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
     PHI_ASSERT_CUDART(cudaDeviceSynchronize());
+    for (unsigned int c : counters.Download()) ASSERT_EQ(c, 0u);
     std::vector<float> want(static_cast<size_t>(ns) * out_stride, 0.0f);
     std::vector<int32_t> lens(c.lens.begin(), c.lens.end());
     attention_decode_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
@@ -485,12 +491,12 @@ TEST(GemmLtGpu, BiasEpilogueBf16AndResidualF32) {
   PHI_REQUIRE_GPU();
   std::unique_ptr<GemmLt> gemm;
   PHI_ASSERT_CUDA_OK(GemmLt::Create(32u << 20, &gemm));
-  // m <= 8 runs gemv_forward unless the small-M kernel is off (then cuBLASLt for all m).
+  // gemv_forward (small-M limit 8) and cuBLASLt (limit 0).
   for (auto [m, small] : std::vector<std::pair<int, bool>>{{1, true}, {2, true}, {3, true},
                                                           {8, true}, {1, false}, {7, false},
                                                           {64, true}, {129, true}}) {
     SCOPED_TRACE("m=" + std::to_string(m) + (small ? " gemv" : " cublasLt"));
-    gemm->set_small_m_kernel(small);
+    gemm->set_small_m_max(small ? kGemvMaxM : 0);
     const int n = 384, k = 264;
     const std::vector<float> a = RandomBf16Values(static_cast<size_t>(m) * k, 101);
     const std::vector<float> w = RandomBf16Values(static_cast<size_t>(n) * k, 102, 0.1f);

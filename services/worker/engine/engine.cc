@@ -182,7 +182,8 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   const uint64_t number = next_request_number_++;
   if (request.request_id.empty()) request.request_id = absl::StrCat("req-", number);
   auto existing = by_id_.find(request.request_id);
-  if (existing != by_id_.end() && !existing->second.expired()) {
+  std::shared_ptr<RequestStream> in_flight = existing != by_id_.end() ? existing->second.lock() : nullptr;
+  if (in_flight != nullptr && !in_flight->finished()) {
     return absl::InvalidArgumentError(absl::StrCat("request_id: '", request.request_id, "' is already in flight"));
   }
   seq->seed = request.seed.has_value()
@@ -214,7 +215,7 @@ absl::Status Engine::Cancel(const std::string& request_id) {
     auto it = by_id_.find(request_id);
     if (it != by_id_.end()) stream = it->second.lock();
   }
-  if (stream == nullptr) {
+  if (stream == nullptr || stream->finished()) {
     return absl::NotFoundError(absl::StrCat("request_id: no request '", request_id, "' is waiting or running"));
   }
   stream->Cancel();
@@ -291,6 +292,7 @@ void Engine::Loop() {
       metrics_.prefix_cache_queries.Inc(static_cast<double>(plan.prefix_queries));
       metrics_.prefix_cache_hits.Inc(static_cast<double>(plan.prefix_hits));
     }
+    PublishGauges();  // before the step: a client that saw a token also sees its request running
     const double now = NowSeconds();
     for (Sequence* seq : plan.admitted) {
       if (seq->first_scheduled_time < 0) {

@@ -52,6 +52,7 @@ void RequestStream::Cancel() {
 }
 
 void RequestStream::Push(OutputChunk chunk) {
+  if (chunk.finished) finished_.store(true, std::memory_order_release);
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.push_back(std::move(chunk));

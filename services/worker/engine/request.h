@@ -93,6 +93,8 @@ class RequestStream {
   // (finish reason kCancelled) still arrives.
   void Cancel();
   bool cancelled() const { return cancelled_.load(std::memory_order_acquire); }
+  // The final chunk has been pushed (the consumer may not have read it yet).
+  bool finished() const { return finished_.load(std::memory_order_acquire); }
 
   // Engine side.
   void Push(OutputChunk chunk);
@@ -101,6 +103,7 @@ class RequestStream {
  private:
   const std::string request_id_;
   std::atomic<bool> cancelled_{false};
+  std::atomic<bool> finished_{false};
   std::function<void()> notify_;  // wakes the engine thread; set before the stream is shared
   std::mutex mu_;
   std::condition_variable cv_;

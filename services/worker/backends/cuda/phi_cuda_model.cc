@@ -313,12 +313,14 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     sa.vocab = c.vocab_size;
     sa.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
     sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
+    // Packed by the step's row count so one copy of 8 bytes per row brings the ids and
+    // logprobs back (plus the top-N block only when asked for).
+    const int n = L.n_seq, tn = options_.max_top_n;
     sa.out_token = reinterpret_cast<int32_t*>(sample_dev_);
-    sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * options_.max_seqs);
-    sa.max_top_n = options_.max_top_n;
-    sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * options_.max_seqs);
-    sa.out_top_logprobs = reinterpret_cast<float*>(
-        sample_dev_ + 8 * options_.max_seqs + 4 * options_.max_seqs * options_.max_top_n);
+    sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * n);
+    sa.max_top_n = tn;
+    sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * n);
+    sa.out_top_logprobs = reinterpret_cast<float*>(sample_dev_ + 8 * n + 4 * n * tn);
     PHI_CUDA_RETURN_IF_ERROR(sample_forward(sa, stream_));
   }
   return {};
@@ -457,21 +459,29 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   } else {
     PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample));
   }
+  bool want_top = false;
+  for (const PhiSeqInput& s : seqs) want_top = want_top || s.sampling.num_top_logprobs > 0;
+  want_top = want_top && options_.max_top_n > 0;
   if (sample) {
-    PHI_CUDA_CHECK(cudaMemcpyAsync(sample_host_, sample_dev_, sample_bytes_,
-                                   cudaMemcpyDeviceToHost, stream_));
+    const size_t bytes = 8 * static_cast<size_t>(n_seq) * (want_top ? 1 + options_.max_top_n : 1);
+    PHI_CUDA_CHECK(
+        cudaMemcpyAsync(sample_host_, sample_dev_, bytes, cudaMemcpyDeviceToHost, stream_));
   }
   PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (sample) {
-    const int ms = options_.max_seqs, tn = options_.max_top_n;
+    const int ns = n_seq, tn = options_.max_top_n;
     const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);
-    const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ms);
-    const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ms);
-    const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ms + 4 * ms * tn);
+    const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ns);
     out->tokens.assign(toks, toks + n_seq_real);
     out->logprobs.assign(lps, lps + n_seq_real);
-    out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
-    out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
+    out->top_ids.clear();
+    out->top_logprobs.clear();
+    if (want_top) {
+      const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ns);
+      const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ns + 4 * ns * tn);
+      out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
+      out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
+    }
   }
   return {};
 }

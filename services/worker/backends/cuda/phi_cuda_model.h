@@ -82,7 +82,7 @@ struct PhiStepOutput {
   // Filled when sampling was asked for: one per sequence (from its last row).
   std::vector<int32_t> tokens;
   std::vector<float> logprobs;
-  std::vector<int32_t> top_ids;        // [seqs, max_top_n]
+  std::vector<int32_t> top_ids;        // [seqs, max_top_n], empty when no sequence asked
   std::vector<float> top_logprobs;
 };
 

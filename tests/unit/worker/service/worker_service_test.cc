@@ -1,0 +1,206 @@
+// WorkerServiceImpl over the engine and the paged fake runner, through a real in-process
+// gRPC channel: readiness, streaming, status codes, cancellation, deadlines, Cancel by id.
+#include "services/worker/service/worker_service.h"
+
+#include <thread>
+
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+
+#include "services/worker/service/proto_convert.h"
+#include "tests/unit/worker/engine/engine_test_util.h"
+#include "tests/unit/worker/engine/fake_model_runner.h"
+
+namespace phi::worker {
+namespace {
+
+using testing::FakeModelRunner;
+
+class WorkerServiceTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    EngineOptions o;
+    o.num_kv_blocks = 32;
+    o.block_size = 8;
+    o.eos_token_ids = {3};
+    o.registry = &registry_;
+    engine_ = std::move(Engine::Create(&runner_, o)).value();
+    service_ = std::make_unique<WorkerServiceImpl>("fake", 1, &registry_);
+    grpc::ServerBuilder builder;
+    builder.RegisterService(service_.get());
+    server_ = builder.BuildAndStart();
+    stub_ = phi::v1::WorkerService::NewStub(server_->InProcessChannel(grpc::ChannelArguments()));
+  }
+  void TearDown() override {
+    server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
+    engine_->Shutdown();
+  }
+  void MakeReady() {
+    service_->SetEngine(engine_.get());
+    service_->SetReady(true);
+  }
+
+  struct Result {
+    grpc::Status status;
+    std::vector<int32_t> tokens;
+    std::vector<phi::v1::GenerateResponse> messages;
+  };
+  Result Generate(const phi::v1::GenerateRequest& req, int timeout_ms = 10000) {
+    grpc::ClientContext ctx;
+    ctx.set_deadline(std::chrono::system_clock::now() + std::chrono::milliseconds(timeout_ms));
+    auto reader = stub_->Generate(&ctx, req);
+    Result r;
+    phi::v1::GenerateResponse m;
+    while (reader->Read(&m)) {
+      r.tokens.insert(r.tokens.end(), m.token_ids().begin(), m.token_ids().end());
+      r.messages.push_back(m);
+    }
+    r.status = reader->Finish();
+    return r;
+  }
+  static phi::v1::GenerateRequest Req(std::vector<int32_t> prompt, int32_t max_new) {
+    phi::v1::GenerateRequest r;
+    for (int32_t t : prompt) r.add_prompt_ids(t);
+    r.mutable_stopping()->set_max_new_tokens(max_new);
+    r.mutable_stopping()->set_ignore_eos(true);
+    return r;
+  }
+  void ExpectIdle() {
+    ASSERT_TRUE(testing::WaitIdle(*engine_));
+    EXPECT_EQ(engine_->Status().kv_blocks_free, 32);
+  }
+
+  metrics::Registry registry_;
+  FakeModelRunner runner_;
+  std::unique_ptr<Engine> engine_;
+  std::unique_ptr<WorkerServiceImpl> service_;
+  std::unique_ptr<grpc::Server> server_;
+  std::unique_ptr<phi::v1::WorkerService::Stub> stub_;
+};
+
+TEST_F(WorkerServiceTest, UnavailableAndNotReadyUntilReady) {
+  EXPECT_EQ(Generate(Req({1, 2}, 3)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  grpc::ClientContext ctx;
+  phi::v1::GetStatusResponse s;
+  ASSERT_TRUE(stub_->GetStatus(&ctx, {}, &s).ok());
+  EXPECT_FALSE(s.ready());
+  EXPECT_NE(registry_.Serialize().find("phi_worker_ready 0"), std::string::npos);
+  MakeReady();
+  grpc::ClientContext ctx2;
+  ASSERT_TRUE(stub_->GetStatus(&ctx2, {}, &s).ok());
+  EXPECT_TRUE(s.ready());
+  EXPECT_EQ(s.model(), "fake");
+  EXPECT_EQ(s.kv_blocks_total(), 32);
+  EXPECT_EQ(s.max_context_tokens(), 512);
+  EXPECT_EQ(s.vocab_size(), 64);
+  EXPECT_NE(registry_.Serialize().find("phi_worker_ready 1"), std::string::npos);
+}
+
+TEST_F(WorkerServiceTest, StreamsTokensThenFinalMessage) {
+  MakeReady();
+  runner_.set_step_delay_us(2000);  // several messages, not one
+  phi::v1::GenerateRequest req = Req({5, 6, 7}, 10);
+  req.set_request_id("r1");
+  req.set_logprobs(true);
+  req.set_top_logprobs(2);
+  Result r = Generate(req);
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.tokens.size(), 10u);
+  EXPECT_GT(r.messages.size(), 1u);
+  const phi::v1::GenerateResponse& last = r.messages.back();
+  EXPECT_EQ(last.request_id(), "r1");
+  EXPECT_EQ(last.finish_reason(), phi::v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(last.usage().prompt_tokens(), 3);
+  EXPECT_EQ(last.usage().completion_tokens(), 10);
+  int logprobs = 0;
+  for (const auto& m : r.messages) {
+    EXPECT_EQ(m.logprobs_size(), m.token_ids_size());
+    logprobs += m.logprobs_size();
+    if (&m != &last) {
+      EXPECT_EQ(m.finish_reason(), phi::v1::FINISH_REASON_UNSPECIFIED);
+    }
+  }
+  EXPECT_EQ(logprobs, 10);
+  // Same request through the engine directly: same tokens (the service adds nothing).
+  auto direct = testing::RunOne(*engine_, FromProto(Req({5, 6, 7}, 10)));
+  ASSERT_TRUE(direct.ok());
+  EXPECT_EQ(direct->tokens, r.tokens);
+}
+
+TEST_F(WorkerServiceTest, ProtoDefaultsMeanOff) {
+  phi::v1::GenerateRequest req = Req({1}, 0);
+  const GenerationRequest r = FromProto(req);
+  EXPECT_EQ(r.sampling.top_p, 1.0f);
+  EXPECT_EQ(r.sampling.repetition_penalty, 1.0f);
+  EXPECT_FALSE(r.seed.has_value());
+  req.mutable_sampling()->set_seed(0);  // an explicit 0 is a seed
+  EXPECT_TRUE(FromProto(req).seed.has_value());
+}
+
+TEST_F(WorkerServiceTest, ErrorsKeepTheirCodeAndNameTheField) {
+  MakeReady();
+  phi::v1::GenerateRequest bad = Req({1}, 4);
+  bad.mutable_sampling()->set_top_p(1.5f);
+  Result r = Generate(bad);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(r.status.error_message().find("sampling.top_p"), std::string::npos);
+  r = Generate(Req({}, 4));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  r = Generate(Req({1, 1000}, 4));
+  EXPECT_NE(r.status.error_message().find("prompt_ids[1]"), std::string::npos);
+  r = Generate(Req(std::vector<int32_t>(200, 1), 200));  // 399 tokens > 32 blocks x 8
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  runner_.FailNextSteps(1);
+  r = Generate(Req({1, 2}, 4));
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::INTERNAL);
+  ExpectIdle();
+}
+
+TEST_F(WorkerServiceTest, ClientCancelMidStreamFreesBlocks) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, Req({1, 2, 3}, 200));
+  phi::v1::GenerateResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  ctx.TryCancel();
+  while (reader->Read(&m)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ExpectIdle();
+  EXPECT_NE(registry_.Serialize().find("phi_worker_requests_total{finish_reason=\"cancelled\"} 1"),
+            std::string::npos);
+}
+
+TEST_F(WorkerServiceTest, DeadlineEndsTheRequest) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  Result r = Generate(Req({1, 2, 3}, 200), /*timeout_ms=*/50);
+  EXPECT_EQ(r.status.error_code(), grpc::StatusCode::DEADLINE_EXCEEDED);
+  EXPECT_LT(r.tokens.size(), 200u);
+  ExpectIdle();
+}
+
+TEST_F(WorkerServiceTest, CancelById) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  phi::v1::GenerateRequest req = Req({1, 2, 3}, 200);
+  req.set_request_id("victim");
+  Result r;
+  std::thread t([&] { r = Generate(req); });
+  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  grpc::ClientContext ctx;
+  phi::v1::CancelRequest cancel;
+  cancel.set_request_id("victim");
+  phi::v1::CancelResponse resp;
+  EXPECT_TRUE(stub_->Cancel(&ctx, cancel, &resp).ok());
+  t.join();
+  ASSERT_TRUE(r.status.ok());
+  EXPECT_EQ(r.messages.back().finish_reason(), phi::v1::FINISH_REASON_CANCELLED);
+  grpc::ClientContext ctx2;
+  EXPECT_EQ(stub_->Cancel(&ctx2, cancel, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  ExpectIdle();
+}
+
+}  // namespace
+}  // namespace phi::worker

@@ -8,7 +8,7 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "absl/strings/str_join.h"
+#include "absl/strings/numbers.h"
 #include "nlohmann/json.hpp"
 #include "services/tokenizer/byte_level.h"
 
@@ -181,6 +181,7 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
       return Error(source, where, "expected {\"id\": <uint>, \"content\": <string>, ...}");
     }
     AddedToken a;
+    if (t["id"].get<uint64_t>() >= (1u << 24)) return Error(source, where + "/id", "id too large");
     a.id = t["id"].get<uint32_t>();
     a.content = t["content"].get<std::string>();
     if (a.content.empty()) return Error(source, where + "/content", "empty added token");
@@ -274,8 +275,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> Build(
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(std::string_view json_text,
-                                                             std::string_view source_name) {
+namespace {
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonImpl(std::string_view json_text,
+                                                                 std::string_view source_name) {
   const std::string source(source_name);
   auto parsed = ParseJson(json_text, source);
   if (!parsed.ok()) return parsed.status();
@@ -298,6 +300,22 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(std::string_view js
   auto added = ParseAddedTokens(root, source);
   if (!added.ok()) return added.status();
   return Build(*vocab, *merges, *options, std::move(*added), *pre, source, "/model");
+}
+
+}  // namespace
+
+// nlohmann::json reports type mismatches the explicit checks above do not anticipate by
+// exception; none may leave the library, so each entry point turns them into a Status.
+#define PHI_JSON_GUARD(source, expr)                                                         \
+  try {                                                                                     \
+    return expr;                                                                            \
+  } catch (const nlohmann::json::exception& e) {                                            \
+    return absl::InvalidArgumentError(absl::StrCat(source, ": malformed JSON: ", e.what())); \
+  }
+
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(std::string_view json_text,
+                                                             std::string_view source) {
+  PHI_JSON_GUARD(std::string(source), LoadTokenizerJsonImpl(json_text, source));
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonFile(const std::string& path) {
@@ -333,7 +351,8 @@ absl::StatusOr<std::optional<Json>> ReadJsonIfExists(const fs::path& path) {
 
 }  // namespace
 
-absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Tokenizer& tokenizer) {
+namespace {
+absl::StatusOr<SpecialRoles> LoadSpecialRolesImpl(const std::string& dir, const Tokenizer& tokenizer) {
   SpecialRoles roles;
   fs::path base(dir);
   auto config = ReadJsonIfExists(base / "tokenizer_config.json");
@@ -374,9 +393,10 @@ absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Toke
     std::string path = (base / "generation_config.json").string();
     auto read_id = [&](const Json& v, const std::string& where) -> absl::StatusOr<uint32_t> {
       if (!v.is_number_unsigned()) return Error(path, where, "expected a non-negative token id");
-      uint32_t id = v.get<uint32_t>();
-      if (tokenizer.TokenBytes(id) == nullptr) {
-        return Error(path, where, absl::StrCat("token id ", id, " is outside the vocabulary"));
+      uint64_t wide = v.get<uint64_t>();
+      uint32_t id = static_cast<uint32_t>(wide);
+      if (wide >= (1u << 24) || tokenizer.TokenBytes(id) == nullptr) {
+        return Error(path, where, absl::StrCat("token id ", wide, " is outside the vocabulary"));
       }
       return id;
     };
@@ -407,6 +427,12 @@ absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Toke
     roles.stop_ids.push_back(*roles.eos);
   }
   return roles;
+}
+
+}  // namespace
+
+absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Tokenizer& tokenizer) {
+  PHI_JSON_GUARD(dir, LoadSpecialRolesImpl(dir, tokenizer));
 }
 
 namespace {
@@ -456,8 +482,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
   if (added_json->has_value()) {
     std::string path = (base / "added_tokens.json").string();
     for (auto it = (*added_json)->begin(); it != (*added_json)->end(); ++it) {
-      if (!it.value().is_number_unsigned()) {
-        return Error(path, absl::StrCat("/", it.key()), "expected a non-negative token id");
+      if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= (1u << 24)) {
+        return Error(path, absl::StrCat("/", it.key()), "expected a token id below 2^24");
       }
       AddedToken t;
       t.content = it.key();
@@ -484,7 +510,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
         if (a == nullptr) {
           AddedToken fresh;
           fresh.content = content;
-          fresh.id = static_cast<uint32_t>(std::stoul(it.key()));
+          if (!absl::SimpleAtoi(it.key(), &fresh.id) || fresh.id >= (1u << 24)) {
+            return Error(path, where, "key must be a token id below 2^24");
+          }
           added.push_back(std::move(fresh));
           a = &added.back();
         }
@@ -546,7 +574,9 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFolder(const std::string
   if (fs::exists(base / "tokenizer.json", ec)) {
     tok = LoadTokenizerJsonFile((base / "tokenizer.json").string());
   } else if (fs::exists(base / "vocab.json", ec)) {
-    tok = LoadVocabMergesFolder(base);
+    tok = [&]() -> absl::StatusOr<std::unique_ptr<Tokenizer>> {
+      PHI_JSON_GUARD(dir, LoadVocabMergesFolder(base));
+    }();
   } else {
     return absl::NotFoundError(
         absl::StrCat(dir, ": neither tokenizer.json nor vocab.json + merges.txt found"));

@@ -75,6 +75,14 @@ TEST(Loader, MalformedFilesNameTheLocation) {
   j["model"].erase("merges");
   ExpectRefused(j, absl::StatusCode::kInvalidArgument, "/model/merges", "missing");
 
+  // Type mismatches deep in the JSON come back as a Status, never as an exception.
+  j = testing::TinyTokenizerJson();
+  j["pre_tokenizer"]["type"] = 5;
+  ExpectRefused(j, absl::StatusCode::kInvalidArgument, "malformed JSON", "type must be string");
+  j = testing::TinyTokenizerJson();
+  j["added_tokens"][0]["id"] = 1ull << 40;
+  ExpectRefused(j, absl::StatusCode::kInvalidArgument, "/added_tokens/0/id", "too large");
+
   auto missing = LoadTokenizerJsonFile("/nonexistent/tokenizer.json");
   EXPECT_EQ(missing.status().code(), absl::StatusCode::kNotFound);
   EXPECT_THAT(std::string(missing.status().message()), HasSubstr("/nonexistent/tokenizer.json"));

@@ -42,15 +42,29 @@ SHAPES = [
          prompts=[5, 17, 40], shards="60KB"),
     dict(name="h160_a8_r04", hidden=160, heads=8, inter=333, layers=2, vocab=515, prf=0.4, max_pos=512,
          prompts=[2, 31, 100], shards=None),
+    # A folder written by tools/make_model.py (BF16 file, trained tokenizer), loaded by transformers
+    # in float32: checks the tool's output and BF16 checkpoint reading end to end.
+    dict(name="make_model_bf16", hidden=64, heads=4, inter=200, layers=2, vocab=None, prf=0.5, max_pos=2048,
+         prompts=[3, 50], shards=None, make_model=True),
 ]
 GREEDY_TOKENS = 64
 
 
 def build(shape, out_dir, seed):
-    import numpy as np
     import torch
-    from safetensors.numpy import save_file
     from transformers import PhiConfig, PhiForCausalLM
+
+    if shape.get("make_model"):
+        tool = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "..", "tools", "make_model.py")
+        subprocess.run([sys.executable, tool, "--out", out_dir, "--preset", "tiny", "--dtype", "bf16",
+                        "--seed", str(seed), "--std", "0.1", "--hidden-size", str(shape["hidden"]),
+                        "--num-heads", str(shape["heads"]), "--intermediate-size", str(shape["inter"]),
+                        "--num-layers", str(shape["layers"]), "--tokenizer-vocab-size", "512"], check=True)
+        model = PhiForCausalLM.from_pretrained(out_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
+        with open(os.path.join(out_dir, "tokenizer.json"), encoding="utf-8") as f:
+            tok = json.load(f)
+        prompt_vocab = 1 + max([*tok["model"]["vocab"].values(), *(t["id"] for t in tok["added_tokens"])])
+        return record(model, shape, out_dir, seed, prompt_vocab)
 
     torch.manual_seed(seed)
     config = PhiConfig(vocab_size=shape["vocab"], hidden_size=shape["hidden"], intermediate_size=shape["inter"],
@@ -73,12 +87,19 @@ def build(shape, out_dir, seed):
     if shape["shards"]:
         kwargs["max_shard_size"] = shape["shards"]
     model.save_pretrained(out_dir, **kwargs)
+    return record(model, shape, out_dir, seed, shape["vocab"])
+
+
+def record(model, shape, out_dir, seed, prompt_vocab):
+    import numpy as np
+    import torch
+    from safetensors.numpy import save_file
 
     gen = torch.Generator().manual_seed(seed + 1)
     golden, gaps = {}, {}
     with torch.no_grad():
         for i, length in enumerate(shape["prompts"]):
-            ids = torch.randint(0, shape["vocab"], (1, length), generator=gen)
+            ids = torch.randint(0, prompt_vocab, (1, length), generator=gen)
             logits = model(ids).logits[0]
             golden[f"prompt{i}.ids"] = ids[0].numpy().astype(np.int32)
             golden[f"prompt{i}.logits"] = logits.numpy().astype(np.float32)
@@ -95,6 +116,7 @@ def build(shape, out_dir, seed):
                 past, last = res.past_key_values, res.logits[0, -1]
             golden[f"prompt{i}.greedy"] = np.array(out, dtype=np.int32)
             gaps[f"prompt{i}.min_top2_gap"] = f"{gap:.6g}"
+    gaps["tokenizer_vocab_size"] = str(prompt_vocab)
     save_file(golden, os.path.join(out_dir, "golden.safetensors"), metadata=gaps)
     return gaps
 

@@ -31,11 +31,12 @@ struct Prompt {
   std::vector<int32_t> greedy;
 };
 
-std::vector<Prompt> LoadGolden(const std::string& dir) {
+std::vector<Prompt> LoadGolden(const std::string& dir, int32_t* tokenizer_vocab_size) {
   auto f = model::SafetensorsFile::Open(dir + "/golden.safetensors");
   EXPECT_TRUE(f.ok()) << f.status();
   std::vector<Prompt> out;
   if (!f.ok()) return out;
+  *tokenizer_vocab_size = std::stoi((*f)->metadata().at("tokenizer_vocab_size"));
   for (int i = 0;; ++i) {
     const std::string p = "prompt" + std::to_string(i);
     const auto* ids = (*f)->Find(p + ".ids");
@@ -104,7 +105,7 @@ class PhiCpuOracleTest : public ::testing::TestWithParam<Param> {
     ASSERT_TRUE(r.ok()) << r.status();
     runner_ = std::move(*r);
     ASSERT_TRUE(runner_->AllocateKvCache({kNumBlocks, kBlockSize}).ok());
-    prompts_ = LoadGolden(dir_);
+    prompts_ = LoadGolden(dir_, &tokenizer_vocab_size_);
     ASSERT_FALSE(prompts_.empty());
   }
   bool F32() const { return GetParam().weights == WeightFormat::kF32; }
@@ -125,7 +126,16 @@ class PhiCpuOracleTest : public ::testing::TestWithParam<Param> {
   std::string dir_;
   std::unique_ptr<CpuModelRunner> runner_;
   std::vector<Prompt> prompts_;
+  int32_t tokenizer_vocab_size_ = 0;
 };
+
+// ModelShape carries the tokenizer's size (tokenizer.json when present, else vocab_size).
+TEST_P(PhiCpuOracleTest, ShapeMatchesConfigAndTokenizer) {
+  EXPECT_EQ(runner_->shape().tokenizer_vocab_size, tokenizer_vocab_size_);
+  EXPECT_GE(runner_->shape().vocab_size, tokenizer_vocab_size_);
+  EXPECT_EQ(runner_->shape().vocab_size, static_cast<int32_t>(prompts_[0].logits.size() / prompts_[0].ids.size()));
+  EXPECT_EQ(runner_->shape().head_dim * runner_->shape().num_attention_heads, runner_->config().hidden_size);
+}
 
 TEST_P(PhiCpuOracleTest, PromptLogitsMatchTransformers) {
   for (size_t i = 0; i < prompts_.size(); ++i) {
@@ -259,7 +269,7 @@ TEST_P(PhiCpuOracleTest, RefusesPositionsPastContext) {
 
 std::vector<Param> Params() {
   std::vector<Param> ps;
-  for (const char* m : {"h64_a4_r05_long", "h96_a3_r10_odd", "h160_a8_r04"}) {
+  for (const char* m : {"h64_a4_r05_long", "h96_a3_r10_odd", "h160_a8_r04", "make_model_bf16"}) {
     for (auto w : {WeightFormat::kF32, WeightFormat::kBF16}) {
       for (auto k : {KernelPath::kAuto, KernelPath::kPortable}) ps.push_back({m, w, k});
     }

@@ -320,7 +320,7 @@ void Engine::Loop() {
       cv_.wait_for(lock, std::chrono::milliseconds(1));
     }
     const double t = NowSeconds();
-    if (t - last_hash_refresh > kHashRefreshSeconds) {
+    if (t - last_hash_refresh > kHashRefreshSeconds || owned_.empty()) {  // fresh before idling
       last_hash_refresh = t;
       std::vector<uint64_t> hashes = blocks_.CachedHashes(4096);
       std::lock_guard<std::mutex> lock(mu_);

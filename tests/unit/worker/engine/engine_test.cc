@@ -415,3 +415,59 @@ TEST(EngineTest, LongPromptIsChunkedWithoutStallingDecodes) {
 
 }  // namespace
 }  // namespace phi::worker
+
+namespace phi::worker {
+namespace {
+
+TEST(EngineExtraTest, HigherPriorityIsAdmittedFirst) {
+  metrics::Registry registry;
+  testing::FakeModelRunner runner;
+  runner.set_step_delay_us(500);
+  EngineOptions o;
+  o.max_running = 1;
+  o.registry = &registry;
+  auto engine = std::move(Engine::Create(&runner, o)).value();
+  GenerationRequest busy;
+  busy.prompt = {1, 2};
+  busy.stopping.max_new_tokens = 20;
+  busy.stopping.ignore_eos = true;
+  auto first = engine->Submit(busy);
+  ASSERT_TRUE(first.ok());
+  std::this_thread::sleep_for(std::chrono::milliseconds(3));  // running, the others wait
+  GenerationRequest low = busy, high = busy;
+  low.priority = -5;
+  high.priority = 7;
+  auto l = engine->Submit(low);
+  auto h = engine->Submit(high);
+  ASSERT_TRUE(l.ok() && h.ok());
+  const Completion lc = testing::Drain(**l), hc = testing::Drain(**h);
+  EXPECT_LT(hc.last.timings.queue_seconds, lc.last.timings.queue_seconds);
+  testing::Drain(**first);
+}
+
+// GetStatus' cached_block_hashes follow the documented chained hash, so the gateway can
+// compute the same values over its prompt ids.
+TEST(EngineExtraTest, CachedBlockHashesFollowTheDocumentedChain) {
+  metrics::Registry registry;
+  testing::FakeModelRunner runner;
+  EngineOptions o;
+  o.block_size = 4;
+  o.registry = &registry;
+  auto engine = std::move(Engine::Create(&runner, o)).value();
+  GenerationRequest r;
+  r.prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11};
+  r.stopping.max_new_tokens = 1;
+  ASSERT_TRUE(testing::RunOne(*engine, r).ok());
+  const std::vector<uint64_t> want = PrefixBlockHashes(r.prompt, 4, 2);
+  std::vector<uint64_t> got;
+  for (int i = 0; i < 100 && got.size() < 2; ++i) {  // refreshed every 250 ms
+    got = engine->Status(10).cached_block_hashes;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  ASSERT_EQ(got.size(), 2u);
+  EXPECT_NE(std::find(got.begin(), got.end(), want[0]), got.end());
+  EXPECT_NE(std::find(got.begin(), got.end(), want[1]), got.end());
+}
+
+}  // namespace
+}  // namespace phi::worker

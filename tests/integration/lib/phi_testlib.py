@@ -17,6 +17,11 @@ def add_proto_path() -> None:
         raise SystemExit("PHI_PROTO_PYTHON_DIR is not set to the generated stubs folder")
     if d not in sys.path:
         sys.path.insert(0, d)
+    # The generated grpc.health.v1 stubs sit under d/grpc, but `grpc` is the installed grpcio
+    # package, found first: extend its path so that `grpc.health.v1` resolves to them.
+    import grpc
+    if os.path.join(d, "grpc") not in grpc.__path__:
+        grpc.__path__.append(os.path.join(d, "grpc"))
 
 
 def free_port() -> int:

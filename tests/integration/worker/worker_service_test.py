@@ -19,12 +19,6 @@ import phi_testlib  # noqa: E402
 
 phi_testlib.add_proto_path()
 import grpc  # noqa: E402
-
-# The generated grpc.health.v1 stubs live under PHI_PROTO_PYTHON_DIR/grpc, but `grpc` is the
-# installed grpcio package: extend its path so that `grpc.health.v1` resolves to them.
-_health_dir = os.path.join(os.environ["PHI_PROTO_PYTHON_DIR"], "grpc")
-if _health_dir not in grpc.__path__:
-    grpc.__path__.append(_health_dir)
 from phi.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
 
 BINARY = ""

@@ -9,7 +9,8 @@
 //     prompt tokens, tokens served from the cache, prefill tokens computed, time, TTFT.
 //
 // usage: phi_engine_bench --model DIR [--threads 2] [--prompt-len 128] [--gen-len 64]
-//                         [--requests 2] [--concurrency 1,4,16,64] [--dtype bf16|f32]
+//                         [--requests 2] [--concurrency 1,4,16,64] [--dtype bf16|f32] [--kv-blocks 800]
+//                         [--conversations 8] [--turns 4] [--system-len 256]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -147,9 +148,11 @@ int main(int argc, char** argv) {
               shape.vocab_size, (*runner)->kernel_name().c_str(), threads,
               (*runner)->weight_bytes_per_step() / 1e6);
 
+  // Enough for 64 clients x (prompt + generated); every block is zero-filled memory.
+  const int kv_blocks = IntFlag(argc, argv, "kv-blocks", 800);
   auto make_engine = [&](bool prefix_cache) {
     EngineOptions o;
-    o.num_kv_blocks = 4096;
+    o.num_kv_blocks = kv_blocks;
     o.block_size = 16;
     o.max_batch_tokens = 512;
     o.max_running = 64;

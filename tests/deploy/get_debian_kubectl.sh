@@ -12,11 +12,15 @@ fi
 mkdir -p "$dir/deb"
 cd "$dir/deb"
 # apt-get download writes to the current directory; as root it warns that _apt cannot
-# write here, which is harmless.
+# write here, which is harmless. A machine whose packages all came preinstalled may have no
+# package lists yet: update them once and retry.
 if ! apt-get download kubernetes-client >download.log 2>&1; then
-  echo "apt-get download kubernetes-client failed (run 'apt-get update' first?):" >&2
-  cat download.log >&2
-  exit 1
+  if [ "$(id -u)" -eq 0 ]; then apt-get update -qq >>download.log 2>&1 || true; fi
+  if ! apt-get download kubernetes-client >>download.log 2>&1; then
+    echo "apt-get download kubernetes-client failed:" >&2
+    cat download.log >&2
+    exit 1
+  fi
 fi
 dpkg-deb -x kubernetes-client_*.deb "$dir"
 "$dir/usr/bin/kubectl" version --client

@@ -5,12 +5,17 @@
 // machine's bandwidth drifts by +-20% over minutes.
 //
 //   phi_cpu_bench --model models/phi-1_5-random-bf16 [--weights bf16|f32] [--reps 5]
+//                 [--llama-bench BIN --llama-model GGUF]
+// With --llama-bench, every repetition also runs llama.cpp's llama-bench (prompt 512,
+// 16 generated tokens, same thread count) between this engine's measurements (ABAB), so
+// both engines see the same bandwidth drift.
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <numeric>
+#include <utility>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,9 +67,11 @@ struct Args {
   std::string weights = "bf16";
   int reps = 5;
   int threads = 2;
-  int decode_steps = 8;
+  int decode_steps = 16;
   int prompt = 512;
   bool portable = false;
+  std::string llama_bench;
+  std::string llama_model;
 };
 
 Args Parse(int argc, char** argv) {
@@ -85,6 +92,8 @@ Args Parse(int argc, char** argv) {
     else if (k == "--decode-steps") a.decode_steps = std::stoi(val());
     else if (k == "--prompt") a.prompt = std::stoi(val());
     else if (k == "--portable") a.portable = true;
+    else if (k == "--llama-bench") a.llama_bench = val();
+    else if (k == "--llama-model") a.llama_model = val();
     else {
       std::fprintf(stderr, "usage: %s [--model DIR] [--weights bf16|f32] [--reps N] [--threads N] "
                            "[--decode-steps N] [--prompt N] [--portable]\n", argv[0]);
@@ -92,6 +101,49 @@ Args Parse(int argc, char** argv) {
     }
   }
   return a;
+}
+
+// Runs llama-bench once; returns {prompt tok/s, decode tok/s} parsed from its CSV, or {0, 0}.
+std::pair<double, double> RunLlamaBench(const Args& a) {
+  const std::string cmd = a.llama_bench + " -m " + a.llama_model + " -t " + std::to_string(a.threads) + " -p " +
+                          std::to_string(a.prompt) + " -n 16 -r 1 -o csv 2>/dev/null";
+  FILE* p = popen(cmd.c_str(), "r");
+  if (p == nullptr) return {0, 0};
+  std::vector<std::vector<std::string>> rows;
+  char line[8192];
+  while (std::fgets(line, sizeof(line), p) != nullptr) {
+    std::vector<std::string> cells;
+    std::string cell;
+    bool quoted = false;
+    for (const char* c = line; *c != '\0' && *c != '\n'; ++c) {
+      if (*c == '"') {
+        quoted = !quoted;
+      } else if (*c == ',' && !quoted) {
+        cells.push_back(cell);
+        cell.clear();
+      } else {
+        cell.push_back(*c);
+      }
+    }
+    cells.push_back(cell);
+    rows.push_back(cells);
+  }
+  pclose(p);
+  if (rows.size() < 2) return {0, 0};
+  auto col = [&](const char* name) {
+    for (size_t i = 0; i < rows[0].size(); ++i)
+      if (rows[0][i] == name) return static_cast<int>(i);
+    return -1;
+  };
+  const int np = col("n_prompt"), ng = col("n_gen"), ts = col("avg_ts");
+  if (np < 0 || ng < 0 || ts < 0) return {0, 0};
+  double pp = 0, tg = 0;
+  for (size_t r = 1; r < rows.size(); ++r) {
+    if (rows[r].size() <= static_cast<size_t>(ts)) continue;
+    if (std::stoi(rows[r][np]) > 0) pp = std::stod(rows[r][ts]);
+    if (std::stoi(rows[r][ng]) > 0) tg = std::stod(rows[r][ts]);
+  }
+  return {pp, tg};
 }
 
 // Decode throughput at batch b: prefill b short prompts, then time decode steps.
@@ -159,8 +211,15 @@ int main(int argc, char** argv) {
               a.weights.c_str(), r.kernel_name().c_str(), wbytes / 1e9, load_s, a.threads);
 
   (void)DecodeTokensPerSecond(r, 1, 2, kBlock);  // warm-up: page in weights, grow buffers
-  std::vector<double> bw, d1, d4, d16, pf;
+  std::vector<double> bw, d1, d4, d16, pf, lpp, ltg;
+  const bool llama = !a.llama_bench.empty() && !a.llama_model.empty();
   for (int rep = 0; rep < a.reps; ++rep) {
+    if (llama) {
+      auto [pp, tg] = RunLlamaBench(a);
+      lpp.push_back(pp);
+      ltg.push_back(tg);
+      std::fprintf(stderr, "rep %d: llama.cpp decode %.2f tok/s, prefill %.1f tok/s\n", rep, tg, pp);
+    }
     bw.push_back(MeasureReadBandwidth(a.threads, size_t{1} << 30));
     d1.push_back(DecodeTokensPerSecond(r, 1, a.decode_steps, kBlock));
     d4.push_back(DecodeTokensPerSecond(r, 4, a.decode_steps, kBlock));
@@ -179,5 +238,12 @@ int main(int argc, char** argv) {
               Median(d4) / 4, 100.0 * Median(d4) / 4 / limit);
   std::printf("| decode batch 16 | %.2f tok/s (%.2f steps/s) |\n", Median(d16), Median(d16) / 16);
   std::printf("| prefill %d tokens | %.1f tok/s |\n", a.prompt, Median(pf));
+  if (llama) {
+    std::printf("| llama.cpp decode batch 1 (same run, alternating) | %.2f tok/s (%.0f%% of limit) |\n", Median(ltg),
+                100.0 * Median(ltg) / limit);
+    std::printf("| llama.cpp prefill %d tokens | %.1f tok/s |\n", a.prompt, Median(lpp));
+    std::printf("| this engine / llama.cpp | decode %.2fx, prefill %.2fx |\n", Median(d1) / Median(ltg),
+                Median(pf) / Median(lpp));
+  }
   return 0;
 }

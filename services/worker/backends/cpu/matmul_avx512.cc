@@ -16,8 +16,10 @@ void matmul_f32_avx512(const MatMulArgs& a) { matmul_f32_portable(a); }
 
 // GCC 12 warns falsely about the undefined vectors inside _mm512_reduce_add_ps
 // (avx512fintrin.h, __Y used uninitialized).
+#if defined(__GNUC__) && !defined(__clang__)
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace phi::cpu::kernels {
 namespace {

@@ -3,7 +3,7 @@
 #include <cmath>
 #include <cstring>
 
-#if defined(__x86_64__) && !defined(__SANITIZE_ADDRESS__)
+#if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define PHI_CLONES __attribute__((target_clones("arch=sapphirerapids", "avx2", "default")))
 #else
 #define PHI_CLONES

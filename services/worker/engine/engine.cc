@@ -312,6 +312,7 @@ void Engine::Loop() {
                  t, {});
           Retire(s.seq);
         }
+        if (options_.on_step_failure) options_.on_step_failure(st);
       }
     } else if (!owned_.empty() && scheduler_.num_running() == 0) {
       // Nothing runnable although requests wait: cannot happen while every admitted request

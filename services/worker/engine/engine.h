@@ -9,6 +9,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -42,6 +43,10 @@ struct EngineOptions {
   int32_t default_max_new_tokens = 256;
   // Null: metrics::DefaultRegistry(). Tests pass their own.
   metrics::Registry* registry = nullptr;
+  // Called on the engine thread when a forward pass fails (its batch has already ended with
+  // INTERNAL). The worker turns NOT_SERVING: a backend fault (e.g. a sticky CUDA error) must
+  // take it out of rotation rather than fail every request that reaches it.
+  std::function<void(const absl::Status&)> on_step_failure;
 };
 
 struct EngineStatus {

@@ -119,6 +119,12 @@ int RunWorker(const WorkerConfig& config) {
   options.max_waiting = static_cast<int32_t>(config.max_waiting);
   options.enable_prefix_cache = config.prefix_cache;
   options.eos_token_ids = (*runner)->generation().eos_token_ids;
+  common::ServiceServer* server_ptr = server.get();
+  options.on_step_failure = [&service, server_ptr](const absl::Status& status) {
+    PHI_LOG(ERROR, "not_serving").Str("reason", "forward pass failed").Str("error", status.ToString());
+    service.SetReady(false);
+    server_ptr->SetServing(false);
+  };
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(runner->get(), options);
   if (!engine.ok()) {
     PHI_LOG(ERROR, "engine_start_failed").Str("error", engine.status().ToString());

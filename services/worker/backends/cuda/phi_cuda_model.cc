@@ -97,7 +97,6 @@ CudaStatus PhiCudaModel::Init() {
   const PhiCudaConfig& c = config_;
   PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
-  max_blocks_per_seq_ = (c.max_positions + options_.block_size - 1) / options_.block_size;
 
   // Weight arena: plan offsets, one allocation, then hand out pointers.
   const int64_t h = c.hidden_size;
@@ -152,12 +151,6 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&attn_counters_, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
   PHI_CUDA_CHECK(cudaMemset(attn_counters_, 0, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
 
-  const int max_tiles = options_.max_tokens_per_step / kPrefillTileQ + options_.max_seqs;
-  meta_bytes_ = Layout::Make(options_.max_tokens_per_step, options_.max_seqs, max_tiles,
-                             options_.max_logit_rows, max_blocks_per_seq_)
-                    .end;
-  PHI_CUDA_CHECK(cudaMallocHost(&meta_host_, meta_bytes_));
-  PHI_CUDA_CHECK(cudaMalloc(&meta_dev_, meta_bytes_));
   sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
   PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
   PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
@@ -184,8 +177,10 @@ int64_t PhiCudaModel::decode_bytes_per_token() const {
          2 * config_.hidden_size;
 }
 
-int64_t PhiCudaModel::kv_block_bytes() const {
-  return static_cast<int64_t>(config_.num_layers) * 2 * config_.num_heads * options_.block_size *
+int64_t PhiCudaModel::kv_block_bytes() const { return kv_block_bytes_for(options_.block_size); }
+
+int64_t PhiCudaModel::kv_block_bytes_for(int block_size) const {
+  return static_cast<int64_t>(config_.num_layers) * 2 * config_.num_heads * block_size *
          config_.head_dim * 2;
 }
 
@@ -217,13 +212,14 @@ CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
   return {};
 }
 
-CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks) {
+CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
   if (kv_arena_ != nullptr) return CudaStatus::Invalid("AllocateKvCache: already allocated");
-  if (num_blocks <= 0) {
-    return CudaStatus::Invalid("AllocateKvCache: num_blocks must be > 0, got " +
-                               std::to_string(num_blocks));
+  if (block_size == 0) block_size = options_.block_size;
+  if (num_blocks <= 0 || block_size <= 0) {
+    return CudaStatus::Invalid("AllocateKvCache: num_blocks and block_size must be > 0, got " +
+                               std::to_string(num_blocks) + ", " + std::to_string(block_size));
   }
-  const size_t bytes = static_cast<size_t>(num_blocks + 1) * kv_block_bytes();
+  const size_t bytes = static_cast<size_t>(num_blocks + 1) * kv_block_bytes_for(block_size);
   size_t free_b = 0, total_b = 0;
   PHI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
   if (bytes > free_b) {
@@ -231,6 +227,15 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks) {
                                  " blocks need " + std::to_string(bytes) + " bytes, " +
                                  std::to_string(free_b) + " free");
   }
+  options_.block_size = block_size;
+  max_blocks_per_seq_ = (config_.max_positions + options_.block_size - 1) / options_.block_size;
+  // Step metadata: its block-table section depends on the block size.
+  const int max_tiles = options_.max_tokens_per_step / kPrefillTileQ + options_.max_seqs;
+  meta_bytes_ = Layout::Make(options_.max_tokens_per_step, options_.max_seqs, max_tiles,
+                             options_.max_logit_rows, max_blocks_per_seq_)
+                    .end;
+  PHI_CUDA_CHECK(cudaMallocHost(&meta_host_, meta_bytes_));
+  PHI_CUDA_CHECK(cudaMalloc(&meta_dev_, meta_bytes_));
   PHI_CUDA_CHECK(cudaMalloc(&kv_arena_, bytes));
   kv_num_blocks_ = num_blocks;
   return {};

@@ -62,7 +62,7 @@ struct PhiCudaOptions {
   int max_tokens_per_step = 2048;  // prefill chunk + decode tokens of one step
   int max_seqs = 256;
   int max_logit_rows = 2048;       // rows of logits one step may produce
-  int block_size = 16;
+  int block_size = 16;             // default for AllocateKvCache
   int max_top_n = 20;              // top logprobs per sampled token
   bool use_cuda_graphs = true;     // decode steps replay a graph per batch-size bucket
 };
@@ -95,6 +95,8 @@ class PhiCudaModel {
   PhiCudaModel& operator=(const PhiCudaModel&) = delete;
 
   const PhiCudaConfig& config() const { return config_; }
+  // Ids >= this are never sampled (the tokenizer's size, known after loading).
+  void set_tokenizer_vocab_size(int n) { config_.tokenizer_vocab_size = n; }
   const PhiCudaOptions& options() const { return options_; }
   const PhiCudaWeights& weights() const { return weights_; }
   int64_t weight_bytes() const { return weight_bytes_; }
@@ -111,8 +113,11 @@ class PhiCudaModel {
   // Uniform(-scale, scale) BF16 weights generated on the device (benchmarks, tests); layer
   // norms get weight ~1 and bias ~0 so activations stay in range.
   CudaStatus FillRandomWeights(uint64_t seed, float scale);
-  // Allocates num_blocks KV blocks (plus one scratch block that padded graph rows write to).
-  CudaStatus AllocateKvCache(int num_blocks);
+  // Allocates num_blocks KV blocks of block_size positions (0: options().block_size), plus
+  // one scratch block that padded graph rows write to.
+  CudaStatus AllocateKvCache(int num_blocks, int block_size = 0);
+  // Bytes of one KV block of `block_size` positions over all layers (K and V).
+  int64_t kv_block_bytes_for(int block_size) const;
 
   // Runs one step. Logits of every produced row stay on the device (CopyLogits reads them);
   // with `sample`, each sequence's last row is sampled on the GPU and only ids and logprobs

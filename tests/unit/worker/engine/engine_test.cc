@@ -356,7 +356,13 @@ TEST(EngineTest, CancelByIdAndUnknownId) {
 }
 
 TEST(EngineTest, StepFailureEndsTheBatchWithInternalAndFreesBlocks) {
-  Harness h;
+  std::atomic<int> reported{0};
+  EngineOptions o;
+  o.on_step_failure = [&](const absl::Status& st) {
+    EXPECT_EQ(st.code(), absl::StatusCode::kInternal);
+    ++reported;
+  };
+  Harness h(o);
   h.runner.FailNextSteps(1);
   auto c = testing::RunOne(*h.engine, Greedy({1, 2, 3}, 5));
   ASSERT_TRUE(c.ok());
@@ -364,6 +370,7 @@ TEST(EngineTest, StepFailureEndsTheBatchWithInternalAndFreesBlocks) {
   EXPECT_EQ(c->last.status.code(), absl::StatusCode::kInternal);
   EXPECT_TRUE(testing::WaitIdle(*h.engine));
   EXPECT_EQ(h.engine->Status().kv_blocks_free, h.engine->Status().kv_blocks_total);
+  EXPECT_EQ(reported.load(), 1);
   auto ok = testing::RunOne(*h.engine, Greedy({1, 2, 3}, 5));  // the engine carries on
   ASSERT_TRUE(ok.ok());
   EXPECT_EQ(ok->tokens.size(), 5u);

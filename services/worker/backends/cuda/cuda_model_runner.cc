@@ -1,0 +1,200 @@
+#include "services/worker/backends/cuda/cuda_model_runner.h"
+
+#include <cuda_runtime.h>
+
+#include <string>
+#include <vector>
+
+#include "absl/strings/str_cat.h"
+#include "services/worker/backends/cuda/status_adapter.h"
+#include "services/worker/model/status_macros.h"
+#include "services/worker/model/tokenizer_size.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+absl::Status CudaError(cudaError_t e, const char* what) {
+  if (e == cudaSuccess) return absl::OkStatus();
+  return absl::InternalError(absl::StrCat(what, ": ", cudaGetErrorName(e), " (",
+                                          cudaGetErrorString(e), ")"));
+}
+
+// Reads `name` as BF16 and copies it to `dst` (rows x cols, destination row pitch in
+// elements), so [dense | fc2] can be laid side by side along K.
+absl::Status UploadBf16(const model::PhiCheckpoint& ck, const std::string& name, bf16* dst,
+                        int64_t rows, int64_t cols, int64_t dst_pitch) {
+  std::vector<uint16_t> host(static_cast<size_t>(rows * cols));
+  PHI_RETURN_IF_ERROR(ck.ReadInto(name, model::DType::kBF16, host.data(), rows * cols));
+  return CudaError(cudaMemcpy2D(dst, dst_pitch * 2, host.data(), cols * 2, cols * 2, rows,
+                                cudaMemcpyHostToDevice),
+                   name.c_str());
+}
+
+absl::Status UploadF32(const std::vector<float>& v, float* dst, const char* what) {
+  return CudaError(cudaMemcpy(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice), what);
+}
+
+}  // namespace
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const std::string& model_dir, const CudaRunnerOptions& options) {
+  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(model_dir));
+  PHI_ASSIGN_OR_RETURN(auto runner, Create(*ck, options));
+  PHI_ASSIGN_OR_RETURN(int32_t tok_size, model::LoadTokenizerVocabSize(model_dir));
+  if (tok_size > runner->shape_.vocab_size) {
+    return absl::InvalidArgumentError(absl::StrCat(model_dir, ": tokenizer has ", tok_size,
+                                                   " ids but config.json vocab_size is ",
+                                                   runner->shape_.vocab_size));
+  }
+  if (tok_size > 0) {
+    runner->shape_.tokenizer_vocab_size = tok_size;
+    runner->model_->set_tokenizer_vocab_size(tok_size);
+  }
+  return runner;
+}
+
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
+    const model::PhiCheckpoint& checkpoint, const CudaRunnerOptions& options) {
+  std::unique_ptr<CudaModelRunner> r(new CudaModelRunner());
+  r->options_ = options;
+  PHI_RETURN_IF_ERROR(r->Load(checkpoint));
+  return r;
+}
+
+absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
+  const model::PhiConfig& c = ck.config();
+  if (c.head_dim() != 64) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA backend: head_dim (hidden_size / num_attention_heads) must be 64, got ",
+        c.head_dim()));
+  }
+  if (c.num_key_value_heads != c.num_attention_heads) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA backend: num_key_value_heads must equal num_attention_heads, got ",
+        c.num_key_value_heads, " and ", c.num_attention_heads));
+  }
+  int devices = 0;
+  PHI_RETURN_IF_ERROR(CudaError(cudaGetDeviceCount(&devices), "cudaGetDeviceCount"));
+  if (options_.device < 0 || options_.device >= devices) {
+    return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options_.device,
+                                                   " requested, ", devices, " present"));
+  }
+  PHI_RETURN_IF_ERROR(CudaError(cudaSetDevice(options_.device), "cudaSetDevice"));
+  PhiCudaConfig pc;
+  pc.vocab_size = c.vocab_size;
+  pc.hidden_size = c.hidden_size;
+  pc.intermediate_size = c.intermediate_size;
+  pc.num_layers = c.num_hidden_layers;
+  pc.num_heads = c.num_attention_heads;
+  pc.head_dim = c.head_dim();
+  pc.rotary_dim = c.rotary_dim();
+  pc.max_positions = c.max_position_embeddings;
+  pc.layer_norm_eps = static_cast<float>(c.layer_norm_eps);
+  pc.rope_theta = static_cast<float>(c.rope_theta);
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));
+
+  shape_.vocab_size = c.vocab_size;
+  shape_.tokenizer_vocab_size = c.vocab_size;
+  shape_.max_position_embeddings = c.max_position_embeddings;
+  shape_.num_hidden_layers = c.num_hidden_layers;
+  shape_.num_attention_heads = c.num_attention_heads;
+  shape_.head_dim = c.head_dim();
+
+  const PhiCudaWeights& w = model_->weights();
+  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  const int64_t k2 = pc.w2_cols();
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.embed_tokens.weight", w.embed, V, H, H));
+  for (int i = 0; i < c.num_hidden_layers; ++i) {
+    const PhiCudaLayer& L = w.layers[i];
+    const std::string p = absl::StrCat("model.layers.", i, ".");
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.weight", L.ln_w, 1, H, H));
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.bias", L.ln_b, 1, H, H));
+    // W1 = [q; k; v; fc1] rows, b1 likewise.
+    const char* in_names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"};
+    int64_t row = 0;
+    for (const char* n : in_names) {
+      const int64_t rows = std::string(n) == "mlp.fc1" ? I : H;
+      PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".weight", L.w1 + row * H, rows, H, H));
+      PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".bias", L.b1 + row, 1, rows, rows));
+      row += rows;
+    }
+    // W2 = [dense | fc2] along K; b2 = dense.bias + fc2.bias (F32).
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, H, k2));
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + H, H, I, k2));
+    PHI_ASSIGN_OR_RETURN(std::vector<float> bd, ck.ReadF32(p + "self_attn.dense.bias"));
+    PHI_ASSIGN_OR_RETURN(std::vector<float> bf, ck.ReadF32(p + "mlp.fc2.bias"));
+    for (size_t j = 0; j < bd.size(); ++j) bd[j] += bf[j];
+    PHI_RETURN_IF_ERROR(UploadF32(bd, L.b2, "b2"));
+  }
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.final_layernorm.weight", w.final_ln_w, 1, H, H));
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.final_layernorm.bias", w.final_ln_b, 1, H, H));
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, "lm_head.weight", w.lm_w, V, H, H));
+  PHI_ASSIGN_OR_RETURN(std::vector<float> lm_b, ck.ReadF32("lm_head.bias"));
+  PHI_RETURN_IF_ERROR(UploadF32(lm_b, w.lm_b, "lm_head.bias"));
+  return CudaError(cudaDeviceSynchronize(), "weight upload");
+}
+
+int64_t CudaModelRunner::KvBlockBytes(int32_t block_size) const {
+  return model_->kv_block_bytes_for(block_size);
+}
+
+absl::StatusOr<int32_t> CudaModelRunner::KvBlocksThatFit(int32_t block_size) const {
+  if (block_size <= 0) return absl::InvalidArgumentError("block_size must be > 0");
+  size_t free_b = 0, total_b = 0;
+  PHI_RETURN_IF_ERROR(CudaError(cudaMemGetInfo(&free_b, &total_b), "cudaMemGetInfo"));
+  const int64_t per = KvBlockBytes(block_size);
+  const int64_t blocks = static_cast<int64_t>(options_.kv_memory_fraction * free_b) / per - 1;
+  const int64_t one_seq = (shape_.max_position_embeddings + block_size - 1) / block_size;
+  if (blocks < one_seq) {
+    return absl::ResourceExhaustedError(absl::StrCat(
+        "KV cache: ", free_b, " bytes free of ", total_b, " after ", model_->weight_bytes(),
+        " bytes of weights; ", options_.kv_memory_fraction, " of it holds ", blocks < 0 ? 0 : blocks,
+        " blocks of ", per, " bytes, one sequence of ", shape_.max_position_embeddings,
+        " positions needs ", one_seq));
+  }
+  return static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));
+}
+
+absl::Status CudaModelRunner::AllocateKvCache(const KvCacheSpec& spec) {
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->AllocateKvCache(spec.num_blocks, spec.block_size));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const SamplingParams> params,
+                                  bool sample, PhiStepOutput* out) {
+  std::vector<PhiSeqInput> in(batch.seqs.size());
+  for (size_t i = 0; i < in.size(); ++i) {
+    const SequenceStep& s = batch.seqs[i];
+    in[i].tokens = s.tokens;
+    in[i].start_pos = s.start_pos;
+    in[i].block_table = s.block_table;
+    in[i].all_logits = s.all_logits;
+    if (i < params.size()) in[i].sampling = params[i];
+  }
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->Forward(in, sample, out));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
+  PhiStepOutput o;
+  PHI_RETURN_IF_ERROR(Run(batch, {}, false, &o));
+  out->vocab_size = shape_.vocab_size;
+  out->first_row = o.first_row;
+  out->num_rows = o.num_rows;
+  out->data.resize(static_cast<size_t>(o.total_rows) * shape_.vocab_size);
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->CopyLogits(0, o.total_rows, out->data.data()));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::StepSample(const StepBatch& batch,
+                                         std::span<const SamplingParams> params,
+                                         PhiStepOutput* out) {
+  if (params.size() != batch.seqs.size()) {
+    return absl::InvalidArgumentError(absl::StrCat("StepSample: ", params.size(),
+                                                   " sampling params for ", batch.seqs.size(),
+                                                   " sequences"));
+  }
+  return Run(batch, params, true, out);
+}
+
+}  // namespace phi::worker::cuda

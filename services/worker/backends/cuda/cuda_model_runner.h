@@ -1,0 +1,68 @@
+// The CUDA ModelRunner: a Phi checkpoint loaded into BF16 on one GPU (PhiCudaModel), the KV
+// cache sized from the GPU memory left after the weights, and sampling on the GPU for callers
+// that use StepSample instead of the logits interface.
+//
+// Usage:
+//   PHI_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(model_dir, {}));
+//   PHI_ASSIGN_OR_RETURN(int32_t blocks, runner->KvBlocksThatFit(16));
+//   PHI_RETURN_IF_ERROR(runner->AllocateKvCache({.num_blocks = blocks, .block_size = 16}));
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_MODEL_RUNNER_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_MODEL_RUNNER_H_
+
+#include <memory>
+#include <span>
+#include <string>
+
+#include "absl/status/statusor.h"
+#include "services/worker/backends/cuda/phi_cuda_model.h"
+#include "services/worker/engine/model_runner.h"
+#include "services/worker/model/phi_checkpoint.h"
+
+namespace phi::worker::cuda {
+
+struct CudaRunnerOptions {
+  int device = 0;
+  // Share of the GPU memory free after weights and step buffers that KvBlocksThatFit offers
+  // to the KV cache (the rest stays for cuBLASLt, graphs and the CUDA context).
+  double kv_memory_fraction = 0.9;
+  PhiCudaOptions model;
+};
+
+class CudaModelRunner final : public ModelRunner {
+ public:
+  // `<model_dir>`: config.json, generation_config.json, safetensors, tokenizer.json's size.
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
+      const std::string& model_dir, const CudaRunnerOptions& options = {});
+  static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
+      const model::PhiCheckpoint& checkpoint, const CudaRunnerOptions& options = {});
+
+  const ModelShape& shape() const override { return shape_; }
+  absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
+  int64_t KvBlockBytes(int32_t block_size) const override;
+  absl::Status Step(const StepBatch& batch, StepLogits* out) override;
+
+  // Blocks of `block_size` that fit in kv_memory_fraction of the free GPU memory; refused
+  // with the numbers when not even one sequence of max_position_embeddings fits.
+  absl::StatusOr<int32_t> KvBlocksThatFit(int32_t block_size) const;
+
+  // One step with sampling on the GPU: params[i] for sequence i; only the ids, their
+  // logprobs and the top-N asked for come back.
+  absl::Status StepSample(const StepBatch& batch, std::span<const SamplingParams> params,
+                          PhiStepOutput* out);
+
+  PhiCudaModel& model() { return *model_; }
+
+ private:
+  CudaModelRunner() = default;
+  absl::Status Load(const model::PhiCheckpoint& checkpoint);
+  absl::Status Run(const StepBatch& batch, std::span<const SamplingParams> params, bool sample,
+                   PhiStepOutput* out);
+
+  CudaRunnerOptions options_;
+  ModelShape shape_;
+  std::unique_ptr<PhiCudaModel> model_;
+};
+
+}  // namespace phi::worker::cuda
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_MODEL_RUNNER_H_

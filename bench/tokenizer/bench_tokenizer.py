@@ -209,7 +209,8 @@ def main():
                  f"multilingual text), {len(docs)} documents of ~16 KB, encoded one document per call on one "
                  f"thread, special tokens as text. Tokenizer: Phi-shaped byte-level BPE, 50,257 vocab + 40 "
                  f"added tokens (tools/make_tokenizer.py). Machine: {cpu}, {os.cpu_count()} cores, "
-                 f"{platform.platform()}.")
+                 f"{platform.platform()}; load average {os.getloadavg()[0]:.1f} when it finished (the machine "
+                 f"is shared: compare rows of one run, not runs).")
     lines.append("")
     lines.append("| encoder | cold MB/s | warm MB/s | warm tokens/s | tokens |")
     lines.append("|---|---:|---:|---:|---:|")

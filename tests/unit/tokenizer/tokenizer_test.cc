@@ -1,5 +1,8 @@
 #include "services/tokenizer/tokenizer.h"
 
+#include <atomic>
+#include <thread>
+
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
 
@@ -150,6 +153,39 @@ TEST(Tokenizer, AddPrefixSpace) {
   EXPECT_THAT(Ids(*t, "world"), ElementsAre(264));
   auto e = t->Encode("world", {.offsets = true});
   EXPECT_EQ(e->offsets[0], std::make_pair(0u, 5u));
+}
+
+TEST(Tokenizer, ConcurrentEncodeMatchesSerial) {
+  // Each thread has its own word cache; two tokenizers alternate on the same threads so that a
+  // cache filled for one is never used for the other.
+  auto a = Load(testing::TinyTokenizerJson());
+  auto j = testing::TinyTokenizerJson();
+  j["pre_tokenizer"]["add_prefix_space"] = true;
+  auto b = Load(j);
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i) {
+    texts.push_back("hello world " + std::to_string(i) + " aaaa hell    o " + std::string(i % 7, 'l'));
+  }
+  std::vector<std::vector<uint32_t>> want_a, want_b;
+  for (const auto& t : texts) {
+    want_a.push_back(Ids(*a, t));
+    want_b.push_back(Ids(*b, t));
+  }
+  std::atomic<int> mismatches{0};
+  std::vector<std::thread> threads;
+  for (int k = 0; k < 4; ++k) {
+    threads.emplace_back([&] {
+      for (int round = 0; round < 5; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i) {
+          if (a->Encode(texts[i])->ids != want_a[i]) ++mismatches;
+          if (b->Encode(texts[i])->ids != want_b[i]) ++mismatches;
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(mismatches.load(), 0);
+  EXPECT_NE(want_a[0], want_b[0]);  // the two tokenizers really differ
 }
 
 }  // namespace

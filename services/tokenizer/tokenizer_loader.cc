@@ -261,15 +261,69 @@ absl::StatusOr<BpeModel::Options> ParseModelOptions(const Json& model, const std
   return o;
 }
 
+bool SameToken(const AddedToken& a, const AddedToken& b) {
+  return a.content == b.content && a.special == b.special && a.normalized == b.normalized &&
+         a.lstrip == b.lstrip && a.rstrip == b.rstrip && a.single_word == b.single_word;
+}
+
+// Hugging Face does not trust the ids written in tokenizer.json's added_tokens: it adds the tokens
+// in order, giving each the id its content already has (an earlier added token, else the model
+// vocabulary), or the next free id after the vocabulary. Files written by the library agree with
+// that; for files that do not, the library's ids are the ones it encodes with, so they are ours.
+// ref: tokenizers 0.19 AddedVocabulary::add_tokens.
+std::vector<AddedToken> AssignIdsLikeHuggingFace(const std::vector<AddedToken>& tokens,
+                                                 const BpeModel& model, size_t vocab_len) {
+  std::vector<AddedToken> out;
+  std::vector<std::pair<std::string, uint32_t>> by_content;  // few tokens: linear search is fine
+  std::vector<std::string> special_contents;
+  for (const AddedToken& t : tokens) {
+    if (t.special) special_contents.push_back(t.content);
+  }
+  std::optional<uint32_t> max_id;
+  for (const AddedToken& t : tokens) {
+    if (t.content.empty()) continue;
+    bool duplicate = false;
+    for (const AddedToken& o : out) duplicate = duplicate || SameToken(o, t);
+    if (duplicate) continue;
+    std::optional<uint32_t> id;
+    for (const auto& [c, i] : by_content) {
+      if (c == t.content) id = i;
+    }
+    if (!id) id = model.StringToId(t.content);
+    if (!id) {
+      id = (!max_id || (*max_id < vocab_len && vocab_len != 0)) ? static_cast<uint32_t>(vocab_len)
+                                                                 : *max_id + 1;
+    }
+    by_content.emplace_back(t.content, *id);
+    max_id = max_id ? std::max(*max_id, *id) : *id;
+    AddedToken placed = t;
+    placed.id = *id;
+    bool replaced = false;
+    for (AddedToken& o : out) {
+      if (o.id == *id) {
+        o = placed;
+        replaced = true;
+      }
+    }
+    if (!replaced) out.push_back(std::move(placed));
+  }
+  // Specialness belongs to the content: once special, always special.
+  for (AddedToken& o : out) {
+    for (const std::string& c : special_contents) o.special = o.special || o.content == c;
+  }
+  return out;
+}
+
 absl::StatusOr<std::unique_ptr<Tokenizer>> Build(
     const std::vector<std::pair<std::string, uint32_t>>& vocab,
     const std::vector<std::pair<std::string, std::string>>& merges, BpeModel::Options options,
     std::vector<AddedToken> added, PreTokenizerOptions pre, const std::string& source,
-    const std::string& merges_where) {
+    const std::string& merges_where, bool hf_added_ids) {
   auto model = BpeModel::Create(vocab, merges, options);
   if (!model.ok()) {
     return Error(source, merges_where, std::string(model.status().message()));
   }
+  if (hf_added_ids) added = AssignIdsLikeHuggingFace(added, *model, vocab.size());
   return std::make_unique<Tokenizer>(std::move(*model), std::move(added), pre);
 }
 
@@ -299,7 +353,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonImpl(std::string_vie
   if (!merges.ok()) return merges.status();
   auto added = ParseAddedTokens(root, source);
   if (!added.ok()) return added.status();
-  return Build(*vocab, *merges, *options, std::move(*added), *pre, source, "/model");
+  return Build(*vocab, *merges, *options, std::move(*added), *pre, source, "/model",
+               /*hf_added_ids=*/true);
 }
 
 }  // namespace
@@ -559,7 +614,7 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
     added.push_back(std::move(t));
   }
   return Build(*vocab, merges, BpeModel::Options{}, std::move(added), pre,
-               (base / "merges.txt").string(), "");
+               (base / "merges.txt").string(), "", /*hf_added_ids=*/false);
 }
 
 }  // namespace

@@ -287,12 +287,32 @@ def main():
     def no_regex(spec):
         spec["pre_tokenizer"]["use_regex"] = False
 
+    def token_flags(spec):
+        # lstrip/rstrip/single_word on specials and on added tokens that occur inside ordinary words.
+        added = spec["added_tokens"]
+        nxt = max(t["id"] for t in added) + 1
+        for t in added:
+            if t["content"] == "<|im_start|>":
+                t["single_word"] = True
+            if t["content"] == "<|im_end|>":
+                t["lstrip"] = t["rstrip"] = True
+            if t["content"] == "<|endoftext|>":
+                t["rstrip"] = True
+        for content, flags in (("def", {"single_word": True}), ("tion", {"rstrip": True, "normalized": False}),
+                               ("中", {"lstrip": True}), ("é", {"single_word": True, "special": True})):
+            tok = {"id": nxt, "content": content, "single_word": False, "lstrip": False, "rstrip": False,
+                   "normalized": True, "special": False}
+            tok.update(flags)
+            added.append(tok)
+            nxt += 1
+
     src1k = os.path.join(args.out, "bpe1k", "tokenizer.json")
     src32k = os.path.join(args.out, "bpe32k", "tokenizer.json")
     variants["bpe32k_array_merges"] = variant_from(src32k, os.path.join(args.out, "bpe32k_array_merges"), array_merges,
                                                   oracle=variants["bpe32k"])
     variants["bpe1k_prefix_space"] = variant_from(src1k, os.path.join(args.out, "bpe1k_prefix_space"), prefix_space)
     variants["bpe1k_no_regex"] = variant_from(src1k, os.path.join(args.out, "bpe1k_no_regex"), no_regex)
+    variants["bpe1k_token_flags"] = variant_from(src1k, os.path.join(args.out, "bpe1k_token_flags"), token_flags)
     # The folder form: vocab.json + merges.txt + added_tokens.json + configs, no tokenizer.json.
     folder = os.path.join(args.out, "bpe1k_folder")
     os.makedirs(folder, exist_ok=True)

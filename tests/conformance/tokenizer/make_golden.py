@@ -3,7 +3,7 @@
 
 Trains tokenizers with tools/make_tokenizer.py (1k and 32k vocabularies), derives variants that
 exercise other loader paths (merges as ["a","b"] pairs, add_prefix_space, use_regex=false, a model
-folder without tokenizer.json), and writes for each variant under OUT/<variant>/:
+folder without tokenizer.json, lstrip/rstrip/single_word added tokens), and writes for each variant under OUT/<variant>/:
   tokenizer files, and cases.jsonl with one JSON object per string:
     {"text", "ids" (special tokens parsed), "ids_plain" (encode_special_tokens: specials as text),
      "decoded", "decoded_skip" (decode of "ids" with/without skip_special_tokens),

@@ -13,7 +13,8 @@ Prometheus's HTTP API:
   * request, token and gRPC counters moved; the TTFT histograms have observations;
   * every rule evaluates without error and every recording rule yields series;
   * every Grafana dashboard query evaluates without error and returns data;
-  * no alert fires;
+  * no alert fires; then, with the worker killed, `up`, the group readiness rule and the
+    gateway's ready groups drop to 0 (the inputs of the not-ready alerts);
 and, from the /metrics pages: each service exports every metric that monitoring/metrics.yml
 lists for it, and no phi_* metric that the catalogue (hence the docs) lacks.
 """
@@ -203,6 +204,26 @@ def main():
             prom, checker, root, allowed_empty={'ALERTS{alertname=~"Phi.*", alertstate="firing"}'})
         firing = prom.query('ALERTS{alertstate="firing"}')["data"]["result"]
         checker.check(not firing, f"no alert fires on a healthy stack: {[a['metric'] for a in firing]}")
+
+        # A dead worker: its target goes down, its series go stale, and the group's readiness
+        # (group:phi_worker_ready:min, which stands in `up == 0` for a missing rank) and the
+        # gateway's ready groups drop to 0, the inputs of PhiWorkerGroupNotReady and
+        # PhiGatewayNoHealthyWorkerGroups.
+        worker = procs[1][1]
+        worker.kill()
+        worker.wait()
+
+        def sees_dead_worker():
+            ready = prom.query('group:phi_worker_ready:min{group="local"}')["data"]["result"]
+            gw = prom.query("job:phi_gateway_worker_groups_ready:sum")["data"]["result"]
+            up = prom.query('up{job="phi-worker"}')["data"]["result"]
+            vals = [float(r[0]["value"][1]) if r else None for r in (ready, gw, up)]
+            return True if vals == [0.0, 0.0, 0.0] else vals
+        try:
+            prom_live.wait_for(sees_dead_worker, 30, "dead worker not seen")
+            checker.check(True, "killed worker: up, group readiness and gateway ready groups drop to 0")
+        except TimeoutError as e:
+            checker.check(False, f"killed worker: {e} ([group ready, gateway ready groups, up])")
     except Exception as e:
         logs = "\n".join(f"--- {n}\n{tail(log, 1500)}" for n, _, log in procs)
         checker.check(False, f"{type(e).__name__}: {e}\n{logs}\n{prom.log_text() if prom else ''}")

@@ -10,7 +10,7 @@
 //
 // usage: phi_engine_bench --model DIR [--threads 2] [--prompt-len 128] [--gen-len 64]
 //                         [--requests 2] [--concurrency 1,4,16,64] [--dtype bf16|f32] [--kv-blocks 800]
-//                         [--conversations 8] [--turns 4] [--system-len 256]
+//                         [--conversations 8] [--turns 4] [--system-len 256] [--max-batch-tokens 512]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
@@ -150,11 +150,12 @@ int main(int argc, char** argv) {
 
   // Enough for 64 clients x (prompt + generated); every block is zero-filled memory.
   const int kv_blocks = IntFlag(argc, argv, "kv-blocks", 800);
+  const int max_batch_tokens = IntFlag(argc, argv, "max-batch-tokens", 512);
   auto make_engine = [&](bool prefix_cache) {
     EngineOptions o;
     o.num_kv_blocks = kv_blocks;
     o.block_size = 16;
-    o.max_batch_tokens = 512;
+    o.max_batch_tokens = max_batch_tokens;
     o.max_running = 64;
     o.max_waiting = 1024;
     o.enable_prefix_cache = prefix_cache;
@@ -168,8 +169,9 @@ int main(int argc, char** argv) {
   };
 
   // ---- 1. concurrency sweep ----
-  std::printf("## Throughput and latency (prompt %d tokens, %d generated, %d requests per client)\n\n", prompt_len,
-              gen_len, requests_per_client);
+  std::printf("## Throughput and latency (prompt %d tokens, %d generated, %d requests per client, "
+              "max %d tokens per step)\n\n",
+              prompt_len, gen_len, requests_per_client, max_batch_tokens);
   std::printf("| concurrency | requests | generated tok/s | TTFT p50 ms | TTFT p99 ms | ITL p50 ms | ITL p99 ms |\n");
   std::printf("|---:|---:|---:|---:|---:|---:|---:|\n");
   for (int c : concurrency) {

@@ -9,6 +9,8 @@
 #include <gloo/rendezvous/context.h>
 #include <gloo/transport/tcp/device.h>
 
+#include <signal.h>
+
 #include <cstring>
 #include <exception>
 
@@ -38,6 +40,11 @@ absl::StatusOr<std::unique_ptr<GlooCommunicator>> GlooCommunicator::Create(
         absl::StrCat("gloo: rank ", rank, " outside world size ", world_size));
   }
   std::unique_ptr<GlooCommunicator> comm(new GlooCommunicator(rank, world_size, options.timeout));
+  // Gloo writes to its sockets without MSG_NOSIGNAL: a write to a peer that just died
+  // would raise SIGPIPE and kill this rank instead of failing the collective. Ignore it
+  // (unless the program installed its own handler) so the write returns EPIPE.
+  struct sigaction current {};
+  if (sigaction(SIGPIPE, nullptr, &current) == 0 && current.sa_handler == SIG_DFL) signal(SIGPIPE, SIG_IGN);
   try {
     gloo::transport::tcp::attr attr;
     attr.hostname = options.hostname;

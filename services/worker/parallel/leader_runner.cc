@@ -61,6 +61,9 @@ absl::Status LeaderRunner::Step(const worker::StepBatch& batch, worker::StepLogi
   ++step_index_;
   auto s = shard_->Step(batch, out);
   if (!s.ok() && IsGroupFatal(s)) return Broken(s);
+  // The step's collectives showed every rank alive: the heartbeat clock restarts here, so a
+  // long step is not followed by a needless heartbeat ahead of the next one.
+  last_send_ = std::chrono::steady_clock::now();
   return s;
 }
 

@@ -88,16 +88,20 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const std::function<void(
   if (n <= 0) return;
   grain = std::max<int64_t>(1, grain);
   const int64_t units = (n + grain - 1) / grain;
-  const int64_t threads = std::min<int64_t>(num_threads_, units);
-  if (threads <= 1) {
+  if (num_threads_ == 1 || units == 1) {
     fn(0, n);
     return;
   }
-  Run([&](int t) {
-    if (t >= threads) return;
-    const int64_t b = std::min(n, units * t / threads * grain);
-    const int64_t e = std::min(n, units * (t + 1) / threads * grain);
-    if (b < e) fn(b, e);
+  // A few chunks per thread, claimed dynamically: when the machine is shared and one of
+  // our threads is descheduled, the other takes over its chunks instead of waiting.
+  const int64_t chunks = std::min<int64_t>(units, 4 * num_threads_);
+  std::atomic<int64_t> next{0};
+  Run([&](int) {
+    for (int64_t c = next.fetch_add(1); c < chunks; c = next.fetch_add(1)) {
+      const int64_t b = std::min(n, units * c / chunks * grain);
+      const int64_t e = std::min(n, units * (c + 1) / chunks * grain);
+      if (b < e) fn(b, e);
+    }
   });
 }
 

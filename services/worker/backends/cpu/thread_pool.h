@@ -28,8 +28,8 @@ class ThreadPool {
   // index 0) and returns when all are done. Not reentrant.
   void Run(const std::function<void(int)>& fn);
 
-  // Splits [0, n) into num_threads contiguous ranges whose bounds are multiples of
-  // `grain` (except the end) and calls fn(begin, end) for each non-empty one.
+  // Splits [0, n) into contiguous ranges whose bounds are multiples of `grain` (except
+  // the end) and calls fn(begin, end) once for each, from any thread of the pool.
   void ParallelFor(int64_t n, int64_t grain, const std::function<void(int64_t, int64_t)>& fn);
 
  private:

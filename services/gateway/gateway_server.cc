@@ -93,7 +93,12 @@ int GatewayMain(int argc, char** argv) {
     return 1;
   }
   PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", !tls_cert.empty());
-  return common::ServeUntilSignal(*grpc_server, [&] { (*http)->StopAccepting(); });
+  int rc = common::ServeUntilSignal(*grpc_server, [&] { (*http)->StopAccepting(); });
+  if (!(*http)->Drain(server.shutdown_grace_seconds)) PHI_LOG(WARNING, "http_drain_timeout");
+  // Deliberately not destroyed: civetweb's mg_stop waits out its 2 s poll quantum,
+  // and every request has ended; the process is exiting.
+  (void)http->release();
+  return rc;
 }
 
 }  // namespace phi::gateway

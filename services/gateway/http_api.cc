@@ -5,6 +5,7 @@
 #include <chrono>
 #include <cmath>
 #include <mutex>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
@@ -335,7 +336,21 @@ HttpApi::~HttpApi() {
   if (ctx_) mg_stop(ctx_);
 }
 
-int HttpApi::Handle(mg_connection* conn, void* self) { return static_cast<HttpApi*>(self)->Dispatch(conn); }
+int HttpApi::Handle(mg_connection* conn, void* self) {
+  auto* api = static_cast<HttpApi*>(self);
+  api->in_flight_.fetch_add(1);
+  int code = api->Dispatch(conn);
+  api->in_flight_.fetch_sub(1);
+  return code;
+}
+
+bool HttpApi::Drain(double seconds) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return in_flight_.load() == 0;
+}
 
 int HttpApi::Dispatch(mg_connection* conn) {
   const mg_request_info* info = mg_get_request_info(conn);

@@ -50,6 +50,8 @@ class HttpApi {
   int port() const { return port_; }
   // New requests get 503 (draining); running ones finish.
   void StopAccepting() { draining_.store(true); }
+  // Waits until no request is being served, up to `seconds`; true if none is left.
+  bool Drain(double seconds);
 
  private:
   HttpApi() = default;
@@ -66,6 +68,7 @@ class HttpApi {
   GatewayMetrics* metrics_ = nullptr;
   ChatmlOptions chatml_;
   std::atomic<bool> draining_{false};
+  std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> next_id_{1};
 };
 

@@ -52,13 +52,20 @@ def import_stubs(build_dir=None):
     from phi.v1 import tokenizer_pb2, tokenizer_pb2_grpc  # noqa: E402
 
 
+def channel(address):
+    # Quick reconnects: services come up while we probe them.
+    return grpc.insecure_channel(address, options=[("grpc.initial_reconnect_backoff_ms", 100),
+                                                   ("grpc.min_reconnect_backoff_ms", 100),
+                                                   ("grpc.max_reconnect_backoff_ms", 500)])
+
+
 def metadata(args):
     key = getattr(args, "api_key", None) or os.environ.get("PHI_API_KEY")
     return [("authorization", "Bearer " + key)] if key else []
 
 
 def chat_stub(args):
-    return gateway_pb2_grpc.ChatServiceStub(grpc.insecure_channel(args.gateway))
+    return gateway_pb2_grpc.ChatServiceStub(channel(args.gateway))
 
 
 def sampling_from(args):
@@ -306,19 +313,18 @@ def cmd_up(args):
               "--workers", ",".join(f"127.0.0.1:{p}" for p in worker_ports)]
         L.start("gateway", gw + (args.gateway_arg or []))
 
-        tok = tokenizer_pb2_grpc.TokenizerServiceStub(grpc.insecure_channel(f"127.0.0.1:{tok_port}"))
-        L.wait_until("tokenizer", lambda: tok.Info(tokenizer_pb2.InfoRequest(), timeout=1) is not None,
-                     args.startup_timeout)
+        # Fresh channels per probe: a channel that found a port closed backs off for seconds.
+        L.wait_until("tokenizer", lambda: tokenizer_pb2_grpc.TokenizerServiceStub(channel(f"127.0.0.1:{tok_port}"))
+                     .Info(tokenizer_pb2.InfoRequest(), timeout=1) is not None, args.startup_timeout)
         for i, p in enumerate(worker_ports):
-            w = worker_pb2_grpc.WorkerServiceStub(grpc.insecure_channel(f"127.0.0.1:{p}"))
-            L.wait_until(f"worker-{i}", lambda: w.GetStatus(worker_pb2.GetStatusRequest(), timeout=1).ready,
-                         args.startup_timeout)
-        chat = gateway_pb2_grpc.ChatServiceStub(grpc.insecure_channel(f"127.0.0.1:{gw_port}"))
+            L.wait_until(f"worker-{i}", lambda: worker_pb2_grpc.WorkerServiceStub(channel(f"127.0.0.1:{p}"))
+                         .GetStatus(worker_pb2.GetStatusRequest(), timeout=1).ready, args.startup_timeout)
 
         def gateway_ready():
-            r = chat.ListModels(gateway_pb2.ListModelsRequest(), timeout=1, metadata=metadata(args))
+            r = gateway_pb2_grpc.ChatServiceStub(channel(f"127.0.0.1:{gw_port}")).ListModels(gateway_pb2.ListModelsRequest(), timeout=1, metadata=metadata(args))
             return any(m.ready_worker_groups >= len(worker_ports) for m in r.models)
         L.wait_until("gateway", gateway_ready, args.startup_timeout)
+        chat = gateway_pb2_grpc.ChatServiceStub(channel(f"127.0.0.1:{gw_port}"))
 
         print("\nphi-serve is up:")
         print(f"  gRPC  phi.v1.ChatService   127.0.0.1:{gw_port}")

@@ -17,6 +17,15 @@ from phi.v1 import gateway_pb2, gateway_pb2_grpc, tokenizer_pb2, tokenizer_pb2_g
 from phi.v1 import worker_pb2, worker_pb2_grpc  # noqa: E402
 
 
+# Fast reconnects while services start (the default backoff waits ~1 s, then longer).
+CHANNEL_OPTIONS = [("grpc.initial_reconnect_backoff_ms", 50), ("grpc.min_reconnect_backoff_ms", 50),
+                   ("grpc.max_reconnect_backoff_ms", 200)]
+
+
+def channel(address):
+    return grpc.insecure_channel(address, options=CHANNEL_OPTIONS)
+
+
 def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -68,20 +77,23 @@ class Stack:
         self.procs = []
         self.tok_port = free_port()
         self.procs.append(Proc("tokenizer", [os.environ["PHI_TOKENIZER_BIN"], "--model", self.model,
-                                             "--port", str(self.tok_port), "--metrics-port", "0"]))
+                                             "--port", str(self.tok_port), "--metrics-port", "0",
+                                             "--shutdown-grace-seconds", "2"]))
         self.worker_ports, self.worker_metrics_ports = [], []
         for i in range(workers):
             p, m = free_port(), free_port()
             self.worker_ports.append(p)
             self.worker_metrics_ports.append(m)
             self.procs.append(Proc(f"worker{i}", [os.environ["PHI_WORKER_BIN"], "--model", self.model,
-                                                  "--port", str(p), "--metrics-port", str(m), "--threads", "1"]
+                                                  "--port", str(p), "--metrics-port", str(m), "--threads", "1",
+                                                  "--kv-cache-blocks", "1024", "--shutdown-grace-seconds", "2"]
                                    + (worker_args or [])))
-        tok = tokenizer_pb2_grpc.TokenizerServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.tok_port}"))
-        wait("tokenizer", lambda: tok.Info(tokenizer_pb2.InfoRequest(), timeout=1), self.procs)
+        # A fresh channel per probe: a channel that found the port closed backs off for seconds.
+        wait("tokenizer", lambda: tokenizer_pb2_grpc.TokenizerServiceStub(channel(f"127.0.0.1:{self.tok_port}"))
+             .Info(tokenizer_pb2.InfoRequest(), timeout=1), self.procs)
         for p in self.worker_ports:
-            w = worker_pb2_grpc.WorkerServiceStub(grpc.insecure_channel(f"127.0.0.1:{p}"))
-            wait("worker", lambda: w.GetStatus(worker_pb2.GetStatusRequest(), timeout=1).ready, self.procs)
+            wait("worker", lambda: worker_pb2_grpc.WorkerServiceStub(channel(f"127.0.0.1:{p}"))
+                 .GetStatus(worker_pb2.GetStatusRequest(), timeout=1).ready, self.procs)
         self.port, self.http_port, self.metrics_port = self.add_gateway(gateway_env, gateway_args)
 
     def add_gateway(self, env=None, args=None, api_key=None):
@@ -90,27 +102,30 @@ class Stack:
                                            "--http-port", str(http_port), "--metrics-port", str(metrics_port),
                                            "--tokenizer", f"127.0.0.1:{self.tok_port}",
                                            "--workers", ",".join(f"127.0.0.1:{p}" for p in self.worker_ports),
-                                           "--health-interval-seconds", "0.2"] + (args or []), env=env))
-        stub = gateway_pb2_grpc.ChatServiceStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+                                           "--health-interval-seconds", "0.2", "--shutdown-grace-seconds", "2"] + (args or []), env=env))
         md = [("authorization", "Bearer " + api_key)] if api_key else (
             [("authorization", "Bearer " + env["PHI_API_KEYS"].split(",")[0])] if env and "PHI_API_KEYS" in env
             else [])
 
         def ready():
-            r = stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=1, metadata=md)
+            r = gateway_pb2_grpc.ChatServiceStub(channel(f"127.0.0.1:{port}")).ListModels(gateway_pb2.ListModelsRequest(), timeout=1, metadata=md)
             return any(m.ready_worker_groups == len(self.worker_ports) for m in r.models)
         wait("gateway", ready, self.procs)
         return port, http_port, metrics_port
 
     def chat_stub(self, port=None):
-        return gateway_pb2_grpc.ChatServiceStub(grpc.insecure_channel(f"127.0.0.1:{port or self.port}"))
+        return gateway_pb2_grpc.ChatServiceStub(channel(f"127.0.0.1:{port or self.port}"))
 
     def worker_stub(self, i=0):
-        return worker_pb2_grpc.WorkerServiceStub(grpc.insecure_channel(f"127.0.0.1:{self.worker_ports[i]}"))
+        return worker_pb2_grpc.WorkerServiceStub(channel(f"127.0.0.1:{self.worker_ports[i]}"))
 
     def metrics(self, port):
         return urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
 
     def close(self):
+        for p in reversed(self.procs):  # all drain at once
+            if p.proc.poll() is None:
+                p.proc.terminate()
         for p in reversed(self.procs):
             p.stop()
+            p.log.close()

@@ -2,7 +2,8 @@
 # One call on the GPU machine: build the CUDA library, its tests and the benchmark standalone
 # (no Abseil/gRPC there; GoogleTest from sources carried in .device/googletest), run the CPU
 # and GPU tests, the benchmark, the transformers baseline and a memcheck pass over the kernel
-# tests. Logs go to $OUT (or ./device_out). Run from the repository root:
+# tests. Logs go to $OUT (or ./device_out). Prepare .device/ with prepare_device_carry.sh, then
+# run from the repository root:
 #   bash bench/cuda/device_check.sh [quick]
 set -u
 OUT=${OUT:-$PWD/device_out}

@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Fills the ignored .device/ folder that bench/cuda/device_check.sh needs on the GPU machine
+# (which has nvcc, CMake, ninja and python3+torch but no GoogleTest, Abseil or nlohmann/json):
+# GoogleTest sources, Abseil headers and shared libraries, nlohmann/json, and a tiny random
+# checkpoint with head_dim 64 for the runner test. Run here, from the repository root; then
+# call the device tool with carry=[".device"] and `bash bench/cuda/device_check.sh`.
+set -euo pipefail
+grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
+rm -rf .device && mkdir -p .device/sysroot/include .device/sysroot/lib
+cp -a /usr/src/googletest .device/googletest
+cp -a /usr/include/absl /usr/include/nlohmann .device/sysroot/include/
+cp -a /usr/lib/x86_64-linux-gnu/libabsl_*.so* .device/sysroot/lib/
+PY=${PHI_PYTHON:-.venv/bin/python3}
+"$PY" tools/make_model.py --out .device/cuda_tiny_model --preset tiny --num-heads 2 --dtype bf16 \
+  --seed 11 --std 0.05 >/dev/null
+du -sh .device

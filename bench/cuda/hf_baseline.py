@@ -17,6 +17,8 @@ def main():
     ap.add_argument("--prompt", type=int, default=512)
     ap.add_argument("--gen", type=int, default=256)
     ap.add_argument("--compile", action="store_true", help="static cache + torch.compile")
+    ap.add_argument("--model-dir", help="load this safetensors folder (e.g. tools/make_model.py "
+                    "--preset phi-1_5) instead of random init")
     a = ap.parse_args()
     cfg = PhiConfig(vocab_size=51200, hidden_size=2048, intermediate_size=8192,
                     num_hidden_layers=24, num_attention_heads=32, partial_rotary_factor=0.5,
@@ -24,9 +26,13 @@ def main():
                     rope_theta=10000.0, tie_word_embeddings=False)
     cfg._attn_implementation = "eager"
     torch.manual_seed(0)
-    torch.set_default_dtype(torch.bfloat16)
-    with torch.device("cuda"):
-        model = PhiForCausalLM(cfg)
+    if a.model_dir:
+        model = PhiForCausalLM.from_pretrained(a.model_dir, torch_dtype=torch.bfloat16,
+                                               attn_implementation="eager").to("cuda")
+    else:
+        torch.set_default_dtype(torch.bfloat16)
+        with torch.device("cuda"):
+            model = PhiForCausalLM(cfg)
     model.eval()
     ids = torch.randint(0, 50000, (1, a.prompt), device="cuda")
     kw = dict(do_sample=False, pad_token_id=0)

@@ -18,6 +18,10 @@ namespace {
 using Json = nlohmann::json;
 namespace fs = std::filesystem;
 
+// Ids index dense per-id tables; real vocabularies stay below ~300k, so 2^21 refuses absurd
+// files before they cost gigabytes.
+constexpr uint32_t kIdLimit = 1u << 21;
+
 absl::Status Error(const std::string& source, const std::string& where, const std::string& what) {
   return absl::InvalidArgumentError(absl::StrCat(source, ": ", where, ": ", what));
 }
@@ -133,7 +137,7 @@ absl::StatusOr<std::vector<std::pair<std::string, uint32_t>>> ParseVocab(
                    absl::StrCat("expected a non-negative id, got ", TypeName(it.value())));
     }
     uint64_t id = it.value().get<uint64_t>();
-    if (id >= (1u << 24)) {
+    if (id >= kIdLimit) {
       return Error(source, absl::StrCat(where, "/", it.key()), absl::StrCat("id ", id, " too large"));
     }
     out.emplace_back(it.key(), static_cast<uint32_t>(id));
@@ -181,7 +185,7 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
       return Error(source, where, "expected {\"id\": <uint>, \"content\": <string>, ...}");
     }
     AddedToken a;
-    if (t["id"].get<uint64_t>() >= (1u << 24)) return Error(source, where + "/id", "id too large");
+    if (t["id"].get<uint64_t>() >= kIdLimit) return Error(source, where + "/id", "id too large");
     a.id = t["id"].get<uint32_t>();
     a.content = t["content"].get<std::string>();
     if (a.content.empty()) return Error(source, where + "/content", "empty added token");
@@ -450,7 +454,7 @@ absl::StatusOr<SpecialRoles> LoadSpecialRolesImpl(const std::string& dir, const 
       if (!v.is_number_unsigned()) return Error(path, where, "expected a non-negative token id");
       uint64_t wide = v.get<uint64_t>();
       uint32_t id = static_cast<uint32_t>(wide);
-      if (wide >= (1u << 24) || tokenizer.TokenBytes(id) == nullptr) {
+      if (wide >= kIdLimit || tokenizer.TokenBytes(id) == nullptr) {
         return Error(path, where, absl::StrCat("token id ", wide, " is outside the vocabulary"));
       }
       return id;
@@ -537,8 +541,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
   if (added_json->has_value()) {
     std::string path = (base / "added_tokens.json").string();
     for (auto it = (*added_json)->begin(); it != (*added_json)->end(); ++it) {
-      if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= (1u << 24)) {
-        return Error(path, absl::StrCat("/", it.key()), "expected a token id below 2^24");
+      if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= kIdLimit) {
+        return Error(path, absl::StrCat("/", it.key()), "expected a token id below 2^21");
       }
       AddedToken t;
       t.content = it.key();
@@ -565,8 +569,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
         if (a == nullptr) {
           AddedToken fresh;
           fresh.content = content;
-          if (!absl::SimpleAtoi(it.key(), &fresh.id) || fresh.id >= (1u << 24)) {
-            return Error(path, where, "key must be a token id below 2^24");
+          if (!absl::SimpleAtoi(it.key(), &fresh.id) || fresh.id >= kIdLimit) {
+            return Error(path, where, "key must be a token id below 2^21");
           }
           added.push_back(std::move(fresh));
           a = &added.back();

@@ -132,7 +132,7 @@ int main(int argc, char** argv) {
   std::printf("Loopback Gloo, Phi-1.5 shape: %d layers x hidden %d, vocab %d; medians of %d steps\n", kLayers,
               kHidden, kVocab, steps);
   std::printf("| N | tokens/step | step bcast us | embed all-reduce us | %d layer all-reduces us | per layer us | "
-              "logits all-gather us | comm per step us | all-reduced B/token | bound B/token | all-gathered B/token |\n",
+              "logits all-gather us | comm per step us | all-reduced B/token | bound B/token | all-gathered B/row |\n",
               kLayers);
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int n : world_sizes) {

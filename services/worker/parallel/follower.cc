@@ -23,6 +23,10 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
     if (!message.ok()) return message.status();
     switch (message->kind) {
       case StepKind::kHeartbeat:
+        // The leader's heartbeat ends in a barrier (see LeaderRunner::HeartbeatLoop).
+        if (auto s = host->Barrier(); !s.ok()) {
+          return absl::UnavailableError(absl::StrCat("follower rank ", host->rank(), ": heartbeat: ", s.message()));
+        }
         if (stats) ++stats->heartbeats;
         break;
       case StepKind::kShutdown:

@@ -73,7 +73,11 @@ void LeaderRunner::HeartbeatLoop() {
     std::lock_guard<std::mutex> lock(mu_);
     if (!broken_.ok() || shut_down_) return;
     if (std::chrono::steady_clock::now() - last_send_ < options_.heartbeat_interval) continue;
-    SendLocked(EncodeControl(StepKind::kHeartbeat, step_index_)).IgnoreError();
+    // The broadcast tells followers the leader lives; the barrier after it tells the leader
+    // that every follower does (a send to a dead peer can succeed into the socket buffer),
+    // so an idle group notices a lost rank within one interval, not at the next request.
+    if (!SendLocked(EncodeControl(StepKind::kHeartbeat, step_index_)).ok()) return;
+    if (auto st = host_->Barrier(); !st.ok()) Broken(st).IgnoreError();
   }
 }
 

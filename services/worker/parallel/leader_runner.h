@@ -2,7 +2,8 @@
 // before each call runs, broadcasts it (StepChannel) so that every follower makes the same
 // call on its shard (RunFollower) — same batch, same block tables, so identical KV
 // layouts. The engine above sees one ordinary ModelRunner. While idle it sends heartbeats
-// so followers can tell a quiet leader from a dead one.
+// (a broadcast and a barrier) so that followers can tell a quiet leader from a dead one and
+// the leader notices a dead follower before the next request arrives.
 //
 // Failure: when a broadcast or the shard's own collectives fail (a rank died or stalled
 // past the communicator's timeout) the runner turns broken: that Step and every later one

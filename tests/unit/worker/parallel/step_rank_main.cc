@@ -9,6 +9,8 @@
 //   forever        rank 0 decodes until a Step fails
 //   follower-dies  a follower SIGKILLs itself at its 20th step (rank 0 runs forever)
 //   leader-dies    rank 0 SIGKILLs itself after 20 steps
+//   idle           rank 0 runs 3 steps, then idles until the group breaks (the test kills
+//                  a follower); it prints "BROKEN_WHILE_IDLE <status>" and exits 6
 // Exit codes: 0 ok, 1 bad usage or result, 3 join failed, 5 follower loop failed,
 // 6 a leader Step failed (on_failure ran first). Failures print
 // "FAILED_AFTER_MS <ms since the last good step> <status>".
@@ -95,6 +97,28 @@ int Forever(parallel::LeaderRunner& runner, int die_after) {
   }
 }
 
+int Idle(parallel::LeaderRunner& runner) {
+  std::vector<int32_t> blocks = {0, 1, 2};
+  std::vector<int32_t> tokens = {1, 2, 3};
+  for (int step = 0; step < 3; ++step) {
+    worker::StepBatch batch;
+    batch.seqs.push_back({.seq_id = 1, .tokens = std::span<const int32_t>(&tokens[step], 1), .start_pos = step,
+                          .block_table = blocks});
+    worker::StepLogits logits;
+    if (!runner.Step(batch, &logits).ok()) return 1;
+  }
+  std::printf("IDLE\n");
+  std::fflush(stdout);
+  for (int i = 0; i < 6000; ++i) {  // at most 60 s
+    if (auto s = runner.health(); !s.ok()) {
+      std::fprintf(stderr, "BROKEN_WHILE_IDLE %s\n", s.ToString().c_str());
+      return 6;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return 1;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -149,6 +173,8 @@ int main(int argc, char** argv) {
                 static_cast<unsigned long long>(runner.steps()),
                 static_cast<unsigned long long>(runner.broadcast_bytes()),
                 static_cast<unsigned long long>(toy.all_reduce_calls()));
+  } else if (mode == "idle") {
+    rc = Idle(runner);
   } else {
     rc = Forever(runner, mode == "leader-dies" ? 20 : -1);
     if (rc == 6 && failures.load() != 1) rc = 1;

@@ -6,9 +6,11 @@
 #include <unistd.h>
 
 #include <cmath>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "gmock/gmock.h"
@@ -173,6 +175,26 @@ TEST_P(FollowerDiesTest, LeaderStepFailsUnavailableWithin5sAndExitsNonZero) {
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, FollowerDiesTest, ::testing::Values(2, 4));
+
+TEST(IdleGroupTest, DeadFollowerNoticedWithoutARequest) {
+  RankGroup group(PHI_STEP_RANK_BINARY, TempDir("idle"));
+  const std::string leader = Leader();
+  for (int r = 0; r < 2; ++r) group.Start(r, {"idle", std::to_string(r), "2", leader});
+  // Wait until rank 0 idles, then kill the follower.
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+  while (group.rank(0).Log().find("IDLE") == std::string::npos && std::chrono::steady_clock::now() < deadline) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  ASSERT_THAT(group.rank(0).Log(), HasSubstr("IDLE"));
+  std::this_thread::sleep_for(std::chrono::milliseconds(700));  // a heartbeat or two go by
+  const auto killed = std::chrono::steady_clock::now();
+  kill(group.rank(1).pid, SIGKILL);
+  ASSERT_TRUE(group.Wait(group.rank(0), std::chrono::seconds(30))) << "idle leader never noticed";
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - killed).count();
+  EXPECT_EQ(group.rank(0).exit_code, 6) << group.rank(0).Log();
+  EXPECT_THAT(group.rank(0).Log(), HasSubstr("BROKEN_WHILE_IDLE UNAVAILABLE"));
+  EXPECT_LT(seconds, 5.0);
+}
 
 TEST(LeaderDiesTest, FollowersExitNonZeroWithin5s) {
   const int n = 3;

@@ -49,7 +49,8 @@ class Service:
         return f"127.0.0.1:{self.port}"
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:  # terminate() closes it; the log stays readable after
+            self._log.flush()
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 

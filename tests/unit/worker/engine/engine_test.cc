@@ -198,12 +198,11 @@ TEST(EngineTest, ThousandRequestsWithCancellationsLeaveNothingBehind) {
   o.max_batch_tokens = 64;
   o.max_waiting = 2000;
   Harness h(o);
-  std::mt19937_64 rng(13);
   std::vector<std::thread> clients;
   std::atomic<int> finished{0}, cancelled{0};
   for (int c = 0; c < 8; ++c) {
     clients.emplace_back([&, c] {
-      std::mt19937_64 r(rng() + c);
+      std::mt19937_64 r(13 * 1000 + c);
       for (int i = 0; i < 125; ++i) {
         GenerationRequest req = (i % 2) ? Greedy(testing::RandomPrompt(r, 1, 60, 60), 1 + r() % 30, false)
                                         : Sampled(testing::RandomPrompt(r, 1, 60, 60), 1 + r() % 30, r());

@@ -46,7 +46,7 @@ class FakeModelRunner : public ModelRunner {
       fail_next_steps_.fetch_sub(1);
       return absl::InternalError("injected failure");
     }
-    if (step_delay_us_ > 0) std::this_thread::sleep_for(std::chrono::microseconds(step_delay_us_));
+    if (const int us = step_delay_us_.load(); us > 0) std::this_thread::sleep_for(std::chrono::microseconds(us));
     out->vocab_size = shape_.vocab_size;
     out->first_row.clear();
     out->num_rows.clear();
@@ -137,7 +137,7 @@ class FakeModelRunner : public ModelRunner {
   ModelShape shape_;
   KvCacheSpec spec_;
   std::vector<Cell> cache_;
-  int step_delay_us_ = 0;
+  std::atomic<int> step_delay_us_{0};
   std::atomic<int> fail_next_steps_{0};
   std::atomic<int64_t> tokens_computed_{0};
   std::atomic<int64_t> steps_{0};

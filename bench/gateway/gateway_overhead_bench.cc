@@ -3,7 +3,7 @@
 // stream) and straight to phi-worker (Generate on the prompt's ids), at several
 // numbers of concurrent streams. Prints a Markdown table.
 //
-//   gateway_overhead_bench --gateway 127.0.0.1:50051 --worker 127.0.0.1:50053 \
+//   gateway_overhead_bench --gateway 127.0.0.1:50051 --worker 127.0.0.1:50053
 //       --tokenizer 127.0.0.1:50052 [--streams 1,64] [--requests 8] [--tokens 64]
 #include <algorithm>
 #include <atomic>
@@ -145,6 +145,7 @@ int main(int argc, char** argv) {
       "Write a short story about a robot who learns to paint, in the style of a fairy tale, "
       "with a happy ending and a moral at the end.";
   int64_t requests = 8, tokens = 64, warmup = 2;
+  double wait_seconds = 0;
   phi::common::FlagSet flags("gateway_overhead_bench", "TTFT and per-token latency: gateway vs worker.");
   flags.AddString("gateway", "", &gateway, "phi-gateway gRPC address");
   flags.AddString("worker", "", &worker, "phi-worker gRPC address (the gateway's only worker)");
@@ -154,6 +155,7 @@ int main(int argc, char** argv) {
   flags.AddInt("requests", "", &requests, 1, 100000, "requests per stream");
   flags.AddInt("tokens", "", &tokens, 2, 4096, "tokens generated per request (ignore_eos)");
   flags.AddInt("warmup", "", &warmup, 0, 1000, "warm-up requests per target");
+  flags.AddDouble("wait-seconds", "", &wait_seconds, 0, 3600, "retry until the stack answers, up to this long");
   phi::common::ParseFlagsOrExit(flags, argc, argv);
 
   auto gw = phi::v1::ChatService::NewStub(grpc::CreateCustomChannel(gateway, grpc::InsecureChannelCredentials(), Args()));
@@ -163,10 +165,18 @@ int main(int argc, char** argv) {
   er.add_prompts()->set_text(prompt);
   er.set_parse_special_tokens(true);
   phi::v1::EncodeResponse eresp;
-  grpc::ClientContext ectx;
-  if (grpc::Status s = tk->Encode(&ectx, er, &eresp); !s.ok()) {
-    std::fprintf(stderr, "tokenizer %s: %s\n", tokenizer.c_str(), s.error_message().c_str());
-    return 1;
+  auto give_up = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait_seconds));
+  while (true) {
+    grpc::ClientContext ectx;
+    grpc::Status s = tk->Encode(&ectx, er, &eresp);
+    // The stack is up once the gateway can answer a one-token request too.
+    if (s.ok() && ViaGateway(gw.get(), prompt, 2).ok) break;
+    if (Clock::now() > give_up) {
+      std::fprintf(stderr, "tokenizer %s / gateway %s not answering: %s\n", tokenizer.c_str(), gateway.c_str(),
+                   s.error_message().c_str());
+      return 1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
   std::vector<int32_t> ids(eresp.encodings(0).ids().begin(), eresp.encodings(0).ids().end());
   for (int i = 0; i < warmup; ++i) {

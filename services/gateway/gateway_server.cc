@@ -20,7 +20,7 @@ int GatewayMain(int argc, char** argv) {
   server.port = 50051;
   server.metrics_port = 9090;
   std::string tokenizers = "127.0.0.1:50052", workers = "127.0.0.1:50053", api_keys_file, system_prompt;
-  std::string http_host = "0.0.0.0", tls_cert, tls_key;
+  std::string http_host = "0.0.0.0", tls_cert, tls_key, local_decode;
   int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256, http_threads = 128;
   double health_interval = 1.0;
 
@@ -43,6 +43,9 @@ int GatewayMain(int argc, char** argv) {
                "max_new_tokens when a request leaves it 0");
   flags.AddDouble("health-interval-seconds", "PHI_HEALTH_INTERVAL_SECONDS", &health_interval, 0.05, 3600,
                   "how often worker groups are checked with GetStatus");
+  flags.AddString("local-decode", "PHI_LOCAL_DECODE", &local_decode,
+                  "model folder or tokenizer.json of the served model: decode streams in-process instead of "
+                  "one DecodeStream round trip per token (encoding stays with --tokenizer)");
   flags.AddString("tls-cert", "PHI_TLS_CERT", &tls_cert, "PEM certificate for HTTPS on --http-port (with --tls-key)");
   flags.AddString("tls-key", "PHI_TLS_KEY", &tls_key, "PEM private key for --tls-cert");
   common::ParseFlagsOrExit(flags, argc, argv);
@@ -63,6 +66,12 @@ int GatewayMain(int argc, char** argv) {
   if (!tokenizer.ok()) {
     std::fprintf(stderr, "phi-gateway: %s\n", tokenizer.status().ToString().c_str());
     return 2;
+  }
+  if (!local_decode.empty()) {
+    if (absl::Status s = (*tokenizer)->LoadLocalDecoder(local_decode); !s.ok()) {
+      std::fprintf(stderr, "phi-gateway: %s\n", s.ToString().c_str());
+      return 2;
+    }
   }
   GatewayMetrics metrics(&metrics::DefaultRegistry());
   WorkerPoolOptions pool_options;

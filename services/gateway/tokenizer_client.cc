@@ -1,7 +1,10 @@
 #include "services/gateway/tokenizer_client.h"
 
+#include <sys/stat.h>
+
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
+#include "services/tokenizer/tokenizer_loader.h"
 
 namespace phi::gateway {
 
@@ -101,9 +104,20 @@ absl::StatusOr<phi::v1::InfoResponse> TokenizerClient::Info(Deadline deadline) {
   return resp;
 }
 
+absl::Status TokenizerClient::LoadLocalDecoder(const std::string& path) {
+  struct stat st;
+  if (stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat("--local-decode: no such path '", path, "'"));
+  auto tok = S_ISDIR(st.st_mode) ? phi::tokenizer::LoadTokenizerFolder(path)
+                                 : phi::tokenizer::LoadTokenizerJsonFile(path);
+  if (!tok.ok()) return absl::Status(tok.status().code(), absl::StrCat("--local-decode: ", tok.status().message()));
+  local_ = std::move(*tok);
+  return absl::OkStatus();
+}
+
 std::unique_ptr<DecodeSession> TokenizerClient::StartDecode(bool skip_special, Deadline deadline) {
   std::unique_ptr<DecodeSession> s(new DecodeSession(this, skip_special, deadline));
   s->index_ = NextStart();
+  if (local_) s->local_ = std::make_unique<phi::tokenizer::StreamDecoder>(*local_, skip_special);
   return s;
 }
 
@@ -138,6 +152,12 @@ absl::StatusOr<std::string> DecodeSession::Exchange(const std::vector<int32_t>& 
 }
 
 absl::StatusOr<std::string> DecodeSession::Push(const std::vector<int32_t>& ids) {
+  if (local_) {
+    std::vector<uint32_t> u(ids.begin(), ids.end());
+    std::string delta;
+    if (absl::Status s = local_->Push(u, &delta); !s.ok()) return s;
+    return delta;
+  }
   all_ids_.insert(all_ids_.end(), ids.begin(), ids.end());
   if (!stream_) Open(index_, false).IgnoreError();
   absl::StatusOr<std::string> delta = Exchange(ids, false);
@@ -169,6 +189,11 @@ absl::StatusOr<std::string> DecodeSession::Push(const std::vector<int32_t>& ids)
 }
 
 absl::StatusOr<std::string> DecodeSession::Finish() {
+  if (local_) {
+    std::string rest;
+    local_->Finish(&rest);
+    return rest;
+  }
   if (!stream_) return std::string();
   stream_->WritesDone();
   std::string rest;

@@ -16,6 +16,8 @@
 
 #include "absl/status/statusor.h"
 #include "phi/v1/tokenizer.grpc.pb.h"
+#include "services/tokenizer/stream_decoder.h"
+#include "services/tokenizer/tokenizer.h"
 
 namespace phi::gateway {
 
@@ -43,6 +45,7 @@ class DecodeSession {
   absl::StatusOr<std::string> Exchange(const std::vector<int32_t>& ids, bool first);
 
   TokenizerClient* client_;
+  std::unique_ptr<phi::tokenizer::StreamDecoder> local_;  // set: decode in-process
   bool skip_special_;
   Deadline deadline_;
   size_t index_ = 0;
@@ -70,6 +73,12 @@ class TokenizerClient {
 
   const std::vector<std::string>& addresses() const { return addresses_; }
 
+  // Optional fast path: the same tokenizer files loaded in-process (a model
+  // folder or tokenizer.json). Streaming decode then costs no RPC per token;
+  // encoding stays with the service. Must be called before serving.
+  absl::Status LoadLocalDecoder(const std::string& path);
+  bool local_decode() const { return local_ != nullptr; }
+
  private:
   friend class DecodeSession;
   TokenizerClient() = default;
@@ -82,6 +91,7 @@ class TokenizerClient {
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<phi::v1::TokenizerService::Stub>> stubs_;
   std::atomic<size_t> rr_{0};
+  std::unique_ptr<phi::tokenizer::Tokenizer> local_;
 };
 
 }  // namespace phi::gateway

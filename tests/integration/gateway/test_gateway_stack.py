@@ -46,6 +46,8 @@ class GatewayStackTest(unittest.TestCase):
         cls.auth_port, cls.auth_http_port, _ = cls.s.add_gateway(
             env={"PHI_API_KEYS": "key-one,key-two"}, args=["--max-concurrent-per-key", "1"])
         cls.auth_stub = cls.s.chat_stub(cls.auth_port)
+        cls.local_port, _, _ = cls.s.add_gateway(args=["--local-decode", cls.s.model])
+        cls.local_stub = cls.s.chat_stub(cls.local_port)
 
     @classmethod
     def tearDownClass(cls):
@@ -83,6 +85,10 @@ class GatewayStackTest(unittest.TestCase):
         [t.start() for t in threads]
         [t.join() for t in threads]
         self.assertEqual(results, [unary.text] * 8)
+        # A gateway decoding in-process (--local-decode) streams the same text.
+        local = "".join(m.text_delta for m in self.local_stub.ChatStream(req, timeout=30))
+        self.assertEqual(local, unary.text)
+        self.assertEqual(self.local_stub.Chat(req, timeout=30).text, unary.text)
 
     def test_cancellation_reaches_the_worker(self):
         workers = [self.s.worker_stub(i) for i in range(2)]

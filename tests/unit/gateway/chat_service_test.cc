@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include "services/worker/engine/block_hash.h"
 #include "tests/unit/gateway/fakes.h"
 
 namespace phi::gateway {
@@ -294,6 +295,60 @@ TEST_F(ChatServiceTest, CompleteWithEchoAndPromptLogprobs) {
   EXPECT_EQ(resp.prompt_logprobs(0).token().text(), "b");
   ASSERT_EQ(resp.logprobs_size(), 5);
   EXPECT_EQ(resp.logprobs(4).token().text(), "o");
+}
+
+TEST_F(ChatServiceTest, PrefersTheGroupHoldingTheCachedPrefix) {
+  Start(3);
+  // The prompt's ids as the fake tokenizer gives them; 21 ids = one full block of 16.
+  std::vector<int32_t> ids = {1};
+  for (unsigned char c : std::string("user\nhi")) ids.push_back(testing::ByteId(c));
+  ids.push_back(2);
+  ids.push_back(testing::ByteId('\n'));
+  ids.push_back(1);
+  for (unsigned char c : std::string("assistant\n")) ids.push_back(testing::ByteId(c));
+  ASSERT_EQ(ids.size(), 21u);
+  {
+    std::lock_guard<std::mutex> l(workers_[2]->mu);
+    workers_[2]->cached_hashes = phi::worker::PrefixBlockHashes(ids, 16, 1);
+  }
+  pool_->RefreshNow();
+  for (int i = 0; i < 6; ++i) {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    ASSERT_TRUE(stub_->Chat(&ctx, Hello(), &resp).ok());
+  }
+  EXPECT_EQ(workers_[2]->generates.load(), 6);
+  EXPECT_EQ(workers_[0]->generates + workers_[1]->generates, 0);
+  // Without a cached prefix, load spreads round robin over equally idle groups.
+  {
+    std::lock_guard<std::mutex> l(workers_[2]->mu);
+    workers_[2]->cached_hashes.clear();
+  }
+  pool_->RefreshNow();
+  for (int i = 0; i < 6; ++i) {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    ASSERT_TRUE(stub_->Chat(&ctx, Hello(), &resp).ok());
+  }
+  EXPECT_GT(workers_[0]->generates.load(), 0);
+  EXPECT_GT(workers_[1]->generates.load(), 0);
+}
+
+TEST(WorkerPoolDns, ResolvesANameToEveryAddress) {
+  FakeWorker worker;
+  InProcessServer server(&worker);
+  metrics::Registry registry;
+  WorkerPoolOptions po;
+  po.workers = "dns:///localhost:" + std::to_string(server.port);
+  auto pool = WorkerPool::Create(po, &registry);
+  ASSERT_TRUE(pool.ok()) << pool.status();
+  auto models = (*pool)->Models();
+  ASSERT_EQ(models.size(), 1u) << (*pool)->Describe();
+  EXPECT_GE(models[0].ready_groups, 1);
+  EXPECT_NE((*pool)->Describe().find("127.0.0.1:" + std::to_string(server.port) + "=ready"), std::string::npos)
+      << (*pool)->Describe();
+  po.workers = "dns:///no-port";
+  EXPECT_EQ(WorkerPool::Create(po, &registry).status().code(), absl::StatusCode::kInvalidArgument);
 }
 
 TEST_F(ChatServiceTest, ListModelsAndMetrics) {

@@ -92,6 +92,7 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
   std::atomic<int> cancelled{0};
   std::atomic<int64_t> last_deadline_ms{-1};  // remaining time seen at arrival, -1: none
   std::string last_model = "fake-model";
+  std::vector<uint64_t> cached_hashes;  // reported in GetStatus (prefix-aware routing)
   phi::v1::GenerateRequest last_request;
   std::mutex mu;
 
@@ -157,6 +158,8 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     r->set_kv_block_size(16);
     r->set_kv_blocks_total(100);
     r->set_kv_blocks_free(100);
+    std::lock_guard<std::mutex> l(mu);
+    r->mutable_cached_block_hashes()->Add(cached_hashes.begin(), cached_hashes.end());
     return grpc::Status::OK;
   }
 };

@@ -3,7 +3,7 @@
 
 Trains tokenizers with tools/make_tokenizer.py (1k and 32k vocabularies), derives variants that
 exercise other loader paths (merges as ["a","b"] pairs, add_prefix_space, use_regex=false, a model
-folder without tokenizer.json, lstrip/rstrip/single_word added tokens), and writes for each variant under OUT/<variant>/:
+folder without tokenizer.json, lstrip/rstrip/single_word added tokens, ignore_merges), and writes for each variant under OUT/<variant>/:
   tokenizer files, and cases.jsonl with one JSON object per string:
     {"text", "ids" (special tokens parsed), "ids_plain" (encode_special_tokens: specials as text),
      "decoded", "decoded_skip" (decode of "ids" with/without skip_special_tokens),
@@ -202,7 +202,8 @@ def make_strings(count, seed):
     kinds = g.all_kinds()
     fixed = ["", " ", "  ", "\n", "\n\n\n", "\t", "a", "Hello world", "Hello  world", "<|im_end|>",
              "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n", "\x00", "a\x00b", "    def f():\n\treturn 1",
-             "don't DON'T", "'s", " 's", "1 2 3  456", "   leading", "trailing   ", "x" * 10000]
+             "don't DON'T", "'s", " 's", "1 2 3  456", "   leading", "trailing   ", "x" * 10000,
+             "a zzqx b", "zzqx zzqxzzqx", "Hello world"]
     out = list(fixed)
     i = 0
     while len(out) < count:
@@ -313,6 +314,16 @@ def main():
     variants["bpe1k_prefix_space"] = variant_from(src1k, os.path.join(args.out, "bpe1k_prefix_space"), prefix_space)
     variants["bpe1k_no_regex"] = variant_from(src1k, os.path.join(args.out, "bpe1k_no_regex"), no_regex)
     variants["bpe1k_token_flags"] = variant_from(src1k, os.path.join(args.out, "bpe1k_token_flags"), token_flags)
+
+    def ignore_merges(spec):
+        # Vocabulary entries no merge reaches: only ignore_merges produces them.
+        spec["model"]["ignore_merges"] = True
+        vocab = spec["model"]["vocab"]
+        for word in ("\u0120zzqx", "zzqx", "\u0120Hello\u0120world"):
+            vocab[word] = len(vocab)
+
+    variants["bpe32k_ignore_merges"] = variant_from(src32k, os.path.join(args.out, "bpe32k_ignore_merges"),
+                                                    ignore_merges)
     # The folder form: vocab.json + merges.txt + added_tokens.json + configs, no tokenizer.json.
     folder = os.path.join(args.out, "bpe1k_folder")
     os.makedirs(folder, exist_ok=True)

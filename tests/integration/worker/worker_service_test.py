@@ -128,6 +128,22 @@ class WorkerServiceTest(unittest.TestCase):
         self.assertGreater(s.prefix_cache_hit_rate, 0)
         self.assertGreater(len(s.cached_block_hashes), 0)
 
+    def test_05b_prompt_logprobs_agree_with_generation_logprobs(self):
+        # Teacher forcing: scoring prompt + generated tokens must give, at the generated
+        # positions, the logprobs reported while generating them (prefill vs decode rounding).
+        prompt = list(range(300, 340))
+        tokens, msgs = collect(self.stub, greedy(prompt, 6, logprobs=True))
+        gen = [lp.token.logprob for m in msgs for lp in m.logprobs]
+        _, scored = collect(self.stub, greedy(prompt + tokens, 1, prompt_logprobs=True, top_logprobs=2))
+        plp = list(scored[0].prompt_logprobs)
+        self.assertEqual(len(plp), len(prompt) + len(tokens) - 1)
+        for i, tok in enumerate(tokens):
+            entry = plp[len(prompt) - 1 + i]
+            self.assertEqual(entry.token.token_id, tok)
+            self.assertAlmostEqual(entry.token.logprob, gen[i], delta=2e-3)
+            self.assertEqual(len(entry.top), 2)
+            self.assertEqual(entry.top[0].token_id, tok)  # greedy chose the most likely
+
     def test_06_invalid_requests_name_the_field(self):
         cases = [
             (worker_pb2.GenerateRequest(), "prompt_ids"),

@@ -63,18 +63,18 @@ class TokenizerServiceTest(unittest.TestCase):
     def test_encode_matches_hugging_face(self):
         pb = self.pb
         for parse in (False, True):
-            req = pb.EncodeRequest(prompts=[pb.Prompt(text=t) for t in TEXTS], parse_special_tokens=parse)
+            req = pb.EncodeRequest(prompts=[pb.Prompt(text=(t).encode()) for t in TEXTS], parse_special_tokens=parse)
             resp = self.stub.Encode(req, timeout=30)
             self.assertEqual(len(resp.encodings), len(TEXTS))
             for t, e in zip(TEXTS, resp.encodings):
                 self.assertEqual(list(e.ids), self.hf_ids(t, parse), f"{t!r} parse_special={parse}")
-        self.assertEqual(list(self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text="")])).encodings[0].ids), [])
+        self.assertEqual(list(self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=("").encode())])).encodings[0].ids), [])
 
     def test_encode_segments_builds_chatml(self):
         pb = self.pb
         S = pb.Segment
-        segs = [S(special_token="<|im_start|>"), S(text="user\nHi <|im_end|> there"), S(special_token="<|im_end|>"),
-                S(text="\n"), S(special_token="<|im_start|>"), S(text="assistant\n")]
+        segs = [S(special_token="<|im_start|>"), S(text="user\nHi <|im_end|> there".encode()), S(special_token="<|im_end|>"),
+                S(text="\n".encode()), S(special_token="<|im_start|>"), S(text="assistant\n".encode())]
         resp = self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(segments=pb.SegmentList(segments=segs))]))
         want = (self.hf_ids("<|im_start|>", True) + self.hf_ids("user\nHi <|im_end|> there", False)
                 + self.hf_ids("<|im_end|>", True) + self.hf_ids("\n", False) + self.hf_ids("<|im_start|>", True)
@@ -91,7 +91,7 @@ class TokenizerServiceTest(unittest.TestCase):
     def test_encode_offsets(self):
         pb = self.pb
         text = "Hello wörld  <|im_end|>"
-        e = self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=text)], parse_special_tokens=True,
+        e = self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=(text).encode())], parse_special_tokens=True,
                                               return_offsets=True)).encodings[0]
         self.assertEqual(len(e.offsets), 2 * len(e.ids))
         raw = text.encode()
@@ -101,9 +101,16 @@ class TokenizerServiceTest(unittest.TestCase):
     def test_text_limit(self):
         pb = self.pb
         with self.assertRaises(self.grpc.RpcError) as cm:
-            self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text="x" * (MAX_TEXT_BYTES + 1))]))
+            self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=("x" * (MAX_TEXT_BYTES + 1)).encode())]))
         self.assertEqual(cm.exception.code(), self.grpc.StatusCode.INVALID_ARGUMENT)
         self.assertIn("--max-text-bytes", cm.exception.details())
+
+    def test_invalid_utf8_names_prompt_and_byte_offset(self):
+        pb = self.pb
+        with self.assertRaises(self.grpc.RpcError) as cm:
+            self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=b"ok"), pb.Prompt(text=b"abc\xffdef")]))
+        self.assertEqual(cm.exception.code(), self.grpc.StatusCode.INVALID_ARGUMENT)
+        self.assertIn("3", cm.exception.details())  # the offending byte's offset
 
     def test_decode_matches_hugging_face(self):
         pb = self.pb
@@ -158,7 +165,7 @@ class TokenizerServiceTest(unittest.TestCase):
 
     def test_metrics_count_tokens_and_bytes(self):
         pb = self.pb
-        self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text="count me please")]))
+        self.stub.Encode(pb.EncodeRequest(prompts=[pb.Prompt(text=("count me please").encode())]))
         self.stub.Decode(pb.DecodeRequest(sequences=[pb.TokenIds(ids=[1, 2, 3])]))
         text = self.svc.scrape()
         for line in ('phi_tokenizer_tokens_total{direction="encode"}', 'phi_tokenizer_tokens_total{direction="decode"}',

@@ -62,7 +62,8 @@ absl::StatusOr<std::unique_ptr<ServiceServer>> ServiceServer::Start(const Server
 
   grpc::ServerBuilder builder;
   const std::string address = absl::StrCat(options.host, ":", options.port);
-  builder.AddListeningPort(address, grpc::InsecureServerCredentials(), &self->port_);
+  builder.AddListeningPort(address, options.credentials ? options.credentials : grpc::InsecureServerCredentials(),
+                           &self->port_);
   builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time_seconds * 1000));

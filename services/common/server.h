@@ -33,6 +33,8 @@ struct ServerOptions {
   // Health starts SERVING; services that must warm up (the worker) start
   // NOT_SERVING and call SetServing(true) when ready.
   bool start_serving = true;
+  // TLS for the gRPC port (e.g. grpc::SslServerCredentials); null: plaintext.
+  std::shared_ptr<grpc::ServerCredentials> credentials;
 };
 
 // Registers --host, --port, --metrics-port, --shutdown-grace-seconds,

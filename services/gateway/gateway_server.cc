@@ -2,6 +2,8 @@
 
 #include <cstdio>
 #include <cstdlib>
+#include <fstream>
+#include <sstream>
 
 #include "absl/strings/str_split.h"
 #include "services/common/config.h"
@@ -46,7 +48,8 @@ int GatewayMain(int argc, char** argv) {
   flags.AddString("local-decode", "PHI_LOCAL_DECODE", &local_decode,
                   "model folder or tokenizer.json of the served model: decode streams in-process instead of "
                   "one DecodeStream round trip per token (encoding stays with --tokenizer)");
-  flags.AddString("tls-cert", "PHI_TLS_CERT", &tls_cert, "PEM certificate for HTTPS on --http-port (with --tls-key)");
+  flags.AddString("tls-cert", "PHI_TLS_CERT", &tls_cert,
+                  "PEM certificate (chain): TLS on the gRPC port (with --tls-key); the HTTP API stays plaintext");
   flags.AddString("tls-key", "PHI_TLS_KEY", &tls_key, "PEM private key for --tls-cert");
   common::ParseFlagsOrExit(flags, argc, argv);
   common::InitLogging(server);
@@ -55,6 +58,24 @@ int GatewayMain(int argc, char** argv) {
     return 2;
   }
 
+  if (!tls_cert.empty()) {
+    auto read = [](const std::string& path, std::string* out) {
+      std::ifstream in(path);
+      std::stringstream ss;
+      ss << in.rdbuf();
+      *out = ss.str();
+      return static_cast<bool>(in) && !out->empty();
+    };
+    grpc::SslServerCredentialsOptions ssl;
+    grpc::SslServerCredentialsOptions::PemKeyCertPair pair;
+    if (!read(tls_cert, &pair.cert_chain) || !read(tls_key, &pair.private_key)) {
+      std::fprintf(stderr, "phi-gateway: --tls-cert/--tls-key: cannot read '%s' or '%s'\n", tls_cert.c_str(),
+                   tls_key.c_str());
+      return 2;
+    }
+    ssl.pem_key_cert_pairs.push_back(pair);
+    server.credentials = grpc::SslServerCredentials(ssl);
+  }
   const char* env_keys = std::getenv("PHI_API_KEYS");
   auto auth = Auth::Create(api_keys_file, env_keys ? env_keys : "", static_cast<int>(max_concurrent));
   if (!auth.ok()) {
@@ -94,14 +115,16 @@ int GatewayMain(int argc, char** argv) {
   http_options.host = http_host;
   http_options.port = static_cast<int>(http_port);
   http_options.threads = static_cast<int>(http_threads);
-  http_options.tls_cert = tls_cert;
-  http_options.tls_key = tls_key;
   auto http = HttpApi::Start(http_options, &generator, auth->get(), &metrics, chatml);
   if (!http.ok()) {
     std::fprintf(stderr, "phi-gateway: %s\n", http.status().ToString().c_str());
     return 1;
   }
-  PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", !tls_cert.empty());
+  PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", false);
+  if (!tls_cert.empty()) {
+    PHI_LOG(WARNING, "http_plaintext")
+        .Str("message", "--tls-cert secures the gRPC port only; terminate TLS for the HTTP API in front of it");
+  }
   int rc = common::ServeUntilSignal(*grpc_server, [&] { (*http)->StopAccepting(); });
   if (!(*http)->Drain(server.shutdown_grace_seconds)) PHI_LOG(WARNING, "http_drain_timeout");
   // Deliberately not destroyed: civetweb's mg_stop waits out its 2 s poll quantum,

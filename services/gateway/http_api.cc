@@ -295,25 +295,20 @@ absl::StatusOr<std::vector<GenerateParams>> ParamsFromOpenAiCompletion(const jso
 
 absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, Generator* generator,
                                                         Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml) {
-  std::call_once(g_civetweb_init, [] { mg_init_library(MG_FEATURES_TLS); });
+  std::call_once(g_civetweb_init, [] { mg_init_library(0); });
   std::unique_ptr<HttpApi> api(new HttpApi());
   api->generator_ = generator;
   api->auth_ = auth;
   api->metrics_ = metrics;
   api->chatml_ = std::move(chatml);
-  const bool tls = !options.tls_cert.empty();
+  // Plaintext only: Debian's civetweb 1.15 crashed in its OpenSSL glue on the first
+  // HTTPS request when we tried, so TLS for the HTTP API is terminated in front of it
+  // (Kubernetes ingress). The gRPC port does TLS itself (--tls-cert).
   std::string listen = (options.host.empty() || options.host == "0.0.0.0") ? std::to_string(options.port)
                                                                            : absl::StrCat(options.host, ":", options.port);
-  if (tls) listen += "s";
   std::string threads = std::to_string(options.threads);
   std::vector<const char*> opts = {"listening_ports", listen.c_str(), "num_threads", threads.c_str(),
                                    "enable_keep_alive", "yes", "request_timeout_ms", "3600000"};
-  std::string cert_chain;
-  if (tls) {
-    // civetweb wants cert and key in one PEM file unless ssl_certificate_chain is used.
-    opts.insert(opts.end(), {"ssl_certificate", options.tls_key.c_str(), "ssl_certificate_chain",
-                             options.tls_cert.c_str()});
-  }
   opts.push_back(nullptr);
   mg_callbacks callbacks{};
   callbacks.log_message = [](const mg_connection*, const char* msg) {
@@ -323,7 +318,6 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& op
   api->ctx_ = mg_start(&callbacks, nullptr, opts.data());
   if (!api->ctx_) {
     return absl::UnavailableError(absl::StrCat("HTTP API cannot listen on ", options.host, ":", options.port,
-                                               tls ? " with TLS (check --tls-cert/--tls-key)" : "",
                                                " (port in use or not permitted)"));
   }
   mg_server_port ports[1];

@@ -28,7 +28,6 @@ struct HttpApiOptions {
   std::string host = "0.0.0.0";
   int port = 8080;
   int threads = 128;
-  std::string tls_cert, tls_key;  // both set: HTTPS
 };
 
 // Request translation (exposed for unit tests): OpenAI JSON -> GenerateParams.

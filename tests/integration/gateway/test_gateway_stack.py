@@ -235,6 +235,32 @@ class GatewayStackTest(unittest.TestCase):
         self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
         call.cancel()
 
+    def test_tls_on_the_grpc_port(self):
+        import shutil
+        import subprocess
+        import tempfile
+        if not shutil.which("openssl"):
+            self.skipTest("openssl not installed: cannot make a test certificate")
+        d = tempfile.mkdtemp()
+        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem",
+                        "-out", f"{d}/cert.pem", "-days", "1", "-subj", "/CN=localhost",
+                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        port = stack.free_port()
+        p = stack.Proc("gateway-tls", [os.environ["PHI_GATEWAY_BIN"], "--port", str(port), "--http-port", "0",
+                                       "--metrics-port", "0", "--tokenizer", f"127.0.0.1:{self.s.tok_port}",
+                                       "--workers", ",".join(f"127.0.0.1:{w}" for w in self.s.worker_ports),
+                                       "--tls-cert", f"{d}/cert.pem", "--tls-key", f"{d}/key.pem"])
+        self.s.procs.append(p)
+        creds = grpc.ssl_channel_credentials(open(f"{d}/cert.pem", "rb").read())
+
+        def stub():
+            return stack.gateway_pb2_grpc.ChatServiceStub(grpc.secure_channel(f"localhost:{port}", creds))
+        stack.wait("TLS gateway", lambda: stub().ListModels(gateway_pb2.ListModelsRequest(), timeout=1).models,
+                   [p])
+        self.assertGreater(stub().Chat(greedy([msg(USER, "over TLS")], n=4), timeout=30).usage.completion_tokens, 0)
+        with self.assertRaises(grpc.RpcError):  # plaintext clients are refused
+            self.s.chat_stub(port).ListModels(gateway_pb2.ListModelsRequest(), timeout=2)
+
     def test_zz_dead_worker_is_routed_around(self):
         self.s.procs[2].proc.kill()  # worker1
         self.s.procs[2].proc.wait()

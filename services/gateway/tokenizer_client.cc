@@ -116,7 +116,7 @@ absl::Status TokenizerClient::LoadLocalDecoder(const std::string& path) {
 
 std::unique_ptr<DecodeSession> TokenizerClient::StartDecode(bool skip_special, Deadline deadline) {
   std::unique_ptr<DecodeSession> s(new DecodeSession(this, skip_special, deadline));
-  s->index_ = NextStart();
+  s->index_ = decode_rr_.fetch_add(1, std::memory_order_relaxed) % stubs_.size();
   if (local_) s->local_ = std::make_unique<phi::tokenizer::StreamDecoder>(*local_, skip_special);
   return s;
 }

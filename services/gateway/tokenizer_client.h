@@ -91,6 +91,9 @@ class TokenizerClient {
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<phi::v1::TokenizerService::Stub>> stubs_;
   std::atomic<size_t> rr_{0};
+  // Decode sessions rotate on their own: sharing rr_ with Encode (one of each per
+  // request) would pin every session to the same tokenizer when there are two.
+  std::atomic<size_t> decode_rr_{0};
   std::unique_ptr<phi::tokenizer::Tokenizer> local_;
 };
 

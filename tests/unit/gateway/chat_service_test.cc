@@ -278,6 +278,20 @@ TEST_F(ChatServiceTest, TokenizerFailover) {
   }
 }
 
+TEST_F(ChatServiceTest, DecodeStreamFailsOverMidStream) {
+  FakeTokenizer dying;
+  dying.fail_decode_after = 3;
+  InProcessServer dying_server(&dying);
+  Start(1, {dying_server.address()});
+  for (int i = 0; i < 4; ++i) {  // sessions alternate between the two tokenizers
+    phi::v1::ChatStreamResponse last;
+    grpc::Status st;
+    EXPECT_EQ(StreamText(Hello(), &last, &st), "hello world STOP more text");
+    EXPECT_TRUE(st.ok()) << st.error_message();
+  }
+  EXPECT_GT(dying.decode_streams.load(), 0);  // some sessions did start on the dying one
+}
+
 TEST_F(ChatServiceTest, CompleteWithEchoAndPromptLogprobs) {
   Start();
   phi::v1::CompleteRequest req;

@@ -62,7 +62,12 @@ class FakeTokenizer final : public phi::v1::TokenizerService::Service {
       grpc::ServerReaderWriter<phi::v1::DecodeStreamResponse, phi::v1::DecodeStreamRequest>* stream) override {
     phi::v1::DecodeStreamRequest req;
     bool skip = false, first = true;
+    int messages = 0;
+    ++decode_streams;
     while (stream->Read(&req)) {
+      if (fail_decode_after > 0 && ++messages > fail_decode_after) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake tokenizer dying");
+      }
       if (first) skip = req.skip_special_tokens();
       first = false;
       phi::v1::DecodeStreamResponse r;
@@ -79,6 +84,9 @@ class FakeTokenizer final : public phi::v1::TokenizerService::Service {
     return grpc::Status::OK;
   }
   std::atomic<int> encodes{0};
+  // > 0: DecodeStream fails UNAVAILABLE on message fail_decode_after + 1.
+  std::atomic<int> fail_decode_after{0};
+  std::atomic<int> decode_streams{0};
 };
 
 class FakeWorker final : public phi::v1::WorkerService::Service {

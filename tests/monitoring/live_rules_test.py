@@ -58,7 +58,7 @@ LABELS = {
     "phi_tokenizer_bytes_total": {"tokenizer": [({"direction": "encode"}, 2000), ({"direction": "decode"}, 1200)]},
 }
 GAUGES = {"phi_worker_requests_waiting": 2, "phi_worker_requests_running": 6, "phi_worker_kv_blocks_used": 300,
-          "phi_worker_kv_blocks_total": 1000, "phi_worker_ready": 1, "phi_gateway_requests_in_flight": 6,
+          "phi_worker_kv_blocks_capacity": 1000, "phi_worker_ready": 1, "phi_gateway_requests_in_flight": 6,
           "process_resident_memory_bytes": 3e8, "process_open_fds": 42}
 RATES = {"phi_worker_prompt_tokens_total": 400, "phi_worker_generated_tokens_total": 300,
          "phi_worker_cached_prompt_tokens_total": 100, "phi_worker_prefix_cache_queries_total": 25,

@@ -70,7 +70,7 @@ Engine::Engine(ModelRunner* runner, EngineOptions options)
       metrics_(options_.registry != nullptr ? *options_.registry : metrics::DefaultRegistry()),
       blocks_(options_.num_kv_blocks, options_.block_size, options_.enable_prefix_cache),
       scheduler_(&blocks_, options_.max_batch_tokens, options_.max_running) {
-  metrics_.kv_blocks_total.Set(options_.num_kv_blocks);
+  metrics_.kv_blocks_capacity.Set(options_.num_kv_blocks);
 }
 
 Engine::~Engine() { Shutdown(); }

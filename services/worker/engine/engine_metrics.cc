@@ -45,7 +45,8 @@ EngineMetrics::EngineMetrics(metrics::Registry& r)
       requests_waiting(r.AddGauge("phi_worker_requests_waiting", "Requests queued, not running.").Get()),
       requests_running(r.AddGauge("phi_worker_requests_running", "Requests in the running batch.").Get()),
       kv_blocks_used(r.AddGauge("phi_worker_kv_blocks_used", "KV cache blocks held by requests.").Get()),
-      kv_blocks_total(r.AddGauge("phi_worker_kv_blocks_total", "KV cache blocks in the pool.").Get()) {
+      // A gauge: promtool reserves the _total suffix for counters.
+      kv_blocks_capacity(r.AddGauge("phi_worker_kv_blocks_capacity", "KV cache blocks in the pool.").Get()) {
   for (FinishReason reason : {FinishReason::kStop, FinishReason::kLength, FinishReason::kCancelled,
                               FinishReason::kContextLength, FinishReason::kError}) {
     RequestsFinished(reason);  // export zeros, so rate() works from the first request

@@ -29,7 +29,7 @@ struct EngineMetrics {
   metrics::Gauge& requests_waiting;
   metrics::Gauge& requests_running;
   metrics::Gauge& kv_blocks_used;
-  metrics::Gauge& kv_blocks_total;
+  metrics::Gauge& kv_blocks_capacity;
 };
 
 }  // namespace phi::worker

@@ -308,7 +308,10 @@ void Engine::Loop() {
         PHI_LOG(ERROR, "step_failed").Str("error", st.ToString()).Int("batch", plan.seqs.size());
         const double t = NowSeconds();
         for (const ScheduledSeq& s : plan.seqs) {
-          Finish(*s.seq, FinishReason::kError, absl::InternalError(absl::StrCat("forward pass failed: ", st.message())),
+          // A lost tensor-parallel rank is UNAVAILABLE (retry elsewhere); anything else INTERNAL.
+          const absl::StatusCode code =
+              st.code() == absl::StatusCode::kUnavailable ? st.code() : absl::StatusCode::kInternal;
+          Finish(*s.seq, FinishReason::kError, absl::Status(code, absl::StrCat("forward pass failed: ", st.message())),
                  t, {});
           Retire(s.seq);
         }

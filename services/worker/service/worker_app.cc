@@ -1,10 +1,14 @@
 #include "services/worker/service/worker_app.h"
 
+#include <signal.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <filesystem>
 #include <memory>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -12,6 +16,9 @@
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
 #include "services/worker/model/phi_config.h"
+#include "services/worker/parallel/follower.h"
+#include "services/worker/parallel/leader_runner.h"
+#include "services/worker/parallel/worker_group.h"
 #include "services/worker/service/worker_service.h"
 
 namespace phi::worker {
@@ -60,7 +67,15 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
   flags.AddBool("prefix-cache", "PHI_PREFIX_CACHE", &c->prefix_cache, "reuse cached KV blocks of shared prefixes");
   flags.AddInt("rank", "PHI_RANK", &c->rank, 0, 1023, "tensor-parallel rank of this process");
   flags.AddInt("world-size", "PHI_WORLD_SIZE", &c->world_size, 1, 1024, "tensor-parallel group size");
-  flags.AddString("leader", "PHI_LEADER", &c->leader, "host:port of rank 0 (world size > 1)");
+  flags.AddString("leader", "PHI_LEADER", &c->leader,
+                  "host:port of rank 0's rendezvous (world size > 1; rank 0 listens on its port)");
+  flags.AddString("tp-host", "PHI_TP_HOST", &c->tp_host,
+                  "address the other ranks reach this one at (default: 127.0.0.1 for a loopback leader, "
+                  "else this host's name)");
+  flags.AddInt("tp-join-timeout-s", "PHI_TP_JOIN_TIMEOUT_S", &c->tp_join_timeout_s, 1, 3600,
+               "seconds for every rank to arrive before the group's start fails naming the missing ranks");
+  flags.AddInt("tp-timeout-ms", "PHI_TP_TIMEOUT_MS", &c->tp_timeout_ms, 100, 600000,
+               "a rank silent this long is taken as dead: the group stops serving and exits non-zero");
   c->server.port = 50053;
   c->server.metrics_port = 9092;
   c->server.service_name = "worker";
@@ -74,9 +89,9 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   if (!std::filesystem::is_directory(c.model_dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("--model ", c.model_dir, ": no such directory"));
   }
-  if (c.world_size != 1) {
-    return absl::InvalidArgumentError(absl::StrCat(
-        "--world-size ", c.world_size, ": tensor parallelism is not available in this build yet; use 1"));
+  if (c.world_size > 1) {
+    if (c.leader.empty()) return absl::InvalidArgumentError("--leader: required (host:port) for --world-size > 1");
+    if (absl::Status st = parallel::ValidateLeaderAddress(c.leader); !st.ok()) return st;
   }
   if (c.rank >= c.world_size) {
     return absl::InvalidArgumentError(
@@ -88,6 +103,49 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   return absl::OkStatus();
 }
 
+namespace {
+
+parallel::GroupOptions GroupOptionsFrom(const WorkerConfig& c) {
+  parallel::GroupOptions g;
+  g.rank = static_cast<int>(c.rank);
+  g.world_size = static_cast<int>(c.world_size);
+  g.leader = c.leader;
+  g.hostname = c.tp_host;
+  if (g.hostname.empty()) {
+    const std::string host = c.leader.substr(0, c.leader.rfind(':'));
+    char name[256] = {};
+    g.hostname = (host == "127.0.0.1" || host == "localhost" || gethostname(name, sizeof(name) - 1) != 0)
+                     ? "127.0.0.1"
+                     : name;
+  }
+  g.join_timeout = std::chrono::seconds(c.tp_join_timeout_s);
+  g.op_timeout = std::chrono::milliseconds(c.tp_timeout_ms);
+  return g;
+}
+
+// Ranks 1..N-1: replay the leader's steps until it shuts the group down (exit 0) or the
+// group breaks (exit 1). SIGTERM stops the loop at the next message (heartbeats come
+// every 500 ms).
+int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group, cpu::CpuModelRunner& runner) {
+  server.SetServing(true);  // health: this rank is up; it serves no generation
+  PHI_LOG(INFO, "follower_ready").Int("rank", group.rank()).Int("world_size", group.world_size());
+  std::atomic<bool> stop{false};
+  std::thread signals([&] { common::ServeUntilSignal(server, [&] { stop = true; }); });
+  parallel::FollowerStats stats;
+  absl::Status st = parallel::RunFollower(&runner, &group.host(), &stats, &stop);
+  if (!stop.load()) kill(getpid(), SIGTERM);  // wake the signal thread
+  signals.join();
+  if (st.ok() || absl::IsCancelled(st)) {
+    PHI_LOG(INFO, "follower_done").Int("steps", static_cast<int64_t>(stats.steps.load()));
+    return 0;
+  }
+  PHI_LOG(ERROR, "group_failed").Str("error", st.ToString()).Int("rank", group.rank());
+  std::fprintf(stderr, "phi-worker: rank %d: %s\n", group.rank(), st.ToString().c_str());
+  return 1;
+}
+
+}  // namespace
+
 int RunWorker(const WorkerConfig& config) {
   std::string name = config.model_name;
   if (name.empty()) name = std::filesystem::path(config.model_dir).lexically_normal().filename().string();
@@ -96,7 +154,14 @@ int RunWorker(const WorkerConfig& config) {
   std::unique_ptr<common::ServiceServer> server = common::StartOrExit(config.server, {&service});
 
   const absl::Time t0 = absl::Now();
+  absl::StatusOr<std::unique_ptr<parallel::WorkerGroup>> group = parallel::WorkerGroup::Join(GroupOptionsFrom(config));
+  if (!group.ok()) {
+    PHI_LOG(ERROR, "group_start_failed").Str("error", group.status().ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", group.status().ToString().c_str());
+    return 1;
+  }
   cpu::CpuRunnerOptions runner_options;
+  runner_options.comm = &(*group)->host();
   runner_options.weights = config.dtype == "f32" ? cpu::WeightFormat::kF32 : cpu::WeightFormat::kBF16;
   runner_options.num_threads = static_cast<int>(config.threads);
   absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner = cpu::CpuModelRunner::Create(config.model_dir,
@@ -106,6 +171,22 @@ int RunWorker(const WorkerConfig& config) {
     std::fprintf(stderr, "phi-worker: %s\n", runner.status().ToString().c_str());
     return 1;
   }
+  if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, **runner);
+
+  // Rank 0: the engine drives the group through LeaderRunner (a pass-through for a group
+  // of one). A broken group stops serving at once, drains (in-flight requests end
+  // UNAVAILABLE) and exits non-zero so that the orchestrator restarts it.
+  std::atomic<bool> group_failed{false};
+  parallel::LeaderOptions leader_options;
+  leader_options.on_failure = [&](const absl::Status& st) {
+    if (group_failed.exchange(true)) return;
+    PHI_LOG(ERROR, "group_failed").Str("error", st.ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", st.ToString().c_str());
+    service.SetReady(false);
+    server->SetServing(false);
+    kill(getpid(), SIGTERM);  // wakes ServeUntilSignal below
+  };
+  parallel::LeaderRunner leader_runner(runner->get(), &(*group)->host(), leader_options);
   EngineOptions options;
   options.block_size = static_cast<int32_t>(config.kv_block_size);
   int64_t blocks = config.kv_cache_blocks;
@@ -125,7 +206,7 @@ int RunWorker(const WorkerConfig& config) {
     service.SetReady(false);
     server_ptr->SetServing(false);
   };
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(runner->get(), options);
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(&leader_runner, options);
   if (!engine.ok()) {
     PHI_LOG(ERROR, "engine_start_failed").Str("error", engine.status().ToString());
     std::fprintf(stderr, "phi-worker: %s\n", engine.status().ToString().c_str());
@@ -153,7 +234,8 @@ int RunWorker(const WorkerConfig& config) {
     (*engine)->StopAdmitting();
   });
   (*engine)->Shutdown();
-  return code;
+  leader_runner.Shutdown();  // followers exit 0
+  return group_failed.load() ? 1 : code;
 }
 
 }  // namespace phi::worker

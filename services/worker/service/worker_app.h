@@ -26,10 +26,14 @@ struct WorkerConfig {
   int64_t max_running = 64;
   int64_t max_waiting = 256;
   bool prefix_cache = true;
-  // Tensor parallelism (accepted and validated; only world size 1 runs for now).
+  // Tensor parallelism: N processes, one shard each (services/worker/parallel). Rank 0
+  // serves WorkerService and broadcasts each step; ranks 1..N-1 replay them.
   int64_t rank = 0;
   int64_t world_size = 1;
   std::string leader;              // host:port of rank 0's rendezvous
+  std::string tp_host;             // this rank's address for the Gloo mesh (default: see flag)
+  int64_t tp_join_timeout_s = 120; // every rank must arrive within this
+  int64_t tp_timeout_ms = 5000;    // a peer silent this long is dead
 };
 
 void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* config);

@@ -58,7 +58,9 @@ CpuModelRunner::~CpuModelRunner() = default;
 
 absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const std::string& model_dir,
                                                                        const CpuRunnerOptions& options) {
-  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(model_dir));
+  model::ShardSpec shard;
+  if (options.comm != nullptr) shard = {options.comm->rank(), options.comm->world_size()};
+  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(model_dir, shard));
   PHI_ASSIGN_OR_RETURN(auto runner, Create(*ck, options));
   PHI_ASSIGN_OR_RETURN(int32_t tok_size, model::LoadTokenizerVocabSize(model_dir));
   if (tok_size > runner->shape_.vocab_size) {
@@ -71,8 +73,13 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const std
 
 absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const model::PhiCheckpoint& checkpoint,
                                                                        const CpuRunnerOptions& options) {
-  if (checkpoint.shard().world_size != 1) {
-    return absl::InvalidArgumentError("the CPU runner runs whole models (shard world size 1)");
+  const model::ShardSpec& shard = checkpoint.shard();
+  const int comm_size = options.comm != nullptr ? options.comm->world_size() : 1;
+  const int comm_rank = options.comm != nullptr ? options.comm->rank() : 0;
+  if (shard.world_size != comm_size || shard.rank != comm_rank) {
+    return absl::InvalidArgumentError(absl::StrCat("checkpoint opened for shard ", shard.rank, " of ", shard.world_size,
+                                                   " but the runner's communicator is rank ", comm_rank, " of ",
+                                                   comm_size));
   }
   if (options.num_threads < 1 || options.num_threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("num_threads ", options.num_threads, ": allowed [1, 256]"));
@@ -88,11 +95,16 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
   const auto& c = config_;
   hidden_ = c.hidden_size;
   inter_ = c.intermediate_size;
-  heads_ = c.num_attention_heads;
+  const int64_t world = ck.shard().world_size;
+  heads_ = c.num_attention_heads / world;  // ValidateShardSpec checked divisibility
   head_dim_ = c.head_dim();
   rot_half_ = c.rotary_dim() / 2;
-  n_in_ = 3 * hidden_ + inter_;
-  k_out_ = hidden_ + inter_;
+  attn_ = heads_ * head_dim_;
+  fc1_ = inter_ / world;
+  vocab_ = c.vocab_size / world;
+  vocab0_ = vocab_ * ck.shard().rank;
+  n_in_ = 3 * attn_ + fc1_;
+  k_out_ = attn_ + fc1_;
   shape_.vocab_size = c.vocab_size;
   shape_.tokenizer_vocab_size = c.vocab_size;
   shape_.max_position_embeddings = c.max_position_embeddings;
@@ -118,25 +130,27 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("input_layernorm.bias"), &L.ln_b));
     L.w_in = PackedMatrix(wf, n_in_, hidden_);
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.q_proj.weight"), &L.w_in, 0, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.k_proj.weight"), &L.w_in, hidden_, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.v_proj.weight"), &L.w_in, 2 * hidden_, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc1.weight"), &L.w_in, 3 * hidden_, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.k_proj.weight"), &L.w_in, attn_, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.v_proj.weight"), &L.w_in, 2 * attn_, 0, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc1.weight"), &L.w_in, 3 * attn_, 0, &tmp));
     L.b_in.assign(n_in_, 0.0f);
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.q_proj.bias"), &L.b_in, 0));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.k_proj.bias"), &L.b_in, hidden_));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.v_proj.bias"), &L.b_in, 2 * hidden_));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc1.bias"), &L.b_in, 3 * hidden_));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.k_proj.bias"), &L.b_in, attn_));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.v_proj.bias"), &L.b_in, 2 * attn_));
+    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc1.bias"), &L.b_in, 3 * attn_));
     L.w_out = PackedMatrix(wf, hidden_, k_out_);
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.dense.weight"), &L.w_out, 0, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc2.weight"), &L.w_out, 0, hidden_, &tmp));
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc2.weight"), &L.w_out, 0, attn_, &tmp));
     std::vector<float> fc2_b;
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.dense.bias"), &L.b_out));
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc2.bias"), &fc2_b));
     for (int64_t i = 0; i < hidden_; ++i) L.b_out[i] += fc2_b[i];
+    // Row-split GEMM: the partial sums of all ranks add up, so the bias goes in once.
+    if (ck.shard().rank != 0) std::fill(L.b_out.begin(), L.b_out.end(), 0.0f);
   }
   PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.weight", &final_ln_w_));
   PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.bias", &final_ln_b_));
-  lm_head_ = PackedMatrix(wf, c.vocab_size, hidden_);
+  lm_head_ = PackedMatrix(wf, vocab_, hidden_);
   PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, "lm_head.weight", &lm_head_, 0, 0, &tmp));
   PHI_RETURN_IF_ERROR(ReadVector(ck, "lm_head.bias", &lm_head_b_));
 
@@ -175,7 +189,7 @@ std::string CpuModelRunner::kernel_name() const {
 }
 
 int64_t CpuModelRunner::KvBlockBytes(int32_t block_size) const {
-  return 2 * static_cast<int64_t>(config_.num_hidden_layers) * block_size * hidden_ * static_cast<int64_t>(sizeof(float));
+  return 2 * static_cast<int64_t>(config_.num_hidden_layers) * block_size * attn_ * static_cast<int64_t>(sizeof(float));
 }
 
 absl::Status CpuModelRunner::AllocateKvCache(const worker::KvCacheSpec& spec) {
@@ -296,16 +310,22 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
   Grow(&y_in_, T * n_in_);
   Grow(&z_, T * k_out_);
 
-  // Embedding (embd_pdrop is 0 at inference).
+  // Embedding (embd_pdrop is 0 at inference). Split by vocabulary: the rank holding a
+  // token's row writes it, the others zeros, and the all-reduce assembles the rows.
   for (int64_t t = 0; t < T; ++t) {
     float* x = x_.data() + t * H;
-    if (!embed_f32_.empty()) {
-      std::memcpy(x, embed_f32_.data() + static_cast<int64_t>(token[t]) * H, H * sizeof(float));
+    const int64_t row = static_cast<int64_t>(token[t]) - vocab0_;
+    if (row < 0 || row >= vocab_) {
+      std::fill(x, x + H, 0.0f);
+    } else if (!embed_f32_.empty()) {
+      std::memcpy(x, embed_f32_.data() + row * H, H * sizeof(float));
     } else {
-      const uint16_t* e = embed_bf16_.data() + static_cast<int64_t>(token[t]) * H;
+      const uint16_t* e = embed_bf16_.data() + row * H;
       for (int64_t i = 0; i < H; ++i) x[i] = model::Bf16ToF32(e[i]);
     }
   }
+  parallel::Communicator* comm = options_.comm != nullptr && options_.comm->world_size() > 1 ? options_.comm : nullptr;
+  if (comm != nullptr) PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(x_.data(), T * H)));
 
   const int64_t bs = kv_spec_.block_size;
   for (int l = 0; l < config_.num_hidden_layers; ++l) {
@@ -321,8 +341,8 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* q = y_in_.data() + t * n_in_;
-        float* k = q + H;
-        const float* v = q + 2 * H;
+        float* k = q + attn_;
+        const float* v = q + 2 * attn_;
         const float* cs = rope_cos_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
         const float* sn = rope_sin_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
         const int32_t block = seq_of[t]->block_table[pos[t] / bs];
@@ -335,12 +355,20 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
           std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
                       head_dim_ * sizeof(float));
         }
-        gelu_new_cpu(q + 3 * H, inter_, z_.data() + t * k_out_ + H);
+        gelu_new_cpu(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
       }
     });
     Attention(l, batch, seq_first);
     // x += [attn | gelu(fc1)] W_out^T + b_dense + b_fc2  (dense and fc2 in one GEMM).
-    matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
+    if (comm == nullptr) {
+      matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
+    } else {
+      // This rank's partial sum over its heads and fc1 columns; the layer's one all-reduce.
+      Grow(&partial_, T * H);
+      matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), partial_.data(), H, /*accumulate=*/false);
+      PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(partial_.data(), T * H)));
+      for (int64_t i = 0; i < T * H; ++i) x_[i] += partial_[i];
+    }
   }
 
   // Logits rows: the last token of each sequence, or all its tokens when asked.
@@ -367,7 +395,23 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     }
   });
   out->data.resize(static_cast<size_t>(R) * config_.vocab_size);
-  matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), out->data.data(), config_.vocab_size, false);
+  if (comm == nullptr) {
+    matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), out->data.data(), config_.vocab_size, false);
+    return absl::OkStatus();
+  }
+  // Vocabulary-split lm_head: this rank's columns of every row, gathered rank-major.
+  const int world = comm->world_size();
+  Grow(&logits_local_, static_cast<size_t>(R * vocab_) * (world + 1));
+  float* local = logits_local_.data();
+  float* gathered = local + R * vocab_;
+  matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), local, vocab_, false);
+  PHI_RETURN_IF_ERROR(comm->AllGather(local, gathered, static_cast<size_t>(R * vocab_) * sizeof(float)));
+  for (int rank = 0; rank < world; ++rank) {
+    for (int64_t r = 0; r < R; ++r) {
+      std::memcpy(out->data.data() + r * config_.vocab_size + rank * vocab_, gathered + (rank * R + r) * vocab_,
+                  static_cast<size_t>(vocab_) * sizeof(float));
+    }
+  }
   return absl::OkStatus();
 }
 

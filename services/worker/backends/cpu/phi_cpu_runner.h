@@ -20,6 +20,7 @@
 #include "services/worker/backends/cpu/thread_pool.h"
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/model/phi_checkpoint.h"
+#include "services/worker/parallel/communicator.h"
 
 namespace phi::cpu {
 
@@ -27,6 +28,11 @@ struct CpuRunnerOptions {
   WeightFormat weights = WeightFormat::kBF16;
   int num_threads = 2;                   // including the calling thread
   KernelPath kernel = KernelPath::kAuto;  // kPortable forces the plain C++ kernels
+  // Tensor parallelism: this rank's group (rank, world size). Null or world size 1: the
+  // whole model. Else the checkpoint is opened for this rank's shard (heads, fc1 columns,
+  // vocabulary rows) and each step makes one all-reduce per layer, one for the
+  // embedding rows and one all-gather of the logits. Must outlive the runner.
+  parallel::Communicator* comm = nullptr;
 };
 
 class CpuModelRunner final : public worker::ModelRunner {
@@ -35,7 +41,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   // tokenizer's size from tokenizer.json when present).
   static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const std::string& model_dir,
                                                                 const CpuRunnerOptions& options = {});
-  // From an opened checkpoint (world size 1).
+  // From an opened checkpoint; a sharded one needs options.comm of the same rank and size.
   static absl::StatusOr<std::unique_ptr<CpuModelRunner>> Create(const model::PhiCheckpoint& checkpoint,
                                                                 const CpuRunnerOptions& options = {});
   ~CpuModelRunner() override;
@@ -73,7 +79,10 @@ class CpuModelRunner final : public worker::ModelRunner {
   model::GenerationConfig generation_;
   worker::ModelShape shape_;
   int64_t hidden_ = 0, inter_ = 0, heads_ = 0, head_dim_ = 0, rot_half_ = 0;
-  int64_t n_in_ = 0, k_out_ = 0;  // 3H + I, H + I
+  int64_t n_in_ = 0, k_out_ = 0;  // 3H + I, H + I  (this rank's shares: 3A + F, A + F)
+  // Tensor parallelism: attention width (local heads x head_dim), fc1 columns and
+  // vocabulary rows of this rank; equal to H, I and V for a whole model.
+  int64_t attn_ = 0, fc1_ = 0, vocab_ = 0, vocab0_ = 0;
 
   std::unique_ptr<ThreadPool> pool_;
   std::unique_ptr<MatMul> matmul_;
@@ -94,6 +103,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   // Step buffers, grown on demand.
   std::vector<float> x_, h_, y_in_, z_, scores_;
   std::vector<const float*> block_ptrs_;  // per thread: K then V block pointers of one head
+  std::vector<float> partial_, logits_local_;  // tensor parallelism: pre-reduce, pre-gather
 };
 
 }  // namespace phi::cpu

@@ -1,0 +1,114 @@
+// Tensor-parallel CPU groups of N = 2 and 4 processes on loopback, on a random Phi model
+// (F32): the same greedy tokens as one rank, logits within 1e-5 relative, and each rank
+// holding 1/N of the sharded weights.
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <map>
+#include <sstream>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "gmock/gmock.h"
+#include "gtest/gtest.h"
+#include "tests/unit/worker/parallel/rank_processes.h"
+
+namespace phi::parallel::testing {
+namespace {
+
+std::string ModelDir() {
+  const char* dir = std::getenv("PHI_TP_MODEL_DIR");
+  return dir ? dir : "";
+}
+
+std::string ReadFile(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+struct GroupRun {
+  std::string out_prefix;
+  std::map<int, long long> weight_bytes;  // rank -> bytes
+};
+
+GroupRun RunGroup(int n) {
+  std::string dir = ::testing::TempDir() + "/phi_tp_" + std::to_string(n) + "_" + std::to_string(getpid());
+  mkdir(dir.c_str(), 0755);
+  RankGroup group(PHI_TP_RANK_BINARY, dir);
+  const std::string leader = "127.0.0.1:" + std::to_string(FreePort());
+  for (int r = 0; r < n; ++r) {
+    group.Start(r, {std::to_string(r), std::to_string(n), leader, ModelDir(), dir + "/out"});
+  }
+  EXPECT_TRUE(group.WaitAll(std::chrono::seconds(120))) << "a rank hung";
+  GroupRun run{dir + "/out", {}};
+  for (auto& p : group.ranks()) {
+    const std::string log = p.Log();
+    EXPECT_EQ(p.exit_code, 0) << "rank " << p.rank << " of " << n << ":\n" << log;
+    const auto at = log.find("WEIGHT_BYTES ");
+    if (at != std::string::npos) {
+      int rank = -1;
+      long long bytes = 0;
+      std::istringstream(log.substr(at + 13)) >> rank >> bytes;
+      run.weight_bytes[rank] = bytes;
+    }
+  }
+  return run;
+}
+
+class TensorParallelCpuTest : public ::testing::TestWithParam<int> {
+ protected:
+  void SetUp() override {
+    if (ModelDir().empty()) GTEST_SKIP() << "PHI_TP_MODEL_DIR not set (ctest sets it from the model fixture)";
+  }
+};
+
+TEST_P(TensorParallelCpuTest, MatchesOneRank) {
+  const int n = GetParam();
+  static const GroupRun one = RunGroup(1);
+  const GroupRun many = RunGroup(n);
+
+  std::string ref_bytes = ReadFile(one.out_prefix + ".logits"), got_bytes = ReadFile(many.out_prefix + ".logits");
+  ASSERT_GT(ref_bytes.size(), 0u);
+  ASSERT_EQ(ref_bytes.size(), got_bytes.size());
+  std::vector<float> ref(ref_bytes.size() / 4), got(got_bytes.size() / 4);
+  std::memcpy(ref.data(), ref_bytes.data(), ref_bytes.size());
+  std::memcpy(got.data(), got_bytes.data(), got_bytes.size());
+  // Vocabulary rows of the model: the logits file holds whole rows of it.
+  const size_t vocab = nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+  ASSERT_EQ(ref.size() % vocab, 0u);
+  double worst = 0;
+  for (size_t row = 0; row < ref.size() / vocab; ++row) {
+    float max_ref = 0, max_diff = 0;
+    for (size_t i = row * vocab; i < (row + 1) * vocab; ++i) {
+      max_ref = std::max(max_ref, std::fabs(ref[i]));
+      max_diff = std::max(max_diff, std::fabs(ref[i] - got[i]));
+    }
+    worst = std::max(worst, static_cast<double>(max_diff / max_ref));
+    EXPECT_LE(max_diff, 1e-5f * max_ref) << "row " << row;
+  }
+  std::printf("N=%d: worst relative logits difference to N=1: %.3g\n", n, worst);
+  const std::string tokens = ReadFile(one.out_prefix + ".tokens");
+  EXPECT_THAT(tokens, ::testing::HasSubstr("seq 3 token"));
+  EXPECT_EQ(ReadFile(many.out_prefix + ".tokens"), tokens);
+
+  // Each rank holds exactly 1/N of the sharded GEMM weights (q/k/v/fc1 by rows, dense/fc2
+  // by columns, lm_head by vocabulary rows).
+  ASSERT_EQ(one.weight_bytes.size(), 1u);
+  ASSERT_EQ(many.weight_bytes.size(), static_cast<size_t>(n));
+  for (const auto& [rank, bytes] : many.weight_bytes) {
+    EXPECT_EQ(bytes * n, one.weight_bytes.at(0)) << "rank " << rank;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(WorldSizes, TensorParallelCpuTest, ::testing::Values(2, 4));
+
+}  // namespace
+}  // namespace phi::parallel::testing

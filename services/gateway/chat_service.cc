@@ -79,6 +79,21 @@ absl::Status ChatServiceImpl::Serve(grpc::ServerContext* ctx, const std::string&
   return status;
 }
 
+namespace {
+
+// The fields every last message carries (unary responses and the last stream message).
+template <typename Msg>
+void SetFinalFields(const GenerateResult& r, Msg* m) {
+  m->set_request_id(r.request_id);
+  m->set_finish_reason(r.finish_reason);
+  *m->mutable_usage() = r.usage;
+  *m->mutable_timings() = r.timings;
+  m->set_model(r.model);
+  m->set_seed(r.seed);
+}
+
+}  // namespace
+
 grpc::Status ChatServiceImpl::Chat(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
                                    phi::v1::ChatResponse* resp) {
   GenerateResult r;
@@ -91,20 +106,14 @@ grpc::Status ChatServiceImpl::Chat(grpc::ServerContext* ctx, const phi::v1::Chat
                          },
                          &r);
   if (!s.ok()) return common::ToGrpcStatus(s);
-  resp->set_request_id(r.request_id);
   resp->set_text(std::move(text));
-  resp->set_finish_reason(r.finish_reason);
-  *resp->mutable_usage() = r.usage;
-  *resp->mutable_timings() = r.timings;
-  resp->set_model(r.model);
-  resp->set_seed(r.seed);
+  SetFinalFields(r, resp);
   return grpc::Status::OK;
 }
 
 grpc::Status ChatServiceImpl::ChatStream(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
                                          grpc::ServerWriter<phi::v1::ChatStreamResponse>* writer) {
   GenerateResult r;
-  std::string request_id = req->request_id();
   absl::Status s = Serve(ctx, "chat_stream", ParamsFromChat(*req, chatml_),
                          [&](GenerateDelta&& d) {
                            phi::v1::ChatStreamResponse m;
@@ -116,12 +125,7 @@ grpc::Status ChatServiceImpl::ChatStream(grpc::ServerContext* ctx, const phi::v1
                          &r);
   if (!s.ok()) return common::ToGrpcStatus(s);
   phi::v1::ChatStreamResponse last;
-  last.set_request_id(r.request_id);
-  last.set_finish_reason(r.finish_reason);
-  *last.mutable_usage() = r.usage;
-  *last.mutable_timings() = r.timings;
-  last.set_model(r.model);
-  last.set_seed(r.seed);
+  SetFinalFields(r, &last);
   writer->Write(last);
   return grpc::Status::OK;
 }
@@ -139,13 +143,8 @@ grpc::Status ChatServiceImpl::Complete(grpc::ServerContext* ctx, const phi::v1::
                          },
                          &r);
   if (!s.ok()) return common::ToGrpcStatus(s);
-  resp->set_request_id(r.request_id);
   resp->set_text(std::move(text));
-  resp->set_finish_reason(r.finish_reason);
-  *resp->mutable_usage() = r.usage;
-  *resp->mutable_timings() = r.timings;
-  resp->set_model(r.model);
-  resp->set_seed(r.seed);
+  SetFinalFields(r, resp);
   return grpc::Status::OK;
 }
 
@@ -164,12 +163,7 @@ grpc::Status ChatServiceImpl::CompleteStream(grpc::ServerContext* ctx, const phi
                          &r);
   if (!s.ok()) return common::ToGrpcStatus(s);
   phi::v1::CompleteStreamResponse last;
-  last.set_request_id(r.request_id);
-  last.set_finish_reason(r.finish_reason);
-  *last.mutable_usage() = r.usage;
-  *last.mutable_timings() = r.timings;
-  last.set_model(r.model);
-  last.set_seed(r.seed);
+  SetFinalFields(r, &last);
   writer->Write(last);
   return grpc::Status::OK;
 }

@@ -4,7 +4,10 @@
 # and GPU tests, the benchmark, the transformers baseline and a memcheck pass over the kernel
 # tests. Logs go to $OUT (or ./device_out). Prepare .device/ with prepare_device_carry.sh, then
 # run from the repository root:
-#   bash bench/cuda/device_check.sh [quick]
+#   bash bench/cuda/device_check.sh [quick|oracle]
+# `oracle`: only the build, the kernel and runner GPU tests and the oracle suite (cuda_oracle_gpu_test on the
+# golden data carried in .device/cuda_oracle, and on data generated here by the device's
+# transformers when make_cuda_oracle.py runs under it).
 set -u
 OUT=${OUT:-$PWD/device_out}
 mkdir -p "$OUT"
@@ -29,10 +32,41 @@ fi
 log "build ok"
 # The runner test needs the carried Abseil; its failure to build must not cost the rest.
 RUNNER_OK=0
-if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test >> "$OUT/build.log" 2>&1; then
+if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test cuda_oracle_gpu_test \
+     >> "$OUT/build.log" 2>&1; then
   RUNNER_OK=1
 else
   log "runner test not built (see build.log)"
+fi
+
+if [ "$QUICK" = oracle ]; then
+  log "oracle suite"
+  [ $RUNNER_OK = 1 ] || { tail -30 "$OUT/build.log"; log "ORACLE NOT BUILT"; exit 1; }
+  python3 -c "import transformers, torch; print('device transformers', transformers.__version__, 'torch', torch.__version__)" \
+    2>&1 | tee -a "$OUT/summary.txt"
+  PYTHONUNBUFFERED=1 timeout 90 python3 tests/unit/worker/cuda/make_cuda_oracle.py --out /tmp/phi_cuda_oracle_dev \
+    > "$OUT/oracle_gen.log" 2>&1
+  GEN_RC=$?
+  echo "make_cuda_oracle.py on the device rc=$GEN_RC" | tee -a "$OUT/summary.txt"
+  {
+    timeout 90 $B/cuda_kernels_gpu_test
+    echo "gpu tests rc=$?"
+    export LD_LIBRARY_PATH=$PWD/.device/sysroot/lib
+    PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model timeout 60 $B/cuda_model_runner_gpu_test
+    echo "runner tests rc=$?"
+    echo "--- oracle data carried (transformers 4.44.2, torch 1.13 CPU)"
+    PHI_CUDA_ORACLE_DIR=$PWD/.device/cuda_oracle timeout 60 $B/cuda_oracle_gpu_test
+    echo "oracle (carried data) rc=$?"
+    if [ $GEN_RC = 0 ]; then
+      echo "--- oracle data generated on the device"
+      PHI_CUDA_ORACLE_DIR=/tmp/phi_cuda_oracle_dev timeout 60 $B/cuda_oracle_gpu_test
+      echo "oracle (device data) rc=$?"
+    fi
+  } > "$OUT/tests.log" 2>&1
+  grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|rel norm|GPU==|^---" "$OUT/tests.log" \
+    | tee -a "$OUT/summary.txt"
+  log "done"
+  exit 0
 fi
 
 log "tests"

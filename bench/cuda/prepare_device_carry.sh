@@ -2,7 +2,7 @@
 # Fills the ignored .device/ folder that bench/cuda/device_check.sh needs on the GPU machine
 # (which has nvcc, CMake, ninja and python3+torch but no GoogleTest, Abseil or nlohmann/json):
 # GoogleTest sources, Abseil headers and shared libraries, nlohmann/json, and a tiny random
-# checkpoint with head_dim 64 for the runner test. Run here, from the repository root; then
+# checkpoint with head_dim 64 for the runner test, and the oracle suite's golden data. Run here, from the repository root; then
 # call the device tool with carry=[".device"] and `bash bench/cuda/device_check.sh`.
 set -euo pipefail
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
@@ -13,4 +13,5 @@ cp -a /usr/lib/x86_64-linux-gnu/libabsl_*.so* .device/sysroot/lib/
 PY=${PHI_PYTHON:-.venv/bin/python3}
 "$PY" tools/make_model.py --out .device/cuda_tiny_model --preset tiny --num-heads 2 --dtype bf16 \
   --seed 11 --std 0.05 >/dev/null
+"$PY" tests/unit/worker/cuda/make_cuda_oracle.py --out .device/cuda_oracle >/dev/null
 du -sh .device

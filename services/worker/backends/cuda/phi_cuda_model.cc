@@ -27,8 +27,10 @@ int decode_graph_bucket(int batch) {
 
 int64_t PhiCudaConfig::ParameterCount() const {
   const int64_t h = hidden_size;
-  const int64_t per_layer = 2 * h + static_cast<int64_t>(w1_rows()) * (h + 1) +
-                            h * w2_cols() + h;
+  // Without the zero padding of w1_rows()/w2_cols().
+  const int64_t w1 = qkv_width() + intermediate_size;
+  const int64_t w2 = num_heads * head_dim + intermediate_size;
+  const int64_t per_layer = 2 * h + w1 * (h + 1) + h * w2 + h;
   return 2 * static_cast<int64_t>(vocab_size) * h + vocab_size + 2 * h + num_layers * per_layer;
 }
 
@@ -128,6 +130,8 @@ CudaStatus PhiCudaModel::Init() {
                                  std::to_string(total_b));
   }
   PHI_CUDA_CHECK(cudaMalloc(&weight_arena_, total));
+  // Padding rows/columns of w1/b1/w2 stay zero (loaders write only the real ones).
+  PHI_CUDA_CHECK(cudaMemset(weight_arena_, 0, total));
   weight_bytes_ = 0;
   size_t o = 0;
   for (auto& [p, bytes] : plan) {
@@ -142,6 +146,8 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&h_, 2 * t * h));
   PHI_CUDA_CHECK(cudaMalloc(&qkvf_, 2 * t * c.w1_rows()));
   PHI_CUDA_CHECK(cudaMalloc(&mid_, 2 * t * c.w2_cols()));
+  // mid_'s padding columns are never written; zero, they add nothing through w2.
+  PHI_CUDA_CHECK(cudaMemset(mid_, 0, 2 * t * c.w2_cols()));
   PHI_CUDA_CHECK(cudaMalloc(&hf_, 2 * static_cast<size_t>(options_.max_logit_rows) * h));
   PHI_CUDA_CHECK(
       cudaMalloc(&logits_, 4 * static_cast<size_t>(options_.max_logit_rows) * c.vocab_size));

@@ -35,8 +35,13 @@ struct PhiCudaConfig {
   int tokenizer_vocab_size = 0;  // ids >= this are never sampled (0: vocab_size)
 
   int qkv_width() const { return 3 * num_heads * head_dim; }
-  int w1_rows() const { return qkv_width() + intermediate_size; }  // fused q|k|v|fc1
-  int w2_cols() const { return num_heads * head_dim + intermediate_size; }  // [dense | fc2]
+  // Fused q|k|v|fc1 rows and [dense | fc2] columns, each rounded up to a multiple of 8 with
+  // zero weights: they are the BF16 leading dimensions of qkvf_ and mid_, which prefill
+  // attention (q_stride), the gemv and cuBLASLt need 16-byte aligned. Phi-1.5 needs no
+  // padding; an intermediate size such as 333 would otherwise be refused at the first step.
+  int w1_rows() const { return RoundUp8(qkv_width() + intermediate_size); }
+  int w2_cols() const { return RoundUp8(num_heads * head_dim + intermediate_size); }
+  static int RoundUp8(int n) { return (n + 7) / 8 * 8; }
   int64_t ParameterCount() const;
 };
 

@@ -20,6 +20,9 @@
 #include "services/worker/parallel/leader_runner.h"
 #include "services/worker/parallel/worker_group.h"
 #include "services/worker/service/worker_service.h"
+#ifdef PHI_WORKER_WITH_CUDA
+#include "services/worker/backends/cuda/cuda_model_runner.h"
+#endif
 
 namespace phi::worker {
 namespace {
@@ -53,6 +56,11 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
                   "model folder (config.json, generation_config.json, *.safetensors, tokenizer.json); required");
   flags.AddString("model-name", "PHI_MODEL_NAME", &c->model_name, "name reported by GetStatus (default: folder name)");
   flags.AddChoice("dtype", "PHI_DTYPE", &c->dtype, {"bf16", "f32"}, "weight format in memory");
+  flags.AddChoice("device", "PHI_DEVICE", &c->device, {"cpu", "cuda"},
+                  "forward pass on the CPU or on one CUDA GPU (BF16; needs a build with PHI_ENABLE_CUDA)");
+  flags.AddDouble("gpu-memory-fraction", "PHI_GPU_MEMORY_FRACTION", &c->gpu_memory_fraction, 0.01, 1.0,
+                  "--device cuda: share of the GPU memory free after the weights that the KV cache takes "
+                  "when --kv-cache-blocks is 0");
   flags.AddInt("threads", "PHI_THREADS", &c->threads, 1, 1024, "CPU threads for the forward pass");
   flags.AddInt("kv-cache-blocks", "PHI_KV_CACHE_BLOCKS", &c->kv_cache_blocks, 0, 1 << 24,
                "KV cache blocks (0: as many as --kv-cache-mb holds)");
@@ -100,6 +108,15 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   if (c.world_size == 1 && !c.leader.empty()) {
     return absl::InvalidArgumentError("--leader is only for --world-size > 1");
   }
+  if (c.device == "cuda") {
+#ifndef PHI_WORKER_WITH_CUDA
+    return absl::InvalidArgumentError("--device cuda: built without the CUDA worker (-DPHI_ENABLE_CUDA=ON -DPHI_WORKER_CUDA=ON)");
+#endif
+    if (c.world_size > 1) {
+      return absl::InvalidArgumentError("--device cuda: runs on one GPU; --world-size > 1 is CPU only");
+    }
+    if (c.dtype != "bf16") return absl::InvalidArgumentError("--device cuda: --dtype must be bf16");
+  }
   return absl::OkStatus();
 }
 
@@ -144,6 +161,100 @@ int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group,
   return 1;
 }
 
+// What the engine needs from a loaded runner, whichever device it is on.
+struct LoadedRunner {
+  ModelRunner* runner = nullptr;
+  int32_t num_kv_blocks = 0;
+  std::vector<int32_t> eos_token_ids;
+  std::string kernel;
+  int32_t max_context = 0;
+};
+
+// The engine over `r`, warm-up, READY, serving until a signal. Returns the exit code.
+int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerServiceImpl& service,
+                common::ServiceServer& server, absl::Time t0) {
+  EngineOptions options;
+  options.block_size = static_cast<int32_t>(config.kv_block_size);
+  options.num_kv_blocks = r.num_kv_blocks;
+  options.max_batch_tokens = static_cast<int32_t>(config.max_batch_tokens);
+  options.max_running = static_cast<int32_t>(config.max_running);
+  options.max_waiting = static_cast<int32_t>(config.max_waiting);
+  options.enable_prefix_cache = config.prefix_cache;
+  options.eos_token_ids = r.eos_token_ids;
+  common::ServiceServer* server_ptr = &server;
+  options.on_step_failure = [&service, server_ptr](const absl::Status& status) {
+    PHI_LOG(ERROR, "not_serving").Str("reason", "forward pass failed").Str("error", status.ToString());
+    service.SetReady(false);
+    server_ptr->SetServing(false);
+  };
+  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(r.runner, options);
+  if (!engine.ok()) {
+    PHI_LOG(ERROR, "engine_start_failed").Str("error", engine.status().ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", engine.status().ToString().c_str());
+    return 1;
+  }
+  absl::Status warm = WarmUp(**engine);
+  if (!warm.ok()) {
+    PHI_LOG(ERROR, "warmup_failed").Str("error", warm.ToString());
+    std::fprintf(stderr, "phi-worker: warm-up forward pass failed: %s\n", warm.ToString().c_str());
+    return 1;
+  }
+  service.SetEngine(engine->get());
+  service.SetReady(true);
+  server.SetServing(true);
+  PHI_LOG(INFO, "ready")
+      .Str("model", config.model_dir)
+      .Str("device", config.device)
+      .Str("kernel", r.kernel)
+      .Int("kv_blocks", options.num_kv_blocks)
+      .Int("kv_block_size", options.block_size)
+      .Int("max_context", r.max_context)
+      .Num("load_seconds", absl::ToDoubleSeconds(absl::Now() - t0));
+
+  const int code = common::ServeUntilSignal(server, [&] {
+    service.SetReady(false);
+    (*engine)->StopAdmitting();
+  });
+  (*engine)->Shutdown();
+  return code;
+}
+
+#ifdef PHI_WORKER_WITH_CUDA
+// --device cuda: one GPU, no tensor-parallel group (ValidateWorkerConfig checks that).
+int RunCudaWorker(const WorkerConfig& config, WorkerServiceImpl& service, common::ServiceServer& server,
+                  absl::Time t0) {
+  cuda::CudaRunnerOptions o;
+  o.kv_memory_fraction = config.gpu_memory_fraction;
+  o.model.block_size = static_cast<int>(config.kv_block_size);
+  o.model.max_tokens_per_step = static_cast<int>(config.max_batch_tokens);
+  o.model.max_seqs = static_cast<int>(std::min(config.max_running, config.max_batch_tokens));
+  // Prompt logprobs can ask for every row of a prefill chunk.
+  o.model.max_logit_rows = static_cast<int>(config.max_batch_tokens);
+  absl::StatusOr<std::unique_ptr<cuda::CudaModelRunner>> runner = cuda::CudaModelRunner::Create(config.model_dir, o);
+  absl::Status st = runner.status();
+  int64_t blocks = config.kv_cache_blocks;
+  if (st.ok() && blocks == 0) {
+    // KV cache from the GPU memory left after weights and step buffers; a model that does
+    // not fit one full-length sequence is refused with the numbers.
+    absl::StatusOr<int32_t> fit = (*runner)->KvBlocksThatFit(static_cast<int32_t>(config.kv_block_size));
+    st = fit.status();
+    if (fit.ok()) blocks = *fit;
+  }
+  if (!st.ok()) {
+    PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", st.ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", st.ToString().c_str());
+    return 1;
+  }
+  LoadedRunner r;
+  r.runner = runner->get();
+  r.num_kv_blocks = static_cast<int32_t>(blocks);
+  r.eos_token_ids = (*runner)->generation().eos_token_ids;
+  r.kernel = "cuda";
+  r.max_context = (*runner)->shape().max_position_embeddings;
+  return ServeEngine(config, r, service, server, t0);
+}
+#endif
+
 }  // namespace
 
 int RunWorker(const WorkerConfig& config) {
@@ -154,6 +265,9 @@ int RunWorker(const WorkerConfig& config) {
   std::unique_ptr<common::ServiceServer> server = common::StartOrExit(config.server, {&service});
 
   const absl::Time t0 = absl::Now();
+#ifdef PHI_WORKER_WITH_CUDA
+  if (config.device == "cuda") return RunCudaWorker(config, service, *server, t0);
+#endif
   absl::StatusOr<std::unique_ptr<parallel::WorkerGroup>> group = parallel::WorkerGroup::Join(GroupOptionsFrom(config));
   if (!group.ok()) {
     PHI_LOG(ERROR, "group_start_failed").Str("error", group.status().ToString());
@@ -187,53 +301,18 @@ int RunWorker(const WorkerConfig& config) {
     kill(getpid(), SIGTERM);  // wakes ServeUntilSignal below
   };
   parallel::LeaderRunner leader_runner(runner->get(), &(*group)->host(), leader_options);
-  EngineOptions options;
-  options.block_size = static_cast<int32_t>(config.kv_block_size);
   int64_t blocks = config.kv_cache_blocks;
   if (blocks == 0) {
-    const int64_t block_bytes = std::max<int64_t>(1, (*runner)->KvBlockBytes(options.block_size));
+    const int64_t block_bytes = std::max<int64_t>(1, (*runner)->KvBlockBytes(static_cast<int32_t>(config.kv_block_size)));
     blocks = std::clamp<int64_t>(config.kv_cache_mb * (int64_t{1} << 20) / block_bytes, 1, kMaxAutoBlocks);
   }
-  options.num_kv_blocks = static_cast<int32_t>(blocks);
-  options.max_batch_tokens = static_cast<int32_t>(config.max_batch_tokens);
-  options.max_running = static_cast<int32_t>(config.max_running);
-  options.max_waiting = static_cast<int32_t>(config.max_waiting);
-  options.enable_prefix_cache = config.prefix_cache;
-  options.eos_token_ids = (*runner)->generation().eos_token_ids;
-  common::ServiceServer* server_ptr = server.get();
-  options.on_step_failure = [&service, server_ptr](const absl::Status& status) {
-    PHI_LOG(ERROR, "not_serving").Str("reason", "forward pass failed").Str("error", status.ToString());
-    service.SetReady(false);
-    server_ptr->SetServing(false);
-  };
-  absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(&leader_runner, options);
-  if (!engine.ok()) {
-    PHI_LOG(ERROR, "engine_start_failed").Str("error", engine.status().ToString());
-    std::fprintf(stderr, "phi-worker: %s\n", engine.status().ToString().c_str());
-    return 1;
-  }
-  absl::Status warm = WarmUp(**engine);
-  if (!warm.ok()) {
-    PHI_LOG(ERROR, "warmup_failed").Str("error", warm.ToString());
-    std::fprintf(stderr, "phi-worker: warm-up forward pass failed: %s\n", warm.ToString().c_str());
-    return 1;
-  }
-  service.SetEngine(engine->get());
-  service.SetReady(true);
-  server->SetServing(true);
-  PHI_LOG(INFO, "ready")
-      .Str("model", config.model_dir)
-      .Str("kernel", (*runner)->kernel_name())
-      .Int("kv_blocks", options.num_kv_blocks)
-      .Int("kv_block_size", options.block_size)
-      .Int("max_context", (*runner)->shape().max_position_embeddings)
-      .Num("load_seconds", absl::ToDoubleSeconds(absl::Now() - t0));
-
-  const int code = common::ServeUntilSignal(*server, [&] {
-    service.SetReady(false);
-    (*engine)->StopAdmitting();
-  });
-  (*engine)->Shutdown();
+  LoadedRunner r;
+  r.runner = &leader_runner;
+  r.num_kv_blocks = static_cast<int32_t>(blocks);
+  r.eos_token_ids = (*runner)->generation().eos_token_ids;
+  r.kernel = (*runner)->kernel_name();
+  r.max_context = (*runner)->shape().max_position_embeddings;
+  const int code = ServeEngine(config, r, service, *server, t0);
   leader_runner.Shutdown();  // followers exit 0
   return group_failed.load() ? 1 : code;
 }

@@ -16,6 +16,8 @@ struct WorkerConfig {
   std::string model_dir;
   std::string model_name;          // empty: the model folder's name
   std::string dtype = "bf16";      // weights in memory: bf16 | f32
+  std::string device = "cpu";      // cpu | cuda (CudaModelRunner, BF16, one GPU)
+  double gpu_memory_fraction = 0.9;  // --device cuda: share of free GPU memory for the KV cache
   int64_t threads = 2;
   int64_t kv_cache_blocks = 0;     // 0: as many as --kv-cache-mb holds
   int64_t kv_cache_mb = 1024;

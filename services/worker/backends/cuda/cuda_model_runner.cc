@@ -63,6 +63,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
 
 absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   const model::PhiConfig& c = ck.config();
+  generation_ = ck.generation();
   if (c.head_dim() != 64) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CUDA backend: head_dim (hidden_size / num_attention_heads) must be 64, got ",

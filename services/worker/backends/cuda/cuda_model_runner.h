@@ -51,6 +51,8 @@ class CudaModelRunner final : public ModelRunner {
                           PhiStepOutput* out);
 
   PhiCudaModel& model() { return *model_; }
+  // generation_config.json (eos ids for the engine).
+  const model::GenerationConfig& generation() const { return generation_; }
 
  private:
   CudaModelRunner() = default;
@@ -60,6 +62,7 @@ class CudaModelRunner final : public ModelRunner {
 
   CudaRunnerOptions options_;
   ModelShape shape_;
+  model::GenerationConfig generation_;
   std::unique_ptr<PhiCudaModel> model_;
 };
 

@@ -25,6 +25,7 @@
 
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
+#include "bench/parallel/bench_util.h"
 #include "services/worker/parallel/step_channel.h"
 #include "services/worker/parallel/step_codec.h"
 #include "services/worker/parallel/worker_group.h"
@@ -86,27 +87,6 @@ Result RunSteps(phi::parallel::Communicator& comm, int tokens, int steps) {
   return {Median(layers_us), Median(embed_us), Median(gather_us), Median(bcast_us)};
 }
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
-
-std::vector<int> ParseList(const char* s) {
-  std::vector<int> out;
-  for (auto part : absl::StrSplit(s, ',')) {
-    int v = 0;
-    if (absl::SimpleAtoi(part, &v)) out.push_back(v);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -125,8 +105,8 @@ int main(int argc, char** argv) {
     return 0;
   }
   for (int i = 1; i + 1 < argc; i += 2) {
-    if (std::strcmp(argv[i], "--world-sizes") == 0) world_sizes = ParseList(argv[i + 1]);
-    if (std::strcmp(argv[i], "--tokens") == 0) token_counts = ParseList(argv[i + 1]);
+    if (std::strcmp(argv[i], "--world-sizes") == 0) world_sizes = phi::bench::ParseIntList(argv[i + 1]);
+    if (std::strcmp(argv[i], "--tokens") == 0) token_counts = phi::bench::ParseIntList(argv[i + 1]);
     if (std::strcmp(argv[i], "--steps") == 0) steps = std::atoi(argv[i + 1]);
   }
   std::printf("Loopback Gloo, Phi-1.5 shape: %d layers x hidden %d, vocab %d; medians of %d steps\n", kLayers,
@@ -137,7 +117,7 @@ int main(int argc, char** argv) {
   std::printf("|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int n : world_sizes) {
     for (int tokens : token_counts) {
-      const std::string leader = "127.0.0.1:" + std::to_string(FreePort());
+      const std::string leader = "127.0.0.1:" + std::to_string(phi::bench::FreeLoopbackPort());
       std::vector<pid_t> children;
       for (int r = 1; r < n; ++r) {
         std::vector<std::string> args = {argv[0], "--rank", std::to_string(r), std::to_string(n), leader,

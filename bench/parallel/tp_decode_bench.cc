@@ -27,6 +27,7 @@
 #include "absl/strings/str_split.h"
 #include "bench/parallel/timed_communicator.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
+#include "bench/parallel/bench_util.h"
 #include "services/worker/parallel/follower.h"
 #include "services/worker/parallel/leader_runner.h"
 #include "services/worker/parallel/worker_group.h"
@@ -37,18 +38,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 using namespace phi;
-
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr));
-  socklen_t len = sizeof(addr);
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  close(fd);
-  return ntohs(addr.sin_port);
-}
 
 struct Args {
   std::string model, dtype = "bf16";
@@ -128,15 +117,6 @@ int RunRank(const Args& a, int rank, int n, const std::string& leader) {
   return 0;
 }
 
-std::vector<int> ParseList(const char* s) {
-  std::vector<int> out;
-  for (auto part : absl::StrSplit(s, ',')) {
-    int v = 0;
-    if (absl::SimpleAtoi(part, &v)) out.push_back(v);
-  }
-  return out;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -147,7 +127,7 @@ int main(int argc, char** argv) {
     const std::string k = argv[i];
     if (k == "--model") a.model = argv[i + 1];
     else if (k == "--dtype") a.dtype = argv[i + 1];
-    else if (k == "--world-sizes") a.world_sizes = ParseList(argv[i + 1]);
+    else if (k == "--world-sizes") a.world_sizes = phi::bench::ParseIntList(argv[i + 1]);
     else if (k == "--threads") a.threads = std::atoi(argv[i + 1]);
     else if (k == "--steps") a.steps = std::atoi(argv[i + 1]);
     else if (k == "--prompt") a.prompt = std::atoi(argv[i + 1]);
@@ -167,7 +147,7 @@ int main(int argc, char** argv) {
               "all-reduce ms/step | all-gather ms/step | all-reduces/step | all-reduced B/step | all-gathered B/step | "
               "step broadcast B/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
   for (int n : a.world_sizes) {
-    const std::string leader = "127.0.0.1:" + std::to_string(FreePort());
+    const std::string leader = "127.0.0.1:" + std::to_string(phi::bench::FreeLoopbackPort());
     std::vector<pid_t> children;
     for (int r = 1; r < n; ++r) {
       std::vector<std::string> args(argv, argv + argc);

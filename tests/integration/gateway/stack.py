@@ -73,6 +73,18 @@ class Stack:
     """tokenizer + `workers` worker processes + one gateway (more gateways: add_gateway)."""
 
     def __init__(self, workers=1, gateway_env=None, gateway_args=None, worker_args=None):
+        # free_port() closes its socket before the service binds, so a test running beside this
+        # one can take the port in between: start again on new ports when that happens.
+        for attempt in range(3):
+            try:
+                self._start(workers, gateway_env, gateway_args, worker_args)
+                return
+            except RuntimeError as e:
+                self.close()
+                if "port in use" not in str(e) or attempt == 2:
+                    raise
+
+    def _start(self, workers, gateway_env, gateway_args, worker_args):
         self.model = os.environ["PHI_TEST_MODEL"]
         self.procs = []
         self.tok_port = free_port()

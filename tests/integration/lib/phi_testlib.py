@@ -36,13 +36,28 @@ class Service:
 
     def __init__(self, binary: str, extra_args: list[str], name: str = "service"):
         self.name = name
+        self._binary, self._extra_args = binary, extra_args
+        self._restarts_left = 2
+        self._start()
+
+    def _start(self) -> None:
         self.port = free_port()
         self.metrics_port = free_port()
-        self.log_path = f"/tmp/phi-test-{name}-{os.getpid()}-{self.port}.log"
+        self.log_path = f"/tmp/phi-test-{self.name}-{os.getpid()}-{self.port}.log"
         self._log = open(self.log_path, "wb")
-        self.args = [binary, "--host=127.0.0.1", f"--port={self.port}",
-                     f"--metrics-port={self.metrics_port}", *extra_args]
+        self.args = [self._binary, "--host=127.0.0.1", f"--port={self.port}",
+                     f"--metrics-port={self.metrics_port}", *self._extra_args]
         self.proc = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+
+    def _restart_if_port_was_taken(self) -> bool:
+        """free_port() closes its socket before the service binds, so a test running beside
+        this one can take the port in between; then start again on new ports."""
+        if self._restarts_left == 0 or "port in use" not in self.log():
+            return False
+        self._restarts_left -= 1
+        self._log.close()
+        self._start()
+        return True
 
     @property
     def address(self) -> str:
@@ -62,6 +77,8 @@ class Service:
         with grpc.insecure_channel(self.address) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             while time.time() < deadline:
+                if self.proc.poll() is not None and self._restart_if_port_was_taken():
+                    return self.wait_healthy(timeout)
                 if self.proc.poll() is not None:
                     raise AssertionError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
                 try:

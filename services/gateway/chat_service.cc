@@ -94,78 +94,87 @@ void SetFinalFields(const GenerateResult& r, Msg* m) {
 
 }  // namespace
 
-grpc::Status ChatServiceImpl::Chat(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
-                                   phi::v1::ChatResponse* resp) {
-  GenerateResult r;
-  std::string text;
-  absl::Status s = Serve(ctx, "chat", ParamsFromChat(*req, chatml_),
-                         [&](GenerateDelta&& d) {
-                           text += d.text;
-                           for (auto& l : d.logprobs) *resp->add_logprobs() = std::move(l);
-                           return true;
-                         },
-                         &r);
+namespace {
+
+// Moves a delta's logprobs into a message; prompt logprobs only where the message
+// type carries them (completions).
+template <typename Msg>
+void AddLogprobs(GenerateDelta& d, Msg* m) {
+  for (auto& l : d.logprobs) *m->add_logprobs() = std::move(l);
+  if constexpr (requires { m->add_prompt_logprobs(); }) {
+    for (auto& l : d.prompt_logprobs) *m->add_prompt_logprobs() = std::move(l);
+  }
+}
+
+// Unary RPCs: gather the text and logprobs into the response.
+template <typename Resp>
+std::function<bool(GenerateDelta&&)> CollectInto(Resp* resp, std::string* text) {
+  return [resp, text](GenerateDelta&& d) {
+    *text += d.text;
+    AddLogprobs(d, resp);
+    return true;
+  };
+}
+
+// Streaming RPCs: one message per delta; false (stop) when the client is gone.
+template <typename Msg>
+std::function<bool(GenerateDelta&&)> WriteTo(grpc::ServerWriter<Msg>* writer, const GenerateResult* r) {
+  return [writer, r](GenerateDelta&& d) {
+    Msg m;
+    m.set_request_id(r->request_id);
+    m.set_text_delta(std::move(d.text));
+    AddLogprobs(d, &m);
+    return writer->Write(m);
+  };
+}
+
+template <typename Resp>
+grpc::Status FinishUnary(const absl::Status& s, const GenerateResult& r, std::string text, Resp* resp) {
   if (!s.ok()) return common::ToGrpcStatus(s);
   resp->set_text(std::move(text));
   SetFinalFields(r, resp);
   return grpc::Status::OK;
 }
 
-grpc::Status ChatServiceImpl::ChatStream(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
-                                         grpc::ServerWriter<phi::v1::ChatStreamResponse>* writer) {
-  GenerateResult r;
-  absl::Status s = Serve(ctx, "chat_stream", ParamsFromChat(*req, chatml_),
-                         [&](GenerateDelta&& d) {
-                           phi::v1::ChatStreamResponse m;
-                           m.set_request_id(r.request_id);
-                           m.set_text_delta(std::move(d.text));
-                           for (auto& l : d.logprobs) *m.add_logprobs() = std::move(l);
-                           return writer->Write(m);
-                         },
-                         &r);
+template <typename Msg>
+grpc::Status FinishStream(const absl::Status& s, const GenerateResult& r, grpc::ServerWriter<Msg>* writer) {
   if (!s.ok()) return common::ToGrpcStatus(s);
-  phi::v1::ChatStreamResponse last;
+  Msg last;
   SetFinalFields(r, &last);
   writer->Write(last);
   return grpc::Status::OK;
+}
+
+}  // namespace
+
+grpc::Status ChatServiceImpl::Chat(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
+                                   phi::v1::ChatResponse* resp) {
+  GenerateResult r;
+  std::string text;
+  const absl::Status s = Serve(ctx, "chat", ParamsFromChat(*req, chatml_), CollectInto(resp, &text), &r);
+  return FinishUnary(s, r, std::move(text), resp);
+}
+
+grpc::Status ChatServiceImpl::ChatStream(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
+                                         grpc::ServerWriter<phi::v1::ChatStreamResponse>* writer) {
+  GenerateResult r;
+  const absl::Status s = Serve(ctx, "chat_stream", ParamsFromChat(*req, chatml_), WriteTo(writer, &r), &r);
+  return FinishStream(s, r, writer);
 }
 
 grpc::Status ChatServiceImpl::Complete(grpc::ServerContext* ctx, const phi::v1::CompleteRequest* req,
                                        phi::v1::CompleteResponse* resp) {
   GenerateResult r;
   std::string text;
-  absl::Status s = Serve(ctx, "complete", ParamsFromComplete(*req),
-                         [&](GenerateDelta&& d) {
-                           text += d.text;
-                           for (auto& l : d.logprobs) *resp->add_logprobs() = std::move(l);
-                           for (auto& l : d.prompt_logprobs) *resp->add_prompt_logprobs() = std::move(l);
-                           return true;
-                         },
-                         &r);
-  if (!s.ok()) return common::ToGrpcStatus(s);
-  resp->set_text(std::move(text));
-  SetFinalFields(r, resp);
-  return grpc::Status::OK;
+  const absl::Status s = Serve(ctx, "complete", ParamsFromComplete(*req), CollectInto(resp, &text), &r);
+  return FinishUnary(s, r, std::move(text), resp);
 }
 
 grpc::Status ChatServiceImpl::CompleteStream(grpc::ServerContext* ctx, const phi::v1::CompleteRequest* req,
                                              grpc::ServerWriter<phi::v1::CompleteStreamResponse>* writer) {
   GenerateResult r;
-  absl::Status s = Serve(ctx, "complete_stream", ParamsFromComplete(*req),
-                         [&](GenerateDelta&& d) {
-                           phi::v1::CompleteStreamResponse m;
-                           m.set_request_id(r.request_id);
-                           m.set_text_delta(std::move(d.text));
-                           for (auto& l : d.logprobs) *m.add_logprobs() = std::move(l);
-                           for (auto& l : d.prompt_logprobs) *m.add_prompt_logprobs() = std::move(l);
-                           return writer->Write(m);
-                         },
-                         &r);
-  if (!s.ok()) return common::ToGrpcStatus(s);
-  phi::v1::CompleteStreamResponse last;
-  SetFinalFields(r, &last);
-  writer->Write(last);
-  return grpc::Status::OK;
+  const absl::Status s = Serve(ctx, "complete_stream", ParamsFromComplete(*req), WriteTo(writer, &r), &r);
+  return FinishStream(s, r, writer);
 }
 
 grpc::Status ChatServiceImpl::ListModels(grpc::ServerContext* ctx, const phi::v1::ListModelsRequest*,

@@ -12,12 +12,4 @@ bool CpuHasAvx512F() {
 #endif
 }
 
-bool CpuHasAvx512Bf16() {
-#if defined(__x86_64__)
-  return CpuHasAvx512F() && __builtin_cpu_supports("avx512bf16");
-#else
-  return false;
-#endif
-}
-
 }  // namespace phi::cpu

@@ -4,9 +4,8 @@
 
 namespace phi::cpu {
 
-// AVX-512 F/BW/VL with the BF16 dot product (vdpbf16ps), and OS support for ZMM state.
-bool CpuHasAvx512Bf16();
-// AVX-512 F (for the F32 kernels).
+// AVX-512 F/BW/VL/DQ and OS support for ZMM state (the F32-FMA GEMM kernels, which also
+// widen BF16 weights with AVX-512BW shuffles).
 bool CpuHasAvx512F();
 
 }  // namespace phi::cpu

@@ -1,4 +1,4 @@
-// Y = X W^T + b over packed weight matrices, threaded over output columns.
+// Y = X W^T + b over weight matrices stored in column panels, threaded over panels.
 // ref: DESIGN.md — the runner fuses [q|k|v|fc1] and [dense|fc2] into two such GEMMs.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_H_
@@ -15,7 +15,7 @@ namespace phi::cpu {
 enum class WeightFormat { kF32, kBF16 };
 
 enum class KernelPath {
-  kAuto,      // AVX-512 (BF16 dot products for BF16 weights) when the CPU has it
+  kAuto,      // AVX-512 F32 FMA kernels when the CPU has AVX-512F
   kPortable,  // plain C++; any x86-64 / other CPU
 };
 
@@ -26,35 +26,36 @@ struct AlignedFree {
 // Zero-filled, 64-byte aligned storage.
 std::unique_ptr<uint8_t[], AlignedFree> AlignedAlloc(size_t bytes);
 
-// A weight matrix of `rows` output features x `cols` input features, each row padded with
-// zeros to `ld` (a multiple of 32) so kernels need no K tail.
+// A weight matrix of `rows` output features x `cols` input features, stored as panels of
+// 32 output features: panel p holds, for k = 0 .. cols-1, the 32 weights w[32p + j, k]
+// side by side (one 64-byte line per k in BF16). The GEMM broadcasts one activation and
+// multiplies it with a whole line, so every weight byte is read once per step in order,
+// and BF16 widens to F32 with one shuffle. Rows past `rows` in the last panel are zero.
 class PackedMatrix {
  public:
+  static constexpr int64_t kPanel = 32;
+
   PackedMatrix() = default;
   PackedMatrix(WeightFormat format, int64_t rows, int64_t cols);
 
   WeightFormat format() const { return format_; }
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
-  int64_t ld() const { return ld_; }
+  int64_t panels() const { return (rows_ + kPanel - 1) / kPanel; }
   int elem_bytes() const { return format_ == WeightFormat::kBF16 ? 2 : 4; }
-  size_t bytes() const { return static_cast<size_t>(rows_ * ld_) * elem_bytes(); }
+  size_t bytes() const { return static_cast<size_t>(panels() * kPanel * cols_) * elem_bytes(); }
   // Bytes a GEMM reads (the unpadded payload).
   size_t payload_bytes() const { return static_cast<size_t>(rows_ * cols_) * elem_bytes(); }
-  uint8_t* row(int64_t r) { return data_.get() + static_cast<size_t>(r * ld_) * elem_bytes(); }
-  const uint8_t* row(int64_t r) const { return data_.get() + static_cast<size_t>(r * ld_) * elem_bytes(); }
   const void* data() const { return data_.get(); }
+
+  // Copies a row-major block src[rows x cols] (elements of format(): uint16_t BF16 bits or
+  // float) into rows [row0, row0 + rows) and columns [col0, col0 + cols).
+  void SetBlock(int64_t row0, int64_t col0, int64_t rows, int64_t cols, const void* src);
 
  private:
   WeightFormat format_ = WeightFormat::kBF16;
-  int64_t rows_ = 0, cols_ = 0, ld_ = 0;
+  int64_t rows_ = 0, cols_ = 0;
   std::unique_ptr<uint8_t[], AlignedFree> data_;
-};
-
-// Reusable buffer for the packed (padded, maybe BF16) copy of X.
-struct MatMulScratch {
-  std::unique_ptr<uint8_t[], AlignedFree> buf;
-  size_t size = 0;
 };
 
 class MatMul {
@@ -63,17 +64,17 @@ class MatMul {
 
   // y[m * ldy + n] (+)= sum_k x[m * ldx + k] * w[n, k] + bias[n], for m < M, n < w.rows().
   // bias may be null. accumulate: add into y (the residual) instead of overwriting.
+  // Activations stay F32 (BF16 weights are widened, never the activations rounded), and
+  // each output is computed by the same sequence of operations whatever M is, so a
+  // sequence's result does not depend on what else is in the batch.
   void Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, const float* bias, float* y,
            int64_t ldy, bool accumulate);
 
-  bool uses_avx512_bf16() const { return bf16_avx512_; }
-  bool uses_avx512_f32() const { return f32_avx512_; }
+  bool uses_avx512() const { return avx512_; }
 
  private:
   ThreadPool* pool_;
-  bool bf16_avx512_ = false;
-  bool f32_avx512_ = false;
-  MatMulScratch scratch_;
+  bool avx512_ = false;
 };
 
 }  // namespace phi::cpu

@@ -1,8 +1,15 @@
-// AVX-512 kernels (compiled with -mavx512f -mavx512bf16 ...; called only after a run-time
-// CPU check). Dot-product form: each accumulator holds 16 partial sums of one (m, n)
-// pair and is reduced once at the end, so weights are read in their natural [N, K] row
-// layout. Register tile MR x NR; weights are walked in blocks of rows that stay in L2
-// while all M rows pass over them, so prefill reads each weight from memory ~once.
+// AVX-512 kernels (compiled with -mavx512f ...; called only after a run-time CPU check).
+//
+// Outer-product form with F32 FMAs: a register tile of MR rows x 32 output features
+// (NP panels of two zmm each); per k, one activation per row is broadcast and multiplied
+// with the panel's line of 32 weights. BF16 weights are widened by one unpack with zero
+// (PackedMatrix stores them in that order), activations stay F32. On the Sapphire Rapids
+// machines this was tuned on, F32 FMA issues 2x the FLOPs of vdpbf16ps (measured ~165 vs
+// ~82 GFLOP/s per core), which is what bounds prefill.
+//
+// Cache blocking: for each K block, panels are walked kNcPanels at a time (their K block,
+// 512 KB in BF16, stays in L2) while every row band of MR activations passes over them,
+// so each weight is read from memory once per call whatever M is.
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
 #if defined(PHI_NO_AVX512)
@@ -14,113 +21,112 @@ void matmul_f32_avx512(const MatMulArgs& a) { matmul_f32_portable(a); }
 
 #include <immintrin.h>
 
-// GCC 12 warns falsely about the undefined vectors inside _mm512_reduce_add_ps
-// (avx512fintrin.h, __Y used uninitialized).
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
+#include <array>
+#include <type_traits>
+#include <utility>
 
 namespace phi::cpu::kernels {
 namespace {
 
-constexpr int64_t kL2BlockBytes = 1 << 20;
+constexpr int64_t kNcPanels = 8;
+constexpr int kMaxRows = 14;  // 14 x 2 accumulators + 2 weight registers + 1 broadcast
 
-inline void Store(const MatMulArgs& a, int64_t m, int64_t n, float s) {
-  if (a.bias != nullptr) s += a.bias[n];
+template <bool kBf16>
+inline void LoadLine(const MatMulArgs& a, int64_t p, int64_t k, __m512* lo, __m512* hi) {
+  if constexpr (kBf16) {
+    const __m512i v = _mm512_loadu_si512(static_cast<const uint16_t*>(a.w) + (p * a.k + k) * kPanel);
+    const __m512i zero = _mm512_setzero_si512();
+    *lo = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v));
+    *hi = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v));
+  } else {
+    const float* w = static_cast<const float*>(a.w) + (p * a.k + k) * kPanel;
+    *lo = _mm512_loadu_ps(w);
+    *hi = _mm512_loadu_ps(w + 16);
+  }
+}
+
+// Folds one K block's sums into 16 outputs of row m, per the contract in matmul_kernels.h.
+inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, bool first_block, __m512 sum) {
+  const int64_t valid = a.n - n;
+  if (valid <= 0) return;
+  const __mmask16 mask = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
   float* y = a.y + m * a.ldy + n;
-  *y = a.accumulate ? *y + s : s;
+  __m512 r = sum;
+  if (first_block) {
+    if (a.bias != nullptr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask, a.bias + n));
+    if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
+  } else {
+    r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
+  }
+  _mm512_mask_storeu_ps(y, mask, r);
 }
 
-template <int MR, int NR>
-inline void TileBf16(const MatMulArgs& a, int64_t m, int64_t n, bool prefetch) {
-  const uint16_t* x = static_cast<const uint16_t*>(a.x) + m * a.ldx;
-  const uint16_t* w = static_cast<const uint16_t*>(a.w) + n * a.ldw;
-  __m512 c[MR][NR];
+// Rows [m, m + MR) x panels [p, p + NP) over k in [kb, ke).
+template <int MR, int NP, bool kBf16>
+void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
+  __m512 c[MR][2 * NP];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i][j] = _mm512_setzero_ps();
-  const int64_t k_end = a.ldw;
-  for (int64_t k = 0; k < k_end; k += 32) {
-    __m512bh b[NR];
-    for (int j = 0; j < NR; ++j) b[j] = (__m512bh)_mm512_loadu_si512(w + j * a.ldw + k);
-    if (prefetch) {
-      // The first row band over a weight block streams it from memory: fetch the next
-      // tile's rows while this one is computed. A row is one 4 KB page at K = 2048, and
-      // the hardware prefetcher restarts at every page, so each row would otherwise
-      // begin with cold misses.
-      for (int j = 0; j < NR; ++j) _mm_prefetch(reinterpret_cast<const char*>(w + (NR + j) * a.ldw + k), _MM_HINT_T0);
+    for (int j = 0; j < 2 * NP; ++j) c[i][j] = _mm512_setzero_ps();
+  const float* x = a.x + m * a.ldx;
+  for (int64_t k = kb; k < ke; ++k) {
+    if constexpr (MR > 6) {
+      // Long bands read MR activation rows and a weight panel at once, more streams than
+      // the L1 prefetcher follows: fetch one row's next line per step (each row every 16
+      // steps, one line = 16 steps) and the weight line 8 steps ahead. Prefetches never fault.
+      _mm_prefetch(reinterpret_cast<const char*>(x + (k % 16) * a.ldx + k + 32), _MM_HINT_T0);
+      _mm_prefetch(static_cast<const char*>(a.w) + ((p * a.k + k + 8) * kPanel) * (kBf16 ? 2 : 4), _MM_HINT_T0);
     }
+    __m512 w[2 * NP];
+    for (int q = 0; q < NP; ++q) LoadLine<kBf16>(a, p + q, k, &w[2 * q], &w[2 * q + 1]);
     for (int i = 0; i < MR; ++i) {
-      const __m512bh v = (__m512bh)_mm512_loadu_si512(x + i * a.ldx + k);
-      for (int j = 0; j < NR; ++j) c[i][j] = _mm512_dpbf16_ps(c[i][j], v, b[j]);
+      const __m512 xv = _mm512_set1_ps(x[i * a.ldx + k]);
+      for (int j = 0; j < 2 * NP; ++j) c[i][j] = _mm512_fmadd_ps(xv, w[j], c[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) Store(a, m + i, n + j, _mm512_reduce_add_ps(c[i][j]));
-}
-
-template <int MR, int NR>
-inline void TileF32(const MatMulArgs& a, int64_t m, int64_t n) {
-  const float* x = static_cast<const float*>(a.x) + m * a.ldx;
-  const float* w = static_cast<const float*>(a.w) + n * a.ldw;
-  __m512 c[MR][NR];
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) c[i][j] = _mm512_setzero_ps();
-  for (int64_t k = 0; k < a.ldw; k += 16) {
-    __m512 b[NR];
-    for (int j = 0; j < NR; ++j) b[j] = _mm512_loadu_ps(w + j * a.ldw + k);
-    for (int i = 0; i < MR; ++i) {
-      const __m512 v = _mm512_loadu_ps(x + i * a.ldx + k);
-      for (int j = 0; j < NR; ++j) c[i][j] = _mm512_fmadd_ps(v, b[j], c[i][j]);
-    }
-  }
-  for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NR; ++j) Store(a, m + i, n + j, _mm512_reduce_add_ps(c[i][j]));
-}
-
-// One row band [m, m+MR) over columns [nb, ne): wide tiles, then single columns.
-template <int MR, bool kBf16>
-inline void Band(const MatMulArgs& a, int64_t m, int64_t nb, int64_t ne) {
-  const bool prefetch = m == 0;
-  constexpr int NR = MR == 1 ? 8 : 4;
-  int64_t n = nb;
-  for (; n + NR <= ne; n += NR) {
-    if constexpr (kBf16) {
-      TileBf16<MR, NR>(a, m, n, prefetch);
-    } else {
-      TileF32<MR, NR>(a, m, n);
-    }
-  }
-  for (; n < ne; ++n) {
-    if constexpr (kBf16) {
-      TileBf16<MR, 1>(a, m, n, false);
-    } else {
-      TileF32<MR, 1>(a, m, n);
-    }
-  }
+    for (int j = 0; j < 2 * NP; ++j) Fold(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb == 0, c[i][j]);
 }
 
 template <bool kBf16>
-void Run(const MatMulArgs& a, int elem_bytes) {
-  int64_t block = kL2BlockBytes / (a.ldw * elem_bytes);
-  block = block < 8 ? 8 : block / 8 * 8;
-  for (int64_t nb = a.n0; nb < a.n1; nb += block) {
-    const int64_t ne = nb + block < a.n1 ? nb + block : a.n1;
-    int64_t m = 0;
-    for (; m + 4 <= a.m; m += 4) Band<4, kBf16>(a, m, nb, ne);
-    switch (a.m - m) {
-      case 3: Band<3, kBf16>(a, m, nb, ne); break;
-      case 2: Band<2, kBf16>(a, m, nb, ne); break;
-      case 1: Band<1, kBf16>(a, m, nb, ne); break;
-      default: break;
+using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);
+
+template <bool kBf16, int... R>
+constexpr auto MakeTable(std::integer_sequence<int, R...>, std::integral_constant<int, 1>) {
+  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, 1, kBf16>...};
+}
+template <bool kBf16, int... R>
+constexpr auto MakeTable(std::integer_sequence<int, R...>, std::integral_constant<int, 2>) {
+  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, 2, kBf16>...};
+}
+
+template <bool kBf16>
+void Run(const MatMulArgs& a) {
+  // One panel per tile for bands of up to 14 rows; two panels (more independent FMA
+  // chains, half the broadcasts) where the band is short, as in decode steps.
+  static constexpr auto kOne = MakeTable<kBf16>(std::make_integer_sequence<int, kMaxRows>(),
+                                                std::integral_constant<int, 1>());
+  static constexpr auto kTwo = MakeTable<kBf16>(std::make_integer_sequence<int, 6>(),
+                                                std::integral_constant<int, 2>());
+  for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
+    const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
+    for (int64_t pc = a.p0; pc < a.p1; pc += kNcPanels) {
+      const int64_t pe = pc + kNcPanels < a.p1 ? pc + kNcPanels : a.p1;
+      for (int64_t m = 0; m < a.m; m += kMaxRows) {
+        const int rows = static_cast<int>(a.m - m < kMaxRows ? a.m - m : kMaxRows);
+        int64_t p = pc;
+        if (rows <= 6) {
+          for (; p + 2 <= pe; p += 2) kTwo[rows - 1](a, m, p, kb, ke);
+        }
+        for (; p < pe; ++p) kOne[rows - 1](a, m, p, kb, ke);
+      }
     }
   }
 }
 
 }  // namespace
 
-void matmul_bf16_avx512(const MatMulArgs& a) { Run<true>(a, 2); }
-void matmul_f32_avx512(const MatMulArgs& a) { Run<false>(a, 4); }
+void matmul_bf16_avx512(const MatMulArgs& a) { Run<true>(a); }
+void matmul_f32_avx512(const MatMulArgs& a) { Run<false>(a); }
 
 }  // namespace phi::cpu::kernels
 

@@ -1,7 +1,11 @@
-// Matrix-multiply kernels: y[m, n] (+)= dot(x[m, :], w[n, :]) + bias[n] for n in [n0, n1).
-// Weights are rows of K elements padded with zeros to `ldw` (a multiple of 32); x rows are
-// padded the same way. BF16 kernels take BF16 activations (products of two BF16 values
-// are exact in F32; sums are F32), as AVX-512 BF16's dot product does.
+// Matrix-multiply kernels over panel-packed weights (see PackedMatrix):
+// y[m, n] (+)= sum_k x[m, k] * w[n, k] + bias[n] for the output features of panels [p0, p1).
+//
+// The arithmetic is a contract shared by every kernel of one path, so that results do not
+// depend on the batch: for each output, K is cut into blocks of kKBlock; within a block
+// the products are accumulated in order k = kb, kb+1, ... into an F32 sum starting at 0;
+// the first block's sum gets the bias added (if any), then the old y (if accumulating);
+// every later block's sum is added to y.
 //
 // These declarations use only plain types: the AVX-512 kernels are compiled with
 // -mavx512* flags, and an inline function shared with other files could otherwise be
@@ -13,17 +17,26 @@
 
 namespace phi::cpu::kernels {
 
+constexpr int64_t kPanel = 32;     // output features per panel
+constexpr int64_t kKBlock = 1024;  // K block of the arithmetic contract (and of the cache blocking)
+
+// Where column j (0..31) of a panel sits inside its 32-element BF16 line: the order in
+// which AVX-512's unpack-low/high of 16-bit words with zero yield columns 0..15 and
+// 16..31 as F32 (4 words of each 128-bit lane per unpack).
+constexpr int Bf16LaneOf(int j) { return 8 * ((j % 16) / 4) + (j % 4) + (j >= 16 ? 4 : 0); }
+
 struct MatMulArgs {
-  const void* x = nullptr;  // M rows, stride ldx elements (uint16_t BF16 or float)
+  const float* x = nullptr;  // M rows, stride ldx floats
   int64_t m = 0;
   int64_t ldx = 0;
-  const void* w = nullptr;  // rows of ldw elements (uint16_t BF16 or float)
-  int64_t ldw = 0;
-  int64_t n0 = 0, n1 = 0;   // output columns to compute
+  const void* w = nullptr;   // panels: [panels][k][32] of uint16_t BF16 or float
+  int64_t k = 0;             // input features
+  int64_t n = 0;             // output features (rows of w)
+  int64_t p0 = 0, p1 = 0;    // panels to compute
   const float* bias = nullptr;  // may be null
-  float* y = nullptr;       // M rows, stride ldy floats
+  float* y = nullptr;        // M rows, stride ldy floats
   int64_t ldy = 0;
-  bool accumulate = false;  // y += result instead of y = result
+  bool accumulate = false;   // y += result instead of y = result
 };
 
 void matmul_bf16_avx512(const MatMulArgs& a);

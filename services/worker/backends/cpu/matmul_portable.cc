@@ -1,5 +1,5 @@
-// Portable kernels for CPUs without AVX-512 BF16 (and the reference the AVX-512 kernels
-// are tested against). Same contract and the same BF16 rounding of activations.
+// Portable kernels for CPUs without AVX-512 (and a second implementation the AVX-512
+// kernels are tested against). Same contract, same K blocking; plain multiply-add.
 #include <cstring>
 
 #include "services/worker/backends/cpu/matmul_kernels.h"
@@ -14,48 +14,43 @@ inline float Bf16(uint16_t v) {
   return f;
 }
 
-inline void Store(const MatMulArgs& a, int64_t m, int64_t n, float s) {
-  if (a.bias != nullptr) s += a.bias[n];
-  float* y = a.y + m * a.ldy + n;
-  *y = a.accumulate ? *y + s : s;
+template <bool kBf16>
+void Run(const MatMulArgs& a) {
+  float w_line[kPanel];
+  for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
+    const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
+    for (int64_t p = a.p0; p < a.p1; ++p) {
+      const int64_t cols = a.n - p * kPanel < kPanel ? a.n - p * kPanel : kPanel;
+      for (int64_t m = 0; m < a.m; ++m) {
+        const float* x = a.x + m * a.ldx;
+        float acc[kPanel] = {};
+        for (int64_t k = kb; k < ke; ++k) {
+          const int64_t line = (p * a.k + k) * kPanel;
+          for (int j = 0; j < kPanel; ++j) {
+            w_line[j] = kBf16 ? Bf16(static_cast<const uint16_t*>(a.w)[line + Bf16LaneOf(j)])
+                              : static_cast<const float*>(a.w)[line + j];
+          }
+          for (int j = 0; j < kPanel; ++j) acc[j] += x[k] * w_line[j];
+        }
+        float* y = a.y + m * a.ldy + p * kPanel;
+        for (int64_t j = 0; j < cols; ++j) {
+          float r = acc[j];
+          if (kb == 0) {
+            if (a.bias != nullptr) r = r + a.bias[p * kPanel + j];
+            if (a.accumulate) r = y[j] + r;
+          } else {
+            r = y[j] + r;
+          }
+          y[j] = r;
+        }
+      }
+    }
+  }
 }
 
 }  // namespace
 
-void matmul_bf16_portable(const MatMulArgs& a) {
-  const uint16_t* x = static_cast<const uint16_t*>(a.x);
-  const uint16_t* w = static_cast<const uint16_t*>(a.w);
-  for (int64_t n = a.n0; n < a.n1; ++n) {
-    const uint16_t* wr = w + n * a.ldw;
-    for (int64_t m = 0; m < a.m; ++m) {
-      const uint16_t* xr = x + m * a.ldx;
-      float acc[16] = {};
-      for (int64_t k = 0; k < a.ldw; k += 16) {
-        for (int l = 0; l < 16; ++l) acc[l] += Bf16(xr[k + l]) * Bf16(wr[k + l]);
-      }
-      float s = 0;
-      for (float v : acc) s += v;
-      Store(a, m, n, s);
-    }
-  }
-}
-
-void matmul_f32_portable(const MatMulArgs& a) {
-  const float* x = static_cast<const float*>(a.x);
-  const float* w = static_cast<const float*>(a.w);
-  for (int64_t n = a.n0; n < a.n1; ++n) {
-    const float* wr = w + n * a.ldw;
-    for (int64_t m = 0; m < a.m; ++m) {
-      const float* xr = x + m * a.ldx;
-      float acc[16] = {};
-      for (int64_t k = 0; k < a.ldw; k += 16) {
-        for (int l = 0; l < 16; ++l) acc[l] += xr[k + l] * wr[k + l];
-      }
-      float s = 0;
-      for (float v : acc) s += v;
-      Store(a, m, n, s);
-    }
-  }
-}
+void matmul_bf16_portable(const MatMulArgs& a) { Run<true>(a); }
+void matmul_f32_portable(const MatMulArgs& a) { Run<false>(a); }
 
 }  // namespace phi::cpu::kernels

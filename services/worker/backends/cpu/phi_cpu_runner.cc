@@ -24,17 +24,10 @@ absl::Status ReadIntoPacked(const model::PhiCheckpoint& ck, const std::string& n
                             int64_t row0, int64_t col0, std::vector<uint8_t>* tmp) {
   PHI_ASSIGN_OR_RETURN(auto shape, ck.LocalShape(name));
   const int64_t rows = shape[0], cols = shape[1];
-  const int eb = dst->elem_bytes();
   const DType dt = dst->format() == WeightFormat::kBF16 ? DType::kBF16 : DType::kF32;
-  if (col0 == 0 && cols == dst->ld()) {  // rows are contiguous in dst: read in place
-    return ck.ReadInto(name, dt, dst->row(row0), rows * cols);
-  }
-  tmp->resize(static_cast<size_t>(rows * cols) * eb);
+  tmp->resize(static_cast<size_t>(rows * cols) * dst->elem_bytes());
   PHI_RETURN_IF_ERROR(ck.ReadInto(name, dt, tmp->data(), rows * cols));
-  for (int64_t r = 0; r < rows; ++r) {
-    std::memcpy(dst->row(row0 + r) + col0 * eb, tmp->data() + static_cast<size_t>(r * cols) * eb,
-                static_cast<size_t>(cols) * eb);
-  }
+  dst->SetBlock(row0, col0, rows, cols, tmp->data());
   return absl::OkStatus();
 }
 
@@ -182,10 +175,8 @@ int64_t CpuModelRunner::weight_bytes_per_step() const {
 }
 
 std::string CpuModelRunner::kernel_name() const {
-  if (options_.weights == WeightFormat::kBF16) {
-    return matmul_->uses_avx512_bf16() ? "avx512-bf16" : "portable-bf16";
-  }
-  return matmul_->uses_avx512_f32() ? "avx512-f32" : "portable-f32";
+  const char* weights = options_.weights == WeightFormat::kBF16 ? "bf16" : "f32";
+  return absl::StrCat(matmul_->uses_avx512() ? "avx512-fma-" : "portable-", weights);
 }
 
 int64_t CpuModelRunner::KvBlockBytes(int32_t block_size) const {

@@ -55,7 +55,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   const model::GenerationConfig& generation() const { return generation_; }
   // Weight bytes one decode step streams from memory (GEMM weights, all layers + lm_head).
   int64_t weight_bytes_per_step() const;
-  // "avx512-bf16", "avx512-f32", "portable-bf16", ...
+  // "avx512-fma-bf16" (BF16 weights, F32 FMAs), "avx512-fma-f32", "portable-bf16", ...
   std::string kernel_name() const;
 
  private:

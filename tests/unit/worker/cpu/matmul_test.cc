@@ -23,18 +23,31 @@ PackedMatrix RandomMatrix(WeightFormat f, int64_t n, int64_t k, std::mt19937* rn
   std::normal_distribution<float> dist(0.0f, 1.0f);
   PackedMatrix w(f, n, k);
   dense->assign(n * k, 0.0);
-  for (int64_t r = 0; r < n; ++r) {
-    for (int64_t c = 0; c < k; ++c) {
-      float v = dist(*rng);
-      if (f == WeightFormat::kBF16) {
-        const uint16_t b = model::F32ToBf16(v);
-        reinterpret_cast<uint16_t*>(w.row(r))[c] = b;
-        v = model::Bf16ToF32(b);
-      } else {
-        reinterpret_cast<float*>(w.row(r))[c] = v;
-      }
-      (*dense)[r * k + c] = v;
+  std::vector<uint16_t> bf16(n * k);
+  std::vector<float> f32(n * k);
+  for (int64_t i = 0; i < n * k; ++i) {
+    float v = dist(*rng);
+    if (f == WeightFormat::kBF16) {
+      bf16[i] = model::F32ToBf16(v);
+      v = model::Bf16ToF32(bf16[i]);
     }
+    f32[i] = v;
+    (*dense)[i] = v;
+  }
+  // Filled in two column blocks, as the runner fills the fused [dense|fc2] matrix.
+  const int64_t split = k / 3;
+  for (int64_t part = 0; part < 2; ++part) {
+    const int64_t c0 = part == 0 ? 0 : split, cols = part == 0 ? split : k - split;
+    if (cols == 0) continue;
+    std::vector<uint16_t> b(n * cols);
+    std::vector<float> v(n * cols);
+    for (int64_t r = 0; r < n; ++r) {
+      for (int64_t c = 0; c < cols; ++c) {
+        b[r * cols + c] = bf16[r * k + c0 + c];
+        v[r * cols + c] = f32[r * k + c0 + c];
+      }
+    }
+    w.SetBlock(0, c0, n, cols, f == WeightFormat::kBF16 ? static_cast<const void*>(b.data()) : v.data());
   }
   return w;
 }
@@ -45,7 +58,7 @@ void CheckPath(WeightFormat f, KernelPath path, int threads) {
   ThreadPool pool(threads);
   MatMul mm(path, &pool);
   for (Case c : {Case{1, 1, 1}, Case{1, 13, 37}, Case{2, 64, 64}, Case{3, 17, 100}, Case{5, 33, 65}, Case{7, 9, 300},
-                 Case{16, 40, 96}, Case{33, 31, 2048}}) {
+                 Case{16, 40, 96}, Case{33, 31, 2048}, Case{15, 70, 2500}, Case{29, 100, 64}}) {
     std::vector<double> wd;
     PackedMatrix w = RandomMatrix(f, c.n, c.k, &rng, &wd);
     const int64_t ldx = c.k + 3, ldy = c.n + 5;
@@ -62,8 +75,7 @@ void CheckPath(WeightFormat f, KernelPath path, int threads) {
           double ref = accumulate ? y0[i * ldy + j] + bias[j] : 0.0;
           double mag = std::fabs(ref);
           for (int64_t l = 0; l < c.k; ++l) {
-            double xv = x[i * ldx + l];
-            if (f == WeightFormat::kBF16) xv = model::Bf16ToF32(model::F32ToBf16(x[i * ldx + l]));
+            const double xv = x[i * ldx + l];  // activations are never rounded
             ref += xv * wd[j * c.k + l];
             mag += std::fabs(xv * wd[j * c.k + l]);
           }
@@ -78,6 +90,37 @@ void CheckPath(WeightFormat f, KernelPath path, int threads) {
   }
 }
 
+// A row's result is bit-identical whether it is computed alone or in a batch of any size
+// (the engine's promise that batching never changes a sequence's output).
+void CheckBatchInvariance(WeightFormat f, KernelPath path) {
+  std::mt19937 rng(7);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  ThreadPool pool(2);
+  MatMul mm(path, &pool);
+  const int64_t n = 96, k = 2100;
+  std::vector<double> wd;
+  PackedMatrix w = RandomMatrix(f, n, k, &rng, &wd);
+  std::vector<float> bias(n);
+  for (auto& v : bias) v = dist(rng);
+  for (int64_t m : {1, 5, 14, 15, 40}) {
+    std::vector<float> x(m * k), y(m * n), y1(n);
+    for (auto& v : x) v = dist(rng);
+    mm.Run(x.data(), m, k, w, bias.data(), y.data(), n, false);
+    for (int64_t i = 0; i < m; ++i) {
+      mm.Run(x.data() + i * k, 1, k, w, bias.data(), y1.data(), n, false);
+      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[i * n + j], y1[j]) << "m " << m << " row " << i << " col " << j;
+    }
+  }
+}
+
+TEST(MatMulTest, BatchInvariantAvx512) {
+  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
+  CheckBatchInvariance(WeightFormat::kBF16, KernelPath::kAuto);
+  CheckBatchInvariance(WeightFormat::kF32, KernelPath::kAuto);
+}
+
+TEST(MatMulTest, BatchInvariantPortable) { CheckBatchInvariance(WeightFormat::kBF16, KernelPath::kPortable); }
+
 TEST(MatMulTest, PortableF32) { CheckPath(WeightFormat::kF32, KernelPath::kPortable, 2); }
 TEST(MatMulTest, PortableBf16) { CheckPath(WeightFormat::kBF16, KernelPath::kPortable, 2); }
 
@@ -88,7 +131,7 @@ TEST(MatMulTest, Avx512F32) {
 }
 
 TEST(MatMulTest, Avx512Bf16) {
-  if (!CpuHasAvx512Bf16()) GTEST_SKIP() << "CPU lacks AVX-512 BF16";
+  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
   CheckPath(WeightFormat::kBF16, KernelPath::kAuto, 2);
   CheckPath(WeightFormat::kBF16, KernelPath::kAuto, 3);
 }

@@ -110,7 +110,7 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   }
   if (c.device == "cuda") {
 #ifndef PHI_WORKER_WITH_CUDA
-    return absl::InvalidArgumentError("--device cuda: built without the CUDA worker (-DPHI_ENABLE_CUDA=ON -DPHI_WORKER_CUDA=ON)");
+    return absl::InvalidArgumentError("--device cuda: this phi-worker was built without CUDA (configure with -DPHI_ENABLE_CUDA=ON)");
 #endif
     if (c.world_size > 1) {
       return absl::InvalidArgumentError("--device cuda: runs on one GPU; --world-size > 1 is CPU only");

@@ -75,7 +75,14 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
         c.num_key_value_heads, " and ", c.num_attention_heads));
   }
   int devices = 0;
-  PHI_RETURN_IF_ERROR(CudaError(cudaGetDeviceCount(&devices), "cudaGetDeviceCount"));
+  // No GPU (or no driver) is the common deployment mistake: say so in words, not only as
+  // cudaErrorNoDevice / cudaErrorInsufficientDriver.
+  if (const cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess || devices == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA backend: no CUDA GPU is visible to this process (cudaGetDeviceCount: ",
+        e == cudaSuccess ? "0 devices" : absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e)),
+        "); check the NVIDIA driver, CUDA_VISIBLE_DEVICES and the container's GPU request"));
+  }
   if (options_.device < 0 || options_.device >= devices) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options_.device,
                                                    " requested, ", devices, " present"));

@@ -15,6 +15,8 @@
 
 namespace phi::worker::cuda {
 
+struct CublasLtApi;
+
 class GemmLt {
  public:
   // workspace_bytes: cuBLASLt scratch (32 MiB is plenty on Hopper).
@@ -41,6 +43,7 @@ class GemmLt {
   GemmLt() = default;
   CudaStatus GetPlan(int m, int n, int k, bool d_f32, bool has_bias, Plan** plan);
 
+  const CublasLtApi* lt_ = nullptr;  // dlopen-ed on first Create (cublaslt_loader.h says why)
   void* handle_ = nullptr;  // cublasLtHandle_t
   void* workspace_ = nullptr;
   size_t workspace_bytes_ = 0;

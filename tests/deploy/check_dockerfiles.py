@@ -139,6 +139,10 @@ def check_targets(root):
         build = [s for n, s in st.items() if n == "build"]
         if not build or not any(w == "RUN" and "./phi bootstrap" in r for w, r in build[0]["instrs"]):
             fail(f"{dockerfile}: the build stage must install through ./phi bootstrap")
+        # The GPU overlays run the worker with --device=cuda: its image must be a CUDA build.
+        if target == "worker" and build and not any(
+                w == "RUN" and "-DPHI_ENABLE_CUDA=ON" in r for w, r in build[0]["instrs"]):
+            fail(f"{dockerfile}: the worker must be configured with -DPHI_ENABLE_CUDA=ON")
         for w, rest in (i for s in st.values() for i in s["instrs"]):
             if w == "COPY" and "--from" not in rest:
                 for src in rest.split()[:-1]:

@@ -13,7 +13,7 @@ current ones v5), each overlay is rendered with `kubectl kustomize`, then:
     StatefulSets, HPA and monitor targets) resolve; Service, PDB, NetworkPolicy and monitor
     selectors select pods; ports match the services' flags; pods run as non-root with probes,
     preStop, requests and limits, and a grace period longer than preStop + drain;
-  * GPU and TP facts per overlay (nvidia.com/gpu, world size = replicas, rank/leader flags,
+  * GPU and TP facts per overlay (nvidia.com/gpu and --device=cuda, world size = replicas, rank/leader flags,
     groups selecting only their own pods, only the gateway reaching tokenizer and workers);
   * renderers agree: the objects rendered by every kubectl are identical.
 """
@@ -202,6 +202,10 @@ def check_consistency(overlay, objs, spec):
                     fail(overlay, f"{cname}: ConfigMap {ref} not rendered")
             gpus = res.get("limits", {}).get("nvidia.com/gpu")
             if comp == "worker":
+                # A GPU is only used with --device=cuda (phi-worker defaults to the CPU).
+                device = args.get("device") or env_map(c).get("PHI_DEVICE", {}).get("value", "cpu")
+                if device != ("cuda" if spec["gpu"] else "cpu"):
+                    fail(overlay, f"{cname}: --device {device} on a {'GPU' if spec['gpu'] else 'CPU'} worker")
                 if spec["gpu"] and str(gpus) != "1":
                     fail(overlay, f"{cname}: a GPU worker needs limits nvidia.com/gpu: 1 (has {gpus})")
                 if not spec["gpu"] and gpus is not None:

@@ -33,52 +33,7 @@ inline float FastExp(float in) {
   return in < -87.0f ? 0.0f : p * scale;
 }
 
-inline float Dot(const float* a, const float* b, int n) {
-  float acc[16] = {};
-  int i = 0;
-  for (; i + 16 <= n; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += a[i + l] * b[i + l];
-  float s = 0;
-  for (; i < n; ++i) s += a[i] * b[i];
-  for (float v : acc) s += v;
-  return s;
-}
-
 }  // namespace
-
-PHI_CLONES void attend_query_cpu(const float* q, const float* const* k_blocks, const float* const* v_blocks,
-                                 int64_t ctx, int block_size, int head_dim, float scale_div, float* scores,
-                                 float* out) {
-  float mx = -3.402823466e38f;
-  for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += block_size, ++b) {
-    const float* kb = k_blocks[b];
-    const int64_t n = ctx - j0 < block_size ? ctx - j0 : block_size;
-    for (int64_t j = 0; j < n; ++j) {
-      const float sc = Dot(q, kb + j * head_dim, head_dim) / scale_div;
-      scores[j0 + j] = sc;
-      mx = sc > mx ? sc : mx;
-    }
-  }
-  for (int64_t j = 0; j < ctx; ++j) scores[j] = FastExp(scores[j] - mx);
-  float acc[16] = {};
-  int64_t i = 0;
-  for (; i + 16 <= ctx; i += 16)
-    for (int l = 0; l < 16; ++l) acc[l] += scores[i + l];
-  float sum = 0;
-  for (; i < ctx; ++i) sum += scores[i];
-  for (float v : acc) sum += v;
-  const float inv = 1.0f / sum;
-  for (int d = 0; d < head_dim; ++d) out[d] = 0.0f;
-  for (int64_t j0 = 0, b = 0; j0 < ctx; j0 += block_size, ++b) {
-    const float* vb = v_blocks[b];
-    const int64_t n = ctx - j0 < block_size ? ctx - j0 : block_size;
-    for (int64_t j = 0; j < n; ++j) {
-      const float p = scores[j0 + j] * inv;
-      const float* v = vb + j * head_dim;
-      for (int d = 0; d < head_dim; ++d) out[d] += p * v[d];
-    }
-  }
-}
 
 PHI_CLONES void layer_norm_cpu(const float* x, const float* gamma, const float* beta, double eps, int64_t n,
                                float* y) {

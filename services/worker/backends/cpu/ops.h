@@ -20,14 +20,6 @@ void gelu_new_cpu(const float* x, int64_t n, float* y);
 // ref: transformers apply_rotary_pos_emb / rotate_half.
 void rotary_cpu(float* v, const float* cos, const float* sin, int half);
 
-// Causal attention of one query over `ctx` cached positions of one head, paged: position j
-// lives at k_blocks[j / block_size] + (j % block_size) * head_dim (V likewise).
-// out = softmax(q.k_j / scale_div) . v_j, as transformers' eager PhiAttention computes it
-// (scores divided by sqrt(head_dim)). `scores` holds ctx floats of scratch.
-void attend_query_cpu(const float* q, const float* const* k_blocks, const float* const* v_blocks, int64_t ctx,
-                      int block_size, int head_dim, float scale_div, float* scores, float* out);
-
-
 }  // namespace phi::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_OPS_H_

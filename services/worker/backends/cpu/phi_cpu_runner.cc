@@ -7,6 +7,7 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "services/worker/backends/cpu/attention.h"
 #include "services/worker/backends/cpu/ops.h"
 #include "services/worker/model/shard_spec.h"
 #include "services/worker/model/status_macros.h"
@@ -241,35 +242,55 @@ absl::Status CpuModelRunner::Validate(const worker::StepBatch& batch) const {
 
 void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
                                const std::vector<int64_t>& seq_first_token) {
-  const int64_t units = static_cast<int64_t>(batch.seqs.size()) * heads_;
+  // Work units: (sequence, head, tile of up to kAttentionQueryTile new tokens), claimed
+  // dynamically because their costs differ with the context length.
+  std::vector<int64_t> unit_end(batch.seqs.size());
+  int64_t units = 0;
+  for (size_t i = 0; i < batch.seqs.size(); ++i) {
+    const int64_t tiles =
+        (static_cast<int64_t>(batch.seqs[i].tokens.size()) + kAttentionQueryTile - 1) / kAttentionQueryTile;
+    units += tiles * heads_;
+    unit_end[i] = units;
+  }
   const int64_t bs = kv_spec_.block_size;
   const float scale_div = static_cast<float>(std::sqrt(static_cast<double>(head_dim_)));
   const int64_t max_ctx = config_.max_position_embeddings;
-  Grow(&scores_, static_cast<size_t>(pool_->num_threads() * max_ctx));
-  std::atomic<int64_t> next{0};
-  // Units are claimed dynamically: sequences of a batch differ in length.
+  Grow(&scores_, static_cast<size_t>(pool_->num_threads() * kAttentionQueryTile * max_ctx));
   const int64_t max_blocks = (max_ctx + bs - 1) / bs;
   Grow(&block_ptrs_, static_cast<size_t>(pool_->num_threads() * 2 * max_blocks));
+  const bool avx512 = matmul_->uses_avx512();
+  std::atomic<int64_t> next{0};
   pool_->Run([&](int thread) {
-    float* scores = scores_.data() + thread * max_ctx;
     const float** kp = block_ptrs_.data() + thread * 2 * max_blocks;
     const float** vp = kp + max_blocks;
+    size_t si = 0;
     for (int64_t u = next.fetch_add(1); u < units; u = next.fetch_add(1)) {
-      const auto& s = batch.seqs[u / heads_];
-      const int head = static_cast<int>(u % heads_);
-      const int64_t first = seq_first_token[u / heads_];
-      const int64_t end = s.start_pos + static_cast<int64_t>(s.tokens.size());
+      while (u >= unit_end[si]) ++si;  // units are claimed in increasing order
+      const auto& s = batch.seqs[si];
+      const int64_t local = u - (si == 0 ? 0 : unit_end[si - 1]);
+      const int head = static_cast<int>(local % heads_);
+      const int64_t t0 = (local / heads_) * kAttentionQueryTile;
+      const int64_t nq = std::min<int64_t>(kAttentionQueryTile, static_cast<int64_t>(s.tokens.size()) - t0);
+      const int64_t end = s.start_pos + t0 + nq;  // keys seen by the tile's last query
       for (int64_t b = 0; b * bs < end; ++b) {
         kp[b] = KeyAt(layer, s.block_table[b], head);
         vp[b] = ValueAt(layer, s.block_table[b], head);
       }
-      for (size_t t = 0; t < s.tokens.size(); ++t) {
-        const int64_t row = first + static_cast<int64_t>(t);
-        attend_query_cpu(y_in_.data() + row * n_in_ + head * head_dim_, kp, vp,
-                         s.start_pos + static_cast<int64_t>(t) + 1, static_cast<int>(bs),
-                         static_cast<int>(head_dim_), scale_div, scores,
-                         z_.data() + row * k_out_ + head * head_dim_);
-      }
+      const int64_t row = seq_first_token[si] + t0;
+      AttentionArgs args;
+      args.q = y_in_.data() + row * n_in_ + head * head_dim_;
+      args.q_stride = n_in_;
+      args.nq = nq;
+      args.ctx0 = s.start_pos + t0 + 1;
+      args.k_blocks = kp;
+      args.v_blocks = vp;
+      args.block_size = static_cast<int>(bs);
+      args.head_dim = static_cast<int>(head_dim_);
+      args.scale_div = scale_div;
+      args.scores = scores_.data() + thread * kAttentionQueryTile * max_ctx;
+      args.out = z_.data() + row * k_out_ + head * head_dim_;
+      args.out_stride = k_out_;
+      AttendCausal(args, avx512);
     }
   });
 }
@@ -341,8 +362,8 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
         for (int64_t hd = 0; hd < heads_; ++hd) {
           rotary_cpu(q + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
           rotary_cpu(k + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
-          std::memcpy(KeyAt(l, block, static_cast<int>(hd)) + slot * head_dim_, k + hd * head_dim_,
-                      head_dim_ * sizeof(float));
+          float* kt = KeyAt(l, block, static_cast<int>(hd)) + slot;  // K^T: [head_dim][block_size]
+          for (int64_t d = 0; d < head_dim_; ++d) kt[d * bs] = k[hd * head_dim_ + d];
           std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
                       head_dim_ * sizeof(float));
         }

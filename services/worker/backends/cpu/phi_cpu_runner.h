@@ -95,7 +95,8 @@ class CpuModelRunner final : public worker::ModelRunner {
   std::vector<float> lm_head_b_;
   std::vector<float> rope_cos_, rope_sin_;  // [max_pos, rot_half]
 
-  // Paged KV cache: per layer, [num_blocks][heads][block_size][head_dim], K then V.
+  // Paged KV cache: per layer, [num_blocks][heads] of K^T [head_dim][block_size], then the
+  // same of V [block_size][head_dim] (attention.h says why K is transposed).
   worker::KvCacheSpec kv_spec_;
   std::unique_ptr<uint8_t[], AlignedFree> kv_;
   int64_t kv_layer_stride_ = 0;  // floats per layer per K (or V)
@@ -103,6 +104,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   // Step buffers, grown on demand.
   std::vector<float> x_, h_, y_in_, z_, scores_;
   std::vector<const float*> block_ptrs_;  // per thread: K then V block pointers of one head
+  // scores_: per thread, kAttentionQueryTile x max_position_embeddings floats.
   std::vector<float> partial_, logits_local_;  // tensor parallelism: pre-reduce, pre-gather
 };
 

@@ -1,0 +1,149 @@
+// AVX-512 causal attention (compiled with -mavx512f ...; called only after a run-time check).
+// Tiles of up to kAttentionQueryTile queries share every K and V load: scores take one
+// FMA per (query, dimension) for 16 keys at a time from the transposed K block, and the
+// weighted sum of V one FMA per (query, key) for 16 dimensions at a time.
+#include "services/worker/backends/cpu/attention.h"
+
+#if defined(PHI_NO_AVX512)
+namespace phi::cpu::kernels {
+void attend_causal_avx512(const AttentionArgs& a) { attend_causal_portable(a); }
+}  // namespace phi::cpu::kernels
+#else
+
+#include <immintrin.h>
+
+#include <algorithm>
+
+// GCC 12 warns falsely about the undefined vectors inside _mm512_reduce_*_ps.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
+namespace phi::cpu::kernels {
+namespace {
+
+inline __m512 Set(float v) { return _mm512_set1_ps(v); }
+
+// exp over 16 lanes: Cephes expf's range reduction and polynomial (~1 ulp); inputs below
+// -87 give 0 (the true value is under float's normal range).
+inline __m512 Exp16(__m512 in) {
+  const __m512 x = _mm512_min_ps(_mm512_max_ps(in, Set(-87.0f)), Set(88.0f));
+  const __m512 n = _mm512_roundscale_ps(_mm512_fmadd_ps(x, Set(1.44269504088896341f), Set(0.5f)),
+                                        _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, Set(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, Set(-2.12194440e-4f), r);
+  __m512 p = Set(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, Set(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, Set(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, Set(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, Set(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, Set(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(_mm512_mul_ps(p, r), r, _mm512_add_ps(r, Set(1.0f)));
+  const __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+  const __m512 v = _mm512_mul_ps(p, _mm512_castsi512_ps(e));
+  return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(in, Set(-87.0f), _CMP_GE_OQ), v);
+}
+
+inline __mmask16 FirstLanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
+
+// Walks the keys [0, end) in chunks of at most 16 that never cross a block:
+// fn(block, offset in block, first key, lanes).
+template <typename Fn>
+inline void ForEachKeyChunk(const AttentionArgs& a, int64_t end, Fn&& fn) {
+  for (int64_t b = 0, j0 = 0; j0 < end; ++b) {
+    for (int64_t o = 0; o < a.block_size && j0 < end; o += 16) {
+      const int64_t lanes = std::min<int64_t>({16, a.block_size - o, end - j0});
+      fn(b, o, j0, FirstLanes(lanes));
+      j0 += lanes;
+    }
+  }
+}
+
+// scores[qi][j] for the QB queries starting at i0, keys [0, end).
+template <int QB>
+void Scores(const AttentionArgs& a, int64_t i0, int64_t end, float* s, int64_t lds) {
+  const __m512 scale = Set(a.scale_div);
+  ForEachKeyChunk(a, end, [&](int64_t b, int64_t o, int64_t j0, __mmask16 m) {
+    const float* kt = a.k_blocks[b] + o;
+    __m512 acc[QB];
+    for (int i = 0; i < QB; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < a.head_dim; ++d) {
+      const __m512 k = _mm512_maskz_loadu_ps(m, kt + d * a.block_size);
+      for (int i = 0; i < QB; ++i) acc[i] = _mm512_fmadd_ps(Set(a.q[(i0 + i) * a.q_stride + d]), k, acc[i]);
+    }
+    for (int i = 0; i < QB; ++i) _mm512_mask_storeu_ps(s + i * lds + j0, m, _mm512_div_ps(acc[i], scale));
+  });
+}
+
+// Turns one query's scores [0, ctx) into softmax weights and zeroes [ctx, end).
+void Softmax(const AttentionArgs& a, int64_t ctx, int64_t end, float* s) {
+  __m512 mx = Set(-3.402823466e38f);
+  ForEachKeyChunk(a, ctx, [&](int64_t, int64_t, int64_t j0, __mmask16 m) {
+    mx = _mm512_mask_max_ps(mx, m, mx, _mm512_maskz_loadu_ps(m, s + j0));
+  });
+  const __m512 max = Set(_mm512_reduce_max_ps(mx));
+  __m512 sum = _mm512_setzero_ps();
+  ForEachKeyChunk(a, ctx, [&](int64_t, int64_t, int64_t j0, __mmask16 m) {
+    const __m512 e = Exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(m, s + j0), max));
+    _mm512_mask_storeu_ps(s + j0, m, e);
+    sum = _mm512_mask_add_ps(sum, m, sum, e);
+  });
+  const __m512 inv = Set(1.0f / _mm512_reduce_add_ps(sum));
+  int64_t j = 0;
+  for (; j + 16 <= ctx; j += 16) _mm512_storeu_ps(s + j, _mm512_mul_ps(_mm512_loadu_ps(s + j), inv));
+  if (j < ctx) {
+    const __mmask16 m = FirstLanes(ctx - j);
+    _mm512_mask_storeu_ps(s + j, m, _mm512_mul_ps(_mm512_maskz_loadu_ps(m, s + j), inv));
+  }
+  for (j = ctx; j < end; ++j) s[j] = 0.0f;
+}
+
+// out[qi] = sum_j s[qi][j] v_j over keys [0, end), 16 dimensions at a time.
+template <int QB>
+void WeightedValues(const AttentionArgs& a, int64_t i0, int64_t end, const float* s, int64_t lds) {
+  for (int64_t d0 = 0; d0 < a.head_dim; d0 += 16) {
+    const __mmask16 m = FirstLanes(a.head_dim - d0);
+    __m512 acc[QB];
+    for (int i = 0; i < QB; ++i) acc[i] = _mm512_setzero_ps();
+    for (int64_t b = 0, j = 0; j < end; ++b) {
+      const float* vb = a.v_blocks[b] + d0;
+      for (int64_t slot = 0; slot < a.block_size && j < end; ++slot, ++j) {
+        const __m512 v = _mm512_maskz_loadu_ps(m, vb + slot * a.head_dim);
+        for (int i = 0; i < QB; ++i) acc[i] = _mm512_fmadd_ps(Set(s[i * lds + j]), v, acc[i]);
+      }
+    }
+    for (int i = 0; i < QB; ++i) _mm512_mask_storeu_ps(a.out + (i0 + i) * a.out_stride + d0, m, acc[i]);
+  }
+}
+
+template <int QB>
+void Tile(const AttentionArgs& a, int64_t i0) {
+  const int64_t end = a.ctx0 + i0 + QB - 1;  // keys seen by the tile's last query
+  const int64_t lds = a.ctx0 + a.nq - 1;
+  Scores<QB>(a, i0, end, a.scores, lds);
+  for (int i = 0; i < QB; ++i) Softmax(a, a.ctx0 + i0 + i, end, a.scores + i * lds);
+  WeightedValues<QB>(a, i0, end, a.scores, lds);
+}
+
+}  // namespace
+
+void attend_causal_avx512(const AttentionArgs& a) {
+  static_assert(kAttentionQueryTile == 8, "the switch below covers tiles of 1..8 queries");
+  for (int64_t i0 = 0; i0 < a.nq; i0 += kAttentionQueryTile) {
+    switch (std::min<int64_t>(kAttentionQueryTile, a.nq - i0)) {
+      case 1: Tile<1>(a, i0); break;
+      case 2: Tile<2>(a, i0); break;
+      case 3: Tile<3>(a, i0); break;
+      case 4: Tile<4>(a, i0); break;
+      case 5: Tile<5>(a, i0); break;
+      case 6: Tile<6>(a, i0); break;
+      case 7: Tile<7>(a, i0); break;
+      default: Tile<8>(a, i0); break;
+    }
+  }
+}
+
+}  // namespace phi::cpu::kernels
+
+#endif  // PHI_NO_AVX512

@@ -66,6 +66,17 @@ void MatMul::Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, 
   args.y = y;
   args.ldy = ldy;
   args.accumulate = accumulate;
+  if (avx512_) {
+    const int64_t bands = (m + kernels::kBandRows - 1) / kernels::kBandRows;
+    const size_t need = static_cast<size_t>(bands * kernels::kBandRows * w.cols()) * sizeof(float);
+    if (bands_bytes_ < need) {
+      bands_ = AlignedAlloc(need);
+      bands_bytes_ = need;
+    }
+    float* xb = reinterpret_cast<float*>(bands_.get());
+    pool_->ParallelFor(bands, 1, [&](int64_t b, int64_t e) { kernels::pack_bands(x, m, ldx, w.cols(), b, e, xb); });
+    args.x_bands = xb;
+  }
   const bool bf16 = w.format() == WeightFormat::kBF16;
   void (*kernel)(const kernels::MatMulArgs&) =
       bf16 ? (avx512_ ? kernels::matmul_bf16_avx512 : kernels::matmul_bf16_portable)

@@ -75,6 +75,8 @@ class MatMul {
  private:
   ThreadPool* pool_;
   bool avx512_ = false;
+  std::unique_ptr<uint8_t[], AlignedFree> bands_;  // activations repacked for the AVX-512 kernels
+  size_t bands_bytes_ = 0;
 };
 
 }  // namespace phi::cpu

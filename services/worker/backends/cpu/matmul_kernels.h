@@ -19,6 +19,7 @@ namespace phi::cpu::kernels {
 
 constexpr int64_t kPanel = 32;     // output features per panel
 constexpr int64_t kKBlock = 1024;  // K block of the arithmetic contract (and of the cache blocking)
+constexpr int64_t kBandRows = 14;  // activation rows per register tile of the AVX-512 kernels
 
 // Where column j (0..31) of a panel sits inside its 32-element BF16 line: the order in
 // which AVX-512's unpack-low/high of 16-bit words with zero yield columns 0..15 and
@@ -29,6 +30,10 @@ struct MatMulArgs {
   const float* x = nullptr;  // M rows, stride ldx floats
   int64_t m = 0;
   int64_t ldx = 0;
+  // The same activations in bands of kBandRows rows, [band][k][kBandRows] (AVX-512 kernels):
+  // a tile then reads one contiguous stream instead of 14 rows 4 KB apart, which at
+  // K = 1024 or 2048 all fall into the same L1 set.
+  const float* x_bands = nullptr;
   const void* w = nullptr;   // panels: [panels][k][32] of uint16_t BF16 or float
   int64_t k = 0;             // input features
   int64_t n = 0;             // output features (rows of w)
@@ -38,6 +43,9 @@ struct MatMulArgs {
   int64_t ldy = 0;
   bool accumulate = false;   // y += result instead of y = result
 };
+
+// Fills x_bands (ceil(m / kBandRows) * kBandRows * k floats) from x, for bands [b0, b1).
+void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t b0, int64_t b1, float* x_bands);
 
 void matmul_bf16_avx512(const MatMulArgs& a);
 void matmul_f32_avx512(const MatMulArgs& a);

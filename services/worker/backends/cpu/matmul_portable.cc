@@ -50,6 +50,21 @@ void Run(const MatMulArgs& a) {
 
 }  // namespace
 
+void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t b0, int64_t b1, float* x_bands) {
+  for (int64_t b = b0; b < b1; ++b) {
+    float* dst = x_bands + b * kBandRows * k;
+    for (int64_t i = 0; i < kBandRows; ++i) {
+      const int64_t row = b * kBandRows + i;
+      if (row >= m) {
+        for (int64_t c = 0; c < k; ++c) dst[c * kBandRows + i] = 0.0f;
+        continue;
+      }
+      const float* src = x + row * ldx;
+      for (int64_t c = 0; c < k; ++c) dst[c * kBandRows + i] = src[c];
+    }
+  }
+}
+
 void matmul_bf16_portable(const MatMulArgs& a) { Run<true>(a); }
 void matmul_f32_portable(const MatMulArgs& a) { Run<false>(a); }
 

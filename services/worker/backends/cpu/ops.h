@@ -14,6 +14,9 @@ void layer_norm_cpu(const float* x, const float* gamma, const float* beta, doubl
 // y = gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), transformers'
 // NewGELUActivation (tanh approximation).
 void gelu_new_cpu(const float* x, int64_t n, float* y);
+namespace kernels {
+void gelu_new_avx512(const float* x, int64_t n, float* y);  // same; the caller checked the CPU
+}  // namespace kernels
 
 // Rotate-half rotary embedding on the first 2*half dims of one head vector `v`:
 // v[i] = v[i] cos[i] - v[i+half] sin[i]; v[i+half] = v[i+half] cos[i] + v[i] sin[i].

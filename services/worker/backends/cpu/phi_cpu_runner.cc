@@ -350,6 +350,7 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
 
     // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
+    const bool avx512 = matmul_->uses_avx512();
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* q = y_in_.data() + t * n_in_;
@@ -367,7 +368,11 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
           std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
                       head_dim_ * sizeof(float));
         }
-        gelu_new_cpu(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
+        if (avx512) {
+          kernels::gelu_new_avx512(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
+        } else {
+          gelu_new_cpu(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
+        }
       }
     });
     Attention(l, batch, seq_first);

@@ -3,27 +3,39 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
+
 #include <cmath>
 #include <random>
 #include <vector>
 
+#include "services/worker/backends/cpu/cpu_features.h"
+
 namespace phi::cpu {
 namespace {
 
-TEST(OpsTest, GeluNewMatchesTanhFormula) {
+void CheckGelu(void (*gelu)(const float*, int64_t, float*)) {
   std::vector<float> x;
   for (float v = -12.0f; v <= 12.0f; v += 0.0137f) x.push_back(v);
   x.push_back(0.0f);
   x.push_back(1e-7f);
   x.push_back(-50.0f);
   x.push_back(50.0f);
-  std::vector<float> y(x.size());
-  gelu_new_cpu(x.data(), static_cast<int64_t>(x.size()), y.data());
+  std::vector<float> y(x.size() + 1, 42.0f);
+  gelu(x.data(), static_cast<int64_t>(x.size()), y.data());
   for (size_t i = 0; i < x.size(); ++i) {
     const double v = x[i];
     const double ref = 0.5 * v * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (v + 0.044715 * v * v * v)));
     ASSERT_NEAR(y[i], ref, 2e-7 * std::max(1.0, std::fabs(v))) << "x = " << v;
   }
+  ASSERT_EQ(y.back(), 42.0f) << "wrote past n";
+}
+
+TEST(OpsTest, GeluNewMatchesTanhFormula) { CheckGelu(gelu_new_cpu); }
+
+TEST(OpsTest, GeluNewAvx512MatchesTanhFormula) {
+  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
+  CheckGelu(kernels::gelu_new_avx512);
 }
 
 TEST(OpsTest, LayerNormMatchesDefinition) {

@@ -23,6 +23,9 @@
 #ifdef PHI_WORKER_WITH_CUDA
 #include "services/worker/backends/cuda/cuda_model_runner.h"
 #endif
+#ifdef PHI_WORKER_WITH_NCCL
+#include "services/worker/parallel/nccl_communicator.h"
+#endif
 
 namespace phi::worker {
 namespace {
@@ -112,9 +115,12 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
 #ifndef PHI_WORKER_WITH_CUDA
     return absl::InvalidArgumentError("--device cuda: this phi-worker was built without CUDA (configure with -DPHI_ENABLE_CUDA=ON)");
 #endif
+#ifndef PHI_WORKER_WITH_NCCL
     if (c.world_size > 1) {
-      return absl::InvalidArgumentError("--device cuda: runs on one GPU; --world-size > 1 is CPU only");
+      return absl::InvalidArgumentError(
+          "--device cuda --world-size > 1: this phi-worker was built without NCCL (nccl.h / libnccl not found)");
     }
+#endif
     if (c.dtype != "bf16") return absl::InvalidArgumentError("--device cuda: --dtype must be bf16");
   }
   return absl::OkStatus();
@@ -143,7 +149,7 @@ parallel::GroupOptions GroupOptionsFrom(const WorkerConfig& c) {
 // Ranks 1..N-1: replay the leader's steps until it shuts the group down (exit 0) or the
 // group breaks (exit 1). SIGTERM stops the loop at the next message (heartbeats come
 // every 500 ms).
-int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group, cpu::CpuModelRunner& runner) {
+int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group, ModelRunner& runner) {
   server.SetServing(true);  // health: this rank is up; it serves no generation
   PHI_LOG(INFO, "follower_ready").Int("rank", group.rank()).Int("world_size", group.world_size());
   std::atomic<bool> stop{false};
@@ -219,39 +225,83 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
   return code;
 }
 
+// The model on this rank: its runner (the shard of the group's model) and what the engine
+// needs from it. Errors name the model folder's problem or the device's.
+struct LoadedShard {
+  std::unique_ptr<ModelRunner> runner;
+  LoadedRunner info;  // info.runner is set by the caller (LeaderRunner over the shard)
+};
+
+absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& group, LoadedShard* out) {
+  cpu::CpuRunnerOptions runner_options;
+  runner_options.comm = &group.host();
+  runner_options.weights = config.dtype == "f32" ? cpu::WeightFormat::kF32 : cpu::WeightFormat::kBF16;
+  runner_options.num_threads = static_cast<int>(config.threads);
+  absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner =
+      cpu::CpuModelRunner::Create(config.model_dir, runner_options);
+  if (!runner.ok()) return runner.status();
+  int64_t blocks = config.kv_cache_blocks;
+  if (blocks == 0) {
+    const int64_t block_bytes = std::max<int64_t>(1, (*runner)->KvBlockBytes(static_cast<int32_t>(config.kv_block_size)));
+    blocks = std::clamp<int64_t>(config.kv_cache_mb * (int64_t{1} << 20) / block_bytes, 1, kMaxAutoBlocks);
+  }
+  out->info.num_kv_blocks = static_cast<int32_t>(blocks);
+  out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
+  out->info.kernel = (*runner)->kernel_name();
+  out->info.max_context = (*runner)->shape().max_position_embeddings;
+  out->runner = *std::move(runner);
+  return absl::OkStatus();
+}
+
 #ifdef PHI_WORKER_WITH_CUDA
-// --device cuda: one GPU, no tensor-parallel group (ValidateWorkerConfig checks that).
-int RunCudaWorker(const WorkerConfig& config, WorkerServiceImpl& service, common::ServiceServer& server,
-                  absl::Time t0) {
+// --device cuda: this rank's shard on one GPU (--world-size N: heads, fc1 columns and
+// vocabulary split N ways, one NCCL all-reduce per layer; the NCCL unique id goes through
+// the group's rendezvous store).
+absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& group, LoadedShard* out) {
   cuda::CudaRunnerOptions o;
+  o.device = -1;  // rank modulo the visible GPUs: one GPU per rank (a pod sees just its own)
   o.kv_memory_fraction = config.gpu_memory_fraction;
   o.model.block_size = static_cast<int>(config.kv_block_size);
   o.model.max_tokens_per_step = static_cast<int>(config.max_batch_tokens);
   o.model.max_seqs = static_cast<int>(std::min(config.max_running, config.max_batch_tokens));
   // Prompt logprobs can ask for every row of a prefill chunk.
   o.model.max_logit_rows = static_cast<int>(config.max_batch_tokens);
+  o.rank = group.rank();
+  o.world_size = group.world_size();
+#ifdef PHI_WORKER_WITH_NCCL
+  if (group.world_size() > 1) {
+    parallel::WorkerGroup* g = &group;
+    const std::chrono::milliseconds timeout(config.tp_timeout_ms);
+    o.make_comm = [g, timeout](int device, cudaStream_t stream)
+        -> absl::StatusOr<std::unique_ptr<parallel::Communicator>> {
+      parallel::NcclOptions n;
+      n.device = device;
+      n.stream = stream;
+      n.timeout = timeout;
+      absl::StatusOr<std::unique_ptr<parallel::NcclCommunicator>> comm =
+          parallel::NcclCommunicator::Create(&g->store(), g->rank(), g->world_size(), n);
+      if (!comm.ok()) return comm.status();
+      return std::unique_ptr<parallel::Communicator>(*std::move(comm));
+    };
+  }
+#endif
   absl::StatusOr<std::unique_ptr<cuda::CudaModelRunner>> runner = cuda::CudaModelRunner::Create(config.model_dir, o);
-  absl::Status st = runner.status();
+  if (!runner.ok()) return runner.status();
   int64_t blocks = config.kv_cache_blocks;
-  if (st.ok() && blocks == 0) {
+  if (blocks == 0 && group.is_leader()) {
     // KV cache from the GPU memory left after weights and step buffers; a model that does
-    // not fit one full-length sequence is refused with the numbers.
+    // not fit one full-length sequence is refused with the numbers. Followers allocate what
+    // the leader's engine asks for (LeaderRunner replays AllocateKvCache on every rank).
     absl::StatusOr<int32_t> fit = (*runner)->KvBlocksThatFit(static_cast<int32_t>(config.kv_block_size));
-    st = fit.status();
-    if (fit.ok()) blocks = *fit;
+    if (!fit.ok()) return fit.status();
+    blocks = *fit;
   }
-  if (!st.ok()) {
-    PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", st.ToString());
-    std::fprintf(stderr, "phi-worker: %s\n", st.ToString().c_str());
-    return 1;
-  }
-  LoadedRunner r;
-  r.runner = runner->get();
-  r.num_kv_blocks = static_cast<int32_t>(blocks);
-  r.eos_token_ids = (*runner)->generation().eos_token_ids;
-  r.kernel = "cuda";
-  r.max_context = (*runner)->shape().max_position_embeddings;
-  return ServeEngine(config, r, service, server, t0);
+  out->info.num_kv_blocks = static_cast<int32_t>(blocks);
+  out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
+  out->info.kernel = group.world_size() > 1 ? "cuda+nccl" : "cuda";
+  out->info.max_context = (*runner)->shape().max_position_embeddings;
+  out->runner = *std::move(runner);
+  return absl::OkStatus();
 }
 #endif
 
@@ -266,7 +316,14 @@ int RunWorker(const WorkerConfig& config) {
 
   const absl::Time t0 = absl::Now();
 #ifdef PHI_WORKER_WITH_CUDA
-  if (config.device == "cuda") return RunCudaWorker(config, service, *server, t0);
+  // A rank without a GPU fails now, not after the group has waited for it.
+  if (config.device == "cuda") {
+    if (absl::StatusOr<int> gpus = cuda::CudaModelRunner::VisibleGpus(); !gpus.ok()) {
+      PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", gpus.status().ToString());
+      std::fprintf(stderr, "phi-worker: %s\n", gpus.status().ToString().c_str());
+      return 1;
+    }
+  }
 #endif
   absl::StatusOr<std::unique_ptr<parallel::WorkerGroup>> group = parallel::WorkerGroup::Join(GroupOptionsFrom(config));
   if (!group.ok()) {
@@ -274,18 +331,18 @@ int RunWorker(const WorkerConfig& config) {
     std::fprintf(stderr, "phi-worker: %s\n", group.status().ToString().c_str());
     return 1;
   }
-  cpu::CpuRunnerOptions runner_options;
-  runner_options.comm = &(*group)->host();
-  runner_options.weights = config.dtype == "f32" ? cpu::WeightFormat::kF32 : cpu::WeightFormat::kBF16;
-  runner_options.num_threads = static_cast<int>(config.threads);
-  absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner = cpu::CpuModelRunner::Create(config.model_dir,
-                                                                                         runner_options);
-  if (!runner.ok()) {
-    PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", runner.status().ToString());
-    std::fprintf(stderr, "phi-worker: %s\n", runner.status().ToString().c_str());
+  LoadedShard shard;
+  absl::Status loaded = absl::InvalidArgumentError("--device " + config.device + ": not built in");
+  if (config.device == "cpu") loaded = LoadCpuShard(config, **group, &shard);
+#ifdef PHI_WORKER_WITH_CUDA
+  if (config.device == "cuda") loaded = LoadCudaShard(config, **group, &shard);
+#endif
+  if (!loaded.ok()) {
+    PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", loaded.ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", loaded.ToString().c_str());
     return 1;
   }
-  if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, **runner);
+  if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, *shard.runner);
 
   // Rank 0: the engine drives the group through LeaderRunner (a pass-through for a group
   // of one). A broken group stops serving at once, drains (in-flight requests end
@@ -300,18 +357,9 @@ int RunWorker(const WorkerConfig& config) {
     server->SetServing(false);
     kill(getpid(), SIGTERM);  // wakes ServeUntilSignal below
   };
-  parallel::LeaderRunner leader_runner(runner->get(), &(*group)->host(), leader_options);
-  int64_t blocks = config.kv_cache_blocks;
-  if (blocks == 0) {
-    const int64_t block_bytes = std::max<int64_t>(1, (*runner)->KvBlockBytes(static_cast<int32_t>(config.kv_block_size)));
-    blocks = std::clamp<int64_t>(config.kv_cache_mb * (int64_t{1} << 20) / block_bytes, 1, kMaxAutoBlocks);
-  }
-  LoadedRunner r;
+  parallel::LeaderRunner leader_runner(shard.runner.get(), &(*group)->host(), leader_options);
+  LoadedRunner r = shard.info;
   r.runner = &leader_runner;
-  r.num_kv_blocks = static_cast<int32_t>(blocks);
-  r.eos_token_ids = (*runner)->generation().eos_token_ids;
-  r.kernel = (*runner)->kernel_name();
-  r.max_context = (*runner)->shape().max_position_embeddings;
   const int code = ServeEngine(config, r, service, *server, t0);
   leader_runner.Shutdown();  // followers exit 0
   return group_failed.load() ? 1 : code;

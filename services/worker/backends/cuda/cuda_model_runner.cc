@@ -36,9 +36,49 @@ absl::Status UploadF32(const std::vector<float>& v, float* dst, const char* what
 
 }  // namespace
 
+// The communicator's collectives for the model. A failure keeps its absl::Status (e.g.
+// UNAVAILABLE for a dead peer, DEADLINE_EXCEEDED for a stalled one) so that Run returns it
+// and the group turns NOT_SERVING with the right code; the communicator is broken afterwards.
+class CudaModelRunner::Collectives final : public PhiCudaCollectives {
+ public:
+  explicit Collectives(parallel::Communicator* comm) : comm_(comm) {}
+  CudaStatus AllReduceSum(float* data, size_t count, cudaStream_t) override {
+    return Keep(comm_->AllReduceSum(data, count, parallel::DataType::kFloat32));
+  }
+  CudaStatus AllGather(const void* in, void* out, size_t bytes_per_rank, cudaStream_t) override {
+    return Keep(comm_->AllGather(in, out, bytes_per_rank));
+  }
+  const absl::Status& failure() const { return failure_; }
+
+ private:
+  CudaStatus Keep(absl::Status st) {
+    if (st.ok()) return {};
+    if (failure_.ok()) failure_ = st;
+    return CudaStatus::Error(std::string(comm_->name()) + " collective failed: " + st.ToString());
+  }
+  parallel::Communicator* comm_;
+  absl::Status failure_;
+};
+
+CudaModelRunner::~CudaModelRunner() = default;
+
+absl::StatusOr<int> CudaModelRunner::VisibleGpus() {
+  int devices = 0;
+  // No GPU (or no driver) is the common deployment mistake: say so in words, not only as
+  // cudaErrorNoDevice / cudaErrorInsufficientDriver.
+  if (const cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess || devices == 0) {
+    return absl::FailedPreconditionError(absl::StrCat(
+        "CUDA backend: no CUDA GPU is visible to this process (cudaGetDeviceCount: ",
+        e == cudaSuccess ? "0 devices" : absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e)),
+        "); check the NVIDIA driver, CUDA_VISIBLE_DEVICES and the container's GPU request"));
+  }
+  return devices;
+}
+
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     const std::string& model_dir, const CudaRunnerOptions& options) {
-  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(model_dir));
+  PHI_ASSIGN_OR_RETURN(auto ck, model::PhiCheckpoint::Open(
+                                    model_dir, model::ShardSpec{options.rank, options.world_size}));
   PHI_ASSIGN_OR_RETURN(auto runner, Create(*ck, options));
   PHI_ASSIGN_OR_RETURN(int32_t tok_size, model::LoadTokenizerVocabSize(model_dir));
   if (tok_size > runner->shape_.vocab_size) {
@@ -55,6 +95,17 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
 
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
     const model::PhiCheckpoint& checkpoint, const CudaRunnerOptions& options) {
+  if (checkpoint.shard().rank != options.rank ||
+      checkpoint.shard().world_size != options.world_size) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "checkpoint opened for shard ", checkpoint.shard().rank, " of ",
+        checkpoint.shard().world_size, " but the CUDA runner is rank ", options.rank, " of ",
+        options.world_size));
+  }
+  if (options.world_size > 1 && !options.make_comm) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA runner: world_size ", options.world_size, " needs a communicator (make_comm)"));
+  }
   std::unique_ptr<CudaModelRunner> r(new CudaModelRunner());
   r->options_ = options;
   PHI_RETURN_IF_ERROR(r->Load(checkpoint));
@@ -74,15 +125,9 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
         "CUDA backend: num_key_value_heads must equal num_attention_heads, got ",
         c.num_key_value_heads, " and ", c.num_attention_heads));
   }
-  int devices = 0;
-  // No GPU (or no driver) is the common deployment mistake: say so in words, not only as
-  // cudaErrorNoDevice / cudaErrorInsufficientDriver.
-  if (const cudaError_t e = cudaGetDeviceCount(&devices); e != cudaSuccess || devices == 0) {
-    return absl::FailedPreconditionError(absl::StrCat(
-        "CUDA backend: no CUDA GPU is visible to this process (cudaGetDeviceCount: ",
-        e == cudaSuccess ? "0 devices" : absl::StrCat(cudaGetErrorName(e), ": ", cudaGetErrorString(e)),
-        "); check the NVIDIA driver, CUDA_VISIBLE_DEVICES and the container's GPU request"));
-  }
+  PHI_ASSIGN_OR_RETURN(const int devices, VisibleGpus());
+  // -1: one GPU per rank, rank modulo the visible GPUs (a Kubernetes pod sees only its own).
+  if (options_.device == -1) options_.device = ck.shard().rank % devices;
   if (options_.device < 0 || options_.device >= devices) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options_.device,
                                                    " requested, ", devices, " present"));
@@ -99,6 +144,12 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   pc.max_positions = c.max_position_embeddings;
   pc.layer_norm_eps = static_cast<float>(c.layer_norm_eps);
   pc.rope_theta = static_cast<float>(c.rope_theta);
+  // This rank's share (PhiCheckpoint::Open checked that the split is even).
+  const int world = ck.shard().world_size;
+  pc.num_heads = c.num_attention_heads / world;
+  pc.intermediate_size = c.intermediate_size / world;
+  pc.tp_rank = ck.shard().rank;
+  pc.tp_world = world;
   PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));
 
   shape_.vocab_size = c.vocab_size;
@@ -109,7 +160,10 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   shape_.head_dim = c.head_dim();
 
   const PhiCudaWeights& w = model_->weights();
-  const int64_t H = c.hidden_size, I = c.intermediate_size, V = c.vocab_size;
+  // Local sizes: Ha = this rank's attention width (its heads x head_dim), I its fc1 columns,
+  // V its vocabulary rows; H is the (replicated) hidden size.
+  const int64_t H = c.hidden_size, Ha = static_cast<int64_t>(pc.num_heads) * pc.head_dim,
+                I = pc.intermediate_size, V = pc.local_vocab();
   const int64_t k2 = pc.w2_cols();
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.embed_tokens.weight", w.embed, V, H, H));
   for (int i = 0; i < c.num_hidden_layers; ++i) {
@@ -121,14 +175,16 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
     const char* in_names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"};
     int64_t row = 0;
     for (const char* n : in_names) {
-      const int64_t rows = std::string(n) == "mlp.fc1" ? I : H;
+      const int64_t rows = std::string(n) == "mlp.fc1" ? I : Ha;
       PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".weight", L.w1 + row * H, rows, H, H));
       PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".bias", L.b1 + row, 1, rows, rows));
       row += rows;
     }
     // W2 = [dense | fc2] along K; b2 = dense.bias + fc2.bias (F32).
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, H, k2));
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + H, H, I, k2));
+    // dense and fc2 are split by input columns; their biases are replicated (the model adds
+    // b2 on rank 0 only, before the all-reduce).
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, Ha, k2));
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + Ha, H, I, k2));
     PHI_ASSIGN_OR_RETURN(std::vector<float> bd, ck.ReadF32(p + "self_attn.dense.bias"));
     PHI_ASSIGN_OR_RETURN(std::vector<float> bf, ck.ReadF32(p + "mlp.fc2.bias"));
     for (size_t j = 0; j < bd.size(); ++j) bd[j] += bf[j];
@@ -139,7 +195,18 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "lm_head.weight", w.lm_w, V, H, H));
   PHI_ASSIGN_OR_RETURN(std::vector<float> lm_b, ck.ReadF32("lm_head.bias"));
   PHI_RETURN_IF_ERROR(UploadF32(lm_b, w.lm_b, "lm_head.bias"));
-  return CudaError(cudaDeviceSynchronize(), "weight upload");
+  PHI_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "weight upload"));
+  if (options_.make_comm) {
+    PHI_ASSIGN_OR_RETURN(comm_, options_.make_comm(options_.device, model_->stream()));
+    if (comm_ == nullptr || comm_->rank() != pc.tp_rank || comm_->world_size() != world) {
+      return absl::InvalidArgumentError(absl::StrCat(
+          "CUDA runner: communicator is rank ", comm_ ? comm_->rank() : -1, " of ",
+          comm_ ? comm_->world_size() : -1, ", the shard is rank ", pc.tp_rank, " of ", world));
+    }
+    collectives_ = std::make_unique<Collectives>(comm_.get());
+    PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->SetCollectives(collectives_.get()));
+  }
+  return absl::OkStatus();
 }
 
 int64_t CudaModelRunner::KvBlockBytes(int32_t block_size) const {
@@ -179,7 +246,12 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const Sampli
     in[i].all_logits = s.all_logits;
     if (i < params.size()) in[i].sampling = params[i];
   }
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->Forward(in, sample, out));
+  const CudaStatus st = model_->Forward(in, sample, out);
+  // A collective's own status (UNAVAILABLE, DEADLINE_EXCEEDED) over the INTERNAL it became.
+  if (!st.ok() && collectives_ != nullptr && !collectives_->failure().ok()) {
+    return collectives_->failure();
+  }
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(st);
   return absl::OkStatus();
 }
 

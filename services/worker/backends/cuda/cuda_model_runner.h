@@ -6,9 +6,15 @@
 //   PHI_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(model_dir, {}));
 //   PHI_ASSIGN_OR_RETURN(int32_t blocks, runner->KvBlocksThatFit(16));
 //   PHI_RETURN_IF_ERROR(runner->AllocateKvCache({.num_blocks = blocks, .block_size = 16}));
+//
+// Tensor parallelism: with rank/world_size and make_comm, the runner opens the checkpoint for
+// its shard (model::ShardSpec: each rank reads only its slices), loads them, then asks
+// make_comm for the group's communicator on the model's CUDA stream (NCCL) and runs the
+// sharded forward pass over it (phi_cuda_model.h), mirroring CpuRunnerOptions::comm.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_MODEL_RUNNER_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_MODEL_RUNNER_H_
 
+#include <functional>
 #include <memory>
 #include <span>
 #include <string>
@@ -17,15 +23,25 @@
 #include "services/worker/backends/cuda/phi_cuda_model.h"
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/model/phi_checkpoint.h"
+#include "services/worker/parallel/communicator.h"
 
 namespace phi::worker::cuda {
 
 struct CudaRunnerOptions {
-  int device = 0;
+  int device = 0;  // -1: rank modulo the visible GPUs
   // Share of the GPU memory free after weights and step buffers that KvBlocksThatFit offers
   // to the KV cache (the rest stays for cuBLASLt, graphs and the CUDA context).
   double kv_memory_fraction = 0.9;
   PhiCudaOptions model;
+  // Tensor-parallel rank and group size (heads, intermediate size and vocabulary must divide).
+  int rank = 0;
+  int world_size = 1;
+  // Makes this rank's communicator for device buffers on `stream` (the model's stream), e.g.
+  // NcclCommunicator::Create(&group.store(), rank, world_size, {device, stream}). Required
+  // when world_size > 1; given with world_size == 1 the sharded path runs as a group of one.
+  using CommFactory = std::function<absl::StatusOr<std::unique_ptr<parallel::Communicator>>(
+      int device, cudaStream_t stream)>;
+  CommFactory make_comm;
 };
 
 class CudaModelRunner final : public ModelRunner {
@@ -35,6 +51,12 @@ class CudaModelRunner final : public ModelRunner {
       const std::string& model_dir, const CudaRunnerOptions& options = {});
   static absl::StatusOr<std::unique_ptr<CudaModelRunner>> Create(
       const model::PhiCheckpoint& checkpoint, const CudaRunnerOptions& options = {});
+
+  ~CudaModelRunner() override;
+
+  // The number of usable GPUs; FAILED_PRECONDITION naming the missing GPU when there is none
+  // (callers check before joining a group, so a GPU-less rank fails at once).
+  static absl::StatusOr<int> VisibleGpus();
 
   const ModelShape& shape() const override { return shape_; }
   absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
@@ -53,6 +75,8 @@ class CudaModelRunner final : public ModelRunner {
   PhiCudaModel& model() { return *model_; }
   // generation_config.json (eos ids for the engine).
   const model::GenerationConfig& generation() const { return generation_; }
+  // The group's communicator (null without make_comm).
+  parallel::Communicator* comm() const { return comm_.get(); }
 
  private:
   CudaModelRunner() = default;
@@ -60,10 +84,15 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status Run(const StepBatch& batch, std::span<const SamplingParams> params, bool sample,
                    PhiStepOutput* out);
 
+  class Collectives;  // parallel::Communicator as PhiCudaCollectives
+
   CudaRunnerOptions options_;
   ModelShape shape_;
   model::GenerationConfig generation_;
+  // Destroyed in reverse: the adapter, then the communicator, then the model and its stream.
   std::unique_ptr<PhiCudaModel> model_;
+  std::unique_ptr<parallel::Communicator> comm_;
+  std::unique_ptr<Collectives> collectives_;
 };
 
 }  // namespace phi::worker::cuda

@@ -13,13 +13,12 @@ int grid_for(int64_t n) {
 
 __global__ void embedding_forward_kernel(const int32_t* __restrict__ tokens,
                                          const bf16* __restrict__ table, float* __restrict__ x,
-                                         int vocab, int dim) {
+                                         int vocab, int dim, int vocab_begin) {
   const int t = blockIdx.x;
-  const int id = tokens[t];
-  const bool valid = id >= 0 && id < vocab;
+  const int64_t row = static_cast<int64_t>(tokens[t]) - vocab_begin;
+  const bool valid = row >= 0 && row < vocab;
   for (int c = threadIdx.x; c < dim; c += blockDim.x) {
-    x[static_cast<int64_t>(t) * dim + c] =
-        valid ? __bfloat162float(table[static_cast<int64_t>(id) * dim + c]) : 0.0f;
+    x[static_cast<int64_t>(t) * dim + c] = valid ? __bfloat162float(table[row * dim + c]) : 0.0f;
   }
 }
 
@@ -89,10 +88,11 @@ __global__ void fill_random_forward_kernel(T* __restrict__ out, int64_t n, uint6
 }  // namespace
 
 CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x, int num_tokens,
-                             int vocab, int dim, cudaStream_t stream) {
+                             int vocab, int dim, cudaStream_t stream, int vocab_begin) {
   PHI_CUDA_REQUIRE(num_tokens >= 0 && dim > 0, "embedding_forward: num_tokens >= 0, dim > 0");
   if (num_tokens == 0) return {};
-  embedding_forward_kernel<<<num_tokens, kThreads, 0, stream>>>(tokens, table, x, vocab, dim);
+  embedding_forward_kernel<<<num_tokens, kThreads, 0, stream>>>(tokens, table, x, vocab, dim,
+                                                                vocab_begin);
   PHI_CUDA_CHECK_LAUNCH(embedding_forward_kernel);
   return {};
 }

@@ -27,10 +27,12 @@ CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf1
                              const bf16* beta, bf16* out, int rows, int dim, float eps,
                              cudaStream_t stream);
 
-// x[t] = F32(table[tokens[t]]), table BF16 [vocab, dim]. Ids outside [0, vocab) write zeros
-// (the runner validates ids before; this keeps a bad id from reading out of bounds).
+// x[t] = F32(table[tokens[t] - vocab_begin]), table BF16 [vocab, dim] holding the rows of ids
+// [vocab_begin, vocab_begin + vocab). Other ids write zeros: under tensor parallelism each
+// rank holds a slice of the vocabulary and an all-reduce assembles the rows; unsharded, it
+// keeps a bad id (the runner validates ids before) from reading out of bounds.
 CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x, int num_tokens,
-                             int vocab, int dim, cudaStream_t stream);
+                             int vocab, int dim, cudaStream_t stream, int vocab_begin = 0);
 
 struct RotaryKvArgs {
   bf16* qkv = nullptr;          // [num_tokens, row_stride]: q at col 0, k at H*D, v at 2*H*D

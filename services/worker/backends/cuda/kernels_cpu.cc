@@ -40,12 +40,12 @@ void layernorm_forward_cpu(const float* x, const int32_t* row_index, const float
 }
 
 void embedding_forward_cpu(const int32_t* tokens, const float* table, float* x, int num_tokens,
-                           int vocab, int dim) {
+                           int vocab, int dim, int vocab_begin) {
   for (int t = 0; t < num_tokens; ++t) {
-    const bool valid = tokens[t] >= 0 && tokens[t] < vocab;
+    const int64_t row = static_cast<int64_t>(tokens[t]) - vocab_begin;
+    const bool valid = row >= 0 && row < vocab;
     for (int c = 0; c < dim; ++c) {
-      x[static_cast<int64_t>(t) * dim + c] =
-          valid ? table[static_cast<int64_t>(tokens[t]) * dim + c] : 0.0f;
+      x[static_cast<int64_t>(t) * dim + c] = valid ? table[row * dim + c] : 0.0f;
     }
   }
 }

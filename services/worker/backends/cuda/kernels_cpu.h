@@ -15,7 +15,7 @@ void layernorm_forward_cpu(const float* x, const int32_t* row_index, const float
                            const float* beta, float* out, int rows, int dim, float eps);
 
 void embedding_forward_cpu(const int32_t* tokens, const float* table, float* x, int num_tokens,
-                           int vocab, int dim);
+                           int vocab, int dim, int vocab_begin = 0);
 
 // Same arguments as RotaryKvArgs, on F32 host arrays.
 void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,

@@ -31,7 +31,8 @@ int64_t PhiCudaConfig::ParameterCount() const {
   const int64_t w1 = qkv_width() + intermediate_size;
   const int64_t w2 = num_heads * head_dim + intermediate_size;
   const int64_t per_layer = 2 * h + w1 * (h + 1) + h * w2 + h;
-  return 2 * static_cast<int64_t>(vocab_size) * h + vocab_size + 2 * h + num_layers * per_layer;
+  return 2 * static_cast<int64_t>(local_vocab()) * h + local_vocab() + 2 * h +
+         num_layers * per_layer;
 }
 
 // Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
@@ -83,6 +84,13 @@ CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOption
     return CudaStatus::Invalid("PhiCudaModel: rotary_dim must be even and <= head_dim, got " +
                                std::to_string(config.rotary_dim));
   }
+  if (config.tp_world < 1 || config.tp_rank < 0 || config.tp_rank >= config.tp_world ||
+      config.vocab_size % config.tp_world != 0) {
+    return CudaStatus::Invalid("PhiCudaModel: tp_rank " + std::to_string(config.tp_rank) +
+                               " of tp_world " + std::to_string(config.tp_world) +
+                               " (vocab_size " + std::to_string(config.vocab_size) +
+                               " must divide by tp_world)");
+  }
   if (options.max_seqs <= 0 || options.max_tokens_per_step < options.max_seqs ||
       options.max_logit_rows < options.max_seqs || options.block_size <= 0) {
     return CudaStatus::Invalid(
@@ -107,7 +115,7 @@ CudaStatus PhiCudaModel::Init() {
     plan.emplace_back(reinterpret_cast<void**>(p), bytes);
   };
   weights_.layers.resize(c.num_layers);
-  add(&weights_.embed, 2 * static_cast<size_t>(c.vocab_size) * h);
+  add(&weights_.embed, 2 * static_cast<size_t>(c.local_vocab()) * h);
   for (PhiCudaLayer& l : weights_.layers) {
     add(&l.ln_w, 2 * h);
     add(&l.ln_b, 2 * h);
@@ -118,8 +126,8 @@ CudaStatus PhiCudaModel::Init() {
   }
   add(&weights_.final_ln_w, 2 * h);
   add(&weights_.final_ln_b, 2 * h);
-  add(&weights_.lm_w, 2 * static_cast<size_t>(c.vocab_size) * h);
-  add(&weights_.lm_b, 4 * static_cast<size_t>(c.vocab_size));
+  add(&weights_.lm_w, 2 * static_cast<size_t>(c.local_vocab()) * h);
+  add(&weights_.lm_b, 4 * static_cast<size_t>(c.local_vocab()));
   size_t total = 0;
   for (auto& [p, bytes] : plan) total = align_up(total + bytes, 256);
   size_t free_b = 0, total_b = 0;
@@ -151,6 +159,7 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&hf_, 2 * static_cast<size_t>(options_.max_logit_rows) * h));
   PHI_CUDA_CHECK(
       cudaMalloc(&logits_, 4 * static_cast<size_t>(options_.max_logit_rows) * c.vocab_size));
+
   const int64_t ws = attention_decode_workspace_floats(options_.max_seqs, c.num_heads,
                                                        c.max_positions);
   if (ws > 0) PHI_CUDA_CHECK(cudaMalloc(&attn_ws_, 4 * ws));
@@ -163,11 +172,23 @@ CudaStatus PhiCudaModel::Init() {
   return {};
 }
 
+CudaStatus PhiCudaModel::SetCollectives(PhiCudaCollectives* collectives) {
+  PHI_CUDA_REQUIRE(collectives != nullptr && collectives_ == nullptr,
+                   "SetCollectives: once, with non-null collectives");
+  const size_t rows = options_.max_logit_rows, vl = config_.local_vocab();
+  PHI_CUDA_CHECK(cudaMalloc(&logits_local_, 4 * rows * vl));
+  PHI_CUDA_CHECK(cudaMalloc(&logits_gather_, 4 * rows * vl * config_.tp_world));
+  collectives_ = collectives;
+  options_.use_cuda_graphs = false;
+  return {};
+}
+
 PhiCudaModel::~PhiCudaModel() {
   for (auto& [b, g] : graphs_) cudaGraphExecDestroy(g);
   for (void* p : {static_cast<void*>(x_), static_cast<void*>(h_), static_cast<void*>(qkvf_),
                   static_cast<void*>(mid_), static_cast<void*>(hf_),
-                  static_cast<void*>(logits_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
+                  static_cast<void*>(logits_), static_cast<void*>(logits_local_),
+                  static_cast<void*>(logits_gather_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
                   static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_),
                   static_cast<void*>(kv_arena_), weight_arena_}) {
     if (p) cudaFree(p);
@@ -179,7 +200,7 @@ PhiCudaModel::~PhiCudaModel() {
 }
 
 int64_t PhiCudaModel::decode_bytes_per_token() const {
-  return weight_bytes_ - 2 * static_cast<int64_t>(config_.vocab_size) * config_.hidden_size +
+  return weight_bytes_ - 2 * static_cast<int64_t>(config_.local_vocab()) * config_.hidden_size +
          2 * config_.hidden_size;
 }
 
@@ -195,7 +216,7 @@ CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
   const int64_t h = c.hidden_size;
   uint64_t s = seed;
   PHI_CUDA_RETURN_IF_ERROR(
-      fill_random_forward(weights_.embed, static_cast<int64_t>(c.vocab_size) * h, ++s, scale,
+      fill_random_forward(weights_.embed, static_cast<int64_t>(c.local_vocab()) * h, ++s, scale,
                           stream_));
   std::vector<bf16> ones(h, __float2bfloat16(1.0f));
   for (PhiCudaLayer& l : weights_.layers) {
@@ -212,8 +233,9 @@ CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
                                  stream_));
   PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(weights_.final_ln_b, h, ++s, scale, stream_));
   PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(
-      weights_.lm_w, static_cast<int64_t>(c.vocab_size) * h, ++s, scale, stream_));
-  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(weights_.lm_b, c.vocab_size, ++s, scale, stream_));
+      weights_.lm_w, static_cast<int64_t>(c.local_vocab()) * h, ++s, scale, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(
+      fill_random_forward(weights_.lm_b, c.local_vocab(), ++s, scale, stream_));
   PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return {};
 }
@@ -253,8 +275,13 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
   auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(meta_dev_ + off); };
   const size_t per_cache = static_cast<size_t>(kv_num_blocks_ + 1) * c.num_heads *
                            options_.block_size * c.head_dim;
+  PhiCudaCollectives* coll = collectives_;
   PHI_CUDA_RETURN_IF_ERROR(embedding_forward(i32(L.tokens), weights_.embed, x_, L.n_tok,
-                                             c.vocab_size, h, stream_));
+                                             c.local_vocab(), h, stream_, c.vocab_begin()));
+  // Vocabulary-split embedding: each id's row comes from the one rank that holds it.
+  if (coll != nullptr) {
+    PHI_CUDA_RETURN_IF_ERROR(coll->AllReduceSum(x_, static_cast<size_t>(L.n_tok) * h, stream_));
+  }
   for (int li = 0; li < c.num_layers; ++li) {
     const PhiCudaLayer& w = weights_.layers[li];
     bf16* kc = kv_arena_ + (2 * static_cast<size_t>(li)) * per_cache;
@@ -308,14 +335,40 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     PHI_CUDA_RETURN_IF_ERROR(gelu_forward(qkvf_ + c.qkv_width(), c.w1_rows(),
                                           mid_ + c.num_heads * c.head_dim, c.w2_cols(), L.n_tok,
                                           c.intermediate_size, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(
-        gemm_->Matmul(mid_, w.w2, w.b2, x_, true, 1.0f, L.n_tok, h, c.w2_cols(), stream_));
+    if (coll == nullptr) {
+      PHI_CUDA_RETURN_IF_ERROR(
+          gemm_->Matmul(mid_, w.w2, w.b2, x_, true, 1.0f, L.n_tok, h, c.w2_cols(), stream_));
+    } else {
+      // Rank 0: x + partial + b2; the others: their partial alone. The layer's one
+      // all-reduce then leaves x + b2 + Σ partials on every rank.
+      const bool first = c.tp_rank == 0;
+      PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(mid_, w.w2, first ? w.b2 : nullptr, x_, true,
+                                             first ? 1.0f : 0.0f, L.n_tok, h, c.w2_cols(),
+                                             stream_));
+      PHI_CUDA_RETURN_IF_ERROR(
+          coll->AllReduceSum(x_, static_cast<size_t>(L.n_tok) * h, stream_));
+    }
   }
   PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, i32(L.row_index), weights_.final_ln_w,
                                              weights_.final_ln_b, hf_, L.n_rows, h,
                                              c.layer_norm_eps, stream_));
-  PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_, true, 0.0f,
-                                         L.n_rows, c.vocab_size, h, stream_));
+  if (coll == nullptr) {
+    PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_, true,
+                                           0.0f, L.n_rows, c.vocab_size, h, stream_));
+  } else {
+    // This rank's vocabulary columns of every row, gathered rank-major, then laid side by
+    // side into full rows (one strided copy per rank).
+    const size_t vl = c.local_vocab();
+    PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_local_,
+                                           true, 0.0f, L.n_rows, c.local_vocab(), h, stream_));
+    PHI_CUDA_RETURN_IF_ERROR(
+        coll->AllGather(logits_local_, logits_gather_, 4 * vl * L.n_rows, stream_));
+    for (int r = 0; r < c.tp_world; ++r) {
+      PHI_CUDA_CHECK(cudaMemcpy2DAsync(logits_ + r * vl, 4 * static_cast<size_t>(c.vocab_size),
+                                       logits_gather_ + r * vl * L.n_rows, 4 * vl, 4 * vl,
+                                       L.n_rows, cudaMemcpyDeviceToDevice, stream_));
+    }
+  }
   if (sample) {
     SampleArgs sa;
     sa.logits = logits_;
@@ -342,6 +395,10 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   const PhiCudaConfig& c = config_;
   const int bs = options_.block_size;
   if (kv_arena_ == nullptr) return CudaStatus::Invalid("Forward: KV cache not allocated");
+  if (c.tp_world > 1 && collectives_ == nullptr) {
+    return CudaStatus::Invalid("Forward: tp_world " + std::to_string(c.tp_world) +
+                               " needs SetCollectives first");
+  }
   if (seqs.empty()) return CudaStatus::Invalid("Forward: empty batch");
   if (static_cast<int>(seqs.size()) > options_.max_seqs) {
     return CudaStatus::Invalid("Forward: " + std::to_string(seqs.size()) +

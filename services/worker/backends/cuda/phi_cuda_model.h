@@ -7,6 +7,14 @@
 //   q,k <- rotary; K,V -> cache; a = Attn(q, cache); g = gelu_new(f)
 //   x = x + [a|g] W2^T + b2                          (W2 = [dense | fc2] along K, b2 = sum)
 // x is the F32 residual stream; logits are F32.
+//
+// Tensor parallelism (config tp_world > 1, collectives set): this rank holds num_heads whole
+// heads and intermediate_size fc1 columns (its share, already divided), the matching input
+// columns of W2, and vocab_size / tp_world rows of the embedding and lm_head. The embedding
+// rows of other ranks' ids are zeros and one all-reduce of x assembles them; in each layer
+// rank 0 adds its partial [a|g] W2^T + b2 to x while the others write only their partials,
+// so one all-reduce of x per layer gives x + Σ partials + b2; the lm_head's vocabulary
+// slices are all-gathered into full logit rows. ref: DESIGN.md "Phi-1.5 facts".
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 
@@ -33,6 +41,13 @@ struct PhiCudaConfig {
   float layer_norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
   int tokenizer_vocab_size = 0;  // ids >= this are never sampled (0: vocab_size)
+  // Tensor-parallel rank and group size. num_heads and intermediate_size above are this
+  // rank's share; vocab_size is the whole vocabulary, split into tp_world equal slices.
+  int tp_rank = 0;
+  int tp_world = 1;
+
+  int local_vocab() const { return vocab_size / tp_world; }
+  int vocab_begin() const { return tp_rank * local_vocab(); }
 
   int qkv_width() const { return 3 * num_heads * head_dim; }
   // Fused q|k|v|fc1 rows and [dense | fc2] columns, each rounded up to a multiple of 8 with
@@ -55,12 +70,26 @@ struct PhiCudaLayer {
   float* b2 = nullptr; // [hidden] dense.bias + fc2.bias
 };
 struct PhiCudaWeights {
-  bf16* embed = nullptr;  // [vocab, hidden]
+  bf16* embed = nullptr;  // [local_vocab, hidden]
   std::vector<PhiCudaLayer> layers;
   bf16* final_ln_w = nullptr;
   bf16* final_ln_b = nullptr;
-  bf16* lm_w = nullptr;   // [vocab, hidden]
-  float* lm_b = nullptr;  // [vocab]
+  bf16* lm_w = nullptr;   // [local_vocab, hidden]
+  float* lm_b = nullptr;  // [local_vocab]
+};
+
+// The collectives a tensor-parallel rank needs, on device buffers, ordered after the work
+// already enqueued on the model's stream (an implementation may complete them before it
+// returns). The ModelRunner adapts parallel::Communicator (NCCL) to this; the kernel library
+// stays free of Abseil and NCCL.
+class PhiCudaCollectives {
+ public:
+  virtual ~PhiCudaCollectives() = default;
+  // data[i] = Σ over ranks of data[i], in place.
+  virtual CudaStatus AllReduceSum(float* data, size_t count, cudaStream_t stream) = 0;
+  // out = the ranks' `in` one after another (rank-major); out does not overlap in.
+  virtual CudaStatus AllGather(const void* in, void* out, size_t bytes_per_rank,
+                               cudaStream_t stream) = 0;
 };
 
 struct PhiCudaOptions {
@@ -115,6 +144,13 @@ class PhiCudaModel {
   cudaStream_t work_stream() const { return stream_; }
   GemmLt& gemm() { return *gemm_; }
 
+  // Tensor parallelism: the group's collectives (not owned), set once before the first
+  // Forward (the communicator is usually made for stream(), which exists only after Create).
+  // Required when tp_world > 1; with tp_world == 1 the sharded code path runs as a group of
+  // one (tests). Decode steps are then not captured in CUDA graphs: the collectives run
+  // between kernels and the communicator bounds each wait on the host.
+  CudaStatus SetCollectives(PhiCudaCollectives* collectives);
+
   // Uniform(-scale, scale) BF16 weights generated on the device (benchmarks, tests); layer
   // norms get weight ~1 and bias ~0 so activations stay in range.
   CudaStatus FillRandomWeights(uint64_t seed, float scale);
@@ -142,6 +178,7 @@ class PhiCudaModel {
 
   PhiCudaConfig config_;
   PhiCudaOptions options_;
+  PhiCudaCollectives* collectives_ = nullptr;
   cudaStream_t stream_ = nullptr;
   std::unique_ptr<GemmLt> gemm_;
   void* weight_arena_ = nullptr;
@@ -157,7 +194,9 @@ class PhiCudaModel {
   bf16* qkvf_ = nullptr;
   bf16* mid_ = nullptr;
   bf16* hf_ = nullptr;
-  float* logits_ = nullptr;
+  float* logits_ = nullptr;         // [max_logit_rows, vocab_size]
+  float* logits_local_ = nullptr;   // with collectives: [max_logit_rows, local_vocab]
+  float* logits_gather_ = nullptr;  // with collectives: [tp_world, max_logit_rows, local_vocab]
   float* attn_ws_ = nullptr;
   unsigned int* attn_counters_ = nullptr;
   // Step metadata: a pinned host staging buffer and its device twin, one copy per step.

@@ -68,6 +68,33 @@ TEST(LayerNormCpu, UnitGammaZeroBetaGivesZeroMeanUnitVariance) {
   }
 }
 
+// The vocabulary split of tensor parallelism: the slices' lookups add up to the full lookup
+// (each id is in exactly one slice), which is what the all-reduce after the embedding relies on.
+TEST(EmbeddingCpu, VocabSlicesSumToTheFullLookup) {
+  const int vocab = 12, dim = 5, world = 3, local = vocab / world;
+  std::vector<float> table(vocab * dim);
+  for (size_t i = 0; i < table.size(); ++i) table[i] = 0.25f * static_cast<float>(i) - 3.0f;
+  const std::vector<int32_t> tokens = {0, 3, 4, 7, 8, 11, 5};
+  const int n = static_cast<int>(tokens.size());
+  std::vector<float> full(n * dim), sum(n * dim, 0.0f), part(n * dim);
+  embedding_forward_cpu(tokens.data(), table.data(), full.data(), n, vocab, dim);
+  for (int r = 0; r < world; ++r) {
+    embedding_forward_cpu(tokens.data(), table.data() + r * local * dim, part.data(), n, local,
+                          dim, r * local);
+    int nonzero_rows = 0;
+    for (int t = 0; t < n; ++t) {
+      bool nz = false;
+      for (int c = 0; c < dim; ++c) nz = nz || part[t * dim + c] != 0.0f;
+      nonzero_rows += nz;
+    }
+    int in_slice = 0;
+    for (int32_t id : tokens) in_slice += id >= r * local && id < (r + 1) * local;
+    EXPECT_EQ(nonzero_rows, in_slice) << "rank " << r;
+    for (int i = 0; i < n * dim; ++i) sum[i] += part[i];
+  }
+  EXPECT_EQ(sum, full);
+}
+
 TEST(GeluCpu, KnownValues) {
   EXPECT_FLOAT_EQ(gelu_new_cpu(0.0f), 0.0f);
   EXPECT_NEAR(gelu_new_cpu(1.0f), 0.8411920f, 1e-6);   // 0.5(1+tanh(0.7978846*1.044715))

@@ -71,6 +71,28 @@ TEST(EmbeddingGpu, GathersRowsAndZeroesBadIds) {
   EXPECT_EQ(dx.Download(), want);  // a pure copy: exact
 }
 
+// A rank's vocabulary slice (tensor parallelism): ids of other slices write zeros.
+TEST(EmbeddingGpu, VocabSliceGathersOnlyItsRows) {
+  PHI_REQUIRE_GPU();
+  const int vocab = 33, dim = 70, begin = 33;  // rank 1 of a 99-id vocabulary split by 3
+  const std::vector<float> table = RandomBf16Values(static_cast<size_t>(vocab) * dim, 22);
+  const std::vector<int32_t> tokens = {32, 33, 65, 66, 40, 0, 98};
+  DeviceBuffer<bf16> dt(table.size());
+  DeviceBuffer<int32_t> dtok(tokens.size());
+  DeviceBuffer<float> dx(tokens.size() * dim);
+  dt.Upload(ToBf16(table));
+  dtok.Upload(tokens);
+  dx.Poison();
+  PHI_ASSERT_CUDA_OK(embedding_forward(dtok.get(), dt.get(), dx.get(),
+                                       static_cast<int>(tokens.size()), vocab, dim, nullptr,
+                                       begin));
+  PHI_ASSERT_CUDART(cudaDeviceSynchronize());
+  std::vector<float> want(tokens.size() * dim);
+  embedding_forward_cpu(tokens.data(), table.data(), want.data(),
+                        static_cast<int>(tokens.size()), vocab, dim, begin);
+  EXPECT_EQ(dx.Download(), want);
+}
+
 struct RotaryCase { int tokens, heads, head_dim, rotary_dim, block_size; };
 
 TEST(RotaryKvGpu, RotatesQAndWritesPagedCache) {

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "..", "integration", "lib"))
 import phi_testlib  # noqa: E402
@@ -39,6 +40,21 @@ def main() -> int:
         assert code != 0, f"--device cuda without a GPU exited 0:\n{log}"
         assert "no CUDA GPU is visible" in log, f"message does not name the missing GPU:\n{log}"
         print(f"ok: no GPU: exit {code}, message names the missing GPU")
+        # A rank of a tensor-parallel group fails the same way before it waits for the group
+        # (no leader listens on port 9; the join timeout would be 120 s).
+        t0 = time.time()
+        w = phi_testlib.Service(binary, args + ["--world-size=2", "--rank=1", "--leader=127.0.0.1:9"],
+                                name="worker-cuda-nogpu-tp")
+        try:
+            code = w.proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            w.kill()
+            raise AssertionError(f"--device cuda --world-size 2 without a GPU still running after 60 s:\n{w.log()}")
+        log = w.log()
+        w.kill()
+        assert code != 0 and "no CUDA GPU is visible" in log, f"exit {code}:\n{log}"
+        assert time.time() - t0 < 30, f"took {time.time() - t0:.1f}s: it waited for the group first"
+        print(f"ok: no GPU, rank 1 of 2: exit {code} in {time.time() - t0:.1f}s")
         return 0
     phi_testlib.add_proto_path()
     w = phi_testlib.Service(binary, args, name="worker-cuda")

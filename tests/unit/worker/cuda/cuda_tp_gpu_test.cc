@@ -49,6 +49,9 @@ CudaRunnerOptions BaseOptions() {
   o.model.max_tokens_per_step = 64;
   o.model.max_seqs = 4;
   o.model.max_logit_rows = 64;
+  // Ranks with collectives never capture graphs; the reference must not either, because a
+  // graph's decode attention runs over max_positions and splits its work differently.
+  o.model.use_cuda_graphs = false;
   return o;
 }
 

@@ -5,6 +5,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -34,20 +35,22 @@ PackedMatrix RandomMatrix(WeightFormat f, int64_t n, int64_t k, std::mt19937* rn
     f32[i] = v;
     (*dense)[i] = v;
   }
-  // Filled in two column blocks, as the runner fills the fused [dense|fc2] matrix.
-  const int64_t split = k / 3;
-  for (int64_t part = 0; part < 2; ++part) {
-    const int64_t c0 = part == 0 ? 0 : split, cols = part == 0 ? split : k - split;
-    if (cols == 0) continue;
-    std::vector<uint16_t> b(n * cols);
-    std::vector<float> v(n * cols);
-    for (int64_t r = 0; r < n; ++r) {
+  // Filled in 2 x 2 blocks, as the runner fills the fused matrices (q|k|v|fc1 rows start
+  // at multiples of the attention width, fc2 columns after the dense ones).
+  const int64_t split_c = k / 3, split_r = n / 2 + 1;
+  for (int64_t part = 0; part < 4; ++part) {
+    const int64_t c0 = part % 2 == 0 ? 0 : split_c, cols = part % 2 == 0 ? split_c : k - split_c;
+    const int64_t r0 = part / 2 == 0 ? 0 : split_r, rows = part / 2 == 0 ? std::min(split_r, n) : n - split_r;
+    if (cols <= 0 || rows <= 0) continue;
+    std::vector<uint16_t> b(rows * cols);
+    std::vector<float> v(rows * cols);
+    for (int64_t r = 0; r < rows; ++r) {
       for (int64_t c = 0; c < cols; ++c) {
-        b[r * cols + c] = bf16[r * k + c0 + c];
-        v[r * cols + c] = f32[r * k + c0 + c];
+        b[r * cols + c] = bf16[(r0 + r) * k + c0 + c];
+        v[r * cols + c] = f32[(r0 + r) * k + c0 + c];
       }
     }
-    w.SetBlock(0, c0, n, cols, f == WeightFormat::kBF16 ? static_cast<const void*>(b.data()) : v.data());
+    w.SetBlock(r0, c0, rows, cols, f == WeightFormat::kBF16 ? static_cast<const void*>(b.data()) : v.data());
   }
   return w;
 }

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <memory>
 #include <thread>
+#include <vector>
 
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
@@ -288,13 +289,22 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
   absl::StatusOr<std::unique_ptr<cuda::CudaModelRunner>> runner = cuda::CudaModelRunner::Create(config.model_dir, o);
   if (!runner.ok()) return runner.status();
   int64_t blocks = config.kv_cache_blocks;
-  if (blocks == 0 && group.is_leader()) {
+  if (blocks == 0) {
     // KV cache from the GPU memory left after weights and step buffers; a model that does
-    // not fit one full-length sequence is refused with the numbers. Followers allocate what
-    // the leader's engine asks for (LeaderRunner replays AllocateKvCache on every rank).
+    // not fit one full-length sequence is refused with the numbers. Every rank allocates
+    // what the leader's engine asks for (LeaderRunner replays AllocateKvCache), so the group
+    // takes the smallest count any rank can hold (gathered on the host channel).
     absl::StatusOr<int32_t> fit = (*runner)->KvBlocksThatFit(static_cast<int32_t>(config.kv_block_size));
     if (!fit.ok()) return fit.status();
-    blocks = *fit;
+    int32_t mine = *fit;
+    if (group.world_size() > 1) {
+      std::vector<int32_t> all(static_cast<size_t>(group.world_size()));
+      if (absl::Status st = group.host().AllGather(&mine, all.data(), sizeof(int32_t)); !st.ok()) {
+        return absl::Status(st.code(), absl::StrCat("gathering the ranks' KV block counts: ", st.message()));
+      }
+      mine = *std::min_element(all.begin(), all.end());
+    }
+    blocks = mine;
   }
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
   out->info.eos_token_ids = (*runner)->generation().eos_token_ids;

@@ -1,4 +1,5 @@
-// phi-worker: serves phi.v1.WorkerService for one model on this machine's CPU.
+// phi-worker: serves phi.v1.WorkerService for one model on this machine's CPU or CUDA GPU,
+// alone or as one rank of a tensor-parallel group (--world-size > 1).
 #include <cstdio>
 
 #include "services/common/config.h"

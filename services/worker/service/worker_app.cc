@@ -273,16 +273,18 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
   if (group.world_size() > 1) {
     parallel::WorkerGroup* g = &group;
     const std::chrono::milliseconds timeout(config.tp_timeout_ms);
-    o.make_comm = [g, timeout](int device, cudaStream_t stream)
-        -> absl::StatusOr<std::unique_ptr<parallel::Communicator>> {
+    o.make_comm = [g, timeout](int device, cudaStream_t stream) -> absl::StatusOr<cuda::CudaRunnerOptions::Comm> {
       parallel::NcclOptions n;
       n.device = device;
       n.stream = stream;
       n.timeout = timeout;
+      // The collectives only enqueue behind the step's kernels; the step waits once, bounded.
+      n.wait_each_operation = false;
       absl::StatusOr<std::unique_ptr<parallel::NcclCommunicator>> comm =
           parallel::NcclCommunicator::Create(&g->store(), g->rank(), g->world_size(), n);
       if (!comm.ok()) return comm.status();
-      return std::unique_ptr<parallel::Communicator>(*std::move(comm));
+      parallel::NcclCommunicator* raw = comm->get();
+      return cuda::CudaRunnerOptions::Comm{*std::move(comm), [raw] { return raw->Synchronize(); }};
     };
   }
 #endif

@@ -2,7 +2,9 @@
 
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "absl/strings/str_cat.h"
@@ -41,12 +43,16 @@ absl::Status UploadF32(const std::vector<float>& v, float* dst, const char* what
 // and the group turns NOT_SERVING with the right code; the communicator is broken afterwards.
 class CudaModelRunner::Collectives final : public PhiCudaCollectives {
  public:
-  explicit Collectives(parallel::Communicator* comm) : comm_(comm) {}
+  Collectives(parallel::Communicator* comm, std::function<absl::Status()> synchronize)
+      : comm_(comm), synchronize_(std::move(synchronize)) {}
   CudaStatus AllReduceSum(float* data, size_t count, cudaStream_t) override {
     return Keep(comm_->AllReduceSum(data, count, parallel::DataType::kFloat32));
   }
   CudaStatus AllGather(const void* in, void* out, size_t bytes_per_rank, cudaStream_t) override {
     return Keep(comm_->AllGather(in, out, bytes_per_rank));
+  }
+  CudaStatus Synchronize(cudaStream_t) override {
+    return synchronize_ ? Keep(synchronize_()) : CudaStatus();
   }
   const absl::Status& failure() const { return failure_; }
 
@@ -57,6 +63,7 @@ class CudaModelRunner::Collectives final : public PhiCudaCollectives {
     return CudaStatus::Error(std::string(comm_->name()) + " collective failed: " + st.ToString());
   }
   parallel::Communicator* comm_;
+  std::function<absl::Status()> synchronize_;
   absl::Status failure_;
 };
 
@@ -197,13 +204,14 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   PHI_RETURN_IF_ERROR(UploadF32(lm_b, w.lm_b, "lm_head.bias"));
   PHI_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "weight upload"));
   if (options_.make_comm) {
-    PHI_ASSIGN_OR_RETURN(comm_, options_.make_comm(options_.device, model_->stream()));
+    PHI_ASSIGN_OR_RETURN(CudaRunnerOptions::Comm made, options_.make_comm(options_.device, model_->stream()));
+    comm_ = std::move(made.comm);
     if (comm_ == nullptr || comm_->rank() != pc.tp_rank || comm_->world_size() != world) {
       return absl::InvalidArgumentError(absl::StrCat(
           "CUDA runner: communicator is rank ", comm_ ? comm_->rank() : -1, " of ",
           comm_ ? comm_->world_size() : -1, ", the shard is rank ", pc.tp_rank, " of ", world));
     }
-    collectives_ = std::make_unique<Collectives>(comm_.get());
+    collectives_ = std::make_unique<Collectives>(comm_.get(), std::move(made.synchronize));
     PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->SetCollectives(collectives_.get()));
   }
   return absl::OkStatus();

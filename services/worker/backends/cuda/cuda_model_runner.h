@@ -39,8 +39,14 @@ struct CudaRunnerOptions {
   // Makes this rank's communicator for device buffers on `stream` (the model's stream), e.g.
   // NcclCommunicator::Create(&group.store(), rank, world_size, {device, stream}). Required
   // when world_size > 1; given with world_size == 1 the sharded path runs as a group of one.
-  using CommFactory = std::function<absl::StatusOr<std::unique_ptr<parallel::Communicator>>(
-      int device, cudaStream_t stream)>;
+  struct Comm {
+    std::unique_ptr<parallel::Communicator> comm;
+    // For a communicator whose calls only enqueue (NcclOptions::wait_each_operation = false):
+    // the bounded wait for all of them (NcclCommunicator::Synchronize), run once per step.
+    // Null when every call finishes before it returns.
+    std::function<absl::Status()> synchronize;
+  };
+  using CommFactory = std::function<absl::StatusOr<Comm>(int device, cudaStream_t stream)>;
   CommFactory make_comm;
 };
 

@@ -535,6 +535,9 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     PHI_CUDA_CHECK(
         cudaMemcpyAsync(sample_host_, sample_dev_, bytes, cudaMemcpyDeviceToHost, stream_));
   }
+  // With collectives the step's wait is bounded by the group's timeout (a dead peer would
+  // leave an all-reduce waiting on the GPU forever).
+  if (collectives_ != nullptr) PHI_CUDA_RETURN_IF_ERROR(collectives_->Synchronize(stream_));
   PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   if (sample) {
     const int ns = n_seq, tn = options_.max_top_n;

@@ -78,10 +78,12 @@ struct PhiCudaWeights {
   float* lm_b = nullptr;  // [local_vocab]
 };
 
-// The collectives a tensor-parallel rank needs, on device buffers, ordered after the work
-// already enqueued on the model's stream (an implementation may complete them before it
-// returns). The ModelRunner adapts parallel::Communicator (NCCL) to this; the kernel library
-// stays free of Abseil and NCCL.
+// The collectives a tensor-parallel rank needs, on device buffers, enqueued on the model's
+// stream after the work already there (an implementation may also complete them before it
+// returns). Forward calls Synchronize once per step before it reads results on the host: a
+// bounded wait, where a plain cudaStreamSynchronize would hang forever on a dead peer. The
+// ModelRunner adapts parallel::Communicator (NCCL) to this; the kernel library stays free of
+// Abseil and NCCL.
 class PhiCudaCollectives {
  public:
   virtual ~PhiCudaCollectives() = default;
@@ -90,6 +92,9 @@ class PhiCudaCollectives {
   // out = the ranks' `in` one after another (rank-major); out does not overlap in.
   virtual CudaStatus AllGather(const void* in, void* out, size_t bytes_per_rank,
                                cudaStream_t stream) = 0;
+  // Returns once everything enqueued on `stream` has finished, or fails within the group's
+  // timeout (then the communicator is broken).
+  virtual CudaStatus Synchronize(cudaStream_t stream) = 0;
 };
 
 struct PhiCudaOptions {
@@ -147,8 +152,8 @@ class PhiCudaModel {
   // Tensor parallelism: the group's collectives (not owned), set once before the first
   // Forward (the communicator is usually made for stream(), which exists only after Create).
   // Required when tp_world > 1; with tp_world == 1 the sharded code path runs as a group of
-  // one (tests). Decode steps are then not captured in CUDA graphs: the collectives run
-  // between kernels and the communicator bounds each wait on the host.
+  // one (tests). Decode steps are then not captured in CUDA graphs (not yet: NCCL kernels
+  // can be captured, the follow-up).
   CudaStatus SetCollectives(PhiCudaCollectives* collectives);
 
   // Uniform(-scale, scale) BF16 weights generated on the device (benchmarks, tests); layer

@@ -55,22 +55,29 @@ CudaRunnerOptions BaseOptions() {
   return o;
 }
 
-// `rank` of `world` with its NCCL communicator made through `store` on the model's stream.
+// `rank` of `world` with its NCCL communicator made through `store` on the model's stream;
+// `enqueue_only`: collectives only enqueue and the step waits once (what phi-worker does),
+// else each collective is waited for.
 absl::StatusOr<std::unique_ptr<CudaModelRunner>> ShardRunner(parallel::KvClient* store, int rank,
-                                                             int world, int device) {
+                                                             int world, int device,
+                                                             bool enqueue_only) {
   CudaRunnerOptions o = BaseOptions();
   o.device = device;
   o.rank = rank;
   o.world_size = world;
-  o.make_comm = [store, rank, world](int dev, cudaStream_t stream)
-      -> absl::StatusOr<std::unique_ptr<parallel::Communicator>> {
+  o.make_comm = [store, rank, world, enqueue_only](int dev, cudaStream_t stream)
+      -> absl::StatusOr<CudaRunnerOptions::Comm> {
     parallel::NcclOptions n;
     n.device = dev;
     n.stream = stream;
     n.timeout = 30s;
+    n.wait_each_operation = !enqueue_only;
     auto comm = parallel::NcclCommunicator::Create(store, rank, world, n);
     if (!comm.ok()) return comm.status();
-    return std::unique_ptr<parallel::Communicator>(*std::move(comm));
+    parallel::NcclCommunicator* raw = comm->get();
+    CudaRunnerOptions::Comm c{*std::move(comm), nullptr};
+    if (enqueue_only) c.synchronize = [raw] { return raw->Synchronize(); };
+    return c;
   };
   return CudaModelRunner::Create(Env("PHI_TEST_MODEL_DIR"), o);
 }
@@ -129,26 +136,30 @@ absl::StatusOr<std::vector<float>> UnshardedLogits(int* vocab = nullptr) {
 
 TEST(CudaTpGpu, GroupOfOneOverNcclEqualsUnsharded) {
   PHI_REQUIRE_MODEL();
-  auto server = parallel::RendezvousServer::Start("127.0.0.1:0");
-  ASSERT_TRUE(server.ok()) << server.status();
-  parallel::KvClient store("127.0.0.1:" + std::to_string((*server)->port()), 10s);
-  auto sharded = ShardRunner(&store, 0, 1, 0);
-  ASSERT_TRUE(sharded.ok()) << sharded.status();
-  ASSERT_NE((*sharded)->comm(), nullptr);
-  EXPECT_EQ((*sharded)->comm()->name(), "nccl");
-  auto got = RunScript(**sharded);
-  ASSERT_TRUE(got.ok()) << got.status();
   auto want = UnshardedLogits();
   ASSERT_TRUE(want.ok()) << want.status();
-  ASSERT_EQ(got->size(), want->size());
-  // Same kernels, same shapes; the collectives of one rank only copy.
-  EXPECT_LT(testing::RelNormError(*got, *want), 1e-6);
+  for (bool enqueue_only : {false, true}) {
+    SCOPED_TRACE(enqueue_only ? "enqueue-only collectives, one wait per step"
+                              : "every collective waited for");
+    auto server = parallel::RendezvousServer::Start("127.0.0.1:0");
+    ASSERT_TRUE(server.ok()) << server.status();
+    parallel::KvClient store("127.0.0.1:" + std::to_string((*server)->port()), 10s);
+    auto sharded = ShardRunner(&store, 0, 1, 0, enqueue_only);
+    ASSERT_TRUE(sharded.ok()) << sharded.status();
+    ASSERT_NE((*sharded)->comm(), nullptr);
+    EXPECT_EQ((*sharded)->comm()->name(), "nccl");
+    auto got = RunScript(**sharded);
+    ASSERT_TRUE(got.ok()) << got.status();
+    ASSERT_EQ(got->size(), want->size());
+    // Same kernels, same shapes; the collectives of one rank only copy.
+    EXPECT_LT(testing::RelNormError(*got, *want), 1e-6);
+  }
 }
 
 // One rank of the two-process test (run by the parent as a child process).
 int RunChildRank(int rank) {
   parallel::KvClient store(Env("PHI_CUDA_TP_STORE"), 30s);
-  auto runner = ShardRunner(&store, rank, 2, rank);
+  auto runner = ShardRunner(&store, rank, 2, rank, /*enqueue_only=*/true);
   if (!runner.ok()) {
     std::fprintf(stderr, "rank %d: %s\n", rank, runner.status().ToString().c_str());
     return 2;

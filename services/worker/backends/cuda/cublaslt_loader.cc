@@ -1,5 +1,6 @@
 #include "services/worker/backends/cuda/cublaslt_loader.h"
 
+#include <cuda_runtime_api.h>
 #include <dlfcn.h>
 
 #include <mutex>
@@ -20,11 +21,22 @@ Loaded LoadOnce() {
   Loaded out;
   // RTLD_LOCAL: nothing else in the process should bind to cuBLASLt's symbols by accident.
   void* handle = dlopen(CublasLtLibraryName(), RTLD_NOW | RTLD_LOCAL);
+  std::string why;
+  if (handle == nullptr) {
+    const char* e = dlerror();
+    why = e ? e : "unknown dlopen error";
+    // Beside the CUDA runtime this process loaded: the toolkit and NVIDIA's images keep
+    // cuBLASLt in the same folder, which need not be on the loader's search path.
+    Dl_info info{};
+    if (dladdr(reinterpret_cast<void*>(&cudaRuntimeGetVersion), &info) != 0 && info.dli_fname) {
+      std::string dir = info.dli_fname;
+      dir = dir.substr(0, dir.rfind('/') + 1);
+      handle = dlopen((dir + CublasLtLibraryName()).c_str(), RTLD_NOW | RTLD_LOCAL);
+    }
+  }
   if (handle == nullptr) handle = dlopen("libcublasLt.so", RTLD_NOW | RTLD_LOCAL);
   if (handle == nullptr) {
-    const char* why = dlerror();
-    out.error = std::string("cannot load cuBLASLt (") + CublasLtLibraryName() +
-                "): " + (why ? why : "unknown dlopen error");
+    out.error = std::string("cannot load cuBLASLt (") + CublasLtLibraryName() + "): " + why;
     return out;
   }
 #define PHI_CUBLASLT_LOAD(name)                                                             \

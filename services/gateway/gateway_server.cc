@@ -1,5 +1,6 @@
 #include "services/gateway/gateway_server.h"
 
+#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <fstream>
@@ -12,6 +13,8 @@
 #include "services/gateway/auth.h"
 #include "services/gateway/chat_service.h"
 #include "services/gateway/http_api.h"
+#include "services/gateway/http_tls.h"
+#include "services/gateway/prompt_shutdown.h"
 
 namespace phi::gateway {
 
@@ -49,7 +52,7 @@ int GatewayMain(int argc, char** argv) {
                   "model folder or tokenizer.json of the served model: decode streams in-process instead of "
                   "one DecodeStream round trip per token (encoding stays with --tokenizer)");
   flags.AddString("tls-cert", "PHI_TLS_CERT", &tls_cert,
-                  "PEM certificate (chain): TLS on the gRPC port (with --tls-key); the HTTP API stays plaintext");
+                  "PEM certificate chain (with --tls-key): TLS on the gRPC port and HTTPS on --http-port");
   flags.AddString("tls-key", "PHI_TLS_KEY", &tls_key, "PEM private key for --tls-cert");
   common::ParseFlagsOrExit(flags, argc, argv);
   common::InitLogging(server);
@@ -59,6 +62,11 @@ int GatewayMain(int argc, char** argv) {
   }
 
   if (!tls_cert.empty()) {
+    // Checked here, before anything listens: gRPC would only say that the server failed to start.
+    if (absl::Status s = CheckTlsFiles({tls_cert, tls_key}); !s.ok()) {
+      std::fprintf(stderr, "phi-gateway: %s\n", std::string(s.message()).c_str());
+      return 2;
+    }
     auto read = [](const std::string& path, std::string* out) {
       std::ifstream in(path);
       std::stringstream ss;
@@ -115,17 +123,28 @@ int GatewayMain(int argc, char** argv) {
   http_options.host = http_host;
   http_options.port = static_cast<int>(http_port);
   http_options.threads = static_cast<int>(http_threads);
+  http_options.tls = {tls_cert, tls_key};
   auto http = HttpApi::Start(http_options, &generator, auth->get(), &metrics, chatml);
   if (!http.ok()) {
     std::fprintf(stderr, "phi-gateway: %s\n", http.status().ToString().c_str());
     return 1;
   }
-  PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", false);
-  if (!tls_cert.empty()) {
-    PHI_LOG(WARNING, "http_plaintext")
-        .Str("message", "--tls-cert secures the gRPC port only; terminate TLS for the HTTP API in front of it");
-  }
-  int rc = common::ServeUntilSignal(*grpc_server, [&] { (*http)->StopAccepting(); });
+  PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", (*http)->tls());
+  // Quiet: nothing generating, and the last reply had 1 s to be read off the socket (the handler
+  // returns while the end of a stream may still sit in gRPC's buffers; cutting the connection
+  // then would lose it).
+  PromptShutdown prompt_shutdown(
+      grpc_server.get(),
+      [&generator] {
+        return generator.active() == 0 &&
+               std::chrono::steady_clock::now() - generator.last_finished() >= std::chrono::seconds(1);
+      },
+      server.host);
+  int rc = common::ServeUntilSignal(*grpc_server, [&] {
+    (*http)->StopAccepting();
+    prompt_shutdown.Begin();
+  });
+  prompt_shutdown.Done();
   if (!(*http)->Drain(server.shutdown_grace_seconds)) PHI_LOG(WARNING, "http_drain_timeout");
   // Deliberately not destroyed: civetweb's mg_stop waits out its 2 s poll quantum,
   // and every request has ended; the process is exiting.

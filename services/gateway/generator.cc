@@ -87,6 +87,14 @@ absl::Status ValidateCommon(const GenerateParams& p) {
 absl::Status Generator::Run(const GenerateParams& in, Cancellation* cancel,
                             const std::function<bool(GenerateDelta&&)>& on_delta, GenerateResult* result) {
   const double t_start = Now();
+  active_.fetch_add(1, std::memory_order_acq_rel);
+  struct Active {
+    Generator* g;
+    ~Active() {
+      g->last_finished_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
+      g->active_.fetch_sub(1, std::memory_order_acq_rel);
+    }
+  } active{this};
   if (absl::Status s = ValidateCommon(in); !s.ok()) return s;
   GenerateParams params = in;
   if (params.request_id.empty()) params.request_id = absl::StrCat("gw-", next_id_.fetch_add(1));

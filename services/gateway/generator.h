@@ -6,6 +6,7 @@
 #define PHI_SERVICES_GATEWAY_GENERATOR_H_
 
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <mutex>
 #include <string>
@@ -84,6 +85,15 @@ class Generator {
   absl::Status Run(const GenerateParams& params, Cancellation* cancel,
                    const std::function<bool(GenerateDelta&&)>& on_delta, GenerateResult* result);
 
+  // Run calls in progress, at any stage (validation, encoding, streaming); shutdown waits for 0.
+  int active() const { return active_.load(std::memory_order_acquire); }
+  // When the last Run call returned (steady clock; epoch if none has): its reply may still be
+  // in gRPC's or civetweb's buffers for a while after.
+  std::chrono::steady_clock::time_point last_finished() const {
+    return std::chrono::steady_clock::time_point(
+        std::chrono::steady_clock::duration(last_finished_.load(std::memory_order_acquire)));
+  }
+
   WorkerPool* pool() { return pool_; }
   TokenizerClient* tokenizer() { return tokenizer_; }
 
@@ -97,6 +107,8 @@ class Generator {
   GatewayMetrics* metrics_;
   GeneratorOptions options_;
   std::atomic<uint64_t> next_id_{1};
+  std::atomic<int> active_{0};
+  std::atomic<std::chrono::steady_clock::rep> last_finished_{0};
 };
 
 // Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the

@@ -301,11 +301,19 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& op
   api->auth_ = auth;
   api->metrics_ = metrics;
   api->chatml_ = std::move(chatml);
-  // Plaintext only: Debian's civetweb 1.15 crashed in its OpenSSL glue on the first
-  // HTTPS request when we tried, so TLS for the HTTP API is terminated in front of it
-  // (Kubernetes ingress). The gRPC port does TLS itself (--tls-cert).
+  api->tls_ = options.tls;
+  const bool tls = !options.tls.cert_file.empty() || !options.tls.key_file.empty();
+  if (tls) {
+    if (options.tls.cert_file.empty() || options.tls.key_file.empty()) {
+      return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
+    }
+    if (absl::Status s = InitCivetwebTls(); !s.ok()) return s;
+    if (absl::Status s = CheckTlsFiles(options.tls); !s.ok()) return s;
+  }
+  // civetweb's port syntax: "[addr:]port", with "s" for an HTTPS-only port.
   std::string listen = (options.host.empty() || options.host == "0.0.0.0") ? std::to_string(options.port)
                                                                            : absl::StrCat(options.host, ":", options.port);
+  if (tls) listen += "s";
   std::string threads = std::to_string(options.threads);
   std::vector<const char*> opts = {"listening_ports", listen.c_str(), "num_threads", threads.c_str(),
                                    "enable_keep_alive", "yes", "request_timeout_ms", "3600000"};
@@ -315,7 +323,10 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& op
     PHI_LOG(WARNING, "http_server").Str("message", msg);
     return 1;
   };
-  api->ctx_ = mg_start(&callbacks, nullptr, opts.data());
+  // The certificate and key are loaded by us (separate files, errors naming them), not from
+  // civetweb's ssl_certificate option (one file holding both).
+  if (tls) callbacks.init_ssl = &ConfigureCivetwebSslContext;
+  api->ctx_ = mg_start(&callbacks, tls ? &api->tls_ : nullptr, opts.data());
   if (!api->ctx_) {
     return absl::UnavailableError(absl::StrCat("HTTP API cannot listen on ", options.host, ":", options.port,
                                                " (port in use or not permitted)"));

@@ -18,6 +18,7 @@
 #include "services/gateway/auth.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generator.h"
+#include "services/gateway/http_tls.h"
 
 struct mg_context;
 struct mg_connection;
@@ -28,6 +29,8 @@ struct HttpApiOptions {
   std::string host = "0.0.0.0";
   int port = 8080;
   int threads = 128;
+  // Both set: HTTPS only on `port` (see http_tls.h); both empty: plaintext.
+  HttpTlsFiles tls;
 };
 
 // Request translation (exposed for unit tests): OpenAI JSON -> GenerateParams.
@@ -47,6 +50,7 @@ class HttpApi {
                                                         Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml);
   ~HttpApi();
   int port() const { return port_; }
+  bool tls() const { return !tls_.cert_file.empty(); }
   // New requests get 503 (draining); running ones finish.
   void StopAccepting() { draining_.store(true); }
   // Waits until no request is being served, up to `seconds`; true if none is left.
@@ -66,6 +70,7 @@ class HttpApi {
   Auth* auth_ = nullptr;
   GatewayMetrics* metrics_ = nullptr;
   ChatmlOptions chatml_;
+  HttpTlsFiles tls_;  // civetweb's init_ssl callback reads it (mg_start's user_data)
   std::atomic<bool> draining_{false};
   std::atomic<int> in_flight_{0};
   std::atomic<uint64_t> next_id_{1};

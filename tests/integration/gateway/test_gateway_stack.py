@@ -235,21 +235,40 @@ class GatewayStackTest(unittest.TestCase):
         self.assertEqual(e.exception.code(), grpc.StatusCode.RESOURCE_EXHAUSTED)
         call.cancel()
 
-    def test_tls_on_the_grpc_port(self):
+    def _gateway_argv(self, port, http_port, *extra):
+        return [os.environ["PHI_GATEWAY_BIN"], "--port", str(port), "--http-port", str(http_port),
+                "--metrics-port", "0", "--tokenizer", f"127.0.0.1:{self.s.tok_port}",
+                "--workers", ",".join(f"127.0.0.1:{w}" for w in self.s.worker_ports), *extra]
+
+    def test_tls_on_the_grpc_and_https_ports(self):
+        import http.client
         import shutil
+        import ssl
         import subprocess
         import tempfile
+        import openai
         if not shutil.which("openssl"):
             self.skipTest("openssl not installed: cannot make a test certificate")
         d = tempfile.mkdtemp()
-        subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/key.pem",
-                        "-out", f"{d}/cert.pem", "-days", "1", "-subj", "/CN=localhost",
-                        "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
-        port = stack.free_port()
-        p = stack.Proc("gateway-tls", [os.environ["PHI_GATEWAY_BIN"], "--port", str(port), "--http-port", "0",
-                                       "--metrics-port", "0", "--tokenizer", f"127.0.0.1:{self.s.tok_port}",
-                                       "--workers", ",".join(f"127.0.0.1:{w}" for w in self.s.worker_ports),
-                                       "--tls-cert", f"{d}/cert.pem", "--tls-key", f"{d}/key.pem"])
+
+        def make_cert(name):
+            subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", f"{d}/{name}-key.pem",
+                            "-out", f"{d}/{name}.pem", "-days", "1", "-subj", "/CN=localhost",
+                            "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1"], check=True, capture_output=True)
+        make_cert("cert")
+        make_cert("other")
+        # A bad pair is refused at start-up with the flag and file named, before anything listens.
+        for key, want in ((f"{d}/other-key.pem", "does not belong to --tls-cert"),
+                          (f"{d}/cert.pem", "--tls-key: '" + f"{d}/cert.pem"),
+                          (f"{d}/missing.pem", "--tls-key: '" + f"{d}/missing.pem")):
+            r = subprocess.run(self._gateway_argv(stack.free_port(), 0, "--tls-cert", f"{d}/cert.pem", "--tls-key", key),
+                               capture_output=True, text=True, timeout=30)
+            self.assertEqual(r.returncode, 2, r.stderr)
+            self.assertIn(want, r.stderr)
+
+        port, http_port = stack.free_port(), stack.free_port()
+        p = stack.Proc("gateway-tls", self._gateway_argv(port, http_port, "--tls-cert", f"{d}/cert.pem",
+                                                         "--tls-key", f"{d}/cert-key.pem"))
         self.s.procs.append(p)
         creds = grpc.ssl_channel_credentials(open(f"{d}/cert.pem", "rb").read())
 
@@ -257,9 +276,69 @@ class GatewayStackTest(unittest.TestCase):
             return stack.gateway_pb2_grpc.ChatServiceStub(grpc.secure_channel(f"localhost:{port}", creds))
         stack.wait("TLS gateway", lambda: stub().ListModels(gateway_pb2.ListModelsRequest(), timeout=1).models,
                    [p])
-        self.assertGreater(stub().Chat(greedy([msg(USER, "over TLS")], n=4), timeout=30).usage.completion_tokens, 0)
+        grpc_text = stub().Chat(greedy([msg(USER, "over TLS")], n=6), timeout=30).text
         with self.assertRaises(grpc.RpcError):  # plaintext clients are refused
             self.s.chat_stub(port).ListModels(gateway_pb2.ListModelsRequest(), timeout=2)
+
+        # The OpenAI-compatible API over HTTPS, trusting only the test CA.
+        client = openai.OpenAI(base_url=f"https://localhost:{http_port}/v1", api_key="unused",
+                               http_client=openai.DefaultHttpxClient(
+                                   verify=ssl.create_default_context(cafile=f"{d}/cert.pem")))
+        model = client.models.list().data[0].id
+        messages = [{"role": "user", "content": "over TLS"}]
+        full = client.chat.completions.create(model=model, messages=messages, max_tokens=6, temperature=0)
+        self.assertEqual(full.choices[0].message.content, grpc_text)
+        streamed = "".join(c.choices[0].delta.content or "" for c in client.chat.completions.create(
+            model=model, messages=messages, max_tokens=6, temperature=0, stream=True) if c.choices)
+        self.assertEqual(streamed, grpc_text)
+        # A client that does not trust the certificate is refused by its TLS check...
+        with self.assertRaises(openai.APIConnectionError):
+            openai.OpenAI(base_url=f"https://localhost:{http_port}/v1", api_key="unused", max_retries=0,
+                          http_client=openai.DefaultHttpxClient(verify=True)).models.list()
+        # ...and plaintext HTTP to the HTTPS port gets no HTTP answer.
+        with self.assertRaises((OSError, http.client.HTTPException)):
+            urllib.request.urlopen(f"http://127.0.0.1:{http_port}/health", timeout=5).read()
+
+    def test_sigterm_drains_streams_then_exits_promptly(self):
+        port = stack.free_port()
+        p = stack.Proc("gateway-drain", self._gateway_argv(port, 0, "--shutdown-grace-seconds", "20"))
+        self.s.procs.append(p)
+        stub = self.s.chat_stub(port)
+        stack.wait("gateway", lambda: stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=1).models, [p])
+        # An idle but connected client must not hold the exit (gRPC waits for connections).
+        idle = self.s.chat_stub(port)
+        idle.ListModels(gateway_pb2.ListModelsRequest(), timeout=5)
+        stream = stub.ChatStream(greedy([msg(USER, "drain me")], n=1500, ignore_eos=True), timeout=60)
+        it = iter(stream)
+        next(it)
+        p.proc.terminate()
+        t_signal = time.time()
+        last = None
+        for last in it:  # the admitted stream runs to its end
+            pass
+        self.assertEqual(last.usage.completion_tokens, 1500)
+        t_stream_end = time.time()
+        p.proc.wait(timeout=20)
+        t_exit = time.time()
+        self.assertEqual(p.proc.returncode, 0, p.tail())
+        # Generous bounds (loaded CI machine). The gateway waits 1 s after the last reply before it
+        # cuts idle connections; before that fix an idle gateway took ~4 s to exit.
+        self.assertLess(t_exit - t_stream_end, 2.5, p.tail())
+        self.assertLess(t_exit - t_signal, 20.0)
+
+        # Idle gateway with a connected client: SIGTERM to exit well under the old ~4 s.
+        port = stack.free_port()
+        p = stack.Proc("gateway-idle", self._gateway_argv(port, 0))
+        self.s.procs.append(p)
+        stub = self.s.chat_stub(port)
+        stack.wait("gateway", lambda: stub.ListModels(gateway_pb2.ListModelsRequest(), timeout=1).models, [p])
+        stub.Chat(greedy([msg(USER, "then idle")], n=4), timeout=30)
+        time.sleep(1.0)
+        t0 = time.time()
+        p.proc.terminate()
+        p.proc.wait(timeout=20)
+        self.assertEqual(p.proc.returncode, 0, p.tail())
+        self.assertLess(time.time() - t0, 1.5, p.tail())  # ~0.05 s on an idle machine
 
     def test_zz_dead_worker_is_routed_around(self):
         self.s.procs[2].proc.kill()  # worker1

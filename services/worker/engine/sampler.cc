@@ -66,6 +66,73 @@ void ApplyPenalties(const SamplingOptions& o, const PenaltyHistory& history, std
   }
 }
 
+// The temperature draw after top-k: top-p over the top-k survivors, min-p, then one uniform
+// walked through the kept ids in id order. z[j] is the scaled logit of ids[j] (ids ascending;
+// empty ids: z[j] is id j's). Shared by SampleToken (the whole row) and SampleFromCandidates
+// (the candidates sorted by id): the same sums in the same order give the same token.
+int32_t Draw(std::span<const int32_t> ids, std::span<const float> z, int32_t argmax_token, float zmax,
+             float threshold, const SamplingOptions& options, uint64_t step) {
+  auto id_of = [&](size_t j) { return ids.empty() ? static_cast<int32_t>(j) : ids[j]; };
+  std::vector<float> kept;  // survivors of top-k, sorted descending (only when top-p needs it)
+  if (options.top_p < 1.0f) {
+    double mass = 0.0;
+    for (float v : z) {
+      if (v >= threshold) mass += std::exp(static_cast<double>(v) - zmax);
+    }
+    const double target = static_cast<double>(options.top_p) * mass;
+    // The nucleus lies inside any set {z >= c} whose mass reaches the target, so only that
+    // set needs sorting: try c = zmax - 8, -16, ... (a peaked distribution keeps a handful of
+    // its 51,200 candidates; a flat one ends with all of them, as a plain sort would).
+    for (float drop = 8.0f;; drop *= 2.0f) {
+      const float c = std::max(threshold, zmax - drop);
+      kept.clear();
+      double kept_mass = 0.0;
+      for (float v : z) {
+        if (v >= c) {
+          kept.push_back(v);
+          kept_mass += std::exp(static_cast<double>(v) - zmax);
+        }
+      }
+      if (kept_mass >= target || c == threshold || !std::isfinite(drop)) break;
+    }
+    std::sort(kept.begin(), kept.end(), std::greater<float>());
+    double cum = 0.0;
+    bool reached = false;
+    for (float v : kept) {
+      cum += std::exp(static_cast<double>(v) - zmax);
+      if (cum >= target) {
+        threshold = std::max(threshold, v);
+        reached = true;
+        break;
+      }
+    }
+    // Summing in another order can leave cum a rounding error short: keep all candidates.
+    if (!reached && !kept.empty()) threshold = std::max(threshold, kept.back());
+  }
+  if (options.min_p > 0.0f) {
+    threshold = std::max(threshold, zmax + std::log(options.min_p));
+  }
+
+  double total = 0.0;
+  for (float v : z) {
+    if (v >= threshold) total += std::exp(static_cast<double>(v) - zmax);
+  }
+  const double target = static_cast<double>(PhiloxUniform(options.seed, step)) * total;
+  double cum = 0.0;
+  int32_t chosen = -1, last_kept = argmax_token;
+  for (size_t j = 0; j < z.size(); ++j) {
+    if (z[j] < threshold) continue;
+    last_kept = id_of(j);
+    cum += std::exp(static_cast<double>(z[j]) - zmax);
+    if (cum > target) {
+      chosen = id_of(j);
+      break;
+    }
+  }
+  // Rounding can leave the walk a hair short of `target`: the last kept id is the right one.
+  return chosen >= 0 ? chosen : last_kept;
+}
+
 }  // namespace
 
 SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
@@ -88,72 +155,13 @@ SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
     const float inv_t = 1.0f / options.temperature;
     std::vector<float> z(n);
     for (int32_t i = 0; i < n; ++i) z[i] = l[i] * inv_t;
-    const float zmax = z[token];
-
     float threshold = kNegInf;
-    std::vector<float> kept;  // survivors of top-k, sorted descending (only when top-p needs it)
     if (options.top_k > 0 && options.top_k < n) {
       std::vector<float> tmp(z);
       std::nth_element(tmp.begin(), tmp.begin() + (options.top_k - 1), tmp.end(), std::greater<float>());
       threshold = tmp[options.top_k - 1];
     }
-    if (options.top_p < 1.0f) {
-      double mass = 0.0;
-      for (float v : z) {
-        if (v >= threshold) mass += std::exp(static_cast<double>(v) - zmax);
-      }
-      const double target = static_cast<double>(options.top_p) * mass;
-      // The nucleus lies inside any set {z >= c} whose mass reaches the target, so only that
-      // set needs sorting: try c = zmax - 8, -16, ... (a peaked distribution keeps a handful of
-      // its 51,200 candidates; a flat one ends with all of them, as a plain sort would).
-      for (float drop = 8.0f;; drop *= 2.0f) {
-        const float c = std::max(threshold, zmax - drop);
-        kept.clear();
-        double kept_mass = 0.0;
-        for (float v : z) {
-          if (v >= c) {
-            kept.push_back(v);
-            kept_mass += std::exp(static_cast<double>(v) - zmax);
-          }
-        }
-        if (kept_mass >= target || c == threshold || !std::isfinite(drop)) break;
-      }
-      std::sort(kept.begin(), kept.end(), std::greater<float>());
-      double cum = 0.0;
-      bool reached = false;
-      for (float v : kept) {
-        cum += std::exp(static_cast<double>(v) - zmax);
-        if (cum >= target) {
-          threshold = std::max(threshold, v);
-          reached = true;
-          break;
-        }
-      }
-      // Summing in another order can leave cum a rounding error short: keep all candidates.
-      if (!reached && !kept.empty()) threshold = std::max(threshold, kept.back());
-    }
-    if (options.min_p > 0.0f) {
-      threshold = std::max(threshold, zmax + std::log(options.min_p));
-    }
-
-    double total = 0.0;
-    for (float v : z) {
-      if (v >= threshold) total += std::exp(static_cast<double>(v) - zmax);
-    }
-    const double target = static_cast<double>(PhiloxUniform(options.seed, step)) * total;
-    double cum = 0.0;
-    int32_t chosen = -1, last_kept = token;
-    for (int32_t i = 0; i < n; ++i) {
-      if (z[i] < threshold) continue;
-      last_kept = i;
-      cum += std::exp(static_cast<double>(z[i]) - zmax);
-      if (cum > target) {
-        chosen = i;
-        break;
-      }
-    }
-    // Rounding can leave the walk a hair short of `target`: the last kept id is the right one.
-    token = chosen >= 0 ? chosen : last_kept;
+    token = Draw({}, z, token, z[token], threshold, options, step);
   }
 
   SampleResult result;
@@ -178,6 +186,140 @@ SampleResult ScoreToken(std::span<const float> logits, int32_t vocab_limit, int3
                        : kNegInf;
   result.top = TopN(raw, lse, top_n);
   return result;
+}
+
+namespace {
+
+bool CandidatesComplete(const LogitCandidates& c) { return c.bound == kNegInf; }
+
+bool CandidateOrder(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
+
+// SampleToken's top-k threshold from the candidates (kNegInf when top-k is off or keeps all).
+float TopKThreshold(const LogitCandidates& c, const SamplingOptions& o, float inv_t) {
+  const int32_t size = static_cast<int32_t>(c.ids.size());
+  if (o.top_k <= 0 || (CandidatesComplete(c) && o.top_k >= size)) return kNegInf;
+  return c.values[o.top_k - 1] * inv_t;
+}
+
+}  // namespace
+
+int32_t CandidatesNeeded(const SamplingOptions& options, int32_t vocab_limit, bool with_logprobs, int32_t top_n,
+                         int32_t max_candidates) {
+  if (options.has_penalties()) return 0;
+  int32_t need = std::max(1, with_logprobs ? top_n : 0);
+  if (!options.greedy()) {
+    if (options.top_k > 0 && options.top_k < vocab_limit) {
+      // One more than top_k, so that the k-th value sits strictly above what was left out.
+      need = std::max(need, options.top_k + 1);
+    } else if (options.min_p > 0.0f && options.top_p >= 1.0f) {
+      need = max_candidates;
+    } else {
+      return 0;  // pure temperature or top-p over the whole row
+    }
+  }
+  return need <= max_candidates ? need : 0;
+}
+
+bool CandidatesCover(const LogitCandidates& c, const SamplingOptions& options, int32_t top_n) {
+  const int32_t size = static_cast<int32_t>(c.ids.size());
+  if (size == 0 || c.values.size() != c.ids.size()) return false;
+  if (top_n > c.exact && !CandidatesComplete(c)) return false;
+  if (options.has_penalties()) return false;
+  if (options.greedy() || CandidatesComplete(c)) return true;
+  const float inv_t = 1.0f / options.temperature;
+  if (options.top_k > 0 && options.top_k > c.exact) return false;
+  float threshold = TopKThreshold(c, options, inv_t);
+  if (threshold == kNegInf && options.top_p < 1.0f) return false;  // nucleus of the whole row
+  if (options.min_p > 0.0f) threshold = std::max(threshold, c.values[0] * inv_t + std::log(options.min_p));
+  // Everything left out scales to <= bound * inv_t: strictly below the cut, nothing kept is missing.
+  return c.bound * inv_t < threshold;
+}
+
+SampleResult SampleFromCandidates(const LogitCandidates& c, const SamplingOptions& options, uint64_t step,
+                                  bool with_logprobs, int32_t top_n) {
+  SampleResult result;
+  if (c.ids.empty()) return result;
+  int32_t token = c.ids[0];  // value descending, lowest id on ties: SampleToken's argmax
+  if (!options.greedy()) {
+    const float inv_t = 1.0f / options.temperature;
+    const float threshold = TopKThreshold(c, options, inv_t);
+    std::vector<int32_t> order(c.ids.size());
+    for (size_t j = 0; j < order.size(); ++j) order[j] = static_cast<int32_t>(j);
+    std::sort(order.begin(), order.end(), [&](int32_t a, int32_t b) { return c.ids[a] < c.ids[b]; });
+    std::vector<int32_t> ids(order.size());
+    std::vector<float> z(order.size());
+    for (size_t j = 0; j < order.size(); ++j) {
+      ids[j] = c.ids[order[j]];
+      z[j] = c.values[order[j]] * inv_t;
+    }
+    token = Draw(ids, z, token, c.values[0] * inv_t, threshold, options, step);
+  }
+  result.token_id = token;
+  if (!with_logprobs) return result;
+  for (size_t j = 0; j < c.ids.size(); ++j) {
+    if (c.ids[j] == token) result.logprob = static_cast<float>(c.values[j] - c.log_sum_exp);
+  }
+  const size_t k = std::min<size_t>(std::max(top_n, 0), c.ids.size());
+  result.top.reserve(k);
+  for (size_t j = 0; j < k; ++j) {
+    result.top.push_back({c.ids[j], static_cast<float>(c.values[j] - c.log_sum_exp)});
+  }
+  return result;
+}
+
+CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count) {
+  CandidateShard shard;
+  const int32_t w =
+      std::clamp<int32_t>(vocab_limit - id0, 0, static_cast<int32_t>(logits.size()));
+  if (w == 0) return shard;
+  const std::span<const float> l = logits.first(w);
+  shard.log_sum_exp = LogSumExp(l);
+  const int32_t k = std::min(count, w);
+  std::vector<int32_t> idx(w);
+  for (int32_t i = 0; i < w; ++i) idx[i] = i;
+  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
+                    [&](int32_t a, int32_t b) { return CandidateOrder(l[a], a, l[b], b); });
+  shard.ids.resize(k);
+  shard.values.resize(k);
+  for (int32_t j = 0; j < k; ++j) {
+    shard.ids[j] = id0 + idx[j];
+    shard.values[j] = l[idx[j]];
+  }
+  shard.truncated = w > k;
+  return shard;
+}
+
+LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t count) {
+  LogitCandidates c;
+  std::vector<std::pair<float, int32_t>> all;
+  double max_lse = -std::numeric_limits<double>::infinity();
+  bool truncated = false;
+  for (const CandidateShard& s : shards) {
+    for (size_t j = 0; j < s.ids.size(); ++j) all.emplace_back(s.values[j], s.ids[j]);
+    max_lse = std::max(max_lse, s.log_sum_exp);
+    if (s.truncated) {
+      truncated = true;
+      if (!s.values.empty()) c.bound = std::max(c.bound, s.values.back());
+    }
+  }
+  std::sort(all.begin(), all.end(),
+            [](const auto& a, const auto& b) { return CandidateOrder(a.first, a.second, b.first, b.second); });
+  c.ids.reserve(all.size());
+  c.values.reserve(all.size());
+  for (const auto& [v, id] : all) {
+    c.values.push_back(v);
+    c.ids.push_back(id);
+  }
+  c.exact = truncated ? std::min<int32_t>(count, static_cast<int32_t>(all.size())) : static_cast<int32_t>(all.size());
+  // log-sum-exp of the shards' log-sum-exps, shifted by their max.
+  if (max_lse == -std::numeric_limits<double>::infinity()) {
+    c.log_sum_exp = max_lse;
+  } else {
+    double sum = 0.0;
+    for (const CandidateShard& s : shards) sum += std::exp(s.log_sum_exp - max_lse);
+    c.log_sum_exp = max_lse + std::log(sum);
+  }
+  return c;
 }
 
 }  // namespace phi::worker

@@ -10,6 +10,7 @@
 #define PHI_SERVICES_WORKER_ENGINE_SAMPLER_H_
 
 #include <cstdint>
+#include <limits>
 #include <span>
 #include <unordered_map>
 #include <unordered_set>
@@ -70,6 +71,51 @@ struct SampleResult {
 SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
                          const SamplingOptions& options, uint64_t step,
                          const PenaltyHistory* history, bool with_logprobs, int32_t top_n);
+
+// A compact stand-in for one logits row, for a runner whose vocabulary is split across ranks:
+// the most likely ids of the raw logits over [0, vocab_limit) and the row's log-sum-exp, so
+// that only these travel instead of the whole row. Built by MergeCandidates below.
+struct LogitCandidates {
+  std::vector<int32_t> ids;    // ordered by value descending, then id ascending
+  std::vector<float> values;   // the raw logits of ids
+  // The first `exact` entries are the row's true top `exact` in that order (every rank
+  // contributed at least that many, or the whole row is present).
+  int32_t exact = 0;
+  // Every id < vocab_limit missing from `ids` has a logit <= bound (-inf: none is missing).
+  float bound = -std::numeric_limits<float>::infinity();
+  double log_sum_exp = 0.0;  // log(sum(exp(logit))) over [0, vocab_limit)
+};
+
+// How many candidates a row needs so that SampleFromCandidates can give SampleToken's result,
+// or 0 when the sampler needs the whole row: penalties (they read the history), pure
+// temperature or top-p without a covering top-k, or more than `max_candidates`. min-p alone
+// asks for `max_candidates` and relies on the coverage check.
+int32_t CandidatesNeeded(const SamplingOptions& options, int32_t vocab_limit, bool with_logprobs, int32_t top_n,
+                         int32_t max_candidates);
+
+// Whether `c` holds every id SampleToken could keep for `options` (and the top `top_n`):
+// when false the caller must fetch the whole row. Ties at the cut count as not covered.
+bool CandidatesCover(const LogitCandidates& c, const SamplingOptions& options, int32_t top_n);
+
+// SampleToken's result computed from candidates alone; requires CandidatesCover (and no
+// penalties). Same arithmetic in the same order over the kept ids: the same token, logprobs
+// equal within rounding of the log-sum-exp.
+SampleResult SampleFromCandidates(const LogitCandidates& c, const SamplingOptions& options, uint64_t step,
+                                  bool with_logprobs, int32_t top_n);
+
+// One rank's share of a candidate row: its top `count` (value desc, id asc) of
+// logits[0 .. width) whose ids (id0 + j) are below vocab_limit, the log-sum-exp over those,
+// and whether it left some out. ids are -1 past the end when the slice is shorter.
+struct CandidateShard {
+  std::vector<int32_t> ids;
+  std::vector<float> values;
+  bool truncated = false;
+  double log_sum_exp = -std::numeric_limits<double>::infinity();
+};
+CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count);
+
+// The row's candidates from every rank's shard (each selected with the same `count`).
+LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t count);
 
 // Logprob of `token_id` and the top `top_n` alternatives under log-softmax of the raw logits
 // over [0, vocab_limit) (prompt logprobs).

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Starts tokenizer + one worker + gateway on loopback from a folder of built binaries and runs
 # gateway_overhead_bench against them, once with the gateway decoding through the tokenizer
-# service (DecodeStream, the default) and once with --local-decode (in-process decoding).
+# service (DecodeStream, the default), once with --local-decode (in-process decoding) and once
+# with --local-tokenizer (in-process encoding and decoding: no tokenizer RPC at all).
 #
-#   bench/gateway/run_overhead.sh BIN_DIR MODEL_DIR [bench flags...]
+#   [MODES="remote local tokenizer"] bench/gateway/run_overhead.sh BIN_DIR MODEL_DIR [bench flags...]
 # BIN_DIR holds phi-tokenizer, phi-worker, phi-gateway, gateway_overhead_bench.
 set -euo pipefail
 bin=$1; model=$2; shift 2
@@ -11,14 +12,15 @@ log=$(mktemp -d)
 pids=()
 stop() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap stop EXIT
-for mode in remote local; do
+for mode in ${MODES:-remote local tokenizer}; do
   extra=()
   [[ $mode == local ]] && extra=(--local-decode "$model")
+  [[ $mode == tokenizer ]] && extra=(--local-tokenizer "$model")
   "$bin/phi-tokenizer" --model "$model" --port 52052 --metrics-port 0 >"$log/tok.log" 2>&1 & pids+=($!)
   "$bin/phi-worker" --model "$model" --port 52053 --metrics-port 0 >"$log/worker.log" 2>&1 & pids+=($!)
   "$bin/phi-gateway" --port 52051 --http-port 0 --metrics-port 0 --tokenizer 127.0.0.1:52052 \
       --workers 127.0.0.1:52053 --health-interval-seconds 0.2 "${extra[@]}" >"$log/gw.log" 2>&1 & pids+=($!)
-  echo "## decode: $mode ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg))"
+  echo "## tokenizer path: $mode ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg))"
   "$bin/gateway_overhead_bench" --gateway 127.0.0.1:52051 --worker 127.0.0.1:52053 --tokenizer 127.0.0.1:52052 \
       --wait-seconds 60 "$@"
   stop

@@ -16,6 +16,34 @@ std::unique_ptr<grpc::ClientContext> MakeContext(Deadline deadline) {
   return ctx;
 }
 
+// What the tokenizer service's Encode does for one prompt, in-process (--local-tokenizer).
+absl::StatusOr<std::vector<int32_t>> EncodeLocal(const phi::tokenizer::Tokenizer& tok, const phi::v1::Prompt& prompt,
+                                                 bool parse_special) {
+  absl::StatusOr<phi::tokenizer::Encoding> enc;
+  if (prompt.kind_case() == phi::v1::Prompt::kSegments) {
+    std::vector<phi::tokenizer::Segment> segs;
+    segs.reserve(prompt.segments().segments_size());
+    for (int j = 0; j < prompt.segments().segments_size(); ++j) {
+      const phi::v1::Segment& s = prompt.segments().segments(j);
+      switch (s.kind_case()) {
+        case phi::v1::Segment::kText:
+          segs.push_back(phi::tokenizer::Segment::Text(s.text()));
+          break;
+        case phi::v1::Segment::kSpecialToken:
+          segs.push_back(phi::tokenizer::Segment::Special(s.special_token()));
+          break;
+        default:
+          return absl::InvalidArgumentError(absl::StrCat("prompt.segments[", j, "]: set text or special_token"));
+      }
+    }
+    enc = tok.EncodeSegments(segs);
+  } else {
+    enc = tok.Encode(prompt.text(), {.parse_special = parse_special, .offsets = false});
+  }
+  if (!enc.ok()) return absl::Status(enc.status().code(), absl::StrCat("prompt: ", enc.status().message()));
+  return std::vector<int32_t>(enc->ids.begin(), enc->ids.end());
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<TokenizerClient>> TokenizerClient::Create(const std::vector<std::string>& addresses) {
@@ -48,6 +76,7 @@ grpc::Status TokenizerClient::WithFailover(Fn&& call) {
 
 absl::StatusOr<std::vector<int32_t>> TokenizerClient::Encode(const phi::v1::Prompt& prompt, bool parse_special,
                                                              Deadline deadline) {
+  if (local_encode_) return EncodeLocal(*local_, prompt, parse_special);
   phi::v1::EncodeRequest req;
   *req.add_prompts() = prompt;
   req.set_parse_special_tokens(parse_special);
@@ -64,6 +93,10 @@ absl::StatusOr<std::vector<int32_t>> TokenizerClient::Encode(const phi::v1::Prom
 
 absl::StatusOr<std::string> TokenizerClient::Decode(const std::vector<int32_t>& ids, bool skip_special,
                                                     Deadline deadline) {
+  if (local_encode_) {
+    const std::vector<uint32_t> u(ids.begin(), ids.end());  // a negative id turns huge: refused by Decode
+    return local_->Decode(u, skip_special);
+  }
   phi::v1::DecodeRequest req;
   req.add_sequences()->mutable_ids()->Add(ids.begin(), ids.end());
   req.set_skip_special_tokens(skip_special);
@@ -81,6 +114,15 @@ absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::
                                                                      Deadline deadline) {
   std::vector<std::string> out;
   if (ids.empty()) return out;
+  if (local_encode_) {
+    out.reserve(ids.size());
+    for (int32_t id : ids) {
+      auto text = local_->Decode({static_cast<uint32_t>(id)}, false);
+      if (!text.ok()) return text.status();
+      out.push_back(std::move(*text));
+    }
+    return out;
+  }
   phi::v1::DecodeRequest req;
   for (int32_t id : ids) req.add_sequences()->add_ids(id);
   phi::v1::DecodeResponse resp;
@@ -104,13 +146,14 @@ absl::StatusOr<phi::v1::InfoResponse> TokenizerClient::Info(Deadline deadline) {
   return resp;
 }
 
-absl::Status TokenizerClient::LoadLocalDecoder(const std::string& path) {
+absl::Status TokenizerClient::LoadLocal(const std::string& path, bool encode, const std::string& flag) {
   struct stat st;
-  if (stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat("--local-decode: no such path '", path, "'"));
+  if (stat(path.c_str(), &st) != 0) return absl::NotFoundError(absl::StrCat(flag, ": no such path '", path, "'"));
   auto tok = S_ISDIR(st.st_mode) ? phi::tokenizer::LoadTokenizerFolder(path)
                                  : phi::tokenizer::LoadTokenizerJsonFile(path);
-  if (!tok.ok()) return absl::Status(tok.status().code(), absl::StrCat("--local-decode: ", tok.status().message()));
+  if (!tok.ok()) return absl::Status(tok.status().code(), absl::StrCat(flag, ": ", tok.status().message()));
   local_ = std::move(*tok);
+  local_encode_ = local_encode_ || encode;
   return absl::OkStatus();
 }
 

@@ -75,9 +75,12 @@ class TokenizerClient {
 
   // Optional fast path: the same tokenizer files loaded in-process (a model
   // folder or tokenizer.json). Streaming decode then costs no RPC per token;
-  // encoding stays with the service. Must be called before serving.
-  absl::Status LoadLocalDecoder(const std::string& path);
+  // with `encode` Encode, Decode and DecodeEach run in-process too (no RPC at
+  // all per request). `flag` names the option in errors. Call before serving.
+  absl::Status LoadLocal(const std::string& path, bool encode, const std::string& flag);
+  absl::Status LoadLocalDecoder(const std::string& path) { return LoadLocal(path, false, "--local-decode"); }
   bool local_decode() const { return local_ != nullptr; }
+  bool local_encode() const { return local_encode_; }
 
  private:
   friend class DecodeSession;
@@ -95,6 +98,7 @@ class TokenizerClient {
   // request) would pin every session to the same tokenizer when there are two.
   std::atomic<size_t> decode_rr_{0};
   std::unique_ptr<phi::tokenizer::Tokenizer> local_;
+  bool local_encode_ = false;
 };
 
 }  // namespace phi::gateway

@@ -48,6 +48,8 @@ class GatewayStackTest(unittest.TestCase):
         cls.auth_stub = cls.s.chat_stub(cls.auth_port)
         cls.local_port, _, _ = cls.s.add_gateway(args=["--local-decode", cls.s.model])
         cls.local_stub = cls.s.chat_stub(cls.local_port)
+        cls.tok_local_port, _, _ = cls.s.add_gateway(args=["--local-tokenizer", cls.s.model])
+        cls.tok_local_stub = cls.s.chat_stub(cls.tok_local_port)
 
     @classmethod
     def tearDownClass(cls):
@@ -89,6 +91,28 @@ class GatewayStackTest(unittest.TestCase):
         local = "".join(m.text_delta for m in self.local_stub.ChatStream(req, timeout=30))
         self.assertEqual(local, unary.text)
         self.assertEqual(self.local_stub.Chat(req, timeout=30).text, unary.text)
+
+    def test_local_tokenizer_matches_the_tokenizer_service(self):
+        # --local-tokenizer encodes and decodes in-process: every id and text must equal the
+        # default path's (the tokenizer service), including typed control tokens staying text.
+        for messages in ([msg(USER, "Tell me a story.")],
+                         [msg(SYSTEM, ""), msg(USER, "héllo 🌍\n\n  tabs\t<|im_end|><|im_start|>assistant"),
+                          msg(ASSISTANT, "ok"), msg(USER, "again   ")]):
+            req = greedy(messages, n=12)
+            want = self.stub.Chat(req, timeout=30)
+            got = self.tok_local_stub.Chat(req, timeout=30)
+            self.assertEqual(got.text, want.text)
+            self.assertEqual(got.usage.prompt_tokens, want.usage.prompt_tokens)
+            self.assertEqual("".join(m.text_delta for m in self.tok_local_stub.ChatStream(req, timeout=30)), want.text)
+        creq = gateway_pb2.CompleteRequest(prompt="The quick <|im_end|> brown fox", echo=True, prompt_logprobs=True,
+                                           logprobs=True,
+                                           stopping=common_pb2.StoppingCriteria(max_new_tokens=4, ignore_eos=True))
+        want, got = self.stub.Complete(creq, timeout=30), self.tok_local_stub.Complete(creq, timeout=30)
+        self.assertEqual(got.text, want.text)
+        self.assertEqual([(p.token.token_id, p.token.text) for p in got.prompt_logprobs],
+                         [(p.token.token_id, p.token.text) for p in want.prompt_logprobs])
+        self.assertEqual([(p.token.token_id, p.token.text) for p in got.logprobs],
+                         [(p.token.token_id, p.token.text) for p in want.logprobs])
 
     def test_cancellation_reaches_the_worker(self):
         workers = [self.s.worker_stub(i) for i in range(2)]

@@ -12,6 +12,10 @@
 namespace phi::worker {
 namespace {
 
+// Candidates a sampled row may come back as (SequenceStep::num_candidates): covers top_k up
+// to 63 and top_logprobs up to 64 (16 + 8 x 64 bytes per rank per row at most).
+constexpr int32_t kMaxSampleCandidates = 64;
+
 double NowSeconds() {
   return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
 }
@@ -348,6 +352,8 @@ void Engine::ReapCancelled() {
 
 absl::Status Engine::RunStep(const StepPlan& plan) {
   const double t0 = NowSeconds();
+  const int32_t vocab_limit =
+      shape_.tokenizer_vocab_size > 0 ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size) : shape_.vocab_size;
   StepBatch batch;
   batch.seqs.reserve(plan.seqs.size());
   for (const ScheduledSeq& s : plan.seqs) {
@@ -358,6 +364,14 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
     step.start_pos = seq.num_computed;
     step.block_table = seq.blocks;
     step.all_logits = seq.wants_prompt_logits() && seq.num_computed < seq.prompt_len;
+    // A row that only feeds the sampler may come back as top candidates (a vocabulary-split
+    // group then gathers a few hundred bytes instead of the whole row).
+    if (!step.all_logits && seq.remaining() == s.num_tokens) {
+      step.num_candidates = CandidatesNeeded(seq.request.sampling, vocab_limit, seq.request.logprobs,
+                                             seq.request.logprobs ? seq.request.top_logprobs : 0,
+                                             kMaxSampleCandidates);
+      step.sampling = seq.request.sampling;
+    }
     batch.seqs.push_back(step);
   }
   absl::Status st = runner_->Step(batch, &logits_);
@@ -368,8 +382,6 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
   }
 
   const int32_t bs = options_.block_size;
-  const int32_t vocab_limit =
-      shape_.tokenizer_vocab_size > 0 ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size) : shape_.vocab_size;
   std::vector<Sequence*> done;
   const double now = NowSeconds();
   for (size_t i = 0; i < plan.seqs.size(); ++i) {
@@ -391,10 +403,21 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
       }
     }
     if (seq.remaining() > 0) continue;  // mid-prefill
-    const SampleResult sampled =
-        SampleToken(logits_.LastRow(i), vocab_limit, seq.request.sampling, static_cast<uint64_t>(seq.generated()),
-                    seq.request.sampling.has_penalties() ? &seq.penalties : nullptr, seq.request.logprobs,
-                    seq.request.logprobs ? seq.request.top_logprobs : 0);
+    const int32_t top_n = seq.request.logprobs ? seq.request.top_logprobs : 0;
+    SampleResult sampled;
+    if (logits_.HasCandidates(i)) {
+      if (batch.seqs[i].num_candidates <= 0 || i >= logits_.candidates.size()) {
+        return absl::InternalError(absl::StrCat("runner returned candidates for sequence ", seq.arrival,
+                                                " which asked for its full row"));
+      }
+      sampled = SampleFromCandidates(logits_.candidates[i], seq.request.sampling,
+                                     static_cast<uint64_t>(seq.generated()), seq.request.logprobs, top_n);
+    } else {
+      sampled = SampleToken(logits_.LastRow(i), vocab_limit, seq.request.sampling,
+                            static_cast<uint64_t>(seq.generated()),
+                            seq.request.sampling.has_penalties() ? &seq.penalties : nullptr, seq.request.logprobs,
+                            top_n);
+    }
     EmitToken(seq, sampled, now);
     if (seq.finished) done.push_back(&seq);
   }

@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "absl/status/status.h"
+#include "services/worker/engine/sampler.h"
 
 namespace phi::worker {
 
@@ -40,19 +41,30 @@ struct SequenceStep {
   std::span<const int32_t> block_table;
   // Logits for every new token (prompt logprobs, echo) instead of only the last.
   bool all_logits = false;
+  // > 0 (never with all_logits): the last row only feeds the sampler with `sampling`, no
+  // penalties, and needs at most this many candidates (CandidatesNeeded). A runner whose
+  // vocabulary is split across ranks may then gather just each rank's top candidates and
+  // log-sum-exp and return the row as StepLogits::candidates; 0: the full row.
+  int32_t num_candidates = 0;
+  SamplingOptions sampling;  // used with num_candidates > 0, to check the candidates suffice
 };
 
 struct StepBatch {
   std::vector<SequenceStep> seqs;
 };
 
-// Logits rows in batch order: one row per sequence, or tokens.size() rows for a
-// sequence with all_logits. Row r starts at data[r * vocab_size].
+// Logits rows: one row per sequence, or tokens.size() rows for a sequence with all_logits,
+// found through first_row (batch order unless candidate rows fell back to full rows).
+// Row r starts at data[r * vocab_size]. A sequence with num_rows 0 has no row: its last row
+// is candidates[i] (only when its SequenceStep asked for num_candidates).
 struct StepLogits {
   int32_t vocab_size = 0;
   std::vector<int32_t> first_row;  // first_row[i]: index of sequence i's first row
   std::vector<int32_t> num_rows;   // num_rows[i]: 1, or tokens.size() with all_logits
   std::vector<float> data;         // rows x vocab_size, float32
+  std::vector<LogitCandidates> candidates;  // per sequence where num_rows[i] == 0, else empty
+
+  bool HasCandidates(size_t seq_index) const { return num_rows[seq_index] == 0; }
 
   std::span<const float> Row(int32_t row) const {
     return {data.data() + static_cast<size_t>(row) * vocab_size, static_cast<size_t>(vocab_size)};

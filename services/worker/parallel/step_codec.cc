@@ -8,7 +8,7 @@ namespace phi::parallel {
 namespace {
 
 constexpr uint32_t kMagic = 0x53494850;  // "PHIS" little-endian
-constexpr uint16_t kVersion = 1;
+constexpr uint16_t kVersion = 2;
 // An upper bound that no real step reaches (tokens per step are a few thousand): a
 // corrupt count must not make us allocate gigabytes.
 constexpr uint32_t kMaxCount = 1u << 24;
@@ -95,6 +95,8 @@ worker::StepBatch StepMessage::batch() const {
     step.start_pos = s.start_pos;
     step.block_table = s.block_table;
     step.all_logits = s.all_logits;
+    step.num_candidates = s.num_candidates;
+    step.sampling = s.sampling;
     b.seqs.push_back(step);
   }
   return b;
@@ -108,6 +110,13 @@ std::string EncodeStep(uint64_t step_index, const worker::StepBatch& batch) {
     w.Put<uint64_t>(s.seq_id);
     w.Put<int32_t>(s.start_pos);
     w.Put<uint8_t>(s.all_logits ? 1 : 0);
+    w.Put<int32_t>(s.num_candidates);
+    if (s.num_candidates > 0) {
+      w.Put<float>(s.sampling.temperature);
+      w.Put<float>(s.sampling.top_p);
+      w.Put<int32_t>(s.sampling.top_k);
+      w.Put<float>(s.sampling.min_p);
+    }
     w.Put<uint32_t>(static_cast<uint32_t>(s.tokens.size()));
     w.Put<uint32_t>(static_cast<uint32_t>(s.block_table.size()));
     w.PutInts(s.tokens);
@@ -164,6 +173,13 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
         PHI_CODEC_TRY(r.Get(&s.seq_id, "seq_id"));
         PHI_CODEC_TRY(r.Get(&s.start_pos, "start_pos"));
         PHI_CODEC_TRY(r.Get(&all_logits, "all_logits"));
+        PHI_CODEC_TRY(r.Get(&s.num_candidates, "num_candidates"));
+        if (s.num_candidates > 0) {
+          PHI_CODEC_TRY(r.Get(&s.sampling.temperature, "sampling.temperature"));
+          PHI_CODEC_TRY(r.Get(&s.sampling.top_p, "sampling.top_p"));
+          PHI_CODEC_TRY(r.Get(&s.sampling.top_k, "sampling.top_k"));
+          PHI_CODEC_TRY(r.Get(&s.sampling.min_p, "sampling.min_p"));
+        }
         PHI_CODEC_TRY(r.Get(&tokens, "tokens"));
         PHI_CODEC_TRY(r.Get(&blocks, "blocks"));
         if (tokens > kMaxCount || blocks > kMaxCount) {

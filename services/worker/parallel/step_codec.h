@@ -2,12 +2,14 @@
 // ModelRunner runs (sequence ids, new tokens, start positions, block tables, all_logits),
 // plus control messages (allocate the KV cache, heartbeat, shutdown). Followers replay
 // every batch on their shard so their paged KV caches stay identical to the leader's
-// (same block ids, same positions). Sampling stays on the leader: it samples from the
-// logits the ranks gather, so sampling parameters need not travel.
+// (same block ids, same positions). Sampling stays on the leader; a sequence that samples
+// from candidates (num_candidates > 0) carries the options every rank needs to agree whether
+// the gathered candidates suffice (temperature, top_p, top_k, min_p).
 //
 // Layout (little-endian, no padding): u32 magic "PHIS", u16 version, u16 kind, u64 step
 // index, then per kind: kAllocateKv: i32 num_blocks, i32 block_size. kStep: u32 sequences;
-// per sequence u64 seq_id, i32 start_pos, u8 all_logits, u32 tokens, u32 blocks, then the
+// per sequence u64 seq_id, i32 start_pos, u8 all_logits, i32 num_candidates, when > 0
+// f32 temperature, f32 top_p, i32 top_k, f32 min_p; u32 tokens, u32 blocks, then the
 // tokens (i32) and the block ids (i32). Decode checks every length against the buffer.
 #ifndef PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
 #define PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
@@ -40,6 +42,8 @@ struct StepMessage {
     uint64_t seq_id = 0;
     int32_t start_pos = 0;
     bool all_logits = false;
+    int32_t num_candidates = 0;
+    worker::SamplingOptions sampling;  // temperature, top_p, top_k, min_p with num_candidates
     std::vector<int32_t> tokens;
     std::vector<int32_t> block_table;
   };

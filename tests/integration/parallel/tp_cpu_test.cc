@@ -1,6 +1,8 @@
 // Tensor-parallel CPU groups of N = 2 and 4 processes on loopback, on a random Phi model
 // (F32): the same greedy tokens as one rank, logits within 1e-5 relative, and each rank
-// holding 1/N of the sharded weights.
+// holding 1/N of the sharded weights. Through the Engine: the same sampled tokens (top-k,
+// top-p, min-p, seeds) and logprobs within 1e-5 as one rank, while a sampled row gathers only
+// each rank's top candidates (16 + 8 x 41 bytes per rank for top_k = 40) instead of the row.
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -37,15 +39,19 @@ std::string ReadFile(const std::string& path) {
 struct GroupRun {
   std::string out_prefix;
   std::map<int, long long> weight_bytes;  // rank -> bytes
+  std::string candidate_gather;           // rank 0's "CANDIDATE_GATHER ..." numbers (engine mode)
 };
 
-GroupRun RunGroup(int n) {
-  std::string dir = ::testing::TempDir() + "/phi_tp_" + std::to_string(n) + "_" + std::to_string(getpid());
+GroupRun RunGroup(int n, bool engine = false) {
+  std::string dir = ::testing::TempDir() + "/phi_tp_" + std::to_string(n) + (engine ? "_engine_" : "_") +
+                    std::to_string(getpid());
   mkdir(dir.c_str(), 0755);
   RankGroup group(PHI_TP_RANK_BINARY, dir);
   const std::string leader = "127.0.0.1:" + std::to_string(FreePort());
   for (int r = 0; r < n; ++r) {
-    group.Start(r, {std::to_string(r), std::to_string(n), leader, ModelDir(), dir + "/out"});
+    std::vector<std::string> args = {std::to_string(r), std::to_string(n), leader, ModelDir(), dir + "/out"};
+    if (engine) args.push_back("engine");
+    group.Start(r, args);
   }
   EXPECT_TRUE(group.WaitAll(std::chrono::seconds(120))) << "a rank hung";
   GroupRun run{dir + "/out", {}};
@@ -59,6 +65,8 @@ GroupRun RunGroup(int n) {
       std::istringstream(log.substr(at + 13)) >> rank >> bytes;
       run.weight_bytes[rank] = bytes;
     }
+    const auto gather = log.find("CANDIDATE_GATHER ");
+    if (gather != std::string::npos) run.candidate_gather = log.substr(gather + 17, log.find('\n', gather) - gather - 17);
   }
   return run;
 }
@@ -106,6 +114,46 @@ TEST_P(TensorParallelCpuTest, MatchesOneRank) {
   for (const auto& [rank, bytes] : many.weight_bytes) {
     EXPECT_EQ(bytes * n, one.weight_bytes.at(0)) << "rank " << rank;
   }
+}
+
+TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidates) {
+  const int n = GetParam();
+  static const GroupRun one = RunGroup(1, /*engine=*/true);
+  const GroupRun many = RunGroup(n, /*engine=*/true);
+
+  const std::string tokens = ReadFile(one.out_prefix + ".etokens");
+  EXPECT_THAT(tokens, ::testing::HasSubstr("request 7 tokens"));
+  EXPECT_THAT(tokens, ::testing::HasSubstr("alone tokens"));
+  EXPECT_EQ(ReadFile(many.out_prefix + ".etokens"), tokens);  // sampled ids and top-logprob ids
+  const std::string ref_bytes = ReadFile(one.out_prefix + ".elogprobs"),
+                    got_bytes = ReadFile(many.out_prefix + ".elogprobs");
+  ASSERT_GT(ref_bytes.size(), 100u);
+  ASSERT_EQ(ref_bytes.size(), got_bytes.size());
+  std::vector<float> ref(ref_bytes.size() / 4), got(got_bytes.size() / 4);
+  std::memcpy(ref.data(), ref_bytes.data(), ref_bytes.size());
+  std::memcpy(got.data(), got_bytes.data(), got_bytes.size());
+  float worst = 0;
+  for (size_t i = 0; i < ref.size(); ++i) {
+    EXPECT_NEAR(got[i], ref[i], 1e-5f) << "logprob " << i;
+    worst = std::max(worst, std::fabs(got[i] - ref[i]));
+  }
+
+  // The top_k = 40 request alone: 9 sampled rows (prefill + 8 decodes), each gathered as
+  // every rank's 41 candidates and log-sum-exp, never as a row of vocab_size floats.
+  unsigned long long bytes = 0, candidate_rows = 0, full_rows = 0, fallback_rows = 0;
+  std::istringstream(many.candidate_gather) >> bytes >> candidate_rows >> full_rows >> fallback_rows;
+  EXPECT_EQ(candidate_rows, 9u) << many.candidate_gather;
+  EXPECT_EQ(full_rows, 0u);
+  EXPECT_EQ(fallback_rows, 0u);
+  const unsigned long long per_row = candidate_rows > 0 ? bytes / candidate_rows : 0;
+  EXPECT_EQ(per_row, static_cast<unsigned long long>(n) * (16 + 8 * 41));
+  const size_t vocab = nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+  EXPECT_LT(per_row, vocab * 4) << "a whole row is " << vocab * 4 << " bytes";
+  if (n == 2) {
+    EXPECT_LT(per_row, 2048u);
+  }
+  std::printf("N=%d: worst logprob difference to N=1: %.3g; %llu B gathered per sampled row (whole row: %zu B)\n", n,
+              worst, per_row, vocab * 4);
 }
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, TensorParallelCpuTest, ::testing::Values(2, 4));

@@ -1,8 +1,9 @@
 // One rank of a tensor-parallel CPU group on a real (random) Phi model folder:
-//   parallel_tp_rank RANK WORLD_SIZE LEADER MODEL_DIR OUT_PREFIX
+//   parallel_tp_rank RANK WORLD_SIZE LEADER MODEL_DIR OUT_PREFIX [engine]
 // Every rank opens its shard of the checkpoint and builds the CPU runner over the group's
 // Gloo communicator. Rank 0 runs the step scenario through LeaderRunner and writes the
-// logits and greedy tokens; the others replay its steps (RunFollower). Each rank prints
+// logits and greedy tokens (with "engine": the Engine's sampling scenario instead, see
+// engine_sampling_scenario.h); the others replay its steps (RunFollower). Each rank prints
 // "WEIGHT_BYTES <rank> <bytes>" (the GEMM weights it holds and streams per step).
 // Exit codes: 0 ok, 1 failure (stderr says why), 3 join failed, 5 follower failed.
 #include <cstdio>
@@ -13,12 +14,13 @@
 #include "services/worker/parallel/follower.h"
 #include "services/worker/parallel/leader_runner.h"
 #include "services/worker/parallel/worker_group.h"
+#include "tests/integration/parallel/engine_sampling_scenario.h"
 #include "tests/unit/worker/parallel/scenario.h"
 
 int main(int argc, char** argv) {
   using namespace phi;
-  if (argc != 6) {
-    std::fprintf(stderr, "usage: %s RANK WORLD_SIZE LEADER MODEL_DIR OUT_PREFIX\n", argv[0]);
+  if (argc != 6 && argc != 7) {
+    std::fprintf(stderr, "usage: %s RANK WORLD_SIZE LEADER MODEL_DIR OUT_PREFIX [engine]\n", argv[0]);
     return 1;
   }
   parallel::GroupOptions options;
@@ -52,6 +54,13 @@ int main(int argc, char** argv) {
     return 0;
   }
   parallel::LeaderRunner leader(runner->get(), &(*group)->host(), {});
+  if (argc == 7) {  // the Engine allocates the KV cache itself
+    cpu::CpuModelRunner* shard = runner->get();
+    const int rc = parallel::testing::RunEngineSamplingScenario(
+        leader, [shard] { return shard->vocab_gather_stats(); }, argv[5]);
+    leader.Shutdown();
+    return rc;
+  }
   if (auto s = leader.AllocateKvCache({.num_blocks = parallel::testing::kScenarioBlocks,
                                        .block_size = parallel::testing::kScenarioBlockSize});
       !s.ok()) {

@@ -411,25 +411,23 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
                      h_.data() + r * H);
     }
   });
-  out->data.resize(static_cast<size_t>(R) * config_.vocab_size);
+  out->candidates.clear();
   if (comm == nullptr) {
+    out->data.resize(static_cast<size_t>(R) * config_.vocab_size);
     matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), out->data.data(), config_.vocab_size, false);
     return absl::OkStatus();
   }
-  // Vocabulary-split lm_head: this rank's columns of every row, gathered rank-major.
-  const int world = comm->world_size();
-  Grow(&logits_local_, static_cast<size_t>(R * vocab_) * (world + 1));
+  // Vocabulary-split lm_head: this rank's columns of every row; whole rows or, for rows that
+  // only feed the sampler, each rank's top candidates are gathered (one all-gather).
+  Grow(&logits_local_, static_cast<size_t>(R * vocab_));
   float* local = logits_local_.data();
-  float* gathered = local + R * vocab_;
   matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), local, vocab_, false);
-  PHI_RETURN_IF_ERROR(comm->AllGather(local, gathered, static_cast<size_t>(R * vocab_) * sizeof(float)));
-  for (int rank = 0; rank < world; ++rank) {
-    for (int64_t r = 0; r < R; ++r) {
-      std::memcpy(out->data.data() + r * config_.vocab_size + rank * vocab_, gathered + (rank * R + r) * vocab_,
-                  static_cast<size_t>(vocab_) * sizeof(float));
-    }
-  }
-  return absl::OkStatus();
+  const int32_t vocab_limit = shape_.tokenizer_vocab_size > 0
+                                  ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size)
+                                  : shape_.vocab_size;
+  return parallel::GatherVocabSplitLogits(*comm, batch, local, static_cast<int32_t>(vocab0_),
+                                          static_cast<int32_t>(vocab_), config_.vocab_size, vocab_limit, out,
+                                          &vocab_gather_stats_);
 }
 
 }  // namespace phi::cpu

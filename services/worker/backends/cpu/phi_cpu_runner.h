@@ -21,6 +21,7 @@
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/model/phi_checkpoint.h"
 #include "services/worker/parallel/communicator.h"
+#include "services/worker/parallel/vocab_gather.h"
 
 namespace phi::cpu {
 
@@ -31,7 +32,8 @@ struct CpuRunnerOptions {
   // Tensor parallelism: this rank's group (rank, world size). Null or world size 1: the
   // whole model. Else the checkpoint is opened for this rank's shard (heads, fc1 columns,
   // vocabulary rows) and each step makes one all-reduce per layer, one for the
-  // embedding rows and one all-gather of the logits. Must outlive the runner.
+  // embedding rows and one all-gather of the logits (rows asking for num_candidates
+  // travel as top-C candidates, see parallel/vocab_gather.h). Must outlive the runner.
   parallel::Communicator* comm = nullptr;
 };
 
@@ -57,6 +59,8 @@ class CpuModelRunner final : public worker::ModelRunner {
   int64_t weight_bytes_per_step() const;
   // "avx512-fma-bf16" (BF16 weights, F32 FMAs), "avx512-fma-f32", "portable-bf16", ...
   std::string kernel_name() const;
+  // Totals of the logits all-gathers (bytes, whole rows, candidate rows); zero without a group.
+  const parallel::VocabGatherStats& vocab_gather_stats() const { return vocab_gather_stats_; }
 
  private:
   struct Layer {
@@ -106,6 +110,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   std::vector<const float*> block_ptrs_;  // per thread: K then V block pointers of one head
   // scores_: per thread, kAttentionQueryTile x max_position_embeddings floats.
   std::vector<float> partial_, logits_local_;  // tensor parallelism: pre-reduce, pre-gather
+  parallel::VocabGatherStats vocab_gather_stats_;
 };
 
 }  // namespace phi::cpu

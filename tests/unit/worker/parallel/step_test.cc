@@ -29,7 +29,13 @@ TEST(StepCodecTest, StepRoundTrips) {
   std::vector<int32_t> t1 = {5, 17, 33}, b1 = {4, 9}, t2 = {44}, b2 = {0, 1, 2, 3, 7};
   worker::StepBatch batch;
   batch.seqs.push_back({.seq_id = 1ull << 40, .tokens = t1, .start_pos = 0, .block_table = b1, .all_logits = true});
-  batch.seqs.push_back({.seq_id = 2, .tokens = t2, .start_pos = 70, .block_table = b2, .all_logits = false});
+  batch.seqs.push_back({.seq_id = 2,
+                         .tokens = t2,
+                         .start_pos = 70,
+                         .block_table = b2,
+                         .all_logits = false,
+                         .num_candidates = 41,
+                         .sampling = {.temperature = 0.7f, .top_p = 0.9f, .top_k = 40, .min_p = 0.05f}});
   auto m = DecodeStepMessage(EncodeStep(41, batch));
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->kind, StepKind::kStep);
@@ -40,6 +46,12 @@ TEST(StepCodecTest, StepRoundTrips) {
     EXPECT_EQ(back.seqs[i].seq_id, batch.seqs[i].seq_id);
     EXPECT_EQ(back.seqs[i].start_pos, batch.seqs[i].start_pos);
     EXPECT_EQ(back.seqs[i].all_logits, batch.seqs[i].all_logits);
+    // Sampling options travel with candidate rows: every rank checks the candidates suffice.
+    EXPECT_EQ(back.seqs[i].num_candidates, batch.seqs[i].num_candidates);
+    EXPECT_EQ(back.seqs[i].sampling.temperature, batch.seqs[i].sampling.temperature);
+    EXPECT_EQ(back.seqs[i].sampling.top_p, batch.seqs[i].sampling.top_p);
+    EXPECT_EQ(back.seqs[i].sampling.top_k, batch.seqs[i].sampling.top_k);
+    EXPECT_EQ(back.seqs[i].sampling.min_p, batch.seqs[i].sampling.min_p);
     EXPECT_TRUE(std::equal(back.seqs[i].tokens.begin(), back.seqs[i].tokens.end(), batch.seqs[i].tokens.begin(),
                            batch.seqs[i].tokens.end()));
     EXPECT_TRUE(std::equal(back.seqs[i].block_table.begin(), back.seqs[i].block_table.end(),

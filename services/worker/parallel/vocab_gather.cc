@@ -1,0 +1,173 @@
+#include "services/worker/parallel/vocab_gather.h"
+
+#include <cstring>
+#include <span>
+
+#include "absl/strings/str_cat.h"
+
+namespace phi::parallel {
+namespace {
+
+// One rank's candidate record: f64 log-sum-exp, u32 truncated, u32 valid entries, then
+// `count` (f32 value, i32 id) pairs (ids -1 past `valid`).
+constexpr size_t kRecordHeader = 16;
+size_t RecordBytes(int32_t count) { return kRecordHeader + 8 * static_cast<size_t>(count); }
+
+void PutRecord(const worker::CandidateShard& s, int32_t count, char* p) {
+  const uint32_t truncated = s.truncated ? 1 : 0, valid = static_cast<uint32_t>(s.ids.size());
+  std::memcpy(p, &s.log_sum_exp, 8);
+  std::memcpy(p + 8, &truncated, 4);
+  std::memcpy(p + 12, &valid, 4);
+  p += kRecordHeader;
+  for (int32_t j = 0; j < count; ++j, p += 8) {
+    const float v = j < static_cast<int32_t>(valid) ? s.values[j] : 0.0f;
+    const int32_t id = j < static_cast<int32_t>(valid) ? s.ids[j] : -1;
+    std::memcpy(p, &v, 4);
+    std::memcpy(p + 4, &id, 4);
+  }
+}
+
+absl::Status GetRecord(const char* p, int32_t count, int rank, worker::CandidateShard* s) {
+  uint32_t truncated = 0, valid = 0;
+  std::memcpy(&s->log_sum_exp, p, 8);
+  std::memcpy(&truncated, p + 8, 4);
+  std::memcpy(&valid, p + 12, 4);
+  if (valid > static_cast<uint32_t>(count)) {
+    return absl::DataLossError(absl::StrCat("candidate record from rank ", rank, ": ", valid, " entries, at most ",
+                                            count));
+  }
+  s->truncated = truncated != 0;
+  s->ids.resize(valid);
+  s->values.resize(valid);
+  p += kRecordHeader;
+  for (uint32_t j = 0; j < valid; ++j, p += 8) {
+    std::memcpy(&s->values[j], p, 4);
+    std::memcpy(&s->ids[j], p + 4, 4);
+  }
+  return absl::OkStatus();
+}
+
+// All-gathers the slices of `rows` (indices into `local`) and writes them as full rows at
+// out->data rows dst_row, dst_row + 1, ...
+absl::Status GatherFullRows(Communicator& comm, const std::vector<int32_t>& rows, const float* local, int32_t width,
+                            int32_t vocab_size, int32_t dst_row, worker::StepLogits* out, VocabGatherStats* stats) {
+  const int world = comm.world_size();
+  const size_t n = rows.size();
+  std::vector<float> send(n * width), recv(n * width * world);
+  for (size_t r = 0; r < n; ++r) {
+    std::memcpy(send.data() + r * width, local + static_cast<size_t>(rows[r]) * width, width * sizeof(float));
+  }
+  if (auto st = comm.AllGather(send.data(), recv.data(), send.size() * sizeof(float)); !st.ok()) return st;
+  stats->bytes_gathered += recv.size() * sizeof(float);
+  ++stats->gathers;
+  for (int rank = 0; rank < world; ++rank) {
+    for (size_t r = 0; r < n; ++r) {
+      std::memcpy(out->data.data() + (dst_row + r) * static_cast<size_t>(vocab_size) + rank * width,
+                  recv.data() + (rank * n + r) * width, width * sizeof(float));
+    }
+  }
+  stats->full_rows += n;
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch& batch, const float* local,
+                                    int32_t id0, int32_t width, int32_t vocab_size, int32_t vocab_limit,
+                                    worker::StepLogits* out, VocabGatherStats* stats) {
+  const size_t B = batch.seqs.size();
+  if (out->first_row.size() != B || out->num_rows.size() != B) {
+    return absl::InternalError(absl::StrCat("logits layout for ", out->first_row.size(), " sequences, batch has ", B));
+  }
+  const int world = comm.world_size();
+  // Which sequences travel as candidates, and where each part sits in a rank's share.
+  std::vector<int32_t> full_rows;          // local row indices gathered whole, in order
+  std::vector<size_t> record_at(B, 0);     // byte offset of sequence i's record in a share
+  std::vector<bool> is_candidate(B, false);
+  size_t record_bytes = 0;
+  for (size_t i = 0; i < B; ++i) {
+    const worker::SequenceStep& s = batch.seqs[i];
+    if (s.num_candidates > 0 && !s.all_logits && out->num_rows[i] == 1) {
+      is_candidate[i] = true;
+      record_at[i] = record_bytes;
+      record_bytes += RecordBytes(s.num_candidates);
+    } else {
+      for (int32_t r = 0; r < out->num_rows[i]; ++r) full_rows.push_back(out->first_row[i] + r);
+    }
+  }
+  const size_t full_bytes = full_rows.size() * width * sizeof(float);
+  const size_t share = full_bytes + record_bytes;
+  std::vector<char> send(share), recv(share * world);
+  for (size_t f = 0; f < full_rows.size(); ++f) {
+    std::memcpy(send.data() + f * width * sizeof(float), local + static_cast<size_t>(full_rows[f]) * width,
+                width * sizeof(float));
+  }
+  for (size_t i = 0; i < B; ++i) {
+    if (!is_candidate[i]) continue;
+    const int32_t count = batch.seqs[i].num_candidates;
+    const worker::CandidateShard shard = worker::SelectCandidates(
+        std::span<const float>(local + static_cast<size_t>(out->first_row[i]) * width, width), id0, vocab_limit, count);
+    PutRecord(shard, count, send.data() + full_bytes + record_at[i]);
+  }
+  if (share > 0) {
+    if (auto st = comm.AllGather(send.data(), recv.data(), share); !st.ok()) return st;
+    stats->bytes_gathered += recv.size();
+    ++stats->gathers;
+  }
+
+  // Full rows first, in batch order; candidate sequences get no row.
+  out->vocab_size = vocab_size;
+  out->data.assign(full_rows.size() * static_cast<size_t>(vocab_size), 0.0f);
+  for (int rank = 0; rank < world; ++rank) {
+    const char* base = recv.data() + rank * share;
+    for (size_t f = 0; f < full_rows.size(); ++f) {
+      std::memcpy(out->data.data() + f * static_cast<size_t>(vocab_size) + rank * width,
+                  base + f * width * sizeof(float), width * sizeof(float));
+    }
+  }
+  stats->full_rows += full_rows.size();
+  out->candidates.assign(B, {});
+  std::vector<int32_t> fallback_rows;
+  std::vector<size_t> fallback_seqs;
+  int32_t next_row = 0;
+  for (size_t i = 0; i < B; ++i) {
+    if (!is_candidate[i]) {
+      out->first_row[i] = next_row;
+      next_row += out->num_rows[i];
+      continue;
+    }
+    const int32_t count = batch.seqs[i].num_candidates;
+    std::vector<worker::CandidateShard> shards(world);
+    for (int rank = 0; rank < world; ++rank) {
+      if (auto st = GetRecord(recv.data() + rank * share + full_bytes + record_at[i], count, rank, &shards[rank]);
+          !st.ok()) {
+        return st;
+      }
+    }
+    worker::LogitCandidates c = worker::MergeCandidates(shards, count);
+    // Every rank reaches the same verdict from the same bytes, so all make the fallback gather.
+    if (!worker::CandidatesCover(c, batch.seqs[i].sampling, 0)) {
+      fallback_rows.push_back(out->first_row[i]);
+      fallback_seqs.push_back(i);
+      continue;
+    }
+    out->candidates[i] = std::move(c);
+    out->first_row[i] = next_row;
+    out->num_rows[i] = 0;
+    ++stats->candidate_rows;
+  }
+  if (!fallback_rows.empty()) {
+    out->data.resize(out->data.size() + fallback_rows.size() * static_cast<size_t>(vocab_size));
+    if (auto st = GatherFullRows(comm, fallback_rows, local, width, vocab_size, next_row, out, stats); !st.ok()) {
+      return st;
+    }
+    for (size_t f = 0; f < fallback_seqs.size(); ++f) {
+      out->first_row[fallback_seqs[f]] = next_row + static_cast<int32_t>(f);
+      out->num_rows[fallback_seqs[f]] = 1;
+    }
+    stats->fallback_rows += fallback_rows.size();
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace phi::parallel

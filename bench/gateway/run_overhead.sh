@@ -10,6 +10,8 @@ set -euo pipefail
 bin=$1; model=$2; shift 2
 log=$(mktemp -d)
 pids=()
+# user+sys CPU seconds a process has used so far (/proc/PID/stat fields 14 and 15, in clock ticks).
+cpu_s() { awk -v hz="$(getconf CLK_TCK)" '{printf "%.2f", ($14 + $15) / hz}' "/proc/$1/stat"; }
 stop() { for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 trap stop EXIT
 for mode in ${MODES:-remote local tokenizer}; do
@@ -23,5 +25,8 @@ for mode in ${MODES:-remote local tokenizer}; do
   echo "## tokenizer path: $mode ($(nproc) CPUs, load $(cut -d' ' -f1 /proc/loadavg))"
   "$bin/gateway_overhead_bench" --gateway 127.0.0.1:52051 --worker 127.0.0.1:52053 --tokenizer 127.0.0.1:52052 \
       --wait-seconds 60 "$@"
+  # CPU each process used for the whole run (both paths, warm-ups included): on a small machine
+  # the gateway's CPU is taken from the worker, so this is the cost to compare across modes.
+  echo "CPU seconds (user+sys): tokenizer $(cpu_s "${pids[0]}"), worker $(cpu_s "${pids[1]}"), gateway $(cpu_s "${pids[2]}")"
   stop
 done

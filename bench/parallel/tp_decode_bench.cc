@@ -1,10 +1,13 @@
 // Decode throughput of a tensor-parallel CPU group and what its communication costs:
 // N processes on loopback (this program starts ranks 1..N-1 as copies of itself), each
 // with its shard of the model on the CPU runner, rank 0 driving steps through LeaderRunner
-// exactly as phi-worker does. Batch-1 greedy decode after a short prefill.
+// exactly as phi-worker does. Batch-1 decode after a short prefill, sampling with
+// temperature 0.8 and top_k 40: "rows" asks the group for whole logits rows (the
+// all-gather of every rank's vocabulary slice), "candidates" lets it gather only each
+// rank's top 41 candidates and log-sum-exp (SequenceStep::num_candidates), as the engine does.
 //
 //   tp_decode_bench --model DIR [--world-sizes 1,2] [--threads 2] [--steps 32] [--prompt 32]
-//                   [--dtype bf16|f32]
+//                   [--dtype bf16|f32] [--sampling rows,candidates]
 //
 // --threads is the total per group: each rank gets threads / N. Prints one table.
 #include <signal.h>
@@ -42,11 +45,12 @@ using namespace phi;
 struct Args {
   std::string model, dtype = "bf16";
   std::vector<int> world_sizes = {1, 2};
+  std::vector<std::string> sampling = {"rows", "candidates"};
   int threads = 2, steps = 32, prompt = 32;
 };
 
 // One rank's work. Rank 0 prints the table row.
-int RunRank(const Args& a, int rank, int n, const std::string& leader) {
+int RunRank(const Args& a, int rank, int n, const std::string& leader, const std::string& sampling) {
   parallel::GroupOptions o;
   o.rank = rank;
   o.world_size = n;
@@ -82,15 +86,28 @@ int RunRank(const Args& a, int rank, int n, const std::string& leader) {
   std::vector<int32_t> tokens;
   for (int i = 0; i < a.prompt; ++i) tokens.push_back(100 + 7 * i);
   worker::StepLogits logits;
+  const worker::SamplingOptions options{.temperature = 0.8f, .top_k = 40, .seed = 1};
+  const int32_t vocab_limit = (*runner)->shape().tokenizer_vocab_size > 0 ? (*runner)->shape().tokenizer_vocab_size
+                                                                          : (*runner)->shape().vocab_size;
+  const int32_t num_candidates =
+      sampling == "candidates" ? worker::CandidatesNeeded(options, vocab_limit, false, 0, 64) : 0;
   auto step = [&](int32_t start, std::span<const int32_t> toks) {
     worker::StepBatch batch;
-    batch.seqs.push_back({.seq_id = 1, .tokens = toks, .start_pos = start, .block_table = blocks});
+    batch.seqs.push_back({.seq_id = 1,
+                          .tokens = toks,
+                          .start_pos = start,
+                          .block_table = blocks,
+                          .num_candidates = num_candidates,
+                          .sampling = options});
     if (auto s = leader_runner.Step(batch, &logits); !s.ok()) {
       std::fprintf(stderr, "%s\n", s.ToString().c_str());
       std::exit(1);
     }
-    auto row = logits.LastRow(0);
-    tokens.push_back(static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin()));
+    const uint64_t counter = tokens.size();
+    tokens.push_back(logits.HasCandidates(0)
+                         ? worker::SampleFromCandidates(logits.candidates[0], options, counter, false, 0).token_id
+                         : worker::SampleToken(logits.LastRow(0), vocab_limit, options, counter, nullptr, false, 0)
+                               .token_id);
   };
   const auto p0 = Clock::now();
   step(0, std::span<const int32_t>(tokens.data(), a.prompt));
@@ -107,8 +124,8 @@ int RunRank(const Args& a, int rank, int n, const std::string& leader) {
   const double median = sorted[sorted.size() / 2];
   const double steps = a.steps;
   const double comm_ms = 1e3 * (timed.all_reduce.seconds + timed.all_gather.seconds + timed.broadcast.seconds) / steps;
-  std::printf("| %d | %d | %.1f | %.0f | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.0f | %.0f | %.0f |\n", n,
-              ro.num_threads, load_s, prefill_s * 1e3, median, 1e3 / median, comm_ms,
+  std::printf("| %d | %s | %d | %.1f | %.0f | %.2f | %.1f | %.2f | %.2f | %.2f | %.1f | %.0f | %.0f | %.0f |\n", n,
+              sampling.c_str(), ro.num_threads, load_s, prefill_s * 1e3, median, 1e3 / median, comm_ms,
               1e3 * timed.all_reduce.seconds / steps, 1e3 * timed.all_gather.seconds / steps,
               timed.all_reduce.calls / steps, timed.all_reduce.bytes / steps, timed.all_gather.bytes / steps,
               1.0 * timed.broadcast.bytes / steps);
@@ -131,6 +148,7 @@ int main(int argc, char** argv) {
     else if (k == "--threads") a.threads = std::atoi(argv[i + 1]);
     else if (k == "--steps") a.steps = std::atoi(argv[i + 1]);
     else if (k == "--prompt") a.prompt = std::atoi(argv[i + 1]);
+    else if (k == "--sampling") a.sampling = absl::StrSplit(argv[i + 1], ',');
     else if (k == "--child-rank") child_rank = std::atoi(argv[i + 1]);
     else if (k == "--child-n") child_n = std::atoi(argv[i + 1]);
     else if (k == "--child-leader") child_leader = argv[i + 1];
@@ -140,33 +158,35 @@ int main(int argc, char** argv) {
                  argv[0]);
     return 2;
   }
-  if (child_rank > 0) return RunRank(a, child_rank, child_n, child_leader);
-  std::printf("TP decode, batch 1, %s weights, %d-token prompt then %d greedy decode steps; "
+  if (child_rank > 0) return RunRank(a, child_rank, child_n, child_leader, a.sampling.front());
+  std::printf("TP decode, batch 1, %s weights, %d-token prompt then %d decode steps (temperature 0.8, top_k 40); "
               "%d threads per group\n", a.dtype.c_str(), a.prompt, a.steps, a.threads);
-  std::printf("| N | threads/rank | load s | prefill ms | decode step ms (median) | tokens/s | in collectives ms/step (incl. waiting for the slower rank) | "
+  std::printf("| N | logits | threads/rank | load s | prefill ms | decode step ms (median) | tokens/s | in collectives ms/step (incl. waiting for the slower rank) | "
               "all-reduce ms/step | all-gather ms/step | all-reduces/step | all-reduced B/step | all-gathered B/step | "
-              "step broadcast B/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
-  for (int n : a.world_sizes) {
-    const std::string leader = "127.0.0.1:" + std::to_string(phi::bench::FreeLoopbackPort());
-    std::vector<pid_t> children;
-    for (int r = 1; r < n; ++r) {
-      std::vector<std::string> args(argv, argv + argc);
-      for (auto extra : {std::string("--child-rank"), std::to_string(r), std::string("--child-n"), std::to_string(n),
-                         std::string("--child-leader"), leader}) {
-        args.push_back(extra);
+              "step broadcast B/step |\n|---|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+  for (const std::string& sampling : a.sampling) {
+    for (int n : a.world_sizes) {
+      const std::string leader = "127.0.0.1:" + std::to_string(phi::bench::FreeLoopbackPort());
+      std::vector<pid_t> children;
+      for (int r = 1; r < n; ++r) {
+        std::vector<std::string> args(argv, argv + argc);
+        for (auto extra : {std::string("--child-rank"), std::to_string(r), std::string("--child-n"), std::to_string(n),
+                           std::string("--child-leader"), leader, std::string("--sampling"), sampling}) {
+          args.push_back(extra);
+        }
+        std::vector<char*> cargs;
+        for (auto& s : args) cargs.push_back(s.data());
+        cargs.push_back(nullptr);
+        pid_t pid;
+        if (posix_spawn(&pid, argv[0], nullptr, nullptr, cargs.data(), environ) == 0) children.push_back(pid);
       }
-      std::vector<char*> cargs;
-      for (auto& s : args) cargs.push_back(s.data());
-      cargs.push_back(nullptr);
-      pid_t pid;
-      if (posix_spawn(&pid, argv[0], nullptr, nullptr, cargs.data(), environ) == 0) children.push_back(pid);
+      const int rc = RunRank(a, 0, n, leader, sampling);
+      for (pid_t pid : children) {
+        int status = 0;
+        waitpid(pid, &status, 0);
+      }
+      if (rc != 0) return rc;
     }
-    const int rc = RunRank(a, 0, n, leader);
-    for (pid_t pid : children) {
-      int status = 0;
-      waitpid(pid, &status, 0);
-    }
-    if (rc != 0) return rc;
   }
   return 0;
 }

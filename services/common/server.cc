@@ -10,6 +10,7 @@
 #include <grpcpp/health_check_service_interface.h>
 
 #include "absl/strings/str_cat.h"
+#include "absl/synchronization/mutex.h"
 #include "services/common/grpc_metrics_interceptor.h"
 #include "services/common/logging.h"
 #include "services/common/metrics/process_metrics.h"
@@ -119,6 +120,8 @@ void ServiceServer::Shutdown() {
   http_.reset();
   PHI_LOG(INFO, "shutdown_done");
 }
+
+void DisableMutexDeadlockDetection() { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); }
 
 void BlockTerminationSignals() {
   sigset_t set;

@@ -7,7 +7,6 @@
 #include <sstream>
 
 #include "absl/strings/str_split.h"
-#include "absl/synchronization/mutex.h"
 #include "services/common/config.h"
 #include "services/common/logging.h"
 #include "services/common/server.h"
@@ -20,11 +19,7 @@
 namespace phi::gateway {
 
 int GatewayMain(int argc, char** argv) {
-  // Debian's Abseil is built without NDEBUG, so every absl::Mutex (gRPC locks one per call and
-  // several per message) runs the deadlock detector: a global graph lock on lock/unlock and on
-  // each mutex's destruction (GraphCycles::GetId/RemoveNode were ~2% of the gateway's profile
-  // under 64 streams, plus the contention). Release builds of Abseil skip it; so do we.
-  absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore);
+  common::DisableMutexDeadlockDetection();
   common::BlockTerminationSignals();
   common::ServerOptions server;
   server.service_name = "gateway";

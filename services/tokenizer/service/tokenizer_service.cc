@@ -215,6 +215,7 @@ grpc::Status TokenizerServiceImpl::Info(grpc::ServerContext*, const phi::v1::Inf
 }
 
 int TokenizerMain(int argc, char** argv) {
+  common::DisableMutexDeadlockDetection();
   common::BlockTerminationSignals();
   common::ServerOptions server;
   server.service_name = "tokenizer";

@@ -7,6 +7,7 @@
 #include "services/worker/service/worker_app.h"
 
 int main(int argc, char** argv) {
+  phi::common::DisableMutexDeadlockDetection();
   phi::common::BlockTerminationSignals();
   phi::worker::WorkerConfig config;
   phi::common::FlagSet flags("phi-worker", "Serves phi.v1.WorkerService: continuous-batching generation.");

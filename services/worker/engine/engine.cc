@@ -371,6 +371,7 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
                                              seq.request.logprobs ? seq.request.top_logprobs : 0,
                                              kMaxSampleCandidates);
       step.sampling = seq.request.sampling;
+      step.logprobs = seq.request.logprobs;
     }
     batch.seqs.push_back(step);
   }

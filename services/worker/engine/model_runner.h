@@ -47,6 +47,7 @@ struct SequenceStep {
   // log-sum-exp and return the row as StepLogits::candidates; 0: the full row.
   int32_t num_candidates = 0;
   SamplingOptions sampling;  // used with num_candidates > 0, to check the candidates suffice
+  bool logprobs = false;     // with num_candidates: the candidates must carry the log-sum-exp
 };
 
 struct StepBatch {

@@ -267,23 +267,34 @@ SampleResult SampleFromCandidates(const LogitCandidates& c, const SamplingOption
   return result;
 }
 
-CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count) {
+CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count,
+                                bool log_sum_exp) {
   CandidateShard shard;
-  const int32_t w =
-      std::clamp<int32_t>(vocab_limit - id0, 0, static_cast<int32_t>(logits.size()));
+  const int32_t w = std::clamp<int32_t>(vocab_limit - id0, 0, static_cast<int32_t>(logits.size()));
   if (w == 0) return shard;
   const std::span<const float> l = logits.first(w);
-  shard.log_sum_exp = LogSumExp(l);
+  if (log_sum_exp) shard.log_sum_exp = LogSumExp(l);
   const int32_t k = std::min(count, w);
-  std::vector<int32_t> idx(w);
-  for (int32_t i = 0; i < w; ++i) idx[i] = i;
-  std::partial_sort(idx.begin(), idx.begin() + k, idx.end(),
-                    [&](int32_t a, int32_t b) { return CandidateOrder(l[a], a, l[b], b); });
+  // One pass with a heap of the best k so far, its worst on top: nearly every logit loses
+  // one comparison against that worst. A later id ties below an earlier one, so only a
+  // strictly larger value enters.
+  auto better = [&](int32_t a, int32_t b) { return CandidateOrder(l[a], a, l[b], b); };
+  std::vector<int32_t> heap(k);
+  for (int32_t i = 0; i < k; ++i) heap[i] = i;
+  std::make_heap(heap.begin(), heap.end(), better);
+  for (int32_t i = k; i < w; ++i) {
+    if (l[i] > l[heap.front()]) {
+      std::pop_heap(heap.begin(), heap.end(), better);
+      heap.back() = i;
+      std::push_heap(heap.begin(), heap.end(), better);
+    }
+  }
+  std::sort(heap.begin(), heap.end(), better);
   shard.ids.resize(k);
   shard.values.resize(k);
   for (int32_t j = 0; j < k; ++j) {
-    shard.ids[j] = id0 + idx[j];
-    shard.values[j] = l[idx[j]];
+    shard.ids[j] = id0 + heap[j];
+    shard.values[j] = l[heap[j]];
   }
   shard.truncated = w > k;
   return shard;

@@ -104,15 +104,16 @@ SampleResult SampleFromCandidates(const LogitCandidates& c, const SamplingOption
                                   bool with_logprobs, int32_t top_n);
 
 // One rank's share of a candidate row: its top `count` (value desc, id asc) of
-// logits[0 .. width) whose ids (id0 + j) are below vocab_limit, the log-sum-exp over those,
-// and whether it left some out. ids are -1 past the end when the slice is shorter.
+// logits[0 .. width) whose ids (id0 + j) are below vocab_limit, whether it left some out, and
+// with `log_sum_exp` the log-sum-exp over those (a pass of exp; only logprobs need it).
 struct CandidateShard {
   std::vector<int32_t> ids;
   std::vector<float> values;
   bool truncated = false;
   double log_sum_exp = -std::numeric_limits<double>::infinity();
 };
-CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count);
+CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int32_t vocab_limit, int32_t count,
+                                bool log_sum_exp = true);
 
 // The row's candidates from every rank's shard (each selected with the same `count`).
 LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t count);

@@ -97,6 +97,7 @@ worker::StepBatch StepMessage::batch() const {
     step.all_logits = s.all_logits;
     step.num_candidates = s.num_candidates;
     step.sampling = s.sampling;
+    step.logprobs = s.logprobs;
     b.seqs.push_back(step);
   }
   return b;
@@ -116,6 +117,7 @@ std::string EncodeStep(uint64_t step_index, const worker::StepBatch& batch) {
       w.Put<float>(s.sampling.top_p);
       w.Put<int32_t>(s.sampling.top_k);
       w.Put<float>(s.sampling.min_p);
+      w.Put<uint8_t>(s.logprobs ? 1 : 0);
     }
     w.Put<uint32_t>(static_cast<uint32_t>(s.tokens.size()));
     w.Put<uint32_t>(static_cast<uint32_t>(s.block_table.size()));
@@ -179,6 +181,9 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
           PHI_CODEC_TRY(r.Get(&s.sampling.top_p, "sampling.top_p"));
           PHI_CODEC_TRY(r.Get(&s.sampling.top_k, "sampling.top_k"));
           PHI_CODEC_TRY(r.Get(&s.sampling.min_p, "sampling.min_p"));
+          uint8_t logprobs = 0;
+          PHI_CODEC_TRY(r.Get(&logprobs, "logprobs"));
+          s.logprobs = logprobs != 0;
         }
         PHI_CODEC_TRY(r.Get(&tokens, "tokens"));
         PHI_CODEC_TRY(r.Get(&blocks, "blocks"));

@@ -9,7 +9,7 @@
 // Layout (little-endian, no padding): u32 magic "PHIS", u16 version, u16 kind, u64 step
 // index, then per kind: kAllocateKv: i32 num_blocks, i32 block_size. kStep: u32 sequences;
 // per sequence u64 seq_id, i32 start_pos, u8 all_logits, i32 num_candidates, when > 0
-// f32 temperature, f32 top_p, i32 top_k, f32 min_p; u32 tokens, u32 blocks, then the
+// f32 temperature, f32 top_p, i32 top_k, f32 min_p, u8 logprobs; u32 tokens, u32 blocks, then the
 // tokens (i32) and the block ids (i32). Decode checks every length against the buffer.
 #ifndef PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
 #define PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_
@@ -44,6 +44,7 @@ struct StepMessage {
     bool all_logits = false;
     int32_t num_candidates = 0;
     worker::SamplingOptions sampling;  // temperature, top_p, top_k, min_p with num_candidates
+    bool logprobs = false;
     std::vector<int32_t> tokens;
     std::vector<int32_t> block_table;
   };

@@ -106,7 +106,8 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
     if (!is_candidate[i]) continue;
     const int32_t count = batch.seqs[i].num_candidates;
     const worker::CandidateShard shard = worker::SelectCandidates(
-        std::span<const float>(local + static_cast<size_t>(out->first_row[i]) * width, width), id0, vocab_limit, count);
+        std::span<const float>(local + static_cast<size_t>(out->first_row[i]) * width, width), id0, vocab_limit, count,
+        batch.seqs[i].logprobs);
     PutRecord(shard, count, send.data() + full_bytes + record_at[i]);
   }
   if (share > 0) {

@@ -35,7 +35,8 @@ TEST(StepCodecTest, StepRoundTrips) {
                          .block_table = b2,
                          .all_logits = false,
                          .num_candidates = 41,
-                         .sampling = {.temperature = 0.7f, .top_p = 0.9f, .top_k = 40, .min_p = 0.05f}});
+                         .sampling = {.temperature = 0.7f, .top_p = 0.9f, .top_k = 40, .min_p = 0.05f},
+                         .logprobs = true});
   auto m = DecodeStepMessage(EncodeStep(41, batch));
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->kind, StepKind::kStep);
@@ -52,6 +53,7 @@ TEST(StepCodecTest, StepRoundTrips) {
     EXPECT_EQ(back.seqs[i].sampling.top_p, batch.seqs[i].sampling.top_p);
     EXPECT_EQ(back.seqs[i].sampling.top_k, batch.seqs[i].sampling.top_k);
     EXPECT_EQ(back.seqs[i].sampling.min_p, batch.seqs[i].sampling.min_p);
+    EXPECT_EQ(back.seqs[i].logprobs, batch.seqs[i].logprobs);
     EXPECT_TRUE(std::equal(back.seqs[i].tokens.begin(), back.seqs[i].tokens.end(), batch.seqs[i].tokens.begin(),
                            batch.seqs[i].tokens.end()));
     EXPECT_TRUE(std::equal(back.seqs[i].block_table.begin(), back.seqs[i].block_table.end(),

@@ -32,7 +32,12 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
       case StepKind::kShutdown:
         return absl::OkStatus();
       case StepKind::kAllocateKv:
-        if (auto s = shard->AllocateKvCache(message->kv); !s.ok() && IsGroupFatal(s)) return s;
+        // Always fatal here: the leader's own allocation may have succeeded (ranks can differ
+        // in free memory), and a rank without a cache cannot take part in any later step.
+        if (auto s = shard->AllocateKvCache(message->kv); !s.ok()) {
+          return absl::Status(s.code(), absl::StrCat("follower rank ", host->rank(), ": KV cache of ",
+                                                     message->kv.num_blocks, " blocks: ", s.message()));
+        }
         break;
       case StepKind::kStep: {
         // A gap means this rank's KV cache no longer matches the leader's.

@@ -33,6 +33,7 @@ namespace phi::cpu::kernels {
 namespace {
 
 constexpr int64_t kNcPanels = 8;
+constexpr int64_t kPrefetchLines = 32;
 constexpr int kMaxRows = kBandRows;  // 14 x 2 accumulators + 2 weight registers + 1 broadcast
 
 template <bool kBf16>
@@ -74,6 +75,14 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
   // m is a band start (or 0 < m - band start for the short tiles of decode steps).
   const float* x = a.x_bands + (m / kBandRows) * kBandRows * a.k + m % kBandRows;
   for (int64_t k = kb; k < ke; ++k) {
+    // Fetch each panel's line 2 KB ahead: the first band over a weight block (and every
+    // decode step) streams it from memory, and the hardware prefetcher stops at every 4 KB
+    // page. Later bands find the lines in L2; the prefetch then costs one load slot.
+    // Prefetches past the end never fault.
+    for (int q = 0; q < NP; ++q) {
+      _mm_prefetch(static_cast<const char*>(a.w) + ((p + q) * a.k + k + kPrefetchLines) * kPanel * (kBf16 ? 2 : 4),
+                   _MM_HINT_T0);
+    }
     __m512 w[2 * NP];
     for (int q = 0; q < NP; ++q) LoadLine<kBf16>(a, p + q, k, &w[2 * q], &w[2 * q + 1]);
     for (int i = 0; i < MR; ++i) {
@@ -88,23 +97,34 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
 template <bool kBf16>
 using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);
 
-template <bool kBf16, int... R>
-constexpr auto MakeTable(std::integer_sequence<int, R...>, std::integral_constant<int, 1>) {
-  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, 1, kBf16>...};
-}
-template <bool kBf16, int... R>
-constexpr auto MakeTable(std::integer_sequence<int, R...>, std::integral_constant<int, 2>) {
-  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, 2, kBf16>...};
+template <bool kBf16, int NP, int... R>
+constexpr auto MakeTable(std::integer_sequence<int, R...>) {
+  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, NP, kBf16>...};
 }
 
 template <bool kBf16>
 void Run(const MatMulArgs& a) {
-  // One panel per tile for bands of up to 14 rows; two panels (more independent FMA
-  // chains, half the broadcasts) where the band is short, as in decode steps.
-  static constexpr auto kOne = MakeTable<kBf16>(std::make_integer_sequence<int, kMaxRows>(),
-                                                std::integral_constant<int, 1>());
-  static constexpr auto kTwo = MakeTable<kBf16>(std::make_integer_sequence<int, 6>(),
-                                                std::integral_constant<int, 2>());
+  // One panel per tile for bands of up to 14 rows; two or four panels (more independent
+  // FMA chains and memory streams, fewer broadcasts) where the band is short.
+  static constexpr auto kOne = MakeTable<kBf16, 1>(std::make_integer_sequence<int, kMaxRows>());
+  static constexpr auto kTwo = MakeTable<kBf16, 2>(std::make_integer_sequence<int, 6>());
+  static constexpr auto kFour = MakeTable<kBf16, 4>(std::make_integer_sequence<int, 3>());
+  if (a.m <= 6) {
+    // Decode steps are bound by reading the weights: walk each group of panels from its
+    // first k to its last (the same arithmetic, block by block) so that every panel is one
+    // long sequential stream, prefetched ahead inside Tile.
+    const int rows = static_cast<int>(a.m);
+    for (int64_t p = a.p0; p < a.p1;) {
+      const int np = rows <= 3 && p + 4 <= a.p1 ? 4 : (p + 2 <= a.p1 ? 2 : 1);
+      for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
+        const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
+        const TileFn<kBf16> tile = np == 4 ? kFour[rows - 1] : np == 2 ? kTwo[rows - 1] : kOne[rows - 1];
+        tile(a, 0, p, kb, ke);
+      }
+      p += np;
+    }
+    return;
+  }
   for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
     const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
     for (int64_t pc = a.p0; pc < a.p1; pc += kNcPanels) {

@@ -9,6 +9,8 @@
 //   forever        rank 0 decodes until a Step fails
 //   follower-dies  a follower SIGKILLs itself at its 20th step (rank 0 runs forever)
 //   leader-dies    rank 0 SIGKILLs itself after 20 steps
+//   follower-kv-fails  the last rank's KV allocation fails (RESOURCE_EXHAUSTED), the
+//                  leader's succeeds; rank 0 then runs forever
 //   idle           rank 0 runs 3 steps, then idles until the group breaks (the test kills
 //                  a follower); it prints "BROKEN_WHILE_IDLE <status>" and exits 6
 // Exit codes: 0 ok, 1 bad usage or result, 3 join failed, 5 follower loop failed,
@@ -44,9 +46,13 @@ long MsSince(Clock::time_point t) {
 // Counts the shard's steps; can die at a given one (follower-dies).
 class CountingShard final : public worker::ModelRunner {
  public:
-  CountingShard(worker::ModelRunner* inner, int die_at) : inner_(inner), die_at_(die_at) {}
+  CountingShard(worker::ModelRunner* inner, int die_at, bool fail_kv = false)
+      : inner_(inner), die_at_(die_at), fail_kv_(fail_kv) {}
   const worker::ModelShape& shape() const override { return inner_->shape(); }
-  absl::Status AllocateKvCache(const worker::KvCacheSpec& spec) override { return inner_->AllocateKvCache(spec); }
+  absl::Status AllocateKvCache(const worker::KvCacheSpec& spec) override {
+    if (fail_kv_) return absl::ResourceExhaustedError("toy: no memory for the KV cache");
+    return inner_->AllocateKvCache(spec);
+  }
   int64_t KvBlockBytes(int32_t bs) const override { return inner_->KvBlockBytes(bs); }
   absl::Status Step(const worker::StepBatch& batch, worker::StepLogits* out) override {
     if (++steps_ == die_at_) raise(SIGKILL);
@@ -59,6 +65,7 @@ class CountingShard final : public worker::ModelRunner {
  private:
   worker::ModelRunner* inner_;
   int die_at_;
+  bool fail_kv_;
   int steps_ = 0;
 };
 
@@ -140,7 +147,8 @@ int main(int argc, char** argv) {
   }
   parallel::Communicator& host = (*group)->host();
   parallel::testing::ToyShardedRunner toy(&host, {});
-  CountingShard shard(&toy, mode == "follower-dies" && options.rank == options.world_size - 1 ? 20 : -1);
+  const bool last = options.rank == options.world_size - 1;
+  CountingShard shard(&toy, mode == "follower-dies" && last ? 20 : -1, mode == "follower-kv-fails" && last);
 
   if (options.rank != 0) {
     parallel::FollowerStats stats;

@@ -190,6 +190,22 @@ TEST_P(FollowerDiesTest, LeaderStepFailsUnavailableWithin5sAndExitsNonZero) {
 
 INSTANTIATE_TEST_SUITE_P(WorldSizes, FollowerDiesTest, ::testing::Values(2, 4));
 
+// A follower whose KV allocation fails leaves the group at once with that error (not a
+// timeout later), and the leader's first step fails UNAVAILABLE.
+TEST(FollowerKvFailsTest, FollowerExitsNamingTheCacheAndLeaderStepFails) {
+  const int n = 2;
+  RankGroup group(PHI_STEP_RANK_BINARY, TempDir("kvfails"));
+  const std::string leader = Leader();
+  for (int r = 0; r < n; ++r) group.Start(r, {"follower-kv-fails", std::to_string(r), std::to_string(n), leader});
+  ASSERT_TRUE(group.WaitAll(std::chrono::seconds(30))) << "a rank hung after a follower's KV allocation failed";
+  const std::string follower = group.rank(1).Log();
+  EXPECT_EQ(group.rank(1).exit_code, 5) << follower;
+  EXPECT_THAT(follower, HasSubstr("RESOURCE_EXHAUSTED: follower rank 1: KV cache of"));
+  const std::string log = group.rank(0).Log();
+  EXPECT_EQ(group.rank(0).exit_code, 6) << log;
+  EXPECT_THAT(log, HasSubstr("ON_FAILURE UNAVAILABLE"));
+}
+
 TEST(IdleGroupTest, DeadFollowerNoticedWithoutARequest) {
   RankGroup group(PHI_STEP_RANK_BINARY, TempDir("idle"));
   const std::string leader = Leader();

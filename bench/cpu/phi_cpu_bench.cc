@@ -38,7 +38,8 @@ double Median(std::vector<double> v) {
 }
 
 // Read bandwidth: `threads` threads sum disjoint halves of a buffer much larger than L3.
-double MeasureReadBandwidth(int threads, size_t bytes) {
+// One pass; MeasureReadBandwidth takes the best of three.
+double ReadPass(int threads, size_t bytes) {
   static std::vector<uint64_t> buf;
   if (buf.size() != bytes / 8) {
     buf.assign(bytes / 8, 1);
@@ -60,6 +61,15 @@ double MeasureReadBandwidth(int threads, size_t bytes) {
   const double s = Seconds(t0, Clock::now());
   if (std::accumulate(sums.begin(), sums.end(), uint64_t{0}) != buf.size() / threads * threads) std::abort();
   return static_cast<double>(bytes) / s;
+}
+
+// The best of three passes: a single pass sometimes ran at a fifth of the others here (the
+// guest's memory was busy for a moment, e.g. right after llama-bench exited), which made
+// "fraction of the limit" meaningless; the best pass is what the memory system can give.
+double MeasureReadBandwidth(int threads, size_t bytes) {
+  double best = 0;
+  for (int pass = 0; pass < 3; ++pass) best = std::max(best, ReadPass(threads, bytes));
+  return best;
 }
 
 struct Args {

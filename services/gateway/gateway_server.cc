@@ -149,8 +149,7 @@ int GatewayMain(int argc, char** argv) {
       [&generator] {
         return generator.active() == 0 &&
                std::chrono::steady_clock::now() - generator.last_finished() >= std::chrono::seconds(1);
-      },
-      server.host);
+      });
   int rc = common::ServeUntilSignal(*grpc_server, [&] {
     (*http)->StopAccepting();
     prompt_shutdown.Begin();

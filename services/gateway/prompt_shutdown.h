@@ -6,13 +6,12 @@
 //     read its socket, so it never answers the server's GOAWAY ping) held it for seconds.
 //  2. The metrics server's civetweb mg_stop (the end of common::ServiceServer::Shutdown) joins
 //     a master thread that polls the listening socket with a 2 s timeout before it looks at
-//     the stop flag: up to 2 s more.
-// PromptShutdown fixes both from the outside: once gRPC has begun shutting down (health is
+//     the stop flag: up to 2 s more (now fixed in MetricsHttpServer for every service).
+// PromptShutdown fixes the first from the outside: once gRPC has begun shutting down (health is
 // NOT_SERVING, new calls are refused) and the gateway is quiet (no generation running and the
 // last one ended long enough ago for its reply to have left the socket buffers: drain semantics
 // kept, in-flight streams finish, up to the server's grace deadline), it closes the remaining
-// idle connections (grpc_server_cancel_all_calls, which has no call left to cancel then), and
-// it wakes civetweb with a connection to the metrics port until shutdown is done.
+// idle connections (grpc_server_cancel_all_calls, which has no call left to cancel then).
 #ifndef PHI_SERVICES_GATEWAY_PROMPT_SHUTDOWN_H_
 #define PHI_SERVICES_GATEWAY_PROMPT_SHUTDOWN_H_
 
@@ -20,7 +19,6 @@
 #include <condition_variable>
 #include <functional>
 #include <mutex>
-#include <string>
 #include <thread>
 
 #include "services/common/server.h"
@@ -30,8 +28,8 @@ namespace phi::gateway {
 class PromptShutdown {
  public:
   // `quiet`: true when no work is left whose reply could still be on its way (checked every
-  // 10 ms). `metrics_host`: the address the metrics server listens on ("" or 0.0.0.0: loopback).
-  PromptShutdown(common::ServiceServer* server, std::function<bool()> quiet, std::string metrics_host);
+  // 10 ms).
+  PromptShutdown(common::ServiceServer* server, std::function<bool()> quiet);
   ~PromptShutdown();  // Done() if not yet
 
   // Call when shutdown begins (before common::ServiceServer::Shutdown); returns at once.
@@ -42,12 +40,9 @@ class PromptShutdown {
  private:
   void Run();
   bool WaitFor(const std::function<bool()>& condition);  // false when Done() came first
-  void WakeMetricsServer() const;
 
   common::ServiceServer* server_;
   std::function<bool()> quiet_;
-  std::string metrics_host_;
-  int metrics_port_ = 0;
   std::mutex mu_;
   std::condition_variable cv_;
   bool done_ = false;

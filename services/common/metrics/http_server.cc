@@ -1,9 +1,16 @@
 #include "services/common/metrics/http_server.h"
 
+#include <arpa/inet.h>
 #include <civetweb.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
+#include <atomic>
+#include <chrono>
 #include <mutex>
 #include <string>
+#include <thread>
 
 #include "absl/strings/str_cat.h"
 
@@ -21,6 +28,20 @@ void Reply(mg_connection* conn, int code, const char* reason, const char* conten
   mg_write(conn, body.data(), body.size());
 }
 
+// Opens and closes one TCP connection to host:port (loopback for a wildcard host).
+void Poke(const std::string& host, int port) {
+  const int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return;
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  const bool any = host.empty() || host == "0.0.0.0";
+  if (inet_pton(AF_INET, any ? "127.0.0.1" : host.c_str(), &addr.sin_addr) == 1) {
+    (void)connect(fd, reinterpret_cast<const sockaddr*>(&addr), sizeof addr);
+  }
+  close(fd);
+}
+
 }  // namespace
 
 absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(const std::string& host, int port,
@@ -28,6 +49,7 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
   std::call_once(g_civetweb_init, [] { mg_init_library(0); });
   std::unique_ptr<MetricsHttpServer> server(new MetricsHttpServer());
   server->registry_ = registry;
+  server->host_ = host;
   // civetweb takes "addr:port"; IPv6 hosts need brackets... and civetweb's
   // own syntax; keep IPv4 / any here.
   const std::string listen = (host.empty() || host == "0.0.0.0") ? std::to_string(port)
@@ -51,7 +73,17 @@ absl::StatusOr<std::unique_ptr<MetricsHttpServer>> MetricsHttpServer::Start(cons
 }
 
 MetricsHttpServer::~MetricsHttpServer() {
-  if (ctx_ != nullptr) mg_stop(ctx_);
+  if (ctx_ == nullptr) return;
+  std::atomic<bool> stopped{false};
+  std::thread waker([&] {
+    while (!stopped.load()) {
+      Poke(host_, port_);
+      std::this_thread::sleep_for(std::chrono::milliseconds(10));
+    }
+  });
+  mg_stop(ctx_);
+  stopped = true;
+  waker.join();
 }
 
 void MetricsHttpServer::SetHealthCallback(std::function<bool()> healthy) { healthy_ = std::move(healthy); }

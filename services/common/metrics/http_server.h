@@ -22,6 +22,9 @@ class MetricsHttpServer {
   // names the address when it cannot bind (e.g. the port is in use).
   static absl::StatusOr<std::unique_ptr<MetricsHttpServer>> Start(const std::string& host, int port,
                                                                   Registry* registry);
+  // Stops at once: civetweb's mg_stop waits for its master thread, which looks at the stop
+  // flag only between 2 s polls of the listening socket, so the destructor connects to its
+  // own port until mg_stop has returned (every service's SIGTERM exit was up to 2 s longer).
   ~MetricsHttpServer();
 
   int port() const { return port_; }
@@ -36,6 +39,7 @@ class MetricsHttpServer {
 
   mg_context* ctx_ = nullptr;
   Registry* registry_ = nullptr;
+  std::string host_;
   int port_ = 0;
   std::function<bool()> healthy_;
 };

@@ -44,7 +44,9 @@ struct MatMulArgs {
   bool accumulate = false;   // y += result instead of y = result
 };
 
-// Fills x_bands (ceil(m / kBandRows) * kBandRows * k floats) from x, for bands [b0, b1).
+// Fills x_bands (ceil(m / kBandRows) * kBandRows * k floats) from x, for bands [b0, b1);
+// the last band's rows past m are left unset (no tile reads them). A decode step packs one
+// row, not fourteen.
 void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t b0, int64_t b1, float* x_bands);
 
 void matmul_bf16_avx512(const MatMulArgs& a);

@@ -53,13 +53,9 @@ void Run(const MatMulArgs& a) {
 void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t b0, int64_t b1, float* x_bands) {
   for (int64_t b = b0; b < b1; ++b) {
     float* dst = x_bands + b * kBandRows * k;
-    for (int64_t i = 0; i < kBandRows; ++i) {
-      const int64_t row = b * kBandRows + i;
-      if (row >= m) {
-        for (int64_t c = 0; c < k; ++c) dst[c * kBandRows + i] = 0.0f;
-        continue;
-      }
-      const float* src = x + row * ldx;
+    // Rows past m in the last band stay unset: a tile reads only the band's valid rows.
+    for (int64_t i = 0; i < kBandRows && b * kBandRows + i < m; ++i) {
+      const float* src = x + (b * kBandRows + i) * ldx;
       for (int64_t c = 0; c < k; ++c) dst[c * kBandRows + i] = src[c];
     }
   }

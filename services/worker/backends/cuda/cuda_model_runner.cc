@@ -140,21 +140,19 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
                                                    " requested, ", devices, " present"));
   }
   PHI_RETURN_IF_ERROR(CudaError(cudaSetDevice(options_.device), "cudaSetDevice"));
+  // Heads and fc1 columns are this rank's share (PhiCheckpoint::Open checked the split is even).
+  const int world = ck.shard().world_size;
   PhiCudaConfig pc;
   pc.vocab_size = c.vocab_size;
   pc.hidden_size = c.hidden_size;
-  pc.intermediate_size = c.intermediate_size;
+  pc.intermediate_size = c.intermediate_size / world;
   pc.num_layers = c.num_hidden_layers;
-  pc.num_heads = c.num_attention_heads;
+  pc.num_heads = c.num_attention_heads / world;
   pc.head_dim = c.head_dim();
   pc.rotary_dim = c.rotary_dim();
   pc.max_positions = c.max_position_embeddings;
   pc.layer_norm_eps = static_cast<float>(c.layer_norm_eps);
   pc.rope_theta = static_cast<float>(c.rope_theta);
-  // This rank's share (PhiCheckpoint::Open checked that the split is even).
-  const int world = ck.shard().world_size;
-  pc.num_heads = c.num_attention_heads / world;
-  pc.intermediate_size = c.intermediate_size / world;
   pc.tp_rank = ck.shard().rank;
   pc.tp_world = world;
   PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));

@@ -51,32 +51,10 @@ TEST(LayerNormGpu, MatchesCpuTwinWithAndWithoutGather) {
   }
 }
 
-TEST(EmbeddingGpu, GathersRowsAndZeroesBadIds) {
-  PHI_REQUIRE_GPU();
-  const int vocab = 97, dim = 130;
-  const std::vector<float> table = RandomBf16Values(static_cast<size_t>(vocab) * dim, 21);
-  const std::vector<int32_t> tokens = {5, 0, 96, 5, -1, 97, 42};
-  DeviceBuffer<bf16> dt(table.size());
-  DeviceBuffer<int32_t> dtok(tokens.size());
-  DeviceBuffer<float> dx(tokens.size() * dim);
-  dt.Upload(ToBf16(table));
-  dtok.Upload(tokens);
-  dx.Poison();
-  PHI_ASSERT_CUDA_OK(embedding_forward(dtok.get(), dt.get(), dx.get(),
-                                       static_cast<int>(tokens.size()), vocab, dim, nullptr));
-  PHI_ASSERT_CUDART(cudaDeviceSynchronize());
-  std::vector<float> want(tokens.size() * dim);
-  embedding_forward_cpu(tokens.data(), table.data(), want.data(),
-                        static_cast<int>(tokens.size()), vocab, dim);
-  EXPECT_EQ(dx.Download(), want);  // a pure copy: exact
-}
-
-// A rank's vocabulary slice (tensor parallelism): ids of other slices write zeros.
-TEST(EmbeddingGpu, VocabSliceGathersOnlyItsRows) {
-  PHI_REQUIRE_GPU();
-  const int vocab = 33, dim = 70, begin = 33;  // rank 1 of a 99-id vocabulary split by 3
-  const std::vector<float> table = RandomBf16Values(static_cast<size_t>(vocab) * dim, 22);
-  const std::vector<int32_t> tokens = {32, 33, 65, 66, 40, 0, 98};
+// The GPU embedding of `tokens` from a random table of `vocab` rows (ids vocab_begin ..
+// vocab_begin + vocab - 1) equals the CPU twin exactly: it is a pure copy.
+void CheckEmbedding(int vocab, int dim, int vocab_begin, const std::vector<int32_t>& tokens, uint32_t seed) {
+  const std::vector<float> table = RandomBf16Values(static_cast<size_t>(vocab) * dim, seed);
   DeviceBuffer<bf16> dt(table.size());
   DeviceBuffer<int32_t> dtok(tokens.size());
   DeviceBuffer<float> dx(tokens.size() * dim);
@@ -85,12 +63,24 @@ TEST(EmbeddingGpu, VocabSliceGathersOnlyItsRows) {
   dx.Poison();
   PHI_ASSERT_CUDA_OK(embedding_forward(dtok.get(), dt.get(), dx.get(),
                                        static_cast<int>(tokens.size()), vocab, dim, nullptr,
-                                       begin));
+                                       vocab_begin));
   PHI_ASSERT_CUDART(cudaDeviceSynchronize());
   std::vector<float> want(tokens.size() * dim);
   embedding_forward_cpu(tokens.data(), table.data(), want.data(),
-                        static_cast<int>(tokens.size()), vocab, dim, begin);
+                        static_cast<int>(tokens.size()), vocab, dim, vocab_begin);
   EXPECT_EQ(dx.Download(), want);
+}
+
+TEST(EmbeddingGpu, GathersRowsAndZeroesBadIds) {
+  PHI_REQUIRE_GPU();
+  CheckEmbedding(/*vocab=*/97, /*dim=*/130, /*vocab_begin=*/0, {5, 0, 96, 5, -1, 97, 42}, 21);
+}
+
+// A rank's vocabulary slice (tensor parallelism): ids of other slices write zeros.
+TEST(EmbeddingGpu, VocabSliceGathersOnlyItsRows) {
+  PHI_REQUIRE_GPU();
+  // Rank 1 of a 99-id vocabulary split by 3.
+  CheckEmbedding(/*vocab=*/33, /*dim=*/70, /*vocab_begin=*/33, {32, 33, 65, 66, 40, 0, 98}, 22);
 }
 
 struct RotaryCase { int tokens, heads, head_dim, rotary_dim, block_size; };

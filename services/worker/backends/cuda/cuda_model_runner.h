@@ -1,6 +1,10 @@
 // The CUDA ModelRunner: a Phi checkpoint loaded into BF16 on one GPU (PhiCudaModel), the KV
-// cache sized from the GPU memory left after the weights, and sampling on the GPU for callers
-// that use StepSample instead of the logits interface.
+// cache sized from the GPU memory left after the weights. Step honours
+// SequenceStep::num_candidates: such a row is reduced on the GPU to its top candidates and
+// log-sum-exp (top_candidates_forward), and only that record leaves the device, unless the
+// candidates do not cover what the sampler could keep (CandidatesCover: ties at the cut),
+// when the whole row is copied instead. StepSample (sampling on the GPU, SamplingParams) is
+// the older interface the engine does not call.
 //
 // Usage:
 //   PHI_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(model_dir, {}));
@@ -50,6 +54,14 @@ struct CudaRunnerOptions {
   CommFactory make_comm;
 };
 
+// Where Step's logits rows went, for tests and benchmarks (running totals).
+struct CudaLogitsStats {
+  uint64_t candidate_rows = 0;  // rows returned as StepLogits::candidates
+  uint64_t fallback_rows = 0;   // candidate rows not covered by their candidates, copied whole
+  uint64_t full_rows = 0;       // rows copied whole (fallbacks included)
+  uint64_t bytes_to_host = 0;   // device-to-host bytes of logits rows and candidate records
+};
+
 class CudaModelRunner final : public ModelRunner {
  public:
   // `<model_dir>`: config.json, generation_config.json, safetensors, tokenizer.json's size.
@@ -78,6 +90,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status StepSample(const StepBatch& batch, std::span<const SamplingParams> params,
                           PhiStepOutput* out);
 
+  const CudaLogitsStats& logits_stats() const { return logits_stats_; }
+
   PhiCudaModel& model() { return *model_; }
   // generation_config.json (eos ids for the engine).
   const model::GenerationConfig& generation() const { return generation_; }
@@ -94,6 +108,7 @@ class CudaModelRunner final : public ModelRunner {
 
   CudaRunnerOptions options_;
   ModelShape shape_;
+  CudaLogitsStats logits_stats_;
   model::GenerationConfig generation_;
   // Destroyed in reverse: the adapter, then the communicator, then the model and its stream.
   std::unique_ptr<PhiCudaModel> model_;

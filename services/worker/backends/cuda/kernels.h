@@ -145,6 +145,37 @@ struct SampleArgs {
 // depend on what else is in the batch. Greedy ties go to the lowest id.
 CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream);
 
+// Top candidates of logits rows for the engine's sampler (SequenceStep::num_candidates), so a
+// sampled row leaves the GPU as 16 + 8 C bytes instead of 4 x vocab. Row r of the output
+// describes logits row rows[r] restricted to its first w = clamp(vocab_limit - id0, 0, width)
+// columns (ids id0 + j; ids >= vocab_limit are never sampled): the top k = min(counts[r], w)
+// by value descending, ties by lower id first (the engine's SelectCandidates order, with
+// -0.0 == +0.0), and, where want_lse[r] != 0, log(sum(exp(v))) over those w values in double
+// (-inf otherwise, and for w == 0). Record r sits at out + r * top_candidates_record_bytes(
+// max_count), in parallel/vocab_gather's candidate-record layout: f64 log_sum_exp,
+// u32 truncated (w > k), u32 valid (k), then max_count (f32 value, i32 id) pairs, (0, -1)
+// past k. One block per row: three 11/11/10-bit radix passes find the k-th key (the first
+// also takes the max, the second the sum of exps), a fourth collects the k winners, taking
+// the lowest ids among those equal to the k-th.
+inline constexpr int kMaxTopCandidates = 64;
+inline constexpr size_t top_candidates_record_bytes(int max_count) {
+  return 16 + 8 * static_cast<size_t>(max_count);
+}
+struct TopCandidatesArgs {
+  const float* logits = nullptr;   // rows of `ld` floats
+  int64_t ld = 0;                  // row stride (floats), >= width
+  int width = 0;                   // columns of a row this rank holds
+  int id0 = 0;                     // id of column 0 (a vocabulary slice's first id)
+  int vocab_limit = 0;             // ids >= vocab_limit are left out
+  const int32_t* rows = nullptr;   // [num_rows] logits row of output record r
+  const int32_t* counts = nullptr; // [num_rows] candidates wanted, 1 .. max_count
+  const int32_t* want_lse = nullptr;  // [num_rows] non-zero: compute the log-sum-exp
+  int num_rows = 0;
+  int max_count = 0;               // entries per record, 1 .. kMaxTopCandidates
+  void* out = nullptr;             // [num_rows] records
+};
+CudaStatus top_candidates_forward(const TopCandidatesArgs& args, cudaStream_t stream);
+
 // Fills `n` BF16 values with a deterministic pseudo-random uniform(-scale, scale) (benchmarks
 // and tests: random weights generated on the device, no file needed).
 CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,

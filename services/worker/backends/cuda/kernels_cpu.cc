@@ -256,6 +256,41 @@ void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limi
   }
 }
 
+void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int id0, int vocab_limit,
+                                const int32_t* rows, const int32_t* counts, const int32_t* want_lse,
+                                int num_rows, int max_count, void* out) {
+  const size_t record = top_candidates_record_bytes(max_count);
+  for (int r = 0; r < num_rows; ++r) {
+    const float* l = logits + static_cast<int64_t>(rows[r]) * ld;
+    const int w = std::clamp(vocab_limit - id0, 0, width);
+    const int k = std::min(counts[r], w);
+    double lse = -std::numeric_limits<double>::infinity();
+    if (want_lse[r] != 0 && w > 0) {
+      float max = -std::numeric_limits<float>::infinity();
+      for (int i = 0; i < w; ++i) max = std::max(max, l[i]);
+      double sum = 0.0;
+      for (int i = 0; i < w; ++i) sum += std::exp(static_cast<double>(l[i]) - max);
+      lse = max + std::log(sum);
+    }
+    std::vector<int32_t> ids(w);
+    for (int i = 0; i < w; ++i) ids[i] = i;
+    // Value descending, lower id first on ties (-0.0 == +0.0 as float comparison says).
+    std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
+                      [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
+    char* p = static_cast<char*>(out) + r * record;
+    const uint32_t truncated = w > k ? 1 : 0, valid = static_cast<uint32_t>(k);
+    std::memcpy(p, &lse, 8);
+    std::memcpy(p + 8, &truncated, 4);
+    std::memcpy(p + 12, &valid, 4);
+    for (int j = 0; j < max_count; ++j) {
+      const float v = j < k ? l[ids[j]] : 0.0f;
+      const int32_t id = j < k ? id0 + ids[j] : -1;
+      std::memcpy(p + 16 + 8 * j, &v, 4);
+      std::memcpy(p + 20 + 8 * j, &id, 4);
+    }
+  }
+}
+
 void gemm_bias_cpu(const float* a, const float* w, const float* bias, float* d, float beta,
                    int m, int n, int k) {
   for (int i = 0; i < m; ++i) {

@@ -50,6 +50,12 @@ void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limi
                         const SamplingParams* params, int32_t* out_token, float* out_logprob,
                         int32_t* out_top_ids, float* out_top_logprobs, int max_top_n);
 
+// The candidate records of top_candidates_forward on host arrays (same arguments, host
+// pointers). The log-sum-exp sums exp(double(v) - max) in id order like the engine's sampler.
+void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int id0, int vocab_limit,
+                                const int32_t* rows, const int32_t* counts, const int32_t* want_lse,
+                                int num_rows, int max_count, void* out);
+
 // D[M,N] = A[M,K] * W[N,K]^T + bias[N] + beta * D (row-major; bias may be null).
 void gemm_bias_cpu(const float* a, const float* w, const float* bias, float* d, float beta,
                    int m, int n, int k);

@@ -41,7 +41,7 @@ struct PhiCudaModel::Layout {
   int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0;
   size_t tokens = 0, positions = 0, slots = 0, q_offset = 0, start_pos = 0, num_new = 0,
          context_lens = 0, tile_seq = 0, tile_first = 0, row_index = 0, sample_rows = 0,
-         params = 0, block_tables = 0, end = 0;
+         cand_rows = 0, cand_counts = 0, cand_lse = 0, params = 0, block_tables = 0, end = 0;
 
   static Layout Make(int n_tok, int n_seq, int n_tiles, int n_rows, int max_blocks) {
     Layout l;
@@ -68,6 +68,9 @@ struct PhiCudaModel::Layout {
     l.tile_first = take(4 * n_tiles);
     l.row_index = take(4 * n_rows);
     l.sample_rows = take(4 * n_seq);
+    l.cand_rows = take(4 * n_seq);
+    l.cand_counts = take(4 * n_seq);
+    l.cand_lse = take(4 * n_seq);
     l.block_tables = take(4 * static_cast<size_t>(n_seq) * max_blocks);
     l.end = o;
     return l;
@@ -166,6 +169,10 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&attn_counters_, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
   PHI_CUDA_CHECK(cudaMemset(attn_counters_, 0, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
 
+  const size_t cand_bytes = options_.max_seqs * top_candidates_record_bytes(kMaxTopCandidates);
+  PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
+  PHI_CUDA_CHECK(cudaMalloc(&cand_dev_, cand_bytes));
+
   sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
   PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
   PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
@@ -189,12 +196,13 @@ PhiCudaModel::~PhiCudaModel() {
                   static_cast<void*>(mid_), static_cast<void*>(hf_),
                   static_cast<void*>(logits_), static_cast<void*>(logits_local_),
                   static_cast<void*>(logits_gather_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
-                  static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_),
+                  static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_), static_cast<void*>(cand_dev_),
                   static_cast<void*>(kv_arena_), weight_arena_}) {
     if (p) cudaFree(p);
   }
   if (meta_host_) cudaFreeHost(meta_host_);
   if (sample_host_) cudaFreeHost(sample_host_);
+  if (cand_host_) cudaFreeHost(cand_host_);
   gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -433,6 +441,12 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
                                    std::to_string(c.vocab_size) + ")");
       }
     }
+    if (s.num_candidates < 0 || s.num_candidates > kMaxTopCandidates ||
+        (s.num_candidates > 0 && (s.all_logits || sample))) {
+      return CudaStatus::Invalid(who + "num_candidates " + std::to_string(s.num_candidates) +
+                                 " (want 0, or 1.." + std::to_string(kMaxTopCandidates) +
+                                 " without all_logits or GPU sampling)");
+    }
     n_tok += n;
     n_rows += s.all_logits ? n : 1;
     decode = decode && n == 1 && !s.all_logits;
@@ -462,6 +476,10 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   int32_t* block_tables = host32(L.block_tables);
   out->first_row.assign(n_seq_real, 0);
   out->num_rows.assign(n_seq_real, 0);
+  out->candidate_record.assign(n_seq_real, -1);
+  out->candidate_records.clear();
+  out->candidate_stride = 0;
+  int n_cand = 0;
   int tok = 0, row = 0, max_ctx = 1;
   for (int i = 0; i < n_seq; ++i) {
     const bool real = i < n_seq_real;
@@ -491,6 +509,13 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     if (real) {
       out->first_row[i] = row;
       out->num_rows[i] = rows;
+      if (seqs[i].num_candidates > 0) {
+        host32(L.cand_rows)[n_cand] = row + rows - 1;
+        host32(L.cand_counts)[n_cand] = seqs[i].num_candidates;
+        host32(L.cand_lse)[n_cand] = seqs[i].candidate_lse ? 1 : 0;
+        out->candidate_stride = std::max(out->candidate_stride, seqs[i].num_candidates);
+        out->candidate_record[i] = n_cand++;
+      }
     }
     tok += n;
     row += rows;
@@ -527,6 +552,24 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   } else {
     PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample));
   }
+  // Candidates from the finished logits, outside any decode graph (their count varies by step).
+  const size_t cand_bytes = n_cand * top_candidates_record_bytes(out->candidate_stride);
+  if (n_cand > 0) {
+    TopCandidatesArgs ta;
+    ta.logits = logits_;
+    ta.ld = c.vocab_size;
+    ta.width = c.vocab_size;
+    ta.id0 = 0;
+    ta.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+    ta.rows = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_rows);
+    ta.counts = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_counts);
+    ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);
+    ta.num_rows = n_cand;
+    ta.max_count = out->candidate_stride;
+    ta.out = cand_dev_;
+    PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
+    PHI_CUDA_CHECK(cudaMemcpyAsync(cand_host_, cand_dev_, cand_bytes, cudaMemcpyDeviceToHost, stream_));
+  }
   bool want_top = false;
   for (const PhiSeqInput& s : seqs) want_top = want_top || s.sampling.num_top_logprobs > 0;
   want_top = want_top && options_.max_top_n > 0;
@@ -539,6 +582,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   // leave an all-reduce waiting on the GPU forever).
   if (collectives_ != nullptr) PHI_CUDA_RETURN_IF_ERROR(collectives_->Synchronize(stream_));
   PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
+  if (n_cand > 0) out->candidate_records.assign(cand_host_, cand_host_ + cand_bytes);
   if (sample) {
     const int ns = n_seq, tn = options_.max_top_n;
     const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);

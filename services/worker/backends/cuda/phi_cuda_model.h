@@ -113,6 +113,11 @@ struct PhiSeqInput {
   std::span<const int32_t> block_table;
   bool all_logits = false;
   SamplingParams sampling;
+  // 1 .. kMaxTopCandidates (never with all_logits or sampling on the GPU): also select this
+  // row's top num_candidates on the GPU (top_candidates_forward), with the log-sum-exp when
+  // candidate_lse, so that only the record needs to leave the device. 0: no record.
+  int num_candidates = 0;
+  bool candidate_lse = false;
 };
 
 struct PhiStepOutput {
@@ -123,6 +128,11 @@ struct PhiStepOutput {
   std::vector<float> logprobs;
   std::vector<int32_t> top_ids;        // [seqs, max_top_n], empty when no sequence asked
   std::vector<float> top_logprobs;
+  // With num_candidates asked for: candidate_record[i] is sequence i's record index (-1: none)
+  // in candidate_records, records of top_candidates_record_bytes(candidate_stride) bytes.
+  std::vector<int32_t> candidate_record;
+  std::vector<char> candidate_records;
+  int candidate_stride = 0;
 };
 
 class PhiCudaModel {
@@ -167,7 +177,8 @@ class PhiCudaModel {
 
   // Runs one step. Logits of every produced row stay on the device (CopyLogits reads them);
   // with `sample`, each sequence's last row is sampled on the GPU and only ids and logprobs
-  // come back. Refuses (kInvalidArgument) bad ids, positions past max_positions, short block
+  // come back; without, sequences with num_candidates get their top-candidate records in
+  // `out` (one device-to-host copy of the records). Refuses (kInvalidArgument) bad ids, positions past max_positions, short block
   // tables and batches over the options' capacities.
   CudaStatus Forward(std::span<const PhiSeqInput> seqs, bool sample, PhiStepOutput* out);
   CudaStatus CopyLogits(int first_row, int num_rows, float* host) const;
@@ -208,6 +219,10 @@ class PhiCudaModel {
   char* meta_host_ = nullptr;
   char* meta_dev_ = nullptr;
   size_t meta_bytes_ = 0;
+  // Top-candidate records (device) and their pinned host mirror: max_seqs records of
+  // kMaxTopCandidates entries.
+  char* cand_dev_ = nullptr;
+  char* cand_host_ = nullptr;
   // Sampling outputs (device) and their pinned host mirror.
   char* sample_dev_ = nullptr;
   char* sample_host_ = nullptr;

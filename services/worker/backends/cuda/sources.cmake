@@ -9,6 +9,7 @@ set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cu
+  ${CMAKE_CURRENT_LIST_DIR}/top_candidates.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu
   ${CMAKE_CURRENT_LIST_DIR}/cublaslt_loader.cc
   ${CMAKE_CURRENT_LIST_DIR}/gemm_lt.cc

@@ -9,20 +9,14 @@
 #include <gtest/gtest.h>
 
 #include "services/worker/engine/sampler.h"
+#include "tests/unit/worker/engine/sampler_candidate_cases.h"
 
 namespace phi::worker {
 namespace {
 
 constexpr int32_t kMaxCandidates = 64;
 
-std::vector<float> RandomRow(int n, uint64_t seed, bool ties) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, 3.0f);
-  std::vector<float> l(n);
-  // Ties: values on a coarse grid, so that many ids share the top and the cut values.
-  for (auto& v : l) v = ties ? std::round(d(rng) * 2.0f) / 2.0f : d(rng);
-  return l;
-}
+using candidate_cases::RandomRow;
 
 // Splits the row into `world` equal slices as a vocabulary-split lm_head does.
 LogitCandidates Candidates(const std::vector<float>& row, int world, int32_t vocab_limit, int32_t count) {
@@ -35,46 +29,8 @@ LogitCandidates Candidates(const std::vector<float>& row, int world, int32_t voc
   return MergeCandidates(shards, count);
 }
 
-struct Case {
-  SamplingOptions options;
-  bool logprobs = false;
-  int32_t top_n = 0;
-};
-
-std::vector<Case> Cases(uint64_t seed) {
-  std::vector<Case> cases;
-  Case greedy;
-  cases.push_back(greedy);
-  greedy.logprobs = true;
-  greedy.top_n = 5;
-  cases.push_back(greedy);
-  for (int32_t k : {1, 2, 5, 40, 63}) {
-    Case c;
-    c.options.temperature = k == 5 ? 1.3f : 0.7f;
-    c.options.top_k = k;
-    c.options.seed = seed;
-    cases.push_back(c);
-    Case p = c;
-    p.options.top_p = 0.9f;
-    cases.push_back(p);
-    Case m = c;
-    m.options.min_p = 0.05f;
-    m.logprobs = true;
-    m.top_n = 3;
-    cases.push_back(m);
-    Case all = p;
-    all.options.min_p = 0.1f;
-    all.logprobs = true;
-    all.top_n = 20;
-    cases.push_back(all);
-  }
-  Case min_p_only;
-  min_p_only.options.temperature = 0.5f;
-  min_p_only.options.min_p = 0.2f;
-  min_p_only.options.seed = seed;
-  cases.push_back(min_p_only);
-  return cases;
-}
+using candidate_cases::Case;
+using candidate_cases::Cases;
 
 TEST(SamplerCandidatesTest, MatchesSampleTokenOnWholeRows) {
   int compared = 0, not_covered = 0, not_covered_untied = 0;

@@ -1,0 +1,21 @@
+// Reading top_candidates_forward's records (kernels.h) as the engine's candidate types, so the
+// CUDA runner hands the engine exactly what the CPU path (SelectCandidates + MergeCandidates)
+// would: the same ids, values, exact count, bound and log-sum-exp.
+#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_CANDIDATE_RECORD_H_
+#define PHI_SERVICES_WORKER_BACKENDS_CUDA_CANDIDATE_RECORD_H_
+
+#include "services/worker/engine/sampler.h"
+
+namespace phi::worker::cuda {
+
+// One record (top_candidates_record_bytes(max_count) bytes) as a CandidateShard; false when it
+// claims more than max_count entries or an id below 0.
+bool CandidateShardFromRecord(const void* record, int max_count, CandidateShard* shard);
+
+// The whole row's candidates from the record of one rank that holds the whole vocabulary:
+// MergeCandidates over that one shard, `count` being what the record was selected with.
+bool CandidatesFromRecord(const void* record, int max_count, int count, LogitCandidates* out);
+
+}  // namespace phi::worker::cuda
+
+#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_CANDIDATE_RECORD_H_

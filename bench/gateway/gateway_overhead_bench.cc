@@ -4,10 +4,12 @@
 // numbers of concurrent streams. Prints a Markdown table.
 //
 //   gateway_overhead_bench --gateway 127.0.0.1:50051 --worker 127.0.0.1:50053
-//       --tokenizer 127.0.0.1:50052 [--streams 1,64] [--requests 8] [--tokens 64]
+//       --tokenizer 127.0.0.1:50052 [--streams 1,64] [--requests 8] [--tokens 64] [--rounds 3]
 #include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
+#include <functional>
 #include <cstdio>
 #include <mutex>
 #include <string>
@@ -48,78 +50,103 @@ grpc::ChannelArguments Args() {
   return a;
 }
 
-Sample ViaGateway(phi::v1::ChatService::Stub* stub, const std::string& prompt, int tokens) {
-  phi::v1::CompleteRequest req;
-  req.set_prompt(prompt);
-  req.mutable_stopping()->set_max_new_tokens(tokens);
-  req.mutable_stopping()->set_ignore_eos(true);
-  grpc::ClientContext ctx;
-  Sample s;
-  auto t0 = Clock::now();
-  Clock::time_point first, last;
-  auto reader = stub->CompleteStream(&ctx, req);
-  phi::v1::CompleteStreamResponse m;
-  bool got = false;
-  while (reader->Read(&m)) {
-    if (!m.text_delta().empty()) {
-      last = Clock::now();
-      if (!got) first = last;
-      got = true;
-    }
-    if (m.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) s.tokens = m.usage().completion_tokens();
-  }
-  s.ok = reader->Finish().ok() && got;
-  s.ttft = Seconds(first - t0);
-  s.per_token = s.tokens > 1 ? Seconds(last - first) / (s.tokens - 1) : 0;
-  return s;
-}
-
-Sample ViaWorker(phi::v1::WorkerService::Stub* stub, const std::vector<int32_t>& ids, int tokens) {
-  phi::v1::GenerateRequest req;
-  req.mutable_prompt_ids()->Add(ids.begin(), ids.end());
-  req.mutable_stopping()->set_max_new_tokens(tokens);
-  req.mutable_stopping()->set_ignore_eos(true);
-  grpc::ClientContext ctx;
-  Sample s;
-  auto t0 = Clock::now();
-  Clock::time_point first, last;
-  auto reader = stub->Generate(&ctx, req);
-  phi::v1::GenerateResponse m;
-  while (reader->Read(&m)) {
-    if (m.token_ids_size() > 0) {
-      last = Clock::now();
-      if (s.tokens == 0) first = last;
-      s.tokens += m.token_ids_size();
-    }
-  }
-  s.ok = reader->Finish().ok() && s.tokens > 0;
-  s.ttft = Seconds(first - t0);
-  s.per_token = s.tokens > 1 ? Seconds(last - first) / (s.tokens - 1) : 0;
-  return s;
-}
-
 struct Row {
   double ttft50, ttft99, tok50, tok99, tps;
   int failed;
 };
 
-template <typename Fn>
-Row Run(int streams, int requests, Fn one) {
-  std::vector<Sample> samples;
-  std::mutex mu;
-  auto t0 = Clock::now();
-  std::vector<std::thread> threads;
-  for (int t = 0; t < streams; ++t) {
-    threads.emplace_back([&] {
-      for (int r = 0; r < requests; ++r) {
-        Sample s = one();
-        std::lock_guard<std::mutex> l(mu);
-        samples.push_back(s);
-      }
-    });
+Row Summarize(const std::vector<Sample>& samples, double wall);
+
+// Runs `requests` requests one after another on each of `streams` concurrent streams. Every
+// request is a callback-API reactor (no client thread waits on a stream), so the client's own
+// cost per message is small and the same on both paths: with one sync thread per stream, the
+// client woke a thread per token and became the bottleneck at 64 streams.
+template <typename Resp>
+class Streams {
+ public:
+  // Starts one request on `reactor` (binds the call and its context).
+  using StartFn = std::function<void(grpc::ClientContext*, grpc::ClientReadReactor<Resp>*)>;
+  // Tokens a message carries (0: none); sets *total when the message gives the request's total.
+  using TokensFn = std::function<int(const Resp&, int* total)>;
+
+  Streams(StartFn start, TokensFn tokens) : start_(std::move(start)), tokens_(std::move(tokens)) {}
+
+  Row Run(int streams, int requests) {
+    if (requests < 1) return {};
+    samples_.clear();
+    left_ = streams;
+    const auto t0 = Clock::now();
+    for (int i = 0; i < streams; ++i) (new Request(this, requests - 1))->Start();
+    {
+      std::unique_lock<std::mutex> l(mu_);
+      cv_.wait(l, [&] { return left_ == 0; });
+    }
+    return Summarize(samples_, Seconds(Clock::now() - t0));
   }
-  for (auto& t : threads) t.join();
-  double wall = Seconds(Clock::now() - t0);
+
+ private:
+  class Request : public grpc::ClientReadReactor<Resp> {
+   public:
+    Request(Streams* owner, int then) : owner_(owner), then_(then) {}
+    void Start() {
+      t0_ = Clock::now();
+      owner_->start_(&ctx_, this);
+      this->StartRead(&resp_);
+      this->StartCall();
+    }
+    void OnReadDone(bool ok) override {
+      if (!ok) return;
+      int total = -1;
+      const int n = owner_->tokens_(resp_, &total);
+      if (n > 0) {
+        last_ = Clock::now();
+        if (counted_ == 0) first_ = last_;
+        counted_ += n;
+      }
+      if (total >= 0) total_ = total;
+      this->StartRead(&resp_);
+    }
+    void OnDone(const grpc::Status& status) override {
+      Sample s;
+      s.tokens = total_ >= 0 ? total_ : counted_;
+      s.ok = status.ok() && counted_ > 0;
+      s.ttft = Seconds(first_ - t0_);
+      s.per_token = s.tokens > 1 ? Seconds(last_ - first_) / (s.tokens - 1) : 0;
+      owner_->Finished(s, then_);
+      delete this;
+    }
+
+   private:
+    Streams* owner_;
+    int then_;  // requests still to run on this stream after this one
+    grpc::ClientContext ctx_;
+    Resp resp_;
+    Clock::time_point t0_, first_, last_;
+    int counted_ = 0, total_ = -1;
+  };
+
+  void Finished(const Sample& s, int then) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      samples_.push_back(s);
+    }
+    if (then > 0) {
+      (new Request(this, then - 1))->Start();
+      return;
+    }
+    std::lock_guard<std::mutex> l(mu_);
+    if (--left_ == 0) cv_.notify_all();
+  }
+
+  StartFn start_;
+  TokensFn tokens_;
+  std::mutex mu_;
+  std::condition_variable cv_;
+  std::vector<Sample> samples_;
+  int left_ = 0;
+};
+
+Row Summarize(const std::vector<Sample>& samples, double wall) {
   std::vector<double> ttft, tok;
   int64_t total = 0;
   int failed = 0;
@@ -136,6 +163,29 @@ Row Run(int streams, int requests, Fn one) {
           failed};
 }
 
+// The median of each column over rounds (rounds alternate worker and gateway, so a slow
+// moment of a shared machine lands on both paths alike).
+Row Median(const std::vector<Row>& rows) {
+  auto med = [&](double Row::*f) {
+    std::vector<double> v;
+    for (const Row& r : rows) v.push_back(r.*f);
+    return Percentile(v, 0.5);
+  };
+  int failed = 0;
+  for (const Row& r : rows) failed += r.failed;
+  return {med(&Row::ttft50), med(&Row::ttft99), med(&Row::tok50), med(&Row::tok99), med(&Row::tps), failed};
+}
+
+// A one-request sync check that the stack answers (start-up).
+bool GatewayAnswers(phi::v1::ChatService::Stub* stub, const std::string& prompt) {
+  phi::v1::CompleteRequest req;
+  req.set_prompt(prompt);
+  req.mutable_stopping()->set_max_new_tokens(2);
+  grpc::ClientContext ctx;
+  phi::v1::CompleteResponse resp;
+  return stub->Complete(&ctx, req, &resp).ok();
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -144,7 +194,7 @@ int main(int argc, char** argv) {
   std::string prompt =
       "Write a short story about a robot who learns to paint, in the style of a fairy tale, "
       "with a happy ending and a moral at the end.";
-  int64_t requests = 8, tokens = 64, warmup = 2;
+  int64_t requests = 8, tokens = 64, warmup = 2, rounds = 3;
   double wait_seconds = 0;
   phi::common::FlagSet flags("gateway_overhead_bench", "TTFT and per-token latency: gateway vs worker.");
   flags.AddString("gateway", "", &gateway, "phi-gateway gRPC address");
@@ -155,6 +205,7 @@ int main(int argc, char** argv) {
   flags.AddInt("requests", "", &requests, 1, 100000, "requests per stream");
   flags.AddInt("tokens", "", &tokens, 2, 4096, "tokens generated per request (ignore_eos)");
   flags.AddInt("warmup", "", &warmup, 0, 1000, "warm-up requests per target");
+  flags.AddInt("rounds", "", &rounds, 1, 1000, "rounds per stream count (each runs the worker, then the gateway)");
   flags.AddDouble("wait-seconds", "", &wait_seconds, 0, 3600, "retry until the stack answers, up to this long");
   phi::common::ParseFlagsOrExit(flags, argc, argv);
 
@@ -169,8 +220,8 @@ int main(int argc, char** argv) {
   while (true) {
     grpc::ClientContext ectx;
     grpc::Status s = tk->Encode(&ectx, er, &eresp);
-    // The stack is up once the gateway can answer a one-token request too.
-    if (s.ok() && ViaGateway(gw.get(), prompt, 2).ok) break;
+    // The stack is up once the gateway can answer a short request too.
+    if (s.ok() && GatewayAnswers(gw.get(), prompt)) break;
     if (Clock::now() > give_up) {
       std::fprintf(stderr, "tokenizer %s / gateway %s not answering: %s\n", tokenizer.c_str(), gateway.c_str(),
                    s.error_message().c_str());
@@ -178,13 +229,37 @@ int main(int argc, char** argv) {
     }
     std::this_thread::sleep_for(std::chrono::milliseconds(200));
   }
-  std::vector<int32_t> ids(eresp.encodings(0).ids().begin(), eresp.encodings(0).ids().end());
-  for (int i = 0; i < warmup; ++i) {
-    ViaWorker(wk.get(), ids, static_cast<int>(tokens));
-    ViaGateway(gw.get(), prompt, static_cast<int>(tokens));
-  }
-  std::printf("prompt %zu tokens, %lld generated per request, %lld requests per stream\n\n", ids.size(),
-              static_cast<long long>(tokens), static_cast<long long>(requests));
+
+  phi::v1::GenerateRequest wreq;
+  wreq.mutable_prompt_ids()->CopyFrom(eresp.encodings(0).ids());
+  wreq.mutable_stopping()->set_max_new_tokens(static_cast<int32_t>(tokens));
+  wreq.mutable_stopping()->set_ignore_eos(true);
+  Streams<phi::v1::GenerateResponse> via_worker(
+      [&](grpc::ClientContext* ctx, grpc::ClientReadReactor<phi::v1::GenerateResponse>* r) {
+        wk->async()->Generate(ctx, &wreq, r);
+      },
+      [](const phi::v1::GenerateResponse& m, int*) { return m.token_ids_size(); });
+  phi::v1::CompleteRequest greq;
+  greq.set_prompt(prompt);
+  greq.mutable_stopping()->set_max_new_tokens(static_cast<int32_t>(tokens));
+  greq.mutable_stopping()->set_ignore_eos(true);
+  Streams<phi::v1::CompleteStreamResponse> via_gateway(
+      [&](grpc::ClientContext* ctx, grpc::ClientReadReactor<phi::v1::CompleteStreamResponse>* r) {
+        gw->async()->CompleteStream(ctx, &greq, r);
+      },
+      // Text messages count as one token each until the last message gives the total (the
+      // gateway may merge tokens that arrive while it writes).
+      [](const phi::v1::CompleteStreamResponse& m, int* total) {
+        if (m.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) *total = m.usage().completion_tokens();
+        return m.text_delta().empty() ? 0 : 1;
+      });
+  via_worker.Run(1, static_cast<int>(warmup));
+  via_gateway.Run(1, static_cast<int>(warmup));
+
+  std::printf("prompt %d tokens, %lld generated per request, %lld requests per stream, median of %lld rounds "
+              "(worker and gateway alternate)\n\n",
+              eresp.encodings(0).ids_size(), static_cast<long long>(tokens), static_cast<long long>(requests),
+              static_cast<long long>(rounds));
   std::printf("| streams | path | TTFT p50 ms | TTFT p99 ms | per-token p50 ms | per-token p99 ms | tokens/s | failed |\n");
   std::printf("|---:|---|---:|---:|---:|---:|---:|---:|\n");
   for (absl::string_view sv : absl::StrSplit(streams_list, ',', absl::SkipEmpty())) {
@@ -193,8 +268,12 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "--streams: '%s' is not a positive integer\n", std::string(sv).c_str());
       return 2;
     }
-    Row w = Run(streams, static_cast<int>(requests), [&] { return ViaWorker(wk.get(), ids, static_cast<int>(tokens)); });
-    Row g = Run(streams, static_cast<int>(requests), [&] { return ViaGateway(gw.get(), prompt, static_cast<int>(tokens)); });
+    std::vector<Row> ws, gs;
+    for (int64_t r = 0; r < rounds; ++r) {
+      ws.push_back(via_worker.Run(streams, static_cast<int>(requests)));
+      gs.push_back(via_gateway.Run(streams, static_cast<int>(requests)));
+    }
+    const Row w = Median(ws), g = Median(gs);
     for (auto [name, r] : {std::pair<const char*, Row>{"worker", w}, {"gateway", g}}) {
       std::printf("| %d | %s | %.2f | %.2f | %.3f | %.3f | %.0f | %d |\n", streams, name, r.ttft50 * 1e3,
                   r.ttft99 * 1e3, r.tok50 * 1e3, r.tok99 * 1e3, r.tps, r.failed);

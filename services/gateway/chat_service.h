@@ -1,10 +1,9 @@
-// phi.v1.ChatService over gRPC (sync API): auth, ChatML, and the Generator.
+// phi.v1.ChatService over gRPC: auth, ChatML, and the Generator.
 #ifndef PHI_SERVICES_GATEWAY_CHAT_SERVICE_H_
 #define PHI_SERVICES_GATEWAY_CHAT_SERVICE_H_
 
 #include "phi/v1/gateway.grpc.pb.h"
 #include "services/gateway/auth.h"
-#include "services/gateway/cancel_watcher.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generator.h"
 
@@ -14,31 +13,39 @@ namespace phi::gateway {
 absl::StatusOr<GenerateParams> ParamsFromChat(const phi::v1::ChatRequest& req, const ChatmlOptions& chatml);
 absl::StatusOr<GenerateParams> ParamsFromComplete(const phi::v1::CompleteRequest& req);
 
-class ChatServiceImpl final : public phi::v1::ChatService::Service {
+// The callback API: a generation runs as a chain of gRPC callbacks from the worker's stream to
+// the client's (generation.h), with no thread per call; a client that goes away cancels the
+// worker stream through OnCancel.
+class ChatServiceImpl final : public phi::v1::ChatService::CallbackService {
  public:
   ChatServiceImpl(Generator* generator, Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml)
       : generator_(generator), auth_(auth), metrics_(metrics), chatml_(std::move(chatml)) {}
 
-  grpc::Status Chat(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req, phi::v1::ChatResponse* resp) override;
-  grpc::Status ChatStream(grpc::ServerContext* ctx, const phi::v1::ChatRequest* req,
-                          grpc::ServerWriter<phi::v1::ChatStreamResponse>* writer) override;
-  grpc::Status Complete(grpc::ServerContext* ctx, const phi::v1::CompleteRequest* req,
-                        phi::v1::CompleteResponse* resp) override;
-  grpc::Status CompleteStream(grpc::ServerContext* ctx, const phi::v1::CompleteRequest* req,
-                              grpc::ServerWriter<phi::v1::CompleteStreamResponse>* writer) override;
-  grpc::Status ListModels(grpc::ServerContext* ctx, const phi::v1::ListModelsRequest* req,
-                          phi::v1::ListModelsResponse* resp) override;
+  grpc::ServerUnaryReactor* Chat(grpc::CallbackServerContext* ctx, const phi::v1::ChatRequest* req,
+                                 phi::v1::ChatResponse* resp) override;
+  grpc::ServerWriteReactor<phi::v1::ChatStreamResponse>* ChatStream(grpc::CallbackServerContext* ctx,
+                                                                     const phi::v1::ChatRequest* req) override;
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const phi::v1::CompleteRequest* req,
+                                     phi::v1::CompleteResponse* resp) override;
+  grpc::ServerWriteReactor<phi::v1::CompleteStreamResponse>* CompleteStream(
+      grpc::CallbackServerContext* ctx, const phi::v1::CompleteRequest* req) override;
+  grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const phi::v1::ListModelsRequest* req,
+                                       phi::v1::ListModelsResponse* resp) override;
+
+  // What a call needs from the service (the calls live in chat_service.cc).
+  struct Deps {
+    Generator* generator;
+    Auth* auth;
+    GatewayMetrics* metrics;
+  };
 
  private:
-  // Auth, watcher, Generator::Run, metrics; `route` labels the metrics.
-  absl::Status Serve(grpc::ServerContext* ctx, const std::string& route, absl::StatusOr<GenerateParams> params,
-                     const std::function<bool(GenerateDelta&&)>& on_delta, GenerateResult* result);
+  Deps deps() { return {generator_, auth_, metrics_}; }
 
   Generator* generator_;
   Auth* auth_;
   GatewayMetrics* metrics_;
   ChatmlOptions chatml_;
-  CancelWatcher watcher_;
 };
 
 }  // namespace phi::gateway

@@ -1,20 +1,21 @@
-// One generation through the stack, shared by the gRPC and HTTP front ends:
-// validate, encode (tokenizer, with failover), pick a worker group, stream
-// Generate, decode incrementally, apply stop strings, retry once on another
-// group when the first fails before its first token, and record metrics.
+// The gateway's generation entry point, shared by the gRPC and HTTP front ends: the request
+// (GenerateParams), its output (GenerateDelta, GenerateResult), field checks, and Generator,
+// which starts Generations (generation.h: validate, encode, route, stream, decode, stop
+// strings, retry, metrics).
 #ifndef PHI_SERVICES_GATEWAY_GENERATOR_H_
 #define PHI_SERVICES_GATEWAY_GENERATOR_H_
 
 #include <atomic>
 #include <chrono>
 #include <functional>
-#include <mutex>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/status.h"
+#include "absl/strings/str_cat.h"
 #include "phi/v1/gateway.pb.h"
 #include "phi/v1/tokenizer.pb.h"
 #include "services/gateway/chatml.h"
@@ -55,52 +56,48 @@ struct GenerateResult {
   uint64_t seed = 0;
 };
 
-// Cancels a request from another thread (client gone): sets the flag and
-// cancels the worker call that is running, if any.
-class Cancellation {
- public:
-  void Cancel();
-  bool cancelled() const { return cancelled_.load(); }
-  // The worker call now running (nullptr: none). Returns false when already cancelled.
-  bool Attach(grpc::ClientContext* ctx);
-
- private:
-  std::atomic<bool> cancelled_{false};
-  std::mutex mu_;
-  grpc::ClientContext* ctx_ = nullptr;
-};
-
 struct GeneratorOptions {
   int32_t default_max_new_tokens = 256;
   size_t max_prompt_bytes = 4 << 20;
 };
+
+class Generation;
+class GenerationSink;
 
 class Generator {
  public:
   Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options = {})
       : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {}
 
-  // Calls on_delta for every piece of text (return false when the client is
-  // gone: the worker call is cancelled and CANCELLED returned).
-  absl::Status Run(const GenerateParams& params, Cancellation* cancel,
-                   const std::function<bool(GenerateDelta&&)>& on_delta, GenerateResult* result);
+  // Starts a generation whose output goes to `sink` (see generation.h), which must live until
+  // its OnEnd. Returns at once; OnEnd may already have been called (a request refused at
+  // validation). Encoding through the tokenizer service runs on a thread of its own; with
+  // --local-tokenizer (or prompt ids given) nothing here blocks.
+  std::shared_ptr<Generation> Start(GenerateParams params, GenerationSink* sink);
 
-  // Run calls in progress, at any stage (validation, encoding, streaming); shutdown waits for 0.
+  // The same, blocking the calling thread (the HTTP API's handlers): calls on_delta for every
+  // piece of text; when it returns false (the client is gone) the worker call is cancelled and
+  // CANCELLED returned.
+  absl::Status Run(const GenerateParams& params, const std::function<bool(GenerateDelta&&)>& on_delta,
+                   GenerateResult* result);
+
+  // Generations in progress, at any stage (validation, encoding, streaming); shutdown waits for 0.
   int active() const { return active_.load(std::memory_order_acquire); }
-  // When the last Run call returned (steady clock; epoch if none has): its reply may still be
+  // When the last generation ended (steady clock; epoch if none has): its reply may still be
   // in gRPC's or civetweb's buffers for a while after.
   std::chrono::steady_clock::time_point last_finished() const {
     return std::chrono::steady_clock::time_point(
         std::chrono::steady_clock::duration(last_finished_.load(std::memory_order_acquire)));
   }
 
+  // An id for a request that came without one (Start gives one to such requests itself).
+  std::string NewRequestId() { return absl::StrCat("gw-", next_id_.fetch_add(1)); }
+
   WorkerPool* pool() { return pool_; }
   TokenizerClient* tokenizer() { return tokenizer_; }
 
  private:
-  absl::Status RunOnce(const GenerateParams& params, const std::vector<int32_t>& ids, WorkerGroup* group,
-                       Cancellation* cancel, const std::function<bool(GenerateDelta&&)>& on_delta,
-                       GenerateResult* result, bool* any_token, double t_start);
+  friend class Generation;
 
   TokenizerClient* tokenizer_;
   WorkerPool* pool_;

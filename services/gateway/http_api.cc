@@ -420,12 +420,11 @@ int HttpApi::ChatCompletions(mg_connection* conn, const json& body, const std::s
   }
   const std::string id = absl::StrCat("chatcmpl-", next_id_.fetch_add(1));
   const int64_t created = UnixNow();
-  Cancellation cancel;
   GenerateResult r;
   if (!stream) {
     std::string text;
     std::vector<phi::v1::PositionLogprobs> lps;
-    absl::Status s = generator_->Run(*params, &cancel,
+    absl::Status s = generator_->Run(*params,
                                      [&](GenerateDelta&& d) {
                                        text += d.text;
                                        lps.insert(lps.end(), d.logprobs.begin(), d.logprobs.end());
@@ -457,7 +456,7 @@ int HttpApi::ChatCompletions(mg_connection* conn, const json& body, const std::s
                                         {"finish_reason", finish}}})}};
     return c.dump();
   };
-  absl::Status s = generator_->Run(*params, &cancel,
+  absl::Status s = generator_->Run(*params,
                                    [&](GenerateDelta&& d) {
                                      if (!started) {
                                        started = true;
@@ -530,12 +529,11 @@ int HttpApi::Completions(mg_connection* conn, const json& body, const std::strin
     }
     std::string echo_text = p.echo_text;
     if (score_only) p.echo_text.clear();
-    Cancellation cancel;
     GenerateResult r;
     std::string text;
     std::vector<phi::v1::PositionLogprobs> prompt_lps, lps;
     absl::Status s = generator_->Run(
-        p, &cancel,
+        p,
         [&](GenerateDelta&& d) {
           prompt_lps.insert(prompt_lps.end(), d.prompt_logprobs.begin(), d.prompt_logprobs.end());
           if (score_only) return true;

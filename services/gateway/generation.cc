@@ -1,0 +1,345 @@
+#include "services/gateway/generation.h"
+
+#include <chrono>
+
+#include "absl/strings/str_cat.h"
+#include "services/common/grpc_status.h"
+#include "services/common/logging.h"
+
+namespace phi::gateway {
+
+namespace {
+
+double Now() {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+}
+
+absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError(msg); }
+
+absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
+
+}  // namespace
+
+// One attempt's Generate stream. Holds itself (and its Generation) until gRPC calls OnDone.
+class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::GenerateResponse> {
+ public:
+  WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req) : gen_(std::move(gen)), req_(std::move(req)) {}
+
+  void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub) {
+    self_ = std::move(self);
+    stub->async()->Generate(&ctx_, &req_, this);
+    StartRead(&resp_);
+    StartCall();
+  }
+  grpc::ClientContext* context() { return &ctx_; }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) return;  // the stream ended: OnDone follows with its status
+    if (gen_->OnWorkerMessage(resp_, &ctx_)) StartRead(&resp_);
+  }
+  void OnDone(const grpc::Status& status) override {
+    std::shared_ptr<WorkerStream> keep = std::move(self_);
+    gen_->OnWorkerDone(status);
+    gen_.reset();
+  }
+
+ private:
+  std::shared_ptr<Generation> gen_;
+  std::shared_ptr<WorkerStream> self_;
+  grpc::ClientContext ctx_;
+  phi::v1::GenerateRequest req_;
+  phi::v1::GenerateResponse resp_;
+};
+
+Generation::Generation(Generator* generator, GenerateParams params, GenerationSink* sink)
+    : gen_(generator), params_(std::move(params)), sink_(sink), t_start_(Now()) {
+  gen_->active_.fetch_add(1, std::memory_order_acq_rel);
+}
+
+Generation::~Generation() {
+  gen_->last_finished_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
+  gen_->active_.fetch_sub(1, std::memory_order_acq_rel);
+}
+
+void Generation::Cancel() {
+  std::shared_ptr<WorkerStream> stream;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    cancelled_ = true;
+    stream = stream_;
+  }
+  // Outside the lock: the cancellation may run the stream's callbacks on this thread.
+  if (stream) stream->context()->TryCancel();
+}
+
+void Generation::Prepare() {
+  if (absl::Status s = ValidateCommon(params_); !s.ok()) return Complete(s);
+  result_.request_id = params_.request_id;
+  WorkerPool* pool = gen_->pool_;
+  GatewayMetrics* metrics = gen_->metrics_;
+
+  // Which model: unknown names are NOT_FOUND (OpenAI's model_not_found).
+  std::vector<ModelSummary> models = pool->Models();
+  if (models.empty()) {
+    pool->RefreshNow();
+    models = pool->Models();
+  }
+  if (models.empty()) {
+    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")")));
+  }
+  const ModelSummary* model = &models[0];
+  if (!params_.model.empty()) {
+    model = nullptr;
+    for (const auto& m : models) {
+      if (m.name == params_.model) model = &m;
+    }
+    if (!model) {
+      return Complete(absl::NotFoundError(
+          absl::StrCat("model: '", params_.model, "' is not served here (served: '", models[0].name, "')")));
+    }
+  }
+  result_.model = model->name;
+  const auto& stopping = params_.stopping;
+  for (int i = 0; i < stopping.stop_token_ids_size(); ++i) {
+    if (model->vocab_size > 0 && stopping.stop_token_ids(i) >= model->vocab_size) {
+      return Complete(Invalid(absl::StrCat("stopping.stop_token_ids[", i, "]: ", stopping.stop_token_ids(i),
+                                           " is outside [0, ", model->vocab_size, ")")));
+    }
+  }
+
+  const double t_tok = Now();
+  if (params_.prompt_ids.empty()) {
+    absl::StatusOr<std::vector<int32_t>> ids =
+        gen_->tokenizer_->Encode(params_.prompt, params_.parse_special, params_.deadline);
+    metrics->tokenizer->Observe(Now() - t_tok);
+    if (!ids.ok()) return Complete(ids.status());
+    ids_ = std::move(*ids);
+  } else {
+    for (size_t i = 0; i < params_.prompt_ids.size(); ++i) {
+      if (params_.prompt_ids[i] < 0 || (model->vocab_size > 0 && params_.prompt_ids[i] >= model->vocab_size)) {
+        return Complete(Invalid(absl::StrCat("prompt[", i, "]: token id ", params_.prompt_ids[i], " is outside [0, ",
+                                             model->vocab_size, ")")));
+      }
+    }
+    ids_ = params_.prompt_ids;
+  }
+  const double tok_seconds = Now() - t_tok;
+  if (ids_.empty()) return Complete(Invalid("prompt: encodes to no tokens"));
+  const int32_t n_prompt = static_cast<int32_t>(ids_.size());
+  const int32_t ctx_len = model->max_context_tokens;
+  const int32_t default_max = gen_->options_.default_max_new_tokens;
+  if (ctx_len > 0) {
+    if (n_prompt >= ctx_len) {
+      return Complete(Invalid(absl::StrCat("prompt: ", n_prompt, " tokens, the model's context is ", ctx_len,
+                                           " (at most ", ctx_len - 1, " prompt tokens)")));
+    }
+    if (stopping.max_new_tokens() == 0) {
+      params_.stopping.set_max_new_tokens(std::min(default_max, ctx_len - n_prompt));
+    } else if (n_prompt + stopping.max_new_tokens() > ctx_len) {
+      return Complete(Invalid(absl::StrCat("stopping.max_new_tokens: ", stopping.max_new_tokens(), " with ",
+                                           n_prompt, " prompt tokens passes the context of ", ctx_len,
+                                           " (range [1, ", ctx_len - n_prompt, "])")));
+    }
+  } else if (stopping.max_new_tokens() == 0) {
+    params_.stopping.set_max_new_tokens(default_max);
+  }
+  result_.timings.set_tokenizer_seconds(tok_seconds);
+  metrics->prompt_tokens->Inc(n_prompt);
+  metrics->in_flight->Inc();
+  counted_in_flight_ = true;
+  if (!StartAttempt(nullptr)) {
+    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")")));
+  }
+}
+
+bool Generation::StartAttempt(const WorkerGroup* avoid) {
+  std::shared_ptr<WorkerGroup> group = gen_->pool_->Pick(params_.model, ids_, avoid);
+  if (!group) return false;
+  phi::v1::GenerateRequest req;
+  req.set_request_id(params_.request_id);
+  req.mutable_prompt_ids()->Add(ids_.begin(), ids_.end());
+  *req.mutable_sampling() = params_.sampling;
+  *req.mutable_stopping() = params_.stopping;
+  req.mutable_stopping()->clear_stop();  // stop strings are the gateway's job
+  req.set_logprobs(params_.logprobs);
+  req.set_top_logprobs(params_.top_logprobs);
+  req.set_prompt_logprobs(params_.prompt_logprobs);
+
+  group_ = std::move(group);
+  group_->in_flight.fetch_add(1);
+  any_token_ = false;
+  completion_ = 0;
+  t_last_ = 0;
+  echo_pending_ = !params_.echo_text.empty();
+  stopped_by_string_ = false;
+  finished_ = false;
+  error_ = absl::OkStatus();
+  decoder_ = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
+  matcher_.emplace(std::vector<std::string>(params_.stopping.stop().begin(), params_.stopping.stop().end()));
+
+  auto stream = std::make_shared<WorkerStream>(shared_from_this(), std::move(req));
+  if (params_.deadline != Deadline::max()) stream->context()->set_deadline(params_.deadline);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stream_ = stream;
+    // Cancelled before the call exists: start it cancelled, so it ends through OnDone as usual.
+    if (cancelled_) stream->context()->TryCancel();
+  }
+  stream->Start(stream, group_->stub());
+  return true;
+}
+
+absl::Status Generation::FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps) {
+  std::vector<int32_t> want;
+  for (const auto& p : *lps) {
+    want.push_back(p.token().token_id());
+    for (const auto& t : p.top()) want.push_back(t.token_id());
+  }
+  auto texts = gen_->tokenizer_->DecodeEach(want, params_.deadline);
+  if (!texts.ok()) return texts.status();
+  size_t k = 0;
+  for (auto& p : *lps) {
+    p.mutable_token()->set_text((*texts)[k++]);
+    for (auto& t : *p.mutable_top()) t.set_text((*texts)[k++]);
+  }
+  return absl::OkStatus();
+}
+
+void Generation::Emit(GenerateDelta&& d) {
+  if (echo_pending_) {
+    d.text = params_.echo_text + d.text;
+    echo_pending_ = false;
+  }
+  if (d.text.empty() && d.logprobs.empty() && d.prompt_logprobs.empty()) return;
+  sink_->OnDelta(std::move(d));
+}
+
+bool Generation::OnWorkerMessage(phi::v1::GenerateResponse& resp, grpc::ClientContext* ctx) {
+  GatewayMetrics* metrics = gen_->metrics_;
+  GenerateDelta delta;
+  if (resp.prompt_logprobs_size() > 0) {
+    error_ = FillTexts(resp.mutable_prompt_logprobs());
+    if (!error_.ok()) return ctx->TryCancel(), false;
+    delta.prompt_logprobs.assign(resp.prompt_logprobs().begin(), resp.prompt_logprobs().end());
+  }
+  if (resp.token_ids_size() > 0) {
+    const double now = Now();
+    if (!any_token_) {
+      any_token_ = true;
+      metrics->ttft->Observe(now - t_start_);
+      result_.timings.set_time_to_first_token_seconds(now - t_start_);
+    } else {
+      metrics->inter_token->Observe(now - t_last_);
+    }
+    t_last_ = now;
+    completion_ += resp.token_ids_size();
+    absl::StatusOr<std::string> text =
+        decoder_->Push(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()));
+    if (!text.ok()) {
+      error_ = text.status();
+      return ctx->TryCancel(), false;
+    }
+    delta.text = matcher_->Feed(*text);
+    if (params_.logprobs) {
+      error_ = FillTexts(resp.mutable_logprobs());
+      if (!error_.ok()) return ctx->TryCancel(), false;
+      delta.logprobs.assign(resp.logprobs().begin(), resp.logprobs().end());
+    }
+  }
+  if (resp.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) {
+    finished_ = true;
+    result_.finish_reason = resp.finish_reason();
+    result_.usage = resp.usage();
+    const double tok = result_.timings.tokenizer_seconds(), ttft = result_.timings.time_to_first_token_seconds();
+    result_.timings = resp.timings();
+    result_.timings.set_tokenizer_seconds(tok);
+    result_.timings.set_time_to_first_token_seconds(ttft);
+    result_.seed = resp.seed();
+  }
+  Emit(std::move(delta));
+  if (matcher_->stopped()) {
+    stopped_by_string_ = true;
+    ctx->TryCancel();  // the rest of the generation is not wanted
+    return false;
+  }
+  return true;
+}
+
+absl::Status Generation::AttemptOutcome(const grpc::Status& s) {
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    if (cancelled_) return ClientCancelled();
+  }
+  if (!error_.ok()) return error_;
+  if (stopped_by_string_) {
+    result_.finish_reason = phi::v1::FINISH_REASON_STOP_STRING;
+    result_.usage.set_prompt_tokens(static_cast<int32_t>(ids_.size()));
+    result_.usage.set_completion_tokens(completion_);
+    return absl::OkStatus();
+  }
+  if (!s.ok() || !finished_) {
+    absl::Status st =
+        s.ok() ? absl::UnavailableError("stream ended without a final message") : common::FromGrpcStatus(s);
+    if (st.code() == absl::StatusCode::kDeadlineExceeded) {
+      return absl::DeadlineExceededError(absl::StrCat("deadline passed after ", completion_, " tokens"));
+    }
+    if (any_token_) {
+      return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), " failed after ", completion_,
+                                                 " tokens: ", st.message()));
+    }
+    return absl::Status(st.code(), absl::StrCat("worker group ", group_->address(), ": ", st.message()));
+  }
+  // Flush the decoder and the matcher's held-back text.
+  absl::StatusOr<std::string> rest = decoder_->Finish();
+  if (!rest.ok()) return rest.status();
+  GenerateDelta last;
+  last.text = matcher_->Feed(*rest);
+  if (matcher_->stopped()) {
+    result_.finish_reason = phi::v1::FINISH_REASON_STOP_STRING;
+  } else {
+    last.text += matcher_->Flush();
+  }
+  Emit(std::move(last));
+  return absl::OkStatus();
+}
+
+void Generation::OnWorkerDone(const grpc::Status& status) {
+  const absl::Status outcome = AttemptOutcome(status);
+  // The decoder is done with when the stream did not finish normally (Finish closed it).
+  if (!outcome.ok() || stopped_by_string_) decoder_->Abort();
+  decoder_.reset();
+  group_->in_flight.fetch_sub(1);
+  gen_->metrics_->completion_tokens->Inc(completion_);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    stream_.reset();
+  }
+  const bool retryable = outcome.code() == absl::StatusCode::kUnavailable ||
+                         outcome.code() == absl::StatusCode::kResourceExhausted ||
+                         outcome.code() == absl::StatusCode::kUnknown;
+  if (!outcome.ok() && !any_token_ && retryable && attempt_ == 0 && outcome.code() != absl::StatusCode::kCancelled) {
+    if (outcome.code() != absl::StatusCode::kResourceExhausted) gen_->pool_->MarkFailed(group_.get());
+    PHI_LOG(WARNING, "worker_retry")
+        .Str("request_id", params_.request_id)
+        .Str("address", group_->address())
+        .Str("error", outcome.ToString());
+    ++attempt_;
+    std::shared_ptr<WorkerGroup> previous = std::move(group_);
+    if (StartAttempt(previous.get())) return;
+    group_ = std::move(previous);
+  }
+  Complete(outcome);
+}
+
+void Generation::Complete(absl::Status status) {
+  if (completed_) return;
+  completed_ = true;
+  if (status.ok()) {
+    gen_->metrics_->e2e->Observe(Now() - t_start_);
+    result_.timings.set_total_seconds(Now() - t_start_);
+  }
+  if (counted_in_flight_) gen_->metrics_->in_flight->Dec();
+  sink_->OnEnd(status, std::move(result_));
+}
+
+}  // namespace phi::gateway

@@ -1,0 +1,97 @@
+// One generation as a chain of gRPC callbacks (the callback API's ClientReadReactor on the
+// worker's Generate stream). No thread waits on the worker stream: a token that arrives is
+// decoded, matched against the stop strings and handed to the sink on the gRPC thread that
+// read it. The sync API woke a handler thread per token per stream (and the handler woke
+// gRPC again to write), which was most of the gateway's CPU under load (perf: ~60% in
+// futex / context switches at 64 streams).
+#ifndef PHI_SERVICES_GATEWAY_GENERATION_H_
+#define PHI_SERVICES_GATEWAY_GENERATION_H_
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <grpcpp/grpcpp.h>
+
+#include "absl/status/status.h"
+#include "phi/v1/worker.grpc.pb.h"
+#include "services/gateway/generator.h"
+#include "services/gateway/stop_matcher.h"
+
+namespace phi::gateway {
+
+// Receives one generation's output. Calls for one generation never overlap and come from
+// gRPC threads (or the caller of Generator::Start); OnEnd is the last call, exactly once.
+// A sink must not block: it queues what it cannot write at once.
+class GenerationSink {
+ public:
+  virtual ~GenerationSink() = default;
+  virtual void OnDelta(GenerateDelta&& delta) = 0;
+  virtual void OnEnd(const absl::Status& status, GenerateResult&& result) = 0;
+};
+
+// Validate, encode, pick a worker group, stream, decode, stop strings, retry once on another
+// group when the first fails before its first token, metrics. Owned through shared_ptr by
+// the caller and by the worker stream in flight.
+class Generation : public std::enable_shared_from_this<Generation> {
+ public:
+  Generation(Generator* generator, GenerateParams params, GenerationSink* sink);
+  ~Generation();
+
+  // The client is gone: cancels the worker stream (now or as soon as it starts); the sink
+  // then gets OnEnd(CANCELLED) unless it already had OnEnd. Thread-safe, any time.
+  void Cancel();
+
+  // Everything before the worker stream; may block on the tokenizer service when the prompt
+  // has to be encoded remotely (Generator::Start runs it on its own thread then).
+  void Prepare();
+
+ private:
+  class WorkerStream;
+
+  // Starts the worker stream on a group (not `avoid`); false when no group is ready.
+  bool StartAttempt(const WorkerGroup* avoid);
+  // One message of the worker stream; false: stop reading (the call has been cancelled).
+  bool OnWorkerMessage(phi::v1::GenerateResponse& resp, grpc::ClientContext* ctx);
+  // The worker stream ended with `status`: finish, retry or fail.
+  void OnWorkerDone(const grpc::Status& status);
+  // The attempt's outcome once its stream has ended.
+  absl::Status AttemptOutcome(const grpc::Status& status);
+  absl::Status FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps);
+  void Emit(GenerateDelta&& delta);
+  void Complete(absl::Status status);
+
+  Generator* const gen_;
+  GenerateParams params_;
+  GenerationSink* const sink_;
+  GenerateResult result_;
+  std::vector<int32_t> ids_;
+  double t_start_ = 0;
+  bool counted_in_flight_ = false;
+  bool completed_ = false;
+
+  // The attempt in progress (touched only by the calls of its stream, which never overlap).
+  std::shared_ptr<WorkerGroup> group_;
+  int attempt_ = 0;
+  bool any_token_ = false;
+  std::unique_ptr<DecodeSession> decoder_;
+  std::optional<StopMatcher> matcher_;
+  int32_t completion_ = 0;
+  double t_last_ = 0;
+  bool echo_pending_ = false;
+  bool stopped_by_string_ = false;
+  bool finished_ = false;
+  absl::Status error_;
+
+  // Cancellation: the flag and the stream in flight (kept alive while Cancel uses it).
+  std::mutex mu_;
+  bool cancelled_ = false;
+  std::shared_ptr<WorkerStream> stream_;
+};
+
+}  // namespace phi::gateway
+
+#endif  // PHI_SERVICES_GATEWAY_GENERATION_H_

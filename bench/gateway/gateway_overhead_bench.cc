@@ -35,6 +35,7 @@ struct Sample {
   double ttft = 0;        // seconds to the first token
   double per_token = 0;   // mean seconds between tokens after the first
   int tokens = 0;
+  int messages = 0;      // messages that carried tokens (a sender may merge tokens into one)
   bool ok = false;
 };
 
@@ -52,6 +53,7 @@ grpc::ChannelArguments Args() {
 
 struct Row {
   double ttft50, ttft99, tok50, tok99, tps;
+  double tokens_per_message;
   int failed;
 };
 
@@ -102,6 +104,7 @@ class Streams {
         last_ = Clock::now();
         if (counted_ == 0) first_ = last_;
         counted_ += n;
+        ++messages_;
       }
       if (total >= 0) total_ = total;
       this->StartRead(&resp_);
@@ -109,6 +112,7 @@ class Streams {
     void OnDone(const grpc::Status& status) override {
       Sample s;
       s.tokens = total_ >= 0 ? total_ : counted_;
+      s.messages = messages_;
       s.ok = status.ok() && counted_ > 0;
       s.ttft = Seconds(first_ - t0_);
       s.per_token = s.tokens > 1 ? Seconds(last_ - first_) / (s.tokens - 1) : 0;
@@ -122,7 +126,7 @@ class Streams {
     grpc::ClientContext ctx_;
     Resp resp_;
     Clock::time_point t0_, first_, last_;
-    int counted_ = 0, total_ = -1;
+    int counted_ = 0, total_ = -1, messages_ = 0;
   };
 
   void Finished(const Sample& s, int then) {
@@ -148,7 +152,7 @@ class Streams {
 
 Row Summarize(const std::vector<Sample>& samples, double wall) {
   std::vector<double> ttft, tok;
-  int64_t total = 0;
+  int64_t total = 0, messages = 0;
   int failed = 0;
   for (const auto& s : samples) {
     if (!s.ok) {
@@ -158,9 +162,10 @@ Row Summarize(const std::vector<Sample>& samples, double wall) {
     ttft.push_back(s.ttft);
     tok.push_back(s.per_token);
     total += s.tokens;
+    messages += s.messages;
   }
   return {Percentile(ttft, 0.5), Percentile(ttft, 0.99), Percentile(tok, 0.5), Percentile(tok, 0.99), total / wall,
-          failed};
+          messages > 0 ? static_cast<double>(total) / messages : 0.0, failed};
 }
 
 // The median of each column over rounds (rounds alternate worker and gateway, so a slow
@@ -173,7 +178,8 @@ Row Median(const std::vector<Row>& rows) {
   };
   int failed = 0;
   for (const Row& r : rows) failed += r.failed;
-  return {med(&Row::ttft50), med(&Row::ttft99), med(&Row::tok50), med(&Row::tok99), med(&Row::tps), failed};
+  return {med(&Row::ttft50), med(&Row::ttft99), med(&Row::tok50), med(&Row::tok99),
+          med(&Row::tps), med(&Row::tokens_per_message), failed};
 }
 
 // A one-request sync check that the stack answers (start-up).
@@ -260,8 +266,10 @@ int main(int argc, char** argv) {
               "(worker and gateway alternate)\n\n",
               eresp.encodings(0).ids_size(), static_cast<long long>(tokens), static_cast<long long>(requests),
               static_cast<long long>(rounds));
-  std::printf("| streams | path | TTFT p50 ms | TTFT p99 ms | per-token p50 ms | per-token p99 ms | tokens/s | failed |\n");
-  std::printf("|---:|---|---:|---:|---:|---:|---:|---:|\n");
+  std::printf(
+      "| streams | path | TTFT p50 ms | TTFT p99 ms | per-token p50 ms | per-token p99 ms | tokens/s | tokens/message "
+      "| failed |\n");
+  std::printf("|---:|---|---:|---:|---:|---:|---:|---:|---:|\n");
   for (absl::string_view sv : absl::StrSplit(streams_list, ',', absl::SkipEmpty())) {
     int streams = 0;
     if (!absl::SimpleAtoi(sv, &streams) || streams < 1) {
@@ -275,10 +283,10 @@ int main(int argc, char** argv) {
     }
     const Row w = Median(ws), g = Median(gs);
     for (auto [name, r] : {std::pair<const char*, Row>{"worker", w}, {"gateway", g}}) {
-      std::printf("| %d | %s | %.2f | %.2f | %.3f | %.3f | %.0f | %d |\n", streams, name, r.ttft50 * 1e3,
-                  r.ttft99 * 1e3, r.tok50 * 1e3, r.tok99 * 1e3, r.tps, r.failed);
+      std::printf("| %d | %s | %.2f | %.2f | %.3f | %.3f | %.0f | %.2f | %d |\n", streams, name, r.ttft50 * 1e3,
+                  r.ttft99 * 1e3, r.tok50 * 1e3, r.tok99 * 1e3, r.tps, r.tokens_per_message, r.failed);
     }
-    std::printf("| %d | gateway - worker | %+.2f | %+.2f | %+.3f | %+.3f | %+.1f%% | |\n", streams,
+    std::printf("| %d | gateway - worker | %+.2f | %+.2f | %+.3f | %+.3f | %+.1f%% | | |\n", streams,
                 (g.ttft50 - w.ttft50) * 1e3, (g.ttft99 - w.ttft99) * 1e3, (g.tok50 - w.tok50) * 1e3,
                 (g.tok99 - w.tok99) * 1e3, w.tps > 0 ? 100.0 * (g.tps - w.tps) / w.tps : 0.0);
   }

@@ -25,7 +25,8 @@ SYSROOT=""
 [ -d .device/sysroot ] && SYSROOT="-DPHI_SYSROOT=$PWD/.device/sysroot"
 if ! { cmake -S bench/cuda/standalone -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 \
          -DPHI_GTEST_SRC=$PWD/.device/googletest $SYSROOT &&
-       cmake --build $B -j16 --target cuda_kernels_cpu_test cuda_kernels_gpu_test phi_cuda_bench; } \
+       cmake --build $B -j16 --target cuda_kernels_cpu_test cuda_kernels_gpu_test phi_cuda_bench \
+         cuda_top_candidates_cpu_test cuda_top_candidates_gpu_test; } \
      > "$OUT/build.log" 2>&1; then
   tail -30 "$OUT/build.log"; log "BUILD FAILED"; exit 1
 fi
@@ -33,6 +34,7 @@ log "build ok"
 # The runner test needs the carried Abseil; its failure to build must not cost the rest.
 RUNNER_OK=0
 if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test cuda_oracle_gpu_test \
+     cuda_runner_candidates_gpu_test \
      >> "$OUT/build.log" 2>&1; then
   RUNNER_OK=1
 else
@@ -75,13 +77,21 @@ log "tests"
   echo "cpu tests rc=$?"
   timeout 90 $B/cuda_kernels_gpu_test --gtest_output=xml:$OUT/gpu_tests.xml
   echo "gpu tests rc=$?"
+  timeout 30 $B/cuda_top_candidates_cpu_test
+  echo "top candidates cpu tests rc=$?"
+  timeout 60 $B/cuda_top_candidates_gpu_test
+  echo "top candidates gpu tests rc=$?"
   if [ $RUNNER_OK = 1 ]; then
     LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
       timeout 60 $B/cuda_model_runner_gpu_test
     echo "runner tests rc=$?"
+    LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
+      timeout 60 $B/cuda_runner_candidates_gpu_test
+    echo "runner candidates tests rc=$?"
   fi
 } > "$OUT/tests.log" 2>&1
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure" "$OUT/tests.log" | tee -a "$OUT/summary.txt"
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:" "$OUT/tests.log" \
+  | tee -a "$OUT/summary.txt"
 
 log "memcheck (kernel tests)"
 timeout 45 compute-sanitizer --tool memcheck $B/cuda_kernels_gpu_test \

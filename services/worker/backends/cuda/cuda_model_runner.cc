@@ -8,7 +8,6 @@
 #include <vector>
 
 #include "absl/strings/str_cat.h"
-#include "services/worker/backends/cuda/candidate_record.h"
 #include "services/worker/backends/cuda/status_adapter.h"
 #include "services/worker/model/status_macros.h"
 #include "services/worker/model/tokenizer_size.h"
@@ -270,60 +269,13 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const Sampli
 absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
   PhiStepOutput o;
   PHI_RETURN_IF_ERROR(Run(batch, {}, false, &o));
-  const size_t B = batch.seqs.size();
-  const size_t V = static_cast<size_t>(shape_.vocab_size);
-  out->vocab_size = shape_.vocab_size;
-  out->first_row = o.first_row;
-  out->num_rows = o.num_rows;
-  out->candidates.clear();
-  // Sequences whose record covers what the sampler could keep lose their row; the others
-  // (the record's candidates end inside a tie at the cut) get it whole, as on the CPU path.
-  std::vector<bool> whole(B, true);
-  if (!o.candidate_records.empty()) {
-    out->candidates.assign(B, {});
-    const size_t record_bytes = top_candidates_record_bytes(o.candidate_stride);
-    logits_stats_.bytes_to_host += o.candidate_records.size();
-    for (size_t i = 0; i < B; ++i) {
-      const int32_t rec = o.candidate_record[i];
-      if (rec < 0) continue;
-      LogitCandidates c;
-      if (!CandidatesFromRecord(o.candidate_records.data() + rec * record_bytes, o.candidate_stride,
-                                batch.seqs[i].num_candidates, &c)) {
-        return absl::InternalError(absl::StrCat("top-candidate record of sequence ", batch.seqs[i].seq_id,
-                                                " (batch index ", i, ") is malformed"));
-      }
-      if (!CandidatesCover(c, batch.seqs[i].sampling, 0)) {
-        ++logits_stats_.fallback_rows;
-        continue;
-      }
-      out->candidates[i] = std::move(c);
-      whole[i] = false;
-      ++logits_stats_.candidate_rows;
-    }
+  std::vector<LogitsRowCopy> copies;
+  PHI_RETURN_IF_ERROR(PlanStepLogits(batch, o.first_row, o.num_rows, o.candidate_record, o.candidate_records,
+                                     o.candidate_stride, shape_.vocab_size, out, &copies, &logits_stats_));
+  for (const LogitsRowCopy& c : copies) {
+    PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->CopyLogits(
+        c.device_first, c.rows, out->data.data() + static_cast<size_t>(c.host_first) * shape_.vocab_size));
   }
-  int32_t rows = 0;
-  for (size_t i = 0; i < B; ++i) rows += whole[i] ? o.num_rows[i] : 0;
-  out->data.resize(static_cast<size_t>(rows) * V);
-  // Device rows are contiguous in batch order: each run of sequences kept whole is one copy.
-  int32_t next = 0;
-  for (size_t i = 0; i < B;) {
-    if (!whole[i]) {
-      out->first_row[i] = next;
-      out->num_rows[i] = 0;
-      ++i;
-      continue;
-    }
-    const int32_t device_first = o.first_row[i];
-    int32_t n = 0;
-    for (; i < B && whole[i] && o.first_row[i] == device_first + n; ++i) {
-      out->first_row[i] = next + n;
-      n += o.num_rows[i];
-    }
-    PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->CopyLogits(device_first, n, out->data.data() + next * V));
-    next += n;
-  }
-  logits_stats_.full_rows += static_cast<uint64_t>(rows);
-  logits_stats_.bytes_to_host += static_cast<uint64_t>(rows) * V * sizeof(float);
   return absl::OkStatus();
 }
 

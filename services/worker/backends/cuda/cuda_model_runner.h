@@ -25,6 +25,7 @@
 
 #include "absl/status/statusor.h"
 #include "services/worker/backends/cuda/phi_cuda_model.h"
+#include "services/worker/backends/cuda/step_logits_plan.h"
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/model/phi_checkpoint.h"
 #include "services/worker/parallel/communicator.h"
@@ -52,14 +53,6 @@ struct CudaRunnerOptions {
   };
   using CommFactory = std::function<absl::StatusOr<Comm>(int device, cudaStream_t stream)>;
   CommFactory make_comm;
-};
-
-// Where Step's logits rows went, for tests and benchmarks (running totals).
-struct CudaLogitsStats {
-  uint64_t candidate_rows = 0;  // rows returned as StepLogits::candidates
-  uint64_t fallback_rows = 0;   // candidate rows not covered by their candidates, copied whole
-  uint64_t full_rows = 0;       // rows copied whole (fallbacks included)
-  uint64_t bytes_to_host = 0;   // device-to-host bytes of logits rows and candidate records
 };
 
 class CudaModelRunner final : public ModelRunner {

@@ -50,8 +50,8 @@ int GatewayMain(int argc, char** argv) {
   flags.AddDouble("health-interval-seconds", "PHI_HEALTH_INTERVAL_SECONDS", &health_interval, 0.05, 3600,
                   "how often worker groups are checked with GetStatus");
   flags.AddString("local-decode", "PHI_LOCAL_DECODE", &local_decode,
-                  "model folder or tokenizer.json of the served model: decode streams in-process instead of "
-                  "one DecodeStream round trip per token (encoding stays with --tokenizer)");
+                  "model folder or tokenizer.json of the served model: decode in-process (streams and logprob "
+                  "texts) instead of one DecodeStream round trip per token (encoding stays with --tokenizer)");
   flags.AddString("local-tokenizer", "PHI_LOCAL_TOKENIZER", &local_tokenizer,
                   "model folder or tokenizer.json of the served model: encode AND decode in-process (no "
                   "tokenizer RPC per request: the --tokenizer service is then not called)");

@@ -21,26 +21,45 @@ absl::Status ClientCancelled() { return absl::CancelledError("the client cancell
 }  // namespace
 
 // One attempt's Generate stream. Holds itself (and its Generation) until gRPC calls OnDone.
+// When decoding calls the tokenizer service, each message is handled on the blocking
+// executor, not on gRPC's thread; a hold on the call keeps OnDone (and this object) away
+// until that handler has decided whether to read on.
 class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::GenerateResponse> {
  public:
-  WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req) : gen_(std::move(gen)), req_(std::move(req)) {}
+  WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req, bool offload)
+      : gen_(std::move(gen)), req_(std::move(req)), offload_(offload) {}
 
   void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub) {
     self_ = std::move(self);
     stub->async()->Generate(&ctx_, &req_, this);
+    if (offload_) AddHold();  // the read flow continues outside the reactions
     StartRead(&resp_);
     StartCall();
   }
   grpc::ClientContext* context() { return &ctx_; }
 
   void OnReadDone(bool ok) override {
-    if (!ok) return;  // the stream ended: OnDone follows with its status
-    if (gen_->OnWorkerMessage(resp_, &ctx_)) StartRead(&resp_);
+    if (!ok) {  // the stream ended: OnDone follows with its status
+      if (offload_) RemoveHold();
+      return;
+    }
+    if (!offload_) {
+      if (gen_->OnWorkerMessage(resp_, &ctx_)) StartRead(&resp_);
+      return;
+    }
+    gen_->gen_->Offload([this] {
+      if (gen_->OnWorkerMessage(resp_, &ctx_)) {
+        StartRead(&resp_);
+      } else {
+        RemoveHold();  // no more reads: let the call end
+      }
+    });
   }
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<WorkerStream> keep = std::move(self_);
-    gen_->OnWorkerDone(status);
-    gen_.reset();
+    std::shared_ptr<Generation> gen = std::move(gen_);
+    if (!offload_) return gen->OnWorkerDone(status);
+    gen->gen_->Offload([keep, gen, status] { gen->OnWorkerDone(status); });
   }
 
  private:
@@ -49,6 +68,7 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
   grpc::ClientContext ctx_;
   phi::v1::GenerateRequest req_;
   phi::v1::GenerateResponse resp_;
+  const bool offload_;
 };
 
 Generation::Generation(Generator* generator, GenerateParams params, GenerationSink* sink)
@@ -177,7 +197,8 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
   decoder_ = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
   matcher_.emplace(std::vector<std::string>(params_.stopping.stop().begin(), params_.stopping.stop().end()));
 
-  auto stream = std::make_shared<WorkerStream>(shared_from_this(), std::move(req));
+  auto stream =
+      std::make_shared<WorkerStream>(shared_from_this(), std::move(req), !gen_->tokenizer_->local_decode());
   if (params_.deadline != Deadline::max()) stream->context()->set_deadline(params_.deadline);
   {
     std::lock_guard<std::mutex> l(mu_);

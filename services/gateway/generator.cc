@@ -5,7 +5,6 @@
 #include <condition_variable>
 #include <deque>
 #include <mutex>
-#include <thread>
 
 #include "absl/strings/str_cat.h"
 #include "services/gateway/generation.h"
@@ -70,13 +69,28 @@ absl::Status ValidateCommon(const GenerateParams& p) {
   return ValidateStopping(p.stopping);
 }
 
+Generator::Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options)
+    : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {
+  if (!tokenizer_->local_encode()) blocking_ = std::make_unique<BlockingExecutor>(options_.tokenizer_call_threads);
+}
+
+Generator::~Generator() = default;
+
+void Generator::Offload(std::function<void()> task) {
+  if (blocking_) {
+    blocking_->Post(std::move(task));
+  } else {
+    task();  // nothing here blocks (in-process tokenizer)
+  }
+}
+
 std::shared_ptr<Generation> Generator::Start(GenerateParams params, GenerationSink* sink) {
   if (params.request_id.empty()) params.request_id = NewRequestId();
   const bool encode_remotely = params.prompt_ids.empty() && !tokenizer_->local_encode();
   auto generation = std::make_shared<Generation>(this, std::move(params), sink);
   if (encode_remotely) {
     // The Encode RPC blocks: not on the caller's thread, which may be one of gRPC's.
-    std::thread([generation] { generation->Prepare(); }).detach();
+    Offload([generation] { generation->Prepare(); });
   } else {
     generation->Prepare();
   }

@@ -18,6 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "phi/v1/gateway.pb.h"
 #include "phi/v1/tokenizer.pb.h"
+#include "services/gateway/blocking_executor.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/gateway_metrics.h"
 #include "services/gateway/tokenizer_client.h"
@@ -59,6 +60,9 @@ struct GenerateResult {
 struct GeneratorOptions {
   int32_t default_max_new_tokens = 256;
   size_t max_prompt_bytes = 4 << 20;
+  // Threads for calls to the tokenizer service (blocking_executor.h); none are started when
+  // the tokenizer is in-process (--local-tokenizer).
+  int tokenizer_call_threads = 32;
 };
 
 class Generation;
@@ -66,8 +70,8 @@ class GenerationSink;
 
 class Generator {
  public:
-  Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options = {})
-      : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {}
+  Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options = {});
+  ~Generator();
 
   // Starts a generation whose output goes to `sink` (see generation.h), which must live until
   // its OnEnd. Returns at once; OnEnd may already have been called (a request refused at
@@ -98,6 +102,8 @@ class Generator {
 
  private:
   friend class Generation;
+  // Runs blocking work (tokenizer calls) off gRPC's threads.
+  void Offload(std::function<void()> task);
 
   TokenizerClient* tokenizer_;
   WorkerPool* pool_;
@@ -106,6 +112,7 @@ class Generator {
   std::atomic<uint64_t> next_id_{1};
   std::atomic<int> active_{0};
   std::atomic<std::chrono::steady_clock::rep> last_finished_{0};
+  std::unique_ptr<BlockingExecutor> blocking_;  // null when the tokenizer is in-process
 };
 
 // Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the

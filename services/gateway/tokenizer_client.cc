@@ -93,7 +93,7 @@ absl::StatusOr<std::vector<int32_t>> TokenizerClient::Encode(const phi::v1::Prom
 
 absl::StatusOr<std::string> TokenizerClient::Decode(const std::vector<int32_t>& ids, bool skip_special,
                                                     Deadline deadline) {
-  if (local_encode_) {
+  if (local_) {
     const std::vector<uint32_t> u(ids.begin(), ids.end());  // a negative id turns huge: refused by Decode
     return local_->Decode(u, skip_special);
   }
@@ -114,7 +114,7 @@ absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::
                                                                      Deadline deadline) {
   std::vector<std::string> out;
   if (ids.empty()) return out;
-  if (local_encode_) {
+  if (local_) {
     out.reserve(ids.size());
     for (int32_t id : ids) {
       auto text = local_->Decode({static_cast<uint32_t>(id)}, false);

@@ -74,9 +74,9 @@ class TokenizerClient {
   const std::vector<std::string>& addresses() const { return addresses_; }
 
   // Optional fast path: the same tokenizer files loaded in-process (a model
-  // folder or tokenizer.json). Streaming decode then costs no RPC per token;
-  // with `encode` Encode, Decode and DecodeEach run in-process too (no RPC at
-  // all per request). `flag` names the option in errors. Call before serving.
+  // folder or tokenizer.json). Decoding (streams, Decode, DecodeEach) then costs
+  // no RPC; with `encode` Encode runs in-process too (no RPC at all per
+  // request). `flag` names the option in errors. Call before serving.
   absl::Status LoadLocal(const std::string& path, bool encode, const std::string& flag);
   absl::Status LoadLocalDecoder(const std::string& path) { return LoadLocal(path, false, "--local-decode"); }
   bool local_decode() const { return local_ != nullptr; }

@@ -156,42 +156,66 @@ grpc::Status TokenizerServiceImpl::Decode(grpc::ServerContext*, const phi::v1::D
   return common::ToGrpcStatus(DoDecode(*request, response));
 }
 
-grpc::Status TokenizerServiceImpl::DecodeStream(
-    grpc::ServerContext* context,
-    grpc::ServerReaderWriter<phi::v1::DecodeStreamResponse, phi::v1::DecodeStreamRequest>* stream) {
-  phi::v1::DecodeStreamRequest request;
-  std::unique_ptr<StreamDecoder> decoder;
-  std::vector<uint32_t> ids;
-  phi::v1::DecodeStreamResponse response;
-  size_t message = 0;
-  // One response per request message (the gateway writes, then reads), then one flush response
-  // with what is left when the client closes its side.
-  while (stream->Read(&request)) {
-    if (context->IsCancelled()) return grpc::Status(grpc::StatusCode::CANCELLED, "client cancelled");
-    if (!decoder) decoder = std::make_unique<StreamDecoder>(*tokenizer_, request.skip_special_tokens());
-    const std::string where = absl::StrCat("message ", message++);
-    if (request.ids_size() > options_.max_ids) {
-      return common::ToGrpcStatus(absl::InvalidArgumentError(
-          absl::StrCat(where, ": ", request.ids_size(), " ids, at most ", options_.max_ids)));
+// One response per request message (the gateway writes, then reads), then one flush response
+// with what is left when the client closes its side. Reads and writes alternate, so at most
+// one operation is outstanding and the reactions never overlap.
+class TokenizerServiceImpl::DecodeStreamCall
+    : public grpc::ServerBidiReactor<phi::v1::DecodeStreamRequest, phi::v1::DecodeStreamResponse> {
+ public:
+  explicit DecodeStreamCall(TokenizerServiceImpl* service) : service_(service) { StartRead(&request_); }
+
+  void OnReadDone(bool ok) override {
+    if (!ok) {  // the client closed its side (or went away): flush what is pending
+      if (decoder_) {
+        response_.clear_text_delta();
+        decoder_->Finish(response_.mutable_text_delta());
+        if (!response_.text_delta().empty()) {
+          service_->bytes_decode_->Inc(static_cast<double>(response_.text_delta().size()));
+          StartWriteAndFinish(&response_, grpc::WriteOptions(), grpc::Status::OK);
+          return;
+        }
+      }
+      Finish(grpc::Status::OK);
+      return;
     }
-    if (absl::Status s = ToIds(request.ids(), where, &ids); !s.ok()) return common::ToGrpcStatus(s);
-    response.clear_text_delta();
-    if (absl::Status s = decoder->Push(ids, response.mutable_text_delta()); !s.ok()) {
-      return common::ToGrpcStatus(Prefixed(s, where));
+    if (!decoder_) {
+      decoder_ = std::make_unique<StreamDecoder>(*service_->tokenizer_, request_.skip_special_tokens());
     }
-    tokens_decode_->Inc(static_cast<double>(ids.size()));
-    bytes_decode_->Inc(static_cast<double>(response.text_delta().size()));
-    if (!stream->Write(response)) return grpc::Status(grpc::StatusCode::CANCELLED, "client went away");
+    const std::string where = absl::StrCat("message ", message_++);
+    if (request_.ids_size() > service_->options_.max_ids) {
+      Finish(common::ToGrpcStatus(absl::InvalidArgumentError(
+          absl::StrCat(where, ": ", request_.ids_size(), " ids, at most ", service_->options_.max_ids))));
+      return;
+    }
+    if (absl::Status s = ToIds(request_.ids(), where, &ids_); !s.ok()) return Finish(common::ToGrpcStatus(s));
+    response_.clear_text_delta();
+    if (absl::Status s = decoder_->Push(ids_, response_.mutable_text_delta()); !s.ok()) {
+      return Finish(common::ToGrpcStatus(Prefixed(s, where)));
+    }
+    service_->tokens_decode_->Inc(static_cast<double>(ids_.size()));
+    service_->bytes_decode_->Inc(static_cast<double>(response_.text_delta().size()));
+    StartWrite(&response_);
   }
-  if (decoder) {
-    response.clear_text_delta();
-    decoder->Finish(response.mutable_text_delta());
-    if (!response.text_delta().empty()) {
-      bytes_decode_->Inc(static_cast<double>(response.text_delta().size()));
-      stream->Write(response);
-    }
+
+  void OnWriteDone(bool ok) override {
+    if (!ok) return Finish(grpc::Status(grpc::StatusCode::CANCELLED, "client went away"));
+    StartRead(&request_);
   }
-  return grpc::Status::OK;
+
+  void OnDone() override { delete this; }
+
+ private:
+  TokenizerServiceImpl* service_;
+  phi::v1::DecodeStreamRequest request_;
+  phi::v1::DecodeStreamResponse response_;
+  std::unique_ptr<StreamDecoder> decoder_;
+  std::vector<uint32_t> ids_;
+  size_t message_ = 0;
+};
+
+grpc::ServerBidiReactor<phi::v1::DecodeStreamRequest, phi::v1::DecodeStreamResponse>*
+TokenizerServiceImpl::DecodeStream(grpc::CallbackServerContext*) {
+  return new DecodeStreamCall(this);
 }
 
 grpc::Status TokenizerServiceImpl::Info(grpc::ServerContext*, const phi::v1::InfoRequest*,

@@ -21,7 +21,11 @@ struct ServiceOptions {
   int64_t max_ids = 1 << 20;
 };
 
-class TokenizerServiceImpl final : public phi::v1::TokenizerService::Service {
+// DecodeStream, the per-token path, is on gRPC's callback API (a message is decoded and answered
+// on the thread that read it: no thread hand-off per token); the batch calls stay synchronous,
+// so a long Encode runs on a thread of its own and never holds up the streams.
+class TokenizerServiceImpl final
+    : public phi::v1::TokenizerService::WithCallbackMethod_DecodeStream<phi::v1::TokenizerService::Service> {
  public:
   TokenizerServiceImpl(std::shared_ptr<const Tokenizer> tokenizer, ServiceOptions options,
                        metrics::Registry* registry);
@@ -30,10 +34,8 @@ class TokenizerServiceImpl final : public phi::v1::TokenizerService::Service {
                       phi::v1::EncodeResponse* response) override;
   grpc::Status Decode(grpc::ServerContext* context, const phi::v1::DecodeRequest* request,
                       phi::v1::DecodeResponse* response) override;
-  grpc::Status DecodeStream(
-      grpc::ServerContext* context,
-      grpc::ServerReaderWriter<phi::v1::DecodeStreamResponse, phi::v1::DecodeStreamRequest>* stream)
-      override;
+  grpc::ServerBidiReactor<phi::v1::DecodeStreamRequest, phi::v1::DecodeStreamResponse>* DecodeStream(
+      grpc::CallbackServerContext* context) override;
   grpc::Status Info(grpc::ServerContext* context, const phi::v1::InfoRequest* request,
                     phi::v1::InfoResponse* response) override;
 
@@ -42,6 +44,8 @@ class TokenizerServiceImpl final : public phi::v1::TokenizerService::Service {
   absl::Status DoDecode(const phi::v1::DecodeRequest& request, phi::v1::DecodeResponse* response);
 
  private:
+  class DecodeStreamCall;
+
   std::shared_ptr<const Tokenizer> tokenizer_;
   ServiceOptions options_;
   metrics::Counter* tokens_encode_;

@@ -34,7 +34,7 @@ log "build ok"
 # The runner test needs the carried Abseil; its failure to build must not cost the rest.
 RUNNER_OK=0
 if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test cuda_oracle_gpu_test \
-     cuda_runner_candidates_gpu_test \
+     cuda_runner_candidates_gpu_test cuda_tp_candidates_gpu_test \
      >> "$OUT/build.log" 2>&1; then
   RUNNER_OK=1
 else
@@ -88,9 +88,12 @@ log "tests"
     LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
       timeout 60 $B/cuda_runner_candidates_gpu_test
     echo "runner candidates tests rc=$?"
+    LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
+      timeout 60 $B/cuda_tp_candidates_gpu_test
+    echo "tp candidates tests rc=$?"
   fi
 } > "$OUT/tests.log" 2>&1
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:" "$OUT/tests.log" \
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:|ranks on one GPU:" "$OUT/tests.log" \
   | tee -a "$OUT/summary.txt"
 
 log "memcheck (kernel tests)"

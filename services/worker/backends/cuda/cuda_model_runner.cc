@@ -269,9 +269,33 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const Sampli
 absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
   PhiStepOutput o;
   PHI_RETURN_IF_ERROR(Run(batch, {}, false, &o));
+  const size_t B = batch.seqs.size();
+  std::vector<bool> whole;
+  PHI_RETURN_IF_ERROR(ChooseCandidateRows(batch, o.candidate_record, o.candidate_records, o.candidate_stride,
+                                          o.candidate_ranks, out, &whole, &logits_stats_));
+  // Where each whole sequence's rows sit in the device logits. A tensor-parallel step leaves
+  // candidate rows unassembled; the ones their candidates did not cover are gathered now
+  // (every rank reaches the same verdicts from the same gathered records).
+  std::vector<int32_t> device_first(B, -1), gather;
+  int32_t next = o.assembled_rows;
+  for (size_t i = 0; i < B; ++i) {
+    if (!whole[i]) continue;
+    const int32_t at = o.logits_row[o.first_row[i]];
+    if (at >= 0) {
+      device_first[i] = at;
+      continue;
+    }
+    device_first[i] = next;
+    for (int32_t k = 0; k < o.num_rows[i]; ++k) gather.push_back(o.first_row[i] + k);
+    next += o.num_rows[i];
+  }
+  if (!gather.empty()) {
+    const CudaStatus st = model_->GatherLogitRows(gather, o.assembled_rows);
+    if (!st.ok() && collectives_ != nullptr && !collectives_->failure().ok()) return collectives_->failure();
+    PHI_CUDA_RETURN_IF_ERROR_ABSL(st);
+  }
   std::vector<LogitsRowCopy> copies;
-  PHI_RETURN_IF_ERROR(PlanStepLogits(batch, o.first_row, o.num_rows, o.candidate_record, o.candidate_records,
-                                     o.candidate_stride, shape_.vocab_size, out, &copies, &logits_stats_));
+  LayOutWholeRows(whole, device_first, o.num_rows, shape_.vocab_size, out, &copies, &logits_stats_);
   for (const LogitsRowCopy& c : copies) {
     PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->CopyLogits(
         c.device_first, c.rows, out->data.data() + static_cast<size_t>(c.host_first) * shape_.vocab_size));

@@ -14,6 +14,10 @@ namespace {
 
 size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
+// Bytes of `seqs` top-candidate records at the widest count, plus the 16 that align the record
+// area after a rank's whole-row slices (its f64 log-sum-exps need 8-byte alignment).
+size_t CandidateArea(int seqs) { return 16 + seqs * top_candidates_record_bytes(kMaxTopCandidates); }
+
 constexpr int kBuckets[] = {1, 2, 4, 8, 16, 24, 32, 48, 64, 96, 128, 160, 192, 224, 256};
 
 }  // namespace
@@ -169,7 +173,8 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&attn_counters_, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
   PHI_CUDA_CHECK(cudaMemset(attn_counters_, 0, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
 
-  const size_t cand_bytes = options_.max_seqs * top_candidates_record_bytes(kMaxTopCandidates);
+  // Records of every rank under tensor parallelism (each rank's are all-gathered).
+  const size_t cand_bytes = config_.tp_world * CandidateArea(options_.max_seqs);
   PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
   PHI_CUDA_CHECK(cudaMalloc(&cand_dev_, cand_bytes));
 
@@ -183,8 +188,10 @@ CudaStatus PhiCudaModel::SetCollectives(PhiCudaCollectives* collectives) {
   PHI_CUDA_REQUIRE(collectives != nullptr && collectives_ == nullptr,
                    "SetCollectives: once, with non-null collectives");
   const size_t rows = options_.max_logit_rows, vl = config_.local_vocab();
+  const size_t share = 4 * rows * vl + CandidateArea(options_.max_seqs);
   PHI_CUDA_CHECK(cudaMalloc(&logits_local_, 4 * rows * vl));
-  PHI_CUDA_CHECK(cudaMalloc(&logits_gather_, 4 * rows * vl * config_.tp_world));
+  PHI_CUDA_CHECK(cudaMalloc(&logits_gather_, share * config_.tp_world));
+  PHI_CUDA_CHECK(cudaMalloc(&tp_send_, share));
   collectives_ = collectives;
   options_.use_cuda_graphs = false;
   return {};
@@ -195,7 +202,7 @@ PhiCudaModel::~PhiCudaModel() {
   for (void* p : {static_cast<void*>(x_), static_cast<void*>(h_), static_cast<void*>(qkvf_),
                   static_cast<void*>(mid_), static_cast<void*>(hf_),
                   static_cast<void*>(logits_), static_cast<void*>(logits_local_),
-                  static_cast<void*>(logits_gather_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
+                  static_cast<void*>(logits_gather_), static_cast<void*>(tp_send_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
                   static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_), static_cast<void*>(cand_dev_),
                   static_cast<void*>(kv_arena_), weight_arena_}) {
     if (p) cudaFree(p);
@@ -277,7 +284,8 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
   return {};
 }
 
-CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_len, bool sample) {
+CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_len, bool sample,
+                                 bool gather_logits) {
   const PhiCudaConfig& c = config_;
   const int h = c.hidden_size;
   auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(meta_dev_ + off); };
@@ -369,6 +377,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     const size_t vl = c.local_vocab();
     PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_local_,
                                            true, 0.0f, L.n_rows, c.local_vocab(), h, stream_));
+    if (!gather_logits) return {};
     PHI_CUDA_RETURN_IF_ERROR(
         coll->AllGather(logits_local_, logits_gather_, 4 * vl * L.n_rows, stream_));
     for (int r = 0; r < c.tp_world; ++r) {
@@ -479,7 +488,15 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   out->candidate_record.assign(n_seq_real, -1);
   out->candidate_records.clear();
   out->candidate_stride = 0;
+  out->candidate_ranks = 1;
   int n_cand = 0;
+  // Tensor parallelism with candidate rows: the ranks gather whole rows' slices and candidate
+  // records instead of every row's slices (GatherCandidateStep).
+  bool tp_candidates = false;
+  for (const PhiSeqInput& s : seqs) tp_candidates = tp_candidates || s.num_candidates > 0;
+  tp_candidates = tp_candidates && collectives_ != nullptr && !sample && !graph;
+  std::vector<Run> whole_runs;
+  int whole_rows = 0;
   int tok = 0, row = 0, max_ctx = 1;
   for (int i = 0; i < n_seq; ++i) {
     const bool real = i < n_seq_real;
@@ -515,6 +532,12 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
         host32(L.cand_lse)[n_cand] = seqs[i].candidate_lse ? 1 : 0;
         out->candidate_stride = std::max(out->candidate_stride, seqs[i].num_candidates);
         out->candidate_record[i] = n_cand++;
+      } else if (!whole_runs.empty() && whole_runs.back().first + whole_runs.back().rows == row) {
+        whole_runs.back().rows += rows;
+        whole_rows += rows;
+      } else {
+        whole_runs.push_back({row, rows});
+        whole_rows += rows;
       }
     }
     tok += n;
@@ -525,6 +548,9 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     host32(L.tile_first)[t] = tile_first[t];
   }
   out->total_rows = row;
+  out->logits_row.resize(row);
+  for (int r = 0; r < row; ++r) out->logits_row[r] = r;
+  out->assembled_rows = row;
   PHI_CUDA_CHECK(
       cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
 
@@ -550,11 +576,14 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
       }
     }
   } else {
-    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample));
+    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample, !tp_candidates));
   }
   // Candidates from the finished logits, outside any decode graph (their count varies by step).
-  const size_t cand_bytes = n_cand * top_candidates_record_bytes(out->candidate_stride);
-  if (n_cand > 0) {
+  const size_t cand_bytes =
+      (tp_candidates ? c.tp_world : 1) * n_cand * top_candidates_record_bytes(out->candidate_stride);
+  if (tp_candidates) {
+    PHI_CUDA_RETURN_IF_ERROR(GatherCandidateStep(L, whole_runs, whole_rows, n_cand, out->candidate_stride, out));
+  } else if (n_cand > 0) {
     TopCandidatesArgs ta;
     ta.logits = logits_;
     ta.ld = c.vocab_size;
@@ -598,6 +627,80 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
       out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
     }
   }
+  return {};
+}
+
+CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Run> whole_runs, int whole_rows,
+                                             int n_cand, int stride, PhiStepOutput* out) {
+  const PhiCudaConfig& c = config_;
+  const size_t vl = c.local_vocab(), V = c.vocab_size;
+  // A rank's share: its slices of the whole rows in step order, then (8-byte aligned for the
+  // records' f64) its records. parallel/vocab_gather.h does the same with host buffers.
+  const size_t rec_at = align_up(4 * vl * whole_rows, 16);
+  const size_t rec_bytes = n_cand * top_candidates_record_bytes(stride);
+  const size_t share = rec_at + rec_bytes;
+  int packed = 0;
+  for (const Run& r : whole_runs) {
+    PHI_CUDA_CHECK(cudaMemcpyAsync(tp_send_ + 4 * vl * packed, logits_local_ + vl * r.first, 4 * vl * r.rows,
+                                   cudaMemcpyDeviceToDevice, stream_));
+    packed += r.rows;
+  }
+  TopCandidatesArgs ta;
+  ta.logits = logits_local_;
+  ta.ld = static_cast<int64_t>(vl);
+  ta.width = static_cast<int>(vl);
+  ta.id0 = c.vocab_begin();
+  ta.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+  ta.rows = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_rows);
+  ta.counts = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_counts);
+  ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);
+  ta.num_rows = n_cand;
+  ta.max_count = stride;
+  ta.out = tp_send_ + rec_at;
+  PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(collectives_->AllGather(tp_send_, logits_gather_, share, stream_));
+  const char* recv = reinterpret_cast<const char*>(logits_gather_);
+  // Whole rows first in logits_ (rank r's slice at column r * vl), then every rank's records
+  // to the host, rank after rank.
+  for (int r = 0; whole_rows > 0 && r < c.tp_world; ++r) {
+    PHI_CUDA_CHECK(cudaMemcpy2DAsync(logits_ + r * vl, 4 * V, recv + r * share, 4 * vl, 4 * vl, whole_rows,
+                                     cudaMemcpyDeviceToDevice, stream_));
+  }
+  PHI_CUDA_CHECK(cudaMemcpy2DAsync(cand_host_, rec_bytes, recv + rec_at, share, rec_bytes, c.tp_world,
+                                   cudaMemcpyDeviceToHost, stream_));
+  out->candidate_ranks = c.tp_world;
+  std::fill(out->logits_row.begin(), out->logits_row.end(), -1);
+  packed = 0;
+  for (const Run& r : whole_runs) {
+    for (int k = 0; k < r.rows; ++k) out->logits_row[r.first + k] = packed++;
+  }
+  out->assembled_rows = whole_rows;
+  return {};
+}
+
+CudaStatus PhiCudaModel::GatherLogitRows(std::span<const int32_t> step_rows, int dst_row) {
+  const PhiCudaConfig& c = config_;
+  PHI_CUDA_REQUIRE(collectives_ != nullptr, "GatherLogitRows: only for tensor-parallel ranks");
+  const int n = static_cast<int>(step_rows.size());
+  if (n == 0) return {};
+  PHI_CUDA_REQUIRE(dst_row >= 0 && dst_row + n <= options_.max_logit_rows,
+                   "GatherLogitRows: rows [" + std::to_string(dst_row) + ", " + std::to_string(dst_row + n) +
+                       ") exceed max_logit_rows " + std::to_string(options_.max_logit_rows));
+  const size_t vl = c.local_vocab(), V = c.vocab_size;
+  for (int j = 0; j < n; ++j) {
+    PHI_CUDA_REQUIRE(step_rows[j] >= 0 && step_rows[j] < options_.max_logit_rows,
+                     "GatherLogitRows: step row " + std::to_string(step_rows[j]) + " out of range");
+    PHI_CUDA_CHECK(cudaMemcpyAsync(tp_send_ + 4 * vl * j, logits_local_ + vl * step_rows[j], 4 * vl,
+                                   cudaMemcpyDeviceToDevice, stream_));
+  }
+  PHI_CUDA_RETURN_IF_ERROR(collectives_->AllGather(tp_send_, logits_gather_, 4 * vl * n, stream_));
+  const char* recv = reinterpret_cast<const char*>(logits_gather_);
+  for (int r = 0; r < c.tp_world; ++r) {
+    PHI_CUDA_CHECK(cudaMemcpy2DAsync(logits_ + dst_row * V + r * vl, 4 * V, recv + r * 4 * vl * n, 4 * vl, 4 * vl, n,
+                                     cudaMemcpyDeviceToDevice, stream_));
+  }
+  PHI_CUDA_RETURN_IF_ERROR(collectives_->Synchronize(stream_));
+  PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
   return {};
 }
 

@@ -129,10 +129,19 @@ struct PhiStepOutput {
   std::vector<int32_t> top_ids;        // [seqs, max_top_n], empty when no sequence asked
   std::vector<float> top_logprobs;
   // With num_candidates asked for: candidate_record[i] is sequence i's record index (-1: none)
-  // in candidate_records, records of top_candidates_record_bytes(candidate_stride) bytes.
+  // in candidate_records: candidate_ranks blocks (one per rank's vocabulary slice, rank
+  // order; 1 when the records were taken from whole rows) of the step's records, each
+  // top_candidates_record_bytes(candidate_stride) bytes.
   std::vector<int32_t> candidate_record;
   std::vector<char> candidate_records;
   int candidate_stride = 0;
+  int candidate_ranks = 1;
+  // logits_row[r]: where step row r (first_row / num_rows numbering) sits in the device logits
+  // that CopyLogits reads, -1 when it was not assembled (a tensor-parallel candidate row:
+  // GatherLogitRows brings it when the candidates do not cover it). assembled_rows: rows
+  // there.
+  std::vector<int32_t> logits_row;
+  int assembled_rows = 0;
 };
 
 class PhiCudaModel {
@@ -182,6 +191,11 @@ class PhiCudaModel {
   // tables and batches over the options' capacities.
   CudaStatus Forward(std::span<const PhiSeqInput> seqs, bool sample, PhiStepOutput* out);
   CudaStatus CopyLogits(int first_row, int num_rows, float* host) const;
+  // Tensor parallelism, after a Forward that left candidate rows unassembled: all-gathers the
+  // vocabulary slices of those step rows and lays them out as device logits rows dst_row,
+  // dst_row + 1, ... (dst_row >= the step's assembled_rows). Collective: every rank calls it
+  // with the same rows (they reach the same verdict from the same gathered records).
+  CudaStatus GatherLogitRows(std::span<const int32_t> step_rows, int dst_row);
 
   int num_captured_graphs() const { return static_cast<int>(graphs_.size()); }
 
@@ -190,7 +204,17 @@ class PhiCudaModel {
   PhiCudaModel(const PhiCudaConfig& config, const PhiCudaOptions& options)
       : config_(config), options_(options) {}
   CudaStatus Init();
-  CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool sample);
+  // gather_logits false (tensor parallelism only): the lm_head's local slices stay in
+  // logits_local_ for the caller to gather.
+  CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool sample,
+                     bool gather_logits = true);
+  // Tensor-parallel candidate step: whole rows' slices and this rank's candidate records in
+  // one all-gather; whole rows assembled first in logits_, records copied to cand_host_.
+  struct Run {
+    int first = 0, rows = 0;  // step rows
+  };
+  CudaStatus GatherCandidateStep(const Layout& layout, std::span<const Run> whole_runs, int whole_rows,
+                                 int n_cand, int stride, PhiStepOutput* out);
 
   PhiCudaConfig config_;
   PhiCudaOptions options_;
@@ -212,7 +236,9 @@ class PhiCudaModel {
   bf16* hf_ = nullptr;
   float* logits_ = nullptr;         // [max_logit_rows, vocab_size]
   float* logits_local_ = nullptr;   // with collectives: [max_logit_rows, local_vocab]
-  float* logits_gather_ = nullptr;  // with collectives: [tp_world, max_logit_rows, local_vocab]
+  // with collectives: [tp_world, max_logit_rows, local_vocab] plus tp_world record areas
+  float* logits_gather_ = nullptr;
+  char* tp_send_ = nullptr;         // with collectives: a rank's share of a candidate step
   float* attn_ws_ = nullptr;
   unsigned int* attn_counters_ = nullptr;
   // Step metadata: a pinned host staging buffer and its device twin, one copy per step.

@@ -1,7 +1,8 @@
 // How CudaModelRunner::Step turns one forward pass into StepLogits: which sequences come back
-// as candidates (their top-candidate record covers what the sampler could keep, the same
-// CandidatesCover verdict as the CPU path), which keep whole rows, and the device-to-host
-// copies that bring those rows next to each other. Pure host code, so CI tests it without a GPU.
+// as candidates (their top-candidate records cover what the sampler could keep: the same
+// MergeCandidates and CandidatesCover as the CPU path), which keep whole rows, and the
+// device-to-host copies that bring those rows next to each other. Pure host code, so CI
+// tests it without a GPU.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_STEP_LOGITS_PLAN_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_STEP_LOGITS_PLAN_H_
 
@@ -29,12 +30,24 @@ struct LogitsRowCopy {
   int32_t rows = 0;
 };
 
-// The forward pass's layout: sequence i's rows start at device row device_first_row[i]
-// (device_num_rows[i] of them, batch order, contiguous); record_index[i] >= 0 names its
-// top-candidate record in `records` (top_candidates_record_bytes(record_stride) each), -1 none.
-// Fills out (vocab_size, first_row, num_rows, candidates; data sized for the whole rows, not
-// written) and the copies that fill out->data, one per run of adjacent whole-row sequences.
-// INTERNAL for a malformed record.
+// record_index[i] >= 0 names sequence i's top-candidate record (-1: none) in each of
+// `record_ranks` blocks of `records` (rank r's block first at r * records.size() / record_ranks;
+// records of top_candidates_record_bytes(record_stride) bytes). Every rank's record of a
+// sequence is merged (MergeCandidates); covered sequences get out->candidates[i] and
+// whole[i] = false. INTERNAL for a malformed record.
+absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t> record_index,
+                                 std::span<const char> records, int record_stride, int record_ranks,
+                                 StepLogits* out, std::vector<bool>* whole, CudaLogitsStats* stats);
+
+// Sets out->vocab_size, first_row, num_rows (0 where !whole[i]) and sizes out->data for the
+// whole sequences, whose rows sit on the device at device_first_row[i] (device_num_rows[i]
+// of them); `copies` fill out->data, one per run of whole sequences adjacent on the device.
+void LayOutWholeRows(const std::vector<bool>& whole, std::span<const int32_t> device_first_row,
+                     std::span<const int32_t> device_num_rows, int32_t vocab_size, StepLogits* out,
+                     std::vector<LogitsRowCopy>* copies, CudaLogitsStats* stats);
+
+// Both, for records taken from whole rows (one rank) and every row on the device at
+// device_first_row (batch order, contiguous).
 absl::Status PlanStepLogits(const StepBatch& batch, std::span<const int32_t> device_first_row,
                             std::span<const int32_t> device_num_rows, std::span<const int32_t> record_index,
                             std::span<const char> records, int record_stride, int32_t vocab_size, StepLogits* out,

@@ -3,7 +3,8 @@
 // of whole rows, prompt-logprob rows, covered candidate rows and a candidate row whose tie at
 // the top-k cut sends it back whole. The engine's view must be what the whole rows give:
 // SampleFromCandidates equals SampleToken on the device row bit for bit, kept rows are the
-// device rows, adjacent kept sequences share one copy, and the byte count is what left the GPU.
+// device rows, adjacent kept sequences share one copy, and the byte count is what left the GPU;
+// two ranks' records of vocabulary halves merge as the CPU runner's vocabulary gather does.
 #include <cstring>
 #include <span>
 #include <vector>
@@ -202,6 +203,54 @@ TEST_F(StepLogitsPlanTest, MalformedRecordsAreInternalErrors) {
   EXPECT_NE(st.message().find("sequence 101"), std::string::npos) << st;
   const std::vector<char> short_records(dev_.records.begin(), dev_.records.begin() + 8);
   EXPECT_EQ(Plan(short_records).code(), absl::StatusCode::kInternal);
+}
+
+// Tensor parallelism: two ranks' records of their vocabulary halves (the twin on each slice,
+// rank blocks one after the other as the all-gather leaves them) merge into exactly what the
+// CPU runner's vocabulary gather builds (SelectCandidates per slice + MergeCandidates), and the
+// same rows fall back.
+TEST_F(StepLogitsPlanTest, TwoRankRecordsMergeLikeTheCpuVocabularyGather) {
+  constexpr int kWidth = kVocab / 2;
+  std::vector<int32_t> rec_rows, counts, lse;
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    if (batch_.seqs[i].num_candidates <= 0) continue;
+    rec_rows.push_back(dev_.first_row[i] + dev_.num_rows[i] - 1);
+    counts.push_back(batch_.seqs[i].num_candidates);
+    lse.push_back(batch_.seqs[i].logprobs ? 1 : 0);
+  }
+  const size_t block = dev_.records.size();
+  std::vector<char> records(2 * block);
+  for (int r = 0; r < 2; ++r) {
+    top_candidates_forward_cpu(dev_.rows.data() + r * kWidth, kVocab, kWidth, r * kWidth, kLimit, rec_rows.data(),
+                               counts.data(), lse.data(), static_cast<int>(rec_rows.size()), dev_.stride,
+                               records.data() + r * block);
+  }
+  std::vector<bool> whole;
+  ASSERT_TRUE(ChooseCandidateRows(batch_, dev_.record_index, records, dev_.stride, 2, &out_, &whole, &stats_).ok());
+  EXPECT_EQ(whole, (std::vector<bool>{true, false, true, true, false, true, false}));
+  EXPECT_EQ(stats_.bytes_to_host, records.size());
+  for (size_t i = 0; i < seqs_.size(); ++i) {
+    if (whole[i]) continue;
+    SCOPED_TRACE("sequence " + std::to_string(i));
+    const std::span<const float> row = DeviceRow(dev_.first_row[i]);
+    std::vector<CandidateShard> shards;
+    for (int r = 0; r < 2; ++r) {
+      shards.push_back(SelectCandidates(row.subspan(r * kWidth, kWidth), r * kWidth, kLimit,
+                                        batch_.seqs[i].num_candidates, batch_.seqs[i].logprobs));
+    }
+    const LogitCandidates want = MergeCandidates(shards, batch_.seqs[i].num_candidates);
+    const LogitCandidates& got = out_.candidates[i];
+    EXPECT_EQ(got.ids, want.ids);
+    EXPECT_EQ(got.values, want.values);
+    EXPECT_EQ(got.exact, want.exact);
+    EXPECT_EQ(got.bound, want.bound);
+    EXPECT_EQ(std::memcmp(&got.log_sum_exp, &want.log_sum_exp, 8), 0);
+    const Seq& s = seqs_[i];
+    for (uint64_t step = 0; step < 4; ++step) {
+      EXPECT_EQ(SampleFromCandidates(got, s.sampling, step, false, 0).token_id,
+                SampleToken(row, kLimit, s.sampling, step, nullptr, false, 0).token_id);
+    }
+  }
 }
 
 }  // namespace

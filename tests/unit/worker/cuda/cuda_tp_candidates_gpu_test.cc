@@ -1,0 +1,235 @@
+// Tensor-parallel candidate steps on ONE GPU: two CudaModelRunner ranks (vocabulary, heads and
+// fc1 split in halves) in two threads of this process, joined by a test communicator that
+// moves device buffers through the host (no NCCL, so a one-GPU machine runs it). Each rank
+// steps a mixed batch twice over the same cache slots: whole rows (every row's slices
+// all-gathered), then with num_candidates (whole rows' slices plus per-rank candidate records
+// in one all-gather, uncovered rows gathered afterwards). The candidate step must give what
+// the CPU runner's vocabulary gather builds from the whole rows (SelectCandidates per half +
+// MergeCandidates, the same bytes), the same rows for everything kept whole, the same result
+// on both ranks, and a flat min-p row must come back whole through GatherLogitRows.
+// Label gpu; skips without a GPU or the tiny model (PHI_TEST_MODEL_DIR).
+#include <barrier>
+#include <cstdlib>
+#include <cstring>
+#include <span>
+#include <thread>
+#include <vector>
+
+#include "services/worker/backends/cuda/cuda_model_runner.h"
+#include "tests/unit/worker/cuda/gpu_test_util.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+constexpr int32_t kEngineMaxCandidates = 64;  // engine.cc kMaxSampleCandidates
+
+#define PHI_RETURN_IF_CUDA(call)                                                                   \
+  do {                                                                                             \
+    const cudaError_t phi_e_ = (call);                                                             \
+    if (phi_e_ != cudaSuccess) return absl::InternalError(std::string(#call) + ": " + cudaGetErrorName(phi_e_)); \
+  } while (0)
+
+// Collectives of `world` in-process ranks on device buffers, through host copies; every call
+// completes before it returns (so the runner needs no synchronize hook). Rank order sums make
+// every rank's all-reduce bit-identical.
+class HostStagedGroup {
+ public:
+  explicit HostStagedGroup(int world) : world_(world), barrier_(world), ptrs_(world) {}
+
+  class Rank final : public parallel::Communicator {
+   public:
+    Rank(HostStagedGroup* g, int rank) : g_(g), rank_(rank) {}
+    int rank() const override { return rank_; }
+    int world_size() const override { return g_->world_; }
+    std::string name() const override { return "host-staged-test"; }
+    absl::Status AllReduceSum(void* data, size_t count, parallel::DataType dtype) override {
+      if (dtype != parallel::DataType::kFloat32) return absl::UnimplementedError("float32 only");
+      PHI_RETURN_IF_CUDA(cudaDeviceSynchronize());
+      g_->ptrs_[rank_] = data;
+      g_->barrier_.arrive_and_wait();
+      std::vector<float> sum(count, 0.0f), part(count);
+      for (int r = 0; r < g_->world_; ++r) {
+        PHI_RETURN_IF_CUDA(cudaMemcpy(part.data(), g_->ptrs_[r], count * 4, cudaMemcpyDeviceToHost));
+        for (size_t j = 0; j < count; ++j) sum[j] += part[j];
+      }
+      g_->barrier_.arrive_and_wait();  // every rank has read every buffer before any is written
+      PHI_RETURN_IF_CUDA(cudaMemcpy(data, sum.data(), count * 4, cudaMemcpyHostToDevice));
+      return absl::OkStatus();
+    }
+    using parallel::Communicator::AllReduceSum;
+    absl::Status Broadcast(void*, size_t, int) override { return absl::UnimplementedError("not used"); }
+    absl::Status AllGather(const void* in, void* out, size_t bytes_per_rank) override {
+      PHI_RETURN_IF_CUDA(cudaDeviceSynchronize());
+      g_->ptrs_[rank_] = const_cast<void*>(in);
+      g_->barrier_.arrive_and_wait();
+      for (int r = 0; r < g_->world_; ++r) {
+        PHI_RETURN_IF_CUDA(cudaMemcpy(static_cast<char*>(out) + r * bytes_per_rank, g_->ptrs_[r], bytes_per_rank,
+                                      cudaMemcpyDeviceToDevice));
+      }
+      g_->barrier_.arrive_and_wait();
+      return absl::OkStatus();
+    }
+    absl::Status Barrier() override {
+      g_->barrier_.arrive_and_wait();
+      return absl::OkStatus();
+    }
+
+   private:
+    HostStagedGroup* g_;
+    int rank_;
+  };
+
+ private:
+  int world_;
+  std::barrier<> barrier_;
+  std::vector<void*> ptrs_;
+};
+
+std::string ModelDir() {
+  const char* d = std::getenv("PHI_TEST_MODEL_DIR");
+  return d ? d : "";
+}
+
+std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::vector<int32_t> t(n);
+  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
+  return t;
+}
+
+struct Seq {
+  std::vector<int32_t> tokens, blocks;
+  SamplingOptions sampling;
+  bool logprobs = false;
+  int32_t top_n = 0;
+  bool all_logits = false;
+};
+
+StepBatch Batch(const std::vector<Seq>& seqs, int32_t vocab_limit, bool candidates) {
+  StepBatch b;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    SequenceStep s{.seq_id = i + 1, .tokens = seqs[i].tokens, .start_pos = 0, .block_table = seqs[i].blocks,
+                   .all_logits = seqs[i].all_logits};
+    if (candidates && !s.all_logits) {
+      s.num_candidates = CandidatesNeeded(seqs[i].sampling, vocab_limit, seqs[i].logprobs, seqs[i].top_n,
+                                          kEngineMaxCandidates);
+      s.sampling = seqs[i].sampling;
+      s.logprobs = seqs[i].logprobs;
+    }
+    b.seqs.push_back(s);
+  }
+  return b;
+}
+
+TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  constexpr int kWorld = 2;
+  HostStagedGroup group(kWorld);
+  std::vector<std::unique_ptr<CudaModelRunner>> ranks(kWorld);
+  for (int r = 0; r < kWorld; ++r) {
+    CudaRunnerOptions o;
+    o.model.max_tokens_per_step = 256;
+    o.model.max_seqs = 16;
+    o.model.max_logit_rows = 256;
+    o.rank = r;
+    o.world_size = kWorld;
+    o.make_comm = [&group, r](int, cudaStream_t) -> absl::StatusOr<CudaRunnerOptions::Comm> {
+      return CudaRunnerOptions::Comm{std::make_unique<HostStagedGroup::Rank>(&group, r), nullptr};
+    };
+    auto made = CudaModelRunner::Create(ModelDir(), o);
+    ASSERT_TRUE(made.ok()) << made.status();
+    ranks[r] = *std::move(made);
+    ASSERT_TRUE(ranks[r]->AllocateKvCache({.num_blocks = 64, .block_size = 16}).ok());
+  }
+  const int32_t vocab = ranks[0]->shape().vocab_size;
+  const int32_t limit = ranks[0]->shape().tokenizer_vocab_size;
+  const int32_t width = vocab / kWorld;
+
+  // Greedy + logprobs, top-k/top-p/min-p + logprobs, a whole row (penalties), prompt
+  // logprobs, a min-p so low that the 64 candidates cannot cover it (gathered afterwards).
+  std::vector<Seq> seqs(5);
+  seqs[0].logprobs = true;
+  seqs[0].top_n = 5;
+  seqs[1].sampling = {.temperature = 0.8f, .top_p = 0.9f, .top_k = 40, .min_p = 0.05f, .seed = 7};
+  seqs[1].logprobs = true;
+  seqs[1].top_n = 20;
+  seqs[2].sampling = {.temperature = 0.7f, .top_k = 40, .repetition_penalty = 1.2f, .seed = 3};
+  seqs[3].all_logits = true;
+  seqs[4].sampling = {.temperature = 1.0f, .min_p = 0.001f, .seed = 9};
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    seqs[i].tokens = Prompt(4 + 5 * static_cast<int>(i), limit, 200 + static_cast<uint32_t>(i));
+    seqs[i].blocks = {static_cast<int32_t>(2 * i), static_cast<int32_t>(2 * i + 1)};
+  }
+  const StepBatch wb = Batch(seqs, limit, false), cb = Batch(seqs, limit, true);
+  std::vector<StepLogits> whole(kWorld), cand(kWorld);
+  std::vector<absl::Status> st(2 * kWorld);
+  std::vector<CudaLogitsStats> before(kWorld), after(kWorld);
+  {
+    std::vector<std::thread> threads;
+    for (int r = 0; r < kWorld; ++r) {
+      threads.emplace_back([&, r] {
+        st[r] = ranks[r]->Step(wb, &whole[r]);
+        before[r] = ranks[r]->logits_stats();
+        if (st[r].ok()) st[kWorld + r] = ranks[r]->Step(cb, &cand[r]);
+        after[r] = ranks[r]->logits_stats();
+      });
+    }
+    for (std::thread& t : threads) t.join();
+  }
+  for (const absl::Status& s : st) ASSERT_TRUE(s.ok()) << s;
+
+  int candidate_rows = 0, fallback_rows = 0;
+  for (size_t i = 0; i < seqs.size(); ++i) {
+    SCOPED_TRACE("sequence " + std::to_string(i));
+    const std::span<const float> row = whole[0].LastRow(i);
+    ASSERT_TRUE(std::equal(row.begin(), row.end(), whole[1].LastRow(i).begin())) << "ranks disagree";
+    const int32_t count = cb.seqs[i].num_candidates;
+    if (!cand[0].HasCandidates(i)) {
+      ASSERT_FALSE(cand[1].HasCandidates(i));
+      ASSERT_EQ(cand[0].num_rows[i], whole[0].num_rows[i]);
+      for (int32_t r = 0; r < whole[0].num_rows[i]; ++r) {
+        for (int k = 0; k < kWorld; ++k) {
+          const auto a = cand[k].Row(cand[k].first_row[i] + r), b = whole[0].Row(whole[0].first_row[i] + r);
+          EXPECT_TRUE(std::equal(a.begin(), a.end(), b.begin())) << "rank " << k << " row " << r;
+        }
+      }
+      fallback_rows += count > 0;
+      continue;
+    }
+    ASSERT_GT(count, 0);
+    ++candidate_rows;
+    std::vector<CandidateShard> shards;
+    for (int r = 0; r < kWorld; ++r) {
+      shards.push_back(SelectCandidates(row.subspan(r * width, width), r * width, limit, count, seqs[i].logprobs));
+    }
+    const LogitCandidates want = MergeCandidates(shards, count);
+    for (int k = 0; k < kWorld; ++k) {
+      ASSERT_TRUE(cand[k].HasCandidates(i)) << "rank " << k;
+      const LogitCandidates& got = cand[k].candidates[i];
+      EXPECT_EQ(got.ids, want.ids);
+      EXPECT_EQ(got.values, want.values);
+      EXPECT_EQ(got.exact, want.exact);
+      EXPECT_EQ(got.bound, want.bound);
+      EXPECT_NEAR(got.log_sum_exp, want.log_sum_exp, 1e-12 * std::max(1.0, std::abs(want.log_sum_exp)));
+    }
+    for (uint64_t step = 0; step < 8; ++step) {
+      EXPECT_EQ(SampleFromCandidates(cand[0].candidates[i], seqs[i].sampling, step, false, 0).token_id,
+                SampleToken(row, limit, seqs[i].sampling, step, nullptr, false, 0).token_id);
+    }
+  }
+  EXPECT_EQ(candidate_rows, 2);  // greedy and top-k
+  EXPECT_EQ(fallback_rows, 1);   // the flat min-p row, gathered after the verdict
+  for (int k = 0; k < kWorld; ++k) {
+    EXPECT_EQ(after[k].fallback_rows - before[k].fallback_rows, 1u);
+    EXPECT_EQ(after[k].candidate_rows - before[k].candidate_rows, 2u);
+  }
+  std::printf("2 ranks on one GPU: %d candidate rows, %d gathered after the verdict, %llu host bytes (whole rows: "
+              "%llu)\n",
+              candidate_rows, fallback_rows,
+              static_cast<unsigned long long>(after[0].bytes_to_host - before[0].bytes_to_host),
+              static_cast<unsigned long long>(before[0].bytes_to_host));
+}
+
+}  // namespace
+}  // namespace phi::worker::cuda

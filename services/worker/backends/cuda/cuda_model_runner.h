@@ -3,8 +3,9 @@
 // SequenceStep::num_candidates: such a row is reduced on the GPU to its top candidates and
 // log-sum-exp (top_candidates_forward), and only that record leaves the device, unless the
 // candidates do not cover what the sampler could keep (CandidatesCover: ties at the cut),
-// when the whole row is copied instead. StepSample (sampling on the GPU, SamplingParams) is
-// the older interface the engine does not call.
+// when the whole row is copied instead (step_logits_plan.h). Tensor-parallel ranks gather
+// each rank's records of its vocabulary slice for such rows instead of the slices. StepSample
+// (sampling on the GPU, SamplingParams) is the older interface the engine does not call.
 //
 // Usage:
 //   PHI_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(model_dir, {}));

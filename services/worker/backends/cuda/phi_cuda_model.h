@@ -14,7 +14,9 @@
 // rows of other ranks' ids are zeros and one all-reduce of x assembles them; in each layer
 // rank 0 adds its partial [a|g] W2^T + b2 to x while the others write only their partials,
 // so one all-reduce of x per layer gives x + Σ partials + b2; the lm_head's vocabulary
-// slices are all-gathered into full logit rows. ref: DESIGN.md "Phi-1.5 facts".
+// slices are all-gathered into full logit rows, except rows asked as candidates
+// (PhiSeqInput::num_candidates), for which each rank's top-candidate record of its slice
+// travels instead. ref: DESIGN.md "Phi-1.5 facts".
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 

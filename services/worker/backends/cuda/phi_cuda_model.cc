@@ -284,8 +284,7 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
   return {};
 }
 
-CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_len, bool sample,
-                                 bool gather_logits) {
+CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_len, bool gather_logits) {
   const PhiCudaConfig& c = config_;
   const int h = c.hidden_size;
   auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(meta_dev_ + off); };
@@ -386,25 +385,27 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
                                        L.n_rows, cudaMemcpyDeviceToDevice, stream_));
     }
   }
-  if (sample) {
-    SampleArgs sa;
-    sa.logits = logits_;
-    sa.row_index = i32(L.sample_rows);
-    sa.rows = L.n_seq;
-    sa.vocab = c.vocab_size;
-    sa.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
-    sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
-    // Packed by the step's row count so one copy of 8 bytes per row brings the ids and
-    // logprobs back (plus the top-N block only when asked for).
-    const int n = L.n_seq, tn = options_.max_top_n;
-    sa.out_token = reinterpret_cast<int32_t*>(sample_dev_);
-    sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * n);
-    sa.max_top_n = tn;
-    sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * n);
-    sa.out_top_logprobs = reinterpret_cast<float*>(sample_dev_ + 8 * n + 4 * n * tn);
-    PHI_CUDA_RETURN_IF_ERROR(sample_forward(sa, stream_));
-  }
   return {};
+}
+
+CudaStatus PhiCudaModel::LaunchSampling(const Layout& L) {
+  const PhiCudaConfig& c = config_;
+  SampleArgs sa;
+  sa.logits = logits_;
+  sa.row_index = reinterpret_cast<const int32_t*>(meta_dev_ + L.sample_rows);
+  sa.rows = L.n_seq;
+  sa.vocab = c.vocab_size;
+  sa.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+  sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
+  // Packed by the step's row count so one copy of 8 bytes per row brings the ids and
+  // logprobs back (plus the top-N block only when asked for).
+  const int n = L.n_seq, tn = options_.max_top_n;
+  sa.out_token = reinterpret_cast<int32_t*>(sample_dev_);
+  sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * n);
+  sa.max_top_n = tn;
+  sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * n);
+  sa.out_top_logprobs = reinterpret_cast<float*>(sample_dev_ + 8 * n + 4 * n * tn);
+  return sample_forward(sa, stream_);
 }
 
 CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
@@ -555,29 +556,30 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
       cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
 
   if (graph) {
-    // Captured graphs use the largest context so one graph serves every length.
+    // Captured graphs use the largest context so one graph serves every length. A graph
+    // holds the forward pass only, so decode steps replay it whether the step then samples
+    // on the GPU or selects candidates (Step, the engine's path): those run after it.
     auto it = graphs_.find(n_seq);
-    if (it != graphs_.end() && sample) {
+    if (it != graphs_.end()) {
       PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
     } else {
-      PHI_CUDA_RETURN_IF_ERROR(RunBody(L, true, c.max_positions, sample));
-      if (sample && it == graphs_.end()) {
-        cudaGraph_t g;
-        PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-        const CudaStatus body = RunBody(L, true, c.max_positions, true);
-        const cudaError_t end = cudaStreamEndCapture(stream_, &g);
-        PHI_CUDA_RETURN_IF_ERROR(body);
-        PHI_CUDA_CHECK(end);
-        cudaGraphExec_t exec;
-        const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
-        cudaGraphDestroy(g);
-        PHI_CUDA_CHECK(inst);
-        graphs_[n_seq] = exec;
-      }
+      PHI_CUDA_RETURN_IF_ERROR(RunBody(L, true, c.max_positions));
+      cudaGraph_t g;
+      PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+      const CudaStatus body = RunBody(L, true, c.max_positions);
+      const cudaError_t end = cudaStreamEndCapture(stream_, &g);
+      PHI_CUDA_RETURN_IF_ERROR(body);
+      PHI_CUDA_CHECK(end);
+      cudaGraphExec_t exec;
+      const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
+      cudaGraphDestroy(g);
+      PHI_CUDA_CHECK(inst);
+      graphs_[n_seq] = exec;
     }
   } else {
-    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, sample, !tp_candidates));
+    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, !tp_candidates));
   }
+  if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
   // Candidates from the finished logits, outside any decode graph (their count varies by step).
   const size_t cand_bytes =
       (tp_candidates ? c.tp_world : 1) * n_cand * top_candidates_record_bytes(out->candidate_stride);

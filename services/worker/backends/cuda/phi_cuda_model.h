@@ -206,10 +206,12 @@ class PhiCudaModel {
   PhiCudaModel(const PhiCudaConfig& config, const PhiCudaOptions& options)
       : config_(config), options_(options) {}
   CudaStatus Init();
-  // gather_logits false (tensor parallelism only): the lm_head's local slices stay in
-  // logits_local_ for the caller to gather.
-  CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool sample,
-                     bool gather_logits = true);
+  // The forward pass up to the logits (what a decode graph holds). gather_logits false
+  // (tensor parallelism only): the lm_head's local slices stay in logits_local_ for the
+  // caller to gather.
+  CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool gather_logits = true);
+  // sample_forward on each sequence's last row, after RunBody or a graph replay.
+  CudaStatus LaunchSampling(const Layout& layout);
   // Tensor-parallel candidate step: whole rows' slices and this rank's candidate records in
   // one all-gather; whole rows assembled first in logits_, records copied to cand_host_.
   struct Run {

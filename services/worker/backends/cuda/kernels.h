@@ -168,7 +168,7 @@ struct TopCandidatesArgs {
   int id0 = 0;                     // id of column 0 (a vocabulary slice's first id)
   int vocab_limit = 0;             // ids >= vocab_limit are left out
   const int32_t* rows = nullptr;   // [num_rows] logits row of output record r
-  const int32_t* counts = nullptr; // [num_rows] candidates wanted, 1 .. max_count
+  const int32_t* counts = nullptr; // [num_rows] candidates wanted, 1 .. max_count (more: max_count)
   const int32_t* want_lse = nullptr;  // [num_rows] non-zero: compute the log-sum-exp
   int num_rows = 0;
   int max_count = 0;               // entries per record, 1 .. kMaxTopCandidates

@@ -263,7 +263,7 @@ void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int 
   for (int r = 0; r < num_rows; ++r) {
     const float* l = logits + static_cast<int64_t>(rows[r]) * ld;
     const int w = std::clamp(vocab_limit - id0, 0, width);
-    const int k = std::min(counts[r], w);
+    const int k = std::max(0, std::min({counts[r], max_count, w}));
     double lse = -std::numeric_limits<double>::infinity();
     if (want_lse[r] != 0 && w > 0) {
       float max = -std::numeric_limits<float>::infinity();

@@ -63,7 +63,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
   const float* l = a.logits + static_cast<int64_t>(a.rows[r]) * a.ld;
   const int w = max(0, min(a.vocab_limit - a.id0, a.width));
-  const int k = max(0, min(a.counts[r], w));
+  const int k = max(0, min(min(a.counts[r], a.max_count), w));  // a record holds max_count
   const bool want_lse = a.want_lse[r] != 0;
   char* rec = static_cast<char*>(a.out) + static_cast<size_t>(r) * (16 + 8 * static_cast<size_t>(a.max_count));
 

@@ -4,6 +4,8 @@
 #include <cstring>
 #include <queue>
 
+#include <sys/mman.h>
+
 #include "absl/hash/hash.h"
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
@@ -12,31 +14,43 @@
 namespace phi::tokenizer {
 namespace {
 
-std::atomic<uint64_t> g_next_instance_id{1};
+std::atomic<uint32_t> g_next_cache_tag{1};
 
 // Direct-mapped per-thread cache of short pre-tokens: fixed memory, no allocation on hit or
 // insert, and a word's ids are one cache line away. Words that do not fit are merged each time.
+// The slots are fresh anonymous pages: a new thread (gRPC's sync server starts them as load
+// grows) touches only the pages its words land on, instead of writing 1 MiB before its first
+// encode; a slot belongs to the model whose tag it holds, so a thread that alternates between
+// tokenizers never clears anything.
 struct WordCache {
-  static constexpr int kSlots = 1 << 14;  // 1 MiB per thread
+  static constexpr int kSlots = 1 << 14;  // 1 MiB of address space per thread
   static constexpr int kMaxKey = 22;
   static constexpr int kMaxIds = 8;
-  struct alignas(64) Slot {
-    uint8_t key_len = 0xFF;  // 0xFF: empty
-    uint8_t n_ids = 0;
+  struct Slot {
+    uint32_t tag;  // the owning model's tag; 0 (a page never written) is empty
+    uint8_t key_len;
+    uint8_t n_ids;
     char key[kMaxKey];
     uint32_t ids[kMaxIds];
   };
-  uint64_t owner = 0;
-  std::vector<Slot> slots;
+  static_assert(sizeof(Slot) <= 64, "a slot is one cache line");
+  static constexpr size_t kBytes = sizeof(Slot) * kSlots;
 
-  Slot& Lookup(uint64_t model_id, std::string_view word) {
-    if (owner != model_id) {
-      if (slots.empty()) slots.resize(kSlots);
-      for (Slot& s : slots) s.key_len = 0xFF;
-      owner = model_id;
+  Slot* slots = nullptr;
+
+  ~WordCache() {
+    if (slots) munmap(slots, kBytes);
+  }
+
+  // nullptr when the pages cannot be had (the caller then merges without a cache).
+  Slot* Lookup(uint32_t tag, std::string_view word) {
+    if (!slots) {
+      void* p = mmap(nullptr, kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+      if (p == MAP_FAILED) return nullptr;
+      slots = static_cast<Slot*>(p);
     }
-    size_t h = absl::HashOf(absl::string_view(word.data(), word.size()));
-    return slots[h & (kSlots - 1)];
+    size_t h = absl::HashOf(absl::string_view(word.data(), word.size()), tag);
+    return &slots[h & (kSlots - 1)];
   }
 };
 
@@ -49,7 +63,8 @@ absl::StatusOr<BpeModel> BpeModel::Create(
     const std::vector<std::pair<std::string, std::string>>& merges, Options options) {
   BpeModel m;
   m.options_ = options;
-  m.instance_id_ = g_next_instance_id.fetch_add(1);
+  m.cache_tag_ = g_next_cache_tag.fetch_add(1);
+  if (m.cache_tag_ == 0) m.cache_tag_ = g_next_cache_tag.fetch_add(1);  // 0 marks empty slots
   uint32_t limit = 0;
   for (const auto& [s, id] : vocab) limit = std::max(limit, id + 1);
   m.id_to_string_.resize(limit);
@@ -106,19 +121,25 @@ void BpeModel::EncodeWord(std::string_view word, std::vector<uint32_t>* ids) con
     Merge(word, ids);
     return;
   }
-  WordCache::Slot& slot = t_cache.Lookup(instance_id_, word);
-  if (slot.key_len == word.size() && std::memcmp(slot.key, word.data(), word.size()) == 0) {
-    ids->insert(ids->end(), slot.ids, slot.ids + slot.n_ids);
+  WordCache::Slot* slot = t_cache.Lookup(cache_tag_, word);
+  if (slot == nullptr) {
+    Merge(word, ids);
+    return;
+  }
+  if (slot->tag == cache_tag_ && slot->key_len == word.size() &&
+      std::memcmp(slot->key, word.data(), word.size()) == 0) {
+    ids->insert(ids->end(), slot->ids, slot->ids + slot->n_ids);
     return;
   }
   size_t before = ids->size();
   Merge(word, ids);
   size_t produced = ids->size() - before;
   if (produced <= WordCache::kMaxIds) {
-    slot.key_len = static_cast<uint8_t>(word.size());
-    std::memcpy(slot.key, word.data(), word.size());
-    slot.n_ids = static_cast<uint8_t>(produced);
-    std::memcpy(slot.ids, ids->data() + before, produced * sizeof(uint32_t));
+    slot->tag = cache_tag_;
+    slot->key_len = static_cast<uint8_t>(word.size());
+    std::memcpy(slot->key, word.data(), word.size());
+    slot->n_ids = static_cast<uint8_t>(produced);
+    std::memcpy(slot->ids, ids->data() + before, produced * sizeof(uint32_t));
   }
 }
 

@@ -64,7 +64,7 @@ class BpeModel {
   BpeModel() = default;
 
   Options options_;
-  uint64_t instance_id_ = 0;  // distinguishes models in the per-thread cache
+  uint32_t cache_tag_ = 0;  // this model's slots in the per-thread word cache (never 0)
   std::vector<std::string> id_to_string_;
   std::vector<bool> has_id_;
   absl::flat_hash_map<std::string, uint32_t> string_to_id_;

@@ -73,12 +73,18 @@ class Streams {
 
   Streams(StartFn start, TokensFn tokens) : start_(std::move(start)), tokens_(std::move(tokens)) {}
 
-  Row Run(int streams, int requests) {
+  // Stream i starts i * stagger after the first, so that concurrent streams do not run in
+  // lockstep (all prefilling at once, then all decoding): their next requests then keep
+  // arriving spread out, as independent users' would.
+  Row Run(int streams, int requests, Clock::duration stagger = {}) {
     if (requests < 1) return {};
     samples_.clear();
     left_ = streams;
     const auto t0 = Clock::now();
-    for (int i = 0; i < streams; ++i) (new Request(this, requests - 1))->Start();
+    for (int i = 0; i < streams; ++i) {
+      std::this_thread::sleep_until(t0 + i * stagger);
+      (new Request(this, requests - 1))->Start();
+    }
     {
       std::unique_lock<std::mutex> l(mu_);
       cv_.wait(l, [&] { return left_ == 0; });
@@ -201,6 +207,7 @@ int main(int argc, char** argv) {
       "Write a short story about a robot who learns to paint, in the style of a fairy tale, "
       "with a happy ending and a moral at the end.";
   int64_t requests = 8, tokens = 64, warmup = 2, rounds = 3;
+  double stagger_ms = 0;
   double wait_seconds = 0;
   phi::common::FlagSet flags("gateway_overhead_bench", "TTFT and per-token latency: gateway vs worker.");
   flags.AddString("gateway", "", &gateway, "phi-gateway gRPC address");
@@ -212,6 +219,7 @@ int main(int argc, char** argv) {
   flags.AddInt("tokens", "", &tokens, 2, 4096, "tokens generated per request (ignore_eos)");
   flags.AddInt("warmup", "", &warmup, 0, 1000, "warm-up requests per target");
   flags.AddInt("rounds", "", &rounds, 1, 1000, "rounds per stream count (each runs the worker, then the gateway)");
+  flags.AddDouble("stagger-ms", "", &stagger_ms, 0, 60000, "start of stream i is i x this after the first's");
   flags.AddDouble("wait-seconds", "", &wait_seconds, 0, 3600, "retry until the stack answers, up to this long");
   phi::common::ParseFlagsOrExit(flags, argc, argv);
 
@@ -262,10 +270,10 @@ int main(int argc, char** argv) {
   via_worker.Run(1, static_cast<int>(warmup));
   via_gateway.Run(1, static_cast<int>(warmup));
 
-  std::printf("prompt %d tokens, %lld generated per request, %lld requests per stream, median of %lld rounds "
-              "(worker and gateway alternate)\n\n",
+  std::printf("prompt %d tokens, %lld generated per request, %lld requests per stream, streams %.1f ms apart, "
+              "median of %lld rounds (worker and gateway alternate)\n\n",
               eresp.encodings(0).ids_size(), static_cast<long long>(tokens), static_cast<long long>(requests),
-              static_cast<long long>(rounds));
+              stagger_ms, static_cast<long long>(rounds));
   std::printf(
       "| streams | path | TTFT p50 ms | TTFT p99 ms | per-token p50 ms | per-token p99 ms | tokens/s | tokens/message "
       "| failed |\n");
@@ -277,9 +285,10 @@ int main(int argc, char** argv) {
       return 2;
     }
     std::vector<Row> ws, gs;
+    const auto stagger = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(stagger_ms));
     for (int64_t r = 0; r < rounds; ++r) {
-      ws.push_back(via_worker.Run(streams, static_cast<int>(requests)));
-      gs.push_back(via_gateway.Run(streams, static_cast<int>(requests)));
+      ws.push_back(via_worker.Run(streams, static_cast<int>(requests), stagger));
+      gs.push_back(via_gateway.Run(streams, static_cast<int>(requests), stagger));
     }
     const Row w = Median(ws), g = Median(gs);
     for (auto [name, r] : {std::pair<const char*, Row>{"worker", w}, {"gateway", g}}) {

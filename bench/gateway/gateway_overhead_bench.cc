@@ -18,6 +18,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include "absl/strings/match.h"
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_split.h"
 #include "phi/v1/gateway.grpc.pb.h"
@@ -208,6 +209,7 @@ int main(int argc, char** argv) {
       "with a happy ending and a moral at the end.";
   int64_t requests = 8, tokens = 64, warmup = 2, rounds = 3;
   double stagger_ms = 0;
+  std::string paths = "worker,gateway";
   double wait_seconds = 0;
   phi::common::FlagSet flags("gateway_overhead_bench", "TTFT and per-token latency: gateway vs worker.");
   flags.AddString("gateway", "", &gateway, "phi-gateway gRPC address");
@@ -220,6 +222,7 @@ int main(int argc, char** argv) {
   flags.AddInt("warmup", "", &warmup, 0, 1000, "warm-up requests per target");
   flags.AddInt("rounds", "", &rounds, 1, 1000, "rounds per stream count (each runs the worker, then the gateway)");
   flags.AddDouble("stagger-ms", "", &stagger_ms, 0, 60000, "start of stream i is i x this after the first's");
+  flags.AddString("paths", "", &paths, "which paths to run: worker,gateway (one alone: to profile it)");
   flags.AddDouble("wait-seconds", "", &wait_seconds, 0, 3600, "retry until the stack answers, up to this long");
   phi::common::ParseFlagsOrExit(flags, argc, argv);
 
@@ -286,10 +289,13 @@ int main(int argc, char** argv) {
     }
     std::vector<Row> ws, gs;
     const auto stagger = std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double, std::milli>(stagger_ms));
+    const bool run_worker = absl::StrContains(paths, "worker"), run_gateway = absl::StrContains(paths, "gateway");
     for (int64_t r = 0; r < rounds; ++r) {
-      ws.push_back(via_worker.Run(streams, static_cast<int>(requests), stagger));
-      gs.push_back(via_gateway.Run(streams, static_cast<int>(requests), stagger));
+      if (run_worker) ws.push_back(via_worker.Run(streams, static_cast<int>(requests), stagger));
+      if (run_gateway) gs.push_back(via_gateway.Run(streams, static_cast<int>(requests), stagger));
     }
+    if (ws.empty()) ws.push_back({});
+    if (gs.empty()) gs.push_back({});
     const Row w = Median(ws), g = Median(gs);
     for (auto [name, r] : {std::pair<const char*, Row>{"worker", w}, {"gateway", g}}) {
       std::printf("| %d | %s | %.2f | %.2f | %.3f | %.3f | %.0f | %.2f | %d |\n", streams, name, r.ttft50 * 1e3,

@@ -5,6 +5,7 @@
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include "absl/strings/str_split.h"
 #include "services/common/config.h"
@@ -156,6 +157,13 @@ int GatewayMain(int argc, char** argv) {
   });
   prompt_shutdown.Done();
   if (!(*http)->Drain(server.shutdown_grace_seconds)) PHI_LOG(WARNING, "http_drain_timeout");
+  // A generation ends a moment after its call: the last worker-stream callback releases it after
+  // the client's call has finished. The Generator must outlive them all.
+  const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (generator.active() > 0 && std::chrono::steady_clock::now() < give_up) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  }
+  if (generator.active() > 0) PHI_LOG(WARNING, "generations_outlive_shutdown").Int("active", generator.active());
   // Deliberately not destroyed: civetweb's mg_stop waits out its 2 s poll quantum,
   // and every request has ended; the process is exiting.
   (void)http->release();

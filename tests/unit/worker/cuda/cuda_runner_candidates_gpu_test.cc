@@ -11,61 +11,36 @@
 #include <vector>
 
 #include "services/worker/backends/cuda/cuda_model_runner.h"
+#include "tests/unit/worker/cuda/candidate_batch.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
 
 namespace phi::worker::cuda {
 namespace {
 
-constexpr int32_t kEngineMaxCandidates = 64;  // engine.cc kMaxSampleCandidates
+using candidate_test::Batch;
+using candidate_test::kEngineMaxCandidates;
+using candidate_test::ModelDir;
+using candidate_test::Prompt;
+using candidate_test::Seq;
 
-std::string ModelDir() {
-  const char* d = std::getenv("PHI_TEST_MODEL_DIR");
-  return d ? d : "";
-}
-
-std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
-  return t;
-}
-
-struct Seq {
-  std::vector<int32_t> tokens;
-  std::vector<int32_t> blocks;
-  SamplingOptions sampling;
-  bool logprobs = false;
-  int32_t top_n = 0;
-  bool all_logits = false;
-};
-
-StepBatch Batch(const std::vector<Seq>& seqs, int32_t vocab_limit, bool candidates) {
-  StepBatch b;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    SequenceStep s{.seq_id = i + 1, .tokens = seqs[i].tokens, .start_pos = 0, .block_table = seqs[i].blocks,
-                   .all_logits = seqs[i].all_logits};
-    if (candidates && !s.all_logits) {
-      s.num_candidates = CandidatesNeeded(seqs[i].sampling, vocab_limit, seqs[i].logprobs, seqs[i].top_n,
-                                          kEngineMaxCandidates);
-      s.sampling = seqs[i].sampling;
-      s.logprobs = seqs[i].logprobs;
-    }
-    b.seqs.push_back(s);
-  }
-  return b;
+// The checkpoint with room for the tests' batches and a 64-block cache.
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> MakeRunner() {
+  CudaRunnerOptions o;
+  o.model.max_tokens_per_step = 256;
+  o.model.max_seqs = 16;
+  o.model.max_logit_rows = 256;
+  absl::StatusOr<std::unique_ptr<CudaModelRunner>> made = CudaModelRunner::Create(ModelDir(), o);
+  if (!made.ok()) return made.status();
+  if (absl::Status s = (*made)->AllocateKvCache({.num_blocks = 64, .block_size = 16}); !s.ok()) return s;
+  return made;
 }
 
 TEST(CudaRunnerCandidatesGpu, CandidateRowsEqualTheWholeRowPath) {
   PHI_REQUIRE_GPU();
   if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
-  CudaRunnerOptions o;
-  o.model.max_tokens_per_step = 256;
-  o.model.max_seqs = 16;
-  o.model.max_logit_rows = 256;
-  auto made = CudaModelRunner::Create(ModelDir(), o);
+  auto made = MakeRunner();
   ASSERT_TRUE(made.ok()) << made.status();
   CudaModelRunner& gpu = **made;
-  ASSERT_TRUE(gpu.AllocateKvCache({.num_blocks = 64, .block_size = 16}).ok());
   const int32_t vocab = gpu.shape().vocab_size;
   const int32_t limit = gpu.shape().tokenizer_vocab_size;
 
@@ -158,14 +133,9 @@ TEST(CudaRunnerCandidatesGpu, CandidateRowsEqualTheWholeRowPath) {
 TEST(CudaRunnerCandidatesGpu, DecodeStepsReturnOnlyCandidateRecords) {
   PHI_REQUIRE_GPU();
   if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
-  CudaRunnerOptions o;
-  o.model.max_tokens_per_step = 256;
-  o.model.max_seqs = 16;
-  o.model.max_logit_rows = 256;
-  auto made = CudaModelRunner::Create(ModelDir(), o);
+  auto made = MakeRunner();
   ASSERT_TRUE(made.ok()) << made.status();
   CudaModelRunner& gpu = **made;
-  ASSERT_TRUE(gpu.AllocateKvCache({.num_blocks = 64, .block_size = 16}).ok());
   const int32_t limit = gpu.shape().tokenizer_vocab_size;
   // Nine greedy sequences decode 6 tokens each from candidates (one record per row per step),
   // against the greedy argmax of whole rows in a second runner-free check: the candidate

@@ -16,12 +16,11 @@
 #include <vector>
 
 #include "services/worker/backends/cuda/cuda_model_runner.h"
+#include "tests/unit/worker/cuda/candidate_batch.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
 
 namespace phi::worker::cuda {
 namespace {
-
-constexpr int32_t kEngineMaxCandidates = 64;  // engine.cc kMaxSampleCandidates
 
 #define PHI_RETURN_IF_CUDA(call)                                                                   \
   do {                                                                                             \
@@ -85,41 +84,11 @@ class HostStagedGroup {
   std::vector<void*> ptrs_;
 };
 
-std::string ModelDir() {
-  const char* d = std::getenv("PHI_TEST_MODEL_DIR");
-  return d ? d : "";
-}
-
-std::vector<int32_t> Prompt(int n, int vocab, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::vector<int32_t> t(n);
-  for (int32_t& x : t) x = static_cast<int32_t>(rng() % vocab);
-  return t;
-}
-
-struct Seq {
-  std::vector<int32_t> tokens, blocks;
-  SamplingOptions sampling;
-  bool logprobs = false;
-  int32_t top_n = 0;
-  bool all_logits = false;
-};
-
-StepBatch Batch(const std::vector<Seq>& seqs, int32_t vocab_limit, bool candidates) {
-  StepBatch b;
-  for (size_t i = 0; i < seqs.size(); ++i) {
-    SequenceStep s{.seq_id = i + 1, .tokens = seqs[i].tokens, .start_pos = 0, .block_table = seqs[i].blocks,
-                   .all_logits = seqs[i].all_logits};
-    if (candidates && !s.all_logits) {
-      s.num_candidates = CandidatesNeeded(seqs[i].sampling, vocab_limit, seqs[i].logprobs, seqs[i].top_n,
-                                          kEngineMaxCandidates);
-      s.sampling = seqs[i].sampling;
-      s.logprobs = seqs[i].logprobs;
-    }
-    b.seqs.push_back(s);
-  }
-  return b;
-}
+using candidate_test::Batch;
+using candidate_test::kEngineMaxCandidates;
+using candidate_test::ModelDir;
+using candidate_test::Prompt;
+using candidate_test::Seq;
 
 TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
   PHI_REQUIRE_GPU();

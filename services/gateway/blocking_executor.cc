@@ -16,10 +16,14 @@ BlockingExecutor::~BlockingExecutor() {
   for (auto& t : threads_) t.join();
 }
 
-void BlockingExecutor::Post(std::function<void()> task) {
+void BlockingExecutor::Post(std::function<void()> task, bool ahead) {
   {
     std::lock_guard<std::mutex> l(mu_);
-    tasks_.push_back(std::move(task));
+    if (ahead) {
+      tasks_.push_front(std::move(task));
+    } else {
+      tasks_.push_back(std::move(task));
+    }
   }
   cv_.notify_one();
 }

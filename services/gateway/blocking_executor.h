@@ -22,8 +22,9 @@ class BlockingExecutor {
   BlockingExecutor(const BlockingExecutor&) = delete;
   BlockingExecutor& operator=(const BlockingExecutor&) = delete;
 
-  // Runs `task` on one of the threads, in posting order of starts (not of ends).
-  void Post(std::function<void()> task);
+  // Runs `task` on one of the threads, in posting order of starts (not of ends); with
+  // `ahead`, before every task still waiting.
+  void Post(std::function<void()> task, bool ahead = false);
 
  private:
   void Loop();

@@ -20,10 +20,19 @@ absl::Status ClientCancelled() { return absl::CancelledError("the client cancell
 
 }  // namespace
 
+// A worker message and when it arrived (the TTFT and inter-token metrics use arrival times:
+// with remote decoding a message may wait for the tokenizer's answer to the ones before it).
+struct Generation::WorkerMessage {
+  phi::v1::GenerateResponse message;
+  double arrived = 0;
+};
+
 // One attempt's Generate stream. Holds itself (and its Generation) until gRPC calls OnDone.
-// When decoding calls the tokenizer service, each message is handled on the blocking
-// executor, not on gRPC's thread; a hold on the call keeps OnDone (and this object) away
-// until that handler has decided whether to read on.
+// With in-process decoding each message is handled in OnReadDone, on gRPC's thread. When
+// decoding calls the tokenizer service, the stream keeps reading into an inbox that one task
+// at a time drains on the blocking executor: everything that arrived during a tokenizer round
+// trip goes out in the next one (one round trip per batch of messages, not per token), and
+// gRPC's threads never wait on the tokenizer.
 class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::GenerateResponse> {
  public:
   WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req, bool offload)
@@ -32,43 +41,95 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
   void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub) {
     self_ = std::move(self);
     stub->async()->Generate(&ctx_, &req_, this);
-    if (offload_) AddHold();  // the read flow continues outside the reactions
-    StartRead(&resp_);
+    StartRead(&resp_.message);
     StartCall();
   }
   grpc::ClientContext* context() { return &ctx_; }
 
   void OnReadDone(bool ok) override {
-    if (!ok) {  // the stream ended: OnDone follows with its status
-      if (offload_) RemoveHold();
-      return;
-    }
+    if (!ok) return;  // the stream ended: OnDone follows with its status
+    resp_.arrived = Now();
     if (!offload_) {
-      if (gen_->OnWorkerMessage(resp_, &ctx_)) StartRead(&resp_);
+      if (gen_->OnWorkerMessages(std::span<WorkerMessage>(&resp_, 1), &ctx_)) StartRead(&resp_.message);
       return;
     }
-    gen_->gen_->Offload([this] {
-      if (gen_->OnWorkerMessage(resp_, &ctx_)) {
-        StartRead(&resp_);
-      } else {
-        RemoveHold();  // no more reads: let the call end
-      }
-    });
+    bool start = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      inbox_.push_back(std::move(resp_));
+      start = !draining_;
+      draining_ = true;
+    }
+    resp_.message.Clear();
+    // The first batch goes ahead of other streams' batches: it is this request's TTFT.
+    const bool first = !posted_first_;
+    posted_first_ = true;
+    if (start) gen_->gen_->Offload([keep = self_]() mutable { Drain(std::move(keep)); }, first);
+    StartRead(&resp_.message);
   }
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<WorkerStream> keep = std::move(self_);
-    std::shared_ptr<Generation> gen = std::move(gen_);
-    if (!offload_) return gen->OnWorkerDone(status);
-    gen->gen_->Offload([keep, gen, status] { gen->OnWorkerDone(status); });
+    if (!offload_) {
+      std::shared_ptr<Generation> gen = std::move(gen_);
+      return gen->OnWorkerDone(status);
+    }
+    bool start = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      done_ = true;
+      done_status_ = status;
+      start = !draining_;
+      draining_ = true;
+    }
+    if (start) gen_->gen_->Offload([keep = std::move(keep)]() mutable { Drain(std::move(keep)); });
   }
 
  private:
+  // Hands what the inbox holds to the generation, then posts itself again if more came (one
+  // batch per task, so that many streams and new requests' encodes share the executor's
+  // threads fairly). The end of the stream comes last: OnDone follows every read.
+  static void Drain(std::shared_ptr<WorkerStream> self) {
+    std::vector<WorkerMessage> batch;
+    bool done = false;
+    grpc::Status status;
+    {
+      std::lock_guard<std::mutex> l(self->mu_);
+      batch.swap(self->inbox_);
+      done = self->done_;
+      status = self->done_status_;
+    }
+    if (!batch.empty() && self->reading_ && !self->gen_->OnWorkerMessages(batch, &self->ctx_)) {
+      self->reading_ = false;  // the generation cancelled the call; what still arrives is dropped
+    }
+    if (done) {
+      std::shared_ptr<Generation> gen = std::move(self->gen_);
+      gen->OnWorkerDone(status);
+      return;
+    }
+    bool again = false;
+    {
+      std::lock_guard<std::mutex> l(self->mu_);
+      again = !self->inbox_.empty() || self->done_;
+      if (!again) self->draining_ = false;
+    }
+    Generator* generator = self->gen_->gen_;
+    if (again) generator->Offload([self = std::move(self)]() mutable { Drain(std::move(self)); });
+  }
+
   std::shared_ptr<Generation> gen_;
   std::shared_ptr<WorkerStream> self_;
   grpc::ClientContext ctx_;
   phi::v1::GenerateRequest req_;
-  phi::v1::GenerateResponse resp_;
+  WorkerMessage resp_;
   const bool offload_;
+  // Remote decoding only.
+  std::mutex mu_;
+  std::vector<WorkerMessage> inbox_;
+  bool draining_ = false;
+  bool done_ = false;
+  grpc::Status done_status_;
+  bool reading_ = true;        // touched by Drain only (one task at a time)
+  bool posted_first_ = false;  // touched by OnReadDone only
 };
 
 Generation::Generation(Generator* generator, GenerateParams params, GenerationSink* sink)
@@ -235,47 +296,56 @@ void Generation::Emit(GenerateDelta&& d) {
   sink_->OnDelta(std::move(d));
 }
 
-bool Generation::OnWorkerMessage(phi::v1::GenerateResponse& resp, grpc::ClientContext* ctx) {
+bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientContext* ctx) {
   GatewayMetrics* metrics = gen_->metrics_;
   GenerateDelta delta;
-  if (resp.prompt_logprobs_size() > 0) {
-    error_ = FillTexts(resp.mutable_prompt_logprobs());
-    if (!error_.ok()) return ctx->TryCancel(), false;
-    delta.prompt_logprobs.assign(resp.prompt_logprobs().begin(), resp.prompt_logprobs().end());
-  }
-  if (resp.token_ids_size() > 0) {
-    const double now = Now();
-    if (!any_token_) {
-      any_token_ = true;
-      metrics->ttft->Observe(now - t_start_);
-      result_.timings.set_time_to_first_token_seconds(now - t_start_);
-    } else {
-      metrics->inter_token->Observe(now - t_last_);
+  std::vector<int32_t> ids;
+  google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs> logprobs;
+  for (WorkerMessage& m : batch) {
+    phi::v1::GenerateResponse& resp = m.message;
+    if (resp.prompt_logprobs_size() > 0) {
+      error_ = FillTexts(resp.mutable_prompt_logprobs());
+      if (!error_.ok()) return ctx->TryCancel(), false;
+      for (auto& p : *resp.mutable_prompt_logprobs()) delta.prompt_logprobs.push_back(std::move(p));
     }
-    t_last_ = now;
-    completion_ += resp.token_ids_size();
-    absl::StatusOr<std::string> text =
-        decoder_->Push(std::vector<int32_t>(resp.token_ids().begin(), resp.token_ids().end()));
+    if (resp.token_ids_size() > 0) {
+      if (!any_token_) {
+        any_token_ = true;
+        metrics->ttft->Observe(m.arrived - t_start_);
+        result_.timings.set_time_to_first_token_seconds(m.arrived - t_start_);
+      } else {
+        metrics->inter_token->Observe(m.arrived - t_last_);
+      }
+      t_last_ = m.arrived;
+      completion_ += resp.token_ids_size();
+      ids.insert(ids.end(), resp.token_ids().begin(), resp.token_ids().end());
+      if (params_.logprobs) {
+        for (auto& p : *resp.mutable_logprobs()) *logprobs.Add() = std::move(p);
+      }
+    }
+    if (resp.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) {
+      finished_ = true;
+      result_.finish_reason = resp.finish_reason();
+      result_.usage = resp.usage();
+      const double tok = result_.timings.tokenizer_seconds(), ttft = result_.timings.time_to_first_token_seconds();
+      result_.timings = resp.timings();
+      result_.timings.set_tokenizer_seconds(tok);
+      result_.timings.set_time_to_first_token_seconds(ttft);
+      result_.seed = resp.seed();
+    }
+  }
+  if (!ids.empty()) {
+    absl::StatusOr<std::string> text = decoder_->Push(ids);
     if (!text.ok()) {
       error_ = text.status();
       return ctx->TryCancel(), false;
     }
     delta.text = matcher_->Feed(*text);
     if (params_.logprobs) {
-      error_ = FillTexts(resp.mutable_logprobs());
+      error_ = FillTexts(&logprobs);
       if (!error_.ok()) return ctx->TryCancel(), false;
-      delta.logprobs.assign(resp.logprobs().begin(), resp.logprobs().end());
+      delta.logprobs.assign(std::make_move_iterator(logprobs.begin()), std::make_move_iterator(logprobs.end()));
     }
-  }
-  if (resp.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) {
-    finished_ = true;
-    result_.finish_reason = resp.finish_reason();
-    result_.usage = resp.usage();
-    const double tok = result_.timings.tokenizer_seconds(), ttft = result_.timings.time_to_first_token_seconds();
-    result_.timings = resp.timings();
-    result_.timings.set_tokenizer_seconds(tok);
-    result_.timings.set_time_to_first_token_seconds(ttft);
-    result_.seed = resp.seed();
   }
   Emit(std::move(delta));
   if (matcher_->stopped()) {

@@ -11,6 +11,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -51,11 +52,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
 
  private:
   class WorkerStream;
+  struct WorkerMessage;
 
   // Starts the worker stream on a group (not `avoid`); false when no group is ready.
   bool StartAttempt(const WorkerGroup* avoid);
-  // One message of the worker stream; false: stop reading (the call has been cancelled).
-  bool OnWorkerMessage(phi::v1::GenerateResponse& resp, grpc::ClientContext* ctx);
+  // Messages of the worker stream, in order (one, or what arrived during a tokenizer round
+  // trip): one decode, one delta. false: stop reading (the call has been cancelled).
+  bool OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientContext* ctx);
   // The worker stream ended with `status`: finish, retry or fail.
   void OnWorkerDone(const grpc::Status& status);
   // The attempt's outcome once its stream has ended.

@@ -76,9 +76,9 @@ Generator::Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetric
 
 Generator::~Generator() = default;
 
-void Generator::Offload(std::function<void()> task) {
+void Generator::Offload(std::function<void()> task, bool ahead) {
   if (blocking_) {
-    blocking_->Post(std::move(task));
+    blocking_->Post(std::move(task), ahead);
   } else {
     task();  // nothing here blocks (in-process tokenizer)
   }
@@ -90,7 +90,7 @@ std::shared_ptr<Generation> Generator::Start(GenerateParams params, GenerationSi
   auto generation = std::make_shared<Generation>(this, std::move(params), sink);
   if (encode_remotely) {
     // The Encode RPC blocks: not on the caller's thread, which may be one of gRPC's.
-    Offload([generation] { generation->Prepare(); });
+    Offload([generation] { generation->Prepare(); }, /*ahead=*/true);
   } else {
     generation->Prepare();
   }

@@ -102,8 +102,9 @@ class Generator {
 
  private:
   friend class Generation;
-  // Runs blocking work (tokenizer calls) off gRPC's threads.
-  void Offload(std::function<void()> task);
+  // Runs blocking work (tokenizer calls) off gRPC's threads; `ahead` of the work already
+  // waiting (a new request's encode: its TTFT should not wait for other streams' decoding).
+  void Offload(std::function<void()> task, bool ahead = false);
 
   TokenizerClient* tokenizer_;
   WorkerPool* pool_;

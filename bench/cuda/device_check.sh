@@ -107,6 +107,12 @@ if [ "$QUICK" = quick ]; then BARGS="--batches 1,32 --gen 64"; else BARGS=""; fi
 timeout 150 $B/phi_cuda_bench --breakdown $BARGS > "$OUT/bench.log" 2>&1
 echo "bench rc=$?" >> "$OUT/bench.log"
 cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
+# The engine's path (Step: top-1 candidate records leave the GPU, no GPU sampling).
+log "bench, engine path (--candidates)"
+timeout 90 $B/phi_cuda_bench --candidates --batches 1,32,256 $( [ "$QUICK" = quick ] && echo --gen 64 ) \
+  > "$OUT/bench_candidates.log" 2>&1
+echo "bench --candidates rc=$?" >> "$OUT/bench_candidates.log"
+grep -E "^\||TTFT|rc=|tokens from" "$OUT/bench_candidates.log" | tee -a "$OUT/summary.txt"
 
 if [ -z "${SKIP_HF:-}" ]; then
   log "transformers baseline"

@@ -3,7 +3,7 @@
 // random BF16 weights generated on the device (no file needed). Every figure is printed with
 // its limit: decode against weight bytes / copy bandwidth, prefill and throughput against
 // FLOPs / GEMM rate.
-//   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs]
+//   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -30,6 +30,7 @@ using phi::worker::cuda::PhiCudaModel;
 using phi::worker::cuda::PhiCudaOptions;
 using phi::worker::cuda::PhiSeqInput;
 using phi::worker::cuda::PhiStepOutput;
+using phi::worker::cuda::top_candidates_record_bytes;
 
 void Die(const std::string& what) {
   std::fprintf(stderr, "phi_cuda_bench: %s\n", what.c_str());
@@ -315,6 +316,7 @@ void Breakdown(double bw) {
 
 struct Args {
   bool breakdown = false;
+  bool candidates = false;
   std::vector<int> batches = {1, 8, 32, 128, 256};
   int gen = 256;
   int prompt = 512;
@@ -344,6 +346,8 @@ Args Parse(int argc, char** argv) {
       a.prompt = std::stoi(next());
     } else if (s == "--breakdown") {
       a.breakdown = true;
+    } else if (s == "--candidates") {
+      a.candidates = true;
     } else if (s == "--no-graphs") {
       a.graphs = false;
     } else {
@@ -357,9 +361,23 @@ struct RunResult {
   double prefill_ms = 0, decode_ms = 0, step_ms_median = 0;
 };
 
+// The greedy token of sequence i from its top-1 candidate record (the engine's path: the
+// record is what leaves the GPU; its first entry is (value, id)).
+int32_t CandidateToken(const PhiStepOutput& o, size_t i) {
+  const int idx = o.candidate_record[i];
+  if (idx < 0) Die("no candidate record for a sequence");
+  const char* rec = o.candidate_records.data() +
+                    static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
+  int32_t id;
+  std::memcpy(&id, rec + 16 + 4, sizeof(id));
+  return id;
+}
+
 // B sequences: prompts prefilled in chunks of up to max_tokens_per_step, then `gen` decode
-// steps of the whole batch with greedy sampling on the GPU.
-RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen) {
+// steps of the whole batch, greedy: sampled on the GPU (Forward with sample), or with
+// `candidates` as the engine runs it (Step's path: each row reduced to its top-1 record on
+// the GPU, the token read from the record on the host).
+RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen, bool candidates) {
   const int bs = m.options().block_size;
   const int blocks_per_seq = (prompt + gen + bs - 1) / bs;
   if (batch * blocks_per_seq > m.kv_num_blocks()) Die("KV cache too small for batch");
@@ -380,11 +398,12 @@ RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen) {
       PhiSeqInput s;
       s.tokens = toks[b];
       s.block_table = tables[b];
+      s.num_candidates = candidates ? 1 : 0;
       in.push_back(s);
     }
     PhiStepOutput o;
-    Check(m.Forward(in, true, &o), "prefill");
-    for (size_t i = 0; i < in.size(); ++i) toks[b0 + i].push_back(o.tokens[i]);
+    Check(m.Forward(in, !candidates, &o), "prefill");
+    for (size_t i = 0; i < in.size(); ++i) toks[b0 + i].push_back(candidates ? CandidateToken(o, i) : o.tokens[i]);
   }
   r.prefill_ms = NowMs() - t0;
   std::vector<double> steps;
@@ -395,12 +414,13 @@ RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen) {
       in[b].tokens = std::span<const int32_t>(toks[b]).subspan(toks[b].size() - 1);
       in[b].start_pos = static_cast<int>(toks[b].size()) - 1;
       in[b].block_table = tables[b];
+      in[b].num_candidates = candidates ? 1 : 0;
     }
     PhiStepOutput o;
     const double s0 = NowMs();
-    Check(m.Forward(in, true, &o), "decode");
+    Check(m.Forward(in, !candidates, &o), "decode");
     steps.push_back(NowMs() - s0);
-    for (int b = 0; b < batch; ++b) toks[b].push_back(o.tokens[b]);
+    for (int b = 0; b < batch; ++b) toks[b].push_back(candidates ? CandidateToken(o, b) : o.tokens[b]);
   }
   r.decode_ms = NowMs() - t0;
   r.step_ms_median = steps.empty() ? 0.0 : Median(steps);
@@ -448,16 +468,17 @@ int main(int argc, char** argv) {
   const double flop_per_token = 2.0 * (params - double(c.vocab_size) * c.hidden_size);
   const double kv_per_token = double(m->kv_block_bytes()) / o.block_size;
   std::printf("model: Phi-1.5 shape, %.3f B params, %.2f GB read per batch-1 decode token, "
-              "KV %d blocks x %.2f MB, graphs %s\n",
+              "KV %d blocks x %.2f MB, graphs %s, tokens %s\n",
               params / 1e9, wbytes / 1e9, m->kv_num_blocks(), m->kv_block_bytes() / 1e6,
-              args.graphs ? "on" : "off");
+              args.graphs ? "on" : "off",
+              args.candidates ? "from top-1 candidate records (the engine's Step path)" : "sampled on the GPU");
 
   // TTFT at idle: one prompt, prefill plus the first sampled token.
   {
-    RunResult warm = RunBatch(*m, 1, args.prompt, 2);
+    RunResult warm = RunBatch(*m, 1, args.prompt, 2, args.candidates);
     (void)warm;
     std::vector<double> t;
-    for (int i = 0; i < 5; ++i) t.push_back(RunBatch(*m, 1, args.prompt, 1).prefill_ms);
+    for (int i = 0; i < 5; ++i) t.push_back(RunBatch(*m, 1, args.prompt, 1, args.candidates).prefill_ms);
     const double ttft = Median(t);
     const double limit_ms = flop_per_token * args.prompt / flops * 1e3;
     std::printf("TTFT %d-token prompt: %.2f ms (GEMM-rate limit %.2f ms: %.0f%%)\n", args.prompt,
@@ -467,8 +488,8 @@ int main(int argc, char** argv) {
   std::printf("\n| batch | prefill ms | decode ms/step | generated tok/s (decode) | "
               "tok/s incl. prefill | limit | of limit |\n|---|---|---|---|---|---|---|\n");
   for (int b : args.batches) {
-    RunBatch(*m, b, args.prompt, 3);  // warm-up: plans and the graph for this bucket
-    const RunResult r = RunBatch(*m, b, args.prompt, args.gen);
+    RunBatch(*m, b, args.prompt, 3, args.candidates);  // warm-up: plans and the graph for this bucket
+    const RunResult r = RunBatch(*m, b, args.prompt, args.gen, args.candidates);
     const double step = r.step_ms_median;
     const double tps = b / (step * 1e-3);
     const double tps_all = double(b) * args.gen / ((r.prefill_ms + r.decode_ms) * 1e-3);

@@ -93,15 +93,25 @@ class StepLogitsPlanTest : public ::testing::Test {
     const float top[] = {9.0f, 8.5f, 8.0f, 7.5f, 7.0f, 7.0f};
     for (int j = 0; j < 6; ++j) r3[10 * (j + 1)] = top[j];
     Row(6)[7] = 20.0f;
-    std::vector<int32_t> rec_rows, counts, lse;
+    const RecordAsks ask = Asks();
+    top_candidates_forward_cpu(dev_.rows.data(), kVocab, kVocab, 0, kLimit, ask.rows.data(), ask.counts.data(),
+                               ask.lse.data(), static_cast<int>(ask.rows.size()), dev_.stride, dev_.records.data());
+  }
+
+  // What the runner asks top_candidates_forward for: each candidate sequence's last row, its
+  // count, and whether it needs the log-sum-exp.
+  struct RecordAsks {
+    std::vector<int32_t> rows, counts, lse;
+  };
+  RecordAsks Asks() const {
+    RecordAsks a;
     for (size_t i = 0; i < seqs_.size(); ++i) {
       if (batch_.seqs[i].num_candidates <= 0) continue;
-      rec_rows.push_back(dev_.first_row[i] + dev_.num_rows[i] - 1);
-      counts.push_back(batch_.seqs[i].num_candidates);
-      lse.push_back(batch_.seqs[i].logprobs ? 1 : 0);
+      a.rows.push_back(dev_.first_row[i] + dev_.num_rows[i] - 1);
+      a.counts.push_back(batch_.seqs[i].num_candidates);
+      a.lse.push_back(batch_.seqs[i].logprobs ? 1 : 0);
     }
-    top_candidates_forward_cpu(dev_.rows.data(), kVocab, kVocab, 0, kLimit, rec_rows.data(), counts.data(), lse.data(),
-                               static_cast<int>(rec_rows.size()), dev_.stride, dev_.records.data());
+    return a;
   }
 
   float* Row(size_t seq) {
@@ -211,18 +221,12 @@ TEST_F(StepLogitsPlanTest, MalformedRecordsAreInternalErrors) {
 // same rows fall back.
 TEST_F(StepLogitsPlanTest, TwoRankRecordsMergeLikeTheCpuVocabularyGather) {
   constexpr int kWidth = kVocab / 2;
-  std::vector<int32_t> rec_rows, counts, lse;
-  for (size_t i = 0; i < seqs_.size(); ++i) {
-    if (batch_.seqs[i].num_candidates <= 0) continue;
-    rec_rows.push_back(dev_.first_row[i] + dev_.num_rows[i] - 1);
-    counts.push_back(batch_.seqs[i].num_candidates);
-    lse.push_back(batch_.seqs[i].logprobs ? 1 : 0);
-  }
+  const RecordAsks ask = Asks();
   const size_t block = dev_.records.size();
   std::vector<char> records(2 * block);
   for (int r = 0; r < 2; ++r) {
-    top_candidates_forward_cpu(dev_.rows.data() + r * kWidth, kVocab, kWidth, r * kWidth, kLimit, rec_rows.data(),
-                               counts.data(), lse.data(), static_cast<int>(rec_rows.size()), dev_.stride,
+    top_candidates_forward_cpu(dev_.rows.data() + r * kWidth, kVocab, kWidth, r * kWidth, kLimit, ask.rows.data(),
+                               ask.counts.data(), ask.lse.data(), static_cast<int>(ask.rows.size()), dev_.stride,
                                records.data() + r * block);
   }
   std::vector<bool> whole;

@@ -1,4 +1,5 @@
 // Element-wise kernels: embedding gather, gelu_new, bias add, device-side random fill.
+#include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/kernels.h"
 
 namespace phi::worker::cuda {
@@ -20,12 +21,6 @@ __global__ void embedding_forward_kernel(const int32_t* __restrict__ tokens,
   for (int c = threadIdx.x; c < dim; c += blockDim.x) {
     x[static_cast<int64_t>(t) * dim + c] = valid ? __bfloat162float(table[row * dim + c]) : 0.0f;
   }
-}
-
-__device__ __forceinline__ float gelu_new(float x) {
-  // 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), transformers' NewGELUActivation.
-  const float k = 0.7978845608028654f;
-  return 0.5f * x * (1.0f + tanhf(k * (x + 0.044715f * x * x * x)));
 }
 
 __global__ void gelu_forward_kernel(const bf16* __restrict__ in, int in_stride,

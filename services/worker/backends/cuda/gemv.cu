@@ -100,6 +100,20 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
                        std::to_string(k));
   PHI_CUDA_REQUIRE((reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0,
                    "gemv_forward: a and w must be 16-byte aligned");
+  if (m == 1 && k <= kGemv1MaxK) {
+    // One token: the decode GEMV (gemv_decode.cu), which the fused decode path also runs, so
+    // both paths add the same products in the same order.
+    Gemv1Args g;
+    g.a = a;
+    g.w = w;
+    g.bias = bias;
+    g.d = d;
+    g.d_f32 = d_f32;
+    g.beta = beta;
+    g.n = n;
+    g.k = k;
+    return gemv1_forward(g, stream);
+  }
   switch (m) {
     case 0: return {};
     case 1: launch<1>(a, w, bias, d, d_f32, beta, n, k, stream); break;

@@ -1,0 +1,265 @@
+// One-token GEMV with the producer of its activation row fused in front (kernels.h,
+// gemv1_forward). At batch 1 a decode step is ~100 kernels that each read little; the
+// LayerNorm and gelu kernels cost more in launch latency than in bytes, so each block of the
+// GEMV rebuilds the activation row in shared memory itself (a few KB from L2), and the first
+// weight loads are issued before pdl_wait() so they overlap the kernel before.
+//
+// Work split: a block is kWarps warps; each weight row is cut into `split` interleaved slices
+// of 16-byte chunks, one per warp, so a block covers kWarps / split rows per row group. The
+// grid is sized to what the GPU holds at once and walks the row groups, so the prologue runs
+// once per resident block, not once per row group. Slice sums meet in shared memory in warp
+// order: the result depends on `split` but not on the grid.
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <utility>
+
+#include "services/worker/backends/cuda/activations.cuh"
+#include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
+#include "services/worker/backends/cuda/reduce.cuh"
+
+namespace phi::worker::cuda {
+namespace {
+
+constexpr int kThreads = kLayerNormThreads;  // the LayerNorm prologue's thread mapping
+constexpr int kWarps = kThreads / 32;
+// 16-byte weight loads in flight per lane (the multi-row gemv measured 4 best on the H200).
+constexpr int kInFlight = 4;
+
+__device__ __forceinline__ void fma8(const uint4& wv, const uint4& av, float& acc) {
+  const __nv_bfloat162* w2 = reinterpret_cast<const __nv_bfloat162*>(&wv);
+  const __nv_bfloat162* a2 = reinterpret_cast<const __nv_bfloat162*>(&av);
+#pragma unroll
+  for (int e = 0; e < 4; ++e) {
+    const float2 wf = __bfloat1622float2(w2[e]);
+    const float2 af = __bfloat1622float2(a2[e]);
+    acc += wf.x * af.x;
+    acc += wf.y * af.y;
+  }
+}
+
+template <GemvPrologue P, int VPT, bool kF32>
+__global__ void __launch_bounds__(kThreads)
+    gemv1_kernel(const Gemv1Args g, int split, int groups) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  bf16* a_s = reinterpret_cast<bf16*>(smem_raw);
+  __shared__ float scratch[32];
+  __shared__ float part_s[kWarps];
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  const int rows_per_group = kWarps / split;
+  const int part = warp % split;
+  const int chunks = g.k >> 3;
+  const int stride = 32 * split;  // chunks between one lane's consecutive loads
+  const int first = lane + 32 * part;
+  const uint4* w4 = reinterpret_cast<const uint4*>(g.w);
+
+  uint4 wv[kInFlight];
+  auto load = [&](int row, int c0) {
+    const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
+#pragma unroll
+    for (int u = 0; u < kInFlight; ++u) {
+      const int c = c0 + stride * u;
+      wv[u] = row < g.n && c < chunks ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
+    }
+  };
+  int rg = blockIdx.x;
+  // The weights depend on no kernel: their first loads go out before the wait.
+  load(rg * rows_per_group + warp / split, first);
+  pdl_wait();
+  pdl_launch_dependents();
+
+  if constexpr (P == GemvPrologue::kLayerNorm) {
+    const float* xr = g.x + static_cast<int64_t>(g.row_index ? g.row_index[0] : 0) * g.k;
+    layernorm_row_reg<VPT>(xr, g.gamma, g.beta_ln, a_s, g.k, g.eps, scratch);
+  } else if constexpr (P == GemvPrologue::kGeluConcat) {
+    for (int c = threadIdx.x; c < g.k; c += kThreads) {
+      const int j = c - g.a_cols;
+      a_s[c] = c < g.a_cols   ? g.a[c]
+               : j < g.f_cols ? __float2bfloat16(gelu_new(__bfloat162float(g.f[j])))
+                              : __float2bfloat16(0.0f);
+    }
+  } else {
+    const uint4* a4 = reinterpret_cast<const uint4*>(g.a);
+    uint4* s4 = reinterpret_cast<uint4*>(a_s);
+    for (int c = threadIdx.x; c < chunks; c += kThreads) s4[c] = a4[c];
+  }
+  __syncthreads();
+  const uint4* as4 = reinterpret_cast<const uint4*>(a_s);
+
+  for (; rg < groups; rg += gridDim.x) {
+    const int row = rg * rows_per_group + warp / split;
+    float acc = 0.0f;
+    if (row < g.n) {
+      const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
+      for (int c0 = first;;) {
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          const int c = c0 + stride * u;
+          if (c < chunks) fma8(wv[u], as4[c], acc);
+        }
+        c0 += stride * kInFlight;
+        if (c0 >= chunks) break;
+#pragma unroll
+        for (int u = 0; u < kInFlight; ++u) {
+          const int c = c0 + stride * u;
+          wv[u] = c < chunks ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
+        }
+      }
+    }
+    // The next row group's first loads go out before this row's reductions.
+    const int next = rg + static_cast<int>(gridDim.x);
+    if (next < groups) load(next * rows_per_group + warp / split, first);
+    acc = warp_sum(acc);
+    if (split > 1) {  // uniform over the block
+      if (lane == 0) part_s[warp] = acc;
+      __syncthreads();
+      if (lane == 0 && part == 0) {
+        for (int p = 1; p < split; ++p) acc += part_s[warp + p];
+      }
+      __syncthreads();
+    }
+    if (lane == 0 && part == 0 && row < g.n) {
+      if constexpr (kF32) {
+        float* d = static_cast<float*>(g.d);
+        float v = acc + (g.bias ? static_cast<const float*>(g.bias)[row] : 0.0f);
+        if (g.beta != 0.0f) v += g.beta * d[row];
+        d[row] = v;
+      } else {
+        bf16* d = static_cast<bf16*>(g.d);
+        float v = acc + (g.bias ? __bfloat162float(static_cast<const bf16*>(g.bias)[row]) : 0.0f);
+        if (g.beta != 0.0f) v += g.beta * __bfloat162float(d[row]);
+        d[row] = __float2bfloat16(v);
+      }
+    }
+  }
+}
+
+using Gemv1Kernel = void (*)(const Gemv1Args, int, int);
+
+template <GemvPrologue P, int VPT>
+Gemv1Kernel pick_output(bool d_f32) {
+  return d_f32 ? gemv1_kernel<P, VPT, true> : gemv1_kernel<P, VPT, false>;
+}
+
+Gemv1Kernel pick_kernel(const Gemv1Args& g) {
+  switch (g.prologue) {
+    case GemvPrologue::kLayerNorm:
+      switch (layernorm_reg_vpt(g.k)) {
+        case 1: return pick_output<GemvPrologue::kLayerNorm, 1>(g.d_f32);
+        case 2: return pick_output<GemvPrologue::kLayerNorm, 2>(g.d_f32);
+        case 4: return pick_output<GemvPrologue::kLayerNorm, 4>(g.d_f32);
+        default: return pick_output<GemvPrologue::kLayerNorm, 8>(g.d_f32);
+      }
+    case GemvPrologue::kGeluConcat: return pick_output<GemvPrologue::kGeluConcat, 1>(g.d_f32);
+    default: return pick_output<GemvPrologue::kPlain, 1>(g.d_f32);
+  }
+}
+
+int current_sm_count() {
+  static std::atomic<int> cached[64];
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
+  if (dev < 64) {
+    const int c = cached[dev].load(std::memory_order_relaxed);
+    if (c > 0) return c;
+  }
+  int sms = 0;
+  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
+  if (dev < 64) cached[dev].store(sms, std::memory_order_relaxed);
+  return sms;
+}
+
+// Resident blocks per SM of `kernel` with `shared_bytes` of dynamic shared memory (cached:
+// the occupancy query is not free and the shapes are few).
+int resident_blocks(Gemv1Kernel kernel, size_t shared_bytes) {
+  static std::mutex mu;
+  static std::map<std::pair<const void*, size_t>, int> cache;
+  const std::pair<const void*, size_t> key(reinterpret_cast<const void*>(kernel), shared_bytes);
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = cache.find(key);
+    if (it != cache.end()) return it->second;
+  }
+  int blocks = 0;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, shared_bytes) !=
+      cudaSuccess) {
+    return 0;
+  }
+  std::lock_guard<std::mutex> lock(mu);
+  cache[key] = blocks;
+  return blocks;
+}
+
+}  // namespace
+
+bool gemv1_layernorm_fits(int k) { return layernorm_reg_vpt(k) > 0 && k <= kGemv1MaxK; }
+
+int gemv1_default_split(int n, int k) {
+  // Rows spread over at least half the warps the GPU holds (64 per SM), so enough loads are
+  // in flight; each slice keeps at least one full round of kInFlight loads per lane.
+  const int sms = current_sm_count();
+  const int64_t want_warps = 32LL * (sms > 0 ? sms : 132);
+  const int chunks = k / 8;
+  int split = 1;
+  while (split < kWarps && static_cast<int64_t>(n) * split < want_warps &&
+         chunks >= 2 * split * 32 * kInFlight) {
+    split *= 2;
+  }
+  return split;
+}
+
+CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(g.n > 0 && g.k > 0 && g.k % 8 == 0 && g.k <= kGemv1MaxK,
+                   "gemv1_forward: n > 0 and k a multiple of 8 in (0, " +
+                       std::to_string(kGemv1MaxK) + "], got n=" + std::to_string(g.n) +
+                       " k=" + std::to_string(g.k));
+  PHI_CUDA_REQUIRE(g.w != nullptr && g.d != nullptr &&
+                       reinterpret_cast<uintptr_t>(g.w) % 16 == 0,
+                   "gemv1_forward: w (16-byte aligned) and d are required");
+  PHI_CUDA_REQUIRE(g.split == 0 || g.split == 1 || g.split == 2 || g.split == 4 || g.split == 8,
+                   "gemv1_forward: split must be 0 (default), 1, 2, 4 or 8, got " +
+                       std::to_string(g.split));
+  PHI_CUDA_REQUIRE(g.blocks_per_sm >= 0, "gemv1_forward: blocks_per_sm must be >= 0");
+  switch (g.prologue) {
+    case GemvPrologue::kPlain:
+      PHI_CUDA_REQUIRE(g.a != nullptr && reinterpret_cast<uintptr_t>(g.a) % 16 == 0,
+                       "gemv1_forward: kPlain needs a 16-byte aligned a");
+      break;
+    case GemvPrologue::kLayerNorm:
+      PHI_CUDA_REQUIRE(gemv1_layernorm_fits(g.k),
+                       "gemv1_forward: kLayerNorm needs k a multiple of 4 up to 8192, got " +
+                           std::to_string(g.k));
+      PHI_CUDA_REQUIRE(g.x != nullptr && g.gamma != nullptr && g.beta_ln != nullptr &&
+                           ((reinterpret_cast<uintptr_t>(g.x) |
+                             reinterpret_cast<uintptr_t>(g.gamma) |
+                             reinterpret_cast<uintptr_t>(g.beta_ln)) %
+                            16) == 0,
+                       "gemv1_forward: kLayerNorm needs 16-byte aligned x, gamma and beta_ln");
+      break;
+    case GemvPrologue::kGeluConcat:
+      PHI_CUDA_REQUIRE(g.a_cols >= 0 && g.f_cols >= 0 && g.a_cols + g.f_cols <= g.k &&
+                           (g.a_cols == 0 || g.a != nullptr) && (g.f_cols == 0 || g.f != nullptr),
+                       "gemv1_forward: kGeluConcat needs a_cols + f_cols <= k, got " +
+                           std::to_string(g.a_cols) + " + " + std::to_string(g.f_cols) +
+                           " > " + std::to_string(g.k));
+      break;
+  }
+  const int split = g.split > 0 ? g.split : gemv1_default_split(g.n, g.k);
+  const int rows_per_group = kWarps / split;
+  const int groups = (g.n + rows_per_group - 1) / rows_per_group;
+  const Gemv1Kernel kernel = pick_kernel(g);
+  const size_t shared_bytes = 2 * static_cast<size_t>(g.k);
+  const int resident = resident_blocks(kernel, shared_bytes);
+  const int per_sm = g.blocks_per_sm > 0 && (resident == 0 || g.blocks_per_sm < resident)
+                         ? g.blocks_per_sm
+                         : (resident > 0 ? resident : 1);
+  const int sms = current_sm_count();
+  const int64_t cap = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
+  const int grid = static_cast<int>(groups < cap ? groups : cap);
+  PHI_CUDA_CHECK(launch_kernel(g.pdl, kernel, dim3(grid), dim3(kThreads), shared_bytes, stream, g,
+                               split, groups));
+  return {};
+}
+
+}  // namespace phi::worker::cuda

@@ -1,0 +1,372 @@
+// The fused one-token decode GEMV (gemv1_forward) against the CPU twins, its fused forms
+// against the unfused kernels bit for bit, a chain of programmatic dependent launches inside
+// a CUDA graph against the same chain launched plainly, and the model's fused batch-1 decode
+// against its unfused decode. Label: gpu (skips without a GPU).
+#include <algorithm>
+#include <cmath>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <numeric>
+#include <string>
+#include <vector>
+
+#include "services/worker/backends/cuda/phi_cuda_model.h"
+#include "tests/unit/worker/cuda/gpu_test_util.h"
+
+namespace phi::worker::cuda {
+namespace {
+
+using testing::DeviceBuffer;
+using testing::RandomBf16Values;
+using testing::ToBf16;
+using testing::ToF32;
+
+struct Shape {
+  int n, k;
+};
+// One row, rows not a multiple of any row group, K not a multiple of a warp's round of loads,
+// a K too short for every lane to load, and the two Phi-1.5 decode shapes of a layer.
+const Shape kShapes[] = {{1, 64}, {37, 136}, {300, 2048}, {1023, 1000}, {5, 8},
+                         {2048, 10240}, {14336, 2048}};
+
+// The activation row each prologue builds, from the CPU twins, rounded to BF16 as stored.
+std::vector<float> LayerNormRow(const std::vector<float>& x, const std::vector<float>& g,
+                                const std::vector<float>& b, int k) {
+  std::vector<float> a(k);
+  layernorm_forward_cpu(x.data(), nullptr, g.data(), b.data(), a.data(), 1, k, 1e-5f);
+  for (float& v : a) v = bf16_round_cpu(v);
+  return a;
+}
+std::vector<float> GeluConcatRow(const std::vector<float>& a, int a_cols,
+                                 const std::vector<float>& f, int f_cols, int k) {
+  std::vector<float> row(k, 0.0f);
+  for (int c = 0; c < a_cols; ++c) row[c] = a[c];
+  for (int j = 0; j < f_cols; ++j) row[a_cols + j] = bf16_round_cpu(gelu_new_cpu(f[j]));
+  return row;
+}
+
+// Everything one gemv1 launch needs, on the device, for one shape.
+struct Problem {
+  Problem(Shape s, uint32_t seed)
+      : n(s.n),
+        k(s.k),
+        a_cols(s.k / 3 / 8 * 8),
+        f_cols(s.k - a_cols - (s.k > 16 ? 5 : 0)),
+        w_h(RandomBf16Values(static_cast<size_t>(s.n) * s.k, seed, 0.05f)),
+        bias_h(RandomBf16Values(s.n, seed + 1, 0.5f)),
+        x_h(RandomBf16Values(s.k, seed + 2, 2.0f)),
+        g_h(RandomBf16Values(s.k, seed + 3, 1.0f)),
+        b_h(RandomBf16Values(s.k, seed + 4, 0.5f)),
+        a_h(RandomBf16Values(s.k, seed + 5, 1.0f)),
+        f_h(RandomBf16Values(s.k, seed + 6, 3.0f)),
+        d0_h(RandomBf16Values(s.n, seed + 7, 1.0f)),
+        w(w_h.size()), bias_bf(s.n), bias_f(s.n), x(s.k), g(s.k), b(s.k), a(s.k), f(s.k),
+        d_bf(s.n), d_f(s.n) {
+    for (float& v : x_h) v += 0.3f;  // a mean away from zero
+    w.Upload(ToBf16(w_h));
+    bias_bf.Upload(ToBf16(bias_h));
+    bias_f.Upload(bias_h);
+    x.Upload(x_h);
+    g.Upload(ToBf16(g_h));
+    b.Upload(ToBf16(b_h));
+    a.Upload(ToBf16(a_h));
+    f.Upload(ToBf16(f_h));
+  }
+  Gemv1Args Args(GemvPrologue p, bool d_f32, float beta, bool with_bias) const {
+    Gemv1Args r;
+    r.prologue = p;
+    r.a = a.get();
+    r.a_cols = a_cols;
+    r.f = f.get();
+    r.f_cols = f_cols;
+    r.x = x.get();
+    r.gamma = g.get();
+    r.beta_ln = b.get();
+    r.eps = 1e-5f;
+    r.w = w.get();
+    r.bias = with_bias ? (d_f32 ? static_cast<const void*>(bias_f.get()) : bias_bf.get()) : nullptr;
+    r.d = d_f32 ? static_cast<void*>(d_f.get()) : d_bf.get();
+    r.d_f32 = d_f32;
+    r.beta = beta;
+    r.n = n;
+    r.k = k;
+    return r;
+  }
+  std::vector<float> Row(GemvPrologue p) const {
+    switch (p) {
+      case GemvPrologue::kLayerNorm: return LayerNormRow(x_h, g_h, b_h, k);
+      case GemvPrologue::kGeluConcat: return GeluConcatRow(a_h, a_cols, f_h, f_cols, k);
+      default: return a_h;
+    }
+  }
+  void ResetOutputs() {
+    d_bf.Upload(ToBf16(d0_h));
+    d_f.Upload(d0_h);
+  }
+  std::vector<float> Output(bool d_f32) const { return d_f32 ? d_f.Download() : ToF32(d_bf.Download()); }
+
+  int n, k, a_cols, f_cols;
+  std::vector<float> w_h, bias_h, x_h, g_h, b_h, a_h, f_h, d0_h;
+  DeviceBuffer<bf16> w, bias_bf;
+  DeviceBuffer<float> bias_f, x;
+  DeviceBuffer<bf16> g, b, a, f, d_bf;
+  DeviceBuffer<float> d_f;
+};
+
+const char* Name(GemvPrologue p) {
+  return p == GemvPrologue::kLayerNorm ? "layernorm" : p == GemvPrologue::kGeluConcat ? "gelu" : "plain";
+}
+
+TEST(Gemv1Gpu, MatchesCpuTwinForEveryPrologueSplitAndGrid) {
+  PHI_REQUIRE_GPU();
+  uint32_t seed = 100;
+  for (const Shape& s : kShapes) {
+    Problem pr(s, seed += 10);
+    for (GemvPrologue p : {GemvPrologue::kPlain, GemvPrologue::kLayerNorm, GemvPrologue::kGeluConcat}) {
+      if (p == GemvPrologue::kLayerNorm && !gemv1_layernorm_fits(s.k)) continue;
+      const std::vector<float> row = pr.Row(p);
+      // The Phi-1.5 shapes once with the default split and grid (the host reference is slow).
+      const bool big = static_cast<int64_t>(s.n) * s.k > (1 << 22);
+      for (int split : big ? std::vector<int>{0} : std::vector<int>{0, 1, 2, 4, 8}) {
+        for (int per_sm : big ? std::vector<int>{0} : std::vector<int>{0, 1}) {
+          for (bool d_f32 : {false, true}) {
+            const float beta = d_f32 ? 1.0f : 0.0f;  // the residual add is F32, as in the model
+            const bool with_bias = split != 2;
+            SCOPED_TRACE(std::string(Name(p)) + " n=" + std::to_string(s.n) + " k=" +
+                         std::to_string(s.k) + " split=" + std::to_string(split) + " per_sm=" +
+                         std::to_string(per_sm) + (d_f32 ? " f32" : " bf16"));
+            pr.ResetOutputs();
+            Gemv1Args args = pr.Args(p, d_f32, beta, with_bias);
+            args.split = split;
+            args.blocks_per_sm = per_sm;
+            args.pdl = split == 4;  // eager launches with the attribute, too
+            PHI_ASSERT_CUDA_OK(gemv1_forward(args, nullptr));
+            PHI_ASSERT_CUDART(cudaDeviceSynchronize());
+            const std::vector<float> got = pr.Output(d_f32);
+            std::vector<float> want = pr.d0_h;
+            gemm_bias_cpu(row.data(), pr.w_h.data(), with_bias ? pr.bias_h.data() : nullptr,
+                          want.data(), beta, 1, s.n, s.k);
+            int bad = 0;
+            for (int r = 0; r < s.n; ++r) {
+              double mag = std::abs(beta * pr.d0_h[r]) + (with_bias ? std::abs(pr.bias_h[r]) : 0.0);
+              for (int c = 0; c < s.k; ++c) mag += std::abs(pr.w_h[size_t(r) * s.k + c] * row[c]);
+              // F32 sums in another order; a BF16 output adds one rounding; the LayerNorm row
+              // may differ from the twin's by one BF16 step in a few elements.
+              const double tol = 1e-5 * mag + (d_f32 ? 0.0 : 8e-3 * std::abs(want[r])) +
+                                 (p == GemvPrologue::kLayerNorm ? 8e-3 * mag : 0.0) + 1e-6;
+              if (!(std::abs(got[r] - want[r]) <= tol) && bad++ < 3) {
+                ADD_FAILURE() << "row " << r << ": got " << got[r] << " want " << want[r]
+                              << " tol " << tol;
+              }
+            }
+            EXPECT_EQ(bad, 0);
+          }
+        }
+      }
+    }
+  }
+}
+
+// The fused forms equal the unfused kernels (layernorm_forward / gelu_forward into memory,
+// then the kPlain GEMV) byte for byte: the model's fused and unfused decode agree exactly.
+TEST(Gemv1Gpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
+  PHI_REQUIRE_GPU();
+  uint32_t seed = 500;
+  for (const Shape& s : kShapes) {
+    Problem pr(s, seed += 10);
+    DeviceBuffer<bf16> row(s.k);
+    for (int split : {0, 1, 2, 4, 8}) {
+      for (bool d_f32 : {false, true}) {
+        SCOPED_TRACE("n=" + std::to_string(s.n) + " k=" + std::to_string(s.k) + " split=" +
+                     std::to_string(split) + (d_f32 ? " f32" : " bf16"));
+        auto run = [&](Gemv1Args args) {
+          args.split = split;
+          pr.ResetOutputs();
+          const CudaStatus st = gemv1_forward(args, nullptr);
+          EXPECT_TRUE(st.ok()) << st.message();
+          cudaDeviceSynchronize();
+          return pr.Output(d_f32);
+        };
+        if (gemv1_layernorm_fits(s.k)) {
+          const std::vector<float> fused = run(pr.Args(GemvPrologue::kLayerNorm, d_f32, 1.0f, true));
+          PHI_ASSERT_CUDA_OK(layernorm_forward(pr.x.get(), nullptr, pr.g.get(), pr.b.get(), row.get(),
+                                               1, s.k, 1e-5f, nullptr));
+          Gemv1Args plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
+          plain.a = row.get();
+          const std::vector<float> unfused = run(plain);
+          EXPECT_EQ(0, std::memcmp(fused.data(), unfused.data(), 4 * fused.size())) << "layernorm";
+        }
+        {
+          const std::vector<float> fused = run(pr.Args(GemvPrologue::kGeluConcat, d_f32, 1.0f, true));
+          PHI_ASSERT_CUDART(cudaMemset(row.get(), 0, 2 * s.k));
+          PHI_ASSERT_CUDART(cudaMemcpy(row.get(), pr.a.get(), 2 * pr.a_cols, cudaMemcpyDeviceToDevice));
+          if (pr.f_cols > 0) {
+            PHI_ASSERT_CUDA_OK(gelu_forward(pr.f.get(), pr.f_cols, row.get() + pr.a_cols, pr.f_cols, 1,
+                                            pr.f_cols, nullptr));
+          }
+          Gemv1Args plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
+          plain.a = row.get();
+          const std::vector<float> unfused = run(plain);
+          EXPECT_EQ(0, std::memcmp(fused.data(), unfused.data(), 4 * fused.size())) << "gelu";
+        }
+      }
+    }
+  }
+}
+
+// A chain shaped like the decode layers (x -> LayerNorm|W1 -> gelu|W2 + x -> ...), each
+// launch a programmatic dependent of the one before, captured in a graph and replayed: equal
+// to the same chain launched plainly. A launch that read its input before pdl_wait() would
+// see the previous replay's or layer's values and differ.
+TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
+  PHI_REQUIRE_GPU();
+  const int h = 256, inner = 1024, layers = 12;
+  const std::vector<float> w1_h = RandomBf16Values(size_t(inner) * h, 7, 0.06f);
+  const std::vector<float> w2_h = RandomBf16Values(size_t(h) * inner, 8, 0.03f);
+  const std::vector<float> gb_h = RandomBf16Values(2 * h, 9, 0.2f);
+  std::vector<float> x0 = RandomBf16Values(h, 10, 1.0f);
+  DeviceBuffer<bf16> w1(w1_h.size()), w2(w2_h.size()), gamma(h), beta(h), mid(inner);
+  DeviceBuffer<float> x(h);
+  w1.Upload(ToBf16(w1_h));
+  w2.Upload(ToBf16(w2_h));
+  std::vector<float> ones(h, 1.0f), bh(gb_h.begin(), gb_h.begin() + h);
+  for (int i = 0; i < h; ++i) ones[i] += gb_h[h + i];
+  gamma.Upload(ToBf16(ones));
+  beta.Upload(ToBf16(bh));
+  auto chain = [&](bool pdl, cudaStream_t s) -> CudaStatus {
+    for (int l = 0; l < layers; ++l) {
+      Gemv1Args a;
+      a.prologue = GemvPrologue::kLayerNorm;
+      a.x = x.get();
+      a.gamma = gamma.get();
+      a.beta_ln = beta.get();
+      a.w = w1.get();
+      a.d = mid.get();
+      a.n = inner;
+      a.k = h;
+      a.pdl = pdl;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(a, s));
+      Gemv1Args b;
+      b.prologue = GemvPrologue::kGeluConcat;
+      b.f = mid.get();
+      b.f_cols = inner;
+      b.w = w2.get();
+      b.d = x.get();
+      b.d_f32 = true;
+      b.beta = 1.0f;
+      b.n = h;
+      b.k = inner;
+      b.pdl = pdl;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(b, s));
+    }
+    return {};
+  };
+  cudaStream_t s;
+  PHI_ASSERT_CUDART(cudaStreamCreateWithFlags(&s, cudaStreamNonBlocking));
+  x.Upload(x0);
+  PHI_ASSERT_CUDA_OK(chain(false, s));
+  PHI_ASSERT_CUDART(cudaStreamSynchronize(s));
+  const std::vector<float> want = x.Download();
+
+  cudaGraph_t g;
+  PHI_ASSERT_CUDART(cudaStreamBeginCapture(s, cudaStreamCaptureModeThreadLocal));
+  const CudaStatus captured = chain(true, s);
+  PHI_ASSERT_CUDART(cudaStreamEndCapture(s, &g));
+  PHI_ASSERT_CUDA_OK(captured);
+  cudaGraphExec_t exec;
+  PHI_ASSERT_CUDART(cudaGraphInstantiate(&exec, g, 0));
+  for (int rep = 0; rep < 20; ++rep) {
+    PHI_ASSERT_CUDART(cudaMemcpyAsync(x.get(), x0.data(), 4 * h, cudaMemcpyHostToDevice, s));
+    PHI_ASSERT_CUDART(cudaGraphLaunch(exec, s));
+    PHI_ASSERT_CUDART(cudaStreamSynchronize(s));
+    const std::vector<float> got = x.Download();
+    ASSERT_EQ(0, std::memcmp(got.data(), want.data(), 4 * h)) << "replay " << rep;
+  }
+  // Eager programmatic launches, too.
+  x.Upload(x0);
+  PHI_ASSERT_CUDA_OK(chain(true, s));
+  PHI_ASSERT_CUDART(cudaStreamSynchronize(s));
+  const std::vector<float> eager = x.Download();
+  EXPECT_EQ(0, std::memcmp(eager.data(), want.data(), 4 * h));
+  cudaGraphExecDestroy(exec);
+  cudaGraphDestroy(g);
+  cudaStreamDestroy(s);
+}
+
+PhiCudaConfig FusionConfig() {
+  PhiCudaConfig c;
+  c.vocab_size = 1000;
+  c.hidden_size = 256;
+  c.intermediate_size = 700;  // w2_cols 956 + padding to 960: the gelu prologue's zero tail
+  c.num_layers = 3;
+  c.num_heads = 4;
+  c.head_dim = 64;
+  c.rotary_dim = 32;
+  c.max_positions = 512;
+  return c;
+}
+
+std::unique_ptr<PhiCudaModel> FusionModel(bool fuse, bool pdl, bool graphs) {
+  PhiCudaOptions o;
+  o.max_tokens_per_step = 256;
+  o.max_seqs = 4;
+  o.max_logit_rows = 256;
+  o.use_cuda_graphs = graphs;
+  o.fuse_decode = fuse;
+  o.programmatic_launch = pdl;
+  std::unique_ptr<PhiCudaModel> m;
+  if (!PhiCudaModel::Create(FusionConfig(), o, &m).ok()) return nullptr;
+  if (!m->FillRandomWeights(77, 0.08f).ok()) return nullptr;
+  if (!m->AllocateKvCache(40).ok()) return nullptr;
+  return m;
+}
+
+// Batch-1 decode, fused (with and without programmatic launch, eager and in graphs) equals
+// the unfused decode bit for bit over a prompt and 40 greedy steps.
+TEST(PhiCudaModelFusedDecodeGpu, EqualsUnfusedDecodeBitForBit) {
+  PHI_REQUIRE_GPU();
+  struct Variant {
+    bool fuse, pdl, graphs;
+  };
+  const Variant variants[] = {{false, false, true}, {true, true, true}, {true, false, true},
+                              {true, true, false}};
+  std::vector<std::unique_ptr<PhiCudaModel>> models;
+  for (const Variant& v : variants) {
+    models.push_back(FusionModel(v.fuse, v.pdl, v.graphs));
+    ASSERT_NE(models.back(), nullptr);
+  }
+  std::vector<int32_t> tokens(70);
+  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37 + 11) % 1000);
+  std::vector<int32_t> blocks(32);
+  std::iota(blocks.begin(), blocks.end(), 3);
+  const int vocab = 1000;
+  int pos = 0, next = 0;
+  for (int step = 0; step < 41; ++step) {
+    std::vector<std::vector<float>> logits;
+    for (auto& m : models) {
+      PhiSeqInput s;
+      s.tokens = step == 0 ? std::span<const int32_t>(tokens) : std::span<const int32_t>(&next, 1);
+      s.start_pos = pos;
+      s.block_table = blocks;
+      PhiStepOutput out;
+      PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+      std::vector<float> row(vocab);
+      PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0] + out.num_rows[0] - 1, 1, row.data()));
+      logits.push_back(row);
+    }
+    for (size_t v = 1; v < logits.size(); ++v) {
+      ASSERT_EQ(0, std::memcmp(logits[v].data(), logits[0].data(), 4 * vocab))
+          << "variant " << v << " differs from the unfused decode at step " << step;
+    }
+    pos += step == 0 ? static_cast<int>(tokens.size()) : 1;
+    next = static_cast<int32_t>(std::max_element(logits[0].begin(), logits[0].end()) -
+                                logits[0].begin());
+  }
+  std::printf("fused decode: programmatic launch %s on this GPU\n",
+              models[1]->programmatic_launch_active() ? "active" : "FELL BACK to plain launches");
+  EXPECT_EQ(models[1]->num_captured_graphs(), 1);
+}
+
+}  // namespace
+}  // namespace phi::worker::cuda

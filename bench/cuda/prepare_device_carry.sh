@@ -2,7 +2,9 @@
 # Fills the ignored .device/ folder that bench/cuda/device_check.sh needs on the GPU machine
 # (which has nvcc, CMake, ninja and python3+torch but no GoogleTest, Abseil or nlohmann/json):
 # GoogleTest sources, Abseil headers and shared libraries, nlohmann/json, and a tiny random
-# checkpoint with head_dim 64 for the runner test, and the oracle suite's golden data. Run here, from the repository root; then
+# checkpoint with head_dim 64 for the runner test, the oracle suite's golden data, and prebuilt
+# sm_90 binaries of the tests and the benchmark (PHI_NO_PREBUILT=1: none). Run here, from the
+# repository root; then
 # call the device tool with carry=[".device"] and `bash bench/cuda/device_check.sh`.
 set -euo pipefail
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
@@ -14,4 +16,17 @@ PY=${PHI_PYTHON:-.venv/bin/python3}
 "$PY" tools/make_model.py --out .device/cuda_tiny_model --preset tiny --num-heads 2 --dtype bf16 \
   --seed 11 --std 0.05 >/dev/null
 "$PY" tests/unit/worker/cuda/make_cuda_oracle.py --out .device/cuda_oracle >/dev/null
+# Prebuilt sm_90 binaries of the standalone build (device_check.sh uses them when they start
+# there, which saves the build's device minutes) and the libcudart they link.
+if [ -z "${PHI_NO_PREBUILT:-}" ]; then
+  PB=${PHI_PREBUILT_DIR:-/tmp/phi_device_prebuilt}
+  cmake -S bench/cuda/standalone -B "$PB" -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 \
+    -DPHI_GTEST_SRC=$PWD/.device/googletest -DPHI_SYSROOT=$PWD/.device/sysroot >/dev/null
+  nice -n 5 cmake --build "$PB" -j"$(nproc)" >/dev/null
+  mkdir -p .device/bin
+  for f in "$PB"/cuda_*_test "$PB"/phi_cuda_bench; do cp "$f" .device/bin/; done
+  cp -L /usr/local/cuda/lib64/libcudart.so.13 .device/sysroot/lib/
+  echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services bench tests || echo +changes), $(date -u +%FT%TZ)" \
+    > .device/bin/BUILT
+fi
 du -sh .device

@@ -4,6 +4,11 @@
 // its limit: decode against weight bytes / copy bandwidth, prefill and throughput against
 // FLOPs / GEMM rate.
 //   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
+//                  [--kv-dtype bf16|fp8] [--no-fusion] [--no-pdl] [--breakdown]
+// --kv-dtype fp8: the KV cache in FP8 E4M3 (PhiCudaOptions::kv_dtype); the limit column then
+// counts the FP8 KV bytes (half of BF16's).
+// --no-fusion / --no-pdl: batch-1 decode with the LayerNorm and gelu kernels of their own /
+// without programmatic dependent launch (PhiCudaOptions), to measure what each is worth.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -25,6 +30,9 @@ namespace {
 using phi::worker::cuda::bf16;
 using phi::worker::cuda::CudaStatus;
 using phi::worker::cuda::GemmLt;
+using phi::worker::cuda::kv_cache_dtype_name;
+using phi::worker::cuda::KvCacheDtype;
+using phi::worker::cuda::ParseKvCacheDtype;
 using phi::worker::cuda::PhiCudaConfig;
 using phi::worker::cuda::PhiCudaModel;
 using phi::worker::cuda::PhiCudaOptions;
@@ -211,6 +219,71 @@ void Breakdown(double bw) {
     }
   }
   g->set_small_m_max(1);
+  // The one-token GEMV by split and resident blocks per SM (0: all the GPU holds), each
+  // launch a programmatic dependent of the one before or not, and with its fused prologues.
+  {
+    struct Gemv1Shape {
+      const char* name;
+      int n, k;
+      bool f32;
+    };
+    const Gemv1Shape shapes[] = {{"qkv|fc1 2048->14336", N1, H, false},
+                                 {"dense|fc2 10240->2048 +resid", H, K2, true},
+                                 {"lm_head 2048->51200", V, H, true}};
+    auto args_for = [&](const Gemv1Shape& sh, int i) {
+      Gemv1Args a;
+      a.a = act;
+      a.w = sh.n == N1 ? w1 + size_t(i % kCopies) * N1 * H
+            : sh.n == H ? w2 + size_t(i % kCopies) * H * K2
+                        : lm;
+      a.bias = sh.f32 ? static_cast<const void*>(b2) : b1;
+      a.d = sh.f32 ? static_cast<void*>(sh.n == H ? x : outf) : out1;
+      a.d_f32 = sh.f32;
+      a.beta = sh.n == H ? 1.0f : 0.0f;
+      a.n = sh.n;
+      a.k = sh.k;
+      a.first_col = sh.n == H ? H : 0;  // W2: the attention columns last, as the model sums
+      return a;
+    };
+    std::printf("\n| gemv1 (one token) | split | blocks/SM | us | us with PDL | of copy bw (best) |\n"
+                "|---|---|---|---|---|---|\n");
+    for (const Gemv1Shape& sh : shapes) {
+      const int def = gemv1_default_split(sh.n, sh.k);
+      for (int split : {1, 2, 4, 8}) {
+        if (sh.k / 8 < 32 * split) continue;
+        for (int per_sm : {1, 2, 3, 0}) {
+          double us[2];
+          for (int pdl = 0; pdl < 2; ++pdl) {
+            us[pdl] = GraphUs([&](int i, cudaStream_t s) {
+              Gemv1Args a = args_for(sh, i);
+              a.split = split;
+              a.blocks_per_sm = per_sm;
+              a.pdl = pdl == 1;
+              return gemv1_forward(a, s);
+            }, sh.n == V ? 16 : 96);
+          }
+          const double best = std::min(us[0], us[1]);
+          std::printf("| %s | %d%s | %s | %.2f | %.2f | %.0f%% |\n", sh.name, split,
+                      split == def ? " (default)" : "",
+                      per_sm == 0 ? "all" : std::to_string(per_sm).c_str(), us[0], us[1],
+                      100.0 * 2.0 * sh.n * sh.k / (best * 1e-6) / bw);
+        }
+      }
+    }
+    // The fused prologues as the model runs them (default split and grid, PDL).
+    rows.push_back({"LayerNorm + qkv|fc1 fused (gemv1, PDL)", GraphUs([&](int i, cudaStream_t s) {
+      Gemv1Args a = args_for(shapes[0], i);
+      a.prologue = GemvPrologue::kLayerNorm;
+      a.x = x; a.gamma = ln_w; a.beta_ln = ln_w; a.pdl = true;
+      return gemv1_forward(a, s);
+    }), 2.0 * N1 * H});
+    rows.push_back({"gelu + dense|fc2 fused +resid (gemv1, PDL)", GraphUs([&](int i, cudaStream_t s) {
+      Gemv1Args a = args_for(shapes[1], i);
+      a.prologue = GemvPrologue::kGeluConcat;
+      a.a = act; a.a_cols = H; a.f = out1 + 3 * H; a.f_cols = I; a.pdl = true;
+      return gemv1_forward(a, s);
+    }), 2.0 * H * K2});
+  }
   rows.push_back({"layernorm 1x2048", GraphUs([&](int, cudaStream_t s) {
     return layernorm_forward(x, nullptr, ln_w, ln_w, out1, 1, H, 1e-5f, s);
   }), 4.0 * H + 2.0 * H});
@@ -259,6 +332,12 @@ void Breakdown(double bw) {
     rows.push_back({"attention decode batch 64 ctx 640 (max_ctx 2048)", GraphUs([&](int, cudaStream_t s) {
       return attention_decode(a, dl, 2048, ws, counters, s);
     }, 16), 2.0 * B * ctx * 2 * H});
+    // The same over an FP8 cache (the BF16 buffers' bytes read as E4M3 codes: timing only).
+    PagedAttentionArgs a8 = a;
+    a8.kv_dtype = KvCacheDtype::kFp8E4m3;
+    rows.push_back({"attention decode fp8 batch 64 ctx 640 (max_ctx 2048)", GraphUs([&](int, cudaStream_t s) {
+      return attention_decode(a8, dl, 2048, ws, counters, s);
+    }, 16), 1.0 * B * ctx * 2 * H});
     // Prefill: one 512-token prompt (sequence 0's first 32 blocks), causal.
     std::vector<int32_t> ts, tf;
     const int32_t n512[] = {512};
@@ -321,6 +400,9 @@ struct Args {
   int gen = 256;
   int prompt = 512;
   bool graphs = true;
+  KvCacheDtype kv_dtype = KvCacheDtype::kBf16;  // --kv-dtype
+  bool fuse = true;  // PhiCudaOptions::fuse_decode
+  bool pdl = true;   // PhiCudaOptions::programmatic_launch
 };
 
 Args Parse(int argc, char** argv) {
@@ -350,6 +432,13 @@ Args Parse(int argc, char** argv) {
       a.candidates = true;
     } else if (s == "--no-graphs") {
       a.graphs = false;
+    } else if (s == "--kv-dtype") {
+      const std::string v = next();
+      if (!ParseKvCacheDtype(v, &a.kv_dtype)) Die("--kv-dtype " + v + ": expected bf16 or fp8");
+    } else if (s == "--no-fusion") {
+      a.fuse = false;
+    } else if (s == "--no-pdl") {
+      a.pdl = false;
     } else {
       Die("unknown flag " + s);
     }
@@ -453,6 +542,9 @@ int main(int argc, char** argv) {
   o.max_seqs = 256;
   o.max_logit_rows = 256;
   o.use_cuda_graphs = args.graphs;
+  o.kv_dtype = args.kv_dtype;
+  o.fuse_decode = args.fuse;
+  o.programmatic_launch = args.pdl;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
   Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");
@@ -468,10 +560,13 @@ int main(int argc, char** argv) {
   const double flop_per_token = 2.0 * (params - double(c.vocab_size) * c.hidden_size);
   const double kv_per_token = double(m->kv_block_bytes()) / o.block_size;
   std::printf("model: Phi-1.5 shape, %.3f B params, %.2f GB read per batch-1 decode token, "
-              "KV %d blocks x %.2f MB, graphs %s, tokens %s\n",
+              "KV %d blocks x %.2f MB, graphs %s, batch-1 fusion %s, tokens %s\n",
               params / 1e9, wbytes / 1e9, m->kv_num_blocks(), m->kv_block_bytes() / 1e6,
-              args.graphs ? "on" : "off",
+              args.graphs ? "on" : "off", args.fuse ? "on" : "off",
               args.candidates ? "from top-1 candidate records (the engine's Step path)" : "sampled on the GPU");
+
+  std::printf("KV cache: %s, %.0f bytes per token (the limit column counts these)\n",
+              kv_cache_dtype_name(args.kv_dtype), kv_per_token);
 
   // TTFT at idle: one prompt, prefill plus the first sampled token.
   {
@@ -507,8 +602,18 @@ int main(int argc, char** argv) {
                   "|||||\n",
                   1e3 / step, step, bw / wbytes);
     }
+    double graph_us = 0.0;
+    if (args.graphs && m->TimeDecodeGraph(b, 20, &graph_us).ok()) {
+      std::printf("|   | decode graph alone (replayed back to back): %.3f ms = %.0f%% of limit; "
+                  "the step's other %.3f ms is host work and the copies around it |||||\n",
+                  graph_us * 1e-3, 100.0 * floor_ms / (graph_us * 1e-3), step - graph_us * 1e-3);
+    }
   }
-  std::printf("\ngemm bias fallback used: %s; decode graphs captured: %d\n",
-              m->gemm().used_bias_fallback() ? "yes" : "no", m->num_captured_graphs());
+  std::printf("\ngemm bias fallback used: %s; decode graphs captured: %d; programmatic launch "
+              "%s\n",
+              m->gemm().used_bias_fallback() ? "yes" : "no", m->num_captured_graphs(),
+              !args.pdl ? "off (--no-pdl)"
+              : m->programmatic_launch_active() ? "on"
+                                                : "FELL BACK to plain launches");
   return 0;
 }

@@ -3,9 +3,12 @@
 // (head, sequence, partition). Every K and V load of a block is issued before the first use
 // (one memory latency per block, not one per position), and the last block of a
 // (sequence, head) to finish merges the partitions, so a step needs no second kernel.
+// Templated on the cache element (BF16 or FP8 E4M3): FP8 moves half the bytes per position.
 #include <cfloat>
 
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/kv_elem.cuh"
+#include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
 
 namespace phi::worker::cuda {
@@ -14,24 +17,37 @@ namespace {
 constexpr int kD = 64;
 constexpr int kThreads = 128;
 static_assert(kThreads == kDecodePartition, "scores: one position per thread");
-constexpr int kTokenGroups = kThreads / 8;                      // V: 8 threads per position
-constexpr int kVPerThread = kDecodePartition / kTokenGroups;    // 8 positions each
 
-__device__ __forceinline__ const bf16* cache_row(const bf16* cache, const int32_t* table, int t,
-                                                 int h, int num_heads, int block_size) {
+template <typename T>
+__device__ __forceinline__ const T* cache_row(const void* cache, const int32_t* table, int t,
+                                              int h, int num_heads, int block_size) {
   const int64_t block = table[t / block_size];
-  return cache + ((block * num_heads + h) * block_size + t % block_size) * kD;
+  return static_cast<const T*>(cache) + ((block * num_heads + h) * block_size + t % block_size) * kD;
 }
 
+// T: the cache element (kv_elem.cuh). One 16-byte load holds kE elements: a K row is kVec
+// loads, and kVec threads share a V row. The BF16 instantiation keeps the arithmetic the
+// kernel had before FP8 (8 threads per V row, 8 positions each); FP8 has 4 threads per row
+// and 4 positions each, and folds k_scale into q and v_scale into the output.
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
     attention_decode_kernel(PagedAttentionArgs a, const int32_t* __restrict__ context_lens,
                             int max_parts, float* __restrict__ ws,
                             unsigned int* __restrict__ counters) {
+  using E = KvElem<T>;
+  constexpr int kE = E::kPerVec;
+  constexpr int kVec = kD / kE;                                   // loads per K/V row
+  constexpr int kTokenGroups = kThreads / kVec;                   // V: kVec threads per position
+  constexpr int kVPerThread = kDecodePartition / kTokenGroups;    // positions per thread
   __shared__ float q_s[kD];
   __shared__ float p_s[kDecodePartition];
   __shared__ float red[32];
   __shared__ float acc_s[kTokenGroups][kD + 1];
   __shared__ bool last_s;
+  // Before anything else (q, the cache, the merge counters): programmatic launch, pdl.cuh.
+  // The trigger right after lets the W2 GEMV start streaming its fc1 columns meanwhile.
+  pdl_wait();
+  pdl_launch_dependents();
   const int h = blockIdx.x, s = blockIdx.y, part = blockIdx.z;
   const int len = context_lens[s];
   const int p0 = part * kDecodePartition;
@@ -41,26 +57,28 @@ __global__ void __launch_bounds__(kThreads)
 
   // Issue the block's loads: this thread's K row, its V chunks, then q.
   const int t_k = p0 + threadIdx.x;
-  uint4 k_raw[kD / 8];
+  uint4 k_raw[kVec];
   if (t_k < p1) {
     const uint4* k4 = reinterpret_cast<const uint4*>(
-        cache_row(a.k_cache, table, t_k, h, a.num_heads, a.block_size));
+        cache_row<T>(a.k_cache, table, t_k, h, a.num_heads, a.block_size));
 #pragma unroll
-    for (int c = 0; c < kD / 8; ++c) k_raw[c] = k4[c];
+    for (int c = 0; c < kVec; ++c) k_raw[c] = k4[c];
   }
-  const int dc = threadIdx.x & 7, tg = threadIdx.x >> 3;
+  const int dc = threadIdx.x % kVec, tg = threadIdx.x / kVec;
   uint4 v_raw[kVPerThread];
 #pragma unroll
   for (int u = 0; u < kVPerThread; ++u) {
     const int t = p0 + tg + u * kTokenGroups;
     v_raw[u] = t < p1 ? reinterpret_cast<const uint4*>(
-                            cache_row(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
+                            cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
                       : make_uint4(0, 0, 0, 0);
   }
   if (threadIdx.x < kD) {
-    q_s[threadIdx.x] =
+    float qv =
         __bfloat162float(a.q[static_cast<int64_t>(s) * a.q_stride + h * kD + threadIdx.x]) *
         a.scale;
+    if constexpr (E::kFp8) qv *= a.k_scale;  // q . (code * k_scale) = (q * k_scale) . code
+    q_s[threadIdx.x] = qv;
   }
   __syncthreads();
 
@@ -68,12 +86,12 @@ __global__ void __launch_bounds__(kThreads)
   if (t_k < p1) {
     float dot = 0.0f;
 #pragma unroll
-    for (int c = 0; c < kD / 8; ++c) {
-      const __nv_bfloat162* k2 = reinterpret_cast<const __nv_bfloat162*>(&k_raw[c]);
+    for (int c = 0; c < kVec; ++c) {
+      float kf[kE];
+      E::ToFloat(k_raw[c], kf);
 #pragma unroll
-      for (int e = 0; e < 4; ++e) {
-        const float2 kf = __bfloat1622float2(k2[e]);
-        dot += q_s[c * 8 + 2 * e] * kf.x + q_s[c * 8 + 2 * e + 1] * kf.y;
+      for (int e = 0; e < kE / 2; ++e) {
+        dot += q_s[c * kE + 2 * e] * kf[2 * e] + q_s[c * kE + 2 * e + 1] * kf[2 * e + 1];
       }
     }
     score = dot;
@@ -83,22 +101,22 @@ __global__ void __launch_bounds__(kThreads)
   p_s[threadIdx.x] = e;
   const float l = block_sum(e, red);  // ends with a barrier: p_s is complete
 
-  float acc[8];
+  float acc[kE];
 #pragma unroll
-  for (int i = 0; i < 8; ++i) acc[i] = 0.0f;
+  for (int i = 0; i < kE; ++i) acc[i] = 0.0f;
 #pragma unroll
   for (int u = 0; u < kVPerThread; ++u) {
     const float p = p_s[tg + u * kTokenGroups];  // 0 past p1
-    const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&v_raw[u]);
+    float vf[kE];
+    E::ToFloat(v_raw[u], vf);
 #pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const float2 vf = __bfloat1622float2(v2[i]);
-      acc[2 * i] += p * vf.x;
-      acc[2 * i + 1] += p * vf.y;
+    for (int i = 0; i < kE / 2; ++i) {
+      acc[2 * i] += p * vf[2 * i];
+      acc[2 * i + 1] += p * vf[2 * i + 1];
     }
   }
 #pragma unroll
-  for (int i = 0; i < 8; ++i) acc_s[tg][dc * 8 + i] = acc[i];
+  for (int i = 0; i < kE; ++i) acc_s[tg][dc * kE + i] = acc[i];
   __syncthreads();
 
   const int parts = (len + kDecodePartition - 1) / kDecodePartition;
@@ -108,7 +126,9 @@ __global__ void __launch_bounds__(kThreads)
       float o = 0.0f;
 #pragma unroll
       for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
-      out[threadIdx.x] = __float2bfloat16(len > 0 ? o / l : 0.0f);
+      float r = len > 0 ? o / l : 0.0f;
+      if constexpr (E::kFp8) r *= a.v_scale;
+      out[threadIdx.x] = __float2bfloat16(r);
     }
     return;
   }
@@ -142,7 +162,9 @@ __global__ void __launch_bounds__(kThreads)
     ll += __ldcg(wsh + p * (kD + 2) + kD + 1) * f;
     o += __ldcg(wsh + p * (kD + 2) + threadIdx.x) * f;
   }
-  out[threadIdx.x] = __float2bfloat16(o / ll);
+  float r = o / ll;
+  if constexpr (E::kFp8) r *= a.v_scale;
+  out[threadIdx.x] = __float2bfloat16(r);
 }
 
 }  // namespace
@@ -166,9 +188,14 @@ CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* conte
                    "attention_decode: workspace and counters required for contexts over " +
                        std::to_string(kDecodePartition));
   dim3 grid(args.num_heads, args.num_seqs, parts);
-  attention_decode_kernel<<<grid, kThreads, 0, stream>>>(args, context_lens, parts, workspace,
-                                                         counters);
-  PHI_CUDA_CHECK_LAUNCH(attention_decode_kernel);
+  if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
+    PHI_CUDA_CHECK(launch_kernel(args.pdl, attention_decode_kernel<fp8_e4m3>, grid,
+                                 dim3(kThreads), 0, stream, args, context_lens, parts, workspace,
+                                 counters));
+  } else {
+    PHI_CUDA_CHECK(launch_kernel(args.pdl, attention_decode_kernel<bf16>, grid, dim3(kThreads), 0,
+                                 stream, args, context_lens, parts, workspace, counters));
+  }
   return {};
 }
 

@@ -3,10 +3,11 @@
 // accumulator in registers; K/V tiles of kKeyTile positions are staged in shared memory as F32
 // and read by all threads at once (broadcast), with an online softmax per key tile. Queries at
 // positions start_pos.. of a chunk attend to everything already cached, their own chunk
-// included, so chunked prefill needs no special case.
+// included, so chunked prefill needs no special case. The cache is BF16 or FP8 E4M3.
 #include <cfloat>
 
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/kv_elem.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -15,8 +16,13 @@ constexpr int kD = 64;
 constexpr int kKeyTile = 32;
 constexpr int kThreads = kPrefillTileQ;
 
+// T: the cache element (kv_elem.cuh); staging converts one 16-byte load (8 BF16 or 16 FP8
+// values) per iteration. FP8 folds k_scale into q and v_scale into the final 1/l.
+template <typename T>
 __global__ void __launch_bounds__(kThreads)
     attention_prefill_kernel(PagedAttentionArgs a, PrefillTiles tiles) {
+  using E = KvElem<T>;
+  constexpr int kE = E::kPerVec;
   __shared__ __align__(16) float k_s[kKeyTile][kD];
   __shared__ __align__(16) float v_s[kKeyTile][kD];
   const int tile = blockIdx.x, h = blockIdx.y;
@@ -45,6 +51,10 @@ __global__ void __launch_bounds__(kThreads)
         q[c * 8 + 2 * e + 1] = f.y * a.scale;
       }
     }
+    if constexpr (E::kFp8) {
+#pragma unroll
+      for (int d = 0; d < kD; ++d) q[d] *= a.k_scale;
+    }
   }
 #pragma unroll
   for (int d = 0; d < kD; ++d) acc[d] = 0.0f;
@@ -52,31 +62,22 @@ __global__ void __launch_bounds__(kThreads)
 
   for (int k0 = 0; k0 <= last_pos; k0 += kKeyTile) {
     __syncthreads();  // the previous tile's readers are done
-    // Stage K and V of positions k0 .. k0+kKeyTile-1: 8 BF16 (16 bytes) per load.
-    for (int i = threadIdx.x; i < kKeyTile * kD / 8; i += kThreads) {
-      const int j = i / (kD / 8), c = i % (kD / 8);
+    // Stage K and V of positions k0 .. k0+kKeyTile-1: kE elements (16 bytes) per load.
+    for (int i = threadIdx.x; i < kKeyTile * kD / kE; i += kThreads) {
+      const int j = i / (kD / kE), c = i % (kD / kE);
       const int t = k0 + j;
-      float* kd = &k_s[j][c * 8];
-      float* vd = &v_s[j][c * 8];
+      float* kd = &k_s[j][c * kE];
+      float* vd = &v_s[j][c * kE];
       if (t <= last_pos) {
         const int64_t block = table[t / a.block_size];
         const int64_t off = ((block * a.num_heads + h) * a.block_size + t % a.block_size) * kD;
-        const uint4 kr = reinterpret_cast<const uint4*>(a.k_cache + off)[c];
-        const uint4 vr = reinterpret_cast<const uint4*>(a.v_cache + off)[c];
-        const __nv_bfloat162* k2 = reinterpret_cast<const __nv_bfloat162*>(&kr);
-        const __nv_bfloat162* v2 = reinterpret_cast<const __nv_bfloat162*>(&vr);
-#pragma unroll
-        for (int e = 0; e < 4; ++e) {
-          const float2 kf = __bfloat1622float2(k2[e]);
-          const float2 vf = __bfloat1622float2(v2[e]);
-          kd[2 * e] = kf.x;
-          kd[2 * e + 1] = kf.y;
-          vd[2 * e] = vf.x;
-          vd[2 * e + 1] = vf.y;
-        }
+        const uint4 kr = reinterpret_cast<const uint4*>(static_cast<const T*>(a.k_cache) + off)[c];
+        const uint4 vr = reinterpret_cast<const uint4*>(static_cast<const T*>(a.v_cache) + off)[c];
+        E::ToFloat(kr, kd);
+        E::ToFloat(vr, vd);
       } else {
 #pragma unroll
-        for (int e = 0; e < 8; ++e) kd[e] = vd[e] = 0.0f;
+        for (int e = 0; e < kE; ++e) kd[e] = vd[e] = 0.0f;
       }
     }
     __syncthreads();
@@ -118,7 +119,8 @@ __global__ void __launch_bounds__(kThreads)
     m = m_new;
   }
   if (!active) return;
-  const float inv = 1.0f / l;
+  float inv = 1.0f / l;
+  if constexpr (E::kFp8) inv *= a.v_scale;
   __nv_bfloat162* o2 = reinterpret_cast<__nv_bfloat162*>(a.out + row * a.out_stride + h * kD);
 #pragma unroll
   for (int d = 0; d < kD / 2; ++d) {
@@ -137,8 +139,12 @@ CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles&
   PHI_CUDA_REQUIRE(args.q_stride % 8 == 0 && args.out_stride % 2 == 0,
                    "attention_prefill: q_stride must be a multiple of 8, out_stride even");
   if (tiles.num_tiles == 0) return {};
-  attention_prefill_kernel<<<dim3(tiles.num_tiles, args.num_heads), kThreads, 0, stream>>>(args,
-                                                                                        tiles);
+  const dim3 grid(tiles.num_tiles, args.num_heads);
+  if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
+    attention_prefill_kernel<fp8_e4m3><<<grid, kThreads, 0, stream>>>(args, tiles);
+  } else {
+    attention_prefill_kernel<bf16><<<grid, kThreads, 0, stream>>>(args, tiles);
+  }
   PHI_CUDA_CHECK_LAUNCH(attention_prefill_kernel);
   return {};
 }

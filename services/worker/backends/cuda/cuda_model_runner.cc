@@ -2,6 +2,7 @@
 
 #include <cuda_runtime.h>
 
+#include <cmath>
 #include <functional>
 #include <string>
 #include <utility>
@@ -132,6 +133,11 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
         "CUDA backend: num_key_value_heads must equal num_attention_heads, got ",
         c.num_key_value_heads, " and ", c.num_attention_heads));
   }
+  const PhiCudaOptions& mo = options_.model;
+  if (mo.kv_dtype == KvCacheDtype::kFp8E4m3 && !(std::isfinite(mo.kv_scale) && mo.kv_scale > 0.0f)) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("CUDA runner: kv_scale must be finite and > 0 for the fp8 KV cache, got ", mo.kv_scale));
+  }
   PHI_ASSIGN_OR_RETURN(const int devices, VisibleGpus());
   // -1: one GPU per rank, rank modulo the visible GPUs (a Kubernetes pod sees only its own).
   if (options_.device == -1) options_.device = ck.shard().rank % devices;
@@ -230,7 +236,8 @@ absl::StatusOr<int32_t> CudaModelRunner::KvBlocksThatFit(int32_t block_size) con
     return absl::ResourceExhaustedError(absl::StrCat(
         "KV cache: ", free_b, " bytes free of ", total_b, " after ", model_->weight_bytes(),
         " bytes of weights; ", options_.kv_memory_fraction, " of it holds ", blocks < 0 ? 0 : blocks,
-        " blocks of ", per, " bytes, one sequence of ", shape_.max_position_embeddings,
+        " blocks of ", per, " bytes (", kv_cache_dtype_name(options_.model.kv_dtype),
+        " KV), one sequence of ", shape_.max_position_embeddings,
         " positions needs ", one_seq));
   }
   return static_cast<int32_t>(std::min<int64_t>(blocks, INT32_MAX));

@@ -1,5 +1,7 @@
 // The CUDA ModelRunner: a Phi checkpoint loaded into BF16 on one GPU (PhiCudaModel), the KV
-// cache sized from the GPU memory left after the weights. Step honours
+// cache sized from the GPU memory left after the weights, its elements BF16 or, with
+// options.model.kv_dtype = KvCacheDtype::kFp8E4m3, FP8 E4M3 (half the bytes per block:
+// KvBlockBytes and KvBlocksThatFit follow). Step honours
 // SequenceStep::num_candidates: such a row is reduced on the GPU to its top candidates and
 // log-sum-exp (top_candidates_forward), and only that record leaves the device, unless the
 // candidates do not cover what the sampler could keep (CandidatesCover: ties at the cut),
@@ -38,6 +40,7 @@ struct CudaRunnerOptions {
   // Share of the GPU memory free after weights and step buffers that KvBlocksThatFit offers
   // to the KV cache (the rest stays for cuBLASLt, graphs and the CUDA context).
   double kv_memory_fraction = 0.9;
+  // The model's capacities and KV cache type (kv_dtype, kv_scale: phi_cuda_model.h).
   PhiCudaOptions model;
   // Tensor-parallel rank and group size (heads, intermediate size and vocabulary must divide).
   int rank = 0;

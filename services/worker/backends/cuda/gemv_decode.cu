@@ -8,7 +8,14 @@
 // of 16-byte chunks, one per warp, so a block covers kWarps / split rows per row group. The
 // grid is sized to what the GPU holds at once and walks the row groups, so the prologue runs
 // once per resident block, not once per row group. Slice sums meet in shared memory in warp
-// order: the result depends on `split` but not on the grid.
+// order: the result depends on `split` and `first_col` but not on the grid.
+//
+// kGeluConcat (the W2 GEMV, A = [attention | gelu(fc1)]): the fc1 columns, 80% of Phi-1.5's
+// W2, need nothing from the attention kernel just before, so they are streamed before
+// pdl_wait() and the attention (and the rotary kernel before it) run in their shadow; the
+// attention columns follow the wait. Columns are summed in that order (first_col = a_cols);
+// the unfused path gets the same order from kPlain with first_col.
+#include <algorithm>
 #include <atomic>
 #include <map>
 #include <mutex>
@@ -39,98 +46,146 @@ __device__ __forceinline__ void fma8(const uint4& wv, const uint4& av, float& ac
   }
 }
 
+// A block's rows: row group blockIdx.x + j * gridDim.x for j < kMaxGroups (the host sizes
+// the grid so no block has more), each warp one slice of one row per group.
+constexpr int kMaxGroups = 4;
+
 template <GemvPrologue P, int VPT, bool kF32>
 __global__ void __launch_bounds__(kThreads)
     gemv1_kernel(const Gemv1Args g, int split, int groups) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* a_s = reinterpret_cast<bf16*>(smem_raw);
   __shared__ float scratch[32];
-  __shared__ float part_s[kWarps];
+  __shared__ float part_s[kMaxGroups][kWarps];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int rows_per_group = kWarps / split;
   const int part = warp % split;
   const int chunks = g.k >> 3;
-  const int stride = 32 * split;  // chunks between one lane's consecutive loads
-  const int first = lane + 32 * part;
+  const int first_chunk = g.first_col >> 3;  // columns [first_col, k) are summed first
+  const int stride = 32 * split;             // chunks between one lane's consecutive loads
+  const int lane_first = lane + 32 * part;
   const uint4* w4 = reinterpret_cast<const uint4*>(g.w);
+  const int my_groups = (groups - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                        static_cast<int>(gridDim.x);
+  auto row_of = [&](int j) {
+    return (static_cast<int>(blockIdx.x) + j * static_cast<int>(gridDim.x)) * rows_per_group +
+           warp / split;
+  };
 
+  // Weights stream through wv: `load` issues the first kInFlight chunks of (row, range start),
+  // `accumulate` consumes them, streams the rest of [c_begin, c_end), then issues the first
+  // loads of the next (row, range) so they are in flight during reductions and waits.
   uint4 wv[kInFlight];
-  auto load = [&](int row, int c0) {
+  auto load = [&](int row, int c_begin, int c_end) {
     const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
 #pragma unroll
     for (int u = 0; u < kInFlight; ++u) {
-      const int c = c0 + stride * u;
-      wv[u] = row < g.n && c < chunks ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
+      const int c = c_begin + lane_first + stride * u;
+      wv[u] = row < g.n && c < c_end ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
     }
   };
-  int rg = blockIdx.x;
-  // The weights depend on no kernel: their first loads go out before the wait.
-  load(rg * rows_per_group + warp / split, first);
-  pdl_wait();
-  pdl_launch_dependents();
-
-  if constexpr (P == GemvPrologue::kLayerNorm) {
-    const float* xr = g.x + static_cast<int64_t>(g.row_index ? g.row_index[0] : 0) * g.k;
-    layernorm_row_reg<VPT>(xr, g.gamma, g.beta_ln, a_s, g.k, g.eps, scratch);
-  } else if constexpr (P == GemvPrologue::kGeluConcat) {
-    for (int c = threadIdx.x; c < g.k; c += kThreads) {
-      const int j = c - g.a_cols;
-      a_s[c] = c < g.a_cols   ? g.a[c]
-               : j < g.f_cols ? __float2bfloat16(gelu_new(__bfloat162float(g.f[j])))
-                              : __float2bfloat16(0.0f);
-    }
-  } else {
-    const uint4* a4 = reinterpret_cast<const uint4*>(g.a);
-    uint4* s4 = reinterpret_cast<uint4*>(a_s);
-    for (int c = threadIdx.x; c < chunks; c += kThreads) s4[c] = a4[c];
-  }
-  __syncthreads();
   const uint4* as4 = reinterpret_cast<const uint4*>(a_s);
+  auto accumulate = [&](int row, int c_begin, int c_end, float& acc) {
+    if (row >= g.n) return;
+    const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
+    for (int c0 = c_begin + lane_first;;) {
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int c = c0 + stride * u;
+        if (c < c_end) fma8(wv[u], as4[c], acc);
+      }
+      c0 += stride * kInFlight;
+      if (c0 >= c_end) break;
+#pragma unroll
+      for (int u = 0; u < kInFlight; ++u) {
+        const int c = c0 + stride * u;
+        wv[u] = c < c_end ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
+      }
+    }
+  };
+  // Both ranges of every row: range 0 = [first_chunk, chunks), range 1 = [0, first_chunk).
+  float acc[kMaxGroups];
+#pragma unroll
+  for (int j = 0; j < kMaxGroups; ++j) acc[j] = 0.0f;
+  auto pass = [&](int c_begin, int c_end, int next_begin, int next_end) {
+#pragma unroll
+    for (int j = 0; j < kMaxGroups; ++j) {
+      if (j < my_groups) {
+        accumulate(row_of(j), c_begin, c_end, acc[j]);
+        if (j + 1 < my_groups) {
+          load(row_of(j + 1), c_begin, c_end);
+        } else if (next_begin < next_end) {
+          load(row_of(0), next_begin, next_end);
+        }
+      }
+    }
+  };
 
-  for (; rg < groups; rg += gridDim.x) {
-    const int row = rg * rows_per_group + warp / split;
-    float acc = 0.0f;
-    if (row < g.n) {
-      const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
-      for (int c0 = first;;) {
+  // The weights depend on no kernel: their first loads go out before the wait.
+  load(row_of(0), first_chunk, chunks);
+  if constexpr (P == GemvPrologue::kGeluConcat) {
+    // gelu(f) needs the W1 GEMV, three kernels back, which has completed by the time this
+    // kernel starts (pdl.cuh); only a (attention's output) needs the kernel just before. f is
+    // read from L2 (__ldcg), the coherence point its completed writes are in: an L1 line of
+    // this SM could still hold the previous layer's f.
+    for (int c = g.a_cols + threadIdx.x; c < g.k; c += kThreads) {
+      const int j = c - g.a_cols;
+      a_s[c] = j < g.f_cols ? __float2bfloat16(gelu_new(__bfloat162float(__ldcg(g.f + j))))
+                            : __float2bfloat16(0.0f);
+    }
+    __syncthreads();
+    pass(first_chunk, chunks, 0, first_chunk);
+    pdl_wait();
+    pdl_launch_dependents();
+    for (int c = threadIdx.x; c < g.a_cols; c += kThreads) a_s[c] = g.a[c];
+    __syncthreads();
+    pass(0, first_chunk, 0, 0);
+  } else {
+    pdl_wait();
+    pdl_launch_dependents();
+    if constexpr (P == GemvPrologue::kLayerNorm) {
+      const float* xr = g.x + static_cast<int64_t>(g.row_index ? g.row_index[0] : 0) * g.k;
+      layernorm_row_reg<VPT>(xr, g.gamma, g.beta_ln, a_s, g.k, g.eps, scratch);
+    } else {
+      const uint4* a4 = reinterpret_cast<const uint4*>(g.a);
+      uint4* s4 = reinterpret_cast<uint4*>(a_s);
+      for (int c = threadIdx.x; c < chunks; c += kThreads) s4[c] = a4[c];
+    }
+    __syncthreads();
+    pass(first_chunk, chunks, 0, first_chunk);
+    pass(0, first_chunk, 0, 0);
+  }
+
 #pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
-          const int c = c0 + stride * u;
-          if (c < chunks) fma8(wv[u], as4[c], acc);
-        }
-        c0 += stride * kInFlight;
-        if (c0 >= chunks) break;
+  for (int j = 0; j < kMaxGroups; ++j) acc[j] = warp_sum(acc[j]);
+  if (split > 1) {  // uniform over the block
+    if (lane == 0) {
 #pragma unroll
-        for (int u = 0; u < kInFlight; ++u) {
-          const int c = c0 + stride * u;
-          wv[u] = c < chunks ? __ldcs(wr + c) : make_uint4(0, 0, 0, 0);
-        }
+      for (int j = 0; j < kMaxGroups; ++j) part_s[j][warp] = acc[j];
+    }
+    __syncthreads();
+    if (lane == 0 && part == 0) {
+#pragma unroll
+      for (int j = 0; j < kMaxGroups; ++j) {
+        for (int p = 1; p < split; ++p) acc[j] += part_s[j][warp + p];
       }
     }
-    // The next row group's first loads go out before this row's reductions.
-    const int next = rg + static_cast<int>(gridDim.x);
-    if (next < groups) load(next * rows_per_group + warp / split, first);
-    acc = warp_sum(acc);
-    if (split > 1) {  // uniform over the block
-      if (lane == 0) part_s[warp] = acc;
-      __syncthreads();
-      if (lane == 0 && part == 0) {
-        for (int p = 1; p < split; ++p) acc += part_s[warp + p];
-      }
-      __syncthreads();
-    }
-    if (lane == 0 && part == 0 && row < g.n) {
-      if constexpr (kF32) {
-        float* d = static_cast<float*>(g.d);
-        float v = acc + (g.bias ? static_cast<const float*>(g.bias)[row] : 0.0f);
-        if (g.beta != 0.0f) v += g.beta * d[row];
-        d[row] = v;
-      } else {
-        bf16* d = static_cast<bf16*>(g.d);
-        float v = acc + (g.bias ? __bfloat162float(static_cast<const bf16*>(g.bias)[row]) : 0.0f);
-        if (g.beta != 0.0f) v += g.beta * __bfloat162float(d[row]);
-        d[row] = __float2bfloat16(v);
-      }
+  }
+  if (lane != 0 || part != 0) return;
+#pragma unroll
+  for (int j = 0; j < kMaxGroups; ++j) {
+    const int row = row_of(j);
+    if (j >= my_groups || row >= g.n) continue;
+    if constexpr (kF32) {
+      float* d = static_cast<float*>(g.d);
+      float v = acc[j] + (g.bias ? static_cast<const float*>(g.bias)[row] : 0.0f);
+      if (g.beta != 0.0f) v += g.beta * d[row];
+      d[row] = v;
+    } else {
+      bf16* d = static_cast<bf16*>(g.d);
+      float v = acc[j] + (g.bias ? __bfloat162float(static_cast<const bf16*>(g.bias)[row]) : 0.0f);
+      if (g.beta != 0.0f) v += g.beta * __bfloat162float(d[row]);
+      d[row] = __float2bfloat16(v);
     }
   }
 }
@@ -221,6 +276,10 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
                    "gemv1_forward: split must be 0 (default), 1, 2, 4 or 8, got " +
                        std::to_string(g.split));
   PHI_CUDA_REQUIRE(g.blocks_per_sm >= 0, "gemv1_forward: blocks_per_sm must be >= 0");
+  PHI_CUDA_REQUIRE(g.first_col >= 0 && g.first_col <= g.k && g.first_col % 8 == 0 &&
+                       (g.prologue != GemvPrologue::kGeluConcat || g.first_col == g.a_cols),
+                   "gemv1_forward: first_col must be a multiple of 8 in [0, k] (a_cols with "
+                   "kGeluConcat), got " + std::to_string(g.first_col));
   switch (g.prologue) {
     case GemvPrologue::kPlain:
       PHI_CUDA_REQUIRE(g.a != nullptr && reinterpret_cast<uintptr_t>(g.a) % 16 == 0,
@@ -238,9 +297,11 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
                        "gemv1_forward: kLayerNorm needs 16-byte aligned x, gamma and beta_ln");
       break;
     case GemvPrologue::kGeluConcat:
-      PHI_CUDA_REQUIRE(g.a_cols >= 0 && g.f_cols >= 0 && g.a_cols + g.f_cols <= g.k &&
+      PHI_CUDA_REQUIRE(g.a_cols >= 0 && g.a_cols % 8 == 0 && g.f_cols >= 0 &&
+                           g.a_cols + g.f_cols <= g.k &&
                            (g.a_cols == 0 || g.a != nullptr) && (g.f_cols == 0 || g.f != nullptr),
-                       "gemv1_forward: kGeluConcat needs a_cols + f_cols <= k, got " +
+                       "gemv1_forward: kGeluConcat needs a_cols a multiple of 8 and a_cols + "
+                       "f_cols <= k, got " +
                            std::to_string(g.a_cols) + " + " + std::to_string(g.f_cols) +
                            " > " + std::to_string(g.k));
       break;
@@ -256,7 +317,10 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
                          : (resident > 0 ? resident : 1);
   const int sms = current_sm_count();
   const int64_t cap = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
-  const int grid = static_cast<int>(groups < cap ? groups : cap);
+  // Every block takes at most kMaxGroups row groups (their sums stay in registers until the
+  // end); past what the GPU holds at once, blocks wait for a free slot.
+  const int64_t at_least = (groups + kMaxGroups - 1) / kMaxGroups;
+  const int grid = static_cast<int>(std::min<int64_t>(groups, std::max(cap, at_least)));
   PHI_CUDA_CHECK(launch_kernel(g.pdl, kernel, dim3(grid), dim3(kThreads), shared_bytes, stream, g,
                                split, groups));
   return {};

@@ -6,6 +6,7 @@
 //
 // Paged KV cache layout (per layer, K and V separate):
 //   cache[block][head][slot_in_block][head_dim], slot = block_id * block_size + offset.
+// Cache elements are BF16 or FP8 E4M3 (KvCacheDtype; the kernels are templated on it).
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_
 
@@ -15,6 +16,7 @@
 #include <cstdint>
 
 #include "services/worker/backends/cuda/cuda_status.h"
+#include "services/worker/backends/cuda/kv_cache_dtype.h"
 
 namespace phi::worker::cuda {
 
@@ -39,14 +41,20 @@ struct RotaryKvArgs {
   int row_stride = 0;           // elements per qkv row
   const int32_t* positions = nullptr;  // [num_tokens] absolute position of each token
   const int32_t* slots = nullptr;      // [num_tokens] block_id * block_size + offset
-  bf16* k_cache = nullptr;      // this layer's K cache
-  bf16* v_cache = nullptr;      // this layer's V cache
+  void* k_cache = nullptr;      // this layer's K cache (elements of kv_dtype)
+  void* v_cache = nullptr;      // this layer's V cache
+  // FP8: K is stored as saturate_e4m3(k / k_scale), V as saturate_e4m3(v / v_scale) (round to
+  // nearest even, +-448). BF16 stores the values and ignores the scales.
+  KvCacheDtype kv_dtype = KvCacheDtype::kBf16;
+  float k_scale = 1.0f;
+  float v_scale = 1.0f;
   int num_tokens = 0;
   int num_heads = 0;
   int head_dim = 0;             // even
   int rotary_dim = 0;           // even, <= head_dim
   int block_size = 0;
   float theta = 10000.0f;
+  bool pdl = false;             // launch as a programmatic dependent (pdl.cuh)
 };
 // Applies partial rotary embedding (rotate-half on the first rotary_dim dims of each head,
 // inv_freq[i] = theta^(-2i/rotary_dim)) to q in place and to k, then writes k and v into the
@@ -65,8 +73,11 @@ CudaStatus bias_add_forward(float* x, const float* bias, int rows, int cols, cud
 struct PagedAttentionArgs {
   const bf16* q = nullptr;      // [num_query_rows, q_stride], head h at column h * head_dim
   int q_stride = 0;
-  const bf16* k_cache = nullptr;
-  const bf16* v_cache = nullptr;
+  const void* k_cache = nullptr;  // elements of kv_dtype (see RotaryKvArgs)
+  const void* v_cache = nullptr;
+  KvCacheDtype kv_dtype = KvCacheDtype::kBf16;
+  float k_scale = 1.0f;           // FP8: K = code * k_scale, V = code * v_scale
+  float v_scale = 1.0f;
   const int32_t* block_tables = nullptr;  // [num_seqs, max_blocks_per_seq]
   int max_blocks_per_seq = 0;
   bf16* out = nullptr;          // [num_query_rows, out_stride], head h at column h * head_dim
@@ -76,6 +87,7 @@ struct PagedAttentionArgs {
   int head_dim = 0;             // 64 (the kernels are specialised for it)
   int block_size = 0;
   float scale = 0.0f;           // 1/sqrt(head_dim)
+  bool pdl = false;             // attention_decode: launch as a programmatic dependent (pdl.cuh)
 };
 
 // Decode: query row s belongs to sequence s and attends to cache positions [0, context_lens[s]).
@@ -108,12 +120,60 @@ CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles&
                              cudaStream_t stream);
 
 // Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D, one warp per
-// output column streaming its weight row with 16-byte loads, K a multiple of 8. At batch 1 the
+// output column streaming its weight row with 16-byte loads, K a multiple of 8 (M = 1 with
+// K <= kGemv1MaxK runs gemv1_forward's kPlain form). At batch 1 the
 // step is a pass over the weights, and a GEMV that keeps enough loads in flight gets closer
 // to the copy bandwidth than a general GEMM. bias/D are BF16 or F32 (d_f32) like GemmLt.
 inline constexpr int kGemvMaxM = 8;
 CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
                         float beta, int m, int n, int k, cudaStream_t stream);
+
+// One-token GEMV (batch-1 decode): d[n] = A . W[n, :] + bias[n] (+ beta d[n]), with the
+// producer of the activation row A fused in front. Each block builds A in shared memory (so
+// k <= kGemv1MaxK), and the weights stream through with 16-byte evict-first loads, each row
+// split over `split` warps; the first loads are issued before pdl_wait(), so under
+// programmatic dependent launch they overlap the previous kernel. The fused forms replace
+// two kernels of each layer at batch 1 (LayerNorm before W1, gelu before W2) and are
+// bit-identical to the unfused kernels followed by gemv_forward with the same split.
+inline constexpr int kGemv1MaxK = 16384;  // A in 32 KB of shared memory (no opt-in needed)
+enum class GemvPrologue {
+  kPlain,       // A = a[0, k)
+  kLayerNorm,   // A = LayerNorm(x row) * gamma + beta in BF16, as layernorm_forward stores it
+  kGeluConcat,  // A = [a[0, a_cols) | gelu_new(f[0, f_cols)) | 0...], as gelu_forward stores it
+};
+struct Gemv1Args {
+  GemvPrologue prologue = GemvPrologue::kPlain;
+  const bf16* a = nullptr;              // kPlain, kGeluConcat
+  int a_cols = 0;                       // kGeluConcat
+  const bf16* f = nullptr;              // kGeluConcat: gelu input (fc1 output)
+  int f_cols = 0;                       // kGeluConcat: a_cols + f_cols <= k, the rest is 0
+  const float* x = nullptr;             // kLayerNorm: F32 rows of k values
+  const int32_t* row_index = nullptr;   // kLayerNorm: x row row_index[0] (null: row 0)
+  const bf16* gamma = nullptr;          // kLayerNorm
+  const bf16* beta_ln = nullptr;        // kLayerNorm
+  float eps = 1e-5f;                    // kLayerNorm
+  const bf16* w = nullptr;              // [n, k], 16-byte aligned, k a multiple of 8
+  const void* bias = nullptr;           // [n] BF16, or F32 when d_f32; may be null
+  void* d = nullptr;                    // [n]
+  bool d_f32 = false;
+  float beta = 0.0f;                    // d = ... + beta * d (the residual add)
+  int n = 0;
+  int k = 0;
+  // Columns [first_col, k) are summed before [0, first_col) (a multiple of 8; kGeluConcat
+  // needs a_cols, whose columns it reads after the wait; kPlain may set it to match).
+  int first_col = 0;
+  // Tuning; 0 takes gemv1_default_split / every block the GPU holds at once.
+  int split = 0;          // warps per weight row: 1, 2, 4 or 8
+  int blocks_per_sm = 0;  // resident blocks per SM the grid is sized for
+  bool pdl = false;       // launch as a programmatic dependent (pdl.cuh)
+};
+CudaStatus gemv1_forward(const Gemv1Args& args, cudaStream_t stream);
+// The split gemv1_forward (and gemv_forward at M = 1) uses for an n x k weight: enough warps
+// that the rows fill the GPU, without cutting a row into pieces shorter than the loads one
+// warp keeps in flight.
+int gemv1_default_split(int n, int k);
+// Whether kLayerNorm supports rows of k values (the register LayerNorm's shapes).
+bool gemv1_layernorm_fits(int k);
 
 // Per-row sampling parameters (one row of logits per request).
 struct SamplingParams {

@@ -21,6 +21,49 @@ float bf16_round_cpu(float x) {
   return r;
 }
 
+uint8_t fp8_e4m3_encode_cpu(float x) {
+  uint32_t u;
+  std::memcpy(&u, &x, 4);
+  const uint8_t sign = static_cast<uint8_t>((u >> 31) << 7);
+  const uint32_t a = u & 0x7fffffffu;
+  if (a > 0x7f800000u) return 0x7f;        // NaN, sign dropped
+  if (a == 0x7f800000u) return sign | 0x7e;  // infinity saturates
+  const int fe = static_cast<int>(a >> 23) - 127;  // F32 subnormals: far below 2^-10
+  if (fe < -6) {
+    // Below the smallest normal 2^-6 the grid is uniform, step 2^-9: the code is the number
+    // of steps (code 8, one past the largest subnormal, is 2^-6 itself). |x| * 2^9 is exact.
+    const double y = std::fabs(static_cast<double>(x)) * 512.0;
+    double n = std::floor(y);
+    const double frac = y - n;
+    if (frac > 0.5 || (frac == 0.5 && std::fmod(n, 2.0) != 0.0)) n += 1.0;
+    return sign | static_cast<uint8_t>(n);
+  }
+  // Normal: keep the implicit bit and 3 mantissa bits of the 24-bit significand, round the
+  // other 20 to nearest even.
+  uint32_t q = ((a & 0x7fffffu) | 0x800000u) >> 20;  // 8 .. 15
+  const uint32_t rem = a & 0xfffffu, half = 0x80000u;
+  if (rem > half || (rem == half && (q & 1u))) ++q;
+  int e = fe + 7;
+  if (q == 16) {
+    q = 8;
+    ++e;
+  }
+  // Past 448 (E 15, mantissa 7 is NaN; E > 15 does not exist): saturate. 448 < |x| <= 464
+  // rounded to 448 above; beyond, the rounding reached mantissa 7 or E 16.
+  if (e > 15 || (e == 15 && q == 15)) return sign | 0x7e;
+  return sign | static_cast<uint8_t>((e << 3) | (q - 8));
+}
+
+float fp8_e4m3_decode_cpu(uint8_t code) {
+  const int e = (code >> 3) & 15, m = code & 7;
+  if (e == 15 && m == 7) return std::numeric_limits<float>::quiet_NaN();
+  const float mag = e == 0 ? std::ldexp(static_cast<float>(m), -9)
+                           : std::ldexp(static_cast<float>(8 + m), e - 10);
+  return (code & 0x80) ? -mag : mag;
+}
+
+float fp8_e4m3_round_cpu(float x) { return fp8_e4m3_decode_cpu(fp8_e4m3_encode_cpu(x)); }
+
 void layernorm_forward_cpu(const float* x, const int32_t* row_index, const float* gamma,
                            const float* beta, float* out, int rows, int dim, float eps) {
   for (int r = 0; r < rows; ++r) {
@@ -53,7 +96,8 @@ void embedding_forward_cpu(const int32_t* tokens, const float* table, float* x, 
 void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
                            const int32_t* slots, float* k_cache, float* v_cache, int num_tokens,
                            int num_heads, int head_dim, int rotary_dim, int block_size,
-                           float theta) {
+                           float theta, KvCacheDtype kv_dtype, float k_scale, float v_scale) {
+  const bool fp8 = kv_dtype == KvCacheDtype::kFp8E4m3;
   const int half = rotary_dim / 2;
   const int hd = num_heads * head_dim;
   for (int t = 0; t < num_tokens; ++t) {
@@ -78,8 +122,8 @@ void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
       const int64_t base =
           ((static_cast<int64_t>(block) * num_heads + h) * block_size + off) * head_dim;
       for (int d = 0; d < head_dim; ++d) {
-        k_cache[base + d] = k[d];
-        v_cache[base + d] = v[d];
+        k_cache[base + d] = fp8 ? fp8_e4m3_round_cpu(k[d] / k_scale) : k[d];
+        v_cache[base + d] = fp8 ? fp8_e4m3_round_cpu(v[d] / v_scale) : v[d];
       }
     }
   }
@@ -103,10 +147,18 @@ void gelu_forward_cpu(const float* in, int in_stride, float* out, int out_stride
 
 namespace {
 
+// How the twins read a cache element (see kernels_cpu.h): FP8 caches as their E4M3 value,
+// the scale applied to the dot product (K) and the output (V) as the kernels fold it.
+struct CacheRead {
+  bool fp8 = false;
+  float k_scale = 1.0f, v_scale = 1.0f;
+  double operator()(float x) const { return fp8 ? fp8_e4m3_round_cpu(x) : x; }
+};
+
 // One query against cache positions [0, len) of one sequence and head.
 void attend_one(const float* q, const float* k_cache, const float* v_cache, const int32_t* table,
                 int len, int h, int num_heads, int head_dim, int block_size, float scale,
-                float* out) {
+                const CacheRead& rd, float* out) {
   std::vector<double> s(len);
   double mx = -std::numeric_limits<double>::infinity();
   auto at = [&](const float* cache, int j) {
@@ -116,16 +168,17 @@ void attend_one(const float* q, const float* k_cache, const float* v_cache, cons
   for (int j = 0; j < len; ++j) {
     const float* k = at(k_cache, j);
     double dot = 0;
-    for (int d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * k[d];
+    for (int d = 0; d < head_dim; ++d) dot += static_cast<double>(q[d]) * rd(k[d]);
     s[j] = dot * scale;
+    if (rd.fp8) s[j] *= rd.k_scale;
     mx = std::max(mx, s[j]);
   }
   double sum = 0;
   for (int j = 0; j < len; ++j) sum += (s[j] = std::exp(s[j] - mx));
   for (int d = 0; d < head_dim; ++d) {
     double acc = 0;
-    for (int j = 0; j < len; ++j) acc += s[j] * at(v_cache, j)[d];
-    out[d] = static_cast<float>(acc / sum);
+    for (int j = 0; j < len; ++j) acc += s[j] * rd(at(v_cache, j)[d]);
+    out[d] = static_cast<float>(rd.fp8 ? acc / sum * rd.v_scale : acc / sum);
   }
 }
 
@@ -135,12 +188,14 @@ void attention_decode_cpu(const float* q, int q_stride, const float* k_cache,
                           const float* v_cache, const int32_t* block_tables,
                           int max_blocks_per_seq, const int32_t* context_lens, float* out,
                           int out_stride, int num_seqs, int num_heads, int head_dim,
-                          int block_size, float scale) {
+                          int block_size, float scale, KvCacheDtype kv_dtype, float k_scale,
+                          float v_scale) {
+  const CacheRead rd{kv_dtype == KvCacheDtype::kFp8E4m3, k_scale, v_scale};
   for (int s = 0; s < num_seqs; ++s) {
     for (int h = 0; h < num_heads; ++h) {
       attend_one(q + static_cast<int64_t>(s) * q_stride + h * head_dim, k_cache, v_cache,
                  block_tables + static_cast<int64_t>(s) * max_blocks_per_seq, context_lens[s],
-                 h, num_heads, head_dim, block_size, scale,
+                 h, num_heads, head_dim, block_size, scale, rd,
                  out + static_cast<int64_t>(s) * out_stride + h * head_dim);
     }
   }
@@ -151,14 +206,16 @@ void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
                            int max_blocks_per_seq, const int32_t* q_offset,
                            const int32_t* start_pos, const int32_t* num_new, float* out,
                            int out_stride, int num_seqs, int num_heads, int head_dim,
-                           int block_size, float scale) {
+                           int block_size, float scale, KvCacheDtype kv_dtype, float k_scale,
+                           float v_scale) {
+  const CacheRead rd{kv_dtype == KvCacheDtype::kFp8E4m3, k_scale, v_scale};
   for (int s = 0; s < num_seqs; ++s) {
     for (int i = 0; i < num_new[s]; ++i) {
       const int64_t row = q_offset[s] + i;
       for (int h = 0; h < num_heads; ++h) {
         attend_one(q + row * q_stride + h * head_dim, k_cache, v_cache,
                    block_tables + static_cast<int64_t>(s) * max_blocks_per_seq,
-                   start_pos[s] + i + 1, h, num_heads, head_dim, block_size, scale,
+                   start_pos[s] + i + 1, h, num_heads, head_dim, block_size, scale, rd,
                    out + row * out_stride + h * head_dim);
       }
     }

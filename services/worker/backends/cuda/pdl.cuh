@@ -1,12 +1,17 @@
 // Programmatic dependent launch (Hopper, sm_90+). A kernel launched with
 // launch_kernel(pdl = true, ...) may start while the kernel before it on the stream is still
-// running; it must call pdl_wait() before it reads anything that kernel (or any earlier one)
-// writes, and before it writes anything. Work that depends on nothing upstream (issuing the
+// running; it must call pdl_wait() before it reads anything that kernel writes, and before
+// it writes anything. Work that depends on nothing upstream (issuing the
 // first weight loads of a GEMV) goes before pdl_wait(), so it overlaps the previous kernel's
 // tail and the launch latency between them, which at batch-1 decode is a large share of each
 // of the ~100 small kernels of a step. The rule "wait before any dependent access" makes the
 // chain safe transitively: a kernel's pdl_wait() returns only when the kernel before it has
 // completed, and that one waited for its own predecessor the same way.
+// Every kernel calls pdl_launch_dependents() only after its pdl_wait(). Then a kernel starts
+// only once the kernel two launches back has completed (its predecessor triggered after
+// waiting for it), so outputs of kernels two or more launches back may be read before
+// pdl_wait(): the fused W2 GEMV streams the fc1 columns that way while attention runs. Read
+// them through L2 (__ldcg), where completed grids' writes are, not L1.
 // On older GPUs, and for kernels launched without the attribute, both calls are no-ops.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PDL_CUH_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_PDL_CUH_

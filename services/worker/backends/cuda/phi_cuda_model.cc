@@ -149,7 +149,7 @@ int64_t PhiCudaModel::kv_block_bytes() const { return kv_block_bytes_for(options
 
 int64_t PhiCudaModel::kv_block_bytes_for(int block_size) const {
   return static_cast<int64_t>(config_.num_layers) * 2 * config_.num_heads * block_size *
-         config_.head_dim * 2;
+         config_.head_dim * kv_cache_dtype_bytes(options_.kv_dtype);
 }
 
 CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
@@ -188,6 +188,11 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
     return CudaStatus::Invalid("AllocateKvCache: num_blocks and block_size must be > 0, got " +
                                std::to_string(num_blocks) + ", " + std::to_string(block_size));
   }
+  if (options_.kv_dtype == KvCacheDtype::kFp8E4m3 &&
+      !(std::isfinite(options_.kv_scale) && options_.kv_scale > 0.0f)) {
+    return CudaStatus::Invalid("AllocateKvCache: kv_scale must be finite and > 0 for the fp8 KV "
+                               "cache, got " + std::to_string(options_.kv_scale));
+  }
   const size_t bytes = static_cast<size_t>(num_blocks + 1) * kv_block_bytes_for(block_size);
   size_t free_b = 0, total_b = 0;
   PHI_CUDA_CHECK(cudaMemGetInfo(&free_b, &total_b));
@@ -214,9 +219,17 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
   const PhiCudaConfig& c = config_;
   const int h = c.hidden_size;
   auto i32 = [&](size_t off) { return reinterpret_cast<const int32_t*>(meta_dev_ + off); };
+  // Bytes of one layer's K (or V) cache.
   const size_t per_cache = static_cast<size_t>(kv_num_blocks_ + 1) * c.num_heads *
-                           options_.block_size * c.head_dim;
+                           options_.block_size * c.head_dim *
+                           kv_cache_dtype_bytes(options_.kv_dtype);
   PhiCudaCollectives* coll = collectives_;
+  // Batch-1 decode: LayerNorm and gelu inside the GEMVs, each launched as a programmatic
+  // dependent of the kernel before it.
+  const bool fused = FusedDecode(L, decode);
+  Gemv1Args fused_gemv;
+  fused_gemv.eps = c.layer_norm_eps;
+  fused_gemv.pdl = options_.programmatic_launch;
   PHI_CUDA_RETURN_IF_ERROR(embedding_forward(i32(L.tokens), weights_.embed, x_, L.n_tok,
                                              c.local_vocab(), h, stream_, c.vocab_begin()));
   // Vocabulary-split embedding: each id's row comes from the one rank that holds it.
@@ -225,12 +238,26 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
   }
   for (int li = 0; li < c.num_layers; ++li) {
     const PhiCudaLayer& w = weights_.layers[li];
-    bf16* kc = kv_arena_ + (2 * static_cast<size_t>(li)) * per_cache;
-    bf16* vc = kc + per_cache;
-    PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, nullptr, w.ln_w, w.ln_b, h_, L.n_tok, h,
-                                               c.layer_norm_eps, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(
-        gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
+    char* kc = kv_arena_ + (2 * static_cast<size_t>(li)) * per_cache;
+    char* vc = kc + per_cache;
+    if (fused) {
+      Gemv1Args g = fused_gemv;
+      g.prologue = GemvPrologue::kLayerNorm;
+      g.x = x_;
+      g.gamma = w.ln_w;
+      g.beta_ln = w.ln_b;
+      g.w = w.w1;
+      g.bias = w.b1;
+      g.d = qkvf_;
+      g.n = c.w1_rows();
+      g.k = h;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(g, stream_));
+    } else {
+      PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, nullptr, w.ln_w, w.ln_b, h_, L.n_tok, h,
+                                                 c.layer_norm_eps, stream_));
+      PHI_CUDA_RETURN_IF_ERROR(
+          gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
+    }
     RotaryKvArgs rk;
     rk.qkv = qkvf_;
     rk.row_stride = c.w1_rows();
@@ -238,18 +265,23 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     rk.slots = i32(L.slots);
     rk.k_cache = kc;
     rk.v_cache = vc;
+    rk.kv_dtype = options_.kv_dtype;
+    rk.k_scale = rk.v_scale = options_.kv_scale;
     rk.num_tokens = L.n_tok;
     rk.num_heads = c.num_heads;
     rk.head_dim = c.head_dim;
     rk.rotary_dim = c.rotary_dim;
     rk.block_size = options_.block_size;
     rk.theta = c.rope_theta;
+    rk.pdl = fused && options_.programmatic_launch;
     PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
     PagedAttentionArgs at;
     at.q = qkvf_;
     at.q_stride = c.w1_rows();
     at.k_cache = kc;
     at.v_cache = vc;
+    at.kv_dtype = options_.kv_dtype;
+    at.k_scale = at.v_scale = options_.kv_scale;
     at.block_tables = i32(L.block_tables);
     at.max_blocks_per_seq = L.max_blocks;
     at.out = mid_;
@@ -259,6 +291,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.head_dim = c.head_dim;
     at.block_size = options_.block_size;
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
+    at.pdl = fused && options_.programmatic_launch;
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
           attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,
@@ -273,10 +306,33 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       tiles.num_tiles = L.n_tiles;
       PHI_CUDA_RETURN_IF_ERROR(attention_prefill(at, tiles, stream_));
     }
+    // The one-token W2 GEMV: x += [a|g] W2^T + b2, attention columns summed last (fused or
+    // not, so both paths give the same bits).
+    Gemv1Args w2g = fused_gemv;
+    w2g.a = mid_;
+    w2g.w = w.w2;
+    w2g.bias = w.b2;
+    w2g.d = x_;
+    w2g.d_f32 = true;
+    w2g.beta = 1.0f;
+    w2g.n = h;
+    w2g.k = c.w2_cols();
+    w2g.first_col = c.num_heads * c.head_dim;
+    if (fused) {
+      w2g.prologue = GemvPrologue::kGeluConcat;
+      w2g.a_cols = w2g.first_col;
+      w2g.f = qkvf_ + c.qkv_width();
+      w2g.f_cols = c.intermediate_size;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(w2g, stream_));
+      continue;
+    }
     PHI_CUDA_RETURN_IF_ERROR(gelu_forward(qkvf_ + c.qkv_width(), c.w1_rows(),
                                           mid_ + c.num_heads * c.head_dim, c.w2_cols(), L.n_tok,
                                           c.intermediate_size, stream_));
-    if (coll == nullptr) {
+    if (coll == nullptr && L.n_tok == 1 && c.w2_cols() <= kGemv1MaxK) {
+      w2g.pdl = false;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(w2g, stream_));
+    } else if (coll == nullptr) {
       PHI_CUDA_RETURN_IF_ERROR(
           gemm_->Matmul(mid_, w.w2, w.b2, x_, true, 1.0f, L.n_tok, h, c.w2_cols(), stream_));
     } else {
@@ -289,6 +345,21 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       PHI_CUDA_RETURN_IF_ERROR(
           coll->AllReduceSum(x_, static_cast<size_t>(L.n_tok) * h, stream_));
     }
+  }
+  if (fused) {
+    Gemv1Args g = fused_gemv;
+    g.prologue = GemvPrologue::kLayerNorm;
+    g.x = x_;
+    g.row_index = i32(L.row_index);
+    g.gamma = weights_.final_ln_w;
+    g.beta_ln = weights_.final_ln_b;
+    g.w = weights_.lm_w;
+    g.bias = weights_.lm_b;
+    g.d = logits_;
+    g.d_f32 = true;
+    g.n = c.vocab_size;
+    g.k = h;
+    return gemv1_forward(g, stream_);
   }
   PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, i32(L.row_index), weights_.final_ln_w,
                                              weights_.final_ln_b, hf_, L.n_rows, h,
@@ -312,6 +383,36 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     }
   }
   return {};
+}
+
+CudaStatus PhiCudaModel::CaptureDecodeGraph(const Layout& L, cudaGraphExec_t* exec) {
+  cudaGraph_t g;
+  PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+  const CudaStatus body = RunBody(L, true, config_.max_positions);
+  const cudaError_t end = cudaStreamEndCapture(stream_, &g);
+  PHI_CUDA_RETURN_IF_ERROR(body);
+  PHI_CUDA_CHECK(end);
+  const cudaError_t inst = cudaGraphInstantiate(exec, g, 0);
+  cudaGraphDestroy(g);
+  PHI_CUDA_CHECK(inst);
+  return {};
+}
+
+bool PhiCudaModel::FusedDecode(const Layout& L, bool decode) const {
+  const PhiCudaConfig& c = config_;
+  return options_.fuse_decode && decode && L.n_tok == 1 && collectives_ == nullptr &&
+         gemv1_layernorm_fits(c.hidden_size) && c.w2_cols() <= kGemv1MaxK;
+}
+
+CudaStatus PhiCudaModel::RunBodyOrFallBack(const Layout& L, bool decode, int max_context_len,
+                                           bool gather_logits) {
+  const CudaStatus st = RunBody(L, decode, max_context_len, gather_logits);
+  if (st.ok() || !options_.programmatic_launch || !FusedDecode(L, decode)) return st;
+  // A launch with programmatic dependent launch failed: run the step without it, and every
+  // later step too. Errors that were not the launch's fail again below.
+  cudaGetLastError();
+  options_.programmatic_launch = false;
+  return RunBody(L, decode, max_context_len, gather_logits);
 }
 
 CudaStatus PhiCudaModel::LaunchSampling(const Layout& L) {
@@ -489,21 +590,21 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     if (it != graphs_.end()) {
       PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
     } else {
-      PHI_CUDA_RETURN_IF_ERROR(RunBody(L, true, c.max_positions));
-      cudaGraph_t g;
-      PHI_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
-      const CudaStatus body = RunBody(L, true, c.max_positions);
-      const cudaError_t end = cudaStreamEndCapture(stream_, &g);
-      PHI_CUDA_RETURN_IF_ERROR(body);
-      PHI_CUDA_CHECK(end);
+      PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, true, c.max_positions));
       cudaGraphExec_t exec;
-      const cudaError_t inst = cudaGraphInstantiate(&exec, g, 0);
-      cudaGraphDestroy(g);
-      PHI_CUDA_CHECK(inst);
-      graphs_[n_seq] = exec;
+      CudaStatus st = CaptureDecodeGraph(L, &exec);
+      if (!st.ok() && options_.programmatic_launch && FusedDecode(L, true)) {
+        // Captured programmatic edges refused (the eager launch above took them): capture
+        // plain launches instead, for this and every later graph.
+        cudaGetLastError();
+        options_.programmatic_launch = false;
+        st = CaptureDecodeGraph(L, &exec);
+      }
+      PHI_CUDA_RETURN_IF_ERROR(st);
+      graphs_[n_seq] = exec;  // this step's results came from the eager run above
     }
   } else {
-    PHI_CUDA_RETURN_IF_ERROR(RunBody(L, decode, max_ctx, !tp_candidates));
+    PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, decode, max_ctx, !tp_candidates));
   }
   if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
   // Candidates from the finished logits, outside any decode graph (their count varies by step).
@@ -555,6 +656,28 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
       out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
     }
   }
+  return {};
+}
+
+CudaStatus PhiCudaModel::TimeDecodeGraph(int batch, int reps, double* us_per_replay) {
+  auto it = graphs_.find(decode_graph_bucket(batch));
+  if (it == graphs_.end() || reps <= 0) {
+    return CudaStatus::Invalid("TimeDecodeGraph: no decode graph captured for batch " +
+                               std::to_string(batch) + " (run a decode step first), reps > 0");
+  }
+  cudaEvent_t e0, e1;
+  PHI_CUDA_CHECK(cudaEventCreate(&e0));
+  PHI_CUDA_CHECK(cudaEventCreate(&e1));
+  PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));  // warm
+  PHI_CUDA_CHECK(cudaEventRecord(e0, stream_));
+  for (int i = 0; i < reps; ++i) PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+  PHI_CUDA_CHECK(cudaEventRecord(e1, stream_));
+  PHI_CUDA_CHECK(cudaEventSynchronize(e1));
+  float ms = 0.0f;
+  PHI_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  *us_per_replay = 1e3 * ms / reps;
   return {};
 }
 

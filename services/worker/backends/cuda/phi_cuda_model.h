@@ -106,6 +106,23 @@ struct PhiCudaOptions {
   int block_size = 16;             // default for AllocateKvCache
   int max_top_n = 20;              // top logprobs per sampled token
   bool use_cuda_graphs = true;     // decode steps replay a graph per batch-size bucket
+  // KV cache elements: BF16 (default: the exact path) or FP8 E4M3, which halves the bytes
+  // each decode step reads and doubles the blocks that fit (kv_block_bytes_for follows).
+  KvCacheDtype kv_dtype = KvCacheDtype::kBf16;
+  // FP8 only, per tensor, K and V alike: stored = saturate_e4m3(value / kv_scale), read =
+  // code * kv_scale. 1.0 is safe for Phi-1.5-sized activations: E4M3 spans 2^-6 (normal) ..
+  // 448 with 3 mantissa bits at every magnitude, K and V of a LayerNorm-ed 2048-wide input
+  // stay within single or low double digits, far below the 448 saturation, and values under
+  // 2^-6 (subnormal steps of 2^-9) are small next to the dot products they join.
+  // Calibrated per-layer K and V scales (vLLM's k_scale / v_scale) are a follow-up.
+  float kv_scale = 1.0f;
+  // Batch-1 decode runs each layer as 4 kernels instead of 6: LayerNorm fused into the W1
+  // GEMV and gelu into the W2 GEMV (gemv1_forward); the final LayerNorm into the lm_head
+  // GEMV. Bit-identical to the unfused kernels (same arithmetic, same order).
+  bool fuse_decode = true;
+  // The fused decode GEMVs launch as programmatic dependents (pdl.cuh) of the kernel before
+  // them (Hopper). Turned off for the model if a launch with it fails.
+  bool programmatic_launch = true;
 };
 
 // One sequence's share of a step (host memory; see ModelRunner's SequenceStep).
@@ -200,6 +217,13 @@ class PhiCudaModel {
   CudaStatus GatherLogitRows(std::span<const int32_t> step_rows, int dst_row);
 
   int num_captured_graphs() const { return static_cast<int>(graphs_.size()); }
+  // Benchmarks: replays the decode graph captured for `batch`'s bucket `reps` times back to
+  // back (it recomputes the last such step in place) and returns the GPU time per replay, so
+  // a step's time splits into the graph's and the host's (metadata, launches, copies, sync).
+  CudaStatus TimeDecodeGraph(int batch, int reps, double* us_per_replay);
+  // Whether decode steps launch with programmatic dependent launch (options, and no launch
+  // with it has failed).
+  bool programmatic_launch_active() const { return options_.programmatic_launch; }
 
  private:
   struct Layout;  // offsets of the step metadata in the device buffer
@@ -210,6 +234,14 @@ class PhiCudaModel {
   // (tensor parallelism only): the lm_head's local slices stay in logits_local_ for the
   // caller to gather.
   CudaStatus RunBody(const Layout& layout, bool decode, int max_context_len, bool gather_logits = true);
+  // RunBody, retried once without programmatic launch when a launch with it failed (a GPU or
+  // driver without it); a failing capture is ended before the retry.
+  CudaStatus RunBodyOrFallBack(const Layout& layout, bool decode, int max_context_len,
+                               bool gather_logits = true);
+  // Captures RunBody of a decode step (largest context) into an instantiated graph.
+  CudaStatus CaptureDecodeGraph(const Layout& layout, cudaGraphExec_t* exec);
+  // Whether this step runs the fused one-token decode path (PhiCudaOptions::fuse_decode).
+  bool FusedDecode(const Layout& layout, bool decode) const;
   // sample_forward on each sequence's last row, after RunBody or a graph replay.
   CudaStatus LaunchSampling(const Layout& layout);
   // Tensor-parallel candidate step: whole rows' slices and this rank's candidate records in
@@ -228,7 +260,7 @@ class PhiCudaModel {
   void* weight_arena_ = nullptr;
   int64_t weight_bytes_ = 0;
   PhiCudaWeights weights_;
-  bf16* kv_arena_ = nullptr;
+  char* kv_arena_ = nullptr;  // untyped: elements of options_.kv_dtype
   int kv_num_blocks_ = 0;  // usable blocks; block kv_num_blocks_ is the scratch block
   int max_blocks_per_seq_ = 0;
 

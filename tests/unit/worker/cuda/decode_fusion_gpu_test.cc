@@ -91,6 +91,7 @@ struct Problem {
     r.beta = beta;
     r.n = n;
     r.k = k;
+    r.first_col = p == GemvPrologue::kGeluConcat ? a_cols : 0;
     return r;
   }
   std::vector<float> Row(GemvPrologue p) const {
@@ -141,6 +142,7 @@ TEST(Gemv1Gpu, MatchesCpuTwinForEveryPrologueSplitAndGrid) {
             args.split = split;
             args.blocks_per_sm = per_sm;
             args.pdl = split == 4;  // eager launches with the attribute, too
+            if (p == GemvPrologue::kPlain && split == 1) args.first_col = pr.a_cols;
             PHI_ASSERT_CUDA_OK(gemv1_forward(args, nullptr));
             PHI_ASSERT_CUDART(cudaDeviceSynchronize());
             const std::vector<float> got = pr.Output(d_f32);
@@ -207,6 +209,7 @@ TEST(Gemv1Gpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
           }
           Gemv1Args plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
           plain.a = row.get();
+          plain.first_col = pr.a_cols;  // kGeluConcat sums the gelu columns first
           const std::vector<float> unfused = run(plain);
           EXPECT_EQ(0, std::memcmp(fused.data(), unfused.data(), 4 * fused.size())) << "gelu";
         }
@@ -215,20 +218,25 @@ TEST(Gemv1Gpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
   }
 }
 
-// A chain shaped like the decode layers (x -> LayerNorm|W1 -> gelu|W2 + x -> ...), each
-// launch a programmatic dependent of the one before, captured in a graph and replayed: equal
-// to the same chain launched plainly. A launch that read its input before pdl_wait() would
-// see the previous replay's or layer's values and differ.
+// A chain shaped like a decode layer, each launch a programmatic dependent of the one before:
+// y = LayerNorm(x) W1 (as the qkv|fc1 GEMV); t = y[0, 64) Wt (one kernel in between, like
+// rotary and attention); x += [t | gelu(y[64, 64 + inner))] W2 (the gelu columns, from two
+// launches back, read before the wait). Captured in a graph and replayed, and launched
+// eagerly: equal to the same chain launched plainly. A kernel that read its predecessor's
+// output before pdl_wait() would see the previous layer's or replay's values and differ.
 TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
   PHI_REQUIRE_GPU();
-  const int h = 256, inner = 1024, layers = 12;
-  const std::vector<float> w1_h = RandomBf16Values(size_t(inner) * h, 7, 0.06f);
-  const std::vector<float> w2_h = RandomBf16Values(size_t(h) * inner, 8, 0.03f);
+  const int h = 256, inner = 1024, head = 64, layers = 12;
+  const std::vector<float> w1_h = RandomBf16Values(size_t(head + inner) * h, 7, 0.06f);
+  const std::vector<float> wt_h = RandomBf16Values(size_t(head) * head, 11, 0.1f);
+  const std::vector<float> w2_h = RandomBf16Values(size_t(h) * (head + inner), 8, 0.03f);
   const std::vector<float> gb_h = RandomBf16Values(2 * h, 9, 0.2f);
   std::vector<float> x0 = RandomBf16Values(h, 10, 1.0f);
-  DeviceBuffer<bf16> w1(w1_h.size()), w2(w2_h.size()), gamma(h), beta(h), mid(inner);
+  DeviceBuffer<bf16> w1(w1_h.size()), wt(wt_h.size()), w2(w2_h.size()), gamma(h), beta(h),
+      y(head + inner), t(head);
   DeviceBuffer<float> x(h);
   w1.Upload(ToBf16(w1_h));
+  wt.Upload(ToBf16(wt_h));
   w2.Upload(ToBf16(w2_h));
   std::vector<float> ones(h, 1.0f), bh(gb_h.begin(), gb_h.begin() + h);
   for (int i = 0; i < h; ++i) ones[i] += gb_h[h + i];
@@ -242,21 +250,32 @@ TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
       a.gamma = gamma.get();
       a.beta_ln = beta.get();
       a.w = w1.get();
-      a.d = mid.get();
-      a.n = inner;
+      a.d = y.get();
+      a.n = head + inner;
       a.k = h;
       a.pdl = pdl;
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(a, s));
+      Gemv1Args m;
+      m.a = y.get();
+      m.w = wt.get();
+      m.d = t.get();
+      m.n = head;
+      m.k = head;
+      m.pdl = pdl;
+      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(m, s));
       Gemv1Args b;
       b.prologue = GemvPrologue::kGeluConcat;
-      b.f = mid.get();
+      b.a = t.get();
+      b.a_cols = head;
+      b.f = y.get() + head;
       b.f_cols = inner;
+      b.first_col = head;
       b.w = w2.get();
       b.d = x.get();
       b.d_f32 = true;
       b.beta = 1.0f;
       b.n = h;
-      b.k = inner;
+      b.k = head + inner;
       b.pdl = pdl;
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(b, s));
     }

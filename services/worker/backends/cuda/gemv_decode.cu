@@ -46,35 +46,69 @@ __device__ __forceinline__ void fma8(const uint4& wv, const uint4& av, float& ac
   }
 }
 
-// A block's rows: row group blockIdx.x + j * gridDim.x for j < kMaxGroups (the host sizes
-// the grid so no block has more), each warp one slice of one row per group.
-constexpr int kMaxGroups = 4;
+// Four blocks of 256 threads per SM (64 registers each): 32 warps streaming weights per SM.
+// Without the bound ptxas picked 48 registers and spilled in the kPlain form.
+constexpr int kMinBlocksPerSm = 4;
+
+// kGeluConcat keeps every row group's partial sums in registers across its pdl_wait(), so a
+// block takes at most kMaxHeldGroups of them there (the host sizes the grid for it).
+constexpr int kMaxHeldGroups = 4;
+
+// Adds row `row`'s sums, one per warp slice, and writes d[row] (lane 0 of each row's first
+// slice). Every thread of the block calls it: with split > 1 the slices meet in shared memory.
+template <bool kF32>
+__device__ __forceinline__ void finish_row(const Gemv1Args& g, int row, float acc, int split,
+                                           float* part_s) {
+  const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
+  acc = warp_sum(acc);
+  if (split > 1) {  // uniform over the block
+    if (lane == 0) part_s[warp] = acc;
+    __syncthreads();
+    if (lane == 0 && warp % split == 0) {
+      for (int p = 1; p < split; ++p) acc += part_s[warp + p];
+    }
+    __syncthreads();  // part_s is reused by the next row group
+  }
+  if (lane != 0 || warp % split != 0 || row >= g.n) return;
+  if constexpr (kF32) {
+    float* d = static_cast<float*>(g.d);
+    float v = acc + (g.bias ? static_cast<const float*>(g.bias)[row] : 0.0f);
+    if (g.beta != 0.0f) v += g.beta * d[row];
+    d[row] = v;
+  } else {
+    bf16* d = static_cast<bf16*>(g.d);
+    float v = acc + (g.bias ? __bfloat162float(static_cast<const bf16*>(g.bias)[row]) : 0.0f);
+    if (g.beta != 0.0f) v += g.beta * __bfloat162float(d[row]);
+    d[row] = __float2bfloat16(v);
+  }
+}
 
 template <GemvPrologue P, int VPT, bool kF32>
-__global__ void __launch_bounds__(kThreads)
+__global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     gemv1_kernel(const Gemv1Args g, int split, int groups) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
   bf16* a_s = reinterpret_cast<bf16*>(smem_raw);
   __shared__ float scratch[32];
-  __shared__ float part_s[kMaxGroups][kWarps];
+  __shared__ float part_s[kMaxHeldGroups][kWarps];
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   const int rows_per_group = kWarps / split;
-  const int part = warp % split;
   const int chunks = g.k >> 3;
   const int first_chunk = g.first_col >> 3;  // columns [first_col, k) are summed first
   const int stride = 32 * split;             // chunks between one lane's consecutive loads
-  const int lane_first = lane + 32 * part;
+  const int lane_first = lane + 32 * (warp % split);
   const uint4* w4 = reinterpret_cast<const uint4*>(g.w);
-  const int my_groups = (groups - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
-                        static_cast<int>(gridDim.x);
+  // Row group j of this block (j = 0, 1, ...), and this warp's row in it.
   auto row_of = [&](int j) {
     return (static_cast<int>(blockIdx.x) + j * static_cast<int>(gridDim.x)) * rows_per_group +
            warp / split;
   };
+  const int my_groups = (groups - static_cast<int>(blockIdx.x) + static_cast<int>(gridDim.x) - 1) /
+                        static_cast<int>(gridDim.x);
 
   // Weights stream through wv: `load` issues the first kInFlight chunks of (row, range start),
-  // `accumulate` consumes them, streams the rest of [c_begin, c_end), then issues the first
-  // loads of the next (row, range) so they are in flight during reductions and waits.
+  // `accumulate` consumes them and streams the rest of [c_begin, c_end). The caller issues
+  // the next (row, range)'s first loads right after, so they are in flight during the
+  // reductions and waits in between.
   uint4 wv[kInFlight];
   auto load = [&](int row, int c_begin, int c_end) {
     const uint4* wr = w4 + static_cast<int64_t>(row) * chunks;
@@ -103,26 +137,10 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
-  // Both ranges of every row: range 0 = [first_chunk, chunks), range 1 = [0, first_chunk).
-  float acc[kMaxGroups];
-#pragma unroll
-  for (int j = 0; j < kMaxGroups; ++j) acc[j] = 0.0f;
-  auto pass = [&](int c_begin, int c_end, int next_begin, int next_end) {
-#pragma unroll
-    for (int j = 0; j < kMaxGroups; ++j) {
-      if (j < my_groups) {
-        accumulate(row_of(j), c_begin, c_end, acc[j]);
-        if (j + 1 < my_groups) {
-          load(row_of(j + 1), c_begin, c_end);
-        } else if (next_begin < next_end) {
-          load(row_of(0), next_begin, next_end);
-        }
-      }
-    }
-  };
 
   // The weights depend on no kernel: their first loads go out before the wait.
   load(row_of(0), first_chunk, chunks);
+
   if constexpr (P == GemvPrologue::kGeluConcat) {
     // gelu(f) needs the W1 GEMV, three kernels back, which has completed by the time this
     // kernel starts (pdl.cuh); only a (attention's output) needs the kernel just before. f is
@@ -134,12 +152,35 @@ __global__ void __launch_bounds__(kThreads)
                             : __float2bfloat16(0.0f);
     }
     __syncthreads();
-    pass(first_chunk, chunks, 0, first_chunk);
+    // Range 0 (the gelu columns) of every row group before the wait, range 1 after.
+    float acc[kMaxHeldGroups];
+#pragma unroll
+    for (int j = 0; j < kMaxHeldGroups; ++j) {
+      acc[j] = 0.0f;
+      if (j < my_groups) {
+        accumulate(row_of(j), first_chunk, chunks, acc[j]);
+        if (j + 1 < my_groups) {
+          load(row_of(j + 1), first_chunk, chunks);
+        } else {
+          load(row_of(0), 0, first_chunk);
+        }
+      }
+    }
     pdl_wait();
     pdl_launch_dependents();
     for (int c = threadIdx.x; c < g.a_cols; c += kThreads) a_s[c] = g.a[c];
     __syncthreads();
-    pass(0, first_chunk, 0, 0);
+#pragma unroll
+    for (int j = 0; j < kMaxHeldGroups; ++j) {
+      if (j < my_groups) {
+        accumulate(row_of(j), 0, first_chunk, acc[j]);
+        if (j + 1 < my_groups) load(row_of(j + 1), 0, first_chunk);
+      }
+    }
+#pragma unroll
+    for (int j = 0; j < kMaxHeldGroups; ++j) {
+      if (j < my_groups) finish_row<kF32>(g, row_of(j), acc[j], split, part_s[0]);
+    }
   } else {
     pdl_wait();
     pdl_launch_dependents();
@@ -152,40 +193,15 @@ __global__ void __launch_bounds__(kThreads)
       for (int c = threadIdx.x; c < chunks; c += kThreads) s4[c] = a4[c];
     }
     __syncthreads();
-    pass(first_chunk, chunks, 0, first_chunk);
-    pass(0, first_chunk, 0, 0);
-  }
-
-#pragma unroll
-  for (int j = 0; j < kMaxGroups; ++j) acc[j] = warp_sum(acc[j]);
-  if (split > 1) {  // uniform over the block
-    if (lane == 0) {
-#pragma unroll
-      for (int j = 0; j < kMaxGroups; ++j) part_s[j][warp] = acc[j];
-    }
-    __syncthreads();
-    if (lane == 0 && part == 0) {
-#pragma unroll
-      for (int j = 0; j < kMaxGroups; ++j) {
-        for (int p = 1; p < split; ++p) acc[j] += part_s[j][warp + p];
-      }
-    }
-  }
-  if (lane != 0 || part != 0) return;
-#pragma unroll
-  for (int j = 0; j < kMaxGroups; ++j) {
-    const int row = row_of(j);
-    if (j >= my_groups || row >= g.n) continue;
-    if constexpr (kF32) {
-      float* d = static_cast<float*>(g.d);
-      float v = acc[j] + (g.bias ? static_cast<const float*>(g.bias)[row] : 0.0f);
-      if (g.beta != 0.0f) v += g.beta * d[row];
-      d[row] = v;
-    } else {
-      bf16* d = static_cast<bf16*>(g.d);
-      float v = acc[j] + (g.bias ? __bfloat162float(static_cast<const bf16*>(g.bias)[row]) : 0.0f);
-      if (g.beta != 0.0f) v += g.beta * __bfloat162float(d[row]);
-      d[row] = __float2bfloat16(v);
+    // One row group at a time: both ranges, then the next group's first loads, then the sums.
+    for (int j = 0; j < my_groups; ++j) {
+      const int row = row_of(j);
+      float acc = 0.0f;
+      accumulate(row, first_chunk, chunks, acc);
+      load(row, 0, first_chunk);
+      accumulate(row, 0, first_chunk, acc);
+      if (j + 1 < my_groups) load(row_of(j + 1), first_chunk, chunks);
+      finish_row<kF32>(g, row, acc, split, part_s[0]);
     }
   }
 }
@@ -317,12 +333,15 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
                          : (resident > 0 ? resident : 1);
   const int sms = current_sm_count();
   const int64_t cap = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
-  // Every block takes at most kMaxGroups row groups (their sums stay in registers until the
-  // end); past what the GPU holds at once, blocks wait for a free slot.
-  const int64_t at_least = (groups + kMaxGroups - 1) / kMaxGroups;
-  const int grid = static_cast<int>(std::min<int64_t>(groups, std::max(cap, at_least)));
-  PHI_CUDA_CHECK(launch_kernel(g.pdl, kernel, dim3(grid), dim3(kThreads), shared_bytes, stream, g,
-                               split, groups));
+  // As many blocks as the GPU holds at once, each taking an equal share of the row groups
+  // (so no last round runs on a few blocks); kGeluConcat holds at most kMaxHeldGroups per block.
+  const int64_t rounds = (groups + cap - 1) / cap;
+  int64_t grid = (groups + rounds - 1) / rounds;
+  if (g.prologue == GemvPrologue::kGeluConcat) {
+    grid = std::max<int64_t>(grid, (groups + kMaxHeldGroups - 1) / kMaxHeldGroups);
+  }
+  PHI_CUDA_CHECK(launch_kernel(g.pdl, kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads),
+                               shared_bytes, stream, g, split, groups));
   return {};
 }
 

@@ -22,6 +22,10 @@ struct WorkerConfig {
   int64_t kv_cache_blocks = 0;     // 0: as many as --kv-cache-mb holds
   int64_t kv_cache_mb = 1024;
   int64_t kv_block_size = 16;
+  // --device cuda: KV cache elements, bf16 | fp8 (E4M3, half the bytes: twice the blocks and
+  // less traffic per decode step, logits within a few 1e-2 of bf16). The CPU backend keeps
+  // F32 KV and accepts only the default.
+  std::string kv_cache_dtype = "bf16";
   // CPU default: a smaller step bounds how long a prefill chunk stalls running decodes
   // (bench/results/engine.md: ITL p99 731 ms at 128 vs 2.4 s at 512, same throughput).
   int64_t max_batch_tokens = 256;

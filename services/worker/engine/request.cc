@@ -21,6 +21,33 @@ bool RequestStream::Next(OutputChunk* out, absl::Duration timeout) {
   if (!cv_.wait_for(lock, absl::ToChronoNanoseconds(timeout), [&] { return !pending_.empty(); })) {
     return false;
   }
+  TakePendingLocked(out);
+  return true;
+}
+
+bool RequestStream::TryNext(OutputChunk* out) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (pending_.empty()) {
+    output_armed_ = output_notify_ != nullptr;
+    return false;
+  }
+  TakePendingLocked(out);
+  return true;
+}
+
+void RequestStream::set_output_notifier(std::function<void()> notify) {
+  bool call_now = false;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    output_notify_ = std::move(notify);
+    // The engine may have pushed between Submit() and now: nobody would call the notifier.
+    call_now = !pending_.empty();
+    output_armed_ = !call_now;
+  }
+  if (call_now) output_notify_();
+}
+
+void RequestStream::TakePendingLocked(OutputChunk* out) {
   *out = std::move(pending_.front());
   pending_.pop_front();
   while (!pending_.empty()) {
@@ -43,7 +70,6 @@ bool RequestStream::Next(OutputChunk* out, absl::Duration timeout) {
     }
     pending_.pop_front();
   }
-  return true;
 }
 
 void RequestStream::Cancel() {
@@ -53,11 +79,17 @@ void RequestStream::Cancel() {
 
 void RequestStream::Push(OutputChunk chunk) {
   if (chunk.finished) finished_.store(true, std::memory_order_release);
+  bool notify_output = false;
   {
     std::lock_guard<std::mutex> lock(mu_);
     pending_.push_back(std::move(chunk));
+    notify_output = output_armed_;
+    output_armed_ = false;
   }
-  cv_.notify_one();
+  cv_.notify_one();  // no futex call when nobody waits in Next()
+  // output_notify_ is not written again once armed, so it is safe to call outside mu_ (the
+  // notifier takes its own locks; calling it under mu_ would order them against TryNext's).
+  if (notify_output) output_notify_();
 }
 
 }  // namespace phi::worker

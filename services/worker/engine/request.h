@@ -79,6 +79,8 @@ struct OutputChunk {
 };
 
 // The engine thread pushes, one consumer pops. Cancel() may be called from any thread.
+// A consumer either blocks in Next() (tests, tools) or, on the callback API, polls with
+// TryNext() and is called back through the output notifier when output arrives.
 class RequestStream {
  public:
   explicit RequestStream(std::string request_id) : request_id_(std::move(request_id)) {}
@@ -88,6 +90,16 @@ class RequestStream {
   // Waits up to `timeout` for output and moves everything pending into *out (merged).
   // Returns false when nothing arrived in time.
   bool Next(OutputChunk* out, absl::Duration timeout);
+
+  // Non-blocking Next(): moves everything pending into *out (merged) and returns true; with
+  // nothing pending returns false and arms the output notifier, which the next Push() then
+  // calls once (edge-triggered: one call per TryNext() that came back empty, so a consumer
+  // that is busy writing costs the engine thread nothing but the push).
+  bool TryNext(OutputChunk* out);
+  // Set once, by the consumer, before its first TryNext(). Armed at once; called at once (on
+  // this thread) when output is already pending. The call runs on the engine thread: it must
+  // only hand the stream to another thread, never build or write a message there.
+  void set_output_notifier(std::function<void()> notify);
 
   // Asks the engine to drop the request at its next step (idempotent). The final chunk
   // (finish reason kCancelled) still arrives.
@@ -104,10 +116,14 @@ class RequestStream {
   const std::string request_id_;
   std::atomic<bool> cancelled_{false};
   std::atomic<bool> finished_{false};
+  void TakePendingLocked(OutputChunk* out);  // pending_ non-empty, mu_ held
+
   std::function<void()> notify_;  // wakes the engine thread; set before the stream is shared
   std::mutex mu_;
   std::condition_variable cv_;
   std::deque<OutputChunk> pending_;
+  std::function<void()> output_notify_;  // written once under mu_ before output_armed_ is set
+  bool output_armed_ = false;            // under mu_
 };
 
 }  // namespace phi::worker

@@ -1,7 +1,11 @@
-// phi.v1.WorkerService over the engine, on gRPC's sync API (a thread per stream: simple, and
-// the CPU worker serves tens of streams, not thousands). The service exists before the model
-// is loaded so that health checks answer NOT_SERVING while it loads; Generate answers
-// UNAVAILABLE until SetEngine and SetReady(true).
+// phi.v1.WorkerService over the engine, on gRPC's callback API. Generate streams are reactors
+// (generate_call.h) fed by a small StreamWritePool, not a thread per stream: the GPU worker
+// serves 256 concurrent sequences, and the sync API woke 256 threads a step and polled each
+// client for cancellation every 10 ms. GetStatus and Cancel are callback methods too: they
+// only read counters or flag a request, never block, so they answer inline on gRPC's
+// callback threads (and the service needs no sync-server threads of its own).
+// The service exists before the model is loaded so that health checks answer NOT_SERVING
+// while it loads; Generate answers UNAVAILABLE until SetEngine and SetReady(true).
 #ifndef PHI_SERVICES_WORKER_SERVICE_WORKER_SERVICE_H_
 #define PHI_SERVICES_WORKER_SERVICE_WORKER_SERVICE_H_
 
@@ -11,13 +15,19 @@
 #include "phi/v1/worker.grpc.pb.h"
 #include "services/common/metrics/registry.h"
 #include "services/worker/engine/engine.h"
+#include "services/worker/service/stream_write_pool.h"
 
 namespace phi::worker {
 
-class WorkerServiceImpl final : public phi::v1::WorkerService::Service {
+class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
  public:
+  // Threads that build and start Generate's writes (2: at 256 streams a step's messages take
+  // well under a millisecond to build; OnWriteDone's writes run on gRPC's own threads).
+  static constexpr int kDefaultWriteThreads = 2;
+
   WorkerServiceImpl(std::string model_name, int32_t world_size,
-                    metrics::Registry* registry = &metrics::DefaultRegistry());
+                    metrics::Registry* registry = &metrics::DefaultRegistry(),
+                    int write_threads = kDefaultWriteThreads);
 
   // The engine must outlive the service's calls (set once, before SetReady(true)).
   void SetEngine(Engine* engine) { engine_.store(engine); }
@@ -26,12 +36,12 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::Service {
   void SetReady(bool ready);
   bool ready() const { return ready_.load(); }
 
-  grpc::Status Generate(grpc::ServerContext* context, const phi::v1::GenerateRequest* request,
-                        grpc::ServerWriter<phi::v1::GenerateResponse>* writer) override;
-  grpc::Status GetStatus(grpc::ServerContext* context, const phi::v1::GetStatusRequest* request,
-                         phi::v1::GetStatusResponse* response) override;
-  grpc::Status Cancel(grpc::ServerContext* context, const phi::v1::CancelRequest* request,
-                      phi::v1::CancelResponse* response) override;
+  grpc::ServerWriteReactor<phi::v1::GenerateResponse>* Generate(grpc::CallbackServerContext* context,
+                                                                const phi::v1::GenerateRequest* request) override;
+  grpc::ServerUnaryReactor* GetStatus(grpc::CallbackServerContext* context, const phi::v1::GetStatusRequest* request,
+                                      phi::v1::GetStatusResponse* response) override;
+  grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* context, const phi::v1::CancelRequest* request,
+                                   phi::v1::CancelResponse* response) override;
 
  private:
   const std::string model_name_;
@@ -39,6 +49,9 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::Service {
   metrics::Gauge& ready_gauge_;
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> ready_{false};
+  // Declared last: destroyed (threads joined) first. The gRPC server is shut down before the
+  // service is destroyed, so no call still needs it then.
+  StreamWritePool write_pool_;
 };
 
 }  // namespace phi::worker

@@ -1,12 +1,16 @@
 // WorkerServiceImpl over the engine and the paged fake runner, through a real in-process
-// gRPC channel: readiness, streaming, status codes, cancellation, deadlines, Cancel by id.
+// gRPC channel: readiness, streaming, status codes, cancellation, deadlines, Cancel by id,
+// and the callback API's own cases: slow readers (merged messages), 64 concurrent streams,
+// a client gone while a write is in flight, an error after some tokens, reactors deleted.
 #include "services/worker/service/worker_service.h"
 
+#include <atomic>
 #include <thread>
 
 #include <grpcpp/grpcpp.h>
 #include <gtest/gtest.h>
 
+#include "services/worker/service/generate_call.h"
 #include "services/worker/service/proto_convert.h"
 #include "tests/unit/worker/engine/engine_test_util.h"
 #include "tests/unit/worker/engine/fake_model_runner.h"
@@ -20,7 +24,7 @@ class WorkerServiceTest : public ::testing::Test {
  protected:
   void SetUp() override {
     EngineOptions o;
-    o.num_kv_blocks = 32;
+    o.num_kv_blocks = kv_blocks_;
     o.block_size = 8;
     o.eos_token_ids = {3};
     o.registry = &registry_;
@@ -34,6 +38,12 @@ class WorkerServiceTest : public ::testing::Test {
   void TearDown() override {
     server_->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(5));
     engine_->Shutdown();
+    // Every call's reactor is deleted once gRPC is done with it (OnDone precedes the end of
+    // Shutdown, but a pool thread may drop the last reference just after).
+    for (int i = 0; i < 200 && GenerateCall::live() != 0; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    EXPECT_EQ(GenerateCall::live(), 0);
   }
   void MakeReady() {
     service_->SetEngine(engine_.get());
@@ -67,9 +77,28 @@ class WorkerServiceTest : public ::testing::Test {
   }
   void ExpectIdle() {
     ASSERT_TRUE(testing::WaitIdle(*engine_));
-    EXPECT_EQ(engine_->Status().kv_blocks_free, 32);
+    EXPECT_EQ(engine_->Status().kv_blocks_free, kv_blocks_);
+  }
+  // The engine's own greedy output for the same request (the fake runner is deterministic).
+  std::vector<int32_t> Expected(const phi::v1::GenerateRequest& req) {
+    absl::StatusOr<testing::Completion> direct = testing::RunOne(*engine_, FromProto(req));
+    EXPECT_TRUE(direct.ok()) << direct.status();
+    return direct.ok() ? direct->tokens : std::vector<int32_t>{};
+  }
+  phi::v1::GetStatusResponse RemoteStatus() {
+    grpc::ClientContext ctx;
+    phi::v1::GetStatusResponse s;
+    EXPECT_TRUE(stub_->GetStatus(&ctx, {}, &s).ok());
+    return s;
+  }
+  int64_t Cancelled() {
+    const std::string text = registry_.Serialize();
+    const std::string key = "phi_worker_requests_total{finish_reason=\"cancelled\"} ";
+    const size_t at = text.find(key);
+    return at == std::string::npos ? 0 : std::stoll(text.substr(at + key.size()));
   }
 
+  int32_t kv_blocks_ = 32;
   metrics::Registry registry_;
   FakeModelRunner runner_;
   std::unique_ptr<Engine> engine_;
@@ -79,7 +108,13 @@ class WorkerServiceTest : public ::testing::Test {
 };
 
 TEST_F(WorkerServiceTest, UnavailableAndNotReadyUntilReady) {
+  Result refused = Generate(Req({1, 2}, 3));
+  EXPECT_EQ(refused.status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(refused.status.error_message(), "worker is not ready (loading the model or draining)");
+  EXPECT_TRUE(refused.messages.empty());
+  service_->SetEngine(engine_.get());  // an engine but not ready (warming up, draining)
   EXPECT_EQ(Generate(Req({1, 2}, 3)).status.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_EQ(engine_->Status().waiting + engine_->Status().running, 0);
   grpc::ClientContext ctx;
   phi::v1::GetStatusResponse s;
   ASSERT_TRUE(stub_->GetStatus(&ctx, {}, &s).ok());
@@ -199,6 +234,145 @@ TEST_F(WorkerServiceTest, CancelById) {
   EXPECT_EQ(r.messages.back().finish_reason(), phi::v1::FINISH_REASON_CANCELLED);
   grpc::ClientContext ctx2;
   EXPECT_EQ(stub_->Cancel(&ctx2, cancel, &resp).error_code(), grpc::StatusCode::NOT_FOUND);
+  ExpectIdle();
+}
+
+// The client reads one message every 8 ms while the engine makes a token every ~1 ms: the
+// service must merge what piled up into fewer messages, and lose or repeat no token.
+TEST_F(WorkerServiceTest, SlowReaderGetsMergedMessagesAndEveryTokenOnce) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  phi::v1::GenerateRequest req = Req({9, 8, 7}, 60);
+  req.set_logprobs(true);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, req);
+  std::vector<int32_t> tokens;
+  int messages = 0, logprobs = 0;
+  phi::v1::GenerateResponse m;
+  while (reader->Read(&m)) {
+    ++messages;
+    tokens.insert(tokens.end(), m.token_ids().begin(), m.token_ids().end());
+    EXPECT_EQ(m.logprobs_size(), m.token_ids_size());
+    logprobs += m.logprobs_size();
+    std::this_thread::sleep_for(std::chrono::milliseconds(8));
+  }
+  ASSERT_TRUE(reader->Finish().ok());
+  EXPECT_EQ(m.finish_reason(), phi::v1::FINISH_REASON_LENGTH);
+  EXPECT_EQ(m.usage().completion_tokens(), 60);
+  EXPECT_EQ(tokens, Expected(req));
+  EXPECT_EQ(logprobs, 60);
+  EXPECT_LT(messages, 30) << "60 tokens in " << messages << " messages: nothing was merged";
+  ExpectIdle();
+}
+
+// The client cancels mid-stream: CANCELLED, the engine's slot and KV blocks come back, and the
+// engine saw a cancellation (not a request that ran to its length).
+TEST_F(WorkerServiceTest, CancelMidStreamFreesTheEngineSlot) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, Req({4, 5}, 200));
+  phi::v1::GenerateResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  ASSERT_TRUE(reader->Read(&m));
+  EXPECT_EQ(RemoteStatus().running(), 1);
+  ctx.TryCancel();
+  while (reader->Read(&m)) {
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+  ExpectIdle();
+  const phi::v1::GetStatusResponse s = RemoteStatus();
+  EXPECT_EQ(s.running(), 0);
+  EXPECT_EQ(s.waiting(), 0);
+  EXPECT_EQ(s.kv_blocks_free(), kv_blocks_);
+  EXPECT_EQ(Cancelled(), 1);
+  EXPECT_LT(runner_.tokens_computed(), 150);  // it left the batch, it did not run to 200
+}
+
+// The client stops reading, so the service's next write stays in flight (the in-process
+// transport completes a write only when the client reads), and then goes away.
+TEST_F(WorkerServiceTest, ClientGoneWhileAWriteIsInFlight) {
+  MakeReady();
+  runner_.set_step_delay_us(500);
+  for (int round = 0; round < 3; ++round) {
+    grpc::ClientContext ctx;
+    auto reader = stub_->Generate(&ctx, Req({1, 2, 3}, 200));
+    phi::v1::GenerateResponse m;
+    ASSERT_TRUE(reader->Read(&m));
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));  // tokens pile up behind the write
+    ctx.TryCancel();
+    while (reader->Read(&m)) {
+    }
+    EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::CANCELLED);
+    ExpectIdle();
+  }
+  EXPECT_EQ(Cancelled(), 3);
+  // The service still serves, and correctly, afterwards.
+  Result r = Generate(Req({6, 6}, 12));
+  ASSERT_TRUE(r.status.ok()) << r.status.error_message();
+  EXPECT_EQ(r.tokens, Expected(Req({6, 6}, 12)));
+}
+
+// A step fails after some tokens were made: the tokens the client has not yet received still
+// reach it (merged into one message before the status), then INTERNAL.
+TEST_F(WorkerServiceTest, ErrorAfterSomeTokensSendsThemBeforeTheStatus) {
+  MakeReady();
+  runner_.set_step_delay_us(1000);
+  const phi::v1::GenerateRequest req = Req({2, 4, 6}, 100);
+  const std::vector<int32_t> expected = Expected(req);
+  grpc::ClientContext ctx;
+  auto reader = stub_->Generate(&ctx, req);
+  std::vector<int32_t> tokens;
+  phi::v1::GenerateResponse m;
+  ASSERT_TRUE(reader->Read(&m));
+  tokens.assign(m.token_ids().begin(), m.token_ids().end());
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // tokens wait behind the write
+  runner_.FailNextSteps(1);
+  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  while (reader->Read(&m)) {
+    tokens.insert(tokens.end(), m.token_ids().begin(), m.token_ids().end());
+    EXPECT_EQ(m.finish_reason(), phi::v1::FINISH_REASON_UNSPECIFIED);
+  }
+  EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INTERNAL);
+  ASSERT_GT(tokens.size(), 5u);
+  ASSERT_LT(tokens.size(), expected.size());
+  EXPECT_EQ(tokens, std::vector<int32_t>(expected.begin(), expected.begin() + tokens.size()));
+  ExpectIdle();
+}
+
+class WorkerService64Test : public WorkerServiceTest {
+ protected:
+  WorkerService64Test() { kv_blocks_ = 256; }
+};
+
+// 64 streams at once, each its own prompt: every stream gets exactly its greedy tokens and
+// the engine ran them in shared steps.
+TEST_F(WorkerService64Test, SixtyFourConcurrentStreamsComplete) {
+  MakeReady();
+  runner_.set_step_delay_us(200);
+  constexpr int kStreams = 64;
+  std::vector<phi::v1::GenerateRequest> reqs;
+  for (int i = 0; i < kStreams; ++i) reqs.push_back(Req({1 + i % 60, 2 + i / 60, 3}, 16 + i % 8));
+  std::vector<std::vector<int32_t>> expected;
+  for (const auto& r : reqs) expected.push_back(Expected(r));
+  std::vector<Result> results(kStreams);
+  std::vector<std::thread> clients;
+  std::atomic<int> started{0};
+  for (int i = 0; i < kStreams; ++i) {
+    clients.emplace_back([&, i] {
+      started.fetch_add(1);
+      while (started.load() < kStreams) std::this_thread::yield();
+      results[i] = Generate(reqs[i], 30000);
+    });
+  }
+  for (auto& t : clients) t.join();
+  for (int i = 0; i < kStreams; ++i) {
+    ASSERT_TRUE(results[i].status.ok()) << i << ": " << results[i].status.error_message();
+    EXPECT_EQ(results[i].tokens.size(), static_cast<size_t>(16 + i % 8)) << i;
+    EXPECT_EQ(results[i].tokens, expected[i]) << i;
+    EXPECT_EQ(results[i].messages.back().usage().completion_tokens(), 16 + i % 8) << i;
+  }
+  EXPECT_GT(runner_.max_batch(), 8);  // the streams shared steps
   ExpectIdle();
 }
 

@@ -1,6 +1,7 @@
 // Element-wise kernels: embedding gather, gelu_new, bias add, device-side random fill.
 #include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -25,6 +26,8 @@ __global__ void embedding_forward_kernel(const int32_t* __restrict__ tokens,
 
 __global__ void gelu_forward_kernel(const bf16* __restrict__ in, int in_stride,
                                     bf16* __restrict__ out, int out_stride, int cols) {
+  pdl_wait();  // in comes from an earlier kernel (programmatic launch: pdl.cuh)
+  pdl_launch_dependents();
   const int r = blockIdx.y;
   const bf16* ir = in + static_cast<int64_t>(r) * in_stride;
   bf16* orow = out + static_cast<int64_t>(r) * out_stride;
@@ -93,14 +96,14 @@ CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x,
 }
 
 CudaStatus gelu_forward(const bf16* in, int in_stride, bf16* out, int out_stride, int rows,
-                        int cols, cudaStream_t stream) {
+                        int cols, cudaStream_t stream, bool pdl) {
   PHI_CUDA_REQUIRE(rows >= 0 && rows <= 65535 && cols > 0,
                    "gelu_forward: rows in [0, 65535], cols > 0");
   if (rows == 0) return {};
   const int per_block = kThreads * 2;
   dim3 grid((cols + per_block - 1) / per_block, rows);
-  gelu_forward_kernel<<<grid, kThreads, 0, stream>>>(in, in_stride, out, out_stride, cols);
-  PHI_CUDA_CHECK_LAUNCH(gelu_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(pdl, gelu_forward_kernel, grid, dim3(kThreads), 0, stream, in,
+                               in_stride, out, out_stride, cols));
   return {};
 }
 

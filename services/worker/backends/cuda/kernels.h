@@ -24,10 +24,11 @@ using bf16 = __nv_bfloat16;
 
 // out[r] = LayerNorm(x[row_index ? row_index[r] : r]) * gamma + beta, over `dim` columns.
 // x: F32 [*, dim]; out: BF16 [rows, dim]. The gather lets the final LayerNorm run only on the
-// rows whose logits are wanted.
+// rows whose logits are wanted. `pdl`: launch as a programmatic dependent (pdl.cuh; so do
+// gelu_forward's, rotary_kv_forward's and attention_decode's, used by decode steps).
 CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf16* gamma,
                              const bf16* beta, bf16* out, int rows, int dim, float eps,
-                             cudaStream_t stream);
+                             cudaStream_t stream, bool pdl = false);
 
 // x[t] = F32(table[tokens[t] - vocab_begin]), table BF16 [vocab, dim] holding the rows of ids
 // [vocab_begin, vocab_begin + vocab). Other ids write zeros: under tensor parallelism each
@@ -63,7 +64,7 @@ CudaStatus rotary_kv_forward(const RotaryKvArgs& args, cudaStream_t stream);
 
 // out[r, c] = gelu_new(in[r, c]) (tanh approximation), strided rows.
 CudaStatus gelu_forward(const bf16* in, int in_stride, bf16* out, int out_stride, int rows,
-                        int cols, cudaStream_t stream);
+                        int cols, cudaStream_t stream, bool pdl = false);
 
 // x[r, c] += bias[c], for BF16 and F32 matrices (fallback when a GEMM epilogue is unavailable).
 CudaStatus bias_add_forward(bf16* x, const bf16* bias, int rows, int cols, cudaStream_t stream);
@@ -88,6 +89,12 @@ struct PagedAttentionArgs {
   int block_size = 0;
   float scale = 0.0f;           // 1/sqrt(head_dim)
   bool pdl = false;             // attention_decode: launch as a programmatic dependent (pdl.cuh)
+  // attention_decode: blocks per (sequence, head). 0: one per partition max_context_len can
+  // have. N > 0: at most N, each looping over every N-th partition (no blocks for partitions
+  // past the real lengths when max_context_len is the graphs' max_positions, at the price of
+  // longer blocks). -1: chosen from the batch, the fewest that still give 8 waves of the
+  // GPU's resident blocks (attention_decode_grid_partitions).
+  int decode_partitions = 0;
 };
 
 // Decode: query row s belongs to sequence s and attends to cache positions [0, context_lens[s]).
@@ -98,6 +105,8 @@ struct PagedAttentionArgs {
 // results, `counters` num_seqs * num_heads merge counters, zeroed once before the first call
 // (the kernel leaves them at zero, graph replays included).
 inline constexpr int kDecodePartition = 128;
+// The grid's blocks per (sequence, head) for args.decode_partitions (see PagedAttentionArgs).
+int attention_decode_grid_partitions(const PagedAttentionArgs& args, int max_context_len);
 int64_t attention_decode_workspace_floats(int num_seqs, int num_heads, int max_context_len);
 CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* context_lens,
                             int max_context_len, float* workspace, unsigned int* counters,

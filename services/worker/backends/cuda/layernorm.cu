@@ -3,6 +3,7 @@
 // other shapes take a generic kernel that reads the row three times.
 #include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
 
 namespace phi::worker::cuda {
@@ -16,6 +17,8 @@ __global__ void layernorm_forward_kernel(const float* __restrict__ x,
                                          const bf16* __restrict__ beta, bf16* __restrict__ out,
                                          int dim, float eps) {
   __shared__ float scratch[32];
+  pdl_wait();  // x comes from the kernel before (programmatic launch: pdl.cuh)
+  pdl_launch_dependents();
   const int r = blockIdx.x;
   const float* xr = x + static_cast<int64_t>(row_index ? row_index[r] : r) * dim;
   float s = 0.0f;
@@ -42,6 +45,8 @@ __global__ void __launch_bounds__(kThreads)
                                  const bf16* __restrict__ gamma, const bf16* __restrict__ beta,
                                  bf16* __restrict__ out, int dim, float eps) {
   __shared__ float scratch[32];
+  pdl_wait();
+  pdl_launch_dependents();
   const int r = blockIdx.x;
   layernorm_row_reg<VPT>(x + static_cast<int64_t>(row_index ? row_index[r] : r) * dim, gamma,
                          beta, out + static_cast<int64_t>(r) * dim, dim, eps, scratch);
@@ -51,7 +56,7 @@ __global__ void __launch_bounds__(kThreads)
 
 CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf16* gamma,
                              const bf16* beta, bf16* out, int rows, int dim, float eps,
-                             cudaStream_t stream) {
+                             cudaStream_t stream, bool pdl) {
   PHI_CUDA_REQUIRE(rows >= 0 && dim > 0, "layernorm_forward: rows >= 0 and dim > 0");
   if (rows == 0) return {};
   const int vpt = layernorm_reg_vpt(dim);
@@ -60,18 +65,16 @@ CudaStatus layernorm_forward(const float* x, const int32_t* row_index, const bf1
                         reinterpret_cast<uintptr_t>(gamma) | reinterpret_cast<uintptr_t>(beta)) %
                        16) == 0;
   if (aligned) {
-    switch (vpt) {
-      case 1: layernorm_forward_reg_kernel<1><<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim, eps); break;
-      case 2: layernorm_forward_reg_kernel<2><<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim, eps); break;
-      case 4: layernorm_forward_reg_kernel<4><<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim, eps); break;
-      default: layernorm_forward_reg_kernel<8><<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim, eps); break;
-    }
-    PHI_CUDA_CHECK_LAUNCH(layernorm_forward_reg_kernel);
+    auto* kernel = vpt == 1   ? layernorm_forward_reg_kernel<1>
+                   : vpt == 2 ? layernorm_forward_reg_kernel<2>
+                   : vpt == 4 ? layernorm_forward_reg_kernel<4>
+                              : layernorm_forward_reg_kernel<8>;
+    PHI_CUDA_CHECK(launch_kernel(pdl, kernel, dim3(rows), dim3(kThreads), 0, stream, x, row_index,
+                                 gamma, beta, out, dim, eps));
     return {};
   }
-  layernorm_forward_kernel<<<rows, kThreads, 0, stream>>>(x, row_index, gamma, beta, out, dim,
-                                                          eps);
-  PHI_CUDA_CHECK_LAUNCH(layernorm_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(pdl, layernorm_forward_kernel, dim3(rows), dim3(kThreads), 0, stream,
+                               x, row_index, gamma, beta, out, dim, eps));
   return {};
 }
 

@@ -224,12 +224,14 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
                            options_.block_size * c.head_dim *
                            kv_cache_dtype_bytes(options_.kv_dtype);
   PhiCudaCollectives* coll = collectives_;
-  // Batch-1 decode: LayerNorm and gelu inside the GEMVs, each launched as a programmatic
-  // dependent of the kernel before it.
+  // Batch-1 decode: LayerNorm and gelu inside the one-token GEMVs.
   const bool fused = FusedDecode(L, decode);
+  // Decode steps (one group member alone: collectives are not kernels of ours) chain their
+  // kernels by programmatic dependent launch; cuBLASLt's GEMMs in between launch plainly.
+  const bool pdl = decode && coll == nullptr && options_.programmatic_launch;
   Gemv1Args fused_gemv;
   fused_gemv.eps = c.layer_norm_eps;
-  fused_gemv.pdl = options_.programmatic_launch;
+  fused_gemv.pdl = pdl;
   PHI_CUDA_RETURN_IF_ERROR(embedding_forward(i32(L.tokens), weights_.embed, x_, L.n_tok,
                                              c.local_vocab(), h, stream_, c.vocab_begin()));
   // Vocabulary-split embedding: each id's row comes from the one rank that holds it.
@@ -254,7 +256,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(g, stream_));
     } else {
       PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, nullptr, w.ln_w, w.ln_b, h_, L.n_tok, h,
-                                                 c.layer_norm_eps, stream_));
+                                                 c.layer_norm_eps, stream_, pdl));
       PHI_CUDA_RETURN_IF_ERROR(
           gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
     }
@@ -273,7 +275,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     rk.rotary_dim = c.rotary_dim;
     rk.block_size = options_.block_size;
     rk.theta = c.rope_theta;
-    rk.pdl = fused && options_.programmatic_launch;
+    rk.pdl = pdl;
     PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
     PagedAttentionArgs at;
     at.q = qkvf_;
@@ -291,7 +293,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.head_dim = c.head_dim;
     at.block_size = options_.block_size;
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
-    at.pdl = fused && options_.programmatic_launch;
+    at.pdl = pdl;
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
           attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,
@@ -328,7 +330,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     }
     PHI_CUDA_RETURN_IF_ERROR(gelu_forward(qkvf_ + c.qkv_width(), c.w1_rows(),
                                           mid_ + c.num_heads * c.head_dim, c.w2_cols(), L.n_tok,
-                                          c.intermediate_size, stream_));
+                                          c.intermediate_size, stream_, pdl));
     if (coll == nullptr && L.n_tok == 1 && c.w2_cols() <= kGemv1MaxK) {
       w2g.pdl = false;
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(w2g, stream_));
@@ -363,7 +365,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
   }
   PHI_CUDA_RETURN_IF_ERROR(layernorm_forward(x_, i32(L.row_index), weights_.final_ln_w,
                                              weights_.final_ln_b, hf_, L.n_rows, h,
-                                             c.layer_norm_eps, stream_));
+                                             c.layer_norm_eps, stream_, pdl));
   if (coll == nullptr) {
     PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(hf_, weights_.lm_w, weights_.lm_b, logits_, true,
                                            0.0f, L.n_rows, c.vocab_size, h, stream_));
@@ -407,7 +409,7 @@ bool PhiCudaModel::FusedDecode(const Layout& L, bool decode) const {
 CudaStatus PhiCudaModel::RunBodyOrFallBack(const Layout& L, bool decode, int max_context_len,
                                            bool gather_logits) {
   const CudaStatus st = RunBody(L, decode, max_context_len, gather_logits);
-  if (st.ok() || !options_.programmatic_launch || !FusedDecode(L, decode)) return st;
+  if (st.ok() || !options_.programmatic_launch || !decode || collectives_ != nullptr) return st;
   // A launch with programmatic dependent launch failed: run the step without it, and every
   // later step too. Errors that were not the launch's fail again below.
   cudaGetLastError();
@@ -593,7 +595,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
       PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, true, c.max_positions));
       cudaGraphExec_t exec;
       CudaStatus st = CaptureDecodeGraph(L, &exec);
-      if (!st.ok() && options_.programmatic_launch && FusedDecode(L, true)) {
+      if (!st.ok() && options_.programmatic_launch && collectives_ == nullptr) {
         // Captured programmatic edges refused (the eager launch above took them): capture
         // plain launches instead, for this and every later graph.
         cudaGetLastError();

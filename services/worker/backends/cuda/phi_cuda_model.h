@@ -120,8 +120,11 @@ struct PhiCudaOptions {
   // GEMV and gelu into the W2 GEMV (gemv1_forward); the final LayerNorm into the lm_head
   // GEMV. Bit-identical to the unfused kernels (same arithmetic, same order).
   bool fuse_decode = true;
-  // The fused decode GEMVs launch as programmatic dependents (pdl.cuh) of the kernel before
-  // them (Hopper). Turned off for the model if a launch with it fails.
+  // Decode steps' kernels launch as programmatic dependents (pdl.cuh) of the kernel before
+  // them (Hopper), so launch latency overlaps the previous kernel; in the fused batch-1 path
+  // each GEMV's first weight loads do too, and the W2 GEMV streams its fc1 columns while
+  // rotary and attention run. Not with tensor parallelism. Turned off for the model if a
+  // launch with it fails. Same bits either way.
   bool programmatic_launch = true;
 };
 

@@ -110,7 +110,7 @@ log "tests"
     echo "tp candidates tests rc=$?"
   fi
 } > "$OUT/tests.log" 2>&1
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:|ranks on one GPU:|fp8 vs bf16|greedy decode:|fused decode:" "$OUT/tests.log" \
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:|ranks on one GPU:|fp8 vs bf16|greedy decode:|fused decode:|^attention_prefill \(" "$OUT/tests.log" \
   | tee -a "$OUT/summary.txt"
 
 log "memcheck (kernel tests)"
@@ -142,12 +142,13 @@ echo "bench --kv-dtype fp8 rc=$?" >> "$OUT/bench_fp8.log"
 grep -E "^\||TTFT|rc=|KV cache:" "$OUT/bench_fp8.log" | tee -a "$OUT/summary.txt"
 
 # Batch-1 decode on the engine's path three ways: fused with programmatic dependent launch
-# (the default), fused without it, unfused (the LayerNorm and gelu kernels of their own).
-log "batch-1 decode: default / --no-pdl / --no-fusion --no-pdl"
-for flags in "" "--no-pdl" "--no-fusion --no-pdl"; do
+# (the default), fused without it, unfused (the LayerNorm and gelu kernels of their own); and
+# TTFT with prefill attention on the FP32-FMA kernel instead of tensor cores.
+log "batch-1 decode and TTFT: default / --no-pdl / --no-fusion --no-pdl / --no-tc-prefill"
+for flags in "" "--no-pdl" "--no-fusion --no-pdl" "--no-tc-prefill"; do
   timeout 60 $B/phi_cuda_bench --candidates --batches 1 --gen 128 $flags > "$OUT/bench_b1.log" 2>&1
   echo "flags '$flags' rc=$?" | tee -a "$OUT/summary.txt"
-  grep -E "^\| 1 \||batch-1 decode|graph alone|programmatic launch" "$OUT/bench_b1.log" \
+  grep -E "^\| 1 \||batch-1 decode|graph alone|programmatic launch|^TTFT" "$OUT/bench_b1.log" \
     | tee -a "$OUT/summary.txt"
 done
 

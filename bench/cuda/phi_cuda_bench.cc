@@ -4,11 +4,14 @@
 // its limit: decode against weight bytes / copy bandwidth, prefill and throughput against
 // FLOPs / GEMM rate.
 //   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
-//                  [--kv-dtype bf16|fp8] [--no-fusion] [--no-pdl] [--breakdown]
+//                  [--kv-dtype bf16|fp8] [--decode-partitions N|auto] [--no-fusion] [--no-pdl]
+//                  [--no-tc-prefill] [--breakdown]
 // --kv-dtype fp8: the KV cache in FP8 E4M3 (PhiCudaOptions::kv_dtype); the limit column then
-// counts the FP8 KV bytes (half of BF16's).
+// counts the FP8 KV bytes (half of BF16's). --decode-partitions: PhiCudaOptions::
+// decode_partitions (auto = -1: decode attention blocks per (sequence, head) from the batch).
 // --no-fusion / --no-pdl: batch-1 decode with the LayerNorm and gelu kernels of their own /
 // without programmatic dependent launch (PhiCudaOptions), to measure what each is worth.
+// --no-tc-prefill: prefill attention on the FP32-FMA kernel instead of tensor cores.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -338,6 +341,17 @@ void Breakdown(double bw) {
     rows.push_back({"attention decode fp8 batch 64 ctx 640 (max_ctx 2048)", GraphUs([&](int, cudaStream_t s) {
       return attention_decode(a8, dl, 2048, ws, counters, s);
     }, 16), 1.0 * B * ctx * 2 * H});
+    // The same two with the grid's partitions chosen from the batch (decode_partitions -1):
+    // blocks loop over partitions instead of 11 of every 16 finding nothing past 640.
+    PagedAttentionArgs aa = a, aa8 = a8;
+    aa.decode_partitions = aa8.decode_partitions = -1;
+    const std::string z = std::to_string(attention_decode_grid_partitions(aa, 2048));
+    rows.push_back({"attention decode batch 64 ctx 640 (max_ctx 2048), grid z " + z, GraphUs([&](int, cudaStream_t s) {
+      return attention_decode(aa, dl, 2048, ws, counters, s);
+    }, 16), 2.0 * B * ctx * 2 * H});
+    rows.push_back({"attention decode fp8 batch 64 ctx 640 (max_ctx 2048), grid z " + z, GraphUs([&](int, cudaStream_t s) {
+      return attention_decode(aa8, dl, 2048, ws, counters, s);
+    }, 16), 1.0 * B * ctx * 2 * H});
     // Prefill: one 512-token prompt (sequence 0's first 32 blocks), causal.
     std::vector<int32_t> ts, tf;
     const int32_t n512[] = {512};
@@ -352,11 +366,14 @@ void Breakdown(double bw) {
     t.tile_first = meta + 3 + ts.size(); t.num_tiles = static_cast<int>(ts.size());
     PagedAttentionArgs pa = a;
     pa.num_seqs = 1;
-    const double pf_us = GraphUs([&](int, cudaStream_t s) { return attention_prefill(pa, t, s); }, 8);
     // FLOPs: QK^T and PV over the causal half, 32 heads.
     const double pf_flop = 2.0 * 2 * 32 * 64 * (512.0 * 513 / 2);
-    std::printf("prefill attention 512 tokens: %.1f us per layer, %.1f TFLOP/s (FFMA)\n", pf_us,
-                pf_flop / (pf_us * 1e-6) / 1e12);
+    for (bool tc : {true, false}) {
+      pa.tensor_cores = tc;
+      const double pf_us = GraphUs([&](int, cudaStream_t s) { return attention_prefill(pa, t, s); }, 8);
+      std::printf("prefill attention 512 tokens: %.1f us per layer, %.1f TFLOP/s (%s)\n", pf_us,
+                  pf_flop / (pf_us * 1e-6) / 1e12, tc ? "mma.sync tensor cores" : "FP32 FMA");
+    }
     cudaDeviceSynchronize();
     for (void* p : {static_cast<void*>(kb), static_cast<void*>(vb), static_cast<void*>(dtb),
                     static_cast<void*>(dl), static_cast<void*>(q),
@@ -401,8 +418,10 @@ struct Args {
   int prompt = 512;
   bool graphs = true;
   KvCacheDtype kv_dtype = KvCacheDtype::kBf16;  // --kv-dtype
+  int decode_partitions = 0;  // --decode-partitions (PhiCudaOptions; -1: auto)
   bool fuse = true;  // PhiCudaOptions::fuse_decode
   bool pdl = true;   // PhiCudaOptions::programmatic_launch
+  bool tc_prefill = true;  // PhiCudaOptions::tensor_core_prefill
 };
 
 Args Parse(int argc, char** argv) {
@@ -435,6 +454,11 @@ Args Parse(int argc, char** argv) {
     } else if (s == "--kv-dtype") {
       const std::string v = next();
       if (!ParseKvCacheDtype(v, &a.kv_dtype)) Die("--kv-dtype " + v + ": expected bf16 or fp8");
+    } else if (s == "--decode-partitions") {
+      const std::string v = next();
+      a.decode_partitions = v == "auto" ? -1 : std::stoi(v);
+    } else if (s == "--no-tc-prefill") {
+      a.tc_prefill = false;
     } else if (s == "--no-fusion") {
       a.fuse = false;
     } else if (s == "--no-pdl") {
@@ -543,8 +567,10 @@ int main(int argc, char** argv) {
   o.max_logit_rows = 256;
   o.use_cuda_graphs = args.graphs;
   o.kv_dtype = args.kv_dtype;
+  o.decode_partitions = args.decode_partitions;
   o.fuse_decode = args.fuse;
   o.programmatic_launch = args.pdl;
+  o.tensor_core_prefill = args.tc_prefill;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
   Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");
@@ -565,8 +591,12 @@ int main(int argc, char** argv) {
               args.graphs ? "on" : "off", args.fuse ? "on" : "off",
               args.candidates ? "from top-1 candidate records (the engine's Step path)" : "sampled on the GPU");
 
-  std::printf("KV cache: %s, %.0f bytes per token (the limit column counts these)\n",
-              kv_cache_dtype_name(args.kv_dtype), kv_per_token);
+  std::printf("KV cache: %s, %.0f bytes per token (the limit column counts these); decode "
+              "attention partitions: %s\n",
+              kv_cache_dtype_name(args.kv_dtype), kv_per_token,
+              args.decode_partitions == 0  ? "one block each"
+              : args.decode_partitions < 0 ? "chosen from the batch"
+                                           : std::to_string(args.decode_partitions).c_str());
 
   // TTFT at idle: one prompt, prefill plus the first sampled token.
   {

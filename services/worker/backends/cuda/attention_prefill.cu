@@ -139,6 +139,7 @@ CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles&
   PHI_CUDA_REQUIRE(args.q_stride % 8 == 0 && args.out_stride % 2 == 0,
                    "attention_prefill: q_stride must be a multiple of 8, out_stride even");
   if (tiles.num_tiles == 0) return {};
+  if (args.tensor_cores) return attention_prefill_mma(args, tiles, stream);
   const dim3 grid(tiles.num_tiles, args.num_heads);
   if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
     attention_prefill_kernel<fp8_e4m3><<<grid, kThreads, 0, stream>>>(args, tiles);

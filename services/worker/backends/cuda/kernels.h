@@ -89,6 +89,7 @@ struct PagedAttentionArgs {
   int block_size = 0;
   float scale = 0.0f;           // 1/sqrt(head_dim)
   bool pdl = false;             // attention_decode: launch as a programmatic dependent (pdl.cuh)
+  bool tensor_cores = true;     // attention_prefill: the mma.sync kernel, else FP32 FMA
   // attention_decode: blocks per (sequence, head). 0: one per partition max_context_len can
   // have. N > 0: at most N, each looping over every N-th partition (no blocks for partitions
   // past the real lengths when max_context_len is the graphs' max_positions, at the price of
@@ -127,6 +128,10 @@ struct PrefillTiles {
 inline constexpr int kPrefillTileQ = 64;
 CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles& tiles,
                              cudaStream_t stream);
+// The same on tensor cores (attention_prefill_mma.cu; attention_prefill runs it when
+// args.tensor_cores): P is rounded to BF16 before P V, as in FlashAttention-2.
+CudaStatus attention_prefill_mma(const PagedAttentionArgs& args, const PrefillTiles& tiles,
+                                 cudaStream_t stream);
 
 // Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D, one warp per
 // output column streaming its weight row with 16-byte loads, K a multiple of 8 (M = 1 with

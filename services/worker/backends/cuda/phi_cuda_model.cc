@@ -284,6 +284,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.v_cache = vc;
     at.kv_dtype = options_.kv_dtype;
     at.k_scale = at.v_scale = options_.kv_scale;
+    at.decode_partitions = options_.decode_partitions;
     at.block_tables = i32(L.block_tables);
     at.max_blocks_per_seq = L.max_blocks;
     at.out = mid_;
@@ -294,6 +295,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.block_size = options_.block_size;
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     at.pdl = pdl;
+    at.tensor_cores = options_.tensor_core_prefill;
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
           attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,

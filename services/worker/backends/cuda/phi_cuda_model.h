@@ -116,6 +116,12 @@ struct PhiCudaOptions {
   // 2^-6 (subnormal steps of 2^-9) are small next to the dot products they join.
   // Calibrated per-layer K and V scales (vLLM's k_scale / v_scale) are a follow-up.
   float kv_scale = 1.0f;
+  // Decode attention blocks per (sequence, head) (PagedAttentionArgs::decode_partitions): 0
+  // one per partition of max_positions (decode graphs), -1 chosen from the batch, N at most
+  // N. Bit-identical results either way; -1 avoids the blocks that find nothing to do past
+  // the real lengths in a graph captured for max_positions (to be measured on the GPU:
+  // phi_cuda_bench --decode-partitions).
+  int decode_partitions = 0;
   // Batch-1 decode runs each layer as 4 kernels instead of 6: LayerNorm fused into the W1
   // GEMV and gelu into the W2 GEMV (gemv1_forward); the final LayerNorm into the lm_head
   // GEMV. Bit-identical to the unfused kernels (same arithmetic, same order).
@@ -126,6 +132,8 @@ struct PhiCudaOptions {
   // rotary and attention run. Not with tensor parallelism. Turned off for the model if a
   // launch with it fails. Same bits either way.
   bool programmatic_launch = true;
+  // Prefill attention on tensor cores (attention_prefill_mma.cu); false: the FP32-FMA kernel.
+  bool tensor_core_prefill = true;
 };
 
 // One sequence's share of a step (host memory; see ModelRunner's SequenceStep).

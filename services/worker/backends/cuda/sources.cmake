@@ -8,6 +8,7 @@ set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/rotary_kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cu
+  ${CMAKE_CURRENT_LIST_DIR}/attention_prefill_mma.cu
   ${CMAKE_CURRENT_LIST_DIR}/sampling.cu
   ${CMAKE_CURRENT_LIST_DIR}/top_candidates.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu

@@ -4,6 +4,7 @@
 // (one memory latency per block, not one per position), and the last block of a
 // (sequence, head) to finish merges the partitions, so a step needs no second kernel.
 // Templated on the cache element (BF16 or FP8 E4M3): FP8 moves half the bytes per position.
+#include <algorithm>
 #include <cfloat>
 
 #include "services/worker/backends/cuda/kernels.h"
@@ -29,8 +30,14 @@ __device__ __forceinline__ const T* cache_row(const void* cache, const int32_t* 
 // loads, and kVec threads share a V row. The BF16 instantiation keeps the arithmetic the
 // kernel had before FP8 (8 threads per V row, 8 positions each); FP8 has 4 threads per row
 // and 4 positions each, and folds k_scale into q and v_scale into the output.
+// Resident blocks per SM the register budget must allow (ptxas, sm_90): BF16 keeps the 6 it
+// had before the partition loop (80 registers; unbounded, the loop takes it to 96: 5
+// blocks); FP8 7 (72 registers; 8 or 9 spill, unbounded takes 94).
 template <typename T>
-__global__ void __launch_bounds__(kThreads)
+inline constexpr int kDecodeMinBlocks = KvElem<T>::kFp8 ? 7 : 6;
+
+template <typename T>
+__global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
     attention_decode_kernel(PagedAttentionArgs a, const int32_t* __restrict__ context_lens,
                             int max_parts, float* __restrict__ ws,
                             unsigned int* __restrict__ counters) {
@@ -48,126 +55,161 @@ __global__ void __launch_bounds__(kThreads)
   // The trigger right after lets the W2 GEMV start streaming its fc1 columns meanwhile.
   pdl_wait();
   pdl_launch_dependents();
-  const int h = blockIdx.x, s = blockIdx.y, part = blockIdx.z;
+  const int h = blockIdx.x, s = blockIdx.y;
   const int len = context_lens[s];
-  const int p0 = part * kDecodePartition;
-  if (p0 >= len && part > 0) return;  // this sequence needs fewer partitions
-  const int p1 = min(len, p0 + kDecodePartition);
+  const int parts = (len + kDecodePartition - 1) / kDecodePartition;
   const int32_t* table = a.block_tables + static_cast<int64_t>(s) * a.max_blocks_per_seq;
+  bf16* out = a.out + static_cast<int64_t>(s) * a.out_stride + h * kD;
+  // This block's partitions: blockIdx.z, blockIdx.z + gridDim.z, ... (gridDim.z is every
+  // partition max_context_len can have unless the launch capped it: attention_decode). Those
+  // past this sequence's length are skipped; a length-0 context still writes its zeros.
+  for (int part = blockIdx.z; part < max(parts, 1); part += gridDim.z) {
+    const int p0 = part * kDecodePartition;
+    const int p1 = min(len, p0 + kDecodePartition);
 
-  // Issue the block's loads: this thread's K row, its V chunks, then q.
-  const int t_k = p0 + threadIdx.x;
-  uint4 k_raw[kVec];
-  if (t_k < p1) {
-    const uint4* k4 = reinterpret_cast<const uint4*>(
-        cache_row<T>(a.k_cache, table, t_k, h, a.num_heads, a.block_size));
+    // Issue the partition's loads: this thread's K row, its V chunks, then q.
+    const int t_k = p0 + threadIdx.x;
+    uint4 k_raw[kVec];
+    if (t_k < p1) {
+      const uint4* k4 = reinterpret_cast<const uint4*>(
+          cache_row<T>(a.k_cache, table, t_k, h, a.num_heads, a.block_size));
 #pragma unroll
-    for (int c = 0; c < kVec; ++c) k_raw[c] = k4[c];
-  }
-  const int dc = threadIdx.x % kVec, tg = threadIdx.x / kVec;
-  uint4 v_raw[kVPerThread];
+      for (int c = 0; c < kVec; ++c) k_raw[c] = k4[c];
+    }
+    const int dc = threadIdx.x % kVec, tg = threadIdx.x / kVec;
+    uint4 v_raw[kVPerThread];
 #pragma unroll
-  for (int u = 0; u < kVPerThread; ++u) {
-    const int t = p0 + tg + u * kTokenGroups;
-    v_raw[u] = t < p1 ? reinterpret_cast<const uint4*>(
-                            cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
-                      : make_uint4(0, 0, 0, 0);
-  }
-  if (threadIdx.x < kD) {
-    float qv =
-        __bfloat162float(a.q[static_cast<int64_t>(s) * a.q_stride + h * kD + threadIdx.x]) *
-        a.scale;
-    if constexpr (E::kFp8) qv *= a.k_scale;  // q . (code * k_scale) = (q * k_scale) . code
-    q_s[threadIdx.x] = qv;
-  }
-  __syncthreads();
+    for (int u = 0; u < kVPerThread; ++u) {
+      const int t = p0 + tg + u * kTokenGroups;
+      v_raw[u] = t < p1 ? reinterpret_cast<const uint4*>(
+                              cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
+                        : make_uint4(0, 0, 0, 0);
+    }
+    if (threadIdx.x < kD) {
+      float qv =
+          __bfloat162float(a.q[static_cast<int64_t>(s) * a.q_stride + h * kD + threadIdx.x]) *
+          a.scale;
+      if constexpr (E::kFp8) qv *= a.k_scale;  // q . (code * k_scale) = (q * k_scale) . code
+      q_s[threadIdx.x] = qv;
+    }
+    __syncthreads();
 
-  float score = -FLT_MAX;
-  if (t_k < p1) {
-    float dot = 0.0f;
+    float score = -FLT_MAX;
+    if (t_k < p1) {
+      float dot = 0.0f;
 #pragma unroll
-    for (int c = 0; c < kVec; ++c) {
-      float kf[kE];
-      E::ToFloat(k_raw[c], kf);
+      for (int c = 0; c < kVec; ++c) {
+        float kf[kE];
+        E::ToFloat(k_raw[c], kf);
 #pragma unroll
-      for (int e = 0; e < kE / 2; ++e) {
-        dot += q_s[c * kE + 2 * e] * kf[2 * e] + q_s[c * kE + 2 * e + 1] * kf[2 * e + 1];
+        for (int e = 0; e < kE / 2; ++e) {
+          dot += q_s[c * kE + 2 * e] * kf[2 * e] + q_s[c * kE + 2 * e + 1] * kf[2 * e + 1];
+        }
+      }
+      score = dot;
+    }
+    const float m = block_max(score, red);
+    const float e = t_k < p1 ? __expf(score - m) : 0.0f;
+    p_s[threadIdx.x] = e;
+    const float l = block_sum(e, red);  // ends with a barrier: p_s is complete
+
+    float acc[kE];
+#pragma unroll
+    for (int i = 0; i < kE; ++i) acc[i] = 0.0f;
+#pragma unroll
+    for (int u = 0; u < kVPerThread; ++u) {
+      const float p = p_s[tg + u * kTokenGroups];  // 0 past p1
+      float vf[kE];
+      E::ToFloat(v_raw[u], vf);
+#pragma unroll
+      for (int i = 0; i < kE / 2; ++i) {
+        acc[2 * i] += p * vf[2 * i];
+        acc[2 * i + 1] += p * vf[2 * i + 1];
       }
     }
-    score = dot;
-  }
-  const float m = block_max(score, red);
-  const float e = t_k < p1 ? __expf(score - m) : 0.0f;
-  p_s[threadIdx.x] = e;
-  const float l = block_sum(e, red);  // ends with a barrier: p_s is complete
+#pragma unroll
+    for (int i = 0; i < kE; ++i) acc_s[tg][dc * kE + i] = acc[i];
+    __syncthreads();
 
-  float acc[kE];
+    if (parts <= 1) {
+      if (threadIdx.x < kD) {
+        float o = 0.0f;
 #pragma unroll
-  for (int i = 0; i < kE; ++i) acc[i] = 0.0f;
-#pragma unroll
-  for (int u = 0; u < kVPerThread; ++u) {
-    const float p = p_s[tg + u * kTokenGroups];  // 0 past p1
-    float vf[kE];
-    E::ToFloat(v_raw[u], vf);
-#pragma unroll
-    for (int i = 0; i < kE / 2; ++i) {
-      acc[2 * i] += p * vf[2 * i];
-      acc[2 * i + 1] += p * vf[2 * i + 1];
+        for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
+        float r = len > 0 ? o / l : 0.0f;
+        if constexpr (E::kFp8) r *= a.v_scale;
+        out[threadIdx.x] = __float2bfloat16(r);
+      }
+      return;
     }
-  }
-#pragma unroll
-  for (int i = 0; i < kE; ++i) acc_s[tg][dc * kE + i] = acc[i];
-  __syncthreads();
-
-  const int parts = (len + kDecodePartition - 1) / kDecodePartition;
-  bf16* out = a.out + static_cast<int64_t>(s) * a.out_stride + h * kD;
-  if (parts <= 1) {
+    // Partial result of this partition; the block that completes the last one merges them.
+    // (Shared memory is safe to reuse in the next iteration: every buffer's last readers
+    // are behind one of the barriers below.)
+    float* wsh = ws + (static_cast<int64_t>(s) * a.num_heads + h) * max_parts * (kD + 2);
     if (threadIdx.x < kD) {
       float o = 0.0f;
 #pragma unroll
       for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
-      float r = len > 0 ? o / l : 0.0f;
-      if constexpr (E::kFp8) r *= a.v_scale;
-      out[threadIdx.x] = __float2bfloat16(r);
+      wsh[part * (kD + 2) + threadIdx.x] = o;
+      if (threadIdx.x == 0) {
+        wsh[part * (kD + 2) + kD] = m;
+        wsh[part * (kD + 2) + kD + 1] = l;
+      }
+      __threadfence();
     }
+    __syncthreads();
+    if (threadIdx.x == 0) {
+      unsigned int* counter = counters + static_cast<int64_t>(s) * a.num_heads + h;
+      last_s = atomicAdd(counter, 1u) == static_cast<unsigned int>(parts - 1);
+      if (last_s) *counter = 0;  // ready for the next step (graph replays included)
+    }
+    __syncthreads();
+    // Not the last: this block's next partition (if any). The last completion is never
+    // followed by another partition of this block: all of them are done.
+    if (!last_s) continue;
+    if (threadIdx.x >= kD) return;
+    __threadfence();
+    float mm = -FLT_MAX;
+    for (int p = 0; p < parts; ++p) mm = fmaxf(mm, __ldcg(wsh + p * (kD + 2) + kD));
+    float ll = 0.0f, o = 0.0f;
+    for (int p = 0; p < parts; ++p) {
+      const float f = __expf(__ldcg(wsh + p * (kD + 2) + kD) - mm);
+      ll += __ldcg(wsh + p * (kD + 2) + kD + 1) * f;
+      o += __ldcg(wsh + p * (kD + 2) + threadIdx.x) * f;
+    }
+    float r = o / ll;
+    if constexpr (E::kFp8) r *= a.v_scale;
+    out[threadIdx.x] = __float2bfloat16(r);
     return;
   }
-  // Partial result of this partition; the last block of (s, h) merges them.
-  float* wsh = ws + (static_cast<int64_t>(s) * a.num_heads + h) * max_parts * (kD + 2);
-  if (threadIdx.x < kD) {
-    float o = 0.0f;
-#pragma unroll
-    for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
-    wsh[part * (kD + 2) + threadIdx.x] = o;
-    if (threadIdx.x == 0) {
-      wsh[part * (kD + 2) + kD] = m;
-      wsh[part * (kD + 2) + kD + 1] = l;
-    }
-    __threadfence();
+}
+
+// Blocks per (sequence, head) for decode_partitions -1: enough for 8 waves of the blocks the
+// GPU holds at once (so the last wave's tail stays small), never more than the partitions.
+int AutoDecodePartitions(const void* kernel, int pairs, int parts) {
+  int dev = 0, sms = 0, per_sm = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
+      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess) {
+    cudaGetLastError();  // not a launch error: keep one block per partition
+    return parts;
   }
-  __syncthreads();
-  if (threadIdx.x == 0) {
-    unsigned int* counter = counters + static_cast<int64_t>(s) * a.num_heads + h;
-    last_s = atomicAdd(counter, 1u) == static_cast<unsigned int>(parts - 1);
-    if (last_s) *counter = 0;  // ready for the next step (graph replays included)
-  }
-  __syncthreads();
-  if (!last_s || threadIdx.x >= kD) return;
-  __threadfence();
-  float mm = -FLT_MAX;
-  for (int p = 0; p < parts; ++p) mm = fmaxf(mm, __ldcg(wsh + p * (kD + 2) + kD));
-  float ll = 0.0f, o = 0.0f;
-  for (int p = 0; p < parts; ++p) {
-    const float f = __expf(__ldcg(wsh + p * (kD + 2) + kD) - mm);
-    ll += __ldcg(wsh + p * (kD + 2) + kD + 1) * f;
-    o += __ldcg(wsh + p * (kD + 2) + threadIdx.x) * f;
-  }
-  float r = o / ll;
-  if constexpr (E::kFp8) r *= a.v_scale;
-  out[threadIdx.x] = __float2bfloat16(r);
+  const int64_t want = 8LL * sms * std::max(per_sm, 1);
+  const int64_t n = (want + pairs - 1) / std::max(pairs, 1);
+  return static_cast<int>(std::clamp<int64_t>(n, 1, parts));
 }
 
 }  // namespace
+
+int attention_decode_grid_partitions(const PagedAttentionArgs& args, int max_context_len) {
+  const int parts = std::max(1, (max_context_len + kDecodePartition - 1) / kDecodePartition);
+  if (args.decode_partitions > 0) return std::min(parts, args.decode_partitions);
+  if (args.decode_partitions == 0) return parts;
+  const void* kernel = args.kv_dtype == KvCacheDtype::kFp8E4m3
+                           ? reinterpret_cast<const void*>(attention_decode_kernel<fp8_e4m3>)
+                           : reinterpret_cast<const void*>(attention_decode_kernel<bf16>);
+  return AutoDecodePartitions(kernel, args.num_seqs * args.num_heads, parts);
+}
 
 int64_t attention_decode_workspace_floats(int num_seqs, int num_heads, int max_context_len) {
   const int parts = (max_context_len + kDecodePartition - 1) / kDecodePartition;
@@ -187,7 +229,8 @@ CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* conte
   PHI_CUDA_REQUIRE(parts <= 1 || (workspace != nullptr && counters != nullptr),
                    "attention_decode: workspace and counters required for contexts over " +
                        std::to_string(kDecodePartition));
-  dim3 grid(args.num_heads, args.num_seqs, parts);
+  // The kernel's max_parts stays `parts` (the workspace layout); the grid may hold fewer.
+  dim3 grid(args.num_heads, args.num_seqs, attention_decode_grid_partitions(args, max_context_len));
   if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
     PHI_CUDA_CHECK(launch_kernel(args.pdl, attention_decode_kernel<fp8_e4m3>, grid,
                                  dim3(kThreads), 0, stream, args, context_lens, parts, workspace,

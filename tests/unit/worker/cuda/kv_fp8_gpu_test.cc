@@ -4,6 +4,8 @@
 // and a tiny model with an FP8 cache against the same model with BF16.
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <numeric>
 #include <random>
 #include <vector>
@@ -326,8 +328,125 @@ TEST(AttentionPrefillFp8Gpu, MatchesCpuTwinForChunks) {
   EXPECT_LT(RelNormError(g, w), kTolBf16);
 }
 
+// attention_decode with fewer blocks than partitions (PagedAttentionArgs::decode_partitions):
+// each block loops over every N-th partition. Every partition's partial is computed as with
+// one block per partition and merged in the same order, so the output is bit-identical to
+// the default launch; both cache types, contexts of 1 .. 2048 under max_context_len 2048 (a
+// decode graph's launch), and the automatic choice on a batch large enough to cap it.
+TEST(AttentionDecodeGpu, CappedPartitionsAreBitIdenticalAndMatchTheTwin) {
+  PHI_REQUIRE_GPU();
+  struct Case { int heads; std::vector<int> lens; };
+  std::vector<int> many;  // 24 sequences x 32 heads, lengths 1 .. 2048
+  std::mt19937 rng(81);
+  for (int i = 0; i < 24; ++i) many.push_back(1 + static_cast<int>(rng() % 2048));
+  many[0] = 2048;
+  for (KvCacheDtype dt : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
+    for (const Case& c : {Case{4, {1, 127, 128, 129, 640, 1000, 2048, 300}}, Case{32, many}}) {
+      const bool fp8 = dt == KvCacheDtype::kFp8E4m3;
+      SCOPED_TRACE(std::string(fp8 ? "fp8" : "bf16") + " seqs=" + std::to_string(c.lens.size()));
+      const int ns = static_cast<int>(c.lens.size()), hd = c.heads * 64, bs = 16, max_len = 2048;
+      const float k_scale = fp8 ? 0.5f : 1.0f, v_scale = fp8 ? 0.25f : 1.0f;
+      Fp8PagedFixture f(c.heads, bs, c.lens, 83, k_scale, v_scale);
+      const int q_stride = 3 * hd, out_stride = hd;
+      const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 84, 2.0f);
+      DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(ns) * out_stride);
+      DeviceBuffer<uint8_t> dk8(f.k.size()), dv8(f.v.size());
+      DeviceBuffer<bf16> dk16(f.k.size()), dv16(f.v.size());
+      DeviceBuffer<int32_t> dt_(f.tables.size()), dl(ns);
+      dq.Upload(ToBf16(q));
+      if (fp8) {
+        dk8.Upload(f.k_codes);
+        dv8.Upload(f.v_codes);
+      } else {  // E4M3 values are BF16 values too: the same cache in BF16
+        dk16.Upload(ToBf16(f.k));
+        dv16.Upload(ToBf16(f.v));
+      }
+      dt_.Upload(f.tables);
+      dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
+      DeviceBuffer<float> ws(attention_decode_workspace_floats(ns, c.heads, max_len));
+      DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
+      cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
+      PagedAttentionArgs a;
+      a.q = dq.get();
+      a.q_stride = q_stride;
+      a.k_cache = fp8 ? static_cast<const void*>(dk8.get()) : dk16.get();
+      a.v_cache = fp8 ? static_cast<const void*>(dv8.get()) : dv16.get();
+      a.kv_dtype = dt;
+      a.k_scale = k_scale;
+      a.v_scale = v_scale;
+      a.block_tables = dt_.get();
+      a.max_blocks_per_seq = f.max_blocks;
+      a.out = dout.get();
+      a.out_stride = out_stride;
+      a.num_seqs = ns;
+      a.num_heads = c.heads;
+      a.head_dim = 64;
+      a.block_size = bs;
+      a.scale = 0.125f;
+      auto run = [&](int partitions) {
+        a.decode_partitions = partitions;
+        dout.Poison();
+        // Twice: the merge counters must be back at zero after each call.
+        for (int rep = 0; rep < 2; ++rep) {
+          if (!attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr).ok()) {
+            return std::vector<bf16>();
+          }
+        }
+        cudaDeviceSynchronize();
+        return dout.Download();
+      };
+      const std::vector<bf16> ref = run(0);
+      ASSERT_EQ(ref.size(), dout.size());
+      std::vector<int32_t> lens(c.lens.begin(), c.lens.end());
+      std::vector<float> want(static_cast<size_t>(ns) * out_stride);
+      attention_decode_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
+                           f.max_blocks, lens.data(), want.data(), out_stride, ns, c.heads, 64,
+                           bs, 0.125f, dt, k_scale, v_scale);
+      EXPECT_LT(RelNormError(ToF32(ref), want), kTolBf16);
+      a.decode_partitions = -1;
+      std::printf("decode partitions: %d sequences x %d heads, auto grid z = %d of 16\n", ns,
+                  c.heads, attention_decode_grid_partitions(a, max_len));
+      for (int partitions : {1, 2, 3, 16, -1}) {
+        SCOPED_TRACE("decode_partitions " + std::to_string(partitions));
+        const std::vector<bf16> got = run(partitions);
+        ASSERT_EQ(got.size(), ref.size());
+        EXPECT_EQ(std::memcmp(got.data(), ref.data(), ref.size() * sizeof(bf16)), 0)
+            << "not bit-identical to one block per partition";
+        for (unsigned int n : counters.Download()) ASSERT_EQ(n, 0u);
+      }
+    }
+  }
+}
+
+// The automatic choice: a lone sequence keeps one block per partition (its 32 heads alone
+// do not fill the GPU); 256 sequences x 32 heads (8192 pairs) need at most 3 blocks each for
+// 8 waves of at most 16 resident blocks on 132 SMs (H100 / H200).
+TEST(AttentionDecodeGpu, AutomaticPartitionsFollowTheBatch) {
+  PHI_REQUIRE_GPU();
+  for (KvCacheDtype dt : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
+    PagedAttentionArgs a;
+    a.kv_dtype = dt;
+    a.num_heads = 32;
+    a.decode_partitions = -1;
+    a.num_seqs = 1;
+    EXPECT_EQ(attention_decode_grid_partitions(a, 2048), 16);
+    EXPECT_EQ(attention_decode_grid_partitions(a, 129), 2);
+    a.num_seqs = 256;
+    const int big = attention_decode_grid_partitions(a, 2048);
+    EXPECT_GE(big, 1);
+    EXPECT_LE(big, 3);
+    std::printf("auto decode partitions (%s): 1 sequence 16, 256 sequences %d\n",
+                kv_cache_dtype_name(dt), big);
+    a.decode_partitions = 5;
+    EXPECT_EQ(attention_decode_grid_partitions(a, 2048), 5);
+    EXPECT_EQ(attention_decode_grid_partitions(a, 300), 3);
+    a.decode_partitions = 0;
+    EXPECT_EQ(attention_decode_grid_partitions(a, 2048), 16);
+  }
+}
+
 // The model test's tiny Phi (phi_cuda_model_gpu_test.cc), with either cache.
-std::unique_ptr<PhiCudaModel> MakeModel(KvCacheDtype dt) {
+std::unique_ptr<PhiCudaModel> MakeModel(KvCacheDtype dt, int decode_partitions = 0) {
   PhiCudaConfig c;
   c.vocab_size = 300;
   c.hidden_size = 128;
@@ -344,6 +463,7 @@ std::unique_ptr<PhiCudaModel> MakeModel(KvCacheDtype dt) {
   o.block_size = 16;
   o.max_top_n = 4;
   o.kv_dtype = dt;
+  o.decode_partitions = decode_partitions;
   std::unique_ptr<PhiCudaModel> m;
   if (!PhiCudaModel::Create(c, o, &m).ok()) return nullptr;
   if (!m->FillRandomWeights(1234, 0.08f).ok()) return nullptr;
@@ -465,6 +585,69 @@ TEST(PhiCudaModelFp8Gpu, LogitsNearBf16CacheAndGreedyAgreesAwayFromTies) {
   std::printf("greedy decode: %d sequence steps compared, %d diverged at a near-tie\n", compared,
               near_ties);
   EXPECT_GE(m8->num_captured_graphs(), 1);
+}
+
+// PhiCudaOptions::decode_partitions changes which block computes a partition, not what it
+// computes: greedy decode in CUDA graphs (captured for max_positions 600, 5 partitions) gives
+// bit-identical logits with 1 or 2 blocks per (sequence, head), for both cache types.
+TEST(PhiCudaModelFp8Gpu, DecodePartitionsOptionGivesIdenticalLogits) {
+  PHI_REQUIRE_GPU();
+  for (KvCacheDtype dt : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
+    SCOPED_TRACE(kv_cache_dtype_name(dt));
+    std::vector<std::vector<float>> logits[3];
+    const int settings[3] = {0, 1, 2};
+    for (int k = 0; k < 3; ++k) {
+      auto m = MakeModel(dt, settings[k]);
+      ASSERT_NE(m, nullptr);
+      std::mt19937 rng(19);
+      const std::vector<int> lens = {3, 250, 520};
+      std::vector<std::vector<int32_t>> prompts, tables;
+      std::vector<PhiSeqInput> in(lens.size());
+      for (size_t i = 0; i < lens.size(); ++i) {
+        std::vector<int32_t> p(lens[i]);
+        for (int32_t& t : p) t = static_cast<int32_t>(rng() % 300);
+        prompts.push_back(p);
+        std::vector<int32_t> b(38);
+        std::iota(b.begin(), b.end(), static_cast<int32_t>(38 * i));
+        tables.push_back(b);
+      }
+      std::vector<int32_t> last(lens.size());
+      for (size_t i = 0; i < lens.size(); ++i) {  // prefill one sequence per step (<= 512 tokens)
+        PhiSeqInput s;
+        s.tokens = std::span<const int32_t>(prompts[i]).subspan(0, std::min(lens[i], 500));
+        s.block_table = tables[i];
+        PhiStepOutput o;
+        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, true, &o));
+        if (lens[i] > 500) {
+          s.tokens = std::span<const int32_t>(prompts[i]).subspan(500);
+          s.start_pos = 500;
+          PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, true, &o));
+        }
+        last[i] = o.tokens[0];
+      }
+      for (int step = 0; step < 12; ++step) {
+        std::vector<PhiSeqInput> d(lens.size());
+        for (size_t i = 0; i < lens.size(); ++i) {
+          d[i].tokens = {&last[i], 1};
+          d[i].start_pos = lens[i] + step;
+          d[i].block_table = tables[i];
+        }
+        PhiStepOutput o;
+        PHI_ASSERT_CUDA_OK(m->Forward(d, true, &o));
+        for (size_t i = 0; i < lens.size(); ++i) {
+          logits[k].push_back(Row(*m, o.first_row[i]));
+          last[i] = o.tokens[i];
+        }
+      }
+      EXPECT_GE(m->num_captured_graphs(), 1);
+    }
+    for (int k = 1; k < 3; ++k) {
+      ASSERT_EQ(logits[k].size(), logits[0].size());
+      for (size_t r = 0; r < logits[0].size(); ++r) {
+        ASSERT_EQ(logits[k][r], logits[0][r]) << "decode_partitions " << settings[k] << ", row " << r;
+      }
+    }
+  }
 }
 
 }  // namespace

@@ -5,12 +5,13 @@
 // FLOPs / GEMM rate.
 //   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
 //                  [--kv-dtype bf16|fp8] [--decode-partitions N|auto] [--no-fusion] [--no-pdl]
-//                  [--breakdown]
+//                  [--no-tc-prefill] [--breakdown]
 // --kv-dtype fp8: the KV cache in FP8 E4M3 (PhiCudaOptions::kv_dtype); the limit column then
 // counts the FP8 KV bytes (half of BF16's). --decode-partitions: PhiCudaOptions::
 // decode_partitions (auto = -1: decode attention blocks per (sequence, head) from the batch).
 // --no-fusion / --no-pdl: batch-1 decode with the LayerNorm and gelu kernels of their own /
 // without programmatic dependent launch (PhiCudaOptions), to measure what each is worth.
+// --no-tc-prefill: prefill attention on the FP32-FMA kernel instead of tensor cores.
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -365,11 +366,14 @@ void Breakdown(double bw) {
     t.tile_first = meta + 3 + ts.size(); t.num_tiles = static_cast<int>(ts.size());
     PagedAttentionArgs pa = a;
     pa.num_seqs = 1;
-    const double pf_us = GraphUs([&](int, cudaStream_t s) { return attention_prefill(pa, t, s); }, 8);
     // FLOPs: QK^T and PV over the causal half, 32 heads.
     const double pf_flop = 2.0 * 2 * 32 * 64 * (512.0 * 513 / 2);
-    std::printf("prefill attention 512 tokens: %.1f us per layer, %.1f TFLOP/s (FFMA)\n", pf_us,
-                pf_flop / (pf_us * 1e-6) / 1e12);
+    for (bool tc : {true, false}) {
+      pa.tensor_cores = tc;
+      const double pf_us = GraphUs([&](int, cudaStream_t s) { return attention_prefill(pa, t, s); }, 8);
+      std::printf("prefill attention 512 tokens: %.1f us per layer, %.1f TFLOP/s (%s)\n", pf_us,
+                  pf_flop / (pf_us * 1e-6) / 1e12, tc ? "mma.sync tensor cores" : "FP32 FMA");
+    }
     cudaDeviceSynchronize();
     for (void* p : {static_cast<void*>(kb), static_cast<void*>(vb), static_cast<void*>(dtb),
                     static_cast<void*>(dl), static_cast<void*>(q),
@@ -417,6 +421,7 @@ struct Args {
   int decode_partitions = 0;  // --decode-partitions (PhiCudaOptions; -1: auto)
   bool fuse = true;  // PhiCudaOptions::fuse_decode
   bool pdl = true;   // PhiCudaOptions::programmatic_launch
+  bool tc_prefill = true;  // PhiCudaOptions::tensor_core_prefill
 };
 
 Args Parse(int argc, char** argv) {
@@ -452,6 +457,8 @@ Args Parse(int argc, char** argv) {
     } else if (s == "--decode-partitions") {
       const std::string v = next();
       a.decode_partitions = v == "auto" ? -1 : std::stoi(v);
+    } else if (s == "--no-tc-prefill") {
+      a.tc_prefill = false;
     } else if (s == "--no-fusion") {
       a.fuse = false;
     } else if (s == "--no-pdl") {
@@ -563,6 +570,7 @@ int main(int argc, char** argv) {
   o.decode_partitions = args.decode_partitions;
   o.fuse_decode = args.fuse;
   o.programmatic_launch = args.pdl;
+  o.tensor_core_prefill = args.tc_prefill;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
   Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");

@@ -295,6 +295,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.block_size = options_.block_size;
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     at.pdl = pdl;
+    at.tensor_cores = options_.tensor_core_prefill;
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
           attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,

@@ -132,6 +132,8 @@ struct PhiCudaOptions {
   // rotary and attention run. Not with tensor parallelism. Turned off for the model if a
   // launch with it fails. Same bits either way.
   bool programmatic_launch = true;
+  // Prefill attention on tensor cores (attention_prefill_mma.cu); false: the FP32-FMA kernel.
+  bool tensor_core_prefill = true;
 };
 
 // One sequence's share of a step (host memory; see ModelRunner's SequenceStep).

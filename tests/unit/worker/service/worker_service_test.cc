@@ -16,6 +16,16 @@
 #include "tests/unit/worker/engine/fake_model_runner.h"
 
 namespace phi::worker {
+namespace testing {
+
+// Waits until the fake runner has run `steps` steps in all (the engine's progress, whatever
+// the machine's load).
+bool WaitForSteps(const FakeModelRunner& runner, int64_t steps) {
+  for (int i = 0; i < 2000 && runner.steps() < steps; ++i) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return runner.steps() >= steps;
+}
+
+}  // namespace testing
 namespace {
 
 using testing::FakeModelRunner;
@@ -237,15 +247,20 @@ TEST_F(WorkerServiceTest, CancelById) {
   ExpectIdle();
 }
 
-// The client reads one message every 8 ms while the engine makes a token every ~1 ms: the
-// service must merge what piled up into fewer messages, and lose or repeat no token.
+// The slowest reader: it reads nothing until the engine has made every token. The in-process
+// transport completes a write only when the client reads, so the first message stays in flight
+// and everything after it must arrive merged into the next one, each token exactly once.
 TEST_F(WorkerServiceTest, SlowReaderGetsMergedMessagesAndEveryTokenOnce) {
   MakeReady();
-  runner_.set_step_delay_us(1000);
   phi::v1::GenerateRequest req = Req({9, 8, 7}, 60);
   req.set_logprobs(true);
+  const std::vector<int32_t> expected = Expected(req);
+  runner_.set_step_delay_us(200);
+  const int64_t steps_before = runner_.steps();
   grpc::ClientContext ctx;
   auto reader = stub_->Generate(&ctx, req);
+  ASSERT_TRUE(testing::WaitForSteps(runner_, steps_before + 60));  // one token a step
+  ASSERT_TRUE(testing::WaitIdle(*engine_));  // the engine is done; the client has read nothing
   std::vector<int32_t> tokens;
   int messages = 0, logprobs = 0;
   phi::v1::GenerateResponse m;
@@ -254,14 +269,13 @@ TEST_F(WorkerServiceTest, SlowReaderGetsMergedMessagesAndEveryTokenOnce) {
     tokens.insert(tokens.end(), m.token_ids().begin(), m.token_ids().end());
     EXPECT_EQ(m.logprobs_size(), m.token_ids_size());
     logprobs += m.logprobs_size();
-    std::this_thread::sleep_for(std::chrono::milliseconds(8));
   }
   ASSERT_TRUE(reader->Finish().ok());
   EXPECT_EQ(m.finish_reason(), phi::v1::FINISH_REASON_LENGTH);
   EXPECT_EQ(m.usage().completion_tokens(), 60);
-  EXPECT_EQ(tokens, Expected(req));
+  EXPECT_EQ(tokens, expected);
   EXPECT_EQ(logprobs, 60);
-  EXPECT_LT(messages, 30) << "60 tokens in " << messages << " messages: nothing was merged";
+  EXPECT_LE(messages, 3) << "60 tokens in " << messages << " messages: what piled up was not merged";
   ExpectIdle();
 }
 
@@ -293,7 +307,7 @@ TEST_F(WorkerServiceTest, CancelMidStreamFreesTheEngineSlot) {
 // transport completes a write only when the client reads), and then goes away.
 TEST_F(WorkerServiceTest, ClientGoneWhileAWriteIsInFlight) {
   MakeReady();
-  runner_.set_step_delay_us(500);
+  runner_.set_step_delay_us(2000);  // 200 tokens take >= 400 ms: the cancel lands mid-generation
   for (int round = 0; round < 3; ++round) {
     grpc::ClientContext ctx;
     auto reader = stub_->Generate(&ctx, Req({1, 2, 3}, 200));
@@ -317,24 +331,26 @@ TEST_F(WorkerServiceTest, ClientGoneWhileAWriteIsInFlight) {
 // reach it (merged into one message before the status), then INTERNAL.
 TEST_F(WorkerServiceTest, ErrorAfterSomeTokensSendsThemBeforeTheStatus) {
   MakeReady();
-  runner_.set_step_delay_us(1000);
-  const phi::v1::GenerateRequest req = Req({2, 4, 6}, 100);
+  const phi::v1::GenerateRequest req = Req({2, 4, 6}, 200);
   const std::vector<int32_t> expected = Expected(req);
+  runner_.set_step_delay_us(2000);
+  const int64_t steps_before = runner_.steps();
   grpc::ClientContext ctx;
   auto reader = stub_->Generate(&ctx, req);
   std::vector<int32_t> tokens;
   phi::v1::GenerateResponse m;
   ASSERT_TRUE(reader->Read(&m));
   tokens.assign(m.token_ids().begin(), m.token_ids().end());
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));  // tokens wait behind the write
+  // The client reads nothing more while ten tokens pile up behind the write in flight.
+  ASSERT_TRUE(testing::WaitForSteps(runner_, steps_before + 10));
   runner_.FailNextSteps(1);
-  std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  ASSERT_TRUE(testing::WaitIdle(*engine_));
   while (reader->Read(&m)) {
     tokens.insert(tokens.end(), m.token_ids().begin(), m.token_ids().end());
     EXPECT_EQ(m.finish_reason(), phi::v1::FINISH_REASON_UNSPECIFIED);
   }
   EXPECT_EQ(reader->Finish().error_code(), grpc::StatusCode::INTERNAL);
-  ASSERT_GT(tokens.size(), 5u);
+  ASSERT_GE(tokens.size(), 9u);
   ASSERT_LT(tokens.size(), expected.size());
   EXPECT_EQ(tokens, std::vector<int32_t>(expected.begin(), expected.begin() + tokens.size()));
   ExpectIdle();

@@ -110,7 +110,7 @@ log "tests"
     echo "tp candidates tests rc=$?"
   fi
 } > "$OUT/tests.log" 2>&1
-grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:|ranks on one GPU:|fp8 vs bf16|greedy decode:|fused decode:|^attention_prefill \(" "$OUT/tests.log" \
+grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:|^compared|candidate step:|ranks on one GPU:|fp8 vs bf16|greedy decode:|fused decode:|^attention_prefill (\(|fp8 \()|decode partitions" "$OUT/tests.log" \
   | tee -a "$OUT/summary.txt"
 
 log "memcheck (kernel tests)"

@@ -310,22 +310,30 @@ TEST(AttentionPrefillFp8Gpu, MatchesCpuTwinForChunks) {
   t.tile_seq = dts.get();
   t.tile_first = dtf.get();
   t.num_tiles = static_cast<int>(tile_seq.size());
-  PHI_ASSERT_CUDA_OK(attention_prefill(a, t, nullptr));
-  PHI_ASSERT_CUDART(cudaDeviceSynchronize());
   std::vector<float> want(static_cast<size_t>(rows) * out_stride, 0.0f);
   attention_prefill_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
                         f.max_blocks, q_off.data(), start.data(), num_new.data(), want.data(),
                         out_stride, ns, heads, 64, block_size, 0.125f, KvCacheDtype::kFp8E4m3,
                         k_scale, v_scale);
-  const std::vector<float> got = ToF32(dout.Download());
-  std::vector<float> g, w;
-  for (int r = 0; r < rows; ++r) {
-    for (int d = 0; d < hd; ++d) {
-      g.push_back(got[static_cast<size_t>(r) * out_stride + d]);
-      w.push_back(want[static_cast<size_t>(r) * out_stride + d]);
+  for (bool tensor_cores : {true, false}) {  // the mma.sync kernel and the FP32-FMA one
+    SCOPED_TRACE(tensor_cores ? "mma.sync kernel" : "FP32 FMA kernel");
+    a.tensor_cores = tensor_cores;
+    dout.Poison();
+    PHI_ASSERT_CUDA_OK(attention_prefill(a, t, nullptr));
+    PHI_ASSERT_CUDART(cudaDeviceSynchronize());
+    const std::vector<float> got = ToF32(dout.Download());
+    std::vector<float> g, w;
+    for (int r = 0; r < rows; ++r) {
+      for (int d = 0; d < hd; ++d) {
+        g.push_back(got[static_cast<size_t>(r) * out_stride + d]);
+        w.push_back(want[static_cast<size_t>(r) * out_stride + d]);
+      }
     }
+    const double err = RelNormError(g, w);
+    std::printf("attention_prefill fp8 (%s): rel norm error %.2e\n",
+                tensor_cores ? "tensor cores" : "FMA", err);
+    EXPECT_LT(err, kTolBf16);
   }
-  EXPECT_LT(RelNormError(g, w), kTolBf16);
 }
 
 // attention_decode with fewer blocks than partitions (PagedAttentionArgs::decode_partitions):

@@ -36,6 +36,77 @@ __device__ __forceinline__ const T* cache_row(const void* cache, const int32_t* 
 template <typename T>
 inline constexpr int kDecodeMinBlocks = KvElem<T>::kFp8 ? 7 : 6;
 
+// q's contribution as the score loop uses it: q * scale, and for FP8 also * k_scale
+// (q . (code * k_scale) = (q * k_scale) . code).
+template <typename T>
+__device__ __forceinline__ float scaled_q(const PagedAttentionArgs& a, float q) {
+  const float v = q * a.scale;
+  return KvElem<T>::kFp8 ? v * a.k_scale : v;
+}
+
+// Rotary fused into decode attention (a.new_slots): rotary_kv_forward_kernel's arithmetic for
+// one (sequence, head), thread j < kD / 2 taking pair j. Fills the block's q_s (the rotated q,
+// rounded to BF16 as rotary_kv_forward stores it, then scaled), and in the block that owns
+// position len - 1 (the one whose partitions include it) writes the rotated k and v to the
+// new token's cache slot.
+template <typename T>
+__device__ __forceinline__ void rotate_and_store_new_token(const PagedAttentionArgs& a, int s,
+                                                           int h, int len, float* q_s) {
+  using E = KvElem<T>;
+  if (threadIdx.x >= kD / 2 || len <= 0) return;
+  const int pos = len - 1, half = a.rotary_dim / 2, j = threadIdx.x;
+  const bf16* q = a.q + static_cast<int64_t>(s) * a.q_stride + h * kD;
+  const bf16* k = q + a.num_heads * kD;
+  const bf16* v = q + 2 * a.num_heads * kD;
+  const bool owner =
+      (pos / kDecodePartition) % static_cast<int>(gridDim.z) == static_cast<int>(blockIdx.z);
+  T* kc = nullptr;
+  T* vc = nullptr;
+  if (owner) {
+    const int slot = a.new_slots[s];
+    const int64_t base =
+        ((static_cast<int64_t>(slot / a.block_size) * a.num_heads + h) * a.block_size +
+         slot % a.block_size) * kD;
+    kc = static_cast<T*>(const_cast<void*>(a.k_cache)) + base;
+    vc = static_cast<T*>(const_cast<void*>(a.v_cache)) + base;
+  }
+  if (j < half) {
+    const float inv_freq = 1.0f / powf(a.theta, static_cast<float>(2 * j) / a.rotary_dim);
+    float sn, cs;
+    sincosf(static_cast<float>(pos) * inv_freq, &sn, &cs);
+    const float q1 = __bfloat162float(q[j]), q2 = __bfloat162float(q[j + half]);
+    q_s[j] = scaled_q<T>(a, __bfloat162float(__float2bfloat16(q1 * cs - q2 * sn)));
+    q_s[j + half] = scaled_q<T>(a, __bfloat162float(__float2bfloat16(q2 * cs + q1 * sn)));
+    if (owner) {
+      const float k1 = __bfloat162float(k[j]), k2 = __bfloat162float(k[j + half]);
+      kc[j] = E::FromFloat(k1 * cs - k2 * sn, a.k_scale);
+      kc[j + half] = E::FromFloat(k2 * cs + k1 * sn, a.k_scale);
+    }
+  } else {
+    const int d = a.rotary_dim + 2 * (j - half);  // the pass-through dims, two per thread
+    q_s[d] = scaled_q<T>(a, __bfloat162float(q[d]));
+    q_s[d + 1] = scaled_q<T>(a, __bfloat162float(q[d + 1]));
+    if (owner) {
+      if constexpr (E::kFp8) {
+        kc[d] = E::FromFloat(__bfloat162float(k[d]), a.k_scale);
+        kc[d + 1] = E::FromFloat(__bfloat162float(k[d + 1]), a.k_scale);
+      } else {
+        kc[d] = k[d];
+        kc[d + 1] = k[d + 1];
+      }
+    }
+  }
+  if (owner) {
+    if constexpr (E::kFp8) {
+      vc[2 * j] = E::FromFloat(__bfloat162float(v[2 * j]), a.v_scale);
+      vc[2 * j + 1] = E::FromFloat(__bfloat162float(v[2 * j + 1]), a.v_scale);
+    } else {
+      vc[2 * j] = v[2 * j];
+      vc[2 * j + 1] = v[2 * j + 1];
+    }
+  }
+}
+
 template <typename T>
 __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
     attention_decode_kernel(PagedAttentionArgs a, const int32_t* __restrict__ context_lens,
@@ -60,6 +131,10 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
   const int parts = (len + kDecodePartition - 1) / kDecodePartition;
   const int32_t* table = a.block_tables + static_cast<int64_t>(s) * a.max_blocks_per_seq;
   bf16* out = a.out + static_cast<int64_t>(s) * a.out_stride + h * kD;
+  if (a.new_slots != nullptr) {
+    rotate_and_store_new_token<T>(a, s, h, len, q_s);
+    __syncthreads();  // q_s complete; the owner's cache writes visible to its own loads below
+  }
   // This block's partitions: blockIdx.z, blockIdx.z + gridDim.z, ... (gridDim.z is every
   // partition max_context_len can have unless the launch capped it: attention_decode). Those
   // past this sequence's length are skipped; a length-0 context still writes its zeros.
@@ -85,12 +160,9 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
                               cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
                         : make_uint4(0, 0, 0, 0);
     }
-    if (threadIdx.x < kD) {
-      float qv =
-          __bfloat162float(a.q[static_cast<int64_t>(s) * a.q_stride + h * kD + threadIdx.x]) *
-          a.scale;
-      if constexpr (E::kFp8) qv *= a.k_scale;  // q . (code * k_scale) = (q * k_scale) . code
-      q_s[threadIdx.x] = qv;
+    if (a.new_slots == nullptr && threadIdx.x < kD) {
+      q_s[threadIdx.x] = scaled_q<T>(
+          a, __bfloat162float(a.q[static_cast<int64_t>(s) * a.q_stride + h * kD + threadIdx.x]));
     }
     __syncthreads();
 

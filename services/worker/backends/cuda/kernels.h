@@ -96,6 +96,15 @@ struct PagedAttentionArgs {
   // longer blocks). -1: chosen from the batch, the fewest that still give 8 waves of the
   // GPU's resident blocks (attention_decode_grid_partitions).
   int decode_partitions = 0;
+  // attention_decode with rotary fused (set new_slots): q and the new token's k and v are the
+  // raw projections in q's row (k at column num_heads * head_dim, v at twice that), at
+  // position context_lens[s] - 1. Every block rotates q itself, and the block that owns that
+  // position rotates k and writes k and v to cache slot new_slots[s] before it reads the
+  // cache: rotary_kv_forward's arithmetic, so the same bits, one kernel fewer per layer.
+  // Null: q is already rotated and the cache holds the new token.
+  const int32_t* new_slots = nullptr;
+  int rotary_dim = 0;           // with new_slots: even, <= head_dim
+  float theta = 10000.0f;       // with new_slots
 };
 
 // Decode: query row s belongs to sequence s and attends to cache positions [0, context_lens[s]).

@@ -10,7 +10,8 @@
 // Every kernel calls pdl_launch_dependents() only after its pdl_wait(). Then a kernel starts
 // only once the kernel two launches back has completed (its predecessor triggered after
 // waiting for it), so outputs of kernels two or more launches back may be read before
-// pdl_wait(): the fused W2 GEMV streams the fc1 columns that way while attention runs. Read
+// pdl_wait(): the fused W2 GEMV streams the fc1 columns (from the W1 GEMV before attention)
+// that way while attention runs. Read
 // them through L2 (__ldcg), where completed grids' writes are, not L1.
 // On older GPUs, and for kernels launched without the attribute, both calls are no-ops.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PDL_CUH_

@@ -276,7 +276,8 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     rk.block_size = options_.block_size;
     rk.theta = c.rope_theta;
     rk.pdl = pdl;
-    PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
+    // The fused batch-1 path rotates inside decode attention (PagedAttentionArgs::new_slots).
+    if (!fused) PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
     PagedAttentionArgs at;
     at.q = qkvf_;
     at.q_stride = c.w1_rows();
@@ -296,6 +297,11 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
     at.scale = 1.0f / std::sqrt(static_cast<float>(c.head_dim));
     at.pdl = pdl;
     at.tensor_cores = options_.tensor_core_prefill;
+    if (fused) {
+      at.new_slots = i32(L.slots);
+      at.rotary_dim = c.rotary_dim;
+      at.theta = c.rope_theta;
+    }
     if (decode) {
       PHI_CUDA_RETURN_IF_ERROR(
           attention_decode(at, i32(L.context_lens), max_context_len, attn_ws_, attn_counters_,

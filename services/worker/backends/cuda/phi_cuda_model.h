@@ -122,9 +122,10 @@ struct PhiCudaOptions {
   // the real lengths in a graph captured for max_positions (to be measured on the GPU:
   // phi_cuda_bench --decode-partitions).
   int decode_partitions = 0;
-  // Batch-1 decode runs each layer as 4 kernels instead of 6: LayerNorm fused into the W1
-  // GEMV and gelu into the W2 GEMV (gemv1_forward); the final LayerNorm into the lm_head
-  // GEMV. Bit-identical to the unfused kernels (same arithmetic, same order).
+  // Batch-1 decode runs each layer as 3 kernels instead of 6: LayerNorm fused into the W1
+  // GEMV, rotary and the KV write into decode attention, gelu into the W2 GEMV
+  // (gemv1_forward); the final LayerNorm into the lm_head GEMV. Bit-identical to the unfused
+  // kernels (same arithmetic, same order).
   bool fuse_decode = true;
   // Decode steps' kernels launch as programmatic dependents (pdl.cuh) of the kernel before
   // them (Hopper), so launch latency overlaps the previous kernel; in the fused batch-1 path

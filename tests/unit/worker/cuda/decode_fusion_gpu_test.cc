@@ -326,14 +326,21 @@ PhiCudaConfig FusionConfig() {
   return c;
 }
 
-std::unique_ptr<PhiCudaModel> FusionModel(bool fuse, bool pdl, bool graphs) {
+struct Variant {
+  bool fuse, pdl, graphs;
+  int decode_partitions;  // PhiCudaOptions::decode_partitions (blocks per sequence and head)
+};
+
+std::unique_ptr<PhiCudaModel> FusionModel(const Variant& v, KvCacheDtype kv) {
   PhiCudaOptions o;
   o.max_tokens_per_step = 256;
   o.max_seqs = 4;
   o.max_logit_rows = 256;
-  o.use_cuda_graphs = graphs;
-  o.fuse_decode = fuse;
-  o.programmatic_launch = pdl;
+  o.use_cuda_graphs = v.graphs;
+  o.fuse_decode = v.fuse;
+  o.programmatic_launch = v.pdl;
+  o.decode_partitions = v.decode_partitions;
+  o.kv_dtype = kv;
   std::unique_ptr<PhiCudaModel> m;
   if (!PhiCudaModel::Create(FusionConfig(), o, &m).ok()) return nullptr;
   if (!m->FillRandomWeights(77, 0.08f).ok()) return nullptr;
@@ -341,51 +348,58 @@ std::unique_ptr<PhiCudaModel> FusionModel(bool fuse, bool pdl, bool graphs) {
   return m;
 }
 
-// Batch-1 decode, fused (with and without programmatic launch, eager and in graphs) and
-// unfused with programmatic launch equal the plain unfused decode bit for bit over a prompt
-// and 40 greedy steps.
+// Batch-1 decode, fused (rotary inside attention, LayerNorm and gelu inside the GEMVs; with
+// and without programmatic launch, eager and in graphs, decode blocks looping over
+// partitions) and unfused with programmatic launch equal the plain unfused decode bit for
+// bit, for a BF16 and an FP8 cache: a 250-token prompt, then 40 greedy steps at positions
+// 250..289, which cross from the second decode partition into the third (the fused rotary's
+// KV write is done by the block owning the position).
 TEST(PhiCudaModelFusedDecodeGpu, EqualsUnfusedDecodeBitForBit) {
   PHI_REQUIRE_GPU();
-  struct Variant {
-    bool fuse, pdl, graphs;
-  };
-  const Variant variants[] = {{false, false, true}, {true, true, true}, {true, false, true},
-                              {true, true, false}, {false, true, true}};
-  std::vector<std::unique_ptr<PhiCudaModel>> models;
-  for (const Variant& v : variants) {
-    models.push_back(FusionModel(v.fuse, v.pdl, v.graphs));
-    ASSERT_NE(models.back(), nullptr);
-  }
-  std::vector<int32_t> tokens(70);
-  for (size_t i = 0; i < tokens.size(); ++i) tokens[i] = static_cast<int32_t>((i * 37 + 11) % 1000);
-  std::vector<int32_t> blocks(32);
-  std::iota(blocks.begin(), blocks.end(), 3);
-  const int vocab = 1000;
-  int pos = 0, next = 0;
-  for (int step = 0; step < 41; ++step) {
-    std::vector<std::vector<float>> logits;
-    for (auto& m : models) {
-      PhiSeqInput s;
-      s.tokens = step == 0 ? std::span<const int32_t>(tokens) : std::span<const int32_t>(&next, 1);
-      s.start_pos = pos;
-      s.block_table = blocks;
-      PhiStepOutput out;
-      PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
-      std::vector<float> row(vocab);
-      PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0] + out.num_rows[0] - 1, 1, row.data()));
-      logits.push_back(row);
+  const Variant variants[] = {{false, false, true, 0}, {true, true, true, 0},
+                              {true, false, true, 0},  {true, true, false, 0},
+                              {false, true, true, 0},  {true, true, true, 2}};
+  for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
+    SCOPED_TRACE(kv == KvCacheDtype::kBf16 ? "bf16 cache" : "fp8 cache");
+    std::vector<std::unique_ptr<PhiCudaModel>> models;
+    for (const Variant& v : variants) {
+      models.push_back(FusionModel(v, kv));
+      ASSERT_NE(models.back(), nullptr);
     }
-    for (size_t v = 1; v < logits.size(); ++v) {
-      ASSERT_EQ(0, std::memcmp(logits[v].data(), logits[0].data(), 4 * vocab))
-          << "variant " << v << " differs from the unfused decode at step " << step;
+    std::vector<int32_t> tokens(250);
+    for (size_t i = 0; i < tokens.size(); ++i) {
+      tokens[i] = static_cast<int32_t>((i * 37 + 11) % 1000);
     }
-    pos += step == 0 ? static_cast<int>(tokens.size()) : 1;
-    next = static_cast<int32_t>(std::max_element(logits[0].begin(), logits[0].end()) -
-                                logits[0].begin());
+    std::vector<int32_t> blocks(32);
+    std::iota(blocks.begin(), blocks.end(), 3);
+    const int vocab = 1000;
+    int pos = 0, next = 0;
+    for (int step = 0; step < 41; ++step) {
+      std::vector<std::vector<float>> logits;
+      for (auto& m : models) {
+        PhiSeqInput s;
+        s.tokens = step == 0 ? std::span<const int32_t>(tokens) : std::span<const int32_t>(&next, 1);
+        s.start_pos = pos;
+        s.block_table = blocks;
+        PhiStepOutput out;
+        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+        std::vector<float> row(vocab);
+        PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0] + out.num_rows[0] - 1, 1, row.data()));
+        logits.push_back(row);
+      }
+      for (size_t v = 1; v < logits.size(); ++v) {
+        ASSERT_EQ(0, std::memcmp(logits[v].data(), logits[0].data(), 4 * vocab))
+            << "variant " << v << " differs from the unfused decode at step " << step;
+      }
+      pos += step == 0 ? static_cast<int>(tokens.size()) : 1;
+      next = static_cast<int32_t>(std::max_element(logits[0].begin(), logits[0].end()) -
+                                  logits[0].begin());
+    }
+    std::printf("fused decode (%s cache): programmatic launch %s on this GPU\n",
+                kv == KvCacheDtype::kBf16 ? "bf16" : "fp8",
+                models[1]->programmatic_launch_active() ? "active" : "FELL BACK to plain launches");
+    EXPECT_EQ(models[1]->num_captured_graphs(), 1);
   }
-  std::printf("fused decode: programmatic launch %s on this GPU\n",
-              models[1]->programmatic_launch_active() ? "active" : "FELL BACK to plain launches");
-  EXPECT_EQ(models[1]->num_captured_graphs(), 1);
 }
 
 }  // namespace

@@ -233,7 +233,8 @@ TEST_F(WorkerServiceTest, CancelById) {
   req.set_request_id("victim");
   Result r;
   std::thread t([&] { r = Generate(req); });
-  std::this_thread::sleep_for(std::chrono::milliseconds(30));
+  const int64_t steps_before = runner_.steps();
+  EXPECT_TRUE(testing::WaitForSteps(runner_, steps_before + 5));  // running, far from its 200 tokens
   grpc::ClientContext ctx;
   phi::v1::CancelRequest cancel;
   cancel.set_request_id("victim");

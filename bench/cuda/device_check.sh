@@ -115,7 +115,7 @@ grep -E "^\[ +(OK|FAILED|SKIPPED) +\]|rc=|PASSED|Failure|top_candidates_forward:
 
 log "memcheck (kernel tests)"
 timeout 45 compute-sanitizer --tool memcheck $B/cuda_kernels_gpu_test \
-  --gtest_filter='-PhiCudaModelGpu.*:SampleGpu.*:PhiCudaModelFusedDecodeGpu.*:Gemv1Gpu.MatchesCpuTwin*' > "$OUT/memcheck.log" 2>&1
+  --gtest_filter='-PhiCudaModelGpu.*:SampleGpu.*:PhiCudaModelFusedDecodeGpu.*:Gemv1Gpu.MatchesCpuTwin*:Gemv1Gpu.FusedPrologues*' > "$OUT/memcheck.log" 2>&1
 echo "memcheck rc=$?" >> "$OUT/memcheck.log"
 tail -4 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
 timeout 30 compute-sanitizer --tool memcheck $B/cuda_kv_fp8_gpu_test \

@@ -24,11 +24,20 @@ def add_proto_path() -> None:
         grpc.__path__.append(os.path.join(d, "grpc"))
 
 
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A port that was free a moment ago on 127.0.0.1."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A port that was free a moment ago on 127.0.0.1, and never one this process handed out
+    before: the kernel may give a just-closed port again, and a test that asks twice (a group
+    leader's rendezvous port, then a rank's gRPC port) must not get the same one."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _handed_out:
+            _handed_out.add(port)
+            return port
 
 
 class Service:
@@ -52,7 +61,8 @@ class Service:
     def _restart_if_port_was_taken(self) -> bool:
         """free_port() closes its socket before the service binds, so a test running beside
         this one can take the port in between; then start again on new ports."""
-        if self._restarts_left == 0 or "port in use" not in self.log():
+        log = self.log()
+        if self._restarts_left == 0 or ("port in use" not in log and "address in use" not in log):
             return False
         self._restarts_left -= 1
         self._log.close()

@@ -16,5 +16,6 @@ set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cublaslt_loader.cc
   ${CMAKE_CURRENT_LIST_DIR}/gemm_lt.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model.cc
+  ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_forward.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model_tp.cc
 )

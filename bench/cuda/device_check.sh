@@ -46,7 +46,7 @@ log "build ok"
 # The runner test needs the carried Abseil; its failure to build must not cost the rest.
 RUNNER_OK=0  # (prebuilt: set above)
 if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test cuda_oracle_gpu_test \
-     cuda_runner_candidates_gpu_test cuda_tp_candidates_gpu_test \
+     cuda_runner_candidates_gpu_test cuda_tp_candidates_gpu_test cuda_engine_bench \
      >> "$OUT/build.log" 2>&1; then
   RUNNER_OK=1
 else
@@ -151,6 +151,24 @@ for flags in "" "--no-pdl" "--no-fusion --no-pdl" "--no-tc-prefill"; do
   grep -E "^\| 1 \||batch-1 decode|graph alone|programmatic launch|^TTFT" "$OUT/bench_b1.log" \
     | tee -a "$OUT/summary.txt"
 done
+
+# End to end in process: the engine over CudaModelRunner on a real-shape checkpoint with
+# random weights (what phi-worker does per step, without gRPC), BF16 and FP8 KV.
+if [ $RUNNER_OK = 1 ] && [ -x $B/cuda_engine_bench ]; then
+  log "end to end: engine + CudaModelRunner, Phi-1.5 shape"
+  TOK=""
+  [ -d .device/phi15_tokenizer ] && TOK="--tokenizer-from .device/phi15_tokenizer"
+  timeout 150 python3 tools/make_model.py --out /tmp/phi15_random --preset phi-1_5 --dtype bf16 \
+    $TOK > "$OUT/make_model.log" 2>&1
+  echo "make_model rc=$?" | tee -a "$OUT/summary.txt"
+  timeout 120 $B/cuda_engine_bench --model /tmp/phi15_random --streams 1,32,256 \
+    > "$OUT/engine_bench.log" 2>&1
+  echo "engine bench rc=$?" >> "$OUT/engine_bench.log"
+  timeout 60 $B/cuda_engine_bench --model /tmp/phi15_random --streams 256 --kv-dtype fp8 \
+    >> "$OUT/engine_bench.log" 2>&1
+  echo "engine bench fp8 rc=$?" >> "$OUT/engine_bench.log"
+  grep -E "^\||rc=|^engine" "$OUT/engine_bench.log" | tee -a "$OUT/summary.txt"
+fi
 
 if [ -z "${SKIP_HF:-}" ]; then
   log "transformers baseline"

@@ -16,6 +16,9 @@ PY=${PHI_PYTHON:-.venv/bin/python3}
 "$PY" tools/make_model.py --out .device/cuda_tiny_model --preset tiny --num-heads 2 --dtype bf16 \
   --seed 11 --std 0.05 >/dev/null
 "$PY" tests/unit/worker/cuda/make_cuda_oracle.py --out .device/cuda_oracle >/dev/null
+# The Phi-1.5-sized tokenizer (3.5 MB) for device_check's end-to-end run, whose 2.8 GB of
+# random weights are made on the device (make_model.py --tokenizer-from this).
+"$PY" tools/make_tokenizer.py --out .device/phi15_tokenizer --vocab-size 50257 >/dev/null
 # Prebuilt sm_90 binaries of the standalone build (device_check.sh uses them when they start
 # there, which saves the build's device minutes) and the libcudart they link.
 if [ -z "${PHI_NO_PREBUILT:-}" ]; then

@@ -11,6 +11,7 @@
 #include "services/worker/backends/cuda/kv_elem.cuh"
 #include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
+#include "services/worker/backends/cuda/rotary_pair.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -44,17 +45,16 @@ __device__ __forceinline__ float scaled_q(const PagedAttentionArgs& a, float q) 
   return KvElem<T>::kFp8 ? v * a.k_scale : v;
 }
 
-// Rotary fused into decode attention (a.new_slots): rotary_kv_forward_kernel's arithmetic for
-// one (sequence, head), thread j < kD / 2 taking pair j. Fills the block's q_s (the rotated q,
+// Rotary fused into decode attention (a.new_slots): rotary_kv_forward_kernel's arithmetic
+// (rotary_pair.cuh) for one (sequence, head), thread j < kD / 2 taking pair j. Fills the block's q_s (the rotated q,
 // rounded to BF16 as rotary_kv_forward stores it, then scaled), and in the block that owns
 // position len - 1 (the one whose partitions include it) writes the rotated k and v to the
 // new token's cache slot.
 template <typename T>
 __device__ __forceinline__ void rotate_and_store_new_token(const PagedAttentionArgs& a, int s,
                                                            int h, int len, float* q_s) {
-  using E = KvElem<T>;
   if (threadIdx.x >= kD / 2 || len <= 0) return;
-  const int pos = len - 1, half = a.rotary_dim / 2, j = threadIdx.x;
+  const int pos = len - 1, j = threadIdx.x;
   const bf16* q = a.q + static_cast<int64_t>(s) * a.q_stride + h * kD;
   const bf16* k = q + a.num_heads * kD;
   const bf16* v = q + 2 * a.num_heads * kD;
@@ -70,41 +70,8 @@ __device__ __forceinline__ void rotate_and_store_new_token(const PagedAttentionA
     kc = static_cast<T*>(const_cast<void*>(a.k_cache)) + base;
     vc = static_cast<T*>(const_cast<void*>(a.v_cache)) + base;
   }
-  if (j < half) {
-    const float inv_freq = 1.0f / powf(a.theta, static_cast<float>(2 * j) / a.rotary_dim);
-    float sn, cs;
-    sincosf(static_cast<float>(pos) * inv_freq, &sn, &cs);
-    const float q1 = __bfloat162float(q[j]), q2 = __bfloat162float(q[j + half]);
-    q_s[j] = scaled_q<T>(a, __bfloat162float(__float2bfloat16(q1 * cs - q2 * sn)));
-    q_s[j + half] = scaled_q<T>(a, __bfloat162float(__float2bfloat16(q2 * cs + q1 * sn)));
-    if (owner) {
-      const float k1 = __bfloat162float(k[j]), k2 = __bfloat162float(k[j + half]);
-      kc[j] = E::FromFloat(k1 * cs - k2 * sn, a.k_scale);
-      kc[j + half] = E::FromFloat(k2 * cs + k1 * sn, a.k_scale);
-    }
-  } else {
-    const int d = a.rotary_dim + 2 * (j - half);  // the pass-through dims, two per thread
-    q_s[d] = scaled_q<T>(a, __bfloat162float(q[d]));
-    q_s[d + 1] = scaled_q<T>(a, __bfloat162float(q[d + 1]));
-    if (owner) {
-      if constexpr (E::kFp8) {
-        kc[d] = E::FromFloat(__bfloat162float(k[d]), a.k_scale);
-        kc[d + 1] = E::FromFloat(__bfloat162float(k[d + 1]), a.k_scale);
-      } else {
-        kc[d] = k[d];
-        kc[d + 1] = k[d + 1];
-      }
-    }
-  }
-  if (owner) {
-    if constexpr (E::kFp8) {
-      vc[2 * j] = E::FromFloat(__bfloat162float(v[2 * j]), a.v_scale);
-      vc[2 * j + 1] = E::FromFloat(__bfloat162float(v[2 * j + 1]), a.v_scale);
-    } else {
-      vc[2 * j] = v[2 * j];
-      vc[2 * j + 1] = v[2 * j + 1];
-    }
-  }
+  rotary_pair<T>(q, k, v, kc, vc, j, a.rotary_dim, kD, pos, a.theta, a.k_scale, a.v_scale,
+                 [&](int d, bf16 x, bool) { q_s[d] = scaled_q<T>(a, __bfloat162float(x)); });
 }
 
 template <typename T>

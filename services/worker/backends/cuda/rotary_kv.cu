@@ -5,6 +5,7 @@
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/kv_elem.cuh"
 #include "services/worker/backends/cuda/pdl.cuh"
+#include "services/worker/backends/cuda/rotary_pair.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -14,11 +15,10 @@ namespace {
 // rounding, not a BF16 rounding first).
 template <typename T>
 __global__ void rotary_kv_forward_kernel(RotaryKvArgs a) {
-  using E = KvElem<T>;
   pdl_wait();  // q, k, v come from the GEMV just before (programmatic launch: pdl.cuh)
   pdl_launch_dependents();
   const int t = blockIdx.x;
-  const int pairs = a.head_dim / 2, half = a.rotary_dim / 2;
+  const int pairs = a.head_dim / 2;
   const int hd = a.num_heads * a.head_dim;
   bf16* row = a.qkv + static_cast<int64_t>(t) * a.row_stride;
   const int pos = a.positions[t];
@@ -33,34 +33,10 @@ __global__ void rotary_kv_forward_kernel(RotaryKvArgs a) {
         ((static_cast<int64_t>(block) * a.num_heads + h) * a.block_size + off) * a.head_dim;
     T* kc = static_cast<T*>(a.k_cache) + base;
     T* vc = static_cast<T*>(a.v_cache) + base;
-    if (j < half) {
-      // As transformers: inv_freq = 1 / theta^(2j / rotary_dim) in F32, angle = pos * inv_freq.
-      const float inv_freq = 1.0f / powf(a.theta, static_cast<float>(2 * j) / a.rotary_dim);
-      float s, c;
-      sincosf(static_cast<float>(pos) * inv_freq, &s, &c);
-      const float q1 = __bfloat162float(q[j]), q2 = __bfloat162float(q[j + half]);
-      q[j] = __float2bfloat16(q1 * c - q2 * s);
-      q[j + half] = __float2bfloat16(q2 * c + q1 * s);
-      const float k1 = __bfloat162float(k[j]), k2 = __bfloat162float(k[j + half]);
-      kc[j] = E::FromFloat(k1 * c - k2 * s, a.k_scale);
-      kc[j + half] = E::FromFloat(k2 * c + k1 * s, a.k_scale);
-    } else {
-      const int d = a.rotary_dim + 2 * (j - half);  // the pass-through dims, two per thread
-      if constexpr (E::kFp8) {
-        kc[d] = E::FromFloat(__bfloat162float(k[d]), a.k_scale);
-        if (d + 1 < a.head_dim) kc[d + 1] = E::FromFloat(__bfloat162float(k[d + 1]), a.k_scale);
-      } else {
-        kc[d] = k[d];
-        if (d + 1 < a.head_dim) kc[d + 1] = k[d + 1];
-      }
-    }
-    if constexpr (E::kFp8) {
-      vc[2 * j] = E::FromFloat(__bfloat162float(v[2 * j]), a.v_scale);
-      vc[2 * j + 1] = E::FromFloat(__bfloat162float(v[2 * j + 1]), a.v_scale);
-    } else {
-      vc[2 * j] = v[2 * j];
-      vc[2 * j + 1] = v[2 * j + 1];
-    }
+    rotary_pair<T>(q, k, v, kc, vc, j, a.rotary_dim, a.head_dim, pos, a.theta, a.k_scale,
+                   a.v_scale, [&](int d, bf16 x, bool rotated) {
+                     if (rotated) q[d] = x;  // in place; pass-through dims stay as they are
+                   });
   }
 }
 

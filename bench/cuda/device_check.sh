@@ -25,8 +25,10 @@ export LD_LIBRARY_PATH=$PWD/.device/sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_P
 SYSROOT=""
 [ -d .device/sysroot ] && SYSROOT="-DPHI_SYSROOT=$PWD/.device/sysroot"
 # Binaries built here by prepare_device_carry.sh (sm_90) save the build's device minutes;
-# they are used when they start on this machine, else everything is built.
+# they are used when they were built from these sources (bench/cuda/source_hash.sh) and start
+# on this machine, else everything is built.
 if [ -x .device/bin/cuda_kernels_gpu_test ] &&
+   [ "$(cat .device/bin/SOURCES 2>/dev/null)" = "$(bash bench/cuda/source_hash.sh)" ] &&
    .device/bin/cuda_kernels_gpu_test --gtest_list_tests > /dev/null 2>&1; then
   B=$PWD/.device/bin
   RUNNER_OK=0

@@ -31,5 +31,7 @@ if [ -z "${PHI_NO_PREBUILT:-}" ]; then
   cp -L /usr/local/cuda/lib64/libcudart.so.13 .device/sysroot/lib/
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services bench tests || echo +changes), $(date -u +%FT%TZ)" \
     > .device/bin/BUILT
+  # device_check.sh uses these binaries only when the sources still hash the same there.
+  bash bench/cuda/source_hash.sh > .device/bin/SOURCES
 fi
 du -sh .device

@@ -27,7 +27,7 @@ if [ -z "${PHI_NO_PREBUILT:-}" ]; then
     -DPHI_GTEST_SRC=$PWD/.device/googletest -DPHI_SYSROOT=$PWD/.device/sysroot >/dev/null
   nice -n 5 cmake --build "$PB" -j"$(nproc)" >/dev/null
   mkdir -p .device/bin
-  for f in "$PB"/cuda_*_test "$PB"/phi_cuda_bench; do cp "$f" .device/bin/; done
+  for f in "$PB"/cuda_*_test "$PB"/phi_cuda_bench "$PB"/cuda_engine_bench; do cp "$f" .device/bin/; done
   cp -L /usr/local/cuda/lib64/libcudart.so.13 .device/sysroot/lib/
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services bench tests || echo +changes), $(date -u +%FT%TZ)" \
     > .device/bin/BUILT

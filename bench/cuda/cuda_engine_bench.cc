@@ -13,97 +13,30 @@
 // usage: cuda_engine_bench --model DIR [--streams 1,32,256] [--prompt-len 512] [--gen-len 256]
 //                          [--kv-dtype bf16|fp8] [--max-batch-tokens 2048]
 #include <algorithm>
-#include <atomic>
-#include <chrono>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
-#include <mutex>
 #include <random>
 #include <string>
 #include <thread>
-#include <utility>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/common/bench_args.h"
+#include "bench/common/stream_drain.h"
 #include "services/worker/backends/cuda/cuda_model_runner.h"
 #include "services/worker/engine/engine.h"
-#include "services/worker/service/stream_write_pool.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using phi::bench::Clock;
+using phi::bench::Flag;
+using phi::bench::IntFlag;
+using phi::bench::Seconds;
+using phi::bench::StreamDrain;
 using phi::worker::Engine;
 using phi::worker::EngineOptions;
 using phi::worker::GenerationRequest;
-using phi::worker::OutputChunk;
-using phi::worker::RequestStream;
 using phi::worker::StreamWritePool;
-
-double Seconds(Clock::time_point a, Clock::time_point b) {
-  return std::chrono::duration<double>(b - a).count();
-}
-
-std::string Flag(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i < argc; ++i) {
-    if (argv[i] == "--" + name && i + 1 < argc) return argv[i + 1];
-  }
-  return def;
-}
-
-int IntFlag(int argc, char** argv, const std::string& name, int def) {
-  int v = def;
-  if (!absl::SimpleAtoi(Flag(argc, argv, name, std::to_string(def)), &v) || v <= 0) {
-    std::fprintf(stderr, "--%s: expected a positive integer\n", name.c_str());
-    std::exit(2);
-  }
-  return v;
-}
-
-// One stream's output, drained on a pool thread; records when its first and last tokens came.
-class Drain final : public StreamWritePool::Task {
- public:
-  Drain(std::shared_ptr<RequestStream> stream, Clock::time_point submitted)
-      : stream_(std::move(stream)), submitted_(submitted) {}
-  void Run() override {
-    std::lock_guard<std::mutex> lock(mu_);
-    OutputChunk chunk;
-    while (stream_->TryNext(&chunk)) {
-      const Clock::time_point now = Clock::now();
-      if (tokens_ == 0 && !chunk.token_ids.empty()) first_ = now;
-      tokens_ += static_cast<int64_t>(chunk.token_ids.size());
-      arrivals_.push_back({now, static_cast<int>(chunk.token_ids.size())});
-      if (chunk.finished) {
-        last_ = now;
-        error_ = chunk.finish_reason == phi::worker::FinishReason::kError;
-        done_.store(true);
-      }
-    }
-  }
-  bool done() const { return done_.load(); }
-  double ttft() const { return Seconds(submitted_, first_); }
-  Clock::time_point first() const { return first_; }
-  Clock::time_point last() const { return last_; }
-  int64_t tokens() const { return tokens_; }
-  // Tokens that arrived after `t`.
-  int64_t TokensAfter(Clock::time_point t) const {
-    int64_t n = 0;
-    for (const auto& [when, count] : arrivals_) n += when > t ? count : 0;
-    return n;
-  }
-  bool error() const { return error_; }
-
- private:
-  std::mutex mu_;
-  const std::shared_ptr<RequestStream> stream_;
-  const Clock::time_point submitted_;
-  Clock::time_point first_, last_;
-  int64_t tokens_ = 0;
-  std::vector<std::pair<Clock::time_point, int>> arrivals_;
-  bool error_ = false;
-  std::atomic<bool> done_{false};
-};
 
 }  // namespace
 
@@ -115,13 +48,13 @@ int main(int argc, char** argv) {
                  argv[0]);
     return 2;
   }
-  const int prompt_len = IntFlag(argc, argv, "prompt-len", 512);
-  const int gen_len = IntFlag(argc, argv, "gen-len", 256);
-  const int max_batch_tokens = IntFlag(argc, argv, "max-batch-tokens", 2048);
-  std::vector<int> streams;
-  for (absl::string_view s : absl::StrSplit(Flag(argc, argv, "streams", "1,32,256"), ',')) {
-    int c = 0;
-    if (absl::SimpleAtoi(s, &c) && c > 0) streams.push_back(c);
+  const int prompt_len = IntFlag(argc, argv, "prompt-len", 512, 1);
+  const int gen_len = IntFlag(argc, argv, "gen-len", 256, 1);
+  const int max_batch_tokens = IntFlag(argc, argv, "max-batch-tokens", 2048, 1);
+  const std::vector<int> streams = phi::bench::PositiveIntList(argc, argv, "streams", "1,32,256");
+  if (streams.empty()) {
+    std::fprintf(stderr, "--streams: expected positive integers\n");
+    return 2;
   }
   phi::worker::cuda::CudaRunnerOptions ro;
   const std::string kv = Flag(argc, argv, "kv-dtype", "bf16");
@@ -169,7 +102,7 @@ int main(int argc, char** argv) {
   for (int round = -1; round < static_cast<int>(streams.size()); ++round) {
     const int b = round < 0 ? 1 : streams[round];  // round -1: warm-up (plans, graphs)
     const int gen = round < 0 ? 8 : gen_len;
-    std::vector<std::shared_ptr<Drain>> drains;
+    std::vector<std::shared_ptr<StreamDrain>> drains;
     const Clock::time_point t0 = Clock::now();
     for (int i = 0; i < b; ++i) {
       GenerationRequest r;
@@ -182,8 +115,7 @@ int main(int argc, char** argv) {
         std::fprintf(stderr, "submit: %s\n", stream.status().ToString().c_str());
         return 1;
       }
-      drains.push_back(std::make_shared<Drain>(*stream, Clock::now()));
-      (*stream)->set_output_notifier(pool.Notifier(drains.back()));
+      drains.push_back(StreamDrain::Start(*stream, Clock::now(), pool));
     }
     while (!std::all_of(drains.begin(), drains.end(), [](const auto& d) { return d->done(); })) {
       std::this_thread::sleep_for(std::chrono::milliseconds(1));
@@ -198,7 +130,7 @@ int main(int argc, char** argv) {
                      static_cast<long long>(d->tokens()), d->error() ? " (error)" : "");
         return 1;
       }
-      ttft.push_back(d->ttft() * 1e3);
+      ttft.push_back(d->ttft_seconds() * 1e3);
       last_first = std::max(last_first, d->first());
       last = std::max(last, d->last());
       tokens += d->tokens();

@@ -21,20 +21,20 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/common/bench_args.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using phi::bench::Clock;
+using phi::bench::Flag;
+using phi::bench::IntFlag;
+using phi::bench::Seconds;
 using phi::worker::Engine;
 using phi::worker::EngineOptions;
 using phi::worker::GenerationRequest;
 using phi::worker::OutputChunk;
-
-double Seconds(Clock::time_point a, Clock::time_point b) { return std::chrono::duration<double>(b - a).count(); }
 
 double Percentile(std::vector<double> v, double p) {
   if (v.empty()) return 0;
@@ -96,24 +96,6 @@ std::vector<int32_t> RandomTokens(std::mt19937_64& rng, int n, int vocab) {
   return v;
 }
 
-std::string Flag(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--" + name && i + 1 < argc) return argv[i + 1];
-    if (a.rfind("--" + name + "=", 0) == 0) return a.substr(name.size() + 3);
-  }
-  return def;
-}
-
-int IntFlag(int argc, char** argv, const std::string& name, int def) {
-  int v = def;
-  if (!absl::SimpleAtoi(Flag(argc, argv, name, std::to_string(def)), &v)) {
-    std::fprintf(stderr, "--%s: not an integer\n", name.c_str());
-    std::exit(2);
-  }
-  return v;
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -127,11 +109,7 @@ int main(int argc, char** argv) {
   const int prompt_len = IntFlag(argc, argv, "prompt-len", 128);
   const int gen_len = IntFlag(argc, argv, "gen-len", 64);
   const int requests_per_client = IntFlag(argc, argv, "requests", 2);
-  std::vector<int> concurrency;
-  for (absl::string_view s : absl::StrSplit(Flag(argc, argv, "concurrency", "1,4,16,64"), ',')) {
-    int c = 0;
-    if (absl::SimpleAtoi(s, &c) && c > 0) concurrency.push_back(c);
-  }
+  const std::vector<int> concurrency = phi::bench::PositiveIntList(argc, argv, "concurrency", "1,4,16,64");
 
   phi::cpu::CpuRunnerOptions ro;
   ro.num_threads = threads;

@@ -27,15 +27,16 @@
 #include <thread>
 #include <vector>
 
-#include "absl/strings/numbers.h"
-#include "absl/strings/str_split.h"
+#include "bench/common/bench_args.h"
+#include "bench/common/stream_drain.h"
 #include "services/worker/engine/engine.h"
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/service/stream_write_pool.h"
 
 namespace {
 
-using Clock = std::chrono::steady_clock;
+using phi::bench::Clock;
+using phi::bench::IntFlag;
 using phi::worker::Engine;
 using phi::worker::EngineOptions;
 using phi::worker::GenerationRequest;
@@ -127,46 +128,6 @@ class InstantRunner final : public ModelRunner {
   std::vector<StepRecord> steps_;
 };
 
-// Drains a stream on a StreamWritePool thread, as GenerateCall::Pump does (TryNext arms the
-// notifier when nothing is pending).
-class DrainTask final : public phi::worker::StreamWritePool::Task {
- public:
-  DrainTask(std::shared_ptr<phi::worker::RequestStream> stream, std::atomic<int64_t>* tokens,
-            std::atomic<int>* done)
-      : stream_(std::move(stream)), tokens_(tokens), done_(done) {}
-  void Run() override {
-    std::lock_guard<std::mutex> lock(mu_);  // one pool thread at a time per stream
-    OutputChunk chunk;
-    while (stream_->TryNext(&chunk)) {
-      *tokens_ += static_cast<int64_t>(chunk.token_ids.size());
-      if (chunk.finished) ++*done_;
-    }
-  }
-
- private:
-  std::mutex mu_;
-  const std::shared_ptr<phi::worker::RequestStream> stream_;
-  std::atomic<int64_t>* const tokens_;
-  std::atomic<int>* const done_;
-};
-
-std::string Flag(int argc, char** argv, const std::string& name, const std::string& def) {
-  for (int i = 1; i < argc; ++i) {
-    const std::string a = argv[i];
-    if (a == "--" + name && i + 1 < argc) return argv[i + 1];
-  }
-  return def;
-}
-
-int IntFlag(int argc, char** argv, const std::string& name, int def) {
-  int v = def;
-  if (!absl::SimpleAtoi(Flag(argc, argv, name, std::to_string(def)), &v) || v < 0) {
-    std::fprintf(stderr, "--%s: expected a non-negative integer\n", name.c_str());
-    std::exit(2);
-  }
-  return v;
-}
-
 double Median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::sort(v.begin(), v.end());
@@ -176,18 +137,14 @@ double Median(std::vector<double> v) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  const int prompt_len = IntFlag(argc, argv, "prompt-len", 512);
-  const int gen_len = IntFlag(argc, argv, "gen-len", 256);
-  const int max_batch_tokens = IntFlag(argc, argv, "max-batch-tokens", 2048);
-  const int gpu_step_ms = IntFlag(argc, argv, "gpu-step-ms", 6);
+  const int prompt_len = IntFlag(argc, argv, "prompt-len", 512, 0);
+  const int gen_len = IntFlag(argc, argv, "gen-len", 256, 0);
+  const int max_batch_tokens = IntFlag(argc, argv, "max-batch-tokens", 2048, 0);
+  const int gpu_step_ms = IntFlag(argc, argv, "gpu-step-ms", 6, 0);
   // 0: a thread per stream blocked in Next() (the sync worker); N: the callback worker's
   // StreamWritePool of N threads.
-  const int pool_threads = IntFlag(argc, argv, "write-pool", 2);
-  std::vector<int> streams;
-  for (absl::string_view s : absl::StrSplit(Flag(argc, argv, "streams", "1,32,256"), ',')) {
-    int c = 0;
-    if (absl::SimpleAtoi(s, &c) && c > 0) streams.push_back(c);
-  }
+  const int pool_threads = IntFlag(argc, argv, "write-pool", 2, 0);
+  const std::vector<int> streams = phi::bench::PositiveIntList(argc, argv, "streams", "1,32,256");
   std::printf("engine over a runner that takes no time (Phi-1.5 shape, vocab 51200): prompts of "
               "%d tokens, %d generated, greedy (one top-1 candidate record per row), "
               "max %d tokens per step; output read by %s\n\n",
@@ -246,13 +203,14 @@ int main(int argc, char** argv) {
       // The callback worker's model: the engine thread only queues a stream on the
       // StreamWritePool through its output notifier; a pool thread drains it with TryNext.
       phi::worker::StreamWritePool pool(pool_threads);
-      std::atomic<int> done{0};
-      std::vector<std::shared_ptr<DrainTask>> tasks;
+      std::vector<std::shared_ptr<phi::bench::StreamDrain>> drains;
       for (int i = 0; i < b; ++i) {
-        tasks.push_back(std::make_shared<DrainTask>(submitted[i], &tokens, &done));
-        submitted[i]->set_output_notifier(pool.Notifier(tasks.back()));
+        drains.push_back(phi::bench::StreamDrain::Start(submitted[i], Clock::now(), pool));
       }
-      while (done.load() < b) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      while (!std::all_of(drains.begin(), drains.end(), [](const auto& d) { return d->done(); })) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+      }
+      for (const auto& d : drains) tokens += d->tokens();
     }
     engine->reset();
     const std::vector<InstantRunner::StepRecord> steps = runner.TakeSteps();

@@ -57,24 +57,26 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       PHI_CUDA_RETURN_IF_ERROR(
           gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
     }
-    RotaryKvArgs rk;
-    rk.qkv = qkvf_;
-    rk.row_stride = c.w1_rows();
-    rk.positions = i32(L.positions);
-    rk.slots = i32(L.slots);
-    rk.k_cache = kc;
-    rk.v_cache = vc;
-    rk.kv_dtype = options_.kv_dtype;
-    rk.k_scale = rk.v_scale = options_.kv_scale;
-    rk.num_tokens = L.n_tok;
-    rk.num_heads = c.num_heads;
-    rk.head_dim = c.head_dim;
-    rk.rotary_dim = c.rotary_dim;
-    rk.block_size = options_.block_size;
-    rk.theta = c.rope_theta;
-    rk.pdl = pdl;
     // The fused batch-1 path rotates inside decode attention (PagedAttentionArgs::new_slots).
-    if (!fused) PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
+    if (!fused) {
+      RotaryKvArgs rk;
+      rk.qkv = qkvf_;
+      rk.row_stride = c.w1_rows();
+      rk.positions = i32(L.positions);
+      rk.slots = i32(L.slots);
+      rk.k_cache = kc;
+      rk.v_cache = vc;
+      rk.kv_dtype = options_.kv_dtype;
+      rk.k_scale = rk.v_scale = options_.kv_scale;
+      rk.num_tokens = L.n_tok;
+      rk.num_heads = c.num_heads;
+      rk.head_dim = c.head_dim;
+      rk.rotary_dim = c.rotary_dim;
+      rk.block_size = options_.block_size;
+      rk.theta = c.rope_theta;
+      rk.pdl = pdl;
+      PHI_CUDA_RETURN_IF_ERROR(rotary_kv_forward(rk, stream_));
+    }
     PagedAttentionArgs at;
     at.q = qkvf_;
     at.q_stride = c.w1_rows();

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cfloat>
 
+#include "services/worker/backends/cuda/device_limits.h"
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/kv_elem.cuh"
 #include "services/worker/backends/cuda/pdl.cuh"
@@ -226,14 +227,10 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
 // Blocks per (sequence, head) for decode_partitions -1: enough for 8 waves of the blocks the
 // GPU holds at once (so the last wave's tail stays small), never more than the partitions.
 int AutoDecodePartitions(const void* kernel, int pairs, int parts) {
-  int dev = 0, sms = 0, per_sm = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess ||
-      cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess ||
-      cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kernel, kThreads, 0) != cudaSuccess) {
-    cudaGetLastError();  // not a launch error: keep one block per partition
-    return parts;
-  }
-  const int64_t want = 8LL * sms * std::max(per_sm, 1);
+  const int sms = current_sm_count();
+  const int per_sm = resident_blocks_per_sm(kernel, kThreads, 0);
+  if (sms == 0 || per_sm == 0) return parts;  // the runtime cannot say: one block per partition
+  const int64_t want = 8LL * sms * per_sm;
   const int64_t n = (want + pairs - 1) / std::max(pairs, 1);
   return static_cast<int>(std::clamp<int64_t>(n, 1, parts));
 }

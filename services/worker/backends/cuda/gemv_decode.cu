@@ -16,12 +16,9 @@
 // attention columns follow the wait. Columns are summed in that order (first_col = a_cols);
 // the unfused path gets the same order from kPlain with first_col.
 #include <algorithm>
-#include <atomic>
-#include <map>
-#include <mutex>
-#include <utility>
 
 #include "services/worker/backends/cuda/activations.cuh"
+#include "services/worker/backends/cuda/device_limits.h"
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
@@ -227,41 +224,6 @@ Gemv1Kernel pick_kernel(const Gemv1Args& g) {
   }
 }
 
-int current_sm_count() {
-  static std::atomic<int> cached[64];
-  int dev = 0;
-  if (cudaGetDevice(&dev) != cudaSuccess || dev < 0) return 0;
-  if (dev < 64) {
-    const int c = cached[dev].load(std::memory_order_relaxed);
-    if (c > 0) return c;
-  }
-  int sms = 0;
-  if (cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) return 0;
-  if (dev < 64) cached[dev].store(sms, std::memory_order_relaxed);
-  return sms;
-}
-
-// Resident blocks per SM of `kernel` with `shared_bytes` of dynamic shared memory (cached:
-// the occupancy query is not free and the shapes are few).
-int resident_blocks(Gemv1Kernel kernel, size_t shared_bytes) {
-  static std::mutex mu;
-  static std::map<std::pair<const void*, size_t>, int> cache;
-  const std::pair<const void*, size_t> key(reinterpret_cast<const void*>(kernel), shared_bytes);
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    auto it = cache.find(key);
-    if (it != cache.end()) return it->second;
-  }
-  int blocks = 0;
-  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&blocks, kernel, kThreads, shared_bytes) !=
-      cudaSuccess) {
-    return 0;
-  }
-  std::lock_guard<std::mutex> lock(mu);
-  cache[key] = blocks;
-  return blocks;
-}
-
 }  // namespace
 
 bool gemv1_layernorm_fits(int k) { return layernorm_reg_vpt(k) > 0 && k <= kGemv1MaxK; }
@@ -327,7 +289,8 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
   const int groups = (g.n + rows_per_group - 1) / rows_per_group;
   const Gemv1Kernel kernel = pick_kernel(g);
   const size_t shared_bytes = 2 * static_cast<size_t>(g.k);
-  const int resident = resident_blocks(kernel, shared_bytes);
+  const int resident =
+      resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, shared_bytes);
   const int per_sm = g.blocks_per_sm > 0 && (resident == 0 || g.blocks_per_sm < resident)
                          ? g.blocks_per_sm
                          : (resident > 0 ? resident : 1);

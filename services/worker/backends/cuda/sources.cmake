@@ -2,6 +2,7 @@
 # standalone GPU-machine build (bench/cuda/standalone), which has no Abseil or gRPC.
 set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cuda_status.cc
+  ${CMAKE_CURRENT_LIST_DIR}/device_limits.cc
   ${CMAKE_CURRENT_LIST_DIR}/kernels_cpu.cc
   ${CMAKE_CURRENT_LIST_DIR}/layernorm.cu
   ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu

@@ -8,6 +8,7 @@
 
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/kv_elem.cuh"
+#include "services/worker/backends/cuda/pdl.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -142,11 +143,12 @@ CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles&
   if (args.tensor_cores) return attention_prefill_mma(args, tiles, stream);
   const dim3 grid(tiles.num_tiles, args.num_heads);
   if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
-    attention_prefill_kernel<fp8_e4m3><<<grid, kThreads, 0, stream>>>(args, tiles);
+    PHI_CUDA_CHECK(launch_kernel(false, attention_prefill_kernel<fp8_e4m3>, grid,
+                                 dim3(kThreads), 0, stream, args, tiles));
   } else {
-    attention_prefill_kernel<bf16><<<grid, kThreads, 0, stream>>>(args, tiles);
+    PHI_CUDA_CHECK(launch_kernel(false, attention_prefill_kernel<bf16>, grid, dim3(kThreads),
+                                 0, stream, args, tiles));
   }
-  PHI_CUDA_CHECK_LAUNCH(attention_prefill_kernel);
   return {};
 }
 

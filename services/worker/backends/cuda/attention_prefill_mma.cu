@@ -20,6 +20,7 @@
 
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/kv_elem.cuh"
+#include "services/worker/backends/cuda/pdl.cuh"
 
 namespace phi::worker::cuda {
 namespace {
@@ -32,11 +33,15 @@ constexpr int kStride = kD + 8;  // BF16 per shared row: +16 bytes, conflict-fre
 
 __device__ __forceinline__ void mma_bf16_16816(float* d, const uint32_t* a, uint32_t b0,
                                                uint32_t b1) {
+#ifdef PHI_CUDA_EMULATION
+  cuda_emu::WarpMmaBf16M16N8K16(d, a, b0, b1);  // the CPU emulator's twin (tests/cuda_emu)
+#else
   asm volatile(
       "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
       "{%8,%9}, {%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
 }
 
 // Two consecutive BF16 values as one register (the lower index in the low half).
@@ -214,11 +219,12 @@ CudaStatus attention_prefill_mma(const PagedAttentionArgs& args, const PrefillTi
                                  cudaStream_t stream) {
   const dim3 grid(tiles.num_tiles, args.num_heads);
   if (args.kv_dtype == KvCacheDtype::kFp8E4m3) {
-    attention_prefill_mma_kernel<fp8_e4m3><<<grid, kThreads, 0, stream>>>(args, tiles);
+    PHI_CUDA_CHECK(launch_kernel(false, attention_prefill_mma_kernel<fp8_e4m3>, grid,
+                                 dim3(kThreads), 0, stream, args, tiles));
   } else {
-    attention_prefill_mma_kernel<bf16><<<grid, kThreads, 0, stream>>>(args, tiles);
+    PHI_CUDA_CHECK(launch_kernel(false, attention_prefill_mma_kernel<bf16>, grid,
+                                 dim3(kThreads), 0, stream, args, tiles));
   }
-  PHI_CUDA_CHECK_LAUNCH(attention_prefill_mma_kernel);
   return {};
 }
 

@@ -89,9 +89,8 @@ CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x,
                              int vocab, int dim, cudaStream_t stream, int vocab_begin) {
   PHI_CUDA_REQUIRE(num_tokens >= 0 && dim > 0, "embedding_forward: num_tokens >= 0, dim > 0");
   if (num_tokens == 0) return {};
-  embedding_forward_kernel<<<num_tokens, kThreads, 0, stream>>>(tokens, table, x, vocab, dim,
-                                                                vocab_begin);
-  PHI_CUDA_CHECK_LAUNCH(embedding_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, embedding_forward_kernel, dim3(num_tokens), dim3(kThreads), 0,
+                               stream, tokens, table, x, vocab, dim, vocab_begin));
   return {};
 }
 
@@ -110,8 +109,8 @@ CudaStatus gelu_forward(const bf16* in, int in_stride, bf16* out, int out_stride
 CudaStatus bias_add_forward(bf16* x, const bf16* bias, int rows, int cols, cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(rows) * cols;
   if (n == 0) return {};
-  bias_add_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, bias, n, cols);
-  PHI_CUDA_CHECK_LAUNCH(bias_add_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, bias_add_forward_kernel<bf16>, dim3(grid_for(n)),
+                               dim3(kThreads), 0, stream, x, bias, n, cols));
   return {};
 }
 
@@ -119,24 +118,24 @@ CudaStatus bias_add_forward(float* x, const float* bias, int rows, int cols,
                             cudaStream_t stream) {
   const int64_t n = static_cast<int64_t>(rows) * cols;
   if (n == 0) return {};
-  bias_add_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(x, bias, n, cols);
-  PHI_CUDA_CHECK_LAUNCH(bias_add_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, bias_add_forward_kernel<float>, dim3(grid_for(n)),
+                               dim3(kThreads), 0, stream, x, bias, n, cols));
   return {};
 }
 
 CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,
                                cudaStream_t stream) {
   if (n == 0) return {};
-  fill_random_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, n, seed, scale);
-  PHI_CUDA_CHECK_LAUNCH(fill_random_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, fill_random_forward_kernel<bf16>, dim3(grid_for(n)),
+                               dim3(kThreads), 0, stream, out, n, seed, scale));
   return {};
 }
 
 CudaStatus fill_random_forward(float* out, int64_t n, uint64_t seed, float scale,
                                cudaStream_t stream) {
   if (n == 0) return {};
-  fill_random_forward_kernel<<<grid_for(n), kThreads, 0, stream>>>(out, n, seed, scale);
-  PHI_CUDA_CHECK_LAUNCH(fill_random_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, fill_random_forward_kernel<float>, dim3(grid_for(n)),
+                               dim3(kThreads), 0, stream, out, n, seed, scale));
   return {};
 }
 

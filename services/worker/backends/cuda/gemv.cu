@@ -2,6 +2,7 @@
 // W[n, :] with four loads in flight (evict-first: the weights are read once per step), and
 // reads the M activation rows, which stay in L1/L2, alongside.
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
 
 namespace phi::worker::cuda {
@@ -79,14 +80,15 @@ __global__ void __launch_bounds__(kWarpsPerBlock * 32)
 }
 
 template <int M>
-void launch(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32, float beta,
-            int n, int k, cudaStream_t stream) {
+cudaError_t launch(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32, float beta,
+                   int n, int k, cudaStream_t stream) {
   const int blocks = (n + kWarpsPerBlock - 1) / kWarpsPerBlock;
   if (d_f32) {
-    gemv_forward_kernel<M, true><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(a, w, bias, d, beta, n, k);
-  } else {
-    gemv_forward_kernel<M, false><<<blocks, kWarpsPerBlock * 32, 0, stream>>>(a, w, bias, d, beta, n, k);
+    return launch_kernel(false, gemv_forward_kernel<M, true>, dim3(blocks),
+                         dim3(kWarpsPerBlock * 32), 0, stream, a, w, bias, d, beta, n, k);
   }
+  return launch_kernel(false, gemv_forward_kernel<M, false>, dim3(blocks),
+                       dim3(kWarpsPerBlock * 32), 0, stream, a, w, bias, d, beta, n, k);
 }
 
 }  // namespace
@@ -116,16 +118,31 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
   }
   switch (m) {
     case 0: return {};
-    case 1: launch<1>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 2: launch<2>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 3: launch<3>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 4: launch<4>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 5: launch<5>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 6: launch<6>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    case 7: launch<7>(a, w, bias, d, d_f32, beta, n, k, stream); break;
-    default: launch<8>(a, w, bias, d, d_f32, beta, n, k, stream); break;
+    case 1:
+      PHI_CUDA_CHECK(launch<1>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 2:
+      PHI_CUDA_CHECK(launch<2>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 3:
+      PHI_CUDA_CHECK(launch<3>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 4:
+      PHI_CUDA_CHECK(launch<4>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 5:
+      PHI_CUDA_CHECK(launch<5>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 6:
+      PHI_CUDA_CHECK(launch<6>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    case 7:
+      PHI_CUDA_CHECK(launch<7>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
+    default:
+      PHI_CUDA_CHECK(launch<8>(a, w, bias, d, d_f32, beta, n, k, stream));
+      break;
   }
-  PHI_CUDA_CHECK_LAUNCH(gemv_forward_kernel);
   return {};
 }
 

@@ -83,7 +83,11 @@ __device__ __forceinline__ void finish_row(const Gemv1Args& g, int row, float ac
 template <GemvPrologue P, int VPT, bool kF32>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
     gemv1_kernel(const Gemv1Args g, int split, int groups) {
+#ifdef PHI_CUDA_EMULATION
+  unsigned char* smem_raw = cuda_emu::DynamicShared();  // the CPU emulator (tests/cuda_emu)
+#else
   extern __shared__ __align__(16) unsigned char smem_raw[];
+#endif
   bf16* a_s = reinterpret_cast<bf16*>(smem_raw);
   __shared__ float scratch[32];
   __shared__ float part_s[kMaxHeldGroups][kWarps];

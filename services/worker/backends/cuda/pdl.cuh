@@ -19,6 +19,10 @@
 
 #include <cuda_runtime.h>
 
+#ifdef PHI_CUDA_EMULATION
+#include "tests/cuda_emu/cuda_emu.h"
+#endif
+
 namespace phi::worker::cuda {
 
 // Blocks until the previous kernel on the stream has completed and its writes are visible.
@@ -42,6 +46,12 @@ __device__ __forceinline__ void pdl_launch_dependents() {
 template <typename... Params, typename... Args>
 cudaError_t launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 block,
                           size_t shared_bytes, cudaStream_t stream, Args... args) {
+#ifdef PHI_CUDA_EMULATION
+  // The CPU emulator (tests/cuda_emu) runs kernels one after another: PDL changes nothing.
+  (void)pdl;
+  return cuda_emu::Launch(grid, block, shared_bytes, stream,
+                          [=] { kernel(static_cast<Params>(args)...); });
+#else
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;
   config.blockDim = block;
@@ -53,6 +63,7 @@ cudaError_t launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 b
   config.attrs = attribute;
   config.numAttrs = pdl ? 1 : 0;
   return cudaLaunchKernelEx(&config, kernel, static_cast<Params>(args)...);
+#endif
 }
 
 }  // namespace phi::worker::cuda

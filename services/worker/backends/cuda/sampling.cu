@@ -7,6 +7,7 @@
 #include <cfloat>
 
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/philox.h"
 #include "services/worker/backends/cuda/reduce.cuh"
 
@@ -226,8 +227,8 @@ CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream) {
   PHI_CUDA_REQUIRE(args.max_top_n == 0 || (args.out_top_ids && args.out_top_logprobs),
                    "sample_forward: top-N outputs required when max_top_n > 0");
   if (args.rows == 0) return {};
-  sample_forward_kernel<<<args.rows, kThreads, 0, stream>>>(args);
-  PHI_CUDA_CHECK_LAUNCH(sample_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, sample_forward_kernel, dim3(args.rows), dim3(kThreads), 0,
+                               stream, args));
   return {};
 }
 

@@ -17,6 +17,7 @@
 #include <string>
 
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
 
 namespace phi::worker::cuda {
@@ -208,8 +209,8 @@ CudaStatus top_candidates_forward(const TopCandidatesArgs& args, cudaStream_t st
   if (args.num_rows == 0) return {};
   PHI_CUDA_REQUIRE(args.logits && args.rows && args.counts && args.want_lse && args.out,
                    "top_candidates_forward: logits, rows, counts, want_lse and out are required");
-  top_candidates_forward_kernel<<<args.num_rows, kThreads, 0, stream>>>(args);
-  PHI_CUDA_CHECK_LAUNCH(top_candidates_forward_kernel);
+  PHI_CUDA_CHECK(launch_kernel(false, top_candidates_forward_kernel, dim3(args.num_rows),
+                               dim3(kThreads), 0, stream, args));
   return {};
 }
 

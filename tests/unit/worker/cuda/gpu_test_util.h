@@ -34,6 +34,15 @@ inline std::string NoGpuReason() {
     if (!phi_no_gpu_.empty()) GTEST_SKIP() << "no CUDA GPU (" << phi_no_gpu_ << ")"; \
   } while (0)
 
+// For tests whose point is a timing: on the CPU emulator (tests/cuda_emu) it means nothing.
+#ifdef PHI_CUDA_EMULATION
+#define PHI_SKIP_ON_EMULATOR() GTEST_SKIP() << "a timing; meaningless on the CPU emulator"
+#else
+#define PHI_SKIP_ON_EMULATOR() \
+  do {                         \
+  } while (0)
+#endif
+
 #define PHI_ASSERT_CUDA_OK(expr)                            \
   do {                                                      \
     const ::phi::worker::cuda::CudaStatus phi_st_ = (expr); \

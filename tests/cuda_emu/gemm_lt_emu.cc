@@ -1,0 +1,60 @@
+// GemmLt for the emulated build: the same contract as gemm_lt.cc (D = A W^T + bias + beta D,
+// F32 accumulation, one rounding to D's type) with a host loop in place of cuBLASLt, in stream
+// order so that it is captured into graphs like the real GEMMs. Shapes with M <= small_m_max
+// take gemv_forward, the emulated kernel, as on the GPU.
+#include <cuda_bf16.h>
+
+#include <cstdint>
+#include <string>
+
+#include "services/worker/backends/cuda/gemm_lt.h"
+#include "tests/cuda_emu/cuda_emu.h"
+
+namespace phi::worker::cuda {
+
+struct GemmLt::Plan {};
+
+CudaStatus GemmLt::Create(size_t workspace_bytes, std::unique_ptr<GemmLt>* out) {
+  std::unique_ptr<GemmLt> g(new GemmLt());
+  g->workspace_bytes_ = workspace_bytes;
+  *out = std::move(g);
+  return {};
+}
+
+GemmLt::~GemmLt() = default;
+
+CudaStatus GemmLt::Matmul(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
+                          float beta, int m, int n, int k, cudaStream_t stream) {
+  PHI_CUDA_REQUIRE(m >= 0 && n > 0 && k > 0, "GemmLt::Matmul: m >= 0, n > 0, k > 0");
+  if (m == 0) return {};
+  if (m <= small_m_max_ && k % 8 == 0 &&
+      (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0) {
+    return gemv_forward(a, w, bias, d, d_f32, beta, m, n, k, stream);
+  }
+  const cudaError_t e = cuda_emu::Enqueue(stream, [=] {
+    for (int r = 0; r < m; ++r) {
+      const bf16* ar = a + static_cast<int64_t>(r) * k;
+      for (int c = 0; c < n; ++c) {
+        const bf16* wc = w + static_cast<int64_t>(c) * k;
+        float acc = 0.0f;
+        for (int i = 0; i < k; ++i) acc += __bfloat162float(ar[i]) * __bfloat162float(wc[i]);
+        const int64_t o = static_cast<int64_t>(r) * n + c;
+        if (d_f32) {
+          float* df = static_cast<float*>(d);
+          if (bias) acc += static_cast<const float*>(bias)[c];
+          if (beta != 0.0f) acc += beta * df[o];
+          df[o] = acc;
+        } else {
+          bf16* db = static_cast<bf16*>(d);
+          if (bias) acc += __bfloat162float(static_cast<const bf16*>(bias)[c]);
+          if (beta != 0.0f) acc += beta * __bfloat162float(db[o]);
+          db[o] = __float2bfloat16(acc);
+        }
+      }
+    }
+  });
+  PHI_CUDA_CHECK(e);
+  return {};
+}
+
+}  // namespace phi::worker::cuda

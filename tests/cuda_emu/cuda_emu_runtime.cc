@@ -79,7 +79,7 @@ struct BlockRun {
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> dynamic_shared;
-  std::string kernel_where;  // "block (x,y,z)" for messages
+  uint3 block_idx;  // the block being run, for messages
 };
 
 thread_local BlockRun* t_run = nullptr;
@@ -227,6 +227,10 @@ void Complete(Fiber* by_lane[32], unsigned mask) {
   }
 }
 
+std::string Where(const BlockRun& run) {
+  return Cat("block (", run.block_idx.x, ",", run.block_idx.y, ",", run.block_idx.z, ")");
+}
+
 // Releases every collective of the warp starting at thread `warp_first` whose named lanes
 // have all arrived; true if one was.
 bool ReleaseWarp(BlockRun& run, int warp_first) {
@@ -242,7 +246,7 @@ bool ReleaseWarp(BlockRun& run, int warp_first) {
     Fiber* f = by_lane[l];
     if (f == nullptr || f->wait != Wait::kWarp) continue;
     if (!(f->mask >> l & 1)) {
-      Fail(Cat(run.kernel_where, ": thread ", f->rank,
+      Fail(Cat(Where(run), ": thread ", f->rank,
                " calls a warp collective with a mask that does not name its own lane"));
     }
     const unsigned mask = f->mask & existing;
@@ -251,13 +255,13 @@ bool ReleaseWarp(BlockRun& run, int warp_first) {
       if (!(mask >> o & 1)) continue;
       const Fiber& other = *by_lane[o];
       if (other.wait == Wait::kDone) {
-        Fail(Cat(run.kernel_where, ": thread ", other.rank,
+        Fail(Cat(Where(run), ": thread ", other.rank,
                  " exited but is named in the mask of a warp collective of thread ", f->rank));
       }
       if (other.wait != Wait::kWarp) {
         ready = false;
       } else if (other.mask != f->mask || other.op != f->op) {
-        Fail(Cat(run.kernel_where, ": threads ", f->rank, " and ", other.rank,
+        Fail(Cat(Where(run), ": threads ", f->rank, " and ", other.rank,
                  " are in different warp collectives"));
       }
     }
@@ -274,7 +278,7 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
   while (static_cast<int>(t_stacks.size()) < n) {
     t_stacks.emplace_back(new char[kStackBytes]);
   }
-  run.kernel_where = Cat("block (", block_idx.x, ",", block_idx.y, ",", block_idx.z, ")");
+  run.block_idx = block_idx;
   run.fibers.assign(n, Fiber{});
   for (int i = 0; i < n; ++i) {
     Fiber& f = run.fibers[i];
@@ -324,7 +328,7 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
       if (f.wait == Wait::kDone) continue;
       states << " " << f.rank << (f.wait == Wait::kBarrier ? ":syncthreads" : ":warp");
     }
-    Fail(Cat(run.kernel_where, ": deadlock, threads waiting where others never arrive:",
+    Fail(Cat(Where(run), ": deadlock, threads waiting where others never arrive:",
              states.str()));
   }
 }

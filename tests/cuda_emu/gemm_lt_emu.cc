@@ -6,6 +6,7 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "tests/cuda_emu/cuda_emu.h"
@@ -32,12 +33,20 @@ CudaStatus GemmLt::Matmul(const bf16* a, const bf16* w, const void* bias, void* 
     return gemv_forward(a, w, bias, d, d_f32, beta, m, n, k, stream);
   }
   const cudaError_t e = cuda_emu::Enqueue(stream, [=] {
+    std::vector<float> ar(k), wc(k);
     for (int r = 0; r < m; ++r) {
-      const bf16* ar = a + static_cast<int64_t>(r) * k;
+      for (int i = 0; i < k; ++i) ar[i] = __bfloat162float(a[static_cast<int64_t>(r) * k + i]);
       for (int c = 0; c < n; ++c) {
-        const bf16* wc = w + static_cast<int64_t>(c) * k;
+        for (int i = 0; i < k; ++i) wc[i] = __bfloat162float(w[static_cast<int64_t>(c) * k + i]);
+        // Eight partial sums (the order is cuBLASLt's business too): lets the loop vectorise.
+        float part[8] = {};
+        int i = 0;
+        for (; i + 8 <= k; i += 8) {
+          for (int j = 0; j < 8; ++j) part[j] += ar[i + j] * wc[i + j];
+        }
         float acc = 0.0f;
-        for (int i = 0; i < k; ++i) acc += __bfloat162float(ar[i]) * __bfloat162float(wc[i]);
+        for (; i < k; ++i) acc += ar[i] * wc[i];
+        for (float p : part) acc += p;
         const int64_t o = static_cast<int64_t>(r) * n + c;
         if (d_f32) {
           float* df = static_cast<float*>(d);

@@ -3,6 +3,7 @@
 // with one-shot prefill, CUDA-graph decode agrees with eager decode, greedy tokens do not
 // depend on the rest of the batch, and bad steps are refused with the reason. Label: gpu.
 #include <algorithm>
+#include <cstring>
 #include <numeric>
 #include <vector>
 
@@ -256,6 +257,83 @@ TEST(PhiCudaModelGpu, RefusesBadStepsWithTheReason) {
   st = m2->AllocateKvCache(1 << 30);
   EXPECT_EQ(st.code(), CudaStatus::Code::kResourceExhausted);
   EXPECT_NE(st.message().find("free"), std::string::npos) << st.message();
+}
+
+}  // namespace
+}  // namespace phi::worker::cuda
+
+namespace phi::worker::cuda {
+namespace {
+
+// One layer with every Phi-1.5 dimension (hidden 2048, 32 heads, intermediate 8192, vocab
+// 51200): the launch shapes of the real model (LayerNorm's register path at 2048, lm_head's
+// one-token GEMV over 51200 rows with the final LayerNorm inside, 32-head attention grids),
+// which the tiny configurations above do not reach. Prefill logits against the dense CPU
+// forward; three greedy decode steps with the default path (fused, programmatic launch, graphs)
+// equal to the plain unfused eager decode bit for bit, and to the dense forward.
+TEST(PhiCudaModelGpu, Phi15LayerShapesMatchDenseCpuForwardAndPlainDecode) {
+  PHI_REQUIRE_GPU();
+  PhiCudaConfig c;
+  c.vocab_size = 51200;
+  c.hidden_size = 2048;
+  c.intermediate_size = 8192;
+  c.num_layers = 1;
+  c.num_heads = 32;
+  c.head_dim = 64;
+  c.rotary_dim = 32;
+  c.max_positions = 2048;
+  auto make = [&](bool fast) {
+    PhiCudaOptions o;
+    o.max_tokens_per_step = 64;
+    o.max_seqs = 2;
+    o.max_logit_rows = 64;
+    o.use_cuda_graphs = fast;
+    o.fuse_decode = fast;
+    o.programmatic_launch = fast;
+    std::unique_ptr<PhiCudaModel> m;
+    if (!PhiCudaModel::Create(c, o, &m).ok()) return std::unique_ptr<PhiCudaModel>();
+    if (!m->FillRandomWeights(4321, 0.03f).ok()) return std::unique_ptr<PhiCudaModel>();
+    if (!m->AllocateKvCache(8).ok()) return std::unique_ptr<PhiCudaModel>();
+    return m;
+  };
+  auto fast = make(true), plain = make(false);
+  ASSERT_NE(fast, nullptr);
+  ASSERT_NE(plain, nullptr);
+  const int n = 19, steps = 3, vocab = c.vocab_size;
+  std::vector<int32_t> tokens = Prompt(n, 5);
+  const std::vector<int32_t> blocks = Blocks(2, 4);
+  std::vector<float> got(static_cast<size_t>(n + steps) * vocab);
+  for (PhiCudaModel* m : {fast.get(), plain.get()}) {
+    PhiSeqInput s;
+    s.tokens = tokens;
+    s.block_table = blocks;
+    s.all_logits = m == fast.get();
+    PhiStepOutput out;
+    PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+    if (m == fast.get()) PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0], n, got.data()));
+  }
+  for (int step = 0; step < steps; ++step) {
+    const float* last = got.data() + static_cast<size_t>(n + step - 1) * vocab;
+    tokens.push_back(static_cast<int32_t>(std::max_element(last, last + vocab) - last));
+    std::vector<float> rows[2];
+    for (int v = 0; v < 2; ++v) {
+      PhiCudaModel* m = v == 0 ? fast.get() : plain.get();
+      PhiSeqInput s;
+      s.tokens = std::span<const int32_t>(&tokens.back(), 1);
+      s.start_pos = n + step;
+      s.block_table = blocks;
+      PhiStepOutput out;
+      PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+      rows[v].resize(vocab);
+      PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0], 1, rows[v].data()));
+    }
+    ASSERT_EQ(0, std::memcmp(rows[0].data(), rows[1].data(), 4 * static_cast<size_t>(vocab)))
+        << "fused decode differs from the plain decode at step " << step;
+    std::copy(rows[0].begin(), rows[0].end(), got.begin() + static_cast<size_t>(n + step) * vocab);
+  }
+  EXPECT_EQ(fast->num_captured_graphs(), 1);
+  const std::vector<float> want = CpuForward(*fast, tokens);  // n + steps rows, as `got`
+  EXPECT_LT(RelNormError(got, want), 2e-2);
 }
 
 }  // namespace

@@ -149,8 +149,14 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     }
     m.used += size;
   }
-  void* p = std::aligned_alloc(256, (size + 255) / 256 * 256 + 256);
-  if (p == nullptr) return RecordError(cudaErrorMemoryAllocation);
+  // Exactly `size` bytes (256-aligned like cudaMalloc): under AddressSanitizer a kernel that
+  // reads or writes past the end of a buffer is reported at the access.
+  void* p = nullptr;
+  if (posix_memalign(&p, 256, size > 0 ? size : 1) != 0) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.used -= size;
+    return RecordError(cudaErrorMemoryAllocation);
+  }
   std::memset(p, 0x55, size < cuda_emu::kPoisonLimit ? size : cuda_emu::kPoisonLimit);
   std::lock_guard<std::mutex> lock(m.mu);
   m.device[p] = size;
@@ -171,8 +177,9 @@ cudaError_t cudaFree(void* ptr) {
   return cudaSuccess;
 }
 cudaError_t cudaMallocHost(void** ptr, size_t size) {
-  *ptr = std::aligned_alloc(256, (size + 255) / 256 * 256 + 256);
-  return *ptr ? cudaSuccess : RecordError(cudaErrorMemoryAllocation);
+  *ptr = nullptr;
+  return posix_memalign(ptr, 256, size > 0 ? size : 1) == 0 ? cudaSuccess
+                                                             : RecordError(cudaErrorMemoryAllocation);
 }
 cudaError_t cudaHostAlloc(void** ptr, size_t size, unsigned int) {
   return cudaMallocHost(ptr, size);

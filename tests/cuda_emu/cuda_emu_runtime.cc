@@ -45,6 +45,11 @@ cuda_emu_switch:
   .text
 )");
 
+#if defined(__SANITIZE_ADDRESS__)
+#include <sanitizer/common_interface_defs.h>
+#define CUDA_EMU_ASAN 1
+#endif
+
 namespace cuda_emu {
 namespace {
 
@@ -57,6 +62,8 @@ enum class WarpOp { kShuffle, kBallot, kMatchAny, kMma };
 
 struct Fiber {
   void* sp = nullptr;  // saved stack pointer while not running
+  char* stack = nullptr;
+  void* asan_fake_stack = nullptr;
   ThreadIndex index;
   int rank = 0;  // linear thread index in the block
   Wait wait = Wait::kRunnable;
@@ -76,6 +83,11 @@ struct Fiber {
 struct BlockRun {
   std::vector<Fiber> fibers;
   void* scheduler_sp = nullptr;
+  // AddressSanitizer is told about every stack switch (else it reports false errors on the
+  // fiber stacks): the scheduler's stack as the first fiber switch found it.
+  const void* scheduler_stack_bottom = nullptr;
+  size_t scheduler_stack_size = 0;
+  void* scheduler_fake_stack = nullptr;
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> dynamic_shared;
@@ -107,12 +119,51 @@ bool ReverseOrder() {
   return reverse;
 }
 
+// Stack-switch notices for AddressSanitizer (no-ops without it). `dying`: the fiber leaves
+// for good.
+void EnterFiber(BlockRun& run, Fiber& f) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(&run.scheduler_fake_stack, f.stack, kStackBytes);
+#else
+  (void)run;
+  (void)f;
+#endif
+}
+void BackInScheduler(BlockRun& run) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(run.scheduler_fake_stack, nullptr, nullptr);
+#else
+  (void)run;
+#endif
+}
+void LeaveFiber(BlockRun& run, Fiber& f, bool dying) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_start_switch_fiber(dying ? nullptr : &f.asan_fake_stack, run.scheduler_stack_bottom,
+                                 run.scheduler_stack_size);
+#else
+  (void)run;
+  (void)f;
+  (void)dying;
+#endif
+}
+void BackInFiber(BlockRun& run, Fiber& f) {
+#ifdef CUDA_EMU_ASAN
+  __sanitizer_finish_switch_fiber(f.asan_fake_stack, &run.scheduler_stack_bottom,
+                                  &run.scheduler_stack_size);
+#else
+  (void)run;
+  (void)f;
+#endif
+}
+
 // First frame of every fiber; never returns (a finished fiber is never switched to again).
 void FiberMain() {
   BlockRun* run = t_run;
   Fiber* self = run->current;
+  BackInFiber(*run, *self);
   (*run->body)();
   self->wait = Wait::kDone;
+  LeaveFiber(*run, *self, /*dying=*/true);
   cuda_emu_switch(&self->sp, run->scheduler_sp);
   __builtin_unreachable();
 }
@@ -136,7 +187,11 @@ Fiber& Self() {
   return *t_run->current;
 }
 
-void Yield(Fiber& f) { cuda_emu_switch(&f.sp, t_run->scheduler_sp); }
+void Yield(Fiber& f) {
+  LeaveFiber(*t_run, f, /*dying=*/false);
+  cuda_emu_switch(&f.sp, t_run->scheduler_sp);
+  BackInFiber(*t_run, f);
+}
 
 void Mma(std::vector<Fiber*>& lanes) {
   if (lanes.size() != 32) Fail("mma.sync needs all 32 lanes of the warp");
@@ -287,9 +342,12 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
     f.index.block_idx = block_idx;
     f.index.block_dim = block;
     f.index.grid_dim = grid;
-    f.sp = InitialStack(t_stacks[i].get(), kStackBytes);
+    f.stack = t_stacks[i].get();
+    f.sp = InitialStack(f.stack, kStackBytes);
   }
-  std::memset(run.dynamic_shared.data(), 0x55, run.dynamic_shared.size());  // never zero
+  if (!run.dynamic_shared.empty()) {  // never zero: a read before any write shows
+    std::memset(run.dynamic_shared.data(), 0x55, run.dynamic_shared.size());
+  }
   // One warp at a time, as far as it can go (to a block barrier, its end, or a collective
   // that waits on another warp), before the next: the most skew between warps that the
   // barriers allow, so a missing __syncthreads shows as a read of stale shared memory. Lanes of
@@ -306,7 +364,9 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
           Fiber& f = run.fibers[warp_first + (reverse ? lanes - 1 - l : l)];
           if (f.wait != Wait::kRunnable) continue;
           run.current = &f;
+          EnterFiber(run, f);
           cuda_emu_switch(&run.scheduler_sp, f.sp);
+          BackInScheduler(run);
           run.current = nullptr;
         }
       } while (ReleaseWarp(run, warp_first));
@@ -373,24 +433,25 @@ uint64_t WarpShuffle(ShuffleKind kind, unsigned mask, uint64_t bits, int operand
   return f.result;
 }
 
-unsigned WarpBallot(unsigned mask, bool predicate) {
+namespace {
+// Waits in a ballot or match (`bits`: the predicate or the value) and returns its mask.
+unsigned WarpVote(WarpOp op, unsigned mask, uint64_t bits) {
   Fiber& f = Self();
-  f.op = WarpOp::kBallot;
-  f.mask = mask;
-  f.bits = predicate;
-  f.wait = Wait::kWarp;
-  Yield(f);
-  return static_cast<unsigned>(f.result);
-}
-
-unsigned WarpMatchAny(unsigned mask, uint64_t bits) {
-  Fiber& f = Self();
-  f.op = WarpOp::kMatchAny;
+  f.op = op;
   f.mask = mask;
   f.bits = bits;
   f.wait = Wait::kWarp;
   Yield(f);
   return static_cast<unsigned>(f.result);
+}
+}  // namespace
+
+unsigned WarpBallot(unsigned mask, bool predicate) {
+  return WarpVote(WarpOp::kBallot, mask, predicate);
+}
+
+unsigned WarpMatchAny(unsigned mask, uint64_t bits) {
+  return WarpVote(WarpOp::kMatchAny, mask, bits);
 }
 
 void WarpMmaBf16M16N8K16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t b1) {

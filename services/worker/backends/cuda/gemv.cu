@@ -116,33 +116,12 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
     g.k = k;
     return gemv1_forward(g, stream);
   }
-  switch (m) {
-    case 0: return {};
-    case 1:
-      PHI_CUDA_CHECK(launch<1>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 2:
-      PHI_CUDA_CHECK(launch<2>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 3:
-      PHI_CUDA_CHECK(launch<3>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 4:
-      PHI_CUDA_CHECK(launch<4>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 5:
-      PHI_CUDA_CHECK(launch<5>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 6:
-      PHI_CUDA_CHECK(launch<6>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    case 7:
-      PHI_CUDA_CHECK(launch<7>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-    default:
-      PHI_CUDA_CHECK(launch<8>(a, w, bias, d, d_f32, beta, n, k, stream));
-      break;
-  }
+  if (m == 0) return {};
+  using Launcher = cudaError_t (*)(const bf16*, const bf16*, const void*, void*, bool, float, int,
+                                   int, cudaStream_t);
+  static constexpr Launcher kLaunchers[kGemvMaxM] = {launch<1>, launch<2>, launch<3>, launch<4>,
+                                                     launch<5>, launch<6>, launch<7>, launch<8>};
+  PHI_CUDA_CHECK(kLaunchers[m - 1](a, w, bias, d, d_f32, beta, n, k, stream));
   return {};
 }
 

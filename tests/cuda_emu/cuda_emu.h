@@ -7,10 +7,13 @@
 // host: each block's threads are fibers scheduled cooperatively on one OS thread, switching
 // only at __syncthreads and warp collectives (shuffles, ballot, match, mma.sync), so the
 // whole of the GPU tests (kernels against their CPU twins, the model against the CPU
-// backend, the oracle suite) runs in CI. Device memory is host memory (AddressSanitizer
-// sees out-of-bounds kernel accesses), launches are checked like the driver checks them
-// (block and grid limits, dynamic shared memory) and a warp collective that a named lane
-// never reaches is reported as a deadlock instead of hanging.
+// backend, the oracle suite) runs in CI. Device memory is host memory of exactly the size
+// asked, and the emulator and its tests are built with AddressSanitizer and UBSan
+// (PHI_CUDA_EMU_SANITIZE), so an out-of-bounds or misaligned kernel access stops the test at
+// its source line; launches are checked like the driver checks them (block and grid limits,
+// dynamic shared memory) and a warp collective that a named lane never reaches, or a barrier
+// nobody can pass, is reported as a deadlock instead of hanging. Threads of a block run one
+// warp at a time as far as the barriers allow, so a missing __syncthreads reads stale data.
 //
 // What it does not model: timing, concurrency between blocks or kernels (blocks run one
 // after another; a PDL launch behaves as a plain one), memory-model races beyond the fiber

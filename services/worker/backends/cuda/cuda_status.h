@@ -66,9 +66,6 @@ std::string CublasErrorString(int cublas_status);
     }                                                                                    \
   } while (0)
 
-// After a kernel launch: reports launch-configuration errors at the launch site.
-#define PHI_CUDA_CHECK_LAUNCH(name) PHI_CUDA_CHECK(cudaGetLastError())
-
 // Argument checks in launchers: refuses with a message naming the argument.
 #define PHI_CUDA_REQUIRE(cond, msg)                                                        \
   do {                                                                                     \

@@ -273,15 +273,8 @@ namespace {
 // equal to the plain unfused eager decode bit for bit, and to the dense forward.
 TEST(PhiCudaModelGpu, Phi15LayerShapesMatchDenseCpuForwardAndPlainDecode) {
   PHI_REQUIRE_GPU();
-  PhiCudaConfig c;
-  c.vocab_size = 51200;
-  c.hidden_size = 2048;
-  c.intermediate_size = 8192;
+  PhiCudaConfig c;  // the defaults are Phi-1.5's
   c.num_layers = 1;
-  c.num_heads = 32;
-  c.head_dim = 64;
-  c.rotary_dim = 32;
-  c.max_positions = 2048;
   auto make = [&](bool fast) {
     PhiCudaOptions o;
     o.max_tokens_per_step = 64;

@@ -100,10 +100,7 @@ CudaStatus GemmLt::Matmul(const bf16* a, const bf16* w, const void* bias, void* 
                           float beta, int m, int n, int k, cudaStream_t stream) {
   PHI_CUDA_REQUIRE(m >= 0 && n > 0 && k > 0, "GemmLt::Matmul: m >= 0, n > 0, k > 0");
   if (m == 0) return {};
-  if (m <= small_m_max_ && k % 8 == 0 &&
-      (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0) {
-    return gemv_forward(a, w, bias, d, d_f32, beta, m, n, k, stream);
-  }
+  if (TakesGemv(a, w, m, k)) return gemv_forward(a, w, bias, d, d_f32, beta, m, n, k, stream);
   Plan* plan = nullptr;
   PHI_CUDA_RETURN_IF_ERROR(GetPlan(m, n, k, d_f32, bias != nullptr, &plan));
   if (plan->fused_bias) {

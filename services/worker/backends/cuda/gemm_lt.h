@@ -7,6 +7,7 @@
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_GEMM_LT_H_
 
 #include <cstddef>
+#include <cstdint>
 #include <map>
 #include <memory>
 #include <tuple>
@@ -39,6 +40,13 @@ class GemmLt {
   bool used_bias_fallback() const { return used_bias_fallback_; }
 
  private:
+  // Whether Matmul runs this shape as gemv_forward (shared with the CPU emulator's GemmLt,
+  // tests/cuda_emu/gemm_lt_emu.cc, so that both dispatch alike).
+  bool TakesGemv(const bf16* a, const bf16* w, int m, int k) const {
+    return m <= small_m_max_ && k % 8 == 0 &&
+           (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0;
+  }
+
   struct Plan;
   GemmLt() = default;
   CudaStatus GetPlan(int m, int n, int k, bool d_f32, bool has_bias, Plan** plan);

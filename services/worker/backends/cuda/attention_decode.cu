@@ -28,13 +28,13 @@ __device__ __forceinline__ const T* cache_row(const void* cache, const int32_t* 
   return static_cast<const T*>(cache) + ((block * num_heads + h) * block_size + t % block_size) * kD;
 }
 
-// T: the cache element (kv_elem.cuh). One 16-byte load holds kE elements: a K row is kVec
-// loads, and kVec threads share a V row. The BF16 instantiation keeps the arithmetic the
-// kernel had before FP8 (8 threads per V row, 8 positions each); FP8 has 4 threads per row
-// and 4 positions each, and folds k_scale into q and v_scale into the output.
-// Resident blocks per SM the register budget must allow (ptxas, sm_90): BF16 keeps the 6 it
-// had before the partition loop (80 registers; unbounded, the loop takes it to 96: 5
-// blocks); FP8 7 (72 registers; 8 or 9 spill, unbounded takes 94).
+// T: the cache element (kv_elem.cuh). One 16-byte load holds kE elements, a K or V row is
+// kVec loads, and kVec adjacent threads share each row they load (BF16: 8 threads per row,
+// 8 rows each; FP8: 4 and 4). FP8 folds k_scale into q and v_scale into the output.
+// Resident blocks per SM the register budget must allow (ptxas, sm_90): BF16 6 (80
+// registers, 8 bytes spilled; unbounded it takes 96: 5 blocks); FP8 7 (70 registers, no
+// spill). 6 blocks with 32 KB of loads in flight each are more than an SM needs to keep
+// its share of the memory bandwidth busy (Little's law: ~25 KB at H200 latency).
 template <typename T>
 inline constexpr int kDecodeMinBlocks = KvElem<T>::kFp8 ? 7 : 6;
 
@@ -83,12 +83,13 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
   using E = KvElem<T>;
   constexpr int kE = E::kPerVec;
   constexpr int kVec = kD / kE;                                   // loads per K/V row
-  constexpr int kTokenGroups = kThreads / kVec;                   // V: kVec threads per position
-  constexpr int kVPerThread = kDecodePartition / kTokenGroups;    // positions per thread
+  constexpr int kRowGroups = kThreads / kVec;                     // kVec threads per row
+  constexpr int kRowsPerThread = kDecodePartition / kRowGroups;   // == kVec: one score each
+  static_assert(kRowsPerThread == kVec && 32 % kVec == 0, "row groups inside a warp");
   __shared__ float q_s[kD];
   __shared__ float p_s[kDecodePartition];
   __shared__ float red[32];
-  __shared__ float acc_s[kTokenGroups][kD + 1];
+  __shared__ float acc_s[kRowGroups][kD + 1];
   __shared__ bool last_s;
   // Before anything else (q, the cache, the merge counters): programmatic launch, pdl.cuh.
   // The trigger right after lets the W2 GEMV start streaming its fc1 columns meanwhile.
@@ -110,23 +111,22 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
     const int p0 = part * kDecodePartition;
     const int p1 = min(len, p0 + kDecodePartition);
 
-    // Issue the partition's loads: this thread's K row, its V chunks, then q.
-    const int t_k = p0 + threadIdx.x;
-    uint4 k_raw[kVec];
-    if (t_k < p1) {
-      const uint4* k4 = reinterpret_cast<const uint4*>(
-          cache_row<T>(a.k_cache, table, t_k, h, a.num_heads, a.block_size));
-#pragma unroll
-      for (int c = 0; c < kVec; ++c) k_raw[c] = k4[c];
-    }
+    // Issue the partition's loads: K and V, then q. kVec adjacent threads share a row, each
+    // loading one 16-byte chunk of kRowsPerThread rows, so a warp reads whole rows (512
+    // contiguous bytes per instruction within a cache block; the K loads used to take a row
+    // per thread, 32 rows at 16 bytes each per instruction).
     const int dc = threadIdx.x % kVec, tg = threadIdx.x / kVec;
-    uint4 v_raw[kVPerThread];
+    uint4 k_raw[kRowsPerThread], v_raw[kRowsPerThread];
 #pragma unroll
-    for (int u = 0; u < kVPerThread; ++u) {
-      const int t = p0 + tg + u * kTokenGroups;
-      v_raw[u] = t < p1 ? reinterpret_cast<const uint4*>(
-                              cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
-                        : make_uint4(0, 0, 0, 0);
+    for (int u = 0; u < kRowsPerThread; ++u) {
+      const int t = p0 + tg + u * kRowGroups;
+      const bool in = t < p1;
+      k_raw[u] = in ? reinterpret_cast<const uint4*>(
+                          cache_row<T>(a.k_cache, table, t, h, a.num_heads, a.block_size))[dc]
+                    : make_uint4(0, 0, 0, 0);
+      v_raw[u] = in ? reinterpret_cast<const uint4*>(
+                          cache_row<T>(a.v_cache, table, t, h, a.num_heads, a.block_size))[dc]
+                    : make_uint4(0, 0, 0, 0);
     }
     if (a.new_slots == nullptr && threadIdx.x < kD) {
       q_s[threadIdx.x] = scaled_q<T>(
@@ -134,31 +134,43 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
     }
     __syncthreads();
 
-    float score = -FLT_MAX;
-    if (t_k < p1) {
+    // Partial dot of each of this thread's rows with its chunk of q, then a reduce-scatter
+    // over the kVec threads of the row group (kVec - 1 shuffles): the thread with chunk
+    // index dc ends with the whole score of its group's row dc.
+    const float* qc = q_s + dc * kE;
+    float dots[kRowsPerThread];
+#pragma unroll
+    for (int j = 0; j < kRowsPerThread; ++j) {
+      float kf[kE];
+      E::ToFloat(k_raw[j], kf);
       float dot = 0.0f;
 #pragma unroll
-      for (int c = 0; c < kVec; ++c) {
-        float kf[kE];
-        E::ToFloat(k_raw[c], kf);
-#pragma unroll
-        for (int e = 0; e < kE / 2; ++e) {
-          dot += q_s[c * kE + 2 * e] * kf[2 * e] + q_s[c * kE + 2 * e + 1] * kf[2 * e + 1];
-        }
-      }
-      score = dot;
+      for (int e = 0; e < kE / 2; ++e) dot += qc[2 * e] * kf[2 * e] + qc[2 * e + 1] * kf[2 * e + 1];
+      dots[j] = dot;
     }
+#pragma unroll
+    for (int o = kVec / 2; o >= 1; o /= 2) {
+      const bool upper = (dc & o) != 0;  // keeps rows [o, 2o) of the current half
+#pragma unroll
+      for (int i = 0; i < o; ++i) {
+        const float give = upper ? dots[i] : dots[i + o];
+        const float keep = upper ? dots[i + o] : dots[i];
+        dots[i] = keep + __shfl_xor_sync(0xffffffffu, give, o);
+      }
+    }
+    const int t_score = p0 + tg + dc * kRowGroups;  // this thread's score: row dc of its group
+    const float score = t_score < p1 ? dots[0] : -FLT_MAX;
     const float m = block_max(score, red);
-    const float e = t_k < p1 ? __expf(score - m) : 0.0f;
-    p_s[threadIdx.x] = e;
+    const float e = t_score < p1 ? __expf(score - m) : 0.0f;
+    p_s[t_score - p0] = e;
     const float l = block_sum(e, red);  // ends with a barrier: p_s is complete
 
     float acc[kE];
 #pragma unroll
     for (int i = 0; i < kE; ++i) acc[i] = 0.0f;
 #pragma unroll
-    for (int u = 0; u < kVPerThread; ++u) {
-      const float p = p_s[tg + u * kTokenGroups];  // 0 past p1
+    for (int u = 0; u < kRowsPerThread; ++u) {
+      const float p = p_s[tg + u * kRowGroups];  // 0 past p1
       float vf[kE];
       E::ToFloat(v_raw[u], vf);
 #pragma unroll
@@ -175,7 +187,7 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
       if (threadIdx.x < kD) {
         float o = 0.0f;
 #pragma unroll
-        for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
+        for (int g = 0; g < kRowGroups; ++g) o += acc_s[g][threadIdx.x];
         float r = len > 0 ? o / l : 0.0f;
         if constexpr (E::kFp8) r *= a.v_scale;
         out[threadIdx.x] = __float2bfloat16(r);
@@ -189,7 +201,7 @@ __global__ void __launch_bounds__(kThreads, kDecodeMinBlocks<T>)
     if (threadIdx.x < kD) {
       float o = 0.0f;
 #pragma unroll
-      for (int g = 0; g < kTokenGroups; ++g) o += acc_s[g][threadIdx.x];
+      for (int g = 0; g < kRowGroups; ++g) o += acc_s[g][threadIdx.x];
       wsh[part * (kD + 2) + threadIdx.x] = o;
       if (threadIdx.x == 0) {
         wsh[part * (kD + 2) + kD] = m;

@@ -144,10 +144,11 @@ echo "bench --kv-dtype fp8 rc=$?" >> "$OUT/bench_fp8.log"
 grep -E "^\||TTFT|rc=|KV cache:" "$OUT/bench_fp8.log" | tee -a "$OUT/summary.txt"
 
 # Batch-1 decode on the engine's path three ways: fused with programmatic dependent launch
-# (the default), fused without it, unfused (the LayerNorm and gelu kernels of their own); and
-# TTFT with prefill attention on the FP32-FMA kernel instead of tensor cores.
-log "batch-1 decode and TTFT: default / --no-pdl / --no-fusion --no-pdl / --no-tc-prefill"
-for flags in "" "--no-pdl" "--no-fusion --no-pdl" "--no-tc-prefill"; do
+# (the default), fused without it, unfused (the LayerNorm and gelu kernels of their own); its
+# top-1 candidate record from one block per row instead of 25 vocabulary slices; and TTFT
+# with prefill attention on the FP32-FMA kernel instead of tensor cores.
+log "batch-1 decode and TTFT: default / --no-pdl / --no-fusion --no-pdl / --candidate-slices 1 / --no-tc-prefill"
+for flags in "" "--no-pdl" "--no-fusion --no-pdl" "--candidate-slices 1" "--no-tc-prefill"; do
   timeout 60 $B/phi_cuda_bench --candidates --batches 1 --gen 128 $flags > "$OUT/bench_b1.log" 2>&1
   echo "flags '$flags' rc=$?" | tee -a "$OUT/summary.txt"
   grep -E "^\| 1 \||batch-1 decode|graph alone|programmatic launch|^TTFT" "$OUT/bench_b1.log" \

@@ -5,13 +5,15 @@
 // FLOPs / GEMM rate.
 //   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
 //                  [--kv-dtype bf16|fp8] [--decode-partitions N|auto] [--no-fusion] [--no-pdl]
-//                  [--no-tc-prefill] [--breakdown]
+//                  [--no-tc-prefill] [--candidate-slices N] [--breakdown]
 // --kv-dtype fp8: the KV cache in FP8 E4M3 (PhiCudaOptions::kv_dtype); the limit column then
 // counts the FP8 KV bytes (half of BF16's). --decode-partitions: PhiCudaOptions::
 // decode_partitions (auto = -1: decode attention blocks per (sequence, head) from the batch).
 // --no-fusion / --no-pdl: batch-1 decode with the LayerNorm and gelu kernels of their own /
 // without programmatic dependent launch (PhiCudaOptions), to measure what each is worth.
 // --no-tc-prefill: prefill attention on the FP32-FMA kernel instead of tensor cores.
+// --candidate-slices N: with --candidates, rows selected in N vocabulary slices
+// (PhiCudaOptions::candidate_slices; 0, the default: chosen from the batch; 1: one block per row).
 #include <cuda_runtime.h>
 
 #include <algorithm>
@@ -24,6 +26,7 @@
 #include <string>
 #include <vector>
 
+#include "services/worker/backends/cuda/candidate_record.h"
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/kernels_cpu.h"
 #include "services/worker/backends/cuda/phi_cuda_model.h"
@@ -192,7 +195,8 @@ void Breakdown(double bw) {
   int32_t* table = static_cast<int32_t*>(dev(4 * 128));
   int32_t* ints = static_cast<int32_t*>(dev(4 * 16));
   cudaMemcpy(table, table_h.data(), 4 * 128, cudaMemcpyHostToDevice);
-  const int32_t ints_h[4] = {ctx, ctx - 1, (ctx - 1), 0};  // context len, position, slot, token
+  // context len, position, slot, token (also row 0 for top candidates), count 1, want lse
+  const int32_t ints_h[6] = {ctx, ctx - 1, (ctx - 1), 0, 1, 1};
   cudaMemcpy(ints, ints_h, sizeof(ints_h), cudaMemcpyHostToDevice);
   float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(256, 32, 2048)));
   unsigned int* counters = static_cast<unsigned int*>(dev(4 * 256 * 32));
@@ -201,6 +205,7 @@ void Breakdown(double bw) {
   cudaMemcpy(sp, &sp_h, sizeof(sp_h), cudaMemcpyHostToDevice);
   int32_t* tok = static_cast<int32_t*>(dev(64));
   float* lp = static_cast<float*>(dev(64));
+  char* cand = static_cast<char*>(dev(64 * top_candidates_record_bytes(1)));
   Check(fill_random_forward(outf, int64_t{V}, 11, 4.0f, nullptr), "fill");
   Check(cudaDeviceSynchronize(), "sync");
 
@@ -393,6 +398,18 @@ void Breakdown(double bw) {
     a.out_token = tok; a.out_logprob = lp;
     return sample_forward(a, s);
   }), 4.0 * V});
+  // The engine's batch-1 token: the top-1 record (with log-sum-exp) of one row, by one block
+  // and in the vocabulary slices the model would choose (PhiCudaOptions::candidate_slices).
+  for (int slices : {1, top_candidates_slices(1, V, 1, 64)}) {
+    rows.push_back({"top-1 candidate + lse 1x51200, " + std::to_string(slices) + " slice(s)",
+                    GraphUs([&](int, cudaStream_t s) {
+                      TopCandidatesArgs a;
+                      a.logits = outf; a.ld = a.width = V; a.vocab_limit = 50295;
+                      a.rows = ints + 3; a.counts = ints + 4; a.want_lse = ints + 5;
+                      a.num_rows = 1; a.max_count = 1; a.slices = slices; a.out = cand;
+                      return top_candidates_forward(a, s);
+                    }), 4.0 * V});
+  }
   std::printf("\n| op (in a graph, per launch) | us | MB | GB/s | of copy bw |\n|---|---|---|---|---|\n");
   for (const Row& r : rows) {
     std::printf("| %s | %.2f | %.2f | %.0f | %.0f%% |\n", r.name.c_str(), r.us, r.bytes / 1e6,
@@ -405,7 +422,8 @@ void Breakdown(double bw) {
                   static_cast<void*>(ln_w), static_cast<void*>(kc), static_cast<void*>(vc),
                   static_cast<void*>(table), static_cast<void*>(ints), static_cast<void*>(ws),
                   static_cast<void*>(counters),
-                  static_cast<void*>(sp), static_cast<void*>(tok), static_cast<void*>(lp)}) {
+                  static_cast<void*>(sp), static_cast<void*>(tok), static_cast<void*>(lp),
+                  static_cast<void*>(cand)}) {
     cudaFree(p);
   }
 }
@@ -422,6 +440,7 @@ struct Args {
   bool fuse = true;  // PhiCudaOptions::fuse_decode
   bool pdl = true;   // PhiCudaOptions::programmatic_launch
   bool tc_prefill = true;  // PhiCudaOptions::tensor_core_prefill
+  int candidate_slices = 0;  // PhiCudaOptions::candidate_slices
 };
 
 Args Parse(int argc, char** argv) {
@@ -463,6 +482,8 @@ Args Parse(int argc, char** argv) {
       a.fuse = false;
     } else if (s == "--no-pdl") {
       a.pdl = false;
+    } else if (s == "--candidate-slices") {
+      a.candidate_slices = std::stoi(next());
     } else {
       Die("unknown flag " + s);
     }
@@ -474,16 +495,24 @@ struct RunResult {
   double prefill_ms = 0, decode_ms = 0, step_ms_median = 0;
 };
 
-// The greedy token of sequence i from its top-1 candidate record (the engine's path: the
-// record is what leaves the GPU; its first entry is (value, id)).
+// The greedy token of sequence i from its top-1 candidate records (the engine's path: the
+// records are what leaves the GPU, one per vocabulary slice, joined on the host as the
+// runner joins them).
 int32_t CandidateToken(const PhiStepOutput& o, size_t i) {
   const int idx = o.candidate_record[i];
   if (idx < 0) Die("no candidate record for a sequence");
-  const char* rec = o.candidate_records.data() +
-                    static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
-  int32_t id;
-  std::memcpy(&id, rec + 16 + 4, sizeof(id));
-  return id;
+  const size_t block = o.candidate_records.size() / o.candidate_slices;
+  std::vector<phi::worker::CandidateShard> slices(o.candidate_slices);
+  for (int s = 0; s < o.candidate_slices; ++s) {
+    const char* rec = o.candidate_records.data() + s * block +
+                      static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
+    if (!phi::worker::cuda::CandidateShardFromRecord(rec, o.candidate_stride, &slices[s])) {
+      Die("malformed candidate record");
+    }
+  }
+  const phi::worker::CandidateShard top = phi::worker::JoinCandidateSlices(slices, 1);
+  if (top.ids.empty()) Die("empty candidate record");
+  return top.ids[0];
 }
 
 // B sequences: prompts prefilled in chunks of up to max_tokens_per_step, then `gen` decode
@@ -571,6 +600,7 @@ int main(int argc, char** argv) {
   o.fuse_decode = args.fuse;
   o.programmatic_launch = args.pdl;
   o.tensor_core_prefill = args.tc_prefill;
+  o.candidate_slices = args.candidate_slices;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
   Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");

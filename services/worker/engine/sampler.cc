@@ -194,6 +194,14 @@ bool CandidatesComplete(const LogitCandidates& c) { return c.bound == kNegInf; }
 
 bool CandidateOrder(float va, int32_t a, float vb, int32_t b) { return va > vb || (va == vb && a < b); }
 
+// log-sum-exp of the shards' log-sum-exps, shifted by their max (`max_lse`).
+double LogSumExpOfShards(std::span<const CandidateShard> shards, double max_lse) {
+  if (max_lse == kNegInf) return max_lse;
+  double sum = 0.0;
+  for (const CandidateShard& s : shards) sum += std::exp(s.log_sum_exp - max_lse);
+  return max_lse + std::log(sum);
+}
+
 // SampleToken's top-k threshold from the candidates (kNegInf when top-k is off or keeps all).
 float TopKThreshold(const LogitCandidates& c, const SamplingOptions& o, float inv_t) {
   const int32_t size = static_cast<int32_t>(c.ids.size());
@@ -322,15 +330,32 @@ LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t 
     c.ids.push_back(id);
   }
   c.exact = truncated ? std::min<int32_t>(count, static_cast<int32_t>(all.size())) : static_cast<int32_t>(all.size());
-  // log-sum-exp of the shards' log-sum-exps, shifted by their max.
-  if (max_lse == -std::numeric_limits<double>::infinity()) {
-    c.log_sum_exp = max_lse;
-  } else {
-    double sum = 0.0;
-    for (const CandidateShard& s : shards) sum += std::exp(s.log_sum_exp - max_lse);
-    c.log_sum_exp = max_lse + std::log(sum);
-  }
+  c.log_sum_exp = LogSumExpOfShards(shards, max_lse);
   return c;
+}
+
+CandidateShard JoinCandidateSlices(std::span<const CandidateShard> slices, int32_t count) {
+  CandidateShard joined;
+  std::vector<std::pair<float, int32_t>> all;
+  double max_lse = -std::numeric_limits<double>::infinity();
+  for (const CandidateShard& s : slices) {
+    for (size_t j = 0; j < s.ids.size(); ++j) all.emplace_back(s.values[j], s.ids[j]);
+    max_lse = std::max(max_lse, s.log_sum_exp);
+    joined.truncated = joined.truncated || s.truncated;
+  }
+  std::sort(all.begin(), all.end(),
+            [](const auto& a, const auto& b) { return CandidateOrder(a.first, a.second, b.first, b.second); });
+  // Past `count` entries the union's selection would have stopped too.
+  if (all.size() > static_cast<size_t>(std::max(count, 0))) {
+    all.resize(std::max(count, 0));
+    joined.truncated = true;
+  }
+  for (const auto& [v, id] : all) {
+    joined.values.push_back(v);
+    joined.ids.push_back(id);
+  }
+  joined.log_sum_exp = LogSumExpOfShards(slices, max_lse);
+  return joined;
 }
 
 }  // namespace phi::worker

@@ -118,6 +118,12 @@ CandidateShard SelectCandidates(std::span<const float> logits, int32_t id0, int3
 // The row's candidates from every rank's shard (each selected with the same `count`).
 LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t count);
 
+// The shard SelectCandidates gives over adjacent column slices taken together, from each
+// slice's shard (selected with the same `count`): the same ids, values and truncated flag,
+// the log-sum-exp within rounding. (A GPU selects a row in slices, one block each, to spread a
+// few rows over its SMs.)
+CandidateShard JoinCandidateSlices(std::span<const CandidateShard> slices, int32_t count);
+
 // Logprob of `token_id` and the top `top_n` alternatives under log-softmax of the raw logits
 // over [0, vocab_limit) (prompt logprobs).
 SampleResult ScoreToken(std::span<const float> logits, int32_t vocab_limit, int32_t token_id,

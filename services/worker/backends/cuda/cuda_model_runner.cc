@@ -279,7 +279,7 @@ absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
   const size_t B = batch.seqs.size();
   std::vector<bool> whole;
   PHI_RETURN_IF_ERROR(ChooseCandidateRows(batch, o.candidate_record, o.candidate_records, o.candidate_stride,
-                                          o.candidate_ranks, out, &whole, &logits_stats_));
+                                          o.candidate_ranks, o.candidate_slices, out, &whole, &logits_stats_));
   // Where each whole sequence's rows sit in the device logits. A tensor-parallel step leaves
   // candidate rows unassembled; the ones their candidates did not cover are gathered now
   // (every rank reaches the same verdicts from the same gathered records).

@@ -237,11 +237,11 @@ CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream);
 // (-inf otherwise, and for w == 0). Record r sits at out + r * top_candidates_record_bytes(
 // max_count), in parallel/vocab_gather's candidate-record layout: f64 log_sum_exp,
 // u32 truncated (w > k), u32 valid (k), then max_count (f32 value, i32 id) pairs, (0, -1)
-// past k. One block per row: three 11/11/10-bit radix passes find the k-th key (the first
-// also takes the max, the second the sum of exps), a fourth collects the k winners, taking
-// the lowest ids among those equal to the k-th.
+// past k. One block per row (per slice with `slices`): three 11/11/10-bit radix passes find
+// the k-th key (the first also takes the max, the second the sum of exps), a fourth collects
+// the k winners, taking the lowest ids among those equal to the k-th.
 inline constexpr int kMaxTopCandidates = 64;
-inline constexpr size_t top_candidates_record_bytes(int max_count) {
+__host__ __device__ inline constexpr size_t top_candidates_record_bytes(int max_count) {
   return 16 + 8 * static_cast<size_t>(max_count);
 }
 struct TopCandidatesArgs {
@@ -255,9 +255,26 @@ struct TopCandidatesArgs {
   const int32_t* want_lse = nullptr;  // [num_rows] non-zero: compute the log-sum-exp
   int num_rows = 0;
   int max_count = 0;               // entries per record, 1 .. kMaxTopCandidates
-  void* out = nullptr;             // [num_rows] records
+  // Each row's `width` columns split into this many slices of
+  // top_candidates_slice_width(width, slices) columns, one block each, so that a few rows
+  // still spread over the GPU (one block reading a 51200-float row is latency-bound). The
+  // record of slice s, row r sits at out + (s * num_rows + r) * record bytes: a shard as if a
+  // rank held that slice; JoinCandidateSlices (engine/sampler.h) makes them the row's record.
+  int slices = 1;
+  void* out = nullptr;             // [slices, num_rows] records
 };
 CudaStatus top_candidates_forward(const TopCandidatesArgs& args, cudaStream_t stream);
+
+__host__ __device__ inline constexpr int top_candidates_slice_width(int width, int slices) {
+  return (width + slices - 1) / slices;
+}
+// Slices per row for num_rows rows of `width` columns: enough blocks for the GPU's SMs
+// (from the current device), each slice at least kMinCandidateSliceWidth columns, at most
+// kMaxMergedCandidates entries for the host to merge per row (slices x max_count), at most
+// max_records records in all; 1 when the rows alone fill the GPU.
+inline constexpr int kMinCandidateSliceWidth = 2048;
+inline constexpr int kMaxMergedCandidates = 512;
+int top_candidates_slices(int num_rows, int width, int max_count, int max_records);
 
 // Fills `n` BF16 values with a deterministic pseudo-random uniform(-scale, scale) (benchmarks
 // and tests: random weights generated on the device, no file needed).

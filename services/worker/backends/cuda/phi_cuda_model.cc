@@ -317,6 +317,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   out->candidate_records.clear();
   out->candidate_stride = 0;
   out->candidate_ranks = 1;
+  out->candidate_slices = 1;
   int n_cand = 0;
   // Tensor parallelism with candidate rows: the ranks gather whole rows' slices and candidate
   // records instead of every row's slices (GatherCandidateStep).
@@ -408,10 +409,13 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   }
   if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
   // Candidates from the finished logits, outside any decode graph (their count varies by step).
-  const size_t cand_bytes =
-      (tp_candidates ? c.tp_world : 1) * n_cand * top_candidates_record_bytes(out->candidate_stride);
+  const int slices = CandidateSlices(n_cand, out->candidate_stride);
+  out->candidate_slices = slices;
+  const size_t cand_bytes = (tp_candidates ? c.tp_world : 1) * slices * n_cand *
+                            top_candidates_record_bytes(out->candidate_stride);
   if (tp_candidates) {
-    PHI_CUDA_RETURN_IF_ERROR(GatherCandidateStep(L, whole_runs, whole_rows, n_cand, out->candidate_stride, out));
+    PHI_CUDA_RETURN_IF_ERROR(
+        GatherCandidateStep(L, whole_runs, whole_rows, n_cand, out->candidate_stride, slices, out));
   } else if (n_cand > 0) {
     TopCandidatesArgs ta;
     ta.logits = logits_;
@@ -424,6 +428,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);
     ta.num_rows = n_cand;
     ta.max_count = out->candidate_stride;
+    ta.slices = slices;
     ta.out = cand_dev_;
     PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
     PHI_CUDA_CHECK(cudaMemcpyAsync(cand_host_, cand_dev_, cand_bytes, cudaMemcpyDeviceToHost, stream_));
@@ -457,6 +462,21 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     }
   }
   return {};
+}
+
+int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {
+  if (n_cand <= 0) return 1;
+  const int width = collectives_ != nullptr ? config_.local_vocab() : config_.vocab_size;
+  // CandidateArea holds max_seqs records at the widest count: more at narrower ones.
+  const int max_records = static_cast<int>(options_.max_seqs * top_candidates_record_bytes(kMaxTopCandidates) /
+                                           top_candidates_record_bytes(std::max(stride, 1)));
+  if (options_.candidate_slices > 0) {
+    return std::clamp(std::min(options_.candidate_slices, max_records / n_cand), 1, std::max(width, 1));
+  }
+  // Tensor-parallel ranks all-gather their records, so they must agree on the count: the
+  // automatic choice reads the local GPU, which need not be the same model on every rank.
+  if (collectives_ != nullptr) return 1;
+  return top_candidates_slices(n_cand, width, stride, max_records);
 }
 
 CudaStatus PhiCudaModel::TimeDecodeGraph(int batch, int reps, double* us_per_replay) {

@@ -135,6 +135,12 @@ struct PhiCudaOptions {
   bool programmatic_launch = true;
   // Prefill attention on tensor cores (attention_prefill_mma.cu); false: the FP32-FMA kernel.
   bool tensor_core_prefill = true;
+  // Top-candidate selection splits each row into this many vocabulary slices, one block
+  // each (TopCandidatesArgs::slices), joined on the host (JoinCandidateSlices): 0 chooses from the step (top_candidates_slices: at batch 1, 25 slices of a
+  // 51200 row instead of one block reading it all; 1 under tensor parallelism, where every
+  // rank must choose alike), N asks for N (at most what the candidate area holds: max_seqs
+  // records of kMaxTopCandidates entries). Same candidates either way.
+  int candidate_slices = 0;
 };
 
 // One sequence's share of a step (host memory; see ModelRunner's SequenceStep).
@@ -160,13 +166,15 @@ struct PhiStepOutput {
   std::vector<int32_t> top_ids;        // [seqs, max_top_n], empty when no sequence asked
   std::vector<float> top_logprobs;
   // With num_candidates asked for: candidate_record[i] is sequence i's record index (-1: none)
-  // in candidate_records: candidate_ranks blocks (one per rank's vocabulary slice, rank
-  // order; 1 when the records were taken from whole rows) of the step's records, each
-  // top_candidates_record_bytes(candidate_stride) bytes.
+  // in candidate_records: candidate_ranks x candidate_slices blocks of the step's records
+  // (rank order, one rank per vocabulary share — 1 when the records were taken from whole
+  // rows —, each rank's share in candidate_slices slices, TopCandidatesArgs::slices), each
+  // record top_candidates_record_bytes(candidate_stride) bytes.
   std::vector<int32_t> candidate_record;
   std::vector<char> candidate_records;
   int candidate_stride = 0;
   int candidate_ranks = 1;
+  int candidate_slices = 1;
   // logits_row[r]: where step row r (first_row / num_rows numbering) sits in the device logits
   // that CopyLogits reads, -1 when it was not assembled (a tensor-parallel candidate row:
   // GatherLogitRows brings it when the candidates do not cover it). assembled_rows: rows
@@ -262,7 +270,10 @@ class PhiCudaModel {
     int first = 0, rows = 0;  // step rows
   };
   CudaStatus GatherCandidateStep(const Layout& layout, std::span<const Run> whole_runs, int whole_rows,
-                                 int n_cand, int stride, PhiStepOutput* out);
+                                 int n_cand, int stride, int slices, PhiStepOutput* out);
+  // Vocabulary slices per candidate row for a step with n_cand rows selected with `stride`
+  // entries (PhiCudaOptions::candidate_slices); the records fit the candidate areas.
+  int CandidateSlices(int n_cand, int stride) const;
 
   PhiCudaConfig config_;
   PhiCudaOptions options_;

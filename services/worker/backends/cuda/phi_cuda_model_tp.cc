@@ -42,13 +42,13 @@ PhiCudaModel::~PhiCudaModel() {
 }
 
 CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Run> whole_runs, int whole_rows,
-                                             int n_cand, int stride, PhiStepOutput* out) {
+                                             int n_cand, int stride, int slices, PhiStepOutput* out) {
   const PhiCudaConfig& c = config_;
   const size_t vl = c.local_vocab(), V = c.vocab_size;
   // A rank's share: its slices of the whole rows in step order, then (8-byte aligned for the
   // records' f64) its records. parallel/vocab_gather.h does the same with host buffers.
   const size_t rec_at = align_up(4 * vl * whole_rows, 16);
-  const size_t rec_bytes = n_cand * top_candidates_record_bytes(stride);
+  const size_t rec_bytes = slices * n_cand * top_candidates_record_bytes(stride);
   const size_t share = rec_at + rec_bytes;
   int packed = 0;
   for (const Run& r : whole_runs) {
@@ -67,6 +67,7 @@ CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Ru
   ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);
   ta.num_rows = n_cand;
   ta.max_count = stride;
+  ta.slices = slices;
   ta.out = tp_send_ + rec_at;
   PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
   PHI_CUDA_RETURN_IF_ERROR(collectives_->AllGather(tp_send_, logits_gather_, share, stream_));
@@ -79,7 +80,7 @@ CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Ru
   }
   PHI_CUDA_CHECK(cudaMemcpy2DAsync(cand_host_, rec_bytes, recv + rec_at, share, rec_bytes, c.tp_world,
                                    cudaMemcpyDeviceToHost, stream_));
-  out->candidate_ranks = c.tp_world;
+  out->candidate_ranks = c.tp_world;  // rank-major, each rank's slices in order
   std::fill(out->logits_row.begin(), out->logits_row.end(), -1);
   packed = 0;
   for (const Run& r : whole_runs) {

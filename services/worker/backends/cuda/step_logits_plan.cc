@@ -10,7 +10,8 @@ namespace phi::worker::cuda {
 
 absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t> record_index,
                                  std::span<const char> records, int record_stride, int record_ranks,
-                                 StepLogits* out, std::vector<bool>* whole, CudaLogitsStats* stats) {
+                                 int record_slices, StepLogits* out, std::vector<bool>* whole,
+                                 CudaLogitsStats* stats) {
   const size_t B = batch.seqs.size();
   if (record_index.size() != B) {
     return absl::InternalError(absl::StrCat("candidate records for ", record_index.size(), " sequences, batch has ", B));
@@ -19,14 +20,15 @@ absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t
   out->candidates.clear();
   if (records.empty()) return absl::OkStatus();
   const size_t record_bytes = top_candidates_record_bytes(record_stride);
-  if (record_ranks < 1 || records.size() % (record_ranks * record_bytes) != 0) {
+  const int blocks = record_ranks * record_slices;
+  if (record_ranks < 1 || record_slices < 1 || records.size() % (blocks * record_bytes) != 0) {
     return absl::InternalError(absl::StrCat(records.size(), " bytes of candidate records are not ", record_ranks,
-                                            " blocks of ", record_bytes, "-byte records"));
+                                            " x ", record_slices, " blocks of ", record_bytes, "-byte records"));
   }
-  const size_t block = records.size() / record_ranks;
+  const size_t block = records.size() / blocks;
   out->candidates.assign(B, {});
   stats->bytes_to_host += records.size();
-  std::vector<CandidateShard> shards(record_ranks);
+  std::vector<CandidateShard> shards(record_ranks), slices(record_slices);
   for (size_t i = 0; i < B; ++i) {
     const int32_t rec = record_index[i];
     if (rec < 0) continue;
@@ -37,10 +39,15 @@ absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t
                                               " record bytes per rank or was not asked for"));
     }
     for (int r = 0; r < record_ranks; ++r) {
-      if (!CandidateShardFromRecord(records.data() + r * block + rec * record_bytes, record_stride, &shards[r])) {
-        return absl::InternalError(absl::StrCat("top-candidate record of sequence ", batch.seqs[i].seq_id,
-                                                " (batch index ", i, ") from rank ", r, " is malformed"));
+      for (int s = 0; s < record_slices; ++s) {
+        const char* record = records.data() + (r * record_slices + s) * block + rec * record_bytes;
+        if (!CandidateShardFromRecord(record, record_stride, record_slices == 1 ? &shards[r] : &slices[s])) {
+          return absl::InternalError(absl::StrCat("top-candidate record of sequence ", batch.seqs[i].seq_id,
+                                                  " (batch index ", i, ") from rank ", r, " slice ", s,
+                                                  " is malformed"));
+        }
       }
+      if (record_slices > 1) shards[r] = JoinCandidateSlices(slices, count);
     }
     LogitCandidates c = MergeCandidates(shards, count);
     // Not covered (candidates ending inside a tie at the cut, min-p over a flat row): the
@@ -94,7 +101,7 @@ absl::Status PlanStepLogits(const StepBatch& batch, std::span<const int32_t> dev
     return absl::InternalError(absl::StrCat("logits layout for ", device_first_row.size(), " sequences, batch has ", B));
   }
   std::vector<bool> whole;
-  if (absl::Status st = ChooseCandidateRows(batch, record_index, records, record_stride, 1, out, &whole, stats);
+  if (absl::Status st = ChooseCandidateRows(batch, record_index, records, record_stride, 1, 1, out, &whole, stats);
       !st.ok()) {
     return st;
   }

@@ -31,13 +31,16 @@ struct LogitsRowCopy {
 };
 
 // record_index[i] >= 0 names sequence i's top-candidate record (-1: none) in each of
-// `record_ranks` blocks of `records` (rank r's block first at r * records.size() / record_ranks;
-// records of top_candidates_record_bytes(record_stride) bytes). Every rank's record of a
-// sequence is merged (MergeCandidates); covered sequences get out->candidates[i] and
-// whole[i] = false. INTERNAL for a malformed record.
+// record_ranks x record_slices blocks of `records` (rank r's slice s at block
+// r * record_slices + s, blocks of records.size() / (record_ranks * record_slices) bytes;
+// records of top_candidates_record_bytes(record_stride) bytes). A rank's slices are joined
+// into its shard (JoinCandidateSlices), every rank's shard of a sequence is merged
+// (MergeCandidates); covered sequences get out->candidates[i] and whole[i] = false. INTERNAL
+// for a malformed record.
 absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t> record_index,
                                  std::span<const char> records, int record_stride, int record_ranks,
-                                 StepLogits* out, std::vector<bool>* whole, CudaLogitsStats* stats);
+                                 int record_slices, StepLogits* out, std::vector<bool>* whole,
+                                 CudaLogitsStats* stats);
 
 // Sets out->vocab_size, first_row, num_rows (0 where !whole[i]) and sizes out->data for the
 // whole sequences, whose rows sit on the device at device_first_row[i] (device_num_rows[i]
@@ -46,8 +49,8 @@ void LayOutWholeRows(const std::vector<bool>& whole, std::span<const int32_t> de
                      std::span<const int32_t> device_num_rows, int32_t vocab_size, StepLogits* out,
                      std::vector<LogitsRowCopy>* copies, CudaLogitsStats* stats);
 
-// Both, for records taken from whole rows (one rank) and every row on the device at
-// device_first_row (batch order, contiguous).
+// Both, for records taken from whole rows (one rank, one slice) and every row on the device
+// at device_first_row (batch order, contiguous).
 absl::Status PlanStepLogits(const StepBatch& batch, std::span<const int32_t> device_first_row,
                             std::span<const int32_t> device_num_rows, std::span<const int32_t> record_index,
                             std::span<const char> records, int record_stride, int32_t vocab_size, StepLogits* out,

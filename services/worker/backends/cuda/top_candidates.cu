@@ -2,7 +2,8 @@
 // samples a row from its top-k and log-sum-exp (sampler.h: SampleFromCandidates), so a decode
 // step copies 16 + 8 C bytes per sampled row to the host instead of 4 x 51200.
 //
-// One block per row. The k-th largest value is found by radix select on an order-preserving
+// One block per row, or per slice of a row (TopCandidatesArgs::slices: a few rows of 51200
+// floats read by one block each would leave most SMs idle). The k-th largest value is found by radix select on an order-preserving
 // integer image of the floats (three passes of 11, 11 and 10 bits; each pass histograms the
 // next digit of the keys that share the digits chosen so far), so the result is exact and
 // independent of the thread count. Pass 1 also takes the row's max, pass 2 the sum of
@@ -12,10 +13,12 @@
 // k <= 64 puts them in the sampler's order (value descending, lower id first).
 // ref: radix select as in PyTorch's topk (aten/src/ATen/native/cuda/SortingRadixSelect.cuh);
 // warp-aggregated shared atomics (__match_any_sync) because logits share their top bits.
+#include <algorithm>
 #include <cfloat>
 #include <cstdint>
 #include <string>
 
+#include "services/worker/backends/cuda/device_limits.h"
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
@@ -62,11 +65,16 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
 
   const int r = blockIdx.x;
   const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;
-  const float* l = a.logits + static_cast<int64_t>(a.rows[r]) * a.ld;
-  const int w = max(0, min(a.vocab_limit - a.id0, a.width));
+  // This block's slice of the row: columns [col0, col0 + slice width), ids from id0.
+  const int slice_width = top_candidates_slice_width(a.width, a.slices);
+  const int col0 = static_cast<int>(blockIdx.y) * slice_width;
+  const int id0 = a.id0 + col0;
+  const float* l = a.logits + static_cast<int64_t>(a.rows[r]) * a.ld + col0;
+  const int w = max(0, min(a.vocab_limit - id0, min(slice_width, a.width - col0)));
   const int k = max(0, min(min(a.counts[r], a.max_count), w));  // a record holds max_count
   const bool want_lse = a.want_lse[r] != 0;
-  char* rec = static_cast<char*>(a.out) + static_cast<size_t>(r) * (16 + 8 * static_cast<size_t>(a.max_count));
+  char* rec = static_cast<char*>(a.out) + (static_cast<size_t>(blockIdx.y) * a.num_rows + r) *
+                                              top_candidates_record_bytes(a.max_count);
 
   // Radix select of the k-th largest key: `prefix` holds the digits chosen so far, and
   // `remaining` how many of the keys that start with them still belong to the top k.
@@ -182,7 +190,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
         rank += top_key[q] > kj || (top_key[q] == kj && top_idx[q] < ij);
       }
       values[2 * rank] = l[ij];
-      reinterpret_cast<int32_t*>(values)[2 * rank + 1] = a.id0 + ij;
+      reinterpret_cast<int32_t*>(values)[2 * rank + 1] = id0 + ij;
     } else {
       values[2 * j] = 0.0f;
       reinterpret_cast<int32_t*>(values)[2 * j + 1] = -1;
@@ -206,12 +214,22 @@ CudaStatus top_candidates_forward(const TopCandidatesArgs& args, cudaStream_t st
                    "top_candidates_forward: need 0 <= width <= ld, got width " + std::to_string(args.width) +
                        ", ld " + std::to_string(args.ld));
   PHI_CUDA_REQUIRE(args.num_rows >= 0, "top_candidates_forward: num_rows must be >= 0");
+  PHI_CUDA_REQUIRE(args.slices >= 1 && args.slices <= 65535,
+                   "top_candidates_forward: slices must be in [1, 65535], got " + std::to_string(args.slices));
   if (args.num_rows == 0) return {};
   PHI_CUDA_REQUIRE(args.logits && args.rows && args.counts && args.want_lse && args.out,
                    "top_candidates_forward: logits, rows, counts, want_lse and out are required");
-  PHI_CUDA_CHECK(launch_kernel(false, top_candidates_forward_kernel, dim3(args.num_rows),
+  PHI_CUDA_CHECK(launch_kernel(false, top_candidates_forward_kernel, dim3(args.num_rows, args.slices),
                                dim3(kThreads), 0, stream, args));
   return {};
+}
+
+int top_candidates_slices(int num_rows, int width, int max_count, int max_records) {
+  if (num_rows <= 0) return 1;
+  const int sms = current_sm_count();
+  int s = std::min({sms / num_rows, width / kMinCandidateSliceWidth,
+                    kMaxMergedCandidates / std::max(max_count, 1), max_records / num_rows});
+  return std::max(s, 1);
 }
 
 }  // namespace phi::worker::cuda

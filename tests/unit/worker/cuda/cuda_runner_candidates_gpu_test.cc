@@ -4,7 +4,8 @@
 // sequences come back with no row and the candidates the engine's CPU path would select from
 // that whole row (SelectCandidates + MergeCandidates: same ids and values, log-sum-exp within
 // 1e-12), the sampler gives the same tokens from them; the other sequences' rows are unchanged;
-// the step copies to the host only records for candidate rows.
+// the step copies to the host only records for candidate rows. Both again with rows selected
+// in 3 vocabulary slices (PhiCudaOptions::candidate_slices) and joined by the runner.
 #include <algorithm>
 #include <cstdlib>
 #include <span>
@@ -23,22 +24,23 @@ using candidate_test::ModelDir;
 using candidate_test::Prompt;
 using candidate_test::Seq;
 
-// The checkpoint with room for the tests' batches and a 64-block cache.
-absl::StatusOr<std::unique_ptr<CudaModelRunner>> MakeRunner() {
+// The checkpoint with room for the tests' batches and a 64-block cache; candidate rows
+// selected in `candidate_slices` vocabulary slices (0: the automatic choice, one slice for
+// the tiny model's 2112 columns).
+absl::StatusOr<std::unique_ptr<CudaModelRunner>> MakeRunner(int candidate_slices = 0) {
   CudaRunnerOptions o;
   o.model.max_tokens_per_step = 256;
   o.model.max_seqs = 16;
   o.model.max_logit_rows = 256;
+  o.model.candidate_slices = candidate_slices;
   absl::StatusOr<std::unique_ptr<CudaModelRunner>> made = CudaModelRunner::Create(ModelDir(), o);
   if (!made.ok()) return made.status();
   if (absl::Status s = (*made)->AllocateKvCache({.num_blocks = 64, .block_size = 16}); !s.ok()) return s;
   return made;
 }
 
-TEST(CudaRunnerCandidatesGpu, CandidateRowsEqualTheWholeRowPath) {
-  PHI_REQUIRE_GPU();
-  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
-  auto made = MakeRunner();
+void ExpectCandidateRowsEqualTheWholeRowPath(int slices) {
+  auto made = MakeRunner(slices);
   ASSERT_TRUE(made.ok()) << made.status();
   CudaModelRunner& gpu = **made;
   const int32_t vocab = gpu.shape().vocab_size;
@@ -123,17 +125,29 @@ TEST(CudaRunnerCandidatesGpu, CandidateRowsEqualTheWholeRowPath) {
   const uint64_t full = after.full_rows - before.full_rows;
   EXPECT_EQ(full, static_cast<uint64_t>(1 + seqs[4].tokens.size() + fallback_rows));
   EXPECT_EQ(after.bytes_to_host - before.bytes_to_host,
-            full * vocab * sizeof(float) + asked * top_candidates_record_bytes(widest));
-  std::printf("candidate step: %d candidate rows, %d fallbacks, %llu bytes to the host (whole rows: %llu)\n",
-              candidate_rows, fallback_rows,
+            full * vocab * sizeof(float) + std::max(slices, 1) * asked * top_candidates_record_bytes(widest));
+  std::printf("candidate step (%d slice(s)): %d candidate rows, %d fallbacks, %llu bytes to the host (whole rows: %llu)\n",
+              std::max(slices, 1), candidate_rows, fallback_rows,
               static_cast<unsigned long long>(after.bytes_to_host - before.bytes_to_host),
               static_cast<unsigned long long>(before.bytes_to_host));
 }
 
-TEST(CudaRunnerCandidatesGpu, DecodeStepsReturnOnlyCandidateRecords) {
+TEST(CudaRunnerCandidatesGpu, CandidateRowsEqualTheWholeRowPath) {
   PHI_REQUIRE_GPU();
   if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
-  auto made = MakeRunner();
+  ExpectCandidateRowsEqualTheWholeRowPath(0);
+}
+
+// Rows selected in 3 vocabulary slices (PhiCudaOptions::candidate_slices) and joined by the
+// runner: the same candidates as the whole-row path, three records per row to the host.
+TEST(CudaRunnerCandidatesGpu, CandidateRowsInSlicesEqualTheWholeRowPath) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  ExpectCandidateRowsEqualTheWholeRowPath(3);
+}
+
+void ExpectDecodeStepsReturnOnlyCandidateRecords(int slices) {
+  auto made = MakeRunner(slices);
   ASSERT_TRUE(made.ok()) << made.status();
   CudaModelRunner& gpu = **made;
   const int32_t limit = gpu.shape().tokenizer_vocab_size;
@@ -164,7 +178,8 @@ TEST(CudaRunnerCandidatesGpu, DecodeStepsReturnOnlyCandidateRecords) {
     ASSERT_TRUE(gpu.Step(b, &lc).ok());
     const CudaLogitsStats after = gpu.logits_stats();
     EXPECT_EQ(after.full_rows, before.full_rows) << "step " << step;
-    EXPECT_EQ(after.bytes_to_host - before.bytes_to_host, kSeqs * top_candidates_record_bytes(1)) << "step " << step;
+    EXPECT_EQ(after.bytes_to_host - before.bytes_to_host, std::max(slices, 1) * kSeqs * top_candidates_record_bytes(1))
+        << "step " << step;
     EXPECT_TRUE(lc.data.empty());
     for (int i = 0; i < kSeqs; ++i) {
       ASSERT_TRUE(lc.HasCandidates(i));
@@ -175,6 +190,18 @@ TEST(CudaRunnerCandidatesGpu, DecodeStepsReturnOnlyCandidateRecords) {
       toks[i].push_back(got.token_id);
     }
   }
+}
+
+TEST(CudaRunnerCandidatesGpu, DecodeStepsReturnOnlyCandidateRecords) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  ExpectDecodeStepsReturnOnlyCandidateRecords(0);
+}
+
+TEST(CudaRunnerCandidatesGpu, DecodeStepsInSlicesReturnOnlyCandidateRecords) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  ExpectDecodeStepsReturnOnlyCandidateRecords(3);
 }
 
 }  // namespace

@@ -8,6 +8,7 @@
 // MergeCandidates, the same bytes), the same rows for everything kept whole, the same result
 // on both ranks, and a flat min-p row must come back whole through GatherLogitRows.
 // Label gpu; skips without a GPU or the tiny model (PHI_TEST_MODEL_DIR).
+#include <algorithm>
 #include <barrier>
 #include <cstdlib>
 #include <cstring>
@@ -90,9 +91,8 @@ using candidate_test::ModelDir;
 using candidate_test::Prompt;
 using candidate_test::Seq;
 
-TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
-  PHI_REQUIRE_GPU();
-  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+// `slices`: PhiCudaOptions::candidate_slices of every rank (0: automatic, one slice).
+void ExpectTwoRanksMatchTheCpuVocabularyGather(int slices) {
   constexpr int kWorld = 2;
   HostStagedGroup group(kWorld);
   std::vector<std::unique_ptr<CudaModelRunner>> ranks(kWorld);
@@ -101,6 +101,7 @@ TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
     o.model.max_tokens_per_step = 256;
     o.model.max_seqs = 16;
     o.model.max_logit_rows = 256;
+    o.model.candidate_slices = slices;
     o.rank = r;
     o.world_size = kWorld;
     o.make_comm = [&group, r](int, cudaStream_t) -> absl::StatusOr<CudaRunnerOptions::Comm> {
@@ -193,11 +194,25 @@ TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
     EXPECT_EQ(after[k].fallback_rows - before[k].fallback_rows, 1u);
     EXPECT_EQ(after[k].candidate_rows - before[k].candidate_rows, 2u);
   }
-  std::printf("2 ranks on one GPU: %d candidate rows, %d gathered after the verdict, %llu host bytes (whole rows: "
-              "%llu)\n",
-              candidate_rows, fallback_rows,
+  std::printf("2 ranks on one GPU, %d slice(s) per rank: %d candidate rows, %d gathered after the verdict, %llu "
+              "host bytes (whole rows: %llu)\n",
+              std::max(slices, 1), candidate_rows, fallback_rows,
               static_cast<unsigned long long>(after[0].bytes_to_host - before[0].bytes_to_host),
               static_cast<unsigned long long>(before[0].bytes_to_host));
+}
+
+TEST(CudaTpCandidatesGpu, TwoRanksOnOneGpuMatchTheCpuVocabularyGather) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  ExpectTwoRanksMatchTheCpuVocabularyGather(0);
+}
+
+// Each rank selecting its half in 3 slices (joined per rank, then merged across ranks): the
+// same candidates as whole halves.
+TEST(CudaTpCandidatesGpu, TwoRanksWithSlicedHalvesMatchTheCpuVocabularyGather) {
+  PHI_REQUIRE_GPU();
+  if (ModelDir().empty()) GTEST_SKIP() << "PHI_TEST_MODEL_DIR is not set";
+  ExpectTwoRanksMatchTheCpuVocabularyGather(3);
 }
 
 }  // namespace

@@ -5,6 +5,8 @@
 // SampleFromCandidates equals SampleToken on the device row bit for bit, kept rows are the
 // device rows, adjacent kept sequences share one copy, and the byte count is what left the GPU;
 // two ranks' records of vocabulary halves merge as the CPU runner's vocabulary gather does.
+#include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <span>
 #include <vector>
@@ -230,7 +232,7 @@ TEST_F(StepLogitsPlanTest, TwoRankRecordsMergeLikeTheCpuVocabularyGather) {
                                records.data() + r * block);
   }
   std::vector<bool> whole;
-  ASSERT_TRUE(ChooseCandidateRows(batch_, dev_.record_index, records, dev_.stride, 2, &out_, &whole, &stats_).ok());
+  ASSERT_TRUE(ChooseCandidateRows(batch_, dev_.record_index, records, dev_.stride, 2, 1, &out_, &whole, &stats_).ok());
   EXPECT_EQ(whole, (std::vector<bool>{true, false, true, true, false, true, false}));
   EXPECT_EQ(stats_.bytes_to_host, records.size());
   for (size_t i = 0; i < seqs_.size(); ++i) {
@@ -255,6 +257,60 @@ TEST_F(StepLogitsPlanTest, TwoRankRecordsMergeLikeTheCpuVocabularyGather) {
                 SampleToken(row, kLimit, s.sampling, step, nullptr, false, 0).token_id);
     }
   }
+}
+
+// Rows selected in slices (TopCandidatesArgs::slices: the twin on each slice's columns,
+// slice blocks one after the other as top_candidates_forward writes them) give exactly the
+// whole-row records' candidates: same ids, values, exact count and bound, the log-sum-exp
+// within 1e-12, the same rows covered; the bytes counted are the sliced records'.
+TEST_F(StepLogitsPlanTest, SlicedRecordsGiveTheWholeRowCandidates) {
+  std::vector<bool> want_whole;
+  CudaLogitsStats whole_stats;
+  StepLogits want;
+  ASSERT_TRUE(ChooseCandidateRows(batch_, dev_.record_index, dev_.records, dev_.stride, 1, 1, &want, &want_whole,
+                                  &whole_stats).ok());
+  const RecordAsks ask = Asks();
+  const size_t block = dev_.records.size();
+  for (int slices : {2, 5, 9}) {
+    SCOPED_TRACE("slices " + std::to_string(slices));
+    const int width = top_candidates_slice_width(kVocab, slices);
+    std::vector<char> records(slices * block);
+    for (int s = 0; s < slices; ++s) {
+      const int c0 = s * width;
+      top_candidates_forward_cpu(dev_.rows.data() + c0, kVocab, std::min(width, kVocab - c0), c0, kLimit,
+                                 ask.rows.data(), ask.counts.data(), ask.lse.data(), static_cast<int>(ask.rows.size()),
+                                 dev_.stride, records.data() + s * block);
+    }
+    std::vector<bool> whole;
+    StepLogits got;
+    CudaLogitsStats stats;
+    ASSERT_TRUE(ChooseCandidateRows(batch_, dev_.record_index, records, dev_.stride, 1, slices, &got, &whole, &stats)
+                    .ok());
+    EXPECT_EQ(whole, want_whole);
+    EXPECT_EQ(stats.bytes_to_host, records.size());
+    EXPECT_EQ(stats.candidate_rows, whole_stats.candidate_rows);
+    for (size_t i = 0; i < seqs_.size(); ++i) {
+      if (whole[i]) continue;
+      SCOPED_TRACE("sequence " + std::to_string(i));
+      const LogitCandidates& g = got.candidates[i];
+      const LogitCandidates& w = want.candidates[i];
+      EXPECT_EQ(g.ids, w.ids);
+      EXPECT_EQ(g.values, w.values);
+      EXPECT_EQ(g.exact, w.exact);
+      EXPECT_EQ(g.bound, w.bound);
+      if (std::isinf(w.log_sum_exp)) {
+        EXPECT_EQ(g.log_sum_exp, w.log_sum_exp);  // not asked for
+      } else {
+        EXPECT_NEAR(g.log_sum_exp, w.log_sum_exp, 1e-12 * std::max(1.0, std::abs(w.log_sum_exp)));
+      }
+    }
+  }
+  // A block count that does not divide the bytes (4 records) is malformed.
+  std::vector<bool> whole;
+  StepLogits got;
+  CudaLogitsStats stats;
+  EXPECT_EQ(ChooseCandidateRows(batch_, dev_.record_index, dev_.records, dev_.stride, 1, 3, &got, &whole, &stats).code(),
+            absl::StatusCode::kInternal);
 }
 
 }  // namespace

@@ -2,6 +2,7 @@
 // the leader) against SampleToken on the whole row: the same token for greedy, temperature with
 // top-k / top-p / min-p, and logprobs with top_n within 1e-5, on seeded random rows split into
 // 1-4 slices, with and without ties; rows whose ties straddle the cut report "not covered".
+#include <algorithm>
 #include <cmath>
 #include <random>
 #include <vector>
@@ -138,6 +139,46 @@ TEST(SamplerCandidatesTest, LogSumExpCombinesSlicesAndSkipsIdsPastTheLimit) {
   EXPECT_NEAR(c.log_sum_exp, max + std::log(sum), 1e-9);
   for (int32_t id : c.ids) EXPECT_LT(id, 1000);
   EXPECT_EQ(c.exact, 8);
+}
+
+// JoinCandidateSlices: a row selected in uneven slices (a GPU's blocks) and joined is the shard
+// SelectCandidates gives over the whole row: ids, values and truncated equal, the log-sum-exp
+// within 1e-12; with ties straddling slice boundaries, -0.0 beside +0.0, slices past the
+// vocabulary limit, and counts above a slice's width.
+TEST(SamplerCandidatesTest, JoinedSlicesEqualTheWholeRowSelection) {
+  int joined_rows = 0;
+  for (uint64_t seed = 1; seed <= 6; ++seed) {
+    for (int n : {7, 300, 5000}) {
+      std::vector<float> row = RandomRow(n, seed * 31 + n, seed % 2 == 0);
+      if (n > 10) {
+        row[n / 3] = -0.0f;
+        row[n / 3 + 1] = 0.0f;
+        row[n / 2] = row[n / 2 - 1] = row[n / 2 + 1];  // a tie across any boundary near n / 2
+      }
+      for (int32_t limit : {n, n - n / 4}) {
+        for (int slices : {2, 3, 7}) {
+          for (int32_t count : {1, 5, 64}) {
+            SCOPED_TRACE(::testing::Message() << "n " << n << " limit " << limit << " slices " << slices
+                                              << " count " << count << " seed " << seed);
+            const int width = (n + slices - 1) / slices;
+            std::vector<CandidateShard> parts;
+            for (int s = 0; s < slices; ++s) {
+              const int c0 = std::min(n, s * width), w = std::min(width, n - c0);
+              parts.push_back(SelectCandidates(std::span<const float>(row).subspan(c0, w), c0, limit, count));
+            }
+            const CandidateShard joined = JoinCandidateSlices(parts, count);
+            const CandidateShard whole = SelectCandidates(row, 0, limit, count);
+            EXPECT_EQ(joined.ids, whole.ids);
+            EXPECT_EQ(joined.values, whole.values);
+            EXPECT_EQ(joined.truncated, whole.truncated);
+            EXPECT_NEAR(joined.log_sum_exp, whole.log_sum_exp, 1e-12 * std::max(1.0, std::abs(whole.log_sum_exp)));
+            ++joined_rows;
+          }
+        }
+      }
+    }
+  }
+  EXPECT_EQ(joined_rows, 6 * 3 * 2 * 3 * 3);
 }
 
 }  // namespace

@@ -343,11 +343,13 @@ CandidateShard JoinCandidateSlices(std::span<const CandidateShard> slices, int32
     max_lse = std::max(max_lse, s.log_sum_exp);
     joined.truncated = joined.truncated || s.truncated;
   }
-  std::sort(all.begin(), all.end(),
-            [](const auto& a, const auto& b) { return CandidateOrder(a.first, a.second, b.first, b.second); });
   // Past `count` entries the union's selection would have stopped too.
-  if (all.size() > static_cast<size_t>(std::max(count, 0))) {
-    all.resize(std::max(count, 0));
+  const size_t keep = std::min(all.size(), static_cast<size_t>(std::max(count, 0)));
+  std::partial_sort(all.begin(), all.begin() + keep, all.end(), [](const auto& a, const auto& b) {
+    return CandidateOrder(a.first, a.second, b.first, b.second);
+  });
+  if (all.size() > keep) {
+    all.resize(keep);
     joined.truncated = true;
   }
   for (const auto& [v, id] : all) {

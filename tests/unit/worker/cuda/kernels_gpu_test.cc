@@ -10,11 +10,15 @@
 
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
+#include "tests/unit/worker/cuda/paged_attention_checks.h"
 
 namespace phi::worker::cuda {
 namespace {
 
+using testing::DecodeCase;
 using testing::DeviceBuffer;
+using testing::ExpectDecodeAttentionMatchesTwin;
+using testing::ExpectPrefillAttentionMatchesTwin;
 using testing::kTolBf16;
 using testing::kTolF32;
 using testing::RandomBf16Values;
@@ -208,183 +212,18 @@ TEST(BiasAddGpu, Bf16AndF32) {
   EXPECT_LT(RelNormError(ToF32(hx.Download()), want), kTolBf16);
 }
 
-// A random paged cache: every sequence gets its own shuffled blocks.
-struct PagedFixture {
-  int heads, block_size, max_blocks, num_blocks;
-  std::vector<float> k, v;
-  std::vector<int32_t> tables;
-
-  PagedFixture(int heads_, int block_size_, const std::vector<int>& lens, uint32_t seed)
-      : heads(heads_), block_size(block_size_) {
-    max_blocks = 1;
-    int total = 0;
-    for (int l : lens) {
-      max_blocks = std::max(max_blocks, (l + block_size - 1) / block_size);
-      total += (l + block_size - 1) / block_size;
-    }
-    num_blocks = total + 2;
-    std::vector<int32_t> ids(num_blocks);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::mt19937 rng(seed);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    tables.assign(lens.size() * max_blocks, -1);
-    int next = 0;
-    for (size_t s = 0; s < lens.size(); ++s) {
-      for (int b = 0; b < (lens[s] + block_size - 1) / block_size; ++b) {
-        tables[s * max_blocks + b] = ids[next++];
-      }
-    }
-    const size_t n = static_cast<size_t>(num_blocks) * heads * block_size * 64;
-    k = RandomBf16Values(n, seed + 1, 1.0f);
-    v = RandomBf16Values(n, seed + 2, 1.0f);
-  }
-};
-
 TEST(AttentionDecodeGpu, MatchesCpuTwinOverPartitionsAndOddLengths) {
   PHI_REQUIRE_GPU();
-  struct Case { int heads, block_size; std::vector<int> lens; };
-  for (const Case& c : {Case{2, 16, {1}}, Case{32, 16, {17, 256, 257, 1000, 2048}},
-                        Case{3, 7, {5, 300, 1}}, Case{1, 16, {513}}}) {
-    SCOPED_TRACE("heads=" + std::to_string(c.heads) + " seqs=" + std::to_string(c.lens.size()));
-    const int ns = static_cast<int>(c.lens.size()), hd = c.heads * 64;
-    PagedFixture f(c.heads, c.block_size, c.lens, 61);
-    const int q_stride = 3 * hd, out_stride = hd + 8;
-    const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 62, 2.0f);
-    DeviceBuffer<bf16> dq(q.size()), dk(f.k.size()), dv(f.v.size()),
-        dout(static_cast<size_t>(ns) * out_stride);
-    DeviceBuffer<int32_t> dt(f.tables.size()), dl(ns);
-    dq.Upload(ToBf16(q));
-    dk.Upload(ToBf16(f.k));
-    dv.Upload(ToBf16(f.v));
-    dt.Upload(f.tables);
-    dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
-    const int max_len = *std::max_element(c.lens.begin(), c.lens.end());
-    DeviceBuffer<float> ws(std::max<int64_t>(1, attention_decode_workspace_floats(ns, c.heads, max_len)));
-    DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
-    cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
-    dout.Poison();
-    PagedAttentionArgs a;
-    a.q = dq.get();
-    a.q_stride = q_stride;
-    a.k_cache = dk.get();
-    a.v_cache = dv.get();
-    a.block_tables = dt.get();
-    a.max_blocks_per_seq = f.max_blocks;
-    a.out = dout.get();
-    a.out_stride = out_stride;
-    a.num_seqs = ns;
-    a.num_heads = c.heads;
-    a.head_dim = 64;
-    a.block_size = c.block_size;
-    a.scale = 0.125f;
-    // Twice: the first call must leave the merge counters at zero for the second.
-    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
-    dout.Poison();
-    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
-    PHI_ASSERT_CUDART(cudaDeviceSynchronize());
-    for (unsigned int c : counters.Download()) ASSERT_EQ(c, 0u);
-    std::vector<float> want(static_cast<size_t>(ns) * out_stride, 0.0f);
-    std::vector<int32_t> lens(c.lens.begin(), c.lens.end());
-    attention_decode_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
-                         f.max_blocks, lens.data(), want.data(), out_stride, ns, c.heads, 64,
-                         c.block_size, 0.125f);
-    const std::vector<float> got = ToF32(dout.Download());
-    std::vector<float> g, w;
-    for (int s = 0; s < ns; ++s) {
-      for (int d = 0; d < hd; ++d) {
-        g.push_back(got[static_cast<size_t>(s) * out_stride + d]);
-        w.push_back(want[static_cast<size_t>(s) * out_stride + d]);
-      }
-    }
-    EXPECT_LT(RelNormError(g, w), kTolBf16);
+  for (const DecodeCase& c : {DecodeCase{2, 16, {1}}, DecodeCase{32, 16, {17, 256, 257, 1000, 2048}},
+                              DecodeCase{3, 7, {5, 300, 1}}, DecodeCase{1, 16, {513}},
+                              DecodeCase{4, 16, {1, 640, 129, 128}, 2048}}) {
+    ExpectDecodeAttentionMatchesTwin(c, KvCacheDtype::kBf16);
   }
 }
 
 TEST(AttentionPrefillGpu, MatchesCpuTwinForChunks) {
   PHI_REQUIRE_GPU();
-  // (start_pos, num_new) per sequence: a single token, a fresh prompt over one tile, a chunk
-  // continuing a cached prefix, lengths off the block and tile sizes.
-  const std::vector<std::pair<int, int>> seqs = {{0, 1}, {0, 70}, {13, 5}, {100, 130}, {0, 64},
-                                                 {37, 1}};
-  const int heads = 3, block_size = 16, hd = heads * 64;
-  std::vector<int> lens;
-  for (auto [st, n] : seqs) lens.push_back(st + n);
-  PagedFixture f(heads, block_size, lens, 71);
-  const int ns = static_cast<int>(seqs.size());
-  std::vector<int32_t> q_off, start, num_new;
-  int rows = 0;
-  for (auto [st, n] : seqs) {
-    q_off.push_back(rows);
-    start.push_back(st);
-    num_new.push_back(n);
-    rows += n;
-  }
-  std::vector<int32_t> tile_seq, tile_first;
-  prefill_tiles_cpu(num_new.data(), ns, &tile_seq, &tile_first);
-  const int q_stride = 3 * hd + 8, out_stride = hd + 2;
-  const std::vector<float> q = RandomBf16Values(static_cast<size_t>(rows) * q_stride, 72, 2.0f);
-  DeviceBuffer<bf16> dq(q.size()), dk(f.k.size()), dv(f.v.size()),
-      dout(static_cast<size_t>(rows) * out_stride);
-  DeviceBuffer<int32_t> dt(f.tables.size()), dqo(ns), dst(ns), dnn(ns), dts(tile_seq.size()),
-      dtf(tile_first.size());
-  dq.Upload(ToBf16(q));
-  dk.Upload(ToBf16(f.k));
-  dv.Upload(ToBf16(f.v));
-  dt.Upload(f.tables);
-  dqo.Upload(q_off);
-  dst.Upload(start);
-  dnn.Upload(num_new);
-  dts.Upload(tile_seq);
-  dtf.Upload(tile_first);
-  dout.Poison();
-  PagedAttentionArgs a;
-  a.q = dq.get();
-  a.q_stride = q_stride;
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.block_tables = dt.get();
-  a.max_blocks_per_seq = f.max_blocks;
-  a.out = dout.get();
-  a.out_stride = out_stride;
-  a.num_seqs = ns;
-  a.num_heads = heads;
-  a.head_dim = 64;
-  a.block_size = block_size;
-  a.scale = 0.125f;
-  PrefillTiles t;
-  t.q_offset = dqo.get();
-  t.start_pos = dst.get();
-  t.num_new = dnn.get();
-  t.tile_seq = dts.get();
-  t.tile_first = dtf.get();
-  t.num_tiles = static_cast<int>(tile_seq.size());
-  std::vector<float> want(static_cast<size_t>(rows) * out_stride, 0.0f);
-  attention_prefill_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
-                        f.max_blocks, q_off.data(), start.data(), num_new.data(), want.data(),
-                        out_stride, ns, heads, 64, block_size, 0.125f);
-  for (bool tensor_cores : {true, false}) {
-    SCOPED_TRACE(tensor_cores ? "mma.sync kernel" : "FP32 FMA kernel");
-    a.tensor_cores = tensor_cores;
-    dout.Poison();
-    PHI_ASSERT_CUDA_OK(attention_prefill(a, t, nullptr));
-    PHI_ASSERT_CUDART(cudaDeviceSynchronize());
-    const std::vector<float> got = ToF32(dout.Download());
-    std::vector<float> g, w;
-    double worst = 0;
-    for (int r = 0; r < rows; ++r) {
-      for (int d = 0; d < hd; ++d) {
-        g.push_back(got[static_cast<size_t>(r) * out_stride + d]);
-        w.push_back(want[static_cast<size_t>(r) * out_stride + d]);
-        worst = std::max(worst, static_cast<double>(std::abs(g.back() - w.back())));
-      }
-    }
-    const double err = RelNormError(g, w);
-    std::printf("attention_prefill (%s): rel norm error %.2e, worst element %.2e\n",
-                tensor_cores ? "tensor cores" : "FMA", err, worst);
-    EXPECT_LT(err, kTolBf16);
-    // Every output row was written (the poison is NaN).
-    for (float x : g) ASSERT_TRUE(std::isfinite(x));
-  }
+  ExpectPrefillAttentionMatchesTwin(KvCacheDtype::kBf16, 1.0f, 1.0f);
 }
 
 std::vector<SamplingParams> SamplingCases() {

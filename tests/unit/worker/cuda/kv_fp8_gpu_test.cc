@@ -12,28 +12,21 @@
 
 #include "services/worker/backends/cuda/phi_cuda_model.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
+#include "tests/unit/worker/cuda/paged_attention_checks.h"
 
 namespace phi::worker::cuda {
 namespace {
 
+using testing::DecodeCase;
 using testing::DeviceBuffer;
+using testing::ExpectDecodeAttentionMatchesTwin;
+using testing::ExpectPrefillAttentionMatchesTwin;
 using testing::kTolBf16;
+using testing::PagedKvFixture;
 using testing::RandomBf16Values;
 using testing::RelNormError;
 using testing::ToBf16;
 using testing::ToF32;
-
-// F32 values in the FP8 cache's units, already E4M3 values, and their codes.
-std::vector<float> RandomFp8Values(size_t n, uint32_t seed, float scale) {
-  std::vector<float> v = RandomBf16Values(n, seed, 1.0f);
-  for (float& x : v) x = fp8_e4m3_round_cpu(x / scale);
-  return v;
-}
-std::vector<uint8_t> Codes(const std::vector<float>& v) {
-  std::vector<uint8_t> c(v.size());
-  for (size_t i = 0; i < v.size(); ++i) c[i] = fp8_e4m3_encode_cpu(v[i]);
-  return c;
-}
 
 struct RotaryCase { int tokens, heads, head_dim, rotary_dim, block_size; float k_scale, v_scale; };
 
@@ -140,200 +133,20 @@ TEST(RotaryKvFp8Gpu, WritesTheTwinsBytes) {
   }
 }
 
-// A random paged FP8 cache: every sequence gets its own shuffled blocks; K and V hold E4M3
-// values (in the cache's units) and their codes.
-struct Fp8PagedFixture {
-  int max_blocks = 1, num_blocks = 0;
-  std::vector<float> k, v;
-  std::vector<uint8_t> k_codes, v_codes;
-  std::vector<int32_t> tables;
-
-  Fp8PagedFixture(int heads, int block_size, const std::vector<int>& lens, uint32_t seed,
-                  float k_scale, float v_scale) {
-    int total = 0;
-    for (int l : lens) {
-      max_blocks = std::max(max_blocks, (l + block_size - 1) / block_size);
-      total += (l + block_size - 1) / block_size;
-    }
-    num_blocks = total + 2;
-    std::vector<int32_t> ids(num_blocks);
-    std::iota(ids.begin(), ids.end(), 0);
-    std::mt19937 rng(seed);
-    std::shuffle(ids.begin(), ids.end(), rng);
-    tables.assign(lens.size() * max_blocks, -1);
-    int next = 0;
-    for (size_t s = 0; s < lens.size(); ++s) {
-      for (int b = 0; b < (lens[s] + block_size - 1) / block_size; ++b) {
-        tables[s * max_blocks + b] = ids[next++];
-      }
-    }
-    const size_t n = static_cast<size_t>(num_blocks) * heads * block_size * 64;
-    k = RandomFp8Values(n, seed + 1, k_scale);
-    v = RandomFp8Values(n, seed + 2, v_scale);
-    k_codes = Codes(k);
-    v_codes = Codes(v);
-  }
-};
-
 // Both sides see the same E4M3 values: the GPU accumulates in F32 and rounds the output to
 // BF16, the twin works in double, so the BF16 tolerance of the BF16 cache tests applies.
 TEST(AttentionDecodeFp8Gpu, MatchesCpuTwinOverPartitionsAndOddLengths) {
   PHI_REQUIRE_GPU();
-  struct Case { int heads, block_size; std::vector<int> lens; int max_len; float k_scale, v_scale; };
-  // max_len 0: the longest context; 2048: as a decode graph captures (max_positions), so
-  // the launch has partitions that no real length reaches.
-  for (const Case& c : {Case{2, 16, {1}, 0, 1.0f, 1.0f},
-                        Case{32, 16, {17, 256, 257, 1000, 2048}, 0, 1.0f, 1.0f},
-                        Case{3, 7, {5, 300, 1}, 0, 0.25f, 0.5f},
-                        Case{1, 16, {513}, 0, 2.0f, 1.0f},
-                        Case{4, 16, {1, 640, 129, 128}, 2048, 0.5f, 0.125f}}) {
-    SCOPED_TRACE("heads=" + std::to_string(c.heads) + " seqs=" + std::to_string(c.lens.size()) +
-                 " max_len=" + std::to_string(c.max_len));
-    const int ns = static_cast<int>(c.lens.size()), hd = c.heads * 64;
-    Fp8PagedFixture f(c.heads, c.block_size, c.lens, 61, c.k_scale, c.v_scale);
-    const int q_stride = 3 * hd, out_stride = hd + 8;
-    const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 62, 2.0f);
-    DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(ns) * out_stride);
-    DeviceBuffer<uint8_t> dk(f.k.size()), dv(f.v.size());
-    DeviceBuffer<int32_t> dt(f.tables.size()), dl(ns);
-    dq.Upload(ToBf16(q));
-    dk.Upload(f.k_codes);
-    dv.Upload(f.v_codes);
-    dt.Upload(f.tables);
-    dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
-    const int max_len =
-        c.max_len > 0 ? c.max_len : *std::max_element(c.lens.begin(), c.lens.end());
-    DeviceBuffer<float> ws(
-        std::max<int64_t>(1, attention_decode_workspace_floats(ns, c.heads, max_len)));
-    DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
-    cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
-    PagedAttentionArgs a;
-    a.q = dq.get();
-    a.q_stride = q_stride;
-    a.k_cache = dk.get();
-    a.v_cache = dv.get();
-    a.kv_dtype = KvCacheDtype::kFp8E4m3;
-    a.k_scale = c.k_scale;
-    a.v_scale = c.v_scale;
-    a.block_tables = dt.get();
-    a.max_blocks_per_seq = f.max_blocks;
-    a.out = dout.get();
-    a.out_stride = out_stride;
-    a.num_seqs = ns;
-    a.num_heads = c.heads;
-    a.head_dim = 64;
-    a.block_size = c.block_size;
-    a.scale = 0.125f;
-    // Twice: the first call must leave the merge counters at zero for the second.
-    dout.Poison();
-    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
-    dout.Poison();
-    PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
-    PHI_ASSERT_CUDART(cudaDeviceSynchronize());
-    for (unsigned int n : counters.Download()) ASSERT_EQ(n, 0u);
-    std::vector<float> want(static_cast<size_t>(ns) * out_stride, 0.0f);
-    std::vector<int32_t> lens(c.lens.begin(), c.lens.end());
-    attention_decode_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
-                         f.max_blocks, lens.data(), want.data(), out_stride, ns, c.heads, 64,
-                         c.block_size, 0.125f, KvCacheDtype::kFp8E4m3, c.k_scale, c.v_scale);
-    const std::vector<float> got = ToF32(dout.Download());
-    std::vector<float> g, w;
-    for (int s = 0; s < ns; ++s) {
-      for (int d = 0; d < hd; ++d) {
-        g.push_back(got[static_cast<size_t>(s) * out_stride + d]);
-        w.push_back(want[static_cast<size_t>(s) * out_stride + d]);
-      }
-    }
-    EXPECT_LT(RelNormError(g, w), kTolBf16);
+  for (const DecodeCase& c : {DecodeCase{2, 16, {1}}, DecodeCase{32, 16, {17, 256, 257, 1000, 2048}},
+                              DecodeCase{3, 7, {5, 300, 1}, 0, 0.25f, 0.5f}, DecodeCase{1, 16, {513}, 0, 2.0f, 1.0f},
+                              DecodeCase{4, 16, {1, 640, 129, 128}, 2048, 0.5f, 0.125f}}) {
+    ExpectDecodeAttentionMatchesTwin(c, KvCacheDtype::kFp8E4m3);
   }
 }
 
 TEST(AttentionPrefillFp8Gpu, MatchesCpuTwinForChunks) {
   PHI_REQUIRE_GPU();
-  // (start_pos, num_new): one token, a prompt over one tile, a chunk after a cached prefix,
-  // lengths off the block and tile sizes (kernels_gpu_test's shapes).
-  const std::vector<std::pair<int, int>> seqs = {{0, 1}, {0, 70}, {13, 5}, {100, 130}, {0, 64},
-                                                 {37, 1}};
-  const int heads = 3, block_size = 16, hd = heads * 64;
-  const float k_scale = 0.5f, v_scale = 0.25f;
-  std::vector<int> lens;
-  for (auto [st, n] : seqs) lens.push_back(st + n);
-  Fp8PagedFixture f(heads, block_size, lens, 71, k_scale, v_scale);
-  const int ns = static_cast<int>(seqs.size());
-  std::vector<int32_t> q_off, start, num_new;
-  int rows = 0;
-  for (auto [st, n] : seqs) {
-    q_off.push_back(rows);
-    start.push_back(st);
-    num_new.push_back(n);
-    rows += n;
-  }
-  std::vector<int32_t> tile_seq, tile_first;
-  prefill_tiles_cpu(num_new.data(), ns, &tile_seq, &tile_first);
-  const int q_stride = 3 * hd + 8, out_stride = hd + 2;
-  const std::vector<float> q = RandomBf16Values(static_cast<size_t>(rows) * q_stride, 72, 2.0f);
-  DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(rows) * out_stride);
-  DeviceBuffer<uint8_t> dk(f.k.size()), dv(f.v.size());
-  DeviceBuffer<int32_t> dt(f.tables.size()), dqo(ns), dst(ns), dnn(ns), dts(tile_seq.size()),
-      dtf(tile_first.size());
-  dq.Upload(ToBf16(q));
-  dk.Upload(f.k_codes);
-  dv.Upload(f.v_codes);
-  dt.Upload(f.tables);
-  dqo.Upload(q_off);
-  dst.Upload(start);
-  dnn.Upload(num_new);
-  dts.Upload(tile_seq);
-  dtf.Upload(tile_first);
-  dout.Poison();
-  PagedAttentionArgs a;
-  a.q = dq.get();
-  a.q_stride = q_stride;
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.kv_dtype = KvCacheDtype::kFp8E4m3;
-  a.k_scale = k_scale;
-  a.v_scale = v_scale;
-  a.block_tables = dt.get();
-  a.max_blocks_per_seq = f.max_blocks;
-  a.out = dout.get();
-  a.out_stride = out_stride;
-  a.num_seqs = ns;
-  a.num_heads = heads;
-  a.head_dim = 64;
-  a.block_size = block_size;
-  a.scale = 0.125f;
-  PrefillTiles t;
-  t.q_offset = dqo.get();
-  t.start_pos = dst.get();
-  t.num_new = dnn.get();
-  t.tile_seq = dts.get();
-  t.tile_first = dtf.get();
-  t.num_tiles = static_cast<int>(tile_seq.size());
-  std::vector<float> want(static_cast<size_t>(rows) * out_stride, 0.0f);
-  attention_prefill_cpu(q.data(), q_stride, f.k.data(), f.v.data(), f.tables.data(),
-                        f.max_blocks, q_off.data(), start.data(), num_new.data(), want.data(),
-                        out_stride, ns, heads, 64, block_size, 0.125f, KvCacheDtype::kFp8E4m3,
-                        k_scale, v_scale);
-  for (bool tensor_cores : {true, false}) {  // the mma.sync kernel and the FP32-FMA one
-    SCOPED_TRACE(tensor_cores ? "mma.sync kernel" : "FP32 FMA kernel");
-    a.tensor_cores = tensor_cores;
-    dout.Poison();
-    PHI_ASSERT_CUDA_OK(attention_prefill(a, t, nullptr));
-    PHI_ASSERT_CUDART(cudaDeviceSynchronize());
-    const std::vector<float> got = ToF32(dout.Download());
-    std::vector<float> g, w;
-    for (int r = 0; r < rows; ++r) {
-      for (int d = 0; d < hd; ++d) {
-        g.push_back(got[static_cast<size_t>(r) * out_stride + d]);
-        w.push_back(want[static_cast<size_t>(r) * out_stride + d]);
-      }
-    }
-    const double err = RelNormError(g, w);
-    std::printf("attention_prefill fp8 (%s): rel norm error %.2e\n",
-                tensor_cores ? "tensor cores" : "FMA", err);
-    EXPECT_LT(err, kTolBf16);
-  }
+  ExpectPrefillAttentionMatchesTwin(KvCacheDtype::kFp8E4m3, 0.5f, 0.25f);
 }
 
 // attention_decode with fewer blocks than partitions (PagedAttentionArgs::decode_partitions):
@@ -354,21 +167,16 @@ TEST(AttentionDecodeGpu, CappedPartitionsAreBitIdenticalAndMatchTheTwin) {
       SCOPED_TRACE(std::string(fp8 ? "fp8" : "bf16") + " seqs=" + std::to_string(c.lens.size()));
       const int ns = static_cast<int>(c.lens.size()), hd = c.heads * 64, bs = 16, max_len = 2048;
       const float k_scale = fp8 ? 0.5f : 1.0f, v_scale = fp8 ? 0.25f : 1.0f;
-      Fp8PagedFixture f(c.heads, bs, c.lens, 83, k_scale, v_scale);
+      const PagedKvFixture f(c.heads, bs, c.lens, 83, dt, k_scale, v_scale);
       const int q_stride = 3 * hd, out_stride = hd;
       const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 84, 2.0f);
       DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(ns) * out_stride);
-      DeviceBuffer<uint8_t> dk8(f.k.size()), dv8(f.v.size());
-      DeviceBuffer<bf16> dk16(f.k.size()), dv16(f.v.size());
+      const std::vector<uint8_t> kb = f.Bytes(f.k), vb = f.Bytes(f.v);
+      DeviceBuffer<uint8_t> dk(kb.size()), dv(vb.size());
       DeviceBuffer<int32_t> dt_(f.tables.size()), dl(ns);
       dq.Upload(ToBf16(q));
-      if (fp8) {
-        dk8.Upload(f.k_codes);
-        dv8.Upload(f.v_codes);
-      } else {  // E4M3 values are BF16 values too: the same cache in BF16
-        dk16.Upload(ToBf16(f.k));
-        dv16.Upload(ToBf16(f.v));
-      }
+      dk.Upload(kb);
+      dv.Upload(vb);
       dt_.Upload(f.tables);
       dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
       DeviceBuffer<float> ws(attention_decode_workspace_floats(ns, c.heads, max_len));
@@ -377,8 +185,8 @@ TEST(AttentionDecodeGpu, CappedPartitionsAreBitIdenticalAndMatchTheTwin) {
       PagedAttentionArgs a;
       a.q = dq.get();
       a.q_stride = q_stride;
-      a.k_cache = fp8 ? static_cast<const void*>(dk8.get()) : dk16.get();
-      a.v_cache = fp8 ? static_cast<const void*>(dv8.get()) : dv16.get();
+      a.k_cache = dk.get();
+      a.v_cache = dv.get();
       a.kv_dtype = dt;
       a.k_scale = k_scale;
       a.v_scale = v_scale;

@@ -18,6 +18,7 @@ namespace phi::worker::cuda {
 namespace {
 
 using testing::DecodeCase;
+using testing::DevicePagedKv;
 using testing::DeviceBuffer;
 using testing::ExpectDecodeAttentionMatchesTwin;
 using testing::ExpectPrefillAttentionMatchesTwin;
@@ -171,34 +172,19 @@ TEST(AttentionDecodeGpu, CappedPartitionsAreBitIdenticalAndMatchTheTwin) {
       const int q_stride = 3 * hd, out_stride = hd;
       const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 84, 2.0f);
       DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(ns) * out_stride);
-      const std::vector<uint8_t> kb = f.Bytes(f.k), vb = f.Bytes(f.v);
-      DeviceBuffer<uint8_t> dk(kb.size()), dv(vb.size());
-      DeviceBuffer<int32_t> dt_(f.tables.size()), dl(ns);
+      const DevicePagedKv cache(f);
+      DeviceBuffer<int32_t> dl(ns);
       dq.Upload(ToBf16(q));
-      dk.Upload(kb);
-      dv.Upload(vb);
-      dt_.Upload(f.tables);
       dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
       DeviceBuffer<float> ws(attention_decode_workspace_floats(ns, c.heads, max_len));
       DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
       cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
-      PagedAttentionArgs a;
+      PagedAttentionArgs a = cache.Args();
       a.q = dq.get();
       a.q_stride = q_stride;
-      a.k_cache = dk.get();
-      a.v_cache = dv.get();
-      a.kv_dtype = dt;
-      a.k_scale = k_scale;
-      a.v_scale = v_scale;
-      a.block_tables = dt_.get();
-      a.max_blocks_per_seq = f.max_blocks;
       a.out = dout.get();
       a.out_stride = out_stride;
       a.num_seqs = ns;
-      a.num_heads = c.heads;
-      a.head_dim = 64;
-      a.block_size = bs;
-      a.scale = 0.125f;
       auto run = [&](int partitions) {
         a.decode_partitions = partitions;
         dout.Poison();

@@ -28,14 +28,16 @@ inline std::vector<float> RandomFp8Values(size_t n, uint32_t seed, float scale) 
 // A random paged cache: every sequence gets its own shuffled blocks (two spare). k and v hold
 // the values the cache stores: BF16 values, or E4M3 values in the cache's units.
 struct PagedKvFixture {
-  KvCacheDtype dtype = KvCacheDtype::kBf16;
+  int heads, block_size;
+  KvCacheDtype dtype;
+  float k_scale, v_scale;  // FP8 only
   int max_blocks = 1, num_blocks = 0;
   std::vector<float> k, v;
   std::vector<int32_t> tables;
 
-  PagedKvFixture(int heads, int block_size, const std::vector<int>& lens, uint32_t seed,
-                 KvCacheDtype dtype_ = KvCacheDtype::kBf16, float k_scale = 1.0f, float v_scale = 1.0f)
-      : dtype(dtype_) {
+  PagedKvFixture(int heads_, int block_size_, const std::vector<int>& lens, uint32_t seed,
+                 KvCacheDtype dtype_ = KvCacheDtype::kBf16, float k_scale_ = 1.0f, float v_scale_ = 1.0f)
+      : heads(heads_), block_size(block_size_), dtype(dtype_), k_scale(k_scale_), v_scale(v_scale_) {
     int total = 0;
     for (int l : lens) {
       max_blocks = std::max(max_blocks, (l + block_size - 1) / block_size);
@@ -57,6 +59,7 @@ struct PagedKvFixture {
     v = fp8 ? RandomFp8Values(n, seed + 2, v_scale) : RandomBf16Values(n, seed + 2, 1.0f);
   }
 
+  int ElementBytes() const { return dtype == KvCacheDtype::kFp8E4m3 ? 1 : 2; }
   // The cache's bytes for `values` (k or v): BF16, or E4M3 codes.
   std::vector<uint8_t> Bytes(const std::vector<float>& values) const {
     if (dtype == KvCacheDtype::kFp8E4m3) {
@@ -69,6 +72,39 @@ struct PagedKvFixture {
     std::memcpy(b.data(), h.data(), b.size());
     return b;
   }
+};
+
+// The fixture's cache on the device (K and V bytes, block tables).
+class DevicePagedKv {
+ public:
+  explicit DevicePagedKv(const PagedKvFixture& f)
+      : f_(f), k_(f.k.size() * f.ElementBytes()), v_(f.v.size() * f.ElementBytes()), tables_(f.tables.size()) {
+    k_.Upload(f.Bytes(f.k));
+    v_.Upload(f.Bytes(f.v));
+    tables_.Upload(f.tables);
+  }
+  // Attention arguments naming this cache (its element type, scales, tables and shape; head
+  // dim 64, softmax scale 1/8); the caller sets q, out, their strides and num_seqs.
+  PagedAttentionArgs Args() const {
+    PagedAttentionArgs a;
+    a.k_cache = k_.get();
+    a.v_cache = v_.get();
+    a.kv_dtype = f_.dtype;
+    a.k_scale = f_.k_scale;
+    a.v_scale = f_.v_scale;
+    a.block_tables = tables_.get();
+    a.max_blocks_per_seq = f_.max_blocks;
+    a.num_heads = f_.heads;
+    a.head_dim = 64;
+    a.block_size = f_.block_size;
+    a.scale = 0.125f;
+    return a;
+  }
+
+ private:
+  const PagedKvFixture& f_;
+  DeviceBuffer<uint8_t> k_, v_;
+  DeviceBuffer<int32_t> tables_;
 };
 
 // Columns [0, width) of each of `rows` rows of a strided output, side by side with the twin's.
@@ -104,35 +140,20 @@ inline void ExpectDecodeAttentionMatchesTwin(const DecodeCase& c, KvCacheDtype d
   const int q_stride = 3 * hd, out_stride = hd + 8;
   const std::vector<float> q = RandomBf16Values(static_cast<size_t>(ns) * q_stride, 62, 2.0f);
   DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(ns) * out_stride);
-  const std::vector<uint8_t> kb = f.Bytes(f.k), vb = f.Bytes(f.v);
-  DeviceBuffer<uint8_t> dk(kb.size()), dv(vb.size());
-  DeviceBuffer<int32_t> dt(f.tables.size()), dl(ns);
+  const DevicePagedKv cache(f);
+  DeviceBuffer<int32_t> dl(ns);
   dq.Upload(ToBf16(q));
-  dk.Upload(kb);
-  dv.Upload(vb);
-  dt.Upload(f.tables);
   dl.Upload(std::vector<int32_t>(c.lens.begin(), c.lens.end()));
   const int max_len = c.max_len > 0 ? c.max_len : *std::max_element(c.lens.begin(), c.lens.end());
   DeviceBuffer<float> ws(std::max<int64_t>(1, attention_decode_workspace_floats(ns, c.heads, max_len)));
   DeviceBuffer<unsigned int> counters(static_cast<size_t>(ns) * c.heads);
   cudaMemset(counters.get(), 0, counters.size() * sizeof(unsigned int));
-  PagedAttentionArgs a;
+  PagedAttentionArgs a = cache.Args();
   a.q = dq.get();
   a.q_stride = q_stride;
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.kv_dtype = dtype;
-  a.k_scale = c.k_scale;
-  a.v_scale = c.v_scale;
-  a.block_tables = dt.get();
-  a.max_blocks_per_seq = f.max_blocks;
   a.out = dout.get();
   a.out_stride = out_stride;
   a.num_seqs = ns;
-  a.num_heads = c.heads;
-  a.head_dim = 64;
-  a.block_size = c.block_size;
-  a.scale = 0.125f;
   for (int rep = 0; rep < 2; ++rep) {
     dout.Poison();
     PHI_ASSERT_CUDA_OK(attention_decode(a, dl.get(), max_len, ws.get(), counters.get(), nullptr));
@@ -170,35 +191,20 @@ inline void ExpectPrefillAttentionMatchesTwin(KvCacheDtype dtype, float k_scale,
   const int q_stride = 3 * hd + 8, out_stride = hd + 2;
   const std::vector<float> q = RandomBf16Values(static_cast<size_t>(rows) * q_stride, 72, 2.0f);
   DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(rows) * out_stride);
-  const std::vector<uint8_t> kb = f.Bytes(f.k), vb = f.Bytes(f.v);
-  DeviceBuffer<uint8_t> dk(kb.size()), dv(vb.size());
-  DeviceBuffer<int32_t> dt(f.tables.size()), dqo(ns), dst(ns), dnn(ns), dts(tile_seq.size()), dtf(tile_first.size());
+  const DevicePagedKv cache(f);
+  DeviceBuffer<int32_t> dqo(ns), dst(ns), dnn(ns), dts(tile_seq.size()), dtf(tile_first.size());
   dq.Upload(ToBf16(q));
-  dk.Upload(kb);
-  dv.Upload(vb);
-  dt.Upload(f.tables);
   dqo.Upload(q_off);
   dst.Upload(start);
   dnn.Upload(num_new);
   dts.Upload(tile_seq);
   dtf.Upload(tile_first);
-  PagedAttentionArgs a;
+  PagedAttentionArgs a = cache.Args();
   a.q = dq.get();
   a.q_stride = q_stride;
-  a.k_cache = dk.get();
-  a.v_cache = dv.get();
-  a.kv_dtype = dtype;
-  a.k_scale = k_scale;
-  a.v_scale = v_scale;
-  a.block_tables = dt.get();
-  a.max_blocks_per_seq = f.max_blocks;
   a.out = dout.get();
   a.out_stride = out_stride;
   a.num_seqs = ns;
-  a.num_heads = heads;
-  a.head_dim = 64;
-  a.block_size = block_size;
-  a.scale = 0.125f;
   PrefillTiles t;
   t.q_offset = dqo.get();
   t.start_pos = dst.get();

@@ -501,16 +501,13 @@ struct RunResult {
 int32_t CandidateToken(const PhiStepOutput& o, size_t i) {
   const int idx = o.candidate_record[i];
   if (idx < 0) Die("no candidate record for a sequence");
-  const size_t block = o.candidate_records.size() / o.candidate_slices;
-  std::vector<phi::worker::CandidateShard> slices(o.candidate_slices);
-  for (int s = 0; s < o.candidate_slices; ++s) {
-    const char* rec = o.candidate_records.data() + s * block +
-                      static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
-    if (!phi::worker::cuda::CandidateShardFromRecord(rec, o.candidate_stride, &slices[s])) {
-      Die("malformed candidate record");
-    }
+  phi::worker::CandidateShard top;
+  const char* rec = o.candidate_records.data() +
+                    static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
+  if (!phi::worker::cuda::ShardFromSliceRecords(rec, o.candidate_records.size() / o.candidate_slices,
+                                                o.candidate_stride, o.candidate_slices, 1, &top)) {
+    Die("malformed candidate record");
   }
-  const phi::worker::CandidateShard top = phi::worker::JoinCandidateSlices(slices, 1);
   if (top.ids.empty()) Die("empty candidate record");
   return top.ids[0];
 }

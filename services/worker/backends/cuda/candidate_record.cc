@@ -3,6 +3,7 @@
 #include <cstdint>
 #include <cstring>
 #include <span>
+#include <vector>
 
 namespace phi::worker::cuda {
 
@@ -21,6 +22,17 @@ bool CandidateShardFromRecord(const void* record, int max_count, CandidateShard*
     std::memcpy(&shard->ids[j], p + 20 + 8 * j, 4);
     if (shard->ids[j] < 0) return false;
   }
+  return true;
+}
+
+bool ShardFromSliceRecords(const char* record, size_t slice_stride, int max_count, int slices, int count,
+                           CandidateShard* shard) {
+  if (slices == 1) return CandidateShardFromRecord(record, max_count, shard);
+  std::vector<CandidateShard> parts(slices);
+  for (int s = 0; s < slices; ++s) {
+    if (!CandidateShardFromRecord(record + s * slice_stride, max_count, &parts[s])) return false;
+  }
+  *shard = JoinCandidateSlices(parts, count);
   return true;
 }
 

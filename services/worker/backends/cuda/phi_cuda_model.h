@@ -136,10 +136,11 @@ struct PhiCudaOptions {
   // Prefill attention on tensor cores (attention_prefill_mma.cu); false: the FP32-FMA kernel.
   bool tensor_core_prefill = true;
   // Top-candidate selection splits each row into this many vocabulary slices, one block
-  // each (TopCandidatesArgs::slices), joined on the host (JoinCandidateSlices): 0 chooses from the step (top_candidates_slices: at batch 1, 25 slices of a
-  // 51200 row instead of one block reading it all; 1 under tensor parallelism, where every
-  // rank must choose alike), N asks for N (at most what the candidate area holds: max_seqs
-  // records of kMaxTopCandidates entries). Same candidates either way.
+  // each (TopCandidatesArgs::slices), joined on the host (JoinCandidateSlices): 0 chooses
+  // from the step (top_candidates_slices: at batch 1, 25 slices of a 51200 row instead of
+  // one block reading it all; 1 under tensor parallelism, where every rank must choose
+  // alike), N asks for N (at most what the candidate area holds: max_seqs records of
+  // kMaxTopCandidates entries). Same candidates either way.
   int candidate_slices = 0;
 };
 

@@ -28,7 +28,7 @@ absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t
   const size_t block = records.size() / blocks;
   out->candidates.assign(B, {});
   stats->bytes_to_host += records.size();
-  std::vector<CandidateShard> shards(record_ranks), slices(record_slices);
+  std::vector<CandidateShard> shards(record_ranks);
   for (size_t i = 0; i < B; ++i) {
     const int32_t rec = record_index[i];
     if (rec < 0) continue;
@@ -39,15 +39,11 @@ absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t
                                               " record bytes per rank or was not asked for"));
     }
     for (int r = 0; r < record_ranks; ++r) {
-      for (int s = 0; s < record_slices; ++s) {
-        const char* record = records.data() + (r * record_slices + s) * block + rec * record_bytes;
-        if (!CandidateShardFromRecord(record, record_stride, record_slices == 1 ? &shards[r] : &slices[s])) {
-          return absl::InternalError(absl::StrCat("top-candidate record of sequence ", batch.seqs[i].seq_id,
-                                                  " (batch index ", i, ") from rank ", r, " slice ", s,
-                                                  " is malformed"));
-        }
+      const char* record = records.data() + r * record_slices * block + rec * record_bytes;
+      if (!ShardFromSliceRecords(record, block, record_stride, record_slices, count, &shards[r])) {
+        return absl::InternalError(absl::StrCat("top-candidate record of sequence ", batch.seqs[i].seq_id,
+                                                " (batch index ", i, ") from rank ", r, " is malformed"));
       }
-      if (record_slices > 1) shards[r] = JoinCandidateSlices(slices, count);
     }
     LogitCandidates c = MergeCandidates(shards, count);
     // Not covered (candidates ending inside a tie at the cut, min-p over a flat row): the

@@ -74,19 +74,16 @@ void RunBoth(const std::vector<float>& logits, const Launch& l, std::vector<char
   }
 }
 
-// The row's candidates from `slices` blocks of records (RunBoth's layout): record `rec` of
-// each block merged as the runner merges ranks' records.
+// The row's candidates from `slices` blocks of records (RunBoth's layout), as the runner reads
+// them: record `rec` of each block joined into the row's shard.
 bool MergedCandidates(const std::vector<char>& records, int slices, int rec, int max_count, int count,
                       LogitCandidates* out) {
-  const size_t block = records.size() / slices;
-  std::vector<CandidateShard> shards(slices);
-  for (int s = 0; s < slices; ++s) {
-    if (!CandidateShardFromRecord(records.data() + s * block + rec * top_candidates_record_bytes(max_count),
-                                  max_count, &shards[s])) {
-      return false;
-    }
+  CandidateShard shard;
+  if (!ShardFromSliceRecords(records.data() + rec * top_candidates_record_bytes(max_count), records.size() / slices,
+                             max_count, slices, count, &shard)) {
+    return false;
   }
-  *out = MergeCandidates(shards, count);
+  *out = MergeCandidates(std::span<const CandidateShard>(&shard, 1), count);
   return true;
 }
 

@@ -207,6 +207,16 @@ for flags in "" "--no-pdl" "--no-fusion --no-pdl" "--candidate-slices 1" "--no-t
     | tee -a "$OUT/summary.txt"
 done
 
+# Batch-8 decode (the tensor-core decode GEMV, gemv_mma.cu, session 7): fused (the default),
+# unfused on cuBLASLt (the path before session 7), unfused on the same GEMV.
+log "batch-8 decode: default / --no-fusion / --no-fusion --gemv-max-m 8"
+for flags in "" "--no-fusion" "--no-fusion --gemv-max-m 8"; do
+  have 20 "batch-8 decode '$flags'" || break
+  timeout $(cap 60) $B/phi_cuda_bench --candidates --batches 8 --gen 128 $flags > "$OUT/bench_b8.log" 2>&1
+  echo "flags '$flags' rc=$?" | tee -a "$OUT/summary.txt"
+  grep -E "^\| 8 \||graph alone|programmatic launch" "$OUT/bench_b8.log" | tee -a "$OUT/summary.txt"
+done
+
 # The same with the KV cache in FP8 E4M3 (issue 8's 256-sequence target; limit on FP8 bytes).
 if have 40 "bench --kv-dtype fp8"; then
   log "bench, engine path, fp8 KV (--candidates --kv-dtype fp8)"

@@ -5,12 +5,14 @@
 // FLOPs / GEMM rate.
 //   phi_cuda_bench [--batches 1,8,32,128,256] [--gen 256] [--prompt 512] [--no-graphs] [--candidates]
 //                  [--kv-dtype bf16|fp8] [--decode-partitions N|auto] [--no-fusion] [--no-pdl]
-//                  [--no-tc-prefill] [--candidate-slices N] [--breakdown]
+//                  [--no-tc-prefill] [--candidate-slices N] [--gemv-max-m N] [--breakdown]
 // --kv-dtype fp8: the KV cache in FP8 E4M3 (PhiCudaOptions::kv_dtype); the limit column then
 // counts the FP8 KV bytes (half of BF16's). --decode-partitions: PhiCudaOptions::
 // decode_partitions (auto = -1: decode attention blocks per (sequence, head) from the batch).
-// --no-fusion / --no-pdl: batch-1 decode with the LayerNorm and gelu kernels of their own /
-// without programmatic dependent launch (PhiCudaOptions), to measure what each is worth.
+// --no-fusion / --no-pdl: decode of 1..8 sequences with the LayerNorm and gelu kernels of
+// their own / without programmatic dependent launch (PhiCudaOptions), to measure what each is
+// worth. --gemv-max-m N: GEMMs of at most N rows on the decode GEMV instead of cuBLASLt
+// (PhiCudaOptions::gemv_max_m; with --no-fusion, 8 isolates the fusion at batch 2..8).
 // --no-tc-prefill: prefill attention on the FP32-FMA kernel instead of tensor cores.
 // --candidate-slices N: with --candidates, rows selected in N vocabulary slices
 // (PhiCudaOptions::candidate_slices; 0, the default: chosen from the batch; 1: one block per row).
@@ -256,7 +258,7 @@ void Breakdown(double bw) {
     std::printf("\n| gemv1 (one token) | split | blocks/SM | us | us with PDL | of copy bw (best) |\n"
                 "|---|---|---|---|---|---|\n");
     for (const Gemv1Shape& sh : shapes) {
-      const int def = gemv1_default_split(sh.n, sh.k);
+      const int def = gemv1_default_split(1, sh.n, sh.k);
       for (int split : {1, 2, 4, 8}) {
         if (sh.k / 8 < 32 * split) continue;
         for (int per_sm : {1, 2, 3, 0}) {
@@ -278,19 +280,41 @@ void Breakdown(double bw) {
         }
       }
     }
-    // The fused prologues as the model runs them (default split and grid, PDL).
-    rows.push_back({"LayerNorm + qkv|fc1 fused (gemv1, PDL)", GraphUs([&](int i, cudaStream_t s) {
-      Gemv1Args a = args_for(shapes[0], i);
-      a.prologue = GemvPrologue::kLayerNorm;
-      a.x = x; a.gamma = ln_w; a.beta_ln = ln_w; a.pdl = true;
-      return gemv1_forward(a, s);
-    }), 2.0 * N1 * H});
-    rows.push_back({"gelu + dense|fc2 fused +resid (gemv1, PDL)", GraphUs([&](int i, cudaStream_t s) {
-      Gemv1Args a = args_for(shapes[1], i);
-      a.prologue = GemvPrologue::kGeluConcat;
-      a.a = act; a.a_cols = H; a.f = out1 + 3 * H; a.f_cols = I; a.pdl = true;
-      return gemv1_forward(a, s);
-    }), 2.0 * H * K2});
+    // The tensor-core form (2..8 tokens) at M = 8 by split, grid as the GPU holds.
+    std::printf("\n| gemv1 tiles, M=8 | split | us | of copy bw |\n|---|---|---|---|\n");
+    for (const Gemv1Shape& sh : shapes) {
+      const int def = gemv1_default_split(8, sh.n, sh.k);
+      for (int split : {1, 2, 4, 8}) {
+        const double us = GraphUs([&](int i, cudaStream_t s) {
+          Gemv1Args a = args_for(sh, i);
+          a.m = 8;
+          a.split = split;
+          return gemv1_forward(a, s);
+        }, sh.n == V ? 16 : 96);
+        std::printf("| %s | %d%s | %.2f | %.0f%% |\n", sh.name, split,
+                    split == def ? " (default)" : "", us,
+                    100.0 * 2.0 * sh.n * sh.k / (us * 1e-6) / bw);
+      }
+    }
+    // The fused prologues as the model runs them (default split and grid, PDL), at one token
+    // and at eight.
+    for (int m : {1, 8}) {
+      const std::string tag = " (gemv1 M=" + std::to_string(m) + ", PDL)";
+      rows.push_back({"LayerNorm + qkv|fc1 fused" + tag, GraphUs([&](int i, cudaStream_t s) {
+        Gemv1Args a = args_for(shapes[0], i);
+        a.m = m;
+        a.prologue = GemvPrologue::kLayerNorm;
+        a.x = x; a.gamma = ln_w; a.beta_ln = ln_w; a.pdl = true;
+        return gemv1_forward(a, s);
+      }), 2.0 * N1 * H});
+      rows.push_back({"gelu + dense|fc2 fused +resid" + tag, GraphUs([&](int i, cudaStream_t s) {
+        Gemv1Args a = args_for(shapes[1], i);
+        a.m = m;
+        a.prologue = GemvPrologue::kGeluConcat;
+        a.a = act; a.a_cols = H; a.f = out1 + 3 * H; a.f_cols = I; a.f_stride = N1; a.pdl = true;
+        return gemv1_forward(a, s);
+      }), 2.0 * H * K2});
+    }
   }
   rows.push_back({"layernorm 1x2048", GraphUs([&](int, cudaStream_t s) {
     return layernorm_forward(x, nullptr, ln_w, ln_w, out1, 1, H, 1e-5f, s);
@@ -441,6 +465,7 @@ struct Args {
   bool pdl = true;   // PhiCudaOptions::programmatic_launch
   bool tc_prefill = true;  // PhiCudaOptions::tensor_core_prefill
   int candidate_slices = 0;  // PhiCudaOptions::candidate_slices
+  int gemv_max_m = 1;        // PhiCudaOptions::gemv_max_m
 };
 
 Args Parse(int argc, char** argv) {
@@ -484,6 +509,8 @@ Args Parse(int argc, char** argv) {
       a.pdl = false;
     } else if (s == "--candidate-slices") {
       a.candidate_slices = std::stoi(next());
+    } else if (s == "--gemv-max-m") {
+      a.gemv_max_m = std::stoi(next());
     } else {
       Die("unknown flag " + s);
     }
@@ -598,6 +625,7 @@ int main(int argc, char** argv) {
   o.programmatic_launch = args.pdl;
   o.tensor_core_prefill = args.tc_prefill;
   o.candidate_slices = args.candidate_slices;
+  o.gemv_max_m = args.gemv_max_m;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
   Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");

@@ -57,9 +57,17 @@ void WarpMmaBf16M16N8K16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t 
 unsigned char* DynamicShared();
 
 // Runs body() once per thread of each block of the grid, in stream order (recorded instead
-// when the stream is being captured into a graph). Checks the launch like the driver.
+// when the stream is being captured into a graph). Checks the launch like the driver: more
+// than 48 KB of dynamic shared memory only for a `kernel` that opted in to as much
+// (cudaFuncSetAttribute with cudaFuncAttributeMaxDynamicSharedMemorySize).
 cudaError_t Launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, cudaStream_t stream,
-                   std::function<void()> body);
+                   std::function<void()> body, const void* kernel = nullptr);
+
+// The opt-in limit of dynamic shared memory per block (an H100 / H200's 227 KB).
+inline constexpr size_t kMaxDynamicSharedOptIn = 232448;
+// The dynamic shared memory `kernel` may launch with (48 KB unless it opted in to more).
+size_t KernelDynamicSharedLimit(const void* kernel);
+void SetKernelDynamicSharedLimit(const void* kernel, size_t bytes);
 
 // A stream-ordered host operation (memcpy, memset, an emulated GEMM): runs now, or is
 // recorded when `stream` is being captured.

@@ -5,6 +5,7 @@
 // this instead of libcudart.
 #include <cuda_runtime_api.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
@@ -127,14 +128,31 @@ cudaError_t cudaDeviceGetAttribute(int* value, cudaDeviceAttr attr, int device) 
     case cudaDevAttrWarpSize: *value = 32; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMajor: *value = 9; return cudaSuccess;
     case cudaDevAttrComputeCapabilityMinor: *value = 0; return cudaSuccess;
+    case cudaDevAttrMaxSharedMemoryPerBlockOptin:
+      *value = static_cast<int>(cuda_emu::kMaxDynamicSharedOptIn);
+      return cudaSuccess;
     default: return RecordError(cudaErrorInvalidValue);
   }
 }
+cudaError_t cudaFuncSetAttribute(const void* func, cudaFuncAttribute attr, int value) {
+  if (func == nullptr) return RecordError(cudaErrorInvalidDeviceFunction);
+  if (attr != cudaFuncAttributeMaxDynamicSharedMemorySize) {
+    return RecordError(cudaErrorInvalidValue);  // not emulated
+  }
+  if (value < 0 || static_cast<size_t>(value) > cuda_emu::kMaxDynamicSharedOptIn) {
+    return RecordError(cudaErrorInvalidValue);
+  }
+  cuda_emu::SetKernelDynamicSharedLimit(func, static_cast<size_t>(value));
+  return cudaSuccess;
+}
 cudaError_t cudaOccupancyMaxActiveBlocksPerMultiprocessor(int* blocks, const void*, int threads,
-                                                          size_t) {
+                                                          size_t shared_bytes) {
   if (threads <= 0 || threads > 1024) return RecordError(cudaErrorInvalidValue);
+  // An SM of the H100 / H200: 2048 threads, 32 blocks, 228 KB of shared memory with 1 KB
+  // reserved per block (registers are not modelled).
   const int by_threads = 2048 / threads;
-  *blocks = by_threads < 32 ? by_threads : 32;
+  const int by_shared = static_cast<int>(233472 / (shared_bytes + 1024));
+  *blocks = std::min({by_threads, by_shared, 32});
   return cudaSuccess;
 }
 cudaError_t cudaDeviceSynchronize(void) { return cudaSuccess; }

@@ -8,7 +8,9 @@
 #include <cstdlib>
 #include <algorithm>
 #include <cstring>
+#include <map>
 #include <memory>
+#include <mutex>
 #include <sstream>
 #include <string>
 #include <vector>
@@ -472,12 +474,33 @@ unsigned char* DynamicShared() {
   return t_run->dynamic_shared.data();
 }
 
+namespace {
+std::mutex g_shared_limits_mu;
+std::map<const void*, size_t>& SharedLimits() {
+  static auto* limits = new std::map<const void*, size_t>;
+  return *limits;
+}
+}  // namespace
+
+size_t KernelDynamicSharedLimit(const void* kernel) {
+  std::lock_guard<std::mutex> lock(g_shared_limits_mu);
+  auto it = SharedLimits().find(kernel);
+  return it != SharedLimits().end() && it->second > kMaxDynamicShared ? it->second
+                                                                      : kMaxDynamicShared;
+}
+
+void SetKernelDynamicSharedLimit(const void* kernel, size_t bytes) {
+  std::lock_guard<std::mutex> lock(g_shared_limits_mu);
+  SharedLimits()[kernel] = bytes;
+}
+
 cudaError_t Launch(dim3 grid, dim3 block, size_t dynamic_shared_bytes, cudaStream_t stream,
-                   std::function<void()> body) {
+                   std::function<void()> body, const void* kernel) {
   const uint64_t threads = static_cast<uint64_t>(block.x) * block.y * block.z;
   const bool ok = threads >= 1 && threads <= kMaxThreadsPerBlock && block.z <= 64 &&
                   grid.x >= 1 && grid.x <= 0x7fffffffu && grid.y >= 1 && grid.y <= 65535 &&
-                  grid.z >= 1 && grid.z <= 65535 && dynamic_shared_bytes <= kMaxDynamicShared;
+                  grid.z >= 1 && grid.z <= 65535 &&
+                  dynamic_shared_bytes <= KernelDynamicSharedLimit(kernel);
   if (!ok) {
     std::fprintf(stderr, "cuda_emu: launch refused: grid (%u,%u,%u) block (%u,%u,%u) shared %zu\n",
                  grid.x, grid.y, grid.z, block.x, block.y, block.z, dynamic_shared_bytes);

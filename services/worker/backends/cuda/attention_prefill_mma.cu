@@ -9,17 +9,14 @@
 // registers, applies the causal mask and an online softmax by rows, and reuses the scores'
 // accumulator registers as P's A-operand fragments for P V (the m16n8 accumulator layout of
 // two adjacent key octets is the m16k16 A layout), so P never touches shared memory.
-// Fragment layouts (PTX ISA, mma.m16n8k16 .bf16): with g = lane / 4, t = lane % 4,
-//   A (16 x 16, row): reg0 = (row g, k 2t..2t+1), reg1 = (g + 8, 2t..), reg2 = (g, 2t + 8..),
-//                     reg3 = (g + 8, 2t + 8..);
-//   B (16 x 8, col):  reg0 = (k 2t..2t+1, n g), reg1 = (k 2t + 8.., n g);
-//   C (16 x 8, f32):  c0, c1 = (row g, n 2t, 2t + 1), c2, c3 = (row g + 8, n 2t, 2t + 1).
+// Fragment layouts: mma.cuh.
 // P is rounded to BF16 for the product and the row sums add the rounded values, so the
 // normalisation matches what was multiplied.
 #include <cmath>
 
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/kv_elem.cuh"
+#include "services/worker/backends/cuda/mma.cuh"
 #include "services/worker/backends/cuda/pdl.cuh"
 
 namespace phi::worker::cuda {
@@ -30,19 +27,6 @@ constexpr int kKeys = 64;                   // positions per key tile
 constexpr int kWarps = kPrefillTileQ / 16;  // 16 query rows per warp
 constexpr int kThreads = kWarps * 32;
 constexpr int kStride = kD + 8;  // BF16 per shared row: +16 bytes, conflict-free fragment loads
-
-__device__ __forceinline__ void mma_bf16_16816(float* d, const uint32_t* a, uint32_t b0,
-                                               uint32_t b1) {
-#ifdef PHI_CUDA_EMULATION
-  cuda_emu::WarpMmaBf16M16N8K16(d, a, b0, b1);  // the CPU emulator's twin (tests/cuda_emu)
-#else
-  asm volatile(
-      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, "
-      "{%8,%9}, {%0,%1,%2,%3};\n"
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
-      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-#endif
-}
 
 // Two consecutive BF16 values as one register (the lower index in the low half).
 __device__ __forceinline__ uint32_t load_pair(const bf16* p) {

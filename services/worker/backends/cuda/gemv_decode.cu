@@ -1,6 +1,6 @@
 // One-token GEMV with the producer of its activation row fused in front (kernels.h,
-// gemv1_forward). At batch 1 a decode step is ~100 kernels that each read little; the
-// LayerNorm and gelu kernels cost more in launch latency than in bytes, so each block of the
+// gemv1_forward with m = 1; gemv_mma.cu takes 2..8 tokens). At batch 1 a decode step is
+// ~100 kernels that each read little; the LayerNorm and gelu kernels cost more in launch latency than in bytes, so each block of the
 // GEMV rebuilds the activation row in shared memory itself (a few KB from L2), and the first
 // weight loads are issued before pdl_wait() so they overlap the kernel before.
 //
@@ -15,10 +15,9 @@
 // pdl_wait() and the attention (and the rotary kernel before it) run in their shadow; the
 // attention columns follow the wait. Columns are summed in that order (first_col = a_cols);
 // the unfused path gets the same order from kPlain with first_col.
-#include <algorithm>
-
 #include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/device_limits.h"
+#include "services/worker/backends/cuda/gemv_launch.h"
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/pdl.cuh"
 #include "services/worker/backends/cuda/reduce.cuh"
@@ -230,9 +229,7 @@ Gemv1Kernel pick_kernel(const Gemv1Args& g) {
 
 }  // namespace
 
-bool gemv1_layernorm_fits(int k) { return layernorm_reg_vpt(k) > 0 && k <= kGemv1MaxK; }
-
-int gemv1_default_split(int n, int k) {
+int gemv1_rows_default_split(int n, int k) {
   // Rows spread over at least half the warps the GPU holds (64 per SM), so enough loads are
   // in flight; each slice keeps at least one full round of kInFlight loads per lane.
   const int sms = current_sm_count();
@@ -246,67 +243,15 @@ int gemv1_default_split(int n, int k) {
   return split;
 }
 
-CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
-  PHI_CUDA_REQUIRE(g.n > 0 && g.k > 0 && g.k % 8 == 0 && g.k <= kGemv1MaxK,
-                   "gemv1_forward: n > 0 and k a multiple of 8 in (0, " +
-                       std::to_string(kGemv1MaxK) + "], got n=" + std::to_string(g.n) +
-                       " k=" + std::to_string(g.k));
-  PHI_CUDA_REQUIRE(g.w != nullptr && g.d != nullptr &&
-                       reinterpret_cast<uintptr_t>(g.w) % 16 == 0,
-                   "gemv1_forward: w (16-byte aligned) and d are required");
-  PHI_CUDA_REQUIRE(g.split == 0 || g.split == 1 || g.split == 2 || g.split == 4 || g.split == 8,
-                   "gemv1_forward: split must be 0 (default), 1, 2, 4 or 8, got " +
-                       std::to_string(g.split));
-  PHI_CUDA_REQUIRE(g.blocks_per_sm >= 0, "gemv1_forward: blocks_per_sm must be >= 0");
-  PHI_CUDA_REQUIRE(g.first_col >= 0 && g.first_col <= g.k && g.first_col % 8 == 0 &&
-                       (g.prologue != GemvPrologue::kGeluConcat || g.first_col == g.a_cols),
-                   "gemv1_forward: first_col must be a multiple of 8 in [0, k] (a_cols with "
-                   "kGeluConcat), got " + std::to_string(g.first_col));
-  switch (g.prologue) {
-    case GemvPrologue::kPlain:
-      PHI_CUDA_REQUIRE(g.a != nullptr && reinterpret_cast<uintptr_t>(g.a) % 16 == 0,
-                       "gemv1_forward: kPlain needs a 16-byte aligned a");
-      break;
-    case GemvPrologue::kLayerNorm:
-      PHI_CUDA_REQUIRE(gemv1_layernorm_fits(g.k),
-                       "gemv1_forward: kLayerNorm needs k a multiple of 4 up to 8192, got " +
-                           std::to_string(g.k));
-      PHI_CUDA_REQUIRE(g.x != nullptr && g.gamma != nullptr && g.beta_ln != nullptr &&
-                           ((reinterpret_cast<uintptr_t>(g.x) |
-                             reinterpret_cast<uintptr_t>(g.gamma) |
-                             reinterpret_cast<uintptr_t>(g.beta_ln)) %
-                            16) == 0,
-                       "gemv1_forward: kLayerNorm needs 16-byte aligned x, gamma and beta_ln");
-      break;
-    case GemvPrologue::kGeluConcat:
-      PHI_CUDA_REQUIRE(g.a_cols >= 0 && g.a_cols % 8 == 0 && g.f_cols >= 0 &&
-                           g.a_cols + g.f_cols <= g.k &&
-                           (g.a_cols == 0 || g.a != nullptr) && (g.f_cols == 0 || g.f != nullptr),
-                       "gemv1_forward: kGeluConcat needs a_cols a multiple of 8 and a_cols + "
-                       "f_cols <= k, got " +
-                           std::to_string(g.a_cols) + " + " + std::to_string(g.f_cols) +
-                           " > " + std::to_string(g.k));
-      break;
-  }
-  const int split = g.split > 0 ? g.split : gemv1_default_split(g.n, g.k);
+CudaStatus launch_gemv1_rows(const Gemv1Args& g, cudaStream_t stream) {
+  const int split = g.split > 0 ? g.split : gemv1_rows_default_split(g.n, g.k);
   const int rows_per_group = kWarps / split;
   const int groups = (g.n + rows_per_group - 1) / rows_per_group;
   const Gemv1Kernel kernel = pick_kernel(g);
   const size_t shared_bytes = 2 * static_cast<size_t>(g.k);
-  const int resident =
-      resident_blocks_per_sm(reinterpret_cast<const void*>(kernel), kThreads, shared_bytes);
-  const int per_sm = g.blocks_per_sm > 0 && (resident == 0 || g.blocks_per_sm < resident)
-                         ? g.blocks_per_sm
-                         : (resident > 0 ? resident : 1);
-  const int sms = current_sm_count();
-  const int64_t cap = static_cast<int64_t>(per_sm) * (sms > 0 ? sms : 1);
-  // As many blocks as the GPU holds at once, each taking an equal share of the row groups
-  // (so no last round runs on a few blocks); kGeluConcat holds at most kMaxHeldGroups per block.
-  const int64_t rounds = (groups + cap - 1) / cap;
-  int64_t grid = (groups + rounds - 1) / rounds;
-  if (g.prologue == GemvPrologue::kGeluConcat) {
-    grid = std::max<int64_t>(grid, (groups + kMaxHeldGroups - 1) / kMaxHeldGroups);
-  }
+  const int64_t grid = gemv_persistent_grid(
+      reinterpret_cast<const void*>(kernel), kThreads, shared_bytes, g.blocks_per_sm, groups,
+      g.prologue == GemvPrologue::kGeluConcat ? kMaxHeldGroups : 0);
   PHI_CUDA_CHECK(launch_kernel(g.pdl, kernel, dim3(static_cast<unsigned>(grid)), dim3(kThreads),
                                shared_bytes, stream, g, split, groups));
   return {};

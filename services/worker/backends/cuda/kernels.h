@@ -142,23 +142,26 @@ CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles&
 CudaStatus attention_prefill_mma(const PagedAttentionArgs& args, const PrefillTiles& tiles,
                                  cudaStream_t stream);
 
-// Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D, one warp per
-// output column streaming its weight row with 16-byte loads, K a multiple of 8 (M = 1 with
-// K <= kGemv1MaxK runs gemv1_forward's kPlain form). At batch 1 the
-// step is a pass over the weights, and a GEMV that keeps enough loads in flight gets closer
-// to the copy bandwidth than a general GEMM. bias/D are BF16 or F32 (d_f32) like GemmLt.
+// Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D through
+// gemv1_forward's kPlain form (M = 1: one warp per weight row; M >= 2: tensor cores). At small
+// M a decode step is a pass over the weights, and a GEMV that keeps enough loads in flight
+// gets closer to the copy bandwidth than a general GEMM. K a multiple of 8 with
+// gemv1_fits(m, k); bias/D are BF16 or F32 (d_f32) like GemmLt.
 inline constexpr int kGemvMaxM = 8;
 CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
                         float beta, int m, int n, int k, cudaStream_t stream);
 
-// One-token GEMV (batch-1 decode): d[n] = A . W[n, :] + bias[n] (+ beta d[n]), with the
-// producer of the activation row A fused in front. Each block builds A in shared memory (so
-// k <= kGemv1MaxK), and the weights stream through with 16-byte evict-first loads, each row
-// split over `split` warps; the first loads are issued before pdl_wait(), so under
-// programmatic dependent launch they overlap the previous kernel. The fused forms replace
-// two kernels of each layer at batch 1 (LayerNorm before W1, gelu before W2) and are
-// bit-identical to the unfused kernels followed by gemv_forward with the same split.
-inline constexpr int kGemv1MaxK = 16384;  // A in 32 KB of shared memory (no opt-in needed)
+// Decode GEMV for m <= kGemvMaxM tokens: d[i, n] = A_i . W[n, :] + bias[n] (+ beta d[i, n]),
+// with the producer of the activation rows A fused in front. Each block builds A in shared
+// memory itself and the weights stream through with 16-byte evict-first loads; the first
+// loads are issued before pdl_wait(), so under programmatic dependent launch they overlap the
+// previous kernel. m = 1 (gemv_decode.cu): one weight row per warp slice, `split` warps per
+// row, k <= kGemv1MaxK. m = 2..8 (gemv_mma.cu): tiles of 16 weight rows on tensor cores
+// (mma.m16n8k16, the tokens as its 8 columns), `split` warps per tile, A padded in shared
+// memory (opt-in above 48 KB: gemv1_fits). The fused forms replace two kernels of each decode
+// layer (LayerNorm before W1, gelu before W2) and are bit-identical to the unfused kernels
+// followed by gemv_forward (kPlain) with the same m and split.
+inline constexpr int kGemv1MaxK = 16384;  // m = 1: A in 32 KB of shared memory (no opt-in)
 enum class GemvPrologue {
   kPlain,       // A = a[0, k)
   kLayerNorm,   // A = LayerNorm(x row) * gamma + beta in BF16, as layernorm_forward stores it
@@ -166,18 +169,20 @@ enum class GemvPrologue {
 };
 struct Gemv1Args {
   GemvPrologue prologue = GemvPrologue::kPlain;
-  const bf16* a = nullptr;              // kPlain, kGeluConcat
+  int m = 1;                            // tokens: rows of A and of d, 1..kGemvMaxM
+  const bf16* a = nullptr;              // kPlain, kGeluConcat: m rows of k (row stride k)
   int a_cols = 0;                       // kGeluConcat
-  const bf16* f = nullptr;              // kGeluConcat: gelu input (fc1 output)
+  const bf16* f = nullptr;              // kGeluConcat: gelu input (fc1 output), m rows
   int f_cols = 0;                       // kGeluConcat: a_cols + f_cols <= k, the rest is 0
+  int f_stride = 0;                     // kGeluConcat: elements between f rows (0: f_cols)
   const float* x = nullptr;             // kLayerNorm: F32 rows of k values
-  const int32_t* row_index = nullptr;   // kLayerNorm: x row row_index[0] (null: row 0)
+  const int32_t* row_index = nullptr;   // kLayerNorm: A row i is x row row_index[i] (null: i)
   const bf16* gamma = nullptr;          // kLayerNorm
   const bf16* beta_ln = nullptr;        // kLayerNorm
   float eps = 1e-5f;                    // kLayerNorm
   const bf16* w = nullptr;              // [n, k], 16-byte aligned, k a multiple of 8
   const void* bias = nullptr;           // [n] BF16, or F32 when d_f32; may be null
-  void* d = nullptr;                    // [n]
+  void* d = nullptr;                    // [m, n]
   bool d_f32 = false;
   float beta = 0.0f;                    // d = ... + beta * d (the residual add)
   int n = 0;
@@ -186,15 +191,17 @@ struct Gemv1Args {
   // needs a_cols, whose columns it reads after the wait; kPlain may set it to match).
   int first_col = 0;
   // Tuning; 0 takes gemv1_default_split / every block the GPU holds at once.
-  int split = 0;          // warps per weight row: 1, 2, 4 or 8
+  int split = 0;          // warps per weight row (m = 1) or 16-row tile (m >= 2): 1, 2, 4, 8
   int blocks_per_sm = 0;  // resident blocks per SM the grid is sized for
   bool pdl = false;       // launch as a programmatic dependent (pdl.cuh)
 };
 CudaStatus gemv1_forward(const Gemv1Args& args, cudaStream_t stream);
-// The split gemv1_forward (and gemv_forward at M = 1) uses for an n x k weight: enough warps
-// that the rows fill the GPU, without cutting a row into pieces shorter than the loads one
-// warp keeps in flight.
-int gemv1_default_split(int n, int k);
+// The split gemv1_forward (and gemv_forward) uses for m tokens and an n x k weight: enough
+// warps that the rows fill the GPU, without cutting a row into pieces shorter than the loads
+// one warp keeps in flight.
+int gemv1_default_split(int m, int n, int k);
+// Whether gemv1_forward takes m tokens of k columns (the shared memory A needs).
+bool gemv1_fits(int m, int k);
 // Whether kLayerNorm supports rows of k values (the register LayerNorm's shapes).
 bool gemv1_layernorm_fits(int k);
 

@@ -50,7 +50,8 @@ cudaError_t launch_kernel(bool pdl, void (*kernel)(Params...), dim3 grid, dim3 b
   // The CPU emulator (tests/cuda_emu) runs kernels one after another: PDL changes nothing.
   (void)pdl;
   return cuda_emu::Launch(grid, block, shared_bytes, stream,
-                          [=] { kernel(static_cast<Params>(args)...); });
+                          [=] { kernel(static_cast<Params>(args)...); },
+                          reinterpret_cast<const void*>(kernel));
 #else
   cudaLaunchConfig_t config = {};
   config.gridDim = grid;

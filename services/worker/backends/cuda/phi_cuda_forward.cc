@@ -5,6 +5,7 @@
 // metadata and calls it; the tensor-parallel collectives are in phi_cuda_model_tp.cc.
 #include <cuda_runtime.h>
 
+#include <algorithm>
 #include <cmath>
 
 #include "services/worker/backends/cuda/phi_cuda_model.h"
@@ -21,12 +22,14 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
                            options_.block_size * c.head_dim *
                            kv_cache_dtype_bytes(options_.kv_dtype);
   PhiCudaCollectives* coll = collectives_;
-  // Batch-1 decode: LayerNorm and gelu inside the one-token GEMVs, rotary inside attention.
+  // Decode of 1..8 tokens: LayerNorm and gelu inside the decode GEMVs, rotary inside
+  // attention.
   const bool fused = FusedDecode(L, decode);
   // Decode steps (one group member alone: collectives are not kernels of ours) chain their
   // kernels by programmatic dependent launch; cuBLASLt's GEMMs in between launch plainly.
   const bool pdl = decode && coll == nullptr && options_.programmatic_launch;
   Gemv1Args fused_gemv;
+  fused_gemv.m = L.n_tok;
   fused_gemv.eps = c.layer_norm_eps;
   fused_gemv.pdl = pdl;
   PHI_CUDA_RETURN_IF_ERROR(embedding_forward(i32(L.tokens), weights_.embed, x_, L.n_tok,
@@ -57,7 +60,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       PHI_CUDA_RETURN_IF_ERROR(
           gemm_->Matmul(h_, w.w1, w.b1, qkvf_, false, 0.0f, L.n_tok, c.w1_rows(), h, stream_));
     }
-    // The fused batch-1 path rotates inside decode attention (PagedAttentionArgs::new_slots).
+    // The fused decode path rotates inside decode attention (PagedAttentionArgs::new_slots).
     if (!fused) {
       RotaryKvArgs rk;
       rk.qkv = qkvf_;
@@ -115,7 +118,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       tiles.num_tiles = L.n_tiles;
       PHI_CUDA_RETURN_IF_ERROR(attention_prefill(at, tiles, stream_));
     }
-    // The one-token W2 GEMV: x += [a|g] W2^T + b2, attention columns summed last (fused or
+    // The decode W2 GEMV: x += [a|g] W2^T + b2, attention columns summed last (fused or
     // not, so both paths give the same bits).
     Gemv1Args w2g = fused_gemv;
     w2g.a = mid_;
@@ -132,13 +135,15 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
       w2g.a_cols = w2g.first_col;
       w2g.f = qkvf_ + c.qkv_width();
       w2g.f_cols = c.intermediate_size;
+      w2g.f_stride = c.w1_rows();
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(w2g, stream_));
       continue;
     }
     PHI_CUDA_RETURN_IF_ERROR(gelu_forward(qkvf_ + c.qkv_width(), c.w1_rows(),
                                           mid_ + c.num_heads * c.head_dim, c.w2_cols(), L.n_tok,
                                           c.intermediate_size, stream_, pdl));
-    if (coll == nullptr && L.n_tok == 1 && c.w2_cols() <= kGemv1MaxK) {
+    if (coll == nullptr && L.n_tok <= std::max(1, options_.gemv_max_m) &&
+        gemv1_fits(L.n_tok, c.w2_cols())) {
       w2g.pdl = false;
       PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(w2g, stream_));
     } else if (coll == nullptr) {
@@ -158,6 +163,7 @@ CudaStatus PhiCudaModel::RunBody(const Layout& L, bool decode, int max_context_l
   if (fused) {
     Gemv1Args g = fused_gemv;
     g.prologue = GemvPrologue::kLayerNorm;
+    g.m = L.n_rows;
     g.x = x_;
     g.row_index = i32(L.row_index);
     g.gamma = weights_.final_ln_w;
@@ -209,8 +215,9 @@ CudaStatus PhiCudaModel::CaptureDecodeGraph(const Layout& L, cudaGraphExec_t* ex
 
 bool PhiCudaModel::FusedDecode(const Layout& L, bool decode) const {
   const PhiCudaConfig& c = config_;
-  return options_.fuse_decode && decode && L.n_tok == 1 && collectives_ == nullptr &&
-         gemv1_layernorm_fits(c.hidden_size) && c.w2_cols() <= kGemv1MaxK;
+  return options_.fuse_decode && decode && L.n_tok >= 1 && L.n_tok <= kGemvMaxM &&
+         L.n_rows >= 1 && collectives_ == nullptr && gemv1_layernorm_fits(c.hidden_size) &&
+         gemv1_fits(L.n_tok, c.hidden_size) && gemv1_fits(L.n_tok, c.w2_cols());
 }
 
 CudaStatus PhiCudaModel::RunBodyOrFallBack(const Layout& L, bool decode, int max_context_len,

@@ -60,6 +60,11 @@ CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOption
         "PhiCudaModel: need max_seqs > 0, max_tokens_per_step >= max_seqs, "
         "max_logit_rows >= max_seqs, block_size > 0");
   }
+  if (options.gemv_max_m < 0 || options.gemv_max_m > kGemvMaxM) {
+    return CudaStatus::Invalid("PhiCudaModel: gemv_max_m must be in [0, " +
+                               std::to_string(kGemvMaxM) + "], got " +
+                               std::to_string(options.gemv_max_m));
+  }
   std::unique_ptr<PhiCudaModel> m(new PhiCudaModel(config, options));
   PHI_CUDA_RETURN_IF_ERROR(m->Init());
   *out = std::move(m);
@@ -70,6 +75,7 @@ CudaStatus PhiCudaModel::Init() {
   const PhiCudaConfig& c = config_;
   PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
+  gemm_->set_small_m_max(options_.gemv_max_m);
 
   // Weight arena: plan offsets, one allocation, then hand out pointers.
   const int64_t h = c.hidden_size;

@@ -122,11 +122,17 @@ struct PhiCudaOptions {
   // the real lengths in a graph captured for max_positions (to be measured on the GPU:
   // phi_cuda_bench --decode-partitions).
   int decode_partitions = 0;
-  // Batch-1 decode runs each layer as 3 kernels instead of 6: LayerNorm fused into the W1
-  // GEMV, rotary and the KV write into decode attention, gelu into the W2 GEMV
-  // (gemv1_forward); the final LayerNorm into the lm_head GEMV. Bit-identical to the unfused
-  // kernels (same arithmetic, same order).
+  // Decode of 1..8 sequences (kGemvMaxM) runs each layer as 3 kernels instead of 6: LayerNorm
+  // fused into the W1 GEMV, rotary and the KV write into decode attention, gelu into the W2
+  // GEMV (gemv1_forward; 2..8 tokens on tensor cores); the final LayerNorm into the lm_head
+  // GEMV. Bit-identical to the unfused kernels with the same GEMV (at batch 1 always; at
+  // 2..8 with gemv_max_m = 8, else the unfused GEMMs are cuBLASLt's).
   bool fuse_decode = true;
+  // GEMMs with at most this many rows run the decode GEMV (gemv_forward) instead of
+  // cuBLASLt (GemmLt::set_small_m_max), 0..8. Default 1: the one-token GEMV beat cuBLASLt on
+  // the H200; the tensor-core form for 2..8 rows has not been timed against it yet
+  // (phi_cuda_bench's "gemv M=8" rows).
+  int gemv_max_m = 1;
   // Decode steps' kernels launch as programmatic dependents (pdl.cuh) of the kernel before
   // them (Hopper), so launch latency overlaps the previous kernel; in the fused batch-1 path
   // each GEMV's first weight loads do too, and the W2 GEMV streams its fc1 columns while

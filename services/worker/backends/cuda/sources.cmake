@@ -14,6 +14,7 @@ set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/top_candidates.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_decode.cu
+  ${CMAKE_CURRENT_LIST_DIR}/gemv_mma.cu
   ${CMAKE_CURRENT_LIST_DIR}/cublaslt_loader.cc
   ${CMAKE_CURRENT_LIST_DIR}/gemm_lt.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model.cc

@@ -208,24 +208,10 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
 
 using Gemv1Kernel = void (*)(const Gemv1Args, int, int);
 
-template <GemvPrologue P, int VPT>
-Gemv1Kernel pick_output(bool d_f32) {
-  return d_f32 ? gemv1_kernel<P, VPT, true> : gemv1_kernel<P, VPT, false>;
-}
-
-Gemv1Kernel pick_kernel(const Gemv1Args& g) {
-  switch (g.prologue) {
-    case GemvPrologue::kLayerNorm:
-      switch (layernorm_reg_vpt(g.k)) {
-        case 1: return pick_output<GemvPrologue::kLayerNorm, 1>(g.d_f32);
-        case 2: return pick_output<GemvPrologue::kLayerNorm, 2>(g.d_f32);
-        case 4: return pick_output<GemvPrologue::kLayerNorm, 4>(g.d_f32);
-        default: return pick_output<GemvPrologue::kLayerNorm, 8>(g.d_f32);
-      }
-    case GemvPrologue::kGeluConcat: return pick_output<GemvPrologue::kGeluConcat, 1>(g.d_f32);
-    default: return pick_output<GemvPrologue::kPlain, 1>(g.d_f32);
-  }
-}
+template <GemvPrologue P, int VPT, bool kF32>
+struct Gemv1KernelFor {
+  static constexpr Gemv1Kernel kFn = gemv1_kernel<P, VPT, kF32>;
+};
 
 }  // namespace
 
@@ -247,7 +233,7 @@ CudaStatus launch_gemv1_rows(const Gemv1Args& g, cudaStream_t stream) {
   const int split = g.split > 0 ? g.split : gemv1_rows_default_split(g.n, g.k);
   const int rows_per_group = kWarps / split;
   const int groups = (g.n + rows_per_group - 1) / rows_per_group;
-  const Gemv1Kernel kernel = pick_kernel(g);
+  const Gemv1Kernel kernel = pick_gemv_kernel<Gemv1KernelFor>(g);
   const size_t shared_bytes = 2 * static_cast<size_t>(g.k);
   const int64_t grid = gemv_persistent_grid(
       reinterpret_cast<const void*>(kernel), kThreads, shared_bytes, g.blocks_per_sm, groups,

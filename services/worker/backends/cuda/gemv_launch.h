@@ -1,11 +1,13 @@
 // The two decode GEMV kernels behind gemv1_forward (kernels.h). gemv.cu checks the arguments
 // and picks one by the number of tokens; these launch with the arguments already checked.
+// Included by the .cu files only (pick_gemv_kernel needs activations.cuh).
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_GEMV_LAUNCH_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_GEMV_LAUNCH_H_
 
 #include <cstddef>
 #include <cstdint>
 
+#include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/kernels.h"
 
 namespace phi::worker::cuda {
@@ -26,6 +28,37 @@ size_t gemv1_tiles_shared_bytes(int m, int k);
 // groups' sums at once (0: no limit).
 int64_t gemv_persistent_grid(const void* kernel, int threads, size_t shared_bytes,
                              int blocks_per_sm, int groups, int max_held);
+
+// The instantiation Kernels<P, VPT, kF32>::kFn of a decode GEMV kernel template for g's
+// prologue, LayerNorm width (layernorm_reg_vpt) and output type; both kernels take the same
+// set, so they pick alike.
+template <template <GemvPrologue, int, bool> class Kernels>
+auto pick_gemv_kernel(const Gemv1Args& g) {
+  auto out = [&](auto f32, auto bf) { return g.d_f32 ? f32 : bf; };
+  switch (g.prologue) {
+    case GemvPrologue::kLayerNorm:
+      switch (layernorm_reg_vpt(g.k)) {
+        case 1:
+          return out(Kernels<GemvPrologue::kLayerNorm, 1, true>::kFn,
+                     Kernels<GemvPrologue::kLayerNorm, 1, false>::kFn);
+        case 2:
+          return out(Kernels<GemvPrologue::kLayerNorm, 2, true>::kFn,
+                     Kernels<GemvPrologue::kLayerNorm, 2, false>::kFn);
+        case 4:
+          return out(Kernels<GemvPrologue::kLayerNorm, 4, true>::kFn,
+                     Kernels<GemvPrologue::kLayerNorm, 4, false>::kFn);
+        default:
+          return out(Kernels<GemvPrologue::kLayerNorm, 8, true>::kFn,
+                     Kernels<GemvPrologue::kLayerNorm, 8, false>::kFn);
+      }
+    case GemvPrologue::kGeluConcat:
+      return out(Kernels<GemvPrologue::kGeluConcat, 1, true>::kFn,
+                 Kernels<GemvPrologue::kGeluConcat, 1, false>::kFn);
+    default:
+      return out(Kernels<GemvPrologue::kPlain, 1, true>::kFn,
+                 Kernels<GemvPrologue::kPlain, 1, false>::kFn);
+  }
+}
 
 }  // namespace phi::worker::cuda
 

@@ -245,24 +245,10 @@ __global__ void __launch_bounds__(kThreads)
 
 using GemvMmaKernel = void (*)(const Gemv1Args, int, int, int);
 
-template <GemvPrologue P, int VPT>
-GemvMmaKernel pick_output(bool d_f32) {
-  return d_f32 ? gemv_mma_kernel<P, VPT, true> : gemv_mma_kernel<P, VPT, false>;
-}
-
-GemvMmaKernel pick_kernel(const Gemv1Args& g) {
-  switch (g.prologue) {
-    case GemvPrologue::kLayerNorm:
-      switch (layernorm_reg_vpt(g.k)) {
-        case 1: return pick_output<GemvPrologue::kLayerNorm, 1>(g.d_f32);
-        case 2: return pick_output<GemvPrologue::kLayerNorm, 2>(g.d_f32);
-        case 4: return pick_output<GemvPrologue::kLayerNorm, 4>(g.d_f32);
-        default: return pick_output<GemvPrologue::kLayerNorm, 8>(g.d_f32);
-      }
-    case GemvPrologue::kGeluConcat: return pick_output<GemvPrologue::kGeluConcat, 1>(g.d_f32);
-    default: return pick_output<GemvPrologue::kPlain, 1>(g.d_f32);
-  }
-}
+template <GemvPrologue P, int VPT, bool kF32>
+struct GemvMmaKernelFor {
+  static constexpr GemvMmaKernel kFn = gemv_mma_kernel<P, VPT, kF32>;
+};
 
 }  // namespace
 
@@ -289,7 +275,7 @@ CudaStatus launch_gemv1_tiles(const Gemv1Args& g, cudaStream_t stream) {
   const int tiles = (g.n + kTile - 1) / kTile;
   const int tiles_per_group = kWarps / split;
   const int groups = (tiles + tiles_per_group - 1) / tiles_per_group;
-  const GemvMmaKernel kernel = pick_kernel(g);
+  const GemvMmaKernel kernel = pick_gemv_kernel<GemvMmaKernelFor>(g);
   const size_t shared_bytes = gemv1_tiles_shared_bytes(g.m, g.k);
   const void* kernel_id = reinterpret_cast<const void*>(kernel);
   PHI_CUDA_RETURN_IF_ERROR(allow_dynamic_shared(kernel_id, shared_bytes));

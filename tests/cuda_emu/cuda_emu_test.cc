@@ -158,6 +158,34 @@ TEST(CudaEmu, LaunchesAreCheckedLikeTheDriverChecksThem) {
   (void)cudaGetLastError();
 }
 
+__global__ void BigSharedKernel() {}
+
+// Above 48 KB of dynamic shared memory a kernel launches only after opting in to as much
+// (cudaFuncAttributeMaxDynamicSharedMemorySize), up to the device's opt-in limit.
+TEST(CudaEmu, DynamicSharedMemoryAbove48KbNeedsTheKernelsOptIn) {
+  const void* id = reinterpret_cast<const void*>(&BigSharedKernel);
+  const auto launch = [&](size_t shared) {
+    return cuda_emu::Launch(dim3(1), dim3(32), shared, nullptr, [] { BigSharedKernel(); }, id);
+  };
+  EXPECT_EQ(launch(100 * 1024), cudaErrorInvalidConfiguration);
+  (void)cudaGetLastError();
+  int optin = 0;
+  ASSERT_EQ(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, 0), cudaSuccess);
+  EXPECT_EQ(cudaFuncSetAttribute(id, cudaFuncAttributeMaxDynamicSharedMemorySize, optin + 1),
+            cudaErrorInvalidValue);
+  (void)cudaGetLastError();
+  ASSERT_EQ(cudaFuncSetAttribute(id, cudaFuncAttributeMaxDynamicSharedMemorySize, 100 * 1024),
+            cudaSuccess);
+  EXPECT_EQ(launch(100 * 1024), cudaSuccess);
+  EXPECT_EQ(launch(100 * 1024 + 1), cudaErrorInvalidConfiguration);
+  (void)cudaGetLastError();
+  // Another kernel has not opted in.
+  EXPECT_EQ(cuda_emu::Launch(dim3(1), dim3(32), 100 * 1024, nullptr, [] { NothingKernel(); },
+                             reinterpret_cast<const void*>(&NothingKernel)),
+            cudaErrorInvalidConfiguration);
+  (void)cudaGetLastError();
+}
+
 __global__ void AddKernel(int* x, int v) {
   if (threadIdx.x == 0 && blockIdx.x == 0) *x += v;
 }

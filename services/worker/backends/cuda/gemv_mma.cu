@@ -270,6 +270,23 @@ int gemv1_tiles_default_split(int n, int k) {
   return split;
 }
 
+CudaStatus gemv1_prepare_device() {
+  const size_t max = max_dynamic_shared_per_block();
+  for (GemvPrologue p : {GemvPrologue::kPlain, GemvPrologue::kLayerNorm, GemvPrologue::kGeluConcat}) {
+    for (int k : {1024, 2048, 4096, 8192}) {  // every LayerNorm width (layernorm_reg_vpt)
+      for (bool d_f32 : {false, true}) {
+        Gemv1Args g;
+        g.prologue = p;
+        g.k = k;
+        g.d_f32 = d_f32;
+        PHI_CUDA_RETURN_IF_ERROR(allow_dynamic_shared(
+            reinterpret_cast<const void*>(pick_gemv_kernel<GemvMmaKernelFor>(g)), max));
+      }
+    }
+  }
+  return {};
+}
+
 CudaStatus launch_gemv1_tiles(const Gemv1Args& g, cudaStream_t stream) {
   const int split = g.split > 0 ? g.split : gemv1_tiles_default_split(g.n, g.k);
   const int tiles = (g.n + kTile - 1) / kTile;

@@ -202,6 +202,10 @@ CudaStatus gemv1_forward(const Gemv1Args& args, cudaStream_t stream);
 int gemv1_default_split(int m, int n, int k);
 // Whether gemv1_forward takes m tokens of k columns (the shared memory A needs).
 bool gemv1_fits(int m, int k);
+// Opts every tensor-core decode GEMV kernel in to the most dynamic shared memory the current
+// device allows (gemv1_forward otherwise does it on first use). Call once per device before
+// capturing CUDA graphs, so that no attribute is set while a stream is being captured.
+CudaStatus gemv1_prepare_device();
 // Whether kLayerNorm supports rows of k values (the register LayerNorm's shapes).
 bool gemv1_layernorm_fits(int k);
 

@@ -76,6 +76,7 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
   gemm_->set_small_m_max(options_.gemv_max_m);
+  PHI_CUDA_RETURN_IF_ERROR(gemv1_prepare_device());  // before any decode graph is captured
 
   // Weight arena: plan offsets, one allocation, then hand out pointers.
   const int64_t h = c.hidden_size;

@@ -204,6 +204,40 @@ TEST(GemvTilesGpu, MatchesCpuTwinForEveryPrologueSplitAndTokenCount) {
   for (int m : {3, 8}) ExpectGemvMatchesTwin(m, 300 + m);
 }
 
+// Arguments out of range are refused before any launch, with the field and its range.
+TEST(GemvTilesGpu, RefusesBadArgumentsWithTheirRanges) {
+  PHI_REQUIRE_GPU();
+  Problem pr({64, 64}, 900, 2);
+  auto message = [&](auto change) {
+    Gemv1Args a = pr.Args(GemvPrologue::kPlain, false, 0.0f, true);
+    change(a);
+    const CudaStatus st = gemv1_forward(a, nullptr);
+    return st.ok() ? std::string("ok") : st.message();
+  };
+  EXPECT_NE(message([](Gemv1Args& a) { a.m = 9; }).find("m must be in [1, 8], got 9"),
+            std::string::npos);
+  EXPECT_NE(message([](Gemv1Args& a) { a.m = 0; }).find("m must be in [1, 8], got 0"),
+            std::string::npos);
+  EXPECT_NE(message([](Gemv1Args& a) { a.k = 60; }).find("k a positive multiple of 8"),
+            std::string::npos);
+  EXPECT_NE(message([](Gemv1Args& a) { a.split = 3; }).find("split must be 0 (default), 1, 2, 4 or 8"),
+            std::string::npos);
+  // Eight rows of k = 16384 need 262,656 bytes of shared memory, more than a block may have.
+  EXPECT_FALSE(gemv1_fits(8, 16384));
+  EXPECT_TRUE(gemv1_fits(8, 10240));  // Phi-1.5's W2
+  EXPECT_TRUE(gemv1_fits(1, 16384));
+  EXPECT_NE(message([](Gemv1Args& a) { a.m = 8; a.k = 16384; }).find("do not fit in shared memory"),
+            std::string::npos);
+  EXPECT_NE(message([&](Gemv1Args& a) {
+              a.prologue = GemvPrologue::kGeluConcat;
+              a.first_col = a.a_cols;
+              a.f_stride = a.f_cols - 1;
+            }).find("f_stride 0 or >= f_cols"),
+            std::string::npos);
+  EXPECT_EQ(message([](Gemv1Args&) {}), "ok");
+  cudaDeviceSynchronize();
+}
+
 // The fused forms equal the unfused kernels (layernorm_forward / gelu_forward into memory,
 // then the kPlain GEMV) byte for byte, for m tokens: the model's fused and unfused decode
 // agree exactly.

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <memory>
 #include <numeric>
+#include <span>
 #include <string>
 #include <vector>
 
@@ -432,6 +433,14 @@ std::unique_ptr<PhiCudaModel> FusionModel(const Variant& v, KvCacheDtype kv) {
   return m;
 }
 
+// One model per variant, the same weights (null where one could not be made).
+std::vector<std::unique_ptr<PhiCudaModel>> FusionModels(std::span<const Variant> variants,
+                                                        KvCacheDtype kv) {
+  std::vector<std::unique_ptr<PhiCudaModel>> models;
+  for (const Variant& v : variants) models.push_back(FusionModel(v, kv));
+  return models;
+}
+
 // Batch-1 decode, fused (rotary inside attention, LayerNorm and gelu inside the GEMVs; with
 // and without programmatic launch, eager and in graphs, decode blocks looping over
 // partitions) and unfused with programmatic launch equal the plain unfused decode bit for
@@ -445,11 +454,8 @@ TEST(PhiCudaModelFusedDecodeGpu, EqualsUnfusedDecodeBitForBit) {
                               {false, true, true, 0},  {true, true, true, 2}};
   for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
     SCOPED_TRACE(kv == KvCacheDtype::kBf16 ? "bf16 cache" : "fp8 cache");
-    std::vector<std::unique_ptr<PhiCudaModel>> models;
-    for (const Variant& v : variants) {
-      models.push_back(FusionModel(v, kv));
-      ASSERT_NE(models.back(), nullptr);
-    }
+    const std::vector<std::unique_ptr<PhiCudaModel>> models = FusionModels(variants, kv);
+    for (const auto& m : models) ASSERT_NE(m, nullptr);
     std::vector<int32_t> tokens(250);
     for (size_t i = 0; i < tokens.size(); ++i) {
       tokens[i] = static_cast<int32_t>((i * 37 + 11) % 1000);
@@ -501,11 +507,8 @@ TEST(PhiCudaModelFusedDecodeGpu, ThreeSequencesEqualUnfusedDecodeBitForBit) {
   const int vocab = 1000;
   for (KvCacheDtype kv : {KvCacheDtype::kBf16, KvCacheDtype::kFp8E4m3}) {
     SCOPED_TRACE(kv == KvCacheDtype::kBf16 ? "bf16 cache" : "fp8 cache");
-    std::vector<std::unique_ptr<PhiCudaModel>> models;
-    for (const Variant& v : variants) {
-      models.push_back(FusionModel(v, kv));
-      ASSERT_NE(models.back(), nullptr);
-    }
+    const std::vector<std::unique_ptr<PhiCudaModel>> models = FusionModels(variants, kv);
+    for (const auto& m : models) ASSERT_NE(m, nullptr);
     std::vector<int32_t> prompts[3], blocks[3];
     for (int q = 0; q < 3; ++q) {
       for (int i = 0; i < lens[q]; ++i) prompts[q].push_back((i * 37 + 11 * q + 5) % vocab);

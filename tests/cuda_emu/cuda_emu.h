@@ -3,16 +3,18 @@
 // (cuda_emu_runtime.cc, which also implements the CUDA runtime API the backend calls).
 //
 // Why: the CUDA backend's kernels must be right before a GPU is lent, and CI has none. The
-// emulator runs the kernels' own source, unchanged but for the few inline-PTX sites, on the
-// host: each block's threads are fibers scheduled cooperatively on one OS thread, switching
+// emulator runs the kernels' own source (a copy that instrument_kernel_source.py makes line
+// for line, adding only checks), unchanged but for the few inline-PTX sites, on the host: each block's threads are fibers scheduled cooperatively on one OS thread, switching
 // only at __syncthreads and warp collectives (shuffles, ballot, match, mma.sync), so the
 // whole of the GPU tests (kernels against their CPU twins, the model against the CPU
 // backend, the oracle suite) runs in CI. Device memory is host memory of exactly the size
 // asked, and the emulator and its tests are built with AddressSanitizer and UBSan
 // (PHI_CUDA_EMU_SANITIZE), so an out-of-bounds or misaligned kernel access stops the test at
 // its source line; launches are checked like the driver checks them (block and grid limits,
-// dynamic shared memory) and a warp collective that a named lane never reaches, or a barrier
-// nobody can pass, is reported as a deadlock instead of hanging. Threads of a block run one
+// dynamic shared memory, each kernel's __launch_bounds__), shared memory, static or dynamic,
+// starts every block filled with 0x55 (never zero, never the block before's values), and a
+// warp collective that a named lane never reaches, or a barrier nobody can pass, is reported
+// as a deadlock instead of hanging. Threads of a block run one
 // warp at a time as far as the barriers allow, so a missing __syncthreads reads stale data.
 //
 // What it does not model: timing, concurrency between blocks or kernels (blocks run one
@@ -55,6 +57,15 @@ void WarpMmaBf16M16N8K16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t 
 
 // The block's dynamic shared memory (extern __shared__), as large as the launch asked.
 unsigned char* DynamicShared();
+
+// Static `__shared__` variables are `thread_local` here, so a block would find what the block
+// before it left. The emulated build's copy of each kernel source (instrument_kernel_source.py)
+// calls this after each declaration: the first thread of a block to pass it fills the variable
+// with 0x55, as dynamic shared memory is, so a read before the block wrote it shows.
+void PoisonStaticShared(void* variable, size_t bytes);
+// Called at the top of a `__launch_bounds__(max_threads, ...)` kernel's body (same script):
+// fails a block larger than max_threads, which the driver refuses to launch.
+void CheckLaunchBounds(long long max_threads);
 
 // Runs body() once per thread of each block of the grid, in stream order (recorded instead
 // when the stream is being captured into a graph). Checks the launch like the driver: more

@@ -1,7 +1,7 @@
-// Force-included (-include) into every .cu file of the emulated build, which compiles them
-// as C++ with PHI_CUDA_EMULATION defined: the CUDA headers first (their host paths give the
-// BF16 / FP16 / FP8 types and conversions), then the device built-ins as calls into the
-// emulator (cuda_emu.h). Kernels keep their source; only inline PTX needs an emulated twin
+// Included first in the emulated build's copy of every .cu file (instrument_kernel_source.py),
+// which is compiled as C++ with PHI_CUDA_EMULATION defined: the CUDA headers first (their host
+// paths give the BF16 / FP16 / FP8 types and conversions), then the device built-ins as calls
+// into the emulator (cuda_emu.h). Kernels keep their source; only inline PTX needs an emulated twin
 // (mma.sync in attention_prefill_mma.cu, griddepcontrol in pdl.cuh, which is a no-op here).
 #ifndef PHI_TESTS_CUDA_EMU_CUDA_EMU_DEVICE_H_
 #define PHI_TESTS_CUDA_EMU_CUDA_EMU_DEVICE_H_
@@ -31,6 +31,11 @@
 // that run two tensor-parallel ranks on two threads get separate shared memory.
 #undef __shared__
 #define __shared__ thread_local
+
+// Inserted by instrument_kernel_source.py (see cuda_emu.h).
+#define CUDA_EMU_STATIC_SHARED(name) ::cuda_emu::PoisonStaticShared(&(name), sizeof(name))
+#define CUDA_EMU_LAUNCH_BOUNDS(max_threads) \
+  ::cuda_emu::CheckLaunchBounds(static_cast<long long>(max_threads))
 
 #define threadIdx (::cuda_emu::Current().thread_idx)
 #define blockIdx (::cuda_emu::Current().block_idx)

@@ -58,6 +58,8 @@ namespace {
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kMaxDynamicShared = 48 * 1024;  // without cudaFuncSetAttribute's opt-in
+// Shared memory as a block first sees it: never zero (a bool 0x55 is invalid too, for UBSan).
+constexpr unsigned char kSharedPoison = 0x55;
 
 enum class Wait { kRunnable, kBarrier, kWarp, kDone };
 enum class WarpOp { kShuffle, kBallot, kMatchAny, kMma };
@@ -93,6 +95,7 @@ struct BlockRun {
   Fiber* current = nullptr;
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> dynamic_shared;
+  std::vector<const void*> poisoned_static_shared;  // by this block (PoisonStaticShared)
   uint3 block_idx;  // the block being run, for messages
 };
 
@@ -348,8 +351,9 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
     f.sp = InitialStack(f.stack, kStackBytes);
   }
   if (!run.dynamic_shared.empty()) {  // never zero: a read before any write shows
-    std::memset(run.dynamic_shared.data(), 0x55, run.dynamic_shared.size());
+    std::memset(run.dynamic_shared.data(), kSharedPoison, run.dynamic_shared.size());
   }
+  run.poisoned_static_shared.clear();
   // One warp at a time, as far as it can go (to a block barrier, its end, or a collective
   // that waits on another warp), before the next: the most skew between warps that the
   // barriers allow, so a missing __syncthreads shows as a read of stale shared memory. Lanes of
@@ -467,6 +471,24 @@ void WarpMmaBf16M16N8K16(float d[4], const uint32_t a[4], uint32_t b0, uint32_t 
   f.wait = Wait::kWarp;
   Yield(f);
   std::memcpy(d, f.acc, sizeof(f.acc));
+}
+
+void PoisonStaticShared(void* variable, size_t bytes) {
+  Self();
+  std::vector<const void*>& done = t_run->poisoned_static_shared;
+  if (std::find(done.begin(), done.end(), variable) != done.end()) return;
+  done.push_back(variable);
+  std::memset(variable, kSharedPoison, bytes);
+}
+
+void CheckLaunchBounds(long long max_threads) {
+  const ThreadIndex& i = Self().index;
+  const long long threads = static_cast<long long>(i.block_dim.x) * i.block_dim.y * i.block_dim.z;
+  if (threads > max_threads) {
+    Fail(Cat(Where(*t_run), ": a block of ", threads,
+             " threads launched for a kernel whose __launch_bounds__ allows ", max_threads,
+             " (the driver refuses this launch)"));
+  }
 }
 
 unsigned char* DynamicShared() {

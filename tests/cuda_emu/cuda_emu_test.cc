@@ -1,6 +1,7 @@
-// The emulator's own tests: warp collectives, barriers, mma.sync's fragment layouts, the
-// launch checks and failure reports, graphs and memory. Kernels here are written as in a .cu
-// file (the device built-ins come from cuda_emu_device.h) and launched through the emulator.
+// The emulator's own tests: warp collectives, barriers, static shared memory, mma.sync's
+// fragment layouts, the launch checks and failure reports, graphs and memory. Kernels here are
+// written as in a .cu file and compiled the way the backend's are (instrument_kernel_source.py
+// puts the device built-ins of cuda_emu_device.h first) and launched through the emulator.
 #include "tests/cuda_emu/cuda_emu_device.h"
 
 #include <gtest/gtest.h>
@@ -69,6 +70,33 @@ TEST(CudaEmu, SyncThreadsOrdersSharedMemoryAndAMissingOneShows) {
     for (int t = 0; t < 128; ++t) stale += out[b * 128 + t] != (t + 1) % 128 + 1000 * b;
   }
   EXPECT_GT(stale, 100);
+}
+
+// Reads its slot before writing it (a bug the emulator must show), then writes it.
+__global__ void ReadBeforeWriteKernel(int* out) {
+  __shared__ int s[64];
+  out[blockIdx.x * blockDim.x + threadIdx.x] = s[threadIdx.x];
+  s[threadIdx.x] = 1 + threadIdx.x;
+}
+
+// Static shared memory is thread_local in the emulator; every block must still find it
+// poisoned, not holding the block before's values (the GPU gives no such values either).
+TEST(CudaEmu, StaticSharedMemoryIsPoisonedForEveryBlock) {
+  std::vector<int> out(3 * 64, 0);
+  ASSERT_EQ(cuda_emu::Launch(dim3(3), dim3(64), 0, nullptr,
+                             [&] { ReadBeforeWriteKernel(out.data()); }),
+            cudaSuccess);
+  for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0x55555555) << i;
+}
+
+__global__ void __launch_bounds__(64) BoundedKernel() {}
+
+TEST(CudaEmu, BlocksAboveTheKernelsLaunchBoundsFail) {
+  const auto launch = [](unsigned threads) {
+    return cuda_emu::Launch(dim3(2), dim3(threads), 0, nullptr, [] { BoundedKernel(); });
+  };
+  EXPECT_EQ(launch(64), cudaSuccess);
+  EXPECT_DEATH((void)launch(65), "a block of 65 threads launched for a kernel whose .* allows 64");
 }
 
 uint32_t PackBf16(float lo, float hi) {

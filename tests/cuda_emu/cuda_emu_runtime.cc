@@ -96,6 +96,7 @@ struct BlockRun {
   const std::function<void()>* body = nullptr;
   std::vector<unsigned char> dynamic_shared;
   std::vector<const void*> poisoned_static_shared;  // by this block (PoisonStaticShared)
+  size_t static_shared_bytes = 0;                    // their sizes
   uint3 block_idx;  // the block being run, for messages
 };
 
@@ -354,6 +355,7 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
     std::memset(run.dynamic_shared.data(), kSharedPoison, run.dynamic_shared.size());
   }
   run.poisoned_static_shared.clear();
+  run.static_shared_bytes = 0;
   // One warp at a time, as far as it can go (to a block barrier, its end, or a collective
   // that waits on another warp), before the next: the most skew between warps that the
   // barriers allow, so a missing __syncthreads shows as a read of stale shared memory. Lanes of
@@ -479,6 +481,14 @@ void PoisonStaticShared(void* variable, size_t bytes) {
   if (std::find(done.begin(), done.end(), variable) != done.end()) return;
   done.push_back(variable);
   std::memset(variable, kSharedPoison, bytes);
+  // The block's static and dynamic shared memory share the SM's: the driver refuses a launch
+  // whose sum exceeds the opt-in limit (seen here as the declarations are passed).
+  t_run->static_shared_bytes += bytes;
+  if (t_run->static_shared_bytes + t_run->dynamic_shared.size() > kMaxDynamicSharedOptIn) {
+    Fail(Cat(Where(*t_run), ": ", t_run->static_shared_bytes, " bytes of static and ",
+             t_run->dynamic_shared.size(), " of dynamic shared memory exceed the device's ",
+             kMaxDynamicSharedOptIn, " per block"));
+  }
 }
 
 void CheckLaunchBounds(long long max_threads) {

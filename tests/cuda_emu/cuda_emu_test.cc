@@ -89,6 +89,25 @@ TEST(CudaEmu, StaticSharedMemoryIsPoisonedForEveryBlock) {
   for (size_t i = 0; i < out.size(); ++i) ASSERT_EQ(out[i], 0x55555555) << i;
 }
 
+__global__ void StaticSharedKernel() {
+  __shared__ float s[8 * 1024];  // 32 KB
+  s[threadIdx.x] = 0.0f;
+}
+
+// Static and dynamic shared memory together must fit the device's opt-in limit (227 KB).
+TEST(CudaEmu, StaticPlusDynamicSharedMemoryMustFitTheDevice) {
+  const void* id = reinterpret_cast<const void*>(&StaticSharedKernel);
+  const size_t fits = cuda_emu::kMaxDynamicSharedOptIn - 32 * 1024;
+  ASSERT_EQ(cudaFuncSetAttribute(id, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 static_cast<int>(fits + 1)),
+            cudaSuccess);
+  const auto launch = [&](size_t dynamic) {
+    return cuda_emu::Launch(dim3(1), dim3(32), dynamic, nullptr, [] { StaticSharedKernel(); }, id);
+  };
+  EXPECT_EQ(launch(fits), cudaSuccess);
+  EXPECT_DEATH((void)launch(fits + 1), "32768 bytes of static and 199681 of dynamic shared memory");
+}
+
 __global__ void __launch_bounds__(64) BoundedKernel() {}
 
 TEST(CudaEmu, BlocksAboveTheKernelsLaunchBoundsFail) {

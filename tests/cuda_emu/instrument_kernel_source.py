@@ -20,7 +20,7 @@ import re
 import sys
 
 DEVICE_HEADER = '#include "tests/cuda_emu/cuda_emu_device.h"'
-SHARED = re.compile(r"^(?P<indent>\s*)__shared__\s+(?P<decl>[^;]*);(?P<rest>.*)$")
+SHARED = re.compile(r"^(?P<before>.*?)__shared__\s+(?P<decl>[^;]*);(?P<rest>.*)$")
 ALIGN = re.compile(r"__align__\s*\(\s*\d+\s*\)")
 LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\(")
 DECLARATOR = re.compile(r"(?P<name>[A-Za-z_]\w*)\s*(\[[^\]]*\]\s*)*$")
@@ -72,10 +72,12 @@ def instrument(lines, path):
         code = line.split("//", 1)[0]
         if "__shared__" in code and "extern" not in code and "#define" not in code:
             m = SHARED.match(line)
-            if m is None:
-                sys.exit(f"{where}: a static __shared__ declaration must end on its line: {line.strip()!r}")
+            if m is None or "__shared__" in m.group("rest").split("//", 1)[0]:
+                sys.exit(f"{where}: a static __shared__ declaration must end on its line, "
+                         f"one to a line: {line.strip()!r}")
             calls = "".join(f" CUDA_EMU_STATIC_SHARED({n});" for n in shared_names(m.group("decl"), where))
-            line = f"{m.group('indent')}__shared__ {m.group('decl')};{calls}{m.group('rest')}"
+            line = f"{m.group('before')}__shared__ {m.group('decl')};{calls}{m.group('rest')}"
+            code = line.split("//", 1)[0]
         bounds = LAUNCH_BOUNDS.search(code)
         if bounds is not None and "#define" not in code:
             pending_bounds = split_top_level(paren_argument(code, bounds.end() - 1, where))[0]

@@ -21,6 +21,7 @@ import sys
 
 DEVICE_HEADER = '#include "tests/cuda_emu/cuda_emu_device.h"'
 SHARED = re.compile(r"^(?P<before>.*?)__shared__\s+(?P<decl>[^;]*);(?P<rest>.*)$")
+EXTERN = re.compile(r"\bextern\b")
 ALIGN = re.compile(r"__align__\s*\(\s*\d+\s*\)")
 LAUNCH_BOUNDS = re.compile(r"__launch_bounds__\s*\(")
 DECLARATOR = re.compile(r"(?P<name>[A-Za-z_]\w*)\s*(\[[^\]]*\]\s*)*$")
@@ -70,7 +71,7 @@ def instrument(lines, path):
     for number, line in enumerate(lines, start=1):
         where = f"{path}:{number}"
         code = line.split("//", 1)[0]
-        if "__shared__" in code and "extern" not in code and "#define" not in code:
+        if "__shared__" in code and not EXTERN.search(code) and "#define" not in code:
             m = SHARED.match(line)
             if m is None or "__shared__" in m.group("rest").split("//", 1)[0]:
                 sys.exit(f"{where}: a static __shared__ declaration must end on its line, "

@@ -29,7 +29,7 @@ __global__ void __launch_bounds__(kThreads, kMinBlocks<T>)
     k(const int* a,
       int n) {
   __shared__ __align__(16) float a_s[kRows][kD + 1];
-  __shared__ uint32_t first, second;  // two at once
+  __shared__ uint32_t first, external_sum;  // two at once
   extern __shared__ __align__(16) unsigned char smem_raw[];
   // __shared__ in a comment, __launch_bounds__(1) too
 }
@@ -49,8 +49,8 @@ class InstrumentKernelSourceTest(unittest.TestCase):
         self.assertEqual(body[3], "      int n) { CUDA_EMU_LAUNCH_BOUNDS(kThreads);")
         self.assertEqual(body[4], "  __shared__ __align__(16) float a_s[kRows][kD + 1]; "
                                   "CUDA_EMU_STATIC_SHARED(a_s);")
-        self.assertEqual(body[5], "  __shared__ uint32_t first, second; CUDA_EMU_STATIC_SHARED(first); "
-                                  "CUDA_EMU_STATIC_SHARED(second);  // two at once")
+        self.assertEqual(body[5], "  __shared__ uint32_t first, external_sum; CUDA_EMU_STATIC_SHARED(first); "
+                                  "CUDA_EMU_STATIC_SHARED(external_sum);  // two at once")
         self.assertEqual(body[6], original[6])  # extern: dynamic, poisoned by the launch
         self.assertEqual(body[7], original[7])  # comments are not code
         self.assertEqual(body[9], "__global__ void __launch_bounds__(64) g() { CUDA_EMU_LAUNCH_BOUNDS(64); "

@@ -175,7 +175,7 @@ cudaError_t cudaMalloc(void** ptr, size_t size) {
     m.used -= size;
     return RecordError(cudaErrorMemoryAllocation);
   }
-  std::memset(p, 0x55, size < cuda_emu::kPoisonLimit ? size : cuda_emu::kPoisonLimit);
+  std::memset(p, cuda_emu::kPoisonByte, size < cuda_emu::kPoisonLimit ? size : cuda_emu::kPoisonLimit);
   std::lock_guard<std::mutex> lock(m.mu);
   m.device[p] = size;
   *ptr = p;

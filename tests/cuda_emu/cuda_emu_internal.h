@@ -6,6 +6,10 @@
 
 namespace cuda_emu {
 
+// What fresh device memory and each block's shared memory hold: never zero, so a read before
+// any write shows (and a bool of 0x55 is an invalid load for UBSan).
+inline constexpr unsigned char kPoisonByte = 0x55;
+
 // Remembers `error` for cudaGetLastError / cudaPeekAtLastError and returns it.
 cudaError_t RecordError(cudaError_t error);
 

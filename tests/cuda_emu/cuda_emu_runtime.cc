@@ -58,8 +58,6 @@ namespace {
 constexpr size_t kStackBytes = 256 * 1024;
 constexpr int kMaxThreadsPerBlock = 1024;
 constexpr size_t kMaxDynamicShared = 48 * 1024;  // without cudaFuncSetAttribute's opt-in
-// Shared memory as a block first sees it: never zero (a bool 0x55 is invalid too, for UBSan).
-constexpr unsigned char kSharedPoison = 0x55;
 
 enum class Wait { kRunnable, kBarrier, kWarp, kDone };
 enum class WarpOp { kShuffle, kBallot, kMatchAny, kMma };
@@ -352,7 +350,7 @@ void RunBlock(BlockRun& run, const uint3& block_idx, dim3 grid, dim3 block) {
     f.sp = InitialStack(f.stack, kStackBytes);
   }
   if (!run.dynamic_shared.empty()) {  // never zero: a read before any write shows
-    std::memset(run.dynamic_shared.data(), kSharedPoison, run.dynamic_shared.size());
+    std::memset(run.dynamic_shared.data(), kPoisonByte, run.dynamic_shared.size());
   }
   run.poisoned_static_shared.clear();
   run.static_shared_bytes = 0;
@@ -480,7 +478,7 @@ void PoisonStaticShared(void* variable, size_t bytes) {
   std::vector<const void*>& done = t_run->poisoned_static_shared;
   if (std::find(done.begin(), done.end(), variable) != done.end()) return;
   done.push_back(variable);
-  std::memset(variable, kSharedPoison, bytes);
+  std::memset(variable, kPoisonByte, bytes);
   // The block's static and dynamic shared memory share the SM's: the driver refuses a launch
   // whose sum exceeds the opt-in limit (seen here as the declarations are passed).
   t_run->static_shared_bytes += bytes;

@@ -60,6 +60,14 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
                   "model folder (config.json, generation_config.json, *.safetensors, tokenizer.json); required");
   flags.AddString("model-name", "PHI_MODEL_NAME", &c->model_name, "name reported by GetStatus (default: folder name)");
   flags.AddChoice("dtype", "PHI_DTYPE", &c->dtype, {"bf16", "f32"}, "weight format in memory");
+  flags.AddChoice("quantization", "PHI_QUANTIZATION", &c->quantization, {"none", "int8"},
+                  "--device cpu: int8 quantizes every linear layer at load (8-bit weights, a scale per output "
+                  "feature and 1024 inputs; about half the bytes of bf16 per decode step)");
+  flags.AddBool("quantize-lm-head", "PHI_QUANTIZE_LM_HEAD", &c->quantize_lm_head,
+                "with --quantization int8: quantize lm_head too (false keeps it bf16)");
+  flags.AddChoice("cpu-kernels", "PHI_CPU_KERNELS", &c->cpu_kernels, {"auto", "avx512", "avx2", "portable"},
+                  "--device cpu: instruction set of the kernels (auto: the best this CPU has; a set the CPU "
+                  "lacks exits 1 naming it)");
   flags.AddChoice("device", "PHI_DEVICE", &c->device, {"cpu", "cuda"},
                   "forward pass on the CPU or on one CUDA GPU (BF16; needs a build with PHI_ENABLE_CUDA)");
   flags.AddDouble("gpu-memory-fraction", "PHI_GPU_MEMORY_FRACTION", &c->gpu_memory_fraction, 0.01, 1.0,
@@ -126,6 +134,17 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
     }
 #endif
     if (c.dtype != "bf16") return absl::InvalidArgumentError("--device cuda: --dtype must be bf16");
+    if (c.quantization != "none") {
+      return absl::InvalidArgumentError(absl::StrCat("--quantization ", c.quantization,
+                                                     ": only --device cpu quantizes weights (the CUDA backend is bf16)"));
+    }
+    if (c.cpu_kernels != "auto") {
+      return absl::InvalidArgumentError(absl::StrCat("--cpu-kernels ", c.cpu_kernels, ": only for --device cpu"));
+    }
+  }
+  if (c.quantization == "int8" && c.dtype != "bf16") {
+    return absl::InvalidArgumentError(absl::StrCat("--quantization int8 with --dtype ", c.dtype,
+                                                   ": int8 replaces the weight format; leave --dtype at bf16"));
   }
   if (c.kv_cache_dtype != "bf16" && c.device != "cuda") {
     return absl::InvalidArgumentError(absl::StrCat(
@@ -182,6 +201,8 @@ struct LoadedRunner {
   int32_t num_kv_blocks = 0;
   std::vector<int32_t> eos_token_ids;
   std::string kernel;
+  std::string isa = "none";      // the CPU kernels' instruction set; "none" on a GPU
+  std::string weights = "bf16";  // weight format of the linear layers
   int32_t max_context = 0;
 };
 
@@ -245,7 +266,14 @@ struct LoadedShard {
 absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& group, LoadedShard* out) {
   cpu::CpuRunnerOptions runner_options;
   runner_options.comm = &group.host();
-  runner_options.weights = config.dtype == "f32" ? cpu::WeightFormat::kF32 : cpu::WeightFormat::kBF16;
+  runner_options.weights = config.quantization == "int8" ? cpu::WeightFormat::kInt8
+                           : config.dtype == "f32"         ? cpu::WeightFormat::kF32
+                                                           : cpu::WeightFormat::kBF16;
+  runner_options.quantize_lm_head = config.quantize_lm_head;
+  if (!cpu::ParseKernelPath(config.cpu_kernels, &runner_options.kernel)) {
+    return absl::InvalidArgumentError(absl::StrCat("--cpu-kernels ", config.cpu_kernels,
+                                                   ": expected one of auto, avx512, avx2, portable"));
+  }
   runner_options.num_threads = static_cast<int>(config.threads);
   absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner =
       cpu::CpuModelRunner::Create(config.model_dir, runner_options);
@@ -258,6 +286,14 @@ absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& gro
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
   out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
   out->info.kernel = (*runner)->kernel_name();
+  out->info.isa = std::string(cpu::IsaName((*runner)->isa()));
+  out->info.weights = std::string(cpu::WeightFormatName(runner_options.weights));
+  PHI_LOG(INFO, "cpu_kernels")
+      .Str("isa", out->info.isa)
+      .Str("best_isa_of_this_cpu", std::string(cpu::IsaName(cpu::BestIsa())))
+      .Str("kernel", out->info.kernel)
+      .Int("weight_bytes", (*runner)->weight_memory_bytes())
+      .Int("weight_bytes_per_decode_step", (*runner)->weight_bytes_per_step());
   out->info.max_context = (*runner)->shape().max_position_embeddings;
   out->runner = *std::move(runner);
   return absl::OkStatus();
@@ -367,6 +403,12 @@ int RunWorker(const WorkerConfig& config) {
     std::fprintf(stderr, "phi-worker: %s\n", loaded.ToString().c_str());
     return 1;
   }
+  metrics::DefaultRegistry()
+      .AddGauge("phi_worker_backend_info",
+                "1, labelled with the forward pass's device, kernel name, CPU instruction set and weight format.",
+                {"device", "kernel", "isa", "weights"})
+      .WithLabels({config.device, shard.info.kernel, shard.info.isa, shard.info.weights})
+      .Set(1);
   if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, *shard.runner);
 
   // Rank 0: the engine drives the group through LeaderRunner (a pass-through for a group

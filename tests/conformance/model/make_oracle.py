@@ -9,6 +9,8 @@ For each of several tiny random Phi shapes (head counts, head dims, partial_rota
       prompt<i>.ids     I32 [L]       the prompt
       prompt<i>.logits  F32 [L, V]    logits at every prompt position (fp32 model)
       prompt<i>.greedy  I32 [64]      64-token greedy (argmax) continuation
+      prompt<i>.int8_logits, prompt<i>.int8_greedy   the same from the model whose linear
+                                    layers hold their INT8-dequantized weights (quantize_int8)
 Every parameter, biases and LayerNorms included, is drawn at random (never the default zeros
 and ones, which would leave bias and LayerNorm code untested).
 
@@ -48,6 +50,43 @@ SHAPES = [
          prompts=[3, 50], shards=None, make_model=True),
 ]
 GREEDY_TOKENS = 64
+INT8_K_BLOCK = 1024  # the CPU backend's K block: one scale per output feature and block
+
+
+def quantize_rows_int8(w):
+    """w [N, K] float32 -> the dequantized weights of the CPU backend's INT8 format:
+    per row and block of INT8_K_BLOCK columns, scale = max|w| / 127 (float32),
+    q = round-half-even(w / scale), w' = q * scale (services/worker/backends/cpu/matmul.h)."""
+    import torch
+    out = torch.empty_like(w)
+    for k0 in range(0, w.shape[1], INT8_K_BLOCK):
+        blk = w[:, k0:k0 + INT8_K_BLOCK]
+        scale = blk.abs().amax(dim=1, keepdim=True) / 127.0
+        q = torch.where(scale > 0, torch.round(blk / scale), torch.zeros_like(blk)).clamp(-127, 127)
+        out[:, k0:k0 + INT8_K_BLOCK] = q * scale
+    return out
+
+
+def quantize_int8(model):
+    """A copy of `model` with the CPU backend's INT8 weights, dequantized: q, k, v, fc1 and
+    lm_head row by row; dense | fc2 as the one fused matrix the backend quantizes (a block
+    of columns may span both); the embedding table rounded to BF16, as the backend keeps it."""
+    import copy
+    import torch
+    q = copy.deepcopy(model)
+    with torch.no_grad():
+        for layer in q.model.layers:
+            a = layer.self_attn
+            for lin in (a.q_proj, a.k_proj, a.v_proj, layer.mlp.fc1):
+                lin.weight.copy_(quantize_rows_int8(lin.weight.float()))
+            h = a.dense.weight.shape[1]
+            fused = quantize_rows_int8(torch.cat([a.dense.weight, layer.mlp.fc2.weight], dim=1).float())
+            a.dense.weight.copy_(fused[:, :h])
+            layer.mlp.fc2.weight.copy_(fused[:, h:])
+        q.lm_head.weight.copy_(quantize_rows_int8(q.lm_head.weight.float()))
+        emb = q.model.embed_tokens.weight
+        emb.copy_(emb.to(torch.bfloat16).float())
+    return q
 
 
 def build(shape, out_dir, seed):
@@ -90,6 +129,23 @@ def build(shape, out_dir, seed):
     return record(model, shape, out_dir, seed, shape["vocab"])
 
 
+def greedy(model, ids):
+    """64 greedy tokens with transformers' own KV cache, one token per forward; and the
+    smallest gap between the top two logits on the way."""
+    import torch
+    res = model(ids, use_cache=True)
+    past, last = res.past_key_values, res.logits[0, -1]
+    out, gap = [], float("inf")
+    for _ in range(GREEDY_TOKENS):
+        top2 = torch.topk(last, 2).values
+        gap = min(gap, float(top2[0] - top2[1]))
+        nxt = int(torch.argmax(last))
+        out.append(nxt)
+        res = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
+        past, last = res.past_key_values, res.logits[0, -1]
+    return out, gap
+
+
 def record(model, shape, out_dir, seed, prompt_vocab):
     import numpy as np
     import torch
@@ -97,25 +153,19 @@ def record(model, shape, out_dir, seed, prompt_vocab):
 
     gen = torch.Generator().manual_seed(seed + 1)
     golden, gaps = {}, {}
+    int8 = quantize_int8(model)
     with torch.no_grad():
         for i, length in enumerate(shape["prompts"]):
             ids = torch.randint(0, prompt_vocab, (1, length), generator=gen)
-            logits = model(ids).logits[0]
             golden[f"prompt{i}.ids"] = ids[0].numpy().astype(np.int32)
-            golden[f"prompt{i}.logits"] = logits.numpy().astype(np.float32)
-            # Greedy with transformers' own KV cache, one token per forward.
-            res = model(ids, use_cache=True)
-            past, last = res.past_key_values, res.logits[0, -1]
-            out, gap = [], float("inf")
-            for _ in range(GREEDY_TOKENS):
-                top2 = torch.topk(last, 2).values
-                gap = min(gap, float(top2[0] - top2[1]))
-                nxt = int(torch.argmax(last))
-                out.append(nxt)
-                res = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
-                past, last = res.past_key_values, res.logits[0, -1]
+            golden[f"prompt{i}.logits"] = model(ids).logits[0].numpy().astype(np.float32)
+            out, gap = greedy(model, ids)
             golden[f"prompt{i}.greedy"] = np.array(out, dtype=np.int32)
             gaps[f"prompt{i}.min_top2_gap"] = f"{gap:.6g}"
+            golden[f"prompt{i}.int8_logits"] = int8(ids).logits[0].numpy().astype(np.float32)
+            out, gap = greedy(int8, ids)
+            golden[f"prompt{i}.int8_greedy"] = np.array(out, dtype=np.int32)
+            gaps[f"prompt{i}.int8_min_top2_gap"] = f"{gap:.6g}"
     gaps["tokenizer_vocab_size"] = str(prompt_vocab)
     save_file(golden, os.path.join(out_dir, "golden.safetensors"), metadata=gaps)
     return gaps

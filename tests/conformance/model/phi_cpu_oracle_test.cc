@@ -1,6 +1,8 @@
-// The CPU backend against transformers' PhiForCausalLM (golden data from make_oracle.py):
-// logits within 1e-4 (F32 weights) / 2e-2 (BF16 weights) relative error, greedy
-// continuations identical in F32, chunked prefill and batching equal to one pass alone.
+// The CPU backend against transformers' PhiForCausalLM (golden data from make_oracle.py),
+// on every kernel path the host runs (AVX-512, AVX2, portable; a path the host lacks skips):
+// logits within 1e-4 (F32 weights) / 2e-2 (BF16 weights) relative error, INT8 within 1e-4 of
+// transformers run on the INT8-dequantized weights, greedy continuations identical in F32
+// and INT8, chunked prefill and batching equal to one pass alone.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -31,7 +33,8 @@ struct Prompt {
   std::vector<int32_t> greedy;
 };
 
-std::vector<Prompt> LoadGolden(const std::string& dir, int32_t* tokenizer_vocab_size) {
+// INT8 runs are compared with the golden data of the INT8-dequantized model.
+std::vector<Prompt> LoadGolden(const std::string& dir, bool int8, int32_t* tokenizer_vocab_size) {
   auto f = model::SafetensorsFile::Open(dir + "/golden.safetensors");
   EXPECT_TRUE(f.ok()) << f.status();
   std::vector<Prompt> out;
@@ -41,8 +44,12 @@ std::vector<Prompt> LoadGolden(const std::string& dir, int32_t* tokenizer_vocab_
     const std::string p = "prompt" + std::to_string(i);
     const auto* ids = (*f)->Find(p + ".ids");
     if (ids == nullptr) break;
-    const auto* logits = (*f)->Find(p + ".logits");
-    const auto* greedy = (*f)->Find(p + ".greedy");
+    const auto* logits = (*f)->Find(p + (int8 ? ".int8_logits" : ".logits"));
+    const auto* greedy = (*f)->Find(p + (int8 ? ".int8_greedy" : ".greedy"));
+    if (logits == nullptr || greedy == nullptr) {
+      ADD_FAILURE() << dir << "/golden.safetensors lacks " << p << (int8 ? ".int8_*" : "");
+      break;
+    }
     Prompt pr;
     pr.ids.resize(ids->NumElements());
     std::memcpy(pr.ids.data(), (*f)->Data(*ids), pr.ids.size() * 4);
@@ -83,9 +90,12 @@ struct Param {
   KernelPath kernel;
 };
 
+Isa IsaOf(KernelPath k) {
+  return k == KernelPath::kAvx512 ? Isa::kAvx512 : k == KernelPath::kAvx2 ? Isa::kAvx2 : Isa::kPortable;
+}
+
 std::string ParamString(const Param& p) {
-  return p.model + (p.weights == WeightFormat::kF32 ? "_f32" : "_bf16") +
-         (p.kernel == KernelPath::kAuto ? "_auto" : "_portable");
+  return p.model + "_" + std::string(WeightFormatName(p.weights)) + "_" + std::string(IsaName(IsaOf(p.kernel)));
 }
 std::string ParamName(const ::testing::TestParamInfo<Param>& info) { return ParamString(info.param); }
 // Readable test output instead of the parameter's bytes.
@@ -97,6 +107,7 @@ class PhiCpuOracleTest : public ::testing::TestWithParam<Param> {
   static constexpr int32_t kNumBlocks = 512;
 
   void SetUp() override {
+    if (!CpuSupports(IsaOf(GetParam().kernel))) GTEST_SKIP() << "CPU lacks " << IsaName(IsaOf(GetParam().kernel));
     dir_ = std::string(PHI_ORACLE_DIR) + "/" + GetParam().model;
     CpuRunnerOptions opt;
     opt.weights = GetParam().weights;
@@ -105,11 +116,13 @@ class PhiCpuOracleTest : public ::testing::TestWithParam<Param> {
     ASSERT_TRUE(r.ok()) << r.status();
     runner_ = std::move(*r);
     ASSERT_TRUE(runner_->AllocateKvCache({kNumBlocks, kBlockSize}).ok());
-    prompts_ = LoadGolden(dir_, &tokenizer_vocab_size_);
+    prompts_ = LoadGolden(dir_, GetParam().weights == WeightFormat::kInt8, &tokenizer_vocab_size_);
     ASSERT_FALSE(prompts_.empty());
   }
-  bool F32() const { return GetParam().weights == WeightFormat::kF32; }
-  double Tolerance() const { return F32() ? 1e-4 : 2e-2; }
+  // F32 and INT8 compute what their golden data does up to summation order; BF16 rounds
+  // the weights that transformers keeps in F32.
+  bool Exact() const { return GetParam().weights != WeightFormat::kBF16; }
+  double Tolerance() const { return Exact() ? 1e-4 : 2e-2; }
   int32_t V() const { return runner_->shape().vocab_size; }
 
   // Runs `tokens` of one sequence from `start` with all logits.
@@ -156,7 +169,7 @@ TEST_P(PhiCpuOracleTest, PromptLogitsMatchTransformers) {
   }
 }
 
-// Greedy decoding token by token through the paged cache; F32 must reproduce
+// Greedy decoding token by token through the paged cache; F32 and INT8 must reproduce
 // transformers' 64 tokens exactly. BF16 is reported, not required (its logits differ
 // by ~1e-2, more than some top-2 gaps of a random model).
 TEST_P(PhiCpuOracleTest, GreedyContinuationMatchesTransformers) {
@@ -173,7 +186,7 @@ TEST_P(PhiCpuOracleTest, GreedyContinuationMatchesTransformers) {
       got.push_back(next);
       out = Run({next}, pos++, blocks, false);
     }
-    if (F32()) {
+    if (Exact()) {
       EXPECT_EQ(got, p.greedy) << "prompt " << i << " (" << L << " tokens)";
     } else {
       size_t same = 0;
@@ -270,8 +283,8 @@ TEST_P(PhiCpuOracleTest, RefusesPositionsPastContext) {
 std::vector<Param> Params() {
   std::vector<Param> ps;
   for (const char* m : {"h64_a4_r05_long", "h96_a3_r10_odd", "h160_a8_r04", "make_model_bf16"}) {
-    for (auto w : {WeightFormat::kF32, WeightFormat::kBF16}) {
-      for (auto k : {KernelPath::kAuto, KernelPath::kPortable}) ps.push_back({m, w, k});
+    for (auto w : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8}) {
+      for (auto k : {KernelPath::kAvx512, KernelPath::kAvx2, KernelPath::kPortable}) ps.push_back({m, w, k});
     }
   }
   return ps;

@@ -1,8 +1,12 @@
 #include "services/worker/backends/cpu/cpu_features.h"
 
+#include <string>
+
+#include "absl/strings/str_cat.h"
+
 namespace phi::cpu {
 
-// __builtin_cpu_supports consults CPUID and XCR0 (OS-enabled ZMM state) via libgcc.
+// __builtin_cpu_supports consults CPUID and XCR0 (OS-enabled YMM/ZMM state) via libgcc.
 bool CpuHasAvx512F() {
 #if defined(__x86_64__)
   return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
@@ -10,6 +14,63 @@ bool CpuHasAvx512F() {
 #else
   return false;
 #endif
+}
+
+bool CpuHasAvx2Fma() {
+#if defined(__x86_64__)
+  return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c");
+#else
+  return false;
+#endif
+}
+
+bool CpuSupports(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return CpuHasAvx512F();
+    case Isa::kAvx2: return CpuHasAvx2Fma();
+    case Isa::kPortable: return true;
+  }
+  return false;
+}
+
+Isa BestIsa() {
+  if (CpuHasAvx512F()) return Isa::kAvx512;
+  if (CpuHasAvx2Fma()) return Isa::kAvx2;
+  return Isa::kPortable;
+}
+
+std::string_view IsaName(Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: return "avx512";
+    case Isa::kAvx2: return "avx2";
+    case Isa::kPortable: return "portable";
+  }
+  return "?";
+}
+
+bool ParseKernelPath(std::string_view name, KernelPath* out) {
+  if (name == "auto") *out = KernelPath::kAuto;
+  else if (name == "avx512") *out = KernelPath::kAvx512;
+  else if (name == "avx2") *out = KernelPath::kAvx2;
+  else if (name == "portable") *out = KernelPath::kPortable;
+  else return false;
+  return true;
+}
+
+absl::StatusOr<Isa> ResolveKernelPath(KernelPath path) {
+  Isa isa = Isa::kPortable;
+  switch (path) {
+    case KernelPath::kAuto: return BestIsa();
+    case KernelPath::kAvx512: isa = Isa::kAvx512; break;
+    case KernelPath::kAvx2: isa = Isa::kAvx2; break;
+    case KernelPath::kPortable: return Isa::kPortable;
+  }
+  if (!CpuSupports(isa)) {
+    return absl::FailedPreconditionError(absl::StrCat("CPU kernels ", std::string(IsaName(isa)),
+                                                      ": this CPU lacks them (it runs ",
+                                                      std::string(IsaName(BestIsa())), ")"));
+  }
+  return isa;
 }
 
 }  // namespace phi::cpu

@@ -1,6 +1,7 @@
 #include "services/worker/backends/cpu/matmul.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 
 #include "services/worker/backends/cpu/cpu_features.h"
@@ -16,9 +17,83 @@ std::unique_ptr<uint8_t[], AlignedFree> AlignedAlloc(size_t bytes) {
   return std::unique_ptr<uint8_t[], AlignedFree>(static_cast<uint8_t*>(p));
 }
 
+std::string_view WeightFormatName(WeightFormat f) {
+  switch (f) {
+    case WeightFormat::kF32: return "f32";
+    case WeightFormat::kBF16: return "bf16";
+    case WeightFormat::kInt8: return "int8";
+  }
+  return "?";
+}
+
 PackedMatrix::PackedMatrix(WeightFormat format, int64_t rows, int64_t cols)
     : format_(format), rows_(rows), cols_(cols) {
   data_ = AlignedAlloc(bytes());
+  if (format_ == WeightFormat::kInt8) {
+    scales_ = AlignedAlloc(static_cast<size_t>(panels() * k_blocks() * kPanel) * sizeof(float));
+  }
+}
+
+int64_t PackedMatrix::k_blocks() const { return (cols_ + kernels::kKBlock - 1) / kernels::kKBlock; }
+
+size_t PackedMatrix::payload_bytes() const {
+  size_t b = static_cast<size_t>(rows_ * cols_) * elem_bytes();
+  if (format_ == WeightFormat::kInt8) b += static_cast<size_t>(rows_ * k_blocks()) * sizeof(float);
+  return b;
+}
+
+size_t PackedMatrix::memory_bytes() const {
+  size_t b = bytes();
+  if (format_ == WeightFormat::kInt8) b += static_cast<size_t>(panels() * k_blocks() * kPanel) * sizeof(float);
+  return b;
+}
+
+PackedMatrix PackedMatrix::QuantizeInt8(const PackedMatrix& f32) {
+  PackedMatrix q(WeightFormat::kInt8, f32.rows_, f32.cols_);
+  const float* src = reinterpret_cast<const float*>(f32.data_.get());
+  int8_t* dst = reinterpret_cast<int8_t*>(q.data_.get());
+  float* scales = reinterpret_cast<float*>(q.scales_.get());
+  const int64_t K = f32.cols_, blocks = q.k_blocks();
+  for (int64_t p = 0; p < q.panels(); ++p) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t k0 = b * kernels::kKBlock, k1 = std::min(K, k0 + kernels::kKBlock);
+      float amax[kPanel] = {};
+      for (int64_t k = k0; k < k1; ++k) {
+        const float* line = src + (p * K + k) * kPanel;
+        for (int j = 0; j < kPanel; ++j) amax[j] = std::max(amax[j], std::fabs(line[j]));
+      }
+      float* scale = scales + (p * blocks + b) * kPanel;
+      for (int j = 0; j < kPanel; ++j) scale[j] = amax[j] / 127.0f;
+      for (int64_t k = k0; k < k1; ++k) {
+        const float* line = src + (p * K + k) * kPanel;
+        int8_t* out = dst + (p * K + k) * kPanel;
+        for (int j = 0; j < kPanel; ++j) {
+          const float v = scale[j] > 0.0f ? std::nearbyint(line[j] / scale[j]) : 0.0f;
+          out[j] = static_cast<int8_t>(std::clamp(v, -127.0f, 127.0f));
+        }
+      }
+    }
+  }
+  return q;
+}
+
+float PackedMatrix::At(int64_t row, int64_t col) const {
+  const int64_t panel = row / kPanel, j = row % kPanel, line = (panel * cols_ + col) * kPanel;
+  switch (format_) {
+    case WeightFormat::kF32: return reinterpret_cast<const float*>(data_.get())[line + j];
+    case WeightFormat::kBF16: {
+      const uint32_t bits = static_cast<uint32_t>(
+                                reinterpret_cast<const uint16_t*>(data_.get())[line + kernels::Bf16LaneOf(static_cast<int>(j))])
+                            << 16;
+      float f;
+      std::memcpy(&f, &bits, 4);
+      return f;
+    }
+    case WeightFormat::kInt8:
+      return static_cast<float>(reinterpret_cast<const int8_t*>(data_.get())[line + j]) *
+             scales()[(panel * k_blocks() + col / kernels::kKBlock) * kPanel + j];
+  }
+  return 0.0f;
 }
 
 namespace {
@@ -50,6 +125,7 @@ void ScatterBlock(T* panels, int64_t cols_total, int64_t row0, int64_t col0, int
 }  // namespace
 
 void PackedMatrix::SetBlock(int64_t row0, int64_t col0, int64_t rows, int64_t cols, const void* src) {
+  if (format_ == WeightFormat::kInt8) std::abort();  // INT8 matrices are made by QuantizeInt8
   if (format_ == WeightFormat::kBF16) {
     ScatterBlock(reinterpret_cast<uint16_t*>(data_.get()), cols_, row0, col0, rows, cols,
                  static_cast<const uint16_t*>(src), /*bf16_lanes=*/true);
@@ -59,9 +135,23 @@ void PackedMatrix::SetBlock(int64_t row0, int64_t col0, int64_t rows, int64_t co
   }
 }
 
-MatMul::MatMul(KernelPath path, ThreadPool* pool) : pool_(pool) {
-  avx512_ = path == KernelPath::kAuto && CpuHasAvx512F();
+MatMul::MatMul(Isa isa, ThreadPool* pool) : pool_(pool), isa_(isa) {}
+
+namespace {
+
+using Kernel = void (*)(const kernels::MatMulArgs&);
+
+Kernel PickKernel(Isa isa, WeightFormat f) {
+  static constexpr Kernel kTable[3][3] = {
+      // F32, BF16, INT8
+      {kernels::matmul_f32_portable, kernels::matmul_bf16_portable, kernels::matmul_int8_portable},
+      {kernels::matmul_f32_avx2, kernels::matmul_bf16_avx2, kernels::matmul_int8_avx2},
+      {kernels::matmul_f32_avx512, kernels::matmul_bf16_avx512, kernels::matmul_int8_avx512},
+  };
+  return kTable[static_cast<int>(isa)][static_cast<int>(f)];
 }
+
+}  // namespace
 
 void MatMul::Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, const float* bias, float* y,
                  int64_t ldy, bool accumulate) {
@@ -71,27 +161,28 @@ void MatMul::Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, 
   args.m = m;
   args.ldx = ldx;
   args.w = w.data();
+  args.scales = w.scales();
   args.k = w.cols();
   args.n = w.rows();
   args.bias = bias;
   args.y = y;
   args.ldy = ldy;
   args.accumulate = accumulate;
-  if (avx512_) {
-    const int64_t bands = (m + kernels::kBandRows - 1) / kernels::kBandRows;
-    const size_t need = static_cast<size_t>(bands * kernels::kBandRows * w.cols()) * sizeof(float);
+  if (isa_ != Isa::kPortable) {
+    const int64_t rows = isa_ == Isa::kAvx512 ? kernels::kBandRowsAvx512 : kernels::kBandRowsAvx2;
+    const int64_t bands = (m + rows - 1) / rows;
+    const size_t need = static_cast<size_t>(bands * rows * w.cols()) * sizeof(float);
     if (bands_bytes_ < need) {
       bands_ = AlignedAlloc(need);
       bands_bytes_ = need;
     }
     float* xb = reinterpret_cast<float*>(bands_.get());
-    pool_->ParallelFor(bands, 1, [&](int64_t b, int64_t e) { kernels::pack_bands(x, m, ldx, w.cols(), b, e, xb); });
+    pool_->ParallelFor(bands, 1,
+                       [&](int64_t b, int64_t e) { kernels::pack_bands(x, m, ldx, w.cols(), rows, b, e, xb); });
     args.x_bands = xb;
+    args.band_rows = rows;
   }
-  const bool bf16 = w.format() == WeightFormat::kBF16;
-  void (*kernel)(const kernels::MatMulArgs&) =
-      bf16 ? (avx512_ ? kernels::matmul_bf16_avx512 : kernels::matmul_bf16_portable)
-           : (avx512_ ? kernels::matmul_f32_avx512 : kernels::matmul_f32_portable);
+  const Kernel kernel = PickKernel(isa_, w.format());
   // Threads own disjoint panels (output columns), so accumulating into y needs no locks.
   pool_->ParallelFor(w.panels(), 1, [&](int64_t b, int64_t e) {
     kernels::MatMulArgs a = args;

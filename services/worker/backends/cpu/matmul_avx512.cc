@@ -20,12 +20,21 @@
 namespace phi::cpu::kernels {
 void matmul_bf16_avx512(const MatMulArgs& a) { matmul_bf16_portable(a); }
 void matmul_f32_avx512(const MatMulArgs& a) { matmul_f32_portable(a); }
+void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
 }  // namespace phi::cpu::kernels
 #else
 
 #include <immintrin.h>
 
 #include <array>
+#include <cstdint>
+
+// GCC 12 warns falsely about the undefined vectors inside avx512fintrin.h's conversions
+// (__Y "may be used uninitialized"), as vec_math_avx512.h says.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <type_traits>
 #include <utility>
 
@@ -34,15 +43,26 @@ namespace {
 
 constexpr int64_t kNcPanels = 8;
 constexpr int64_t kPrefetchLines = 32;
-constexpr int kMaxRows = kBandRows;  // 14 x 2 accumulators + 2 weight registers + 1 broadcast
+constexpr int kMaxRows = kBandRowsAvx512;  // 14 x 2 accumulators + 2 weight registers + 1 broadcast
 
-template <bool kBf16>
+enum class Format { kF32, kBF16, kInt8 };
+
+template <Format F>
+constexpr int ElemBytes() {
+  return F == Format::kF32 ? 4 : F == Format::kBF16 ? 2 : 1;
+}
+
+template <Format F>
 inline void LoadLine(const MatMulArgs& a, int64_t p, int64_t k, __m512* lo, __m512* hi) {
-  if constexpr (kBf16) {
+  if constexpr (F == Format::kBF16) {
     const __m512i v = _mm512_loadu_si512(static_cast<const uint16_t*>(a.w) + (p * a.k + k) * kPanel);
     const __m512i zero = _mm512_setzero_si512();
     *lo = _mm512_castsi512_ps(_mm512_unpacklo_epi16(zero, v));
     *hi = _mm512_castsi512_ps(_mm512_unpackhi_epi16(zero, v));
+  } else if constexpr (F == Format::kInt8) {
+    const int8_t* w = static_cast<const int8_t*>(a.w) + (p * a.k + k) * kPanel;
+    *lo = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w))));
+    *hi = _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(w + 16))));
   } else {
     const float* w = static_cast<const float*>(a.w) + (p * a.k + k) * kPanel;
     *lo = _mm512_loadu_ps(w);
@@ -51,13 +71,18 @@ inline void LoadLine(const MatMulArgs& a, int64_t p, int64_t k, __m512* lo, __m5
 }
 
 // Folds one K block's sums into 16 outputs of row m, per the contract in matmul_kernels.h.
-inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, bool first_block, __m512 sum) {
+template <Format F>
+inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, int64_t kb, __m512 sum) {
   const int64_t valid = a.n - n;
   if (valid <= 0) return;
   const __mmask16 mask = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
   float* y = a.y + m * a.ldy + n;
   __m512 r = sum;
-  if (first_block) {
+  if constexpr (F == Format::kInt8) {
+    const int64_t blocks = (a.k + kKBlock - 1) / kKBlock;
+    r = _mm512_mul_ps(r, _mm512_loadu_ps(a.scales + ((n / kPanel) * blocks + kb / kKBlock) * kPanel + n % kPanel));
+  }
+  if (kb == 0) {
     if (a.bias != nullptr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask, a.bias + n));
     if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
   } else {
@@ -67,48 +92,48 @@ inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, bool first_block, __
 }
 
 // Rows [m, m + MR) x panels [p, p + NP) over k in [kb, ke).
-template <int MR, int NP, bool kBf16>
+template <int MR, int NP, Format F>
 void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
   __m512 c[MR][2 * NP];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < 2 * NP; ++j) c[i][j] = _mm512_setzero_ps();
   // m is a band start (or 0 < m - band start for the short tiles of decode steps).
-  const float* x = a.x_bands + (m / kBandRows) * kBandRows * a.k + m % kBandRows;
+  const float* x = a.x_bands + (m / kMaxRows) * kMaxRows * a.k + m % kMaxRows;
   for (int64_t k = kb; k < ke; ++k) {
     // Fetch each panel's line 2 KB ahead: the first band over a weight block (and every
     // decode step) streams it from memory, and the hardware prefetcher stops at every 4 KB
     // page. Later bands find the lines in L2; the prefetch then costs one load slot.
     // Prefetches past the end never fault.
     for (int q = 0; q < NP; ++q) {
-      _mm_prefetch(static_cast<const char*>(a.w) + ((p + q) * a.k + k + kPrefetchLines) * kPanel * (kBf16 ? 2 : 4),
+      _mm_prefetch(static_cast<const char*>(a.w) + ((p + q) * a.k + k + kPrefetchLines) * kPanel * ElemBytes<F>(),
                    _MM_HINT_T0);
     }
     __m512 w[2 * NP];
-    for (int q = 0; q < NP; ++q) LoadLine<kBf16>(a, p + q, k, &w[2 * q], &w[2 * q + 1]);
+    for (int q = 0; q < NP; ++q) LoadLine<F>(a, p + q, k, &w[2 * q], &w[2 * q + 1]);
     for (int i = 0; i < MR; ++i) {
-      const __m512 xv = _mm512_set1_ps(x[k * kBandRows + i]);
+      const __m512 xv = _mm512_set1_ps(x[k * kMaxRows + i]);
       for (int j = 0; j < 2 * NP; ++j) c[i][j] = _mm512_fmadd_ps(xv, w[j], c[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < 2 * NP; ++j) Fold(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb == 0, c[i][j]);
+    for (int j = 0; j < 2 * NP; ++j) Fold<F>(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb, c[i][j]);
 }
 
-template <bool kBf16>
+template <Format F>
 using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);
 
-template <bool kBf16, int NP, int... R>
+template <Format F, int NP, int... R>
 constexpr auto MakeTable(std::integer_sequence<int, R...>) {
-  return std::array<TileFn<kBf16>, sizeof...(R)>{&Tile<R + 1, NP, kBf16>...};
+  return std::array<TileFn<F>, sizeof...(R)>{&Tile<R + 1, NP, F>...};
 }
 
-template <bool kBf16>
+template <Format F>
 void Run(const MatMulArgs& a) {
   // One panel per tile for bands of up to 14 rows; two or four panels (more independent
   // FMA chains and memory streams, fewer broadcasts) where the band is short.
-  static constexpr auto kOne = MakeTable<kBf16, 1>(std::make_integer_sequence<int, kMaxRows>());
-  static constexpr auto kTwo = MakeTable<kBf16, 2>(std::make_integer_sequence<int, 6>());
-  static constexpr auto kFour = MakeTable<kBf16, 4>(std::make_integer_sequence<int, 3>());
+  static constexpr auto kOne = MakeTable<F, 1>(std::make_integer_sequence<int, kMaxRows>());
+  static constexpr auto kTwo = MakeTable<F, 2>(std::make_integer_sequence<int, 6>());
+  static constexpr auto kFour = MakeTable<F, 4>(std::make_integer_sequence<int, 3>());
   if (a.m <= 6) {
     // Decode steps are bound by reading the weights: walk each group of panels from its
     // first k to its last (the same arithmetic, block by block) so that every panel is one
@@ -118,7 +143,7 @@ void Run(const MatMulArgs& a) {
       const int np = rows <= 3 && p + 4 <= a.p1 ? 4 : (p + 2 <= a.p1 ? 2 : 1);
       for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
         const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
-        const TileFn<kBf16> tile = np == 4 ? kFour[rows - 1] : np == 2 ? kTwo[rows - 1] : kOne[rows - 1];
+        const TileFn<F> tile = np == 4 ? kFour[rows - 1] : np == 2 ? kTwo[rows - 1] : kOne[rows - 1];
         tile(a, 0, p, kb, ke);
       }
       p += np;
@@ -143,8 +168,9 @@ void Run(const MatMulArgs& a) {
 
 }  // namespace
 
-void matmul_bf16_avx512(const MatMulArgs& a) { Run<true>(a); }
-void matmul_f32_avx512(const MatMulArgs& a) { Run<false>(a); }
+void matmul_bf16_avx512(const MatMulArgs& a) { Run<Format::kBF16>(a); }
+void matmul_f32_avx512(const MatMulArgs& a) { Run<Format::kF32>(a); }
+void matmul_int8_avx512(const MatMulArgs& a) { Run<Format::kInt8>(a); }
 
 }  // namespace phi::cpu::kernels
 

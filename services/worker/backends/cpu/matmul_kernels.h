@@ -3,13 +3,16 @@
 //
 // The arithmetic is a contract shared by every kernel of one path, so that results do not
 // depend on the batch: for each output, K is cut into blocks of kKBlock; within a block
-// the products are accumulated in order k = kb, kb+1, ... into an F32 sum starting at 0;
-// the first block's sum gets the bias added (if any), then the old y (if accumulating);
-// every later block's sum is added to y.
+// the products x[k] * w[k] (w widened to F32: BF16 exactly, INT8 as the integer q) are
+// accumulated in order k = kb, kb+1, ... into an F32 sum starting at 0; an INT8 block's
+// sum is then multiplied by the block's scale; the first block's result gets the bias
+// added (if any), then the old y (if accumulating); every later block's is added to y.
+// The AVX2 and AVX-512 kernels use one FMA per product, so they agree bit for bit; the
+// portable kernels round the product and the sum separately.
 //
-// These declarations use only plain types: the AVX-512 kernels are compiled with
-// -mavx512* flags, and an inline function shared with other files could otherwise be
-// emitted with AVX-512 instructions and picked by the linker for machines without them.
+// These declarations use only plain types: the SIMD kernels are compiled with -mavx*
+// flags, and an inline function shared with other files could otherwise be emitted with
+// those instructions and picked by the linker for machines without them.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_KERNELS_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_KERNELS_H_
 
@@ -18,23 +21,30 @@
 namespace phi::cpu::kernels {
 
 constexpr int64_t kPanel = 32;     // output features per panel
-constexpr int64_t kKBlock = 1024;  // K block of the arithmetic contract (and of the cache blocking)
-constexpr int64_t kBandRows = 14;  // activation rows per register tile of the AVX-512 kernels
+constexpr int64_t kKBlock = 1024;  // K block of the arithmetic contract (and INT8's scale group)
+// Activation rows per band, the register tile height of each path's prefill kernel:
+// AVX-512 14 rows x 32 outputs (28 of 32 zmm), AVX2 6 rows x 16 outputs (12 of 16 ymm).
+constexpr int64_t kBandRowsAvx512 = 14;
+constexpr int64_t kBandRowsAvx2 = 6;
 
 // Where column j (0..31) of a panel sits inside its 32-element BF16 line: the order in
 // which AVX-512's unpack-low/high of 16-bit words with zero yield columns 0..15 and
-// 16..31 as F32 (4 words of each 128-bit lane per unpack).
+// 16..31 as F32 (4 words of each 128-bit lane per unpack). AVX2 unpacks each 32-byte
+// half of the line: half h gives columns 8h..8h+7 (low) and 16+8h..16+8h+7 (high).
+// F32 and INT8 lines are in column order.
 constexpr int Bf16LaneOf(int j) { return 8 * ((j % 16) / 4) + (j % 4) + (j >= 16 ? 4 : 0); }
 
 struct MatMulArgs {
   const float* x = nullptr;  // M rows, stride ldx floats
   int64_t m = 0;
   int64_t ldx = 0;
-  // The same activations in bands of kBandRows rows, [band][k][kBandRows] (AVX-512 kernels):
-  // a tile then reads one contiguous stream instead of 14 rows 4 KB apart, which at
-  // K = 1024 or 2048 all fall into the same L1 set.
+  // The same activations in bands of band_rows rows, [band][k][band_rows] (SIMD kernels):
+  // a tile then reads one contiguous stream instead of rows 4-8 KB apart, which at K =
+  // 1024 or 2048 all fall into the same L1 set.
   const float* x_bands = nullptr;
-  const void* w = nullptr;   // panels: [panels][k][32] of uint16_t BF16 or float
+  int64_t band_rows = 0;
+  const void* w = nullptr;   // panels: [panels][k][32] of uint16_t BF16, float or int8_t
+  const float* scales = nullptr;  // INT8: [panels][ceil(k / kKBlock)][32]
   int64_t k = 0;             // input features
   int64_t n = 0;             // output features (rows of w)
   int64_t p0 = 0, p1 = 0;    // panels to compute
@@ -44,15 +54,21 @@ struct MatMulArgs {
   bool accumulate = false;   // y += result instead of y = result
 };
 
-// Fills x_bands (ceil(m / kBandRows) * kBandRows * k floats) from x, for bands [b0, b1);
+// Fills x_bands (ceil(m / band_rows) * band_rows * k floats) from x, for bands [b0, b1);
 // the last band's rows past m are left unset (no tile reads them). A decode step packs one
-// row, not fourteen.
-void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t b0, int64_t b1, float* x_bands);
+// row, not a whole band.
+void pack_bands(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t band_rows, int64_t b0, int64_t b1,
+                float* x_bands);
 
 void matmul_bf16_avx512(const MatMulArgs& a);
 void matmul_f32_avx512(const MatMulArgs& a);
+void matmul_int8_avx512(const MatMulArgs& a);
+void matmul_bf16_avx2(const MatMulArgs& a);
+void matmul_f32_avx2(const MatMulArgs& a);
+void matmul_int8_avx2(const MatMulArgs& a);
 void matmul_bf16_portable(const MatMulArgs& a);
 void matmul_f32_portable(const MatMulArgs& a);
+void matmul_int8_portable(const MatMulArgs& a);
 
 }  // namespace phi::cpu::kernels
 

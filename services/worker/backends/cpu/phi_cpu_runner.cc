@@ -20,7 +20,7 @@ using model::DType;
 using model::PhiLayerTensorName;
 
 // Reads tensor `name` ([rows, cols] in the checkpoint) into rows [row0, row0 + rows) and
-// columns [col0, col0 + cols) of `dst`.
+// columns [col0, col0 + cols) of `dst` (F32 or BF16).
 absl::Status ReadIntoPacked(const model::PhiCheckpoint& ck, const std::string& name, PackedMatrix* dst,
                             int64_t row0, int64_t col0, std::vector<uint8_t>* tmp) {
   PHI_ASSIGN_OR_RETURN(auto shape, ck.LocalShape(name));
@@ -79,6 +79,7 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const mod
     return absl::InvalidArgumentError(absl::StrCat("num_threads ", options.num_threads, ": allowed [1, 256]"));
   }
   std::unique_ptr<CpuModelRunner> r(new CpuModelRunner(options));
+  PHI_ASSIGN_OR_RETURN(r->isa_, ResolveKernelPath(options.kernel));
   PHI_RETURN_IF_ERROR(r->Load(checkpoint));
   return r;
 }
@@ -107,11 +108,17 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
   shape_.head_dim = static_cast<int32_t>(head_dim_);
 
   pool_ = std::make_unique<ThreadPool>(options_.num_threads);
-  matmul_ = std::make_unique<MatMul>(options_.kernel, pool_.get());
-  const WeightFormat wf = options_.weights;
+  matmul_ = std::make_unique<MatMul>(isa_, pool_.get());
+  // INT8 matrices are assembled in F32 (one at a time) and quantized once whole, so each
+  // K-block group may span two checkpoint tensors of a fused matrix.
+  const bool int8 = options_.weights == WeightFormat::kInt8;
+  const WeightFormat wf = int8 ? WeightFormat::kF32 : options_.weights;
+  auto finish = [int8](PackedMatrix* m) {
+    if (int8) *m = PackedMatrix::QuantizeInt8(*m);
+  };
   std::vector<uint8_t> tmp;
 
-  if (wf == WeightFormat::kF32) {
+  if (wf == WeightFormat::kF32 && !int8) {
     PHI_ASSIGN_OR_RETURN(embed_f32_, ck.ReadF32("model.embed_tokens.weight"));
   } else {
     PHI_ASSIGN_OR_RETURN(embed_bf16_, ck.ReadBf16("model.embed_tokens.weight"));
@@ -127,6 +134,7 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.k_proj.weight"), &L.w_in, attn_, 0, &tmp));
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.v_proj.weight"), &L.w_in, 2 * attn_, 0, &tmp));
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc1.weight"), &L.w_in, 3 * attn_, 0, &tmp));
+    finish(&L.w_in);
     L.b_in.assign(n_in_, 0.0f);
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.q_proj.bias"), &L.b_in, 0));
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.k_proj.bias"), &L.b_in, attn_));
@@ -135,6 +143,7 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
     L.w_out = PackedMatrix(wf, hidden_, k_out_);
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.dense.weight"), &L.w_out, 0, 0, &tmp));
     PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc2.weight"), &L.w_out, 0, attn_, &tmp));
+    finish(&L.w_out);
     std::vector<float> fc2_b;
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.dense.bias"), &L.b_out));
     PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc2.bias"), &fc2_b));
@@ -144,8 +153,10 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
   }
   PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.weight", &final_ln_w_));
   PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.bias", &final_ln_b_));
-  lm_head_ = PackedMatrix(wf, vocab_, hidden_);
+  const bool int8_head = int8 && options_.quantize_lm_head;
+  lm_head_ = PackedMatrix(int8 && !int8_head ? WeightFormat::kBF16 : wf, vocab_, hidden_);
   PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, "lm_head.weight", &lm_head_, 0, 0, &tmp));
+  if (int8_head) finish(&lm_head_);
   PHI_RETURN_IF_ERROR(ReadVector(ck, "lm_head.bias", &lm_head_b_));
 
   // Rotary tables computed the way transformers' PhiRotaryEmbedding does, in float32:
@@ -175,9 +186,23 @@ int64_t CpuModelRunner::weight_bytes_per_step() const {
   return b;
 }
 
+int64_t CpuModelRunner::weight_memory_bytes() const {
+  auto floats = [](const std::vector<float>& v) { return static_cast<int64_t>(v.size() * sizeof(float)); };
+  int64_t b = static_cast<int64_t>(lm_head_.memory_bytes()) + floats(lm_head_b_) + floats(final_ln_w_) +
+              floats(final_ln_b_);
+  b += floats(embed_f32_) + static_cast<int64_t>(embed_bf16_.size() * sizeof(uint16_t));
+  for (const auto& L : layers_) {
+    b += static_cast<int64_t>(L.w_in.memory_bytes() + L.w_out.memory_bytes());
+    b += floats(L.ln_w) + floats(L.ln_b) + floats(L.b_in) + floats(L.b_out);
+  }
+  return b;
+}
+
 std::string CpuModelRunner::kernel_name() const {
-  const char* weights = options_.weights == WeightFormat::kBF16 ? "bf16" : "f32";
-  return absl::StrCat(matmul_->uses_avx512() ? "avx512-fma-" : "portable-", weights);
+  std::string name = absl::StrCat(std::string(IsaName(isa_)), isa_ == Isa::kPortable ? "-" : "-fma-",
+                                  std::string(WeightFormatName(options_.weights)));
+  if (options_.weights == WeightFormat::kInt8 && lm_head_.format() != WeightFormat::kInt8) name += "-bf16head";
+  return name;
 }
 
 int64_t CpuModelRunner::KvBlockBytes(int32_t block_size) const {
@@ -258,7 +283,6 @@ void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
   Grow(&scores_, static_cast<size_t>(pool_->num_threads() * kAttentionQueryTile * max_ctx));
   const int64_t max_blocks = (max_ctx + bs - 1) / bs;
   Grow(&block_ptrs_, static_cast<size_t>(pool_->num_threads() * 2 * max_blocks));
-  const bool avx512 = matmul_->uses_avx512();
   std::atomic<int64_t> next{0};
   pool_->Run([&](int thread) {
     const float** kp = block_ptrs_.data() + thread * 2 * max_blocks;
@@ -290,7 +314,7 @@ void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
       args.scores = scores_.data() + thread * kAttentionQueryTile * max_ctx;
       args.out = z_.data() + row * k_out_ + head * head_dim_;
       args.out_stride = k_out_;
-      AttendCausal(args, avx512);
+      AttendCausal(args, isa_);
     }
   });
 }
@@ -350,7 +374,6 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
 
     // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
-    const bool avx512 = matmul_->uses_avx512();
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
         float* q = y_in_.data() + t * n_in_;
@@ -368,11 +391,7 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
           std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
                       head_dim_ * sizeof(float));
         }
-        if (avx512) {
-          kernels::gelu_new_avx512(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
-        } else {
-          gelu_new_cpu(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_);
-        }
+        GeluNew(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_, isa_);
       }
     });
     Attention(l, batch, seq_first);

@@ -1,6 +1,6 @@
 // The CPU ModelRunner: Phi-1.5's forward pass (transformers' PhiForCausalLM) over a
-// batch of sequences with a paged KV cache. Weights BF16 (default) or F32, activations
-// F32. Per layer two GEMMs: h = LN(x); [q|k|v|fc1] = h W_in^T + b_in;
+// batch of sequences with a paged KV cache. Weights BF16 (default), F32 or INT8 (quantized
+// at load, see WeightFormat), activations F32. Per layer two GEMMs: h = LN(x); [q|k|v|fc1] = h W_in^T + b_in;
 // x += [attn(q,k,v) | gelu_new(fc1)] W_out^T + (b_dense + b_fc2)   (the parallel block).
 //
 // Usage:
@@ -26,9 +26,14 @@
 namespace phi::cpu {
 
 struct CpuRunnerOptions {
+  // kInt8: every linear layer quantized at load from the checkpoint's F32/BF16/F16 weights
+  // (the embedding table stays BF16: it is read one row per token, not streamed).
   WeightFormat weights = WeightFormat::kBF16;
+  // With kInt8: lm_head INT8 too (else BF16: the logits' own rounding only).
+  bool quantize_lm_head = true;
   int num_threads = 2;                   // including the calling thread
-  KernelPath kernel = KernelPath::kAuto;  // kPortable forces the plain C++ kernels
+  // kAuto: the best instruction set the CPU has; a named one the CPU lacks fails Create.
+  KernelPath kernel = KernelPath::kAuto;
   // Tensor parallelism: this rank's group (rank, world size). Null or world size 1: the
   // whole model. Else the checkpoint is opened for this rank's shard (heads, fc1 columns,
   // vocabulary rows) and each step makes one all-reduce per layer, one for the
@@ -57,7 +62,13 @@ class CpuModelRunner final : public worker::ModelRunner {
   const model::GenerationConfig& generation() const { return generation_; }
   // Weight bytes one decode step streams from memory (GEMM weights, all layers + lm_head).
   int64_t weight_bytes_per_step() const;
-  // "avx512-fma-bf16" (BF16 weights, F32 FMAs), "avx512-fma-f32", "portable-bf16", ...
+  // Bytes of every weight held in memory (GEMM panels with padding and INT8 scales, the
+  // embedding table, norms and biases).
+  int64_t weight_memory_bytes() const;
+  // The instruction set every kernel of this runner uses.
+  Isa isa() const { return isa_; }
+  // "<isa>-fma-<weights>" ("avx2-fma-int8", "avx512-fma-bf16") or "portable-<weights>";
+  // with an INT8 body and a BF16 lm_head, "...-int8-bf16head".
   std::string kernel_name() const;
   // Totals of the logits all-gathers (bytes, whole rows, candidate rows); zero without a group.
   const parallel::VocabGatherStats& vocab_gather_stats() const { return vocab_gather_stats_; }
@@ -79,6 +90,7 @@ class CpuModelRunner final : public worker::ModelRunner {
   float* ValueAt(int layer, int32_t block, int head) const;
 
   CpuRunnerOptions options_;
+  Isa isa_ = Isa::kPortable;
   model::PhiConfig config_;
   model::GenerationConfig generation_;
   worker::ModelShape shape_;

@@ -1,6 +1,9 @@
-// The AVX-512 kernels against the portable ones (and a double-precision reference) on
-// seeded random inputs with awkward shapes: M not a multiple of the register tile, N not
-// a multiple of 8, K not a multiple of 32, one row, accumulate and bias on and off.
+// The GEMM kernels of every instruction set and weight format against a double-precision
+// reference on seeded random inputs with awkward shapes (M not a multiple of any register
+// tile, N not a multiple of 8, K not a multiple of 32 and across K blocks, one row,
+// accumulate and bias on and off), batch invariance per path, INT8 quantization, and the
+// AVX2 and AVX-512 kernels equal bit for bit where the host has both. A path the host lacks
+// skips with a message naming it (the CI host may be either kind).
 #include "services/worker/backends/cpu/matmul.h"
 
 #include <gtest/gtest.h>
@@ -8,6 +11,7 @@
 #include <algorithm>
 #include <cmath>
 #include <random>
+#include <string>
 #include <vector>
 
 #include "services/worker/backends/cpu/cpu_features.h"
@@ -20,20 +24,21 @@ struct Case {
   int64_t m, n, k;
 };
 
+// A random matrix in format f; `dense` gets the weights the kernels multiply by (BF16 as
+// rounded, INT8 dequantized).
 PackedMatrix RandomMatrix(WeightFormat f, int64_t n, int64_t k, std::mt19937* rng, std::vector<double>* dense) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
-  PackedMatrix w(f, n, k);
-  dense->assign(n * k, 0.0);
+  const WeightFormat load = f == WeightFormat::kInt8 ? WeightFormat::kF32 : f;
+  PackedMatrix w(load, n, k);
   std::vector<uint16_t> bf16(n * k);
   std::vector<float> f32(n * k);
   for (int64_t i = 0; i < n * k; ++i) {
     float v = dist(*rng);
-    if (f == WeightFormat::kBF16) {
+    if (load == WeightFormat::kBF16) {
       bf16[i] = model::F32ToBf16(v);
       v = model::Bf16ToF32(bf16[i]);
     }
     f32[i] = v;
-    (*dense)[i] = v;
   }
   // Filled in 2 x 2 blocks, as the runner fills the fused matrices (q|k|v|fc1 rows start
   // at multiples of the attention width, fc2 columns after the dense ones).
@@ -50,20 +55,44 @@ PackedMatrix RandomMatrix(WeightFormat f, int64_t n, int64_t k, std::mt19937* rn
         v[r * cols + c] = f32[(r0 + r) * k + c0 + c];
       }
     }
-    w.SetBlock(r0, c0, rows, cols, f == WeightFormat::kBF16 ? static_cast<const void*>(b.data()) : v.data());
+    w.SetBlock(r0, c0, rows, cols, load == WeightFormat::kBF16 ? static_cast<const void*>(b.data()) : v.data());
+  }
+  if (f == WeightFormat::kInt8) w = PackedMatrix::QuantizeInt8(w);
+  dense->assign(n * k, 0.0);
+  for (int64_t r = 0; r < n; ++r)
+    for (int64_t c = 0; c < k; ++c) (*dense)[r * k + c] = w.At(r, c);
+  if (f != WeightFormat::kInt8) {
+    for (int64_t i = 0; i < n * k; ++i) EXPECT_EQ((*dense)[i], f32[i]) << "At() of element " << i;
   }
   return w;
 }
 
-void CheckPath(WeightFormat f, KernelPath path, int threads) {
+struct Path {
+  Isa isa;
+  WeightFormat format;
+};
+
+std::string PathName(const ::testing::TestParamInfo<Path>& info) {
+  return std::string(IsaName(info.param.isa)) + "_" + std::string(WeightFormatName(info.param.format));
+}
+
+class MatMulPathTest : public ::testing::TestWithParam<Path> {
+ protected:
+  void SetUp() override {
+    if (!CpuSupports(GetParam().isa)) GTEST_SKIP() << "CPU lacks " << IsaName(GetParam().isa);
+  }
+};
+
+void CheckAgainstReference(const Path& path, int threads) {
   std::mt19937 rng(42);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   ThreadPool pool(threads);
-  MatMul mm(path, &pool);
+  MatMul mm(path.isa, &pool);
   for (Case c : {Case{1, 1, 1}, Case{1, 13, 37}, Case{2, 64, 64}, Case{3, 17, 100}, Case{5, 33, 65}, Case{7, 9, 300},
-                 Case{16, 40, 96}, Case{33, 31, 2048}, Case{15, 70, 2500}, Case{29, 100, 64}}) {
+                 Case{16, 40, 96}, Case{33, 31, 2048}, Case{15, 70, 2500}, Case{29, 100, 64}, Case{4, 200, 1030},
+                 Case{13, 7, 9}}) {
     std::vector<double> wd;
-    PackedMatrix w = RandomMatrix(f, c.n, c.k, &rng, &wd);
+    PackedMatrix w = RandomMatrix(path.format, c.n, c.k, &rng, &wd);
     const int64_t ldx = c.k + 3, ldy = c.n + 5;
     std::vector<float> x(c.m * ldx), bias(c.n), y(c.m * ldy), y0;
     for (auto& v : x) v = dist(rng);
@@ -93,19 +122,25 @@ void CheckPath(WeightFormat f, KernelPath path, int threads) {
   }
 }
 
+TEST_P(MatMulPathTest, MatchesDoubleReference) {
+  CheckAgainstReference(GetParam(), 2);
+  CheckAgainstReference(GetParam(), 1);
+  CheckAgainstReference(GetParam(), 3);
+}
+
 // A row's result is bit-identical whether it is computed alone or in a batch of any size
 // (the engine's promise that batching never changes a sequence's output).
-void CheckBatchInvariance(WeightFormat f, KernelPath path) {
+TEST_P(MatMulPathTest, RowAloneEqualsRowInAnyBatch) {
   std::mt19937 rng(7);
   std::normal_distribution<float> dist(0.0f, 1.0f);
   ThreadPool pool(2);
-  MatMul mm(path, &pool);
+  MatMul mm(GetParam().isa, &pool);
   const int64_t n = 96, k = 2100;
   std::vector<double> wd;
-  PackedMatrix w = RandomMatrix(f, n, k, &rng, &wd);
+  PackedMatrix w = RandomMatrix(GetParam().format, n, k, &rng, &wd);
   std::vector<float> bias(n);
   for (auto& v : bias) v = dist(rng);
-  for (int64_t m : {1, 5, 14, 15, 40}) {
+  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 40}) {
     std::vector<float> x(m * k), y(m * n), y1(n);
     for (auto& v : x) v = dist(rng);
     mm.Run(x.data(), m, k, w, bias.data(), y.data(), n, false);
@@ -116,27 +151,92 @@ void CheckBatchInvariance(WeightFormat f, KernelPath path) {
   }
 }
 
-TEST(MatMulTest, BatchInvariantAvx512) {
-  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
-  CheckBatchInvariance(WeightFormat::kBF16, KernelPath::kAuto);
-  CheckBatchInvariance(WeightFormat::kF32, KernelPath::kAuto);
+INSTANTIATE_TEST_SUITE_P(EveryPath, MatMulPathTest,
+                         ::testing::Values(Path{Isa::kPortable, WeightFormat::kF32},
+                                           Path{Isa::kPortable, WeightFormat::kBF16},
+                                           Path{Isa::kPortable, WeightFormat::kInt8},
+                                           Path{Isa::kAvx2, WeightFormat::kF32}, Path{Isa::kAvx2, WeightFormat::kBF16},
+                                           Path{Isa::kAvx2, WeightFormat::kInt8},
+                                           Path{Isa::kAvx512, WeightFormat::kF32},
+                                           Path{Isa::kAvx512, WeightFormat::kBF16},
+                                           Path{Isa::kAvx512, WeightFormat::kInt8}),
+                         PathName);
+
+// The AVX2 and AVX-512 kernels make the same FMAs in the same order: equal bit for bit.
+TEST(MatMulTest, Avx2EqualsAvx512BitForBit) {
+  if (!CpuSupports(Isa::kAvx512)) GTEST_SKIP() << "CPU lacks avx512 (the AVX2 kernels are checked against the reference)";
+  std::mt19937 rng(11);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  ThreadPool pool(2);
+  MatMul m2(Isa::kAvx2, &pool), m512(Isa::kAvx512, &pool);
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8}) {
+    for (Case c : {Case{1, 77, 2100}, Case{3, 64, 300}, Case{16, 100, 1500}, Case{29, 33, 65}}) {
+      std::vector<double> wd;
+      PackedMatrix w = RandomMatrix(f, c.n, c.k, &rng, &wd);
+      std::vector<float> x(c.m * c.k), bias(c.n), a(c.m * c.n), b(c.m * c.n);
+      for (auto& v : x) v = dist(rng);
+      for (auto& v : bias) v = dist(rng);
+      for (auto& v : a) v = dist(rng);
+      b = a;
+      m2.Run(x.data(), c.m, c.k, w, bias.data(), a.data(), c.n, true);
+      m512.Run(x.data(), c.m, c.k, w, bias.data(), b.data(), c.n, true);
+      for (size_t i = 0; i < a.size(); ++i) {
+        ASSERT_EQ(a[i], b[i]) << WeightFormatName(f) << " m " << c.m << " n " << c.n << " k " << c.k << " at " << i;
+      }
+    }
+  }
 }
 
-TEST(MatMulTest, BatchInvariantPortable) { CheckBatchInvariance(WeightFormat::kBF16, KernelPath::kPortable); }
-
-TEST(MatMulTest, PortableF32) { CheckPath(WeightFormat::kF32, KernelPath::kPortable, 2); }
-TEST(MatMulTest, PortableBf16) { CheckPath(WeightFormat::kBF16, KernelPath::kPortable, 2); }
-
-TEST(MatMulTest, Avx512F32) {
-  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
-  CheckPath(WeightFormat::kF32, KernelPath::kAuto, 2);
-  CheckPath(WeightFormat::kF32, KernelPath::kAuto, 1);
+// Per output feature and K block: scale = max|w| / 127, q = round(w / scale), so every
+// weight is within half a step of its value and the block's largest lands on +-127.
+TEST(MatMulTest, QuantizeInt8RoundsToTheNearestStepPerRowAndKBlock) {
+  std::mt19937 rng(3);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  const int64_t n = 37, k = 2100;
+  PackedMatrix f(WeightFormat::kF32, n, k);
+  std::vector<float> v(n * k);
+  for (auto& x : v) x = dist(rng);
+  for (int64_t c = 0; c < 1024; ++c) v[5 * k + c] = 0.0f;  // an all-zero group: scale 0, no NaN
+  f.SetBlock(0, 0, n, k, v.data());
+  const PackedMatrix q = PackedMatrix::QuantizeInt8(f);
+  ASSERT_EQ(q.format(), WeightFormat::kInt8);
+  EXPECT_EQ(q.k_blocks(), 3);
+  EXPECT_EQ(q.payload_bytes(), static_cast<size_t>(n * k + n * 3 * 4));
+  for (int64_t r = 0; r < n; ++r) {
+    for (int64_t b = 0; b < 3; ++b) {
+      const int64_t c0 = b * 1024, c1 = std::min<int64_t>(k, c0 + 1024);
+      float amax = 0;
+      for (int64_t c = c0; c < c1; ++c) amax = std::max(amax, std::fabs(v[r * k + c]));
+      const float step = amax / 127.0f;
+      for (int64_t c = c0; c < c1; ++c) {
+        const float got = q.At(r, c);
+        ASSERT_TRUE(std::isfinite(got));
+        ASSERT_LE(std::fabs(got - v[r * k + c]), 0.5f * step * (1 + 1e-5f) + 1e-30f) << "row " << r << " col " << c;
+        if (std::fabs(v[r * k + c]) == amax && amax > 0) {
+          ASSERT_NEAR(std::fabs(got), amax, 1e-6f * amax);
+        }
+      }
+    }
+  }
 }
 
-TEST(MatMulTest, Avx512Bf16) {
-  if (!CpuHasAvx512F()) GTEST_SKIP() << "CPU lacks AVX-512F";
-  CheckPath(WeightFormat::kBF16, KernelPath::kAuto, 2);
-  CheckPath(WeightFormat::kBF16, KernelPath::kAuto, 3);
+TEST(CpuFeaturesTest, ResolvesAutoToTheBestAndRefusesWhatTheHostLacks) {
+  EXPECT_EQ(*ResolveKernelPath(KernelPath::kAuto), BestIsa());
+  EXPECT_EQ(*ResolveKernelPath(KernelPath::kPortable), Isa::kPortable);
+  for (KernelPath p : {KernelPath::kAvx2, KernelPath::kAvx512}) {
+    const Isa isa = p == KernelPath::kAvx2 ? Isa::kAvx2 : Isa::kAvx512;
+    absl::StatusOr<Isa> r = ResolveKernelPath(p);
+    if (CpuSupports(isa)) {
+      EXPECT_EQ(*r, isa);
+    } else {
+      ASSERT_FALSE(r.ok());
+      EXPECT_NE(r.status().message().find(std::string(IsaName(isa))), std::string::npos) << r.status();
+    }
+  }
+  KernelPath k;
+  EXPECT_TRUE(ParseKernelPath("avx2", &k));
+  EXPECT_EQ(k, KernelPath::kAvx2);
+  EXPECT_FALSE(ParseKernelPath("sse4", &k));
 }
 
 TEST(ThreadPoolTest, ParallelForCoversRangeOnceInGrains) {

@@ -6,11 +6,11 @@
 
 namespace phi::cpu {
 
-void AttendCausal(const AttentionArgs& a, bool avx512) {
-  if (avx512) {
-    kernels::attend_causal_avx512(a);
-  } else {
-    kernels::attend_causal_portable(a);
+void AttendCausal(const AttentionArgs& a, Isa isa) {
+  switch (isa) {
+    case Isa::kAvx512: kernels::attend_causal_avx512(a); break;
+    case Isa::kAvx2: kernels::attend_causal_avx2(a); break;
+    case Isa::kPortable: kernels::attend_causal_portable(a); break;
   }
 }
 

@@ -15,6 +15,8 @@
 
 #include <cstdint>
 
+#include "services/worker/backends/cpu/cpu_features.h"
+
 namespace phi::cpu {
 
 struct AttentionArgs {
@@ -34,11 +36,12 @@ struct AttentionArgs {
 
 constexpr int kAttentionQueryTile = 8;
 
-// AVX-512 when `avx512` (the caller checked the CPU), else portable C++.
-void AttendCausal(const AttentionArgs& a, bool avx512);
+// The kernel of `isa` (the caller checked that the CPU runs it).
+void AttendCausal(const AttentionArgs& a, Isa isa);
 
 namespace kernels {
 void attend_causal_avx512(const AttentionArgs& a);
+void attend_causal_avx2(const AttentionArgs& a);
 void attend_causal_portable(const AttentionArgs& a);
 }  // namespace kernels
 

@@ -3,8 +3,8 @@
 // is MR rows x NH half-panels of 16 output features (two ymm each); per k, one activation
 // per row is broadcast and multiplied with the half-panel's 16 widened weights. Prefill
 // tiles are 6 rows x 16 outputs (12 accumulators, 2 weight registers, 1 broadcast);
-// decode tiles trade rows for half-panels (1 x 64, 2 x 32, 3 x 32 outputs) so that a step
-// keeps 8-12 independent FMA chains and 2-4 weight streams in flight.
+// decode tiles trade rows for half-panels (1 x 96, 2 x 48, 3 x 32 outputs) so that a step
+// keeps 12 independent FMA chains and 2-3 weight streams in flight.
 //
 // Each product is one FMA into its output's block sum, in k order: the same operations as
 // the AVX-512 kernels, so the two paths agree bit for bit.
@@ -109,31 +109,44 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t s, int64_t kb, int64_t ke) {
   __m256 c[MR][2 * NH];
   for (int i = 0; i < MR; ++i)
     for (int j = 0; j < 2 * NH; ++j) c[i][j] = _mm256_setzero_ps();
-  const int64_t br = a.band_rows;
+  constexpr int64_t br = kBandRowsAvx2;
   const float* x = a.x_bands + (m / br) * br * a.k + m % br;
   const char* w = static_cast<const char*>(a.w);
   for (int64_t k = kb; k < ke; ++k) {
     // Fetch each half's line 32 lines ahead (see matmul_avx512.cc: the hardware prefetcher
     // stops at every 4 KB page). Prefetches past the end never fault.
-    for (int h = 0; h < NH; ++h) {
-      const int64_t sh = s + h;
-      _mm_prefetch(w + (((sh / 2) * a.k + k + kPrefetchLines) * kPanel + (sh % 2) * 16) * ElemBytes<F>(),
-                   _MM_HINT_T0);
+    // One prefetch per 64-byte line: a line holds 1 (BF16), 2 (INT8) or 0.5 (F32) panel
+    // lines, so INT8 fetches on even k, and a half-panel tile fetches its own half.
+    if (F != Format::kInt8 || (k & 1) == 0) {
+      for (int h = 0; h < NH; ++h) {
+        const int64_t sh = s + h;
+        if (F != Format::kF32 && sh % 2 == 1 && h > 0) continue;  // its panel's line is fetched
+        _mm_prefetch(w + (((sh / 2) * a.k + k + kPrefetchLines) * kPanel + (sh % 2) * 16) * ElemBytes<F>(),
+                     _MM_HINT_T0);
+      }
     }
     for (int h = 0; h < NH; ++h) {
       __m256 w0, w1;
       LoadHalf<F>(a, s + h, k, &w0, &w1);
       for (int i = 0; i < MR; ++i) {
-        const __m256 xv = _mm256_broadcast_ss(x + k * br + i);
+        const __m256 xv = _mm256_set1_ps(x[k * br + i]);
         c[i][2 * h] = _mm256_fmadd_ps(xv, w0, c[i][2 * h]);
         c[i][2 * h + 1] = _mm256_fmadd_ps(xv, w1, c[i][2 * h + 1]);
       }
     }
   }
+  // The sums leave the registers through a separate array: folding straight from c (with
+  // run-time column offsets) made GCC keep c in memory and store all 12 accumulators on
+  // every k step, which halved the FMA rate.
+  alignas(32) float sums[MR][2 * NH][8];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < 2 * NH; ++j) _mm256_store_ps(sums[i][j], c[i][j]);
   for (int h = 0; h < NH; ++h) {
     const int64_t sh = s + h;
     for (int i = 0; i < MR; ++i) {
-      for (int q = 0; q < 2; ++q) Fold<F>(a, m + i, sh / 2, ColOf<F>(static_cast<int>(sh % 2), q), kb, c[i][2 * h + q]);
+      for (int q = 0; q < 2; ++q) {
+        Fold<F>(a, m + i, sh / 2, ColOf<F>(static_cast<int>(sh % 2), q), kb, _mm256_load_ps(sums[i][2 * h + q]));
+      }
     }
   }
 }
@@ -150,16 +163,24 @@ template <Format F>
 void Run(const MatMulArgs& a) {
   static constexpr auto kOne = MakeTable<F, 1>(std::make_integer_sequence<int, kMaxRows>());
   static constexpr auto kTwo = MakeTable<F, 2>(std::make_integer_sequence<int, 3>());
-  static constexpr TileFn<F> kFourOneRow = &Tile<1, 4, F>;
+  // Decode tiles of 12 accumulators: 1 row x 6 half-panels, 2 x 3 (they may straddle panels).
+  static constexpr TileFn<F> kSixOneRow = &Tile<1, 6, F>;
+  static constexpr TileFn<F> kThreeTwoRows = &Tile<2, 3, F>;
   const int64_t s_end = 2 * a.p1;
   if (a.m <= kMaxRows) {
     // Decode steps are bound by reading the weights: walk each group of half-panels from
     // its first k to its last (the same arithmetic, block by block), one long prefetched
-    // stream per half-panel.
+    // stream per panel.
     const int rows = static_cast<int>(a.m);
     for (int64_t s = 2 * a.p0; s < s_end;) {
-      const int nh = rows == 1 && s + 4 <= s_end ? 4 : (rows <= 3 && s + 2 <= s_end ? 2 : 1);
-      const TileFn<F> tile = nh == 4 ? kFourOneRow : nh == 2 ? kTwo[rows - 1] : kOne[rows - 1];
+      const int nh = rows == 1 && s + 6 <= s_end   ? 6
+                     : rows == 2 && s + 3 <= s_end ? 3
+                     : rows <= 3 && s + 2 <= s_end ? 2
+                                                   : 1;
+      const TileFn<F> tile = nh == 6   ? kSixOneRow
+                             : nh == 3 ? kThreeTwoRows
+                             : nh == 2 ? kTwo[rows - 1]
+                                       : kOne[rows - 1];
       for (int64_t kb = 0; kb < a.k; kb += kKBlock) tile(a, 0, s, kb, kb + kKBlock < a.k ? kb + kKBlock : a.k);
       s += nh;
     }

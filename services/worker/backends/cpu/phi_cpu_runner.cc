@@ -368,7 +368,7 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     const Layer& L = layers_[l];
     pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
       for (int64_t t = b; t < e; ++t) {
-        layer_norm_cpu(x_.data() + t * H, L.ln_w.data(), L.ln_b.data(), config_.layer_norm_eps, H, h_.data() + t * H);
+        LayerNorm(x_.data() + t * H, L.ln_w.data(), L.ln_b.data(), config_.layer_norm_eps, H, h_.data() + t * H, isa_);
       }
     });
     matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
@@ -426,8 +426,8 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
   const int64_t R = static_cast<int64_t>(rows.size());
   pool_->ParallelFor(R, 1, [&](int64_t b, int64_t e) {
     for (int64_t r = b; r < e; ++r) {
-      layer_norm_cpu(x_.data() + rows[r] * H, final_ln_w_.data(), final_ln_b_.data(), config_.layer_norm_eps, H,
-                     h_.data() + r * H);
+      LayerNorm(x_.data() + rows[r] * H, final_ln_w_.data(), final_ln_b_.data(), config_.layer_norm_eps, H,
+                h_.data() + r * H, isa_);
     }
   });
   out->candidates.clear();

@@ -94,7 +94,7 @@ struct Args {
 
 [[noreturn]] void Usage(const char* argv0) {
   std::fprintf(stderr,
-               "usage: %s [--model DIR] [--weights bf16|f32|int8[,...]] [--kernels auto|avx512|avx2|portable]\n"
+               "usage: %s [--model DIR] [--weights bf16|f32|int8[,...]] [--kernels auto|avx512bf16|avx512|avx2|portable]\n"
                "       [--int8-bf16-lm-head] [--reps N] [--threads N] [--decode-steps N] [--prompt N]\n"
                "       [--llama-bench BIN] [--llama-batched-bench BIN] [--llama-model GGUF[,GGUF...]]\n",
                argv0);
@@ -144,7 +144,7 @@ Args Parse(int argc, char** argv) {
   }
   phi::cpu::KernelPath kp;
   if (!phi::cpu::ParseKernelPath(a.kernels, &kp)) {
-    std::fprintf(stderr, "--kernels %s: expected auto, avx512, avx2 or portable\n", a.kernels.c_str());
+    std::fprintf(stderr, "--kernels %s: expected auto, avx512bf16, avx512, avx2 or portable\n", a.kernels.c_str());
     std::exit(2);
   }
   return a;

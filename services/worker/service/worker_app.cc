@@ -65,9 +65,11 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
                   "feature and 1024 inputs; about half the bytes of bf16 per decode step)");
   flags.AddBool("quantize-lm-head", "PHI_QUANTIZE_LM_HEAD", &c->quantize_lm_head,
                 "with --quantization int8: quantize lm_head too (false keeps it bf16)");
-  flags.AddChoice("cpu-kernels", "PHI_CPU_KERNELS", &c->cpu_kernels, {"auto", "avx512", "avx2", "portable"},
+  flags.AddChoice("cpu-kernels", "PHI_CPU_KERNELS", &c->cpu_kernels,
+                  {"auto", "avx512bf16", "avx512", "avx2", "portable"},
                   "--device cpu: instruction set of the kernels (auto: the best this CPU has; a set the CPU "
-                  "lacks exits 1 naming it)");
+                  "lacks exits 1 naming it; avx512bf16: avx512 with BF16-weight GEMMs on vdpbf16ps, "
+                  "activations rounded to BF16)");
   flags.AddChoice("device", "PHI_DEVICE", &c->device, {"cpu", "cuda"},
                   "forward pass on the CPU or on one CUDA GPU (BF16; needs a build with PHI_ENABLE_CUDA)");
   flags.AddDouble("gpu-memory-fraction", "PHI_GPU_MEMORY_FRACTION", &c->gpu_memory_fraction, 0.01, 1.0,
@@ -272,7 +274,7 @@ absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& gro
   runner_options.quantize_lm_head = config.quantize_lm_head;
   if (!cpu::ParseKernelPath(config.cpu_kernels, &runner_options.kernel)) {
     return absl::InvalidArgumentError(absl::StrCat("--cpu-kernels ", config.cpu_kernels,
-                                                   ": expected one of auto, avx512, avx2, portable"));
+                                                   ": expected one of auto, avx512bf16, avx512, avx2, portable"));
   }
   runner_options.num_threads = static_cast<int>(config.threads);
   absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner =

@@ -20,7 +20,7 @@ struct WorkerConfig {
   // scale per output feature and 1024 input features; see backends/cpu/matmul.h).
   std::string quantization = "none";
   bool quantize_lm_head = true;    // with --quantization int8: lm_head too (else BF16)
-  std::string cpu_kernels = "auto";  // auto | avx512 | avx2 | portable (--device cpu)
+  std::string cpu_kernels = "auto";  // auto | avx512bf16 | avx512 | avx2 | portable (--device cpu)
   std::string device = "cpu";      // cpu | cuda (CudaModelRunner, BF16, one GPU)
   double gpu_memory_fraction = 0.9;  // --device cuda: share of free GPU memory for the KV cache
   int64_t threads = 2;

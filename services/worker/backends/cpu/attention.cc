@@ -8,7 +8,10 @@ namespace phi::cpu {
 
 void AttendCausal(const AttentionArgs& a, Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: kernels::attend_causal_avx512(a); break;
+    case Isa::kAvx512:
+    case Isa::kAvx512Bf16:  // AVX-512's (vdpbf16ps is for BF16-weight GEMMs only)
+      kernels::attend_causal_avx512(a);
+      break;
     case Isa::kAvx2: kernels::attend_causal_avx2(a); break;
     case Isa::kPortable: kernels::attend_causal_portable(a); break;
   }

@@ -141,14 +141,40 @@ namespace {
 
 using Kernel = void (*)(const kernels::MatMulArgs&);
 
-Kernel PickKernel(Isa isa, WeightFormat f) {
-  static constexpr Kernel kTable[3][3] = {
-      // F32, BF16, INT8
-      {kernels::matmul_f32_portable, kernels::matmul_bf16_portable, kernels::matmul_int8_portable},
-      {kernels::matmul_f32_avx2, kernels::matmul_bf16_avx2, kernels::matmul_int8_avx2},
-      {kernels::matmul_f32_avx512, kernels::matmul_bf16_avx512, kernels::matmul_int8_avx512},
-  };
-  return kTable[static_cast<int>(isa)][static_cast<int>(f)];
+// How a kernel reads the activations: straight from x, F32 bands (pack_bands), or BF16
+// pairs in bands (pack_bands_bf16_pairs).
+enum class Acts { kRows, kF32Bands, kBf16PairBands };
+
+struct KernelChoice {
+  Kernel kernel;
+  Acts acts;
+  int64_t band_rows;  // 0 for kRows
+};
+
+constexpr int64_t k512 = kernels::kBandRowsAvx512, k2 = kernels::kBandRowsAvx2;
+constexpr KernelChoice kKernels[4][3] = {
+    // F32, BF16, INT8 weights; one row per Isa, in its enum order
+    {{kernels::matmul_f32_portable, Acts::kRows, 0},
+     {kernels::matmul_bf16_portable, Acts::kRows, 0},
+     {kernels::matmul_int8_portable, Acts::kRows, 0}},
+    {{kernels::matmul_f32_avx2, Acts::kF32Bands, k2},
+     {kernels::matmul_bf16_avx2, Acts::kF32Bands, k2},
+     {kernels::matmul_int8_avx2, Acts::kF32Bands, k2}},
+    {{kernels::matmul_f32_avx512, Acts::kF32Bands, k512},
+     {kernels::matmul_bf16_avx512, Acts::kF32Bands, k512},
+     {kernels::matmul_int8_avx512, Acts::kF32Bands, k512}},
+    // avx512bf16: vdpbf16ps for BF16 weights only; F32 and INT8 weights are AVX-512's.
+    {{kernels::matmul_f32_avx512, Acts::kF32Bands, k512},
+     {kernels::matmul_bf16dot_avx512bf16, Acts::kBf16PairBands, k512},
+     {kernels::matmul_int8_avx512, Acts::kF32Bands, k512}},
+};
+static_assert(static_cast<int>(Isa::kPortable) == 0 && static_cast<int>(Isa::kAvx2) == 1 &&
+              static_cast<int>(Isa::kAvx512) == 2 && static_cast<int>(Isa::kAvx512Bf16) == 3);
+static_assert(static_cast<int>(WeightFormat::kF32) == 0 && static_cast<int>(WeightFormat::kBF16) == 1 &&
+              static_cast<int>(WeightFormat::kInt8) == 2);
+
+const KernelChoice& PickKernel(Isa isa, WeightFormat f) {
+  return kKernels[static_cast<int>(isa)][static_cast<int>(f)];
 }
 
 }  // namespace
@@ -168,21 +194,32 @@ void MatMul::Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, 
   args.y = y;
   args.ldy = ldy;
   args.accumulate = accumulate;
-  if (isa_ != Isa::kPortable) {
-    const int64_t rows = isa_ == Isa::kAvx512 ? kernels::kBandRowsAvx512 : kernels::kBandRowsAvx2;
+  const KernelChoice& choice = PickKernel(isa_, w.format());
+  if (choice.acts != Acts::kRows) {
+    const int64_t rows = choice.band_rows;
     const int64_t bands = (m + rows - 1) / rows;
-    const size_t need = static_cast<size_t>(bands * rows * w.cols()) * sizeof(float);
+    // Per band row: k floats, or ceil(k / 2) BF16 pairs of 4 bytes.
+    const int64_t row_bytes = choice.acts == Acts::kF32Bands ? w.cols() * 4 : (w.cols() + 1) / 2 * 4;
+    const size_t need = static_cast<size_t>(bands * rows * row_bytes);
     if (bands_bytes_ < need) {
       bands_ = AlignedAlloc(need);
       bands_bytes_ = need;
     }
-    float* xb = reinterpret_cast<float*>(bands_.get());
-    pool_->ParallelFor(bands, 1,
-                       [&](int64_t b, int64_t e) { kernels::pack_bands(x, m, ldx, w.cols(), rows, b, e, xb); });
-    args.x_bands = xb;
+    if (choice.acts == Acts::kF32Bands) {
+      float* xb = reinterpret_cast<float*>(bands_.get());
+      pool_->ParallelFor(bands, 1,
+                         [&](int64_t b, int64_t e) { kernels::pack_bands(x, m, ldx, w.cols(), rows, b, e, xb); });
+      args.x_bands = xb;
+    } else {
+      uint32_t* xp = reinterpret_cast<uint32_t*>(bands_.get());
+      pool_->ParallelFor(bands, 1, [&](int64_t b, int64_t e) {
+        kernels::pack_bands_bf16_pairs(x, m, ldx, w.cols(), rows, b, e, xp);
+      });
+      args.x_bf16_pairs = xp;
+    }
     args.band_rows = rows;
   }
-  const Kernel kernel = PickKernel(isa_, w.format());
+  const Kernel kernel = choice.kernel;
   // Threads own disjoint panels (output columns), so accumulating into y needs no locks.
   pool_->ParallelFor(w.panels(), 1, [&](int64_t b, int64_t e) {
     kernels::MatMulArgs a = args;

@@ -84,9 +84,11 @@ class MatMul {
 
   // y[m * ldy + n] (+)= sum_k x[m * ldx + k] * w[n, k] + bias[n], for m < M, n < w.rows().
   // bias may be null. accumulate: add into y (the residual) instead of overwriting.
-  // Activations stay F32 (BF16 and INT8 weights are widened, never the activations
-  // rounded), and each output is computed by the same sequence of operations whatever M
-  // is, so a sequence's result does not depend on what else is in the batch.
+  // Each output is computed by the same sequence of operations whatever M is, so a
+  // sequence's result does not depend on what else is in the batch. Activations stay F32
+  // (BF16 and INT8 weights are widened, never the activations rounded), except on
+  // Isa::kAvx512Bf16 with BF16 weights, which rounds them to BF16 for vdpbf16ps
+  // (matmul_kernels.h).
   void Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, const float* bias, float* y,
            int64_t ldy, bool accumulate);
 

@@ -72,7 +72,10 @@ PHI_CLONES void rotary_cpu(float* v, const float* cos, const float* sin, int hal
 
 void LayerNorm(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y, Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: kernels::layer_norm_avx512(x, gamma, beta, eps, n, y); break;
+    case Isa::kAvx512:
+    case Isa::kAvx512Bf16:  // AVX-512's (vdpbf16ps is for BF16-weight GEMMs only)
+      kernels::layer_norm_avx512(x, gamma, beta, eps, n, y);
+      break;
     case Isa::kAvx2: kernels::layer_norm_avx2(x, gamma, beta, eps, n, y); break;
     case Isa::kPortable: layer_norm_cpu(x, gamma, beta, eps, n, y); break;
   }
@@ -80,7 +83,10 @@ void LayerNorm(const float* x, const float* gamma, const float* beta, double eps
 
 void GeluNew(const float* x, int64_t n, float* y, Isa isa) {
   switch (isa) {
-    case Isa::kAvx512: kernels::gelu_new_avx512(x, n, y); break;
+    case Isa::kAvx512:
+    case Isa::kAvx512Bf16:  // AVX-512's (vdpbf16ps is for BF16-weight GEMMs only)
+      kernels::gelu_new_avx512(x, n, y);
+      break;
     case Isa::kAvx2: kernels::gelu_new_avx2(x, n, y); break;
     case Isa::kPortable: gelu_new_cpu(x, n, y); break;
   }

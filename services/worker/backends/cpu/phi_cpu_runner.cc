@@ -199,8 +199,11 @@ int64_t CpuModelRunner::weight_memory_bytes() const {
 }
 
 std::string CpuModelRunner::kernel_name() const {
-  std::string name = absl::StrCat(std::string(IsaName(isa_)), isa_ == Isa::kPortable ? "-" : "-fma-",
-                                  std::string(WeightFormatName(options_.weights)));
+  // avx512bf16 multiplies BF16 weights with vdpbf16ps; its F32 and INT8 GEMMs are FMAs.
+  const char* op = "-fma-";
+  if (isa_ == Isa::kPortable) op = "-";
+  if (isa_ == Isa::kAvx512Bf16 && options_.weights == WeightFormat::kBF16) op = "-dpbf16-";
+  std::string name = absl::StrCat(std::string(IsaName(isa_)), op, std::string(WeightFormatName(options_.weights)));
   if (options_.weights == WeightFormat::kInt8 && lm_head_.format() != WeightFormat::kInt8) name += "-bf16head";
   return name;
 }

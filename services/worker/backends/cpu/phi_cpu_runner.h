@@ -67,8 +67,9 @@ class CpuModelRunner final : public worker::ModelRunner {
   int64_t weight_memory_bytes() const;
   // The instruction set every kernel of this runner uses.
   Isa isa() const { return isa_; }
-  // "<isa>-fma-<weights>" ("avx2-fma-int8", "avx512-fma-bf16") or "portable-<weights>";
-  // with an INT8 body and a BF16 lm_head, "...-int8-bf16head".
+  // "<isa>-fma-<weights>" ("avx2-fma-int8", "avx512-fma-bf16"), "avx512bf16-dpbf16-bf16"
+  // (vdpbf16ps) or "portable-<weights>"; with an INT8 body and a BF16 lm_head,
+  // "...-int8-bf16head".
   std::string kernel_name() const;
   // Totals of the logits all-gathers (bytes, whole rows, candidate rows); zero without a group.
   const parallel::VocabGatherStats& vocab_gather_stats() const { return vocab_gather_stats_; }

@@ -1,15 +1,17 @@
 // The GEMM kernels of every instruction set and weight format against a double-precision
 // reference on seeded random inputs with awkward shapes (M not a multiple of any register
-// tile, N not a multiple of 8, K not a multiple of 32 and across K blocks, one row,
+// tile, N not a multiple of 8, K not a multiple of 32, odd and across K blocks, one row,
 // accumulate and bias on and off), batch invariance per path, INT8 quantization, and the
-// AVX2 and AVX-512 kernels equal bit for bit where the host has both. A path the host lacks
-// skips with a message naming it (the CI host may be either kind).
+// AVX2 and AVX-512 kernels equal bit for bit where the host has both. The avx512bf16 path's
+// BF16 GEMM rounds the activations to BF16 (vdpbf16ps), so its reference does too. A path
+// the host lacks skips with a message naming it (the CI host may be either kind).
 #include "services/worker/backends/cpu/matmul.h"
 
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
+#include <cstring>
 #include <random>
 #include <string>
 #include <vector>
@@ -72,6 +74,18 @@ struct Path {
   WeightFormat format;
 };
 
+// vcvtne2ps2bf16's rounding (Intel SDM): to nearest even, zero and denormals to a signed
+// zero, NaN quieted.
+float RoundToBf16(float f) {
+  uint32_t bits;
+  std::memcpy(&bits, &f, 4);
+  if ((bits & 0x7f800000u) == 0) return std::signbit(f) ? -0.0f : 0.0f;
+  return model::Bf16ToF32(model::F32ToBf16(f));
+}
+
+// The activations a path multiplies by: BF16-rounded on the vdpbf16ps GEMM, else as given.
+bool RoundsActivations(const Path& p) { return p.isa == Isa::kAvx512Bf16 && p.format == WeightFormat::kBF16; }
+
 std::string PathName(const ::testing::TestParamInfo<Path>& info) {
   return std::string(IsaName(info.param.isa)) + "_" + std::string(WeightFormatName(info.param.format));
 }
@@ -83,42 +97,52 @@ class MatMulPathTest : public ::testing::TestWithParam<Path> {
   }
 };
 
+// One GEMM against the double reference on the activations the path multiplies by: within
+// 1e-5 of the sum of the products' magnitudes (F32 accumulation of up to 1024 products per
+// K block), both with accumulate and bias off and on; y's padding columns untouched.
+void CheckCase(const Path& path, MatMul* mm, Case c, std::mt19937* rng) {
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  std::vector<double> wd;
+  PackedMatrix w = RandomMatrix(path.format, c.n, c.k, rng, &wd);
+  const int64_t ldx = c.k + 3, ldy = c.n + 5;
+  std::vector<float> x(c.m * ldx), bias(c.n), y(c.m * ldy), y0;
+  for (auto& v : x) v = dist(*rng);
+  for (auto& v : bias) v = dist(*rng);
+  for (auto& v : y) v = dist(*rng);
+  y0 = y;
+  const bool round = RoundsActivations(path);
+  for (bool accumulate : {false, true}) {
+    y = y0;
+    mm->Run(x.data(), c.m, ldx, w, accumulate ? bias.data() : nullptr, y.data(), ldy, accumulate);
+    for (int64_t i = 0; i < c.m; ++i) {
+      for (int64_t j = 0; j < c.n; ++j) {
+        double ref = accumulate ? y0[i * ldy + j] + bias[j] : 0.0;
+        double mag = std::fabs(ref);
+        for (int64_t l = 0; l < c.k; ++l) {
+          const float xf = x[i * ldx + l];
+          const double xv = round ? RoundToBf16(xf) : xf;
+          ref += xv * wd[j * c.k + l];
+          mag += std::fabs(xv * wd[j * c.k + l]);
+        }
+        ASSERT_NEAR(y[i * ldy + j], ref, 1e-5 * mag + 1e-6)
+            << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i << "," << j << " acc " << accumulate;
+      }
+    }
+    // Padding columns of y between n and ldy are untouched.
+    for (int64_t i = 0; i < c.m; ++i)
+      for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[i * ldy + j], y0[i * ldy + j]);
+  }
+}
+
 void CheckAgainstReference(const Path& path, int threads) {
   std::mt19937 rng(42);
-  std::normal_distribution<float> dist(0.0f, 1.0f);
   ThreadPool pool(threads);
   MatMul mm(path.isa, &pool);
   for (Case c : {Case{1, 1, 1}, Case{1, 13, 37}, Case{2, 64, 64}, Case{3, 17, 100}, Case{5, 33, 65}, Case{7, 9, 300},
                  Case{16, 40, 96}, Case{33, 31, 2048}, Case{15, 70, 2500}, Case{29, 100, 64}, Case{4, 200, 1030},
-                 Case{13, 7, 9}}) {
-    std::vector<double> wd;
-    PackedMatrix w = RandomMatrix(path.format, c.n, c.k, &rng, &wd);
-    const int64_t ldx = c.k + 3, ldy = c.n + 5;
-    std::vector<float> x(c.m * ldx), bias(c.n), y(c.m * ldy), y0;
-    for (auto& v : x) v = dist(rng);
-    for (auto& v : bias) v = dist(rng);
-    for (auto& v : y) v = dist(rng);
-    y0 = y;
-    for (bool accumulate : {false, true}) {
-      y = y0;
-      mm.Run(x.data(), c.m, ldx, w, accumulate ? bias.data() : nullptr, y.data(), ldy, accumulate);
-      for (int64_t i = 0; i < c.m; ++i) {
-        for (int64_t j = 0; j < c.n; ++j) {
-          double ref = accumulate ? y0[i * ldy + j] + bias[j] : 0.0;
-          double mag = std::fabs(ref);
-          for (int64_t l = 0; l < c.k; ++l) {
-            const double xv = x[i * ldx + l];  // activations are never rounded
-            ref += xv * wd[j * c.k + l];
-            mag += std::fabs(xv * wd[j * c.k + l]);
-          }
-          ASSERT_NEAR(y[i * ldy + j], ref, 1e-5 * mag + 1e-6)
-              << "m " << c.m << " n " << c.n << " k " << c.k << " at " << i << "," << j << " acc " << accumulate;
-        }
-      }
-      // Padding columns of y between n and ldy are untouched.
-      for (int64_t i = 0; i < c.m; ++i)
-        for (int64_t j = c.n; j < ldy; ++j) ASSERT_EQ(y[i * ldy + j], y0[i * ldy + j]);
-    }
+                 Case{13, 7, 9}, Case{2, 45, 2049}, Case{20, 50, 1025}}) {
+    CheckCase(path, &mm, c, &rng);
+    if (::testing::Test::HasFatalFailure()) return;
   }
 }
 
@@ -128,6 +152,18 @@ TEST_P(MatMulPathTest, MatchesDoubleReference) {
   CheckAgainstReference(GetParam(), 3);
 }
 
+// Every batch size through the decode tiles (m <= 6), the short bands and full 14-row
+// bands with a partial one, over an odd K that crosses a K block and N not a multiple of 32.
+TEST_P(MatMulPathTest, MatchesDoubleReferenceForEveryMUpTo40) {
+  std::mt19937 rng(5);
+  ThreadPool pool(2);
+  MatMul mm(GetParam().isa, &pool);
+  for (int64_t m = 1; m <= 40; ++m) {
+    CheckCase(GetParam(), &mm, Case{m, 70, 1025}, &rng);
+    if (HasFatalFailure()) return;
+  }
+}
+
 // A row's result is bit-identical whether it is computed alone or in a batch of any size
 // (the engine's promise that batching never changes a sequence's output).
 TEST_P(MatMulPathTest, RowAloneEqualsRowInAnyBatch) {
@@ -135,18 +171,24 @@ TEST_P(MatMulPathTest, RowAloneEqualsRowInAnyBatch) {
   std::normal_distribution<float> dist(0.0f, 1.0f);
   ThreadPool pool(2);
   MatMul mm(GetParam().isa, &pool);
-  const int64_t n = 96, k = 2100;
-  std::vector<double> wd;
-  PackedMatrix w = RandomMatrix(GetParam().format, n, k, &rng, &wd);
-  std::vector<float> bias(n);
-  for (auto& v : bias) v = dist(rng);
-  for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 40}) {
-    std::vector<float> x(m * k), y(m * n), y1(n);
-    for (auto& v : x) v = dist(rng);
-    mm.Run(x.data(), m, k, w, bias.data(), y.data(), n, false);
-    for (int64_t i = 0; i < m; ++i) {
-      mm.Run(x.data() + i * k, 1, k, w, bias.data(), y1.data(), n, false);
-      for (int64_t j = 0; j < n; ++j) ASSERT_EQ(y[i * n + j], y1[j]) << "m " << m << " row " << i << " col " << j;
+  // K across blocks, even and odd (the odd one's last block holds one k); N a multiple of
+  // 32 and not.
+  for (Case shape : {Case{0, 96, 2100}, Case{0, 100, 2049}}) {
+    const int64_t n = shape.n, k = shape.k;
+    std::vector<double> wd;
+    PackedMatrix w = RandomMatrix(GetParam().format, n, k, &rng, &wd);
+    std::vector<float> bias(n);
+    for (auto& v : bias) v = dist(rng);
+    for (int64_t m : {1, 2, 3, 4, 5, 6, 7, 13, 14, 15, 29, 40}) {
+      std::vector<float> x(m * k), y(m * n), y1(n);
+      for (auto& v : x) v = dist(rng);
+      mm.Run(x.data(), m, k, w, bias.data(), y.data(), n, false);
+      for (int64_t i = 0; i < m; ++i) {
+        mm.Run(x.data() + i * k, 1, k, w, bias.data(), y1.data(), n, false);
+        for (int64_t j = 0; j < n; ++j) {
+          ASSERT_EQ(y[i * n + j], y1[j]) << "k " << k << " m " << m << " row " << i << " col " << j;
+        }
+      }
     }
   }
 }
@@ -159,8 +201,55 @@ INSTANTIATE_TEST_SUITE_P(EveryPath, MatMulPathTest,
                                            Path{Isa::kAvx2, WeightFormat::kInt8},
                                            Path{Isa::kAvx512, WeightFormat::kF32},
                                            Path{Isa::kAvx512, WeightFormat::kBF16},
-                                           Path{Isa::kAvx512, WeightFormat::kInt8}),
+                                           Path{Isa::kAvx512, WeightFormat::kInt8},
+                                           Path{Isa::kAvx512Bf16, WeightFormat::kF32},
+                                           Path{Isa::kAvx512Bf16, WeightFormat::kBF16},
+                                           Path{Isa::kAvx512Bf16, WeightFormat::kInt8}),
                          PathName);
+
+// avx512bf16's F32 and INT8 GEMMs are the AVX-512 kernels: equal bit for bit.
+TEST(MatMulTest, Avx512Bf16EqualsAvx512ForF32AndInt8Weights) {
+  if (!CpuSupports(Isa::kAvx512Bf16)) GTEST_SKIP() << "CPU lacks " << IsaName(Isa::kAvx512Bf16);
+  std::mt19937 rng(13);
+  std::normal_distribution<float> dist(0.0f, 1.0f);
+  ThreadPool pool(2);
+  MatMul a512(Isa::kAvx512, &pool), abf(Isa::kAvx512Bf16, &pool);
+  for (WeightFormat f : {WeightFormat::kF32, WeightFormat::kInt8}) {
+    for (Case c : {Case{1, 77, 2101}, Case{17, 100, 1500}}) {
+      std::vector<double> wd;
+      PackedMatrix w = RandomMatrix(f, c.n, c.k, &rng, &wd);
+      std::vector<float> x(c.m * c.k), bias(c.n), a(c.m * c.n), b(c.m * c.n);
+      for (auto& v : x) v = dist(rng);
+      for (auto& v : bias) v = dist(rng);
+      a512.Run(x.data(), c.m, c.k, w, bias.data(), a.data(), c.n, false);
+      abf.Run(x.data(), c.m, c.k, w, bias.data(), b.data(), c.n, false);
+      for (size_t i = 0; i < a.size(); ++i) ASSERT_EQ(a[i], b[i]) << WeightFormatName(f) << " m " << c.m << " at " << i;
+    }
+  }
+}
+
+// The vdpbf16ps GEMM rounds each activation to the nearest BF16, ties to even: through an
+// identity weight matrix (every product but one is 0, so the sums are exact) y is the
+// rounded activation.
+TEST(MatMulTest, Avx512Bf16RoundsActivationsToNearestEven) {
+  if (!CpuSupports(Isa::kAvx512Bf16)) GTEST_SKIP() << "CPU lacks " << IsaName(Isa::kAvx512Bf16);
+  const float u = std::ldexp(1.0f, -8);  // half a BF16 step at 1
+  const float e = std::ldexp(1.0f, -20);
+  // Ties go to the even neighbour (1, 1 + 4u, -1, 256, 260), others to the nearest.
+  const std::vector<float> x = {1.0f + u, 1.0f + 3 * u, 1.0f + u + e, -(1.0f + u), 257.0f, 259.0f, 1.0f + u - e};
+  const std::vector<float> want = {1.0f, 1.0f + 4 * u, 1.0f + 2 * u, -1.0f, 256.0f, 260.0f, 1.0f};
+  const int64_t k = static_cast<int64_t>(x.size());  // odd: the last pair is (6, none)
+  std::vector<uint16_t> eye(k * k, 0);
+  for (int64_t i = 0; i < k; ++i) eye[i * k + i] = model::F32ToBf16(1.0f);
+  PackedMatrix w(WeightFormat::kBF16, k, k);
+  w.SetBlock(0, 0, k, k, eye.data());
+  ThreadPool pool(1);
+  MatMul mm(Isa::kAvx512Bf16, &pool);
+  std::vector<float> y(k);
+  mm.Run(x.data(), 1, k, w, nullptr, y.data(), k, false);
+  for (int64_t j = 0; j < k; ++j) EXPECT_EQ(y[j], want[j]) << "x " << x[j];
+  EXPECT_EQ(RoundToBf16(x[0]), 1.0f);  // the reference rounds the same way
+}
 
 // The AVX2 and AVX-512 kernels make the same FMAs in the same order: equal bit for bit.
 TEST(MatMulTest, Avx2EqualsAvx512BitForBit) {
@@ -223,8 +312,8 @@ TEST(MatMulTest, QuantizeInt8RoundsToTheNearestStepPerRowAndKBlock) {
 TEST(CpuFeaturesTest, ResolvesAutoToTheBestAndRefusesWhatTheHostLacks) {
   EXPECT_EQ(*ResolveKernelPath(KernelPath::kAuto), BestIsa());
   EXPECT_EQ(*ResolveKernelPath(KernelPath::kPortable), Isa::kPortable);
-  for (KernelPath p : {KernelPath::kAvx2, KernelPath::kAvx512}) {
-    const Isa isa = p == KernelPath::kAvx2 ? Isa::kAvx2 : Isa::kAvx512;
+  for (KernelPath p : {KernelPath::kAvx2, KernelPath::kAvx512, KernelPath::kAvx512Bf16}) {
+    const Isa isa = p == KernelPath::kAvx2 ? Isa::kAvx2 : p == KernelPath::kAvx512 ? Isa::kAvx512 : Isa::kAvx512Bf16;
     absl::StatusOr<Isa> r = ResolveKernelPath(p);
     if (CpuSupports(isa)) {
       EXPECT_EQ(*r, isa);
@@ -236,7 +325,12 @@ TEST(CpuFeaturesTest, ResolvesAutoToTheBestAndRefusesWhatTheHostLacks) {
   KernelPath k;
   EXPECT_TRUE(ParseKernelPath("avx2", &k));
   EXPECT_EQ(k, KernelPath::kAvx2);
+  EXPECT_TRUE(ParseKernelPath("avx512bf16", &k));
+  EXPECT_EQ(k, KernelPath::kAvx512Bf16);
+  EXPECT_EQ(IsaName(Isa::kAvx512Bf16), "avx512bf16");
   EXPECT_FALSE(ParseKernelPath("sse4", &k));
+  // avx512bf16 needs the AVX-512 set besides AVX512_BF16.
+  EXPECT_TRUE(!CpuSupports(Isa::kAvx512Bf16) || CpuSupports(Isa::kAvx512));
 }
 
 TEST(ThreadPoolTest, ParallelForCoversRangeOnceInGrains) {

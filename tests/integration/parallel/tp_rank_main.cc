@@ -5,6 +5,7 @@
 // logits and greedy tokens (with "engine": the Engine's sampling scenario instead, see
 // engine_sampling_scenario.h); the others replay its steps (RunFollower). Each rank prints
 // "WEIGHT_BYTES <rank> <bytes>" (the GEMM weights it holds and streams per step).
+// PHI_TP_WEIGHTS=int8 in the environment: every rank quantizes its slice (default F32).
 // Exit codes: 0 ok, 1 failure (stderr says why), 3 join failed, 5 follower failed.
 #include <cstdio>
 #include <cstdlib>
@@ -35,7 +36,8 @@ int main(int argc, char** argv) {
     return 3;
   }
   cpu::CpuRunnerOptions ro;
-  ro.weights = cpu::WeightFormat::kF32;
+  const char* weights = std::getenv("PHI_TP_WEIGHTS");
+  ro.weights = weights != nullptr && std::string(weights) == "int8" ? cpu::WeightFormat::kInt8 : cpu::WeightFormat::kF32;
   ro.num_threads = 1;
   ro.comm = &(*group)->host();
   auto runner = cpu::CpuModelRunner::Create(argv[4], ro);

@@ -4,11 +4,11 @@
 // bandwidth). Measurements alternate and repeat; the table shows medians, because this
 // machine's bandwidth drifts by +-20% over minutes.
 //
-//   phi_cpu_bench --model models/phi-1_5-random-bf16 [--weights bf16,int8] [--kernels auto]
-//                 [--reps 6] [--llama-bench BIN] [--llama-batched-bench BIN]
-//                 [--llama-model BF16.gguf,Q8_0.gguf]
-// Every weight format listed gets its own runner (the same checkpoint; int8 quantized at
-// load); all of them, and llama.cpp on every GGUF listed, run in turn in every repetition
+//   phi_cpu_bench --model models/phi-1_5-random-bf16 [--weights bf16,int8]
+//                 [--kernels auto|avx512bf16|avx512|avx2|portable[,...]] [--reps 6]
+//                 [--llama-bench BIN] [--llama-batched-bench BIN] [--llama-model BF16.gguf,Q8_0.gguf]
+// Every kernel path x weight format listed gets its own runner (the same checkpoint; int8
+// quantized at load; named "int8@avx2" when several paths are listed); all of them, and llama.cpp on every GGUF listed, run in turn in every repetition
 // (ABAB...), so all see the same bandwidth drift. llama-bench gives llama.cpp's prompt 512
 // and 16-token batch-1 decode; llama-batched-bench its decode of 4 and 16 parallel
 // sequences (32-token prompts, 16 tokens each: the same work as this engine's batches).
@@ -81,7 +81,7 @@ double MeasureReadBandwidth(int threads, size_t bytes) {
 struct Args {
   std::string model = "models/phi-1_5-random-bf16";
   std::vector<std::string> weights = {"bf16"};
-  std::string kernels = "auto";
+  std::vector<std::string> kernels = {"auto"};
   bool int8_bf16_lm_head = false;
   int reps = 5;
   int threads = 2;
@@ -124,13 +124,13 @@ Args Parse(int argc, char** argv) {
     };
     if (k == "--model") a.model = val();
     else if (k == "--weights") a.weights = absl::StrSplit(val(), ',');
-    else if (k == "--kernels") a.kernels = val();
+    else if (k == "--kernels") a.kernels = absl::StrSplit(val(), ',');
     else if (k == "--int8-bf16-lm-head") a.int8_bf16_lm_head = true;
     else if (k == "--reps") a.reps = num(1);
     else if (k == "--threads") a.threads = num(1);
     else if (k == "--decode-steps") a.decode_steps = num(1);
     else if (k == "--prompt") a.prompt = num(1);
-    else if (k == "--portable") a.kernels = "portable";
+    else if (k == "--portable") a.kernels = {"portable"};
     else if (k == "--llama-bench") a.llama_bench = val();
     else if (k == "--llama-batched-bench") a.llama_batched_bench = val();
     else if (k == "--llama-model") a.llama_models = absl::StrSplit(val(), ',');
@@ -143,9 +143,12 @@ Args Parse(int argc, char** argv) {
     }
   }
   phi::cpu::KernelPath kp;
-  if (!phi::cpu::ParseKernelPath(a.kernels, &kp)) {
-    std::fprintf(stderr, "--kernels %s: expected auto, avx512bf16, avx512, avx2 or portable\n", a.kernels.c_str());
-    std::exit(2);
+  for (const auto& kn : a.kernels) {
+    if (!phi::cpu::ParseKernelPath(kn, &kp)) {
+      std::fprintf(stderr, "--kernels %s: expected auto, avx512bf16, avx512, avx2 or portable (comma-separated)\n",
+                   kn.c_str());
+      std::exit(2);
+    }
   }
   return a;
 }
@@ -308,6 +311,7 @@ std::string Basename(const std::string& path) { return path.substr(path.find_las
 int main(int argc, char** argv) {
   const Args a = Parse(argc, argv);
   std::vector<Engine> engines;
+  for (const std::string& kn : a.kernels) {
   for (const std::string& w : a.weights) {
     phi::cpu::CpuRunnerOptions opt;
     opt.weights = w == "f32" ? phi::cpu::WeightFormat::kF32
@@ -315,20 +319,21 @@ int main(int argc, char** argv) {
                                 : phi::cpu::WeightFormat::kBF16;
     opt.quantize_lm_head = !a.int8_bf16_lm_head;
     opt.num_threads = a.threads;
-    phi::cpu::ParseKernelPath(a.kernels, &opt.kernel);
+    phi::cpu::ParseKernelPath(kn, &opt.kernel);
     auto t0 = Clock::now();
     auto runner = CpuModelRunner::Create(a.model, opt);
     if (!runner.ok()) {
       std::fprintf(stderr, "%s: load failed: %s\n", a.model.c_str(), runner.status().ToString().c_str());
       return 1;
     }
-    engines.push_back(Engine{w, *std::move(runner), {}, {}, {}, {}});
+    engines.push_back(Engine{a.kernels.size() > 1 ? w + "@" + kn : w, *std::move(runner), {}, {}, {}, {}});
     CpuModelRunner& r = *engines.back().runner;
     std::printf("model %s: %d layers, hidden %d, vocab %d; weights %s (kernels %s): %.2f GB in memory, %.2f GB read "
                 "per decode step; load %.1f s\n",
                 a.model.c_str(), r.config().num_hidden_layers, r.config().hidden_size, r.config().vocab_size, w.c_str(),
                 r.kernel_name().c_str(), r.weight_memory_bytes() / 1e9, r.weight_bytes_per_step() / 1e9,
                 Seconds(t0, Clock::now()));
+  }
   }
   CpuModelRunner& first = *engines.front().runner;
   const int prompt = std::min<int>(a.prompt, first.shape().max_position_embeddings);

@@ -26,6 +26,7 @@
 #include <vector>
 
 #include "absl/strings/str_split.h"
+#include "bench/common/cpu_model_name.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 
 namespace {
@@ -225,22 +226,6 @@ std::pair<double, double> RunLlamaBatched(const Args& a, const std::string& gguf
   return {d4, d16};
 }
 
-std::string CpuModelName() {
-  FILE* f = std::fopen("/proc/cpuinfo", "r");
-  if (f == nullptr) return "unknown CPU";
-  char line[512];
-  std::string name = "unknown CPU";
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, "model name", 10) == 0) {
-      const char* c = std::strchr(line, ':');
-      if (c != nullptr) name = std::string(c + 2, std::strcspn(c + 2, "\n"));
-      break;
-    }
-  }
-  std::fclose(f);
-  return name;
-}
-
 // Token ids the model has (the tiny presets have small vocabularies).
 int32_t TokenId(int64_t i, const CpuModelRunner& r) {
   return static_cast<int32_t>(i % std::min<int64_t>(50000, r.shape().vocab_size));
@@ -381,7 +366,7 @@ int main(int argc, char** argv) {
     }
   }
   const double bwm = Median(bw);
-  std::printf("\nCPU: %s, %d threads; phi-serve kernels: %s (best this CPU has: %s)\n", CpuModelName().c_str(),
+  std::printf("\nCPU: %s, %d threads; phi-serve kernels: %s (best this CPU has: %s)\n", phi::bench::CpuModelName().c_str(),
               a.threads, std::string(phi::cpu::IsaName(first.isa())).c_str(),
               std::string(phi::cpu::IsaName(phi::cpu::BestIsa())).c_str());
   std::printf("memory read bandwidth (%d threads, median of %d): %.1f GB/s\n\n", a.threads, a.reps, bwm / 1e9);

@@ -46,6 +46,7 @@
 #include <utility>
 #include <vector>
 
+#include "bench/common/cpu_model_name.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 
 namespace {
@@ -132,22 +133,6 @@ Args Parse(int argc, char** argv) {
   if (a.reference != "bf16" && a.reference != "f32") BadFlag("--reference", a.reference, "bf16 or f32");
   if (a.candidate != "int8") BadFlag("--candidate", a.candidate, "int8");
   return a;
-}
-
-std::string CpuModelName() {
-  FILE* f = std::fopen("/proc/cpuinfo", "r");
-  if (f == nullptr) return "unknown CPU";
-  char line[512];
-  std::string name = "unknown CPU";
-  while (std::fgets(line, sizeof(line), f) != nullptr) {
-    if (std::strncmp(line, "model name", 10) == 0) {
-      const char* c = std::strchr(line, ':');
-      if (c != nullptr) name = std::string(c + 2, std::strcspn(c + 2, "\n"));
-      break;
-    }
-  }
-  std::fclose(f);
-  return name;
 }
 
 std::string Basename(std::string path) {
@@ -431,7 +416,7 @@ int main(int argc, char** argv) {
   std::printf("| %s | %s (%s) | int8%s (%s) | %s | %zu | %.3g | %.3g | %.3g | %.2f%% | %.0f%% (%d/%d) | %.1f / %.1f | "
               "%.2f%% (%zu) | %.3g / %.3g | %.1f s |\n",
               Basename(a.model).c_str(), a.reference.c_str(), ref->kernel_name().c_str(),
-              a.bf16_lm_head ? ", bf16 lm_head" : "", cand->kernel_name().c_str(), CpuModelName().c_str(),
+              a.bf16_lm_head ? ", bf16 lm_head" : "", cand->kernel_name().c_str(), phi::bench::CpuModelName().c_str(),
               prefill.kl.size(), pf.mean, pf.p99, pf.max, pct(prefill.agree, prefill.kl.size()),
               pct(identical, identical_prefix.size()), identical, a.prompts, mean_prefix, median_prefix,
               pct(forced.agree, forced.kl.size()), forced.kl.size(), tf.mean, tf.p99, total_s);

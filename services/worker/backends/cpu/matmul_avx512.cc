@@ -38,6 +38,8 @@ void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
 #include <type_traits>
 #include <utility>
 
+#include "services/worker/backends/cpu/matmul_fold_avx512.h"
+
 namespace phi::cpu::kernels {
 namespace {
 
@@ -70,25 +72,15 @@ inline void LoadLine(const MatMulArgs& a, int64_t p, int64_t k, __m512* lo, __m5
   }
 }
 
-// Folds one K block's sums into 16 outputs of row m, per the contract in matmul_kernels.h.
+// Folds one K block's sums into 16 outputs of row m (an INT8 block's sum times its scale).
 template <Format F>
 inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, int64_t kb, __m512 sum) {
-  const int64_t valid = a.n - n;
-  if (valid <= 0) return;
-  const __mmask16 mask = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
-  float* y = a.y + m * a.ldy + n;
-  __m512 r = sum;
   if constexpr (F == Format::kInt8) {
+    if (n >= a.n) return;
     const int64_t blocks = (a.k + kKBlock - 1) / kKBlock;
-    r = _mm512_mul_ps(r, _mm512_loadu_ps(a.scales + ((n / kPanel) * blocks + kb / kKBlock) * kPanel + n % kPanel));
+    sum = _mm512_mul_ps(sum, _mm512_loadu_ps(a.scales + ((n / kPanel) * blocks + kb / kKBlock) * kPanel + n % kPanel));
   }
-  if (kb == 0) {
-    if (a.bias != nullptr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask, a.bias + n));
-    if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
-  } else {
-    r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
-  }
-  _mm512_mask_storeu_ps(y, mask, r);
+  FoldBlockSum(a, m, n, kb, sum);
 }
 
 // Rows [m, m + MR) x panels [p, p + NP) over k in [kb, ke).

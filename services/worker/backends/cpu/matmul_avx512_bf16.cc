@@ -53,6 +53,8 @@ void matmul_bf16dot_avx512bf16(const MatMulArgs& a) { matmul_bf16_portable(a); }
 #include <cstdint>
 #include <utility>
 
+#include "services/worker/backends/cpu/matmul_fold_avx512.h"
+
 // GCC 12 warns falsely about the undefined vectors inside avx512fintrin.h's conversions
 // (__Y "may be used uninitialized"), as vec_math_avx512.h says.
 #if defined(__GNUC__) && !defined(__clang__)
@@ -70,22 +72,6 @@ static_assert(kKBlock % 2 == 0, "K blocks must hold whole pairs");
 
 inline const uint16_t* Line(const MatMulArgs& a, int64_t p, int64_t k) {
   return static_cast<const uint16_t*>(a.w) + (p * a.k + k) * kPanel;
-}
-
-// Folds one K block's sums into 16 outputs of row m: matmul_avx512.cc's Fold for BF16.
-inline void Fold(const MatMulArgs& a, int64_t m, int64_t n, int64_t kb, __m512 sum) {
-  const int64_t valid = a.n - n;
-  if (valid <= 0) return;
-  const __mmask16 mask = valid >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << valid) - 1);
-  float* y = a.y + m * a.ldy + n;
-  __m512 r = sum;
-  if (kb == 0) {
-    if (a.bias != nullptr) r = _mm512_add_ps(r, _mm512_maskz_loadu_ps(mask, a.bias + n));
-    if (a.accumulate) r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
-  } else {
-    r = _mm512_add_ps(_mm512_maskz_loadu_ps(mask, y), r);
-  }
-  _mm512_mask_storeu_ps(y, mask, r);
 }
 
 inline __m512bh AsBh(__m512i v) { return (__m512bh)v; }  // a vector cast: the same 64 bytes
@@ -139,7 +125,7 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < 2 * NP; ++j) Fold(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb, c[i][j]);
+    for (int j = 0; j < 2 * NP; ++j) FoldBlockSum(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb, c[i][j]);
 }
 
 using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);

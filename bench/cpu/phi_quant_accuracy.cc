@@ -67,6 +67,9 @@ struct Args {
   std::string reference = "bf16";
   std::string candidate = "int8";
   bool bf16_lm_head = false;
+  // Both runners' kernel path. auto may be avx512bf16, whose BF16 GEMMs round the
+  // activations: --kernels avx512 (or avx2) measures INT8 against the exact BF16 forward.
+  std::string kernels = "auto";
   int prompts = 100;
   int prompt_len = 64;
   int greedy = 128;
@@ -78,6 +81,7 @@ struct Args {
 [[noreturn]] void Usage(const char* argv0, int code) {
   std::fprintf(code == 0 ? stdout : stderr,
                "usage: %s --model DIR [--reference bf16|f32] [--candidate int8] [--bf16-lm-head]\n"
+               "       [--kernels auto|avx512bf16|avx512|avx2|portable]\n"
                "       [--prompts N] [--prompt-len N] [--greedy N] [--batch N] [--threads N] [--seed N]\n",
                argv0);
   std::exit(code);
@@ -114,6 +118,7 @@ Args Parse(int argc, char** argv) {
     else if (k == "--reference") a.reference = val();
     else if (k == "--candidate") a.candidate = val();
     else if (k == "--bf16-lm-head") a.bf16_lm_head = true;
+    else if (k == "--kernels") a.kernels = val();
     else if (k == "--prompts") a.prompts = static_cast<int>(num(1, 1000000));
     else if (k == "--prompt-len") a.prompt_len = static_cast<int>(num(1, 1000000));
     else if (k == "--greedy") a.greedy = static_cast<int>(num(1, 1000000));
@@ -132,6 +137,10 @@ Args Parse(int argc, char** argv) {
   }
   if (a.reference != "bf16" && a.reference != "f32") BadFlag("--reference", a.reference, "bf16 or f32");
   if (a.candidate != "int8") BadFlag("--candidate", a.candidate, "int8");
+  phi::cpu::KernelPath kp;
+  if (!phi::cpu::ParseKernelPath(a.kernels, &kp)) {
+    BadFlag("--kernels", a.kernels, "auto, avx512bf16, avx512, avx2 or portable");
+  }
   return a;
 }
 
@@ -242,6 +251,7 @@ std::unique_ptr<CpuModelRunner> Load(const Args& a, WeightFormat format) {
   opt.weights = format;
   opt.quantize_lm_head = !a.bf16_lm_head;
   opt.num_threads = a.threads;
+  phi::cpu::ParseKernelPath(a.kernels, &opt.kernel);
   auto r = CpuModelRunner::Create(a.model, opt);
   if (!r.ok()) {
     std::fprintf(stderr, "%s: load (%s) failed: %s\n", a.model.c_str(),

@@ -40,7 +40,7 @@ class QuantizedStackTest(unittest.TestCase):
         self.assertEqual(len(info), 1, text)
         self.assertIn('device="cpu"', info[0])
         self.assertIn('weights="int8"', info[0])
-        self.assertRegex(info[0], r'isa="(avx512|avx2|portable)"')
+        self.assertRegex(info[0], r'isa="(avx512bf16|avx512|avx2|portable)"')
         self.assertRegex(info[0], r'kernel="[a-z0-9]+-(fma-)?int8"')
         self.assertTrue(info[0].endswith(" 1"), info[0])
 

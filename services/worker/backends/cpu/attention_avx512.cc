@@ -35,20 +35,49 @@ inline void ForEachKeyChunk(const AttentionArgs& a, int64_t end, Fn&& fn) {
   }
 }
 
+// Independent 16-lane chunks (of keys for the scores, of dimensions for the weighted sum)
+// worked on together, so that a tile of few queries (a decode step's one) still runs 4-8
+// FMA chains; each output's own chain is the same whatever the group, so no result changes.
+template <int QB>
+constexpr int kGroup = QB == 1 ? 4 : QB == 2 ? 2 : 1;
+
 // scores[qi][j] for the QB queries starting at i0, keys [0, end).
 template <int QB>
 void Scores(const AttentionArgs& a, int64_t i0, int64_t end, float* s, int64_t lds) {
+  constexpr int G = kGroup<QB>;
   const __m512 scale = Set(a.scale_div);
-  ForEachKeyChunk(a, end, [&](int64_t b, int64_t o, int64_t j0, __mmask16 m) {
-    const float* kt = a.k_blocks[b] + o;
-    __m512 acc[QB];
-    for (int i = 0; i < QB; ++i) acc[i] = _mm512_setzero_ps();
-    for (int64_t d = 0; d < a.head_dim; ++d) {
-      const __m512 k = _mm512_maskz_loadu_ps(m, kt + d * a.block_size);
-      for (int i = 0; i < QB; ++i) acc[i] = _mm512_fmadd_ps(Set(a.q[(i0 + i) * a.q_stride + d]), k, acc[i]);
+  const float* kt[G];
+  int64_t j0s[G];
+  __mmask16 ms[G];
+  int n = 0;
+  auto run = [&] {
+    for (int g = n; g < G; ++g) {  // padding chunks: mask 0 reads and writes nothing
+      kt[g] = kt[0];
+      j0s[g] = j0s[0];
+      ms[g] = 0;
     }
-    for (int i = 0; i < QB; ++i) _mm512_mask_storeu_ps(s + i * lds + j0, m, _mm512_div_ps(acc[i], scale));
+    __m512 acc[G][QB];
+    for (int g = 0; g < G; ++g)
+      for (int i = 0; i < QB; ++i) acc[g][i] = _mm512_setzero_ps();
+    for (int64_t d = 0; d < a.head_dim; ++d) {
+      __m512 qd[QB];
+      for (int i = 0; i < QB; ++i) qd[i] = Set(a.q[(i0 + i) * a.q_stride + d]);
+      for (int g = 0; g < G; ++g) {
+        const __m512 k = _mm512_maskz_loadu_ps(ms[g], kt[g] + d * a.block_size);
+        for (int i = 0; i < QB; ++i) acc[g][i] = _mm512_fmadd_ps(qd[i], k, acc[g][i]);
+      }
+    }
+    for (int g = 0; g < G; ++g)
+      for (int i = 0; i < QB; ++i) _mm512_mask_storeu_ps(s + i * lds + j0s[g], ms[g], _mm512_div_ps(acc[g][i], scale));
+    n = 0;
+  };
+  ForEachKeyChunk(a, end, [&](int64_t b, int64_t o, int64_t j0, __mmask16 m) {
+    kt[n] = a.k_blocks[b] + o;
+    j0s[n] = j0;
+    ms[n] = m;
+    if (++n == G) run();
   });
+  if (n > 0) run();
 }
 
 // Turns one query's scores [0, ctx) into softmax weights and zeroes [ctx, end).
@@ -77,18 +106,32 @@ void Softmax(const AttentionArgs& a, int64_t ctx, int64_t end, float* s) {
 // out[qi] = sum_j s[qi][j] v_j over keys [0, end), 16 dimensions at a time.
 template <int QB>
 void WeightedValues(const AttentionArgs& a, int64_t i0, int64_t end, const float* s, int64_t lds) {
-  for (int64_t d0 = 0; d0 < a.head_dim; d0 += 16) {
-    const __mmask16 m = FirstLanes(a.head_dim - d0);
-    __m512 acc[QB];
-    for (int i = 0; i < QB; ++i) acc[i] = _mm512_setzero_ps();
+  constexpr int G = kGroup<QB>;
+  for (int64_t d0 = 0; d0 < a.head_dim; d0 += 16 * G) {
+    __mmask16 m[G];
+    for (int g = 0; g < G; ++g) {
+      const int64_t left = a.head_dim - d0 - 16 * g;
+      m[g] = left <= 0 ? __mmask16(0) : FirstLanes(left);
+    }
+    __m512 acc[G][QB];
+    for (int g = 0; g < G; ++g)
+      for (int i = 0; i < QB; ++i) acc[g][i] = _mm512_setzero_ps();
     for (int64_t b = 0, j = 0; j < end; ++b) {
       const float* vb = a.v_blocks[b] + d0;
       for (int64_t slot = 0; slot < a.block_size && j < end; ++slot, ++j) {
-        const __m512 v = _mm512_maskz_loadu_ps(m, vb + slot * a.head_dim);
-        for (int i = 0; i < QB; ++i) acc[i] = _mm512_fmadd_ps(Set(s[i * lds + j]), v, acc[i]);
+        __m512 p[QB];
+        for (int i = 0; i < QB; ++i) p[i] = Set(s[i * lds + j]);
+        for (int g = 0; g < G; ++g) {
+          // A chunk past head_dim (mask 0) reads nothing; its pointer stays inside the row.
+          const __m512 v = _mm512_maskz_loadu_ps(m[g], vb + slot * a.head_dim + (m[g] != 0 ? 16 * g : 0));
+          for (int i = 0; i < QB; ++i) acc[g][i] = _mm512_fmadd_ps(p[i], v, acc[g][i]);
+        }
       }
     }
-    for (int i = 0; i < QB; ++i) _mm512_mask_storeu_ps(a.out + (i0 + i) * a.out_stride + d0, m, acc[i]);
+    for (int g = 0; g < G; ++g)
+      for (int i = 0; i < QB; ++i) {
+        _mm512_mask_storeu_ps(a.out + (i0 + i) * a.out_stride + d0 + (m[g] != 0 ? 16 * g : 0), m[g], acc[g][i]);
+      }
   }
 }
 

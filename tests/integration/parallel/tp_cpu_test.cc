@@ -38,6 +38,19 @@ std::string ReadFile(const std::string& path) {
   return ss.str();
 }
 
+// A file of float32 values (logits rows, logprobs) written by a rank.
+std::vector<float> ReadFloats(const std::string& path) {
+  const std::string bytes = ReadFile(path);
+  std::vector<float> v(bytes.size() / sizeof(float));
+  std::memcpy(v.data(), bytes.data(), v.size() * sizeof(float));
+  return v;
+}
+
+// Vocabulary rows of the model: a logits file holds whole rows of it.
+size_t ModelVocab() {
+  return nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+}
+
 struct GroupRun {
   std::string out_prefix;
   std::map<int, long long> weight_bytes;  // rank -> bytes
@@ -91,14 +104,10 @@ TEST_P(TensorParallelCpuTest, MatchesOneRank) {
   static const GroupRun one = RunGroup(1);
   const GroupRun many = RunGroup(n);
 
-  std::string ref_bytes = ReadFile(one.out_prefix + ".logits"), got_bytes = ReadFile(many.out_prefix + ".logits");
-  ASSERT_GT(ref_bytes.size(), 0u);
-  ASSERT_EQ(ref_bytes.size(), got_bytes.size());
-  std::vector<float> ref(ref_bytes.size() / 4), got(got_bytes.size() / 4);
-  std::memcpy(ref.data(), ref_bytes.data(), ref_bytes.size());
-  std::memcpy(got.data(), got_bytes.data(), got_bytes.size());
-  // Vocabulary rows of the model: the logits file holds whole rows of it.
-  const size_t vocab = nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+  const std::vector<float> ref = ReadFloats(one.out_prefix + ".logits"), got = ReadFloats(many.out_prefix + ".logits");
+  ASSERT_GT(ref.size(), 0u);
+  ASSERT_EQ(ref.size(), got.size());
+  const size_t vocab = ModelVocab();
   ASSERT_EQ(ref.size() % vocab, 0u);
   double worst = 0;
   for (size_t row = 0; row < ref.size() / vocab; ++row) {
@@ -131,13 +140,10 @@ TEST_P(TensorParallelCpuTest, Int8RanksQuantizeTheirSlicesAndMatchOneRankWithinQ
   const int n = GetParam();
   static const GroupRun one = RunGroup(1, false, /*int8=*/true);
   const GroupRun many = RunGroup(n, false, /*int8=*/true);
-  const std::string ref_bytes = ReadFile(one.out_prefix + ".logits"), got_bytes = ReadFile(many.out_prefix + ".logits");
-  ASSERT_GT(ref_bytes.size(), 0u);
-  ASSERT_EQ(ref_bytes.size(), got_bytes.size());
-  std::vector<float> ref(ref_bytes.size() / 4), got(got_bytes.size() / 4);
-  std::memcpy(ref.data(), ref_bytes.data(), ref_bytes.size());
-  std::memcpy(got.data(), got_bytes.data(), got_bytes.size());
-  const size_t vocab = nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+  const std::vector<float> ref = ReadFloats(one.out_prefix + ".logits"), got = ReadFloats(many.out_prefix + ".logits");
+  ASSERT_GT(ref.size(), 0u);
+  ASSERT_EQ(ref.size(), got.size());
+  const size_t vocab = ModelVocab();
   // The scenario feeds greedy tokens back: once a near-tie flips (the two groups' weights
   // differ by up to a quantization step), later rows see other inputs. So: the first
   // step's greedy token and first row agree, and so do most rows.
@@ -177,13 +183,10 @@ TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidat
   EXPECT_THAT(tokens, ::testing::HasSubstr("request 7 tokens"));
   EXPECT_THAT(tokens, ::testing::HasSubstr("alone tokens"));
   EXPECT_EQ(ReadFile(many.out_prefix + ".etokens"), tokens);  // sampled ids and top-logprob ids
-  const std::string ref_bytes = ReadFile(one.out_prefix + ".elogprobs"),
-                    got_bytes = ReadFile(many.out_prefix + ".elogprobs");
-  ASSERT_GT(ref_bytes.size(), 100u);
-  ASSERT_EQ(ref_bytes.size(), got_bytes.size());
-  std::vector<float> ref(ref_bytes.size() / 4), got(got_bytes.size() / 4);
-  std::memcpy(ref.data(), ref_bytes.data(), ref_bytes.size());
-  std::memcpy(got.data(), got_bytes.data(), got_bytes.size());
+  const std::vector<float> ref = ReadFloats(one.out_prefix + ".elogprobs"),
+                           got = ReadFloats(many.out_prefix + ".elogprobs");
+  ASSERT_GT(ref.size() * sizeof(float), 100u);
+  ASSERT_EQ(ref.size(), got.size());
   float worst = 0;
   for (size_t i = 0; i < ref.size(); ++i) {
     EXPECT_NEAR(got[i], ref[i], 1e-5f) << "logprob " << i;
@@ -199,7 +202,7 @@ TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidat
   EXPECT_EQ(fallback_rows, 0u);
   const unsigned long long per_row = candidate_rows > 0 ? bytes / candidate_rows : 0;
   EXPECT_EQ(per_row, static_cast<unsigned long long>(n) * (16 + 8 * 41));
-  const size_t vocab = nlohmann::json::parse(ReadFile(ModelDir() + "/config.json")).at("vocab_size").get<size_t>();
+  const size_t vocab = ModelVocab();
   EXPECT_LT(per_row, vocab * 4) << "a whole row is " << vocab * 4 << " bytes";
   if (n == 2) {
     EXPECT_LT(per_row, 2048u);

@@ -14,6 +14,7 @@ void attend_causal_avx512(const AttentionArgs& a) { attend_causal_portable(a); }
 
 #include <algorithm>
 
+#include "services/worker/backends/cpu/attention_query_tiles.h"
 #include "services/worker/backends/cpu/vec_math_avx512.h"
 
 
@@ -147,19 +148,7 @@ void Tile(const AttentionArgs& a, int64_t i0) {
 }  // namespace
 
 void attend_causal_avx512(const AttentionArgs& a) {
-  static_assert(kAttentionQueryTile == 8, "the switch below covers tiles of 1..8 queries");
-  for (int64_t i0 = 0; i0 < a.nq; i0 += kAttentionQueryTile) {
-    switch (std::min<int64_t>(kAttentionQueryTile, a.nq - i0)) {
-      case 1: Tile<1>(a, i0); break;
-      case 2: Tile<2>(a, i0); break;
-      case 3: Tile<3>(a, i0); break;
-      case 4: Tile<4>(a, i0); break;
-      case 5: Tile<5>(a, i0); break;
-      case 6: Tile<6>(a, i0); break;
-      case 7: Tile<7>(a, i0); break;
-      default: Tile<8>(a, i0); break;
-    }
-  }
+  ForEachQueryTile(a, [&](auto qb, int64_t i0) { Tile<decltype(qb)::value>(a, i0); });
 }
 
 }  // namespace phi::cpu::kernels

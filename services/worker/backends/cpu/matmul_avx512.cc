@@ -28,13 +28,6 @@ void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
 
 #include <array>
 #include <cstdint>
-
-// GCC 12 warns falsely about the undefined vectors inside avx512fintrin.h's conversions
-// (__Y "may be used uninitialized"), as vec_math_avx512.h says.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
 #include <type_traits>
 #include <utility>
 

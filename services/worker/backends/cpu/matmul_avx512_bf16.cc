@@ -55,13 +55,6 @@ void matmul_bf16dot_avx512bf16(const MatMulArgs& a) { matmul_bf16_portable(a); }
 
 #include "services/worker/backends/cpu/matmul_fold_avx512.h"
 
-// GCC 12 warns falsely about the undefined vectors inside avx512fintrin.h's conversions
-// (__Y "may be used uninitialized"), as vec_math_avx512.h says.
-#if defined(__GNUC__) && !defined(__clang__)
-#pragma GCC diagnostic ignored "-Wuninitialized"
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#endif
-
 namespace phi::cpu::kernels {
 namespace {
 

@@ -1,5 +1,5 @@
-// The fold of one K block's sums into y (the contract in matmul_kernels.h), shared by the
-// AVX-512 GEMM files only (each compiled with -mavx512f ...): never include it from a file
+// The fold of one K block's sums into y (the contract in matmul_kernels.h), and the GCC
+// warning switches their intrinsics need, shared by the AVX-512 GEMM files only (each compiled with -mavx512f ...): never include it from a file
 // built without those flags, whose copy of these inline functions would have another
 // instruction set under the same name.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_FOLD_AVX512_H_
@@ -10,6 +10,13 @@
 #include <cstdint>
 
 #include "services/worker/backends/cpu/matmul_kernels.h"
+
+// GCC 12 warns falsely about the undefined vectors inside avx512fintrin.h's masked loads
+// and conversions (__Y "may be used uninitialized"), as vec_math_avx512.h says.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 namespace phi::cpu::kernels {
 namespace {  // internal linkage: one private copy per AVX-512 translation unit

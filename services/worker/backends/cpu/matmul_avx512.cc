@@ -11,9 +11,10 @@
 // 14 rows of a [M, 2048] matrix, every broadcast of a k step hits the same L1 set (rows
 // 8 KB apart) and the tile ran at ~55% of the FMA rate; packed, ~75% (1 thread, CPU time).
 //
-// Cache blocking: for each K block, panels are walked kNcPanels at a time (their K block,
-// 512 KB in BF16, stays in L2) while every row band of MR activations passes over them,
-// so each weight is read from memory once per call whatever M is.
+// Cache blocking (RunTiles, matmul_avx512_shared.h): for each K block, panels are walked
+// kNcPanels at a time (their K block, 512 KB in BF16, stays in L2) while every row band of
+// MR activations passes over them, so each weight is read from memory once per call
+// whatever M is.
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
 #if defined(PHI_NO_AVX512)
@@ -31,14 +32,13 @@ void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
 #include <type_traits>
 #include <utility>
 
-#include "services/worker/backends/cpu/matmul_fold_avx512.h"
+#include "services/worker/backends/cpu/matmul_avx512_shared.h"
 
 namespace phi::cpu::kernels {
 namespace {
 
-constexpr int64_t kNcPanels = 8;
 constexpr int64_t kPrefetchLines = 32;
-constexpr int kMaxRows = kBandRowsAvx512;  // 14 x 2 accumulators + 2 weight registers + 1 broadcast
+static_assert(kMaxRows == 14, "14 x 2 accumulators + 2 weight registers + 1 broadcast");
 
 enum class Format { kF32, kBF16, kInt8 };
 
@@ -104,51 +104,17 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
     for (int j = 0; j < 2 * NP; ++j) Fold<F>(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb, c[i][j]);
 }
 
-template <Format F>
-using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);
-
 template <Format F, int NP, int... R>
 constexpr auto MakeTable(std::integer_sequence<int, R...>) {
-  return std::array<TileFn<F>, sizeof...(R)>{&Tile<R + 1, NP, F>...};
+  return std::array<TileFn, sizeof...(R)>{&Tile<R + 1, NP, F>...};
 }
 
 template <Format F>
 void Run(const MatMulArgs& a) {
-  // One panel per tile for bands of up to 14 rows; two or four panels (more independent
-  // FMA chains and memory streams, fewer broadcasts) where the band is short.
-  static constexpr auto kOne = MakeTable<F, 1>(std::make_integer_sequence<int, kMaxRows>());
-  static constexpr auto kTwo = MakeTable<F, 2>(std::make_integer_sequence<int, 6>());
-  static constexpr auto kFour = MakeTable<F, 4>(std::make_integer_sequence<int, 3>());
-  if (a.m <= 6) {
-    // Decode steps are bound by reading the weights: walk each group of panels from its
-    // first k to its last (the same arithmetic, block by block) so that every panel is one
-    // long sequential stream, prefetched ahead inside Tile.
-    const int rows = static_cast<int>(a.m);
-    for (int64_t p = a.p0; p < a.p1;) {
-      const int np = rows <= 3 && p + 4 <= a.p1 ? 4 : (p + 2 <= a.p1 ? 2 : 1);
-      for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
-        const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
-        const TileFn<F> tile = np == 4 ? kFour[rows - 1] : np == 2 ? kTwo[rows - 1] : kOne[rows - 1];
-        tile(a, 0, p, kb, ke);
-      }
-      p += np;
-    }
-    return;
-  }
-  for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
-    const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
-    for (int64_t pc = a.p0; pc < a.p1; pc += kNcPanels) {
-      const int64_t pe = pc + kNcPanels < a.p1 ? pc + kNcPanels : a.p1;
-      for (int64_t m = 0; m < a.m; m += kMaxRows) {
-        const int rows = static_cast<int>(a.m - m < kMaxRows ? a.m - m : kMaxRows);
-        int64_t p = pc;
-        if (rows <= 6) {
-          for (; p + 2 <= pe; p += 2) kTwo[rows - 1](a, m, p, kb, ke);
-        }
-        for (; p < pe; ++p) kOne[rows - 1](a, m, p, kb, ke);
-      }
-    }
-  }
+  static constexpr TileTables kTiles{MakeTable<F, 1>(std::make_integer_sequence<int, kMaxRows>()),
+                                     MakeTable<F, 2>(std::make_integer_sequence<int, 6>()),
+                                     MakeTable<F, 4>(std::make_integer_sequence<int, 3>())};
+  RunTiles(a, kTiles);
 }
 
 }  // namespace

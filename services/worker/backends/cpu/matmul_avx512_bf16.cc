@@ -53,14 +53,13 @@ void matmul_bf16dot_avx512bf16(const MatMulArgs& a) { matmul_bf16_portable(a); }
 #include <cstdint>
 #include <utility>
 
-#include "services/worker/backends/cpu/matmul_fold_avx512.h"
+#include "services/worker/backends/cpu/matmul_avx512_shared.h"
 
 namespace phi::cpu::kernels {
 namespace {
 
-constexpr int64_t kNcPanels = 8;        // 8 panels x 1024 k x 64 B = 512 KB of L2
 constexpr int64_t kPrefetchLines = 32;  // 2 KB ahead per panel, as matmul_avx512.cc
-constexpr int kMaxRows = static_cast<int>(kBandRowsAvx512);  // 28 accumulators + 2 weight pairs + 1 line
+static_assert(kMaxRows == 14, "28 accumulators + 2 weight pairs + 1 line");
 static_assert(kKBlock % 2 == 0, "K blocks must hold whole pairs");
 
 inline const uint16_t* Line(const MatMulArgs& a, int64_t p, int64_t k) {
@@ -121,8 +120,6 @@ void Tile(const MatMulArgs& a, int64_t m, int64_t p, int64_t kb, int64_t ke) {
     for (int j = 0; j < 2 * NP; ++j) FoldBlockSum(a, m + i, (p + j / 2) * kPanel + (j % 2) * 16, kb, c[i][j]);
 }
 
-using TileFn = void (*)(const MatMulArgs&, int64_t, int64_t, int64_t, int64_t);
-
 template <int NP, int... R>
 constexpr auto MakeTable(std::integer_sequence<int, R...>) {
   return std::array<TileFn, sizeof...(R)>{&Tile<R + 1, NP>...};
@@ -158,38 +155,10 @@ void pack_bands_bf16_pairs(const float* x, int64_t m, int64_t ldx, int64_t k, in
 }
 
 void matmul_bf16dot_avx512bf16(const MatMulArgs& a) {
-  // One panel per tile for bands of up to 14 rows; two or four panels (more independent
-  // chains and memory streams, fewer broadcasts) where the band is short.
-  static constexpr auto kOne = MakeTable<1>(std::make_integer_sequence<int, kMaxRows>());
-  static constexpr auto kTwo = MakeTable<2>(std::make_integer_sequence<int, 6>());
-  static constexpr auto kFour = MakeTable<4>(std::make_integer_sequence<int, 3>());
-  if (a.m <= 6) {
-    // Decode steps are bound by reading the weights: walk each group of panels from its
-    // first k to its last (the same arithmetic, block by block), one long prefetched
-    // stream per panel.
-    const int rows = static_cast<int>(a.m);
-    for (int64_t p = a.p0; p < a.p1;) {
-      const int np = rows <= 3 && p + 4 <= a.p1 ? 4 : (p + 2 <= a.p1 ? 2 : 1);
-      const TileFn tile = np == 4 ? kFour[rows - 1] : np == 2 ? kTwo[rows - 1] : kOne[rows - 1];
-      for (int64_t kb = 0; kb < a.k; kb += kKBlock) tile(a, 0, p, kb, kb + kKBlock < a.k ? kb + kKBlock : a.k);
-      p += np;
-    }
-    return;
-  }
-  for (int64_t kb = 0; kb < a.k; kb += kKBlock) {
-    const int64_t ke = kb + kKBlock < a.k ? kb + kKBlock : a.k;
-    for (int64_t pc = a.p0; pc < a.p1; pc += kNcPanels) {
-      const int64_t pe = pc + kNcPanels < a.p1 ? pc + kNcPanels : a.p1;
-      for (int64_t m = 0; m < a.m; m += kMaxRows) {
-        const int rows = static_cast<int>(a.m - m < kMaxRows ? a.m - m : kMaxRows);
-        int64_t p = pc;
-        if (rows <= 6) {
-          for (; p + 2 <= pe; p += 2) kTwo[rows - 1](a, m, p, kb, ke);
-        }
-        for (; p < pe; ++p) kOne[rows - 1](a, m, p, kb, ke);
-      }
-    }
-  }
+  static constexpr TileTables kTiles{MakeTable<1>(std::make_integer_sequence<int, kMaxRows>()),
+                                     MakeTable<2>(std::make_integer_sequence<int, 6>()),
+                                     MakeTable<4>(std::make_integer_sequence<int, 3>())};
+  RunTiles(a, kTiles);
 }
 
 }  // namespace phi::cpu::kernels

@@ -1,0 +1,79 @@
+// OpenAI request bodies -> validated requests for the Generator. Bodies are read with
+// simdjson On Demand (Debian's libsimdjson 3.0): no DOM, a nesting-depth limit, typed access
+// that reports a wrong type as an error (no exceptions), UTF-8 validated. Every field is checked
+// for type and range; an error is INVALID_ARGUMENT whose message starts with the parameter as
+// the client spelled it ("max_tokens: ...", "messages[2].content[0].text: ..."), which
+// OpenAiError() turns into OpenAI's "param". A parameter we do not implement is refused with a
+// 400 naming it (never silently ignored); one at its neutral value (n 1, best_of 1, tools [],
+// logit_bias {}, response_format {"type": "text"}, ...) is accepted.
+// ref: https://platform.openai.com/docs/api-reference/chat/create ,
+//      https://platform.openai.com/docs/api-reference/completions/create ,
+//      vLLM's /tokenize and /detokenize.
+#ifndef PHI_SERVICES_GATEWAY_OPENAI_REQUEST_H_
+#define PHI_SERVICES_GATEWAY_OPENAI_REQUEST_H_
+
+#include <cstddef>
+#include <cstdint>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "absl/status/statusor.h"
+#include "services/gateway/chatml.h"
+#include "services/gateway/generator.h"
+
+namespace phi::gateway {
+
+// Bounds on one request beyond the body size (the HTTP server's bound).
+struct OpenAiRequestLimits {
+  size_t max_depth = 16;                // JSON nesting; deeper: 400 "body: nested deeper than 16"
+  size_t max_messages = 4096;           // messages[]
+  size_t max_prompts = 256;             // completions: prompts in one request
+  size_t max_prompt_token_ids = 1 << 17;  // ids in one token-id prompt (Phi-1.5's context is 2,048)
+  size_t max_stop = 16;                 // stop strings
+};
+
+struct ChatCompletionRequest {
+  GenerateParams params;  // ChatML segments, sampling, stopping, logprobs; model as sent
+  bool stream = false;
+  bool include_usage = false;  // stream_options.include_usage
+};
+
+struct CompletionRequest {
+  std::vector<GenerateParams> prompts;  // one per prompt, in the order given
+  std::string model;                    // as sent (may be empty: the served model)
+  bool stream = false;
+  bool include_usage = false;
+  bool echo = false;
+  // max_tokens 0 with echo (lm-eval's scoring): the prompts' params ask for 1 token and prompt
+  // logprobs; the response carries only the echoed prompt.
+  bool score_only = false;
+};
+
+// vLLM's POST /tokenize: {"model", "prompt", "add_special_tokens"} or {"model", "messages",
+// "add_generation_prompt"}.
+struct TokenizeRequest {
+  std::string model;
+  phi::v1::Prompt prompt;  // text, or ChatML segments for messages
+  bool parse_special = true;
+  bool return_token_strs = false;
+};
+
+// vLLM's POST /detokenize: {"model", "tokens": [ids]}.
+struct DetokenizeRequest {
+  std::string model;
+  std::vector<int32_t> tokens;
+};
+
+absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body, const ChatmlOptions& chatml,
+                                                                 const OpenAiRequestLimits& limits = {});
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body,
+                                                         const OpenAiRequestLimits& limits = {});
+absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body, const ChatmlOptions& chatml,
+                                                     const OpenAiRequestLimits& limits = {});
+absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body,
+                                                         const OpenAiRequestLimits& limits = {});
+
+}  // namespace phi::gateway
+
+#endif  // PHI_SERVICES_GATEWAY_OPENAI_REQUEST_H_

@@ -1,0 +1,931 @@
+#include "services/gateway/openai_request.h"
+
+#include <simdjson.h>
+
+#include <array>
+#include <bitset>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <memory>
+#include <optional>
+#include <span>
+#include <type_traits>
+#include <utility>
+
+#include "absl/functional/function_ref.h"
+#include "absl/strings/str_cat.h"
+
+namespace phi::gateway {
+namespace {
+
+namespace od = simdjson::ondemand;
+using simdjson::error_code;
+
+constexpr int64_t kMaxTokens = int64_t{1} << 24;
+constexpr int64_t kMaxTokenId = std::numeric_limits<int32_t>::max();
+constexpr size_t kMaxNameBytes = 256;      // model, user
+constexpr size_t kMaxStopBytes = 256;      // one stop string (ValidateStopping's bound)
+constexpr size_t kMaxStopTokenIds = 64;    // ValidateStopping's bound
+constexpr int64_t kMaxLogprobs = 20;
+// Bodies up to this size reuse a per-thread parser (its buffers are ~7x this); larger ones get
+// a parser of their own, freed on return.
+constexpr size_t kReusedParserBytes = 64 << 10;
+
+// Debian's Abseil has its own string_view: std ones are converted for StrCat.
+template <typename T>
+auto Piece(const T& x) {
+  if constexpr (std::is_convertible_v<const T&, std::string_view>) {
+    std::string_view v = x;
+    return absl::string_view(v.data(), v.size());
+  } else {
+    return x;
+  }
+}
+template <typename... T>
+std::string Cat(const T&... x) {
+  return absl::StrCat(Piece(x)...);
+}
+
+absl::Status Invalid(std::string_view m) { return absl::InvalidArgumentError(absl::string_view(m.data(), m.size())); }
+
+const char* ErrorName(error_code e) {
+  switch (e) {
+    case simdjson::CAPACITY: return "CAPACITY";
+    case simdjson::MEMALLOC: return "MEMALLOC";
+    case simdjson::TAPE_ERROR: return "TAPE_ERROR";
+    case simdjson::DEPTH_ERROR: return "DEPTH_ERROR";
+    case simdjson::STRING_ERROR: return "STRING_ERROR";
+    case simdjson::T_ATOM_ERROR: return "T_ATOM_ERROR";
+    case simdjson::F_ATOM_ERROR: return "F_ATOM_ERROR";
+    case simdjson::N_ATOM_ERROR: return "N_ATOM_ERROR";
+    case simdjson::NUMBER_ERROR: return "NUMBER_ERROR";
+    case simdjson::UTF8_ERROR: return "UTF8_ERROR";
+    case simdjson::EMPTY: return "EMPTY";
+    case simdjson::UNESCAPED_CHARS: return "UNESCAPED_CHARS";
+    case simdjson::UNCLOSED_STRING: return "UNCLOSED_STRING";
+    case simdjson::INCORRECT_TYPE: return "INCORRECT_TYPE";
+    case simdjson::NUMBER_OUT_OF_RANGE: return "NUMBER_OUT_OF_RANGE";
+    case simdjson::INCOMPLETE_ARRAY_OR_OBJECT: return "INCOMPLETE_ARRAY_OR_OBJECT";
+    case simdjson::TRAILING_CONTENT: return "TRAILING_CONTENT";
+    default: return "ERROR";
+  }
+}
+
+absl::Status JsonError(error_code e) {
+  if (e == simdjson::UTF8_ERROR) return Invalid("body: not valid UTF-8");
+  if (e == simdjson::MEMALLOC) return absl::ResourceExhaustedError("body: out of memory while parsing");
+  return Invalid(Cat("body: not valid JSON (", ErrorName(e), ")"));
+}
+
+// Client text in an error message: ASCII printable kept, everything else \xNN (the message goes
+// into JSON and logs: no control bytes, no UTF-8 cut in half), at most `max` input bytes.
+std::string Printable(std::string_view s, size_t max = 64) {
+  static constexpr char kHex[] = "0123456789abcdef";
+  std::string out;
+  for (size_t i = 0; i < s.size() && i < max; ++i) {
+    const auto c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x20 && c < 0x7f && c != '\\') {
+      out.push_back(static_cast<char>(c));
+    } else {
+      out.append({'\\', 'x', kHex[c >> 4], kHex[c & 15]});
+    }
+  }
+  if (s.size() > max) out.append("...");
+  return out;
+}
+
+std::string_view KindName(od::json_type t) {
+  switch (t) {
+    case od::json_type::array: return "array";
+    case od::json_type::object: return "object";
+    case od::json_type::number: return "number";
+    case od::json_type::string: return "string";
+    case od::json_type::boolean: return "boolean";
+    case od::json_type::null: return "null";
+  }
+  return "?";
+}
+
+// The JSON type of `v` without consuming it; a token no type starts with is invalid JSON.
+absl::Status TypeOf(od::value& v, od::json_type* t) {
+  if (error_code e = v.type().get(*t)) return JsonError(e);
+  return absl::OkStatus();
+}
+
+absl::Status WrongType(std::string_view name, std::string_view want, od::json_type got) {
+  return Invalid(Cat(name, ": must be ", want, ", got ", KindName(got)));
+}
+
+// A number's text as sent (for "got 2.5"), trimmed and bounded.
+std::string NumberText(od::value& v) {
+  std::string_view raw = v.raw_json_token();
+  while (!raw.empty() && (raw.back() == ' ' || raw.back() == '\t' || raw.back() == '\n' || raw.back() == '\r')) {
+    raw.remove_suffix(1);
+  }
+  return Printable(raw, 40);
+}
+
+// Consumes `v` when it is null.
+absl::Status ConsumeIfNull(od::value& v, bool* is_null) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  *is_null = false;
+  if (t != od::json_type::null) return absl::OkStatus();
+  bool n = false;
+  if (error_code e = v.is_null().get(n)) return JsonError(e);
+  if (!n) return Invalid("body: not valid JSON (N_ATOM_ERROR)");
+  *is_null = true;
+  return absl::OkStatus();
+}
+
+absl::Status ReadBool(od::value& v, std::string_view name, bool* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  if (t != od::json_type::boolean) return WrongType(name, "a boolean", t);
+  if (error_code e = v.get_bool().get(*out)) return JsonError(e);
+  return absl::OkStatus();
+}
+
+// An integer in [lo, hi]; a number with a fraction or exponent (16.0, 1e3) is refused.
+absl::Status ReadInt(od::value& v, std::string_view name, int64_t lo, int64_t hi, int64_t* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  auto range = [&] { return Cat("an integer in [", lo, ", ", hi, "]"); };
+  if (t != od::json_type::number) return WrongType(name, range(), t);
+  int64_t x = 0;
+  if (v.get_int64().get(x) || x < lo || x > hi) {
+    return Invalid(Cat(name, ": must be ", range(), ", got ", NumberText(v)));
+  }
+  *out = x;
+  return absl::OkStatus();
+}
+
+// A finite number in [lo, hi], or (lo, hi] when lo_open.
+absl::Status ReadNumber(od::value& v, std::string_view name, double lo, double hi, bool lo_open, double* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  auto range = [&] { return Cat("a number in ", lo_open ? "(" : "[", lo, ", ", hi, "]"); };
+  if (t != od::json_type::number) return WrongType(name, range(), t);
+  double x = 0;
+  if (v.get_double().get(x)) return Invalid(Cat(name, ": must be ", range(), ", got ", NumberText(v)));
+  *out = x;  // also when out of range: callers may refine the message
+  if (!std::isfinite(x) || x < lo || (lo_open && x == lo) || x > hi) {
+    return Invalid(Cat(name, ": must be ", range(), ", got ", NumberText(v)));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadString(od::value& v, std::string_view name, std::string_view* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  if (t != od::json_type::string) return WrongType(name, "a string", t);
+  if (error_code e = v.get_string().get(*out)) {
+    return Invalid(Cat(name, ": not a valid JSON string (", ErrorName(e), ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status ReadBoundedString(od::value& v, std::string_view name, size_t max_bytes, std::string* out) {
+  std::string_view s;
+  if (absl::Status st = ReadString(v, name, &s); !st.ok()) return st;
+  if (s.size() > max_bytes) {
+    return Invalid(Cat(name, ": must be a string of at most ", max_bytes, " bytes, got ", s.size()));
+  }
+  out->assign(s);
+  return absl::OkStatus();
+}
+
+absl::Status GetArray(od::value& v, std::string_view name, std::string_view want, od::array* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  if (t != od::json_type::array) return WrongType(name, want, t);
+  if (error_code e = v.get_array().get(*out)) return JsonError(e);
+  return absl::OkStatus();
+}
+
+absl::Status GetObject(od::value& v, std::string_view name, std::string_view want, od::object* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  if (t != od::json_type::object) return WrongType(name, want, t);
+  if (error_code e = v.get_object().get(*out)) return JsonError(e);
+  return absl::OkStatus();
+}
+
+// Calls fn(index, element) for each element of an array.
+absl::Status ForEachElement(od::array& a, absl::FunctionRef<absl::Status(size_t, od::value&)> fn) {
+  size_t i = 0;
+  for (auto r : a) {
+    od::value v;
+    if (error_code e = r.get(v)) return JsonError(e);
+    if (absl::Status s = fn(i++, v); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+// Calls fn(key, value) for each field of an object; a key seen twice is refused.
+absl::Status ForEachField(od::object& o, std::string_view prefix,
+                          absl::FunctionRef<absl::Status(std::string_view, od::value&)> fn) {
+  std::vector<std::string_view> seen;  // keys live in the parser's string buffer until it is reused
+  for (auto r : o) {
+    od::field f;
+    if (error_code e = std::move(r).get(f)) return JsonError(e);
+    std::string_view key;
+    if (error_code e = f.unescaped_key().get(key)) return JsonError(e);
+    for (std::string_view k : seen) {
+      if (k == key) return Invalid(Cat(prefix, Printable(key), ": given twice"));
+    }
+    // The handlers refuse unknown keys, so few distinct keys get here.
+    seen.push_back(key);
+    if (absl::Status s = fn(key, f.value()); !s.ok()) return s;
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Unknown(std::string_view prefix, std::string_view key) {
+  return Invalid(Cat(prefix, Printable(key), ": unknown parameter"));
+}
+
+// Before any parsing: the body is one object, nested at most max_depth deep, with nothing after
+// it. One pass, no allocation; a body refused here never reaches the parser.
+absl::Status ScanStructure(std::string_view s, size_t max_depth) {
+  auto is_ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
+  size_t i = 0;
+  const size_t n = s.size();
+  while (i < n && is_ws(s[i])) ++i;
+  if (i == n) return Invalid("body: not valid JSON (EMPTY)");
+  if (s[i] != '{') {
+    const char c = s[i];
+    std::string_view kind = c == '[' ? "array"
+                            : c == '"' ? "string"
+                            : (c == 't' || c == 'f') ? "boolean"
+                            : c == 'n' ? "null"
+                            : (c == '-' || (c >= '0' && c <= '9')) ? "number"
+                                                                   : "";
+    if (kind.empty()) return Invalid("body: not valid JSON (TAPE_ERROR)");
+    return Invalid(Cat("body: must be a JSON object, got ", kind));
+  }
+  size_t depth = 0;
+  for (; i < n; ++i) {
+    const char c = s[i];
+    if (c == '"') {
+      for (++i; i < n && s[i] != '"'; ++i) {
+        if (s[i] == '\\') ++i;
+      }
+      if (i >= n) return Invalid("body: not valid JSON (UNCLOSED_STRING)");
+    } else if (c == '{' || c == '[') {
+      if (++depth > max_depth) return Invalid(Cat("body: nested deeper than ", max_depth));
+    } else if (c == '}' || c == ']') {
+      if (--depth == 0) {
+        ++i;
+        break;
+      }
+    }
+  }
+  if (depth != 0) return Invalid("body: not valid JSON (INCOMPLETE_ARRAY_OR_OBJECT)");
+  while (i < n && is_ws(s[i])) ++i;
+  if (i != n) return Invalid("body: not valid JSON (TRAILING_CONTENT)");
+  return absl::OkStatus();
+}
+
+// Parses `body` and calls fn(key, value) for each top-level field (keys unique, nulls included).
+absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimits& limits,
+                                  absl::FunctionRef<absl::Status(std::string_view, od::value&)> fn) {
+  if (absl::Status s = ScanStructure(body, limits.max_depth); !s.ok()) return s;
+  simdjson::padded_string json(body.data(), body.size());
+  if (json.size() != body.size()) return absl::ResourceExhaustedError("body: out of memory while parsing");
+  thread_local od::parser reused(kReusedParserBytes);
+  // Sized once to the bound, so that it never reallocates.
+  thread_local const bool reused_ok = reused.allocate(kReusedParserBytes) == simdjson::SUCCESS;
+  std::unique_ptr<od::parser> own;
+  od::parser* parser = &reused;
+  if (body.size() > kReusedParserBytes || !reused_ok) {
+    own = std::make_unique<od::parser>(body.size());
+    parser = own.get();
+  }
+  od::document doc;
+  if (error_code e = parser->iterate(json).get(doc)) return JsonError(e);
+  od::object obj;
+  if (error_code e = doc.get_object().get(obj)) return JsonError(e);
+  return ForEachField(obj, "", fn);
+}
+
+// ---- fields shared by the endpoints ----
+
+// Sampling, stopping and streaming fields; Handle() returns false for a key it does not know.
+class CommonFields {
+ public:
+  CommonFields(bool chat, size_t max_stop) : chat_(chat), max_stop_(max_stop) {}
+
+  absl::StatusOr<bool> Handle(std::string_view key, od::value& v) {
+    auto& s = p_.sampling;
+    double d = 0;
+    int64_t i = 0;
+    absl::Status st;
+    if (key == "model") {
+      st = ReadBoundedString(v, key, kMaxNameBytes, &p_.model);
+    } else if (key == "user") {
+      std::string user;  // OpenAI's end-user id: checked, not used
+      st = ReadBoundedString(v, key, kMaxNameBytes, &user);
+    } else if (key == "temperature") {
+      if ((st = ReadNumber(v, key, 0, 100, false, &d)).ok()) temperature_ = d;
+    } else if (key == "top_p") {
+      d = std::numeric_limits<double>::quiet_NaN();
+      st = ReadNumber(v, key, 0, 1, true, &d);
+      // OpenAI takes 0 as "only the top token"; here it is refused rather than read as unset.
+      if (!st.ok() && d == 0) st = Invalid(Cat(st.message(), " (use temperature 0 for greedy)"));
+      if (st.ok()) s.set_top_p(static_cast<float>(d));
+    } else if (key == "top_k") {
+      // -1 (vLLM) and 0: off.
+      if ((st = ReadInt(v, key, -1, kMaxTokenId, &i)).ok()) s.set_top_k(i < 0 ? 0 : static_cast<int32_t>(i));
+    } else if (key == "min_p") {
+      if ((st = ReadNumber(v, key, 0, 1, false, &d)).ok()) s.set_min_p(static_cast<float>(d));
+    } else if (key == "repetition_penalty") {
+      if ((st = ReadNumber(v, key, 0, 10, true, &d)).ok()) s.set_repetition_penalty(static_cast<float>(d));
+    } else if (key == "presence_penalty") {
+      if ((st = ReadNumber(v, key, -2, 2, false, &d)).ok()) s.set_presence_penalty(static_cast<float>(d));
+    } else if (key == "frequency_penalty") {
+      if ((st = ReadNumber(v, key, -2, 2, false, &d)).ok()) s.set_frequency_penalty(static_cast<float>(d));
+    } else if (key == "seed") {
+      st = ReadInt(v, key, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &i);
+      if (st.ok()) s.set_seed(static_cast<uint64_t>(i));  // negative seeds keep their bits
+    } else if (key == "n") {
+      if ((st = ReadInt(v, key, 1, kMaxTokens, &i)).ok() && i != 1) st = Invalid("n: only 1 is supported");
+    } else if (key == "max_tokens") {
+      if ((st = ReadInt(v, key, chat_ ? 1 : 0, kMaxTokens, &i)).ok()) max_tokens_ = i;
+    } else if (key == "max_completion_tokens" && chat_) {
+      if ((st = ReadInt(v, key, 1, kMaxTokens, &i)).ok()) max_completion_tokens_ = i;
+    } else if (key == "stop") {
+      st = ReadStop(v);
+    } else if (key == "stop_token_ids") {
+      st = ReadStopTokenIds(v);
+    } else if (key == "ignore_eos") {
+      bool b = false;
+      if ((st = ReadBool(v, key, &b)).ok()) p_.stopping.set_ignore_eos(b);
+    } else if (key == "stream") {
+      st = ReadBool(v, key, &stream_);
+    } else if (key == "stream_options") {
+      st = ReadStreamOptions(v);
+    } else if (key == "logit_bias") {
+      od::object o;
+      if ((st = GetObject(v, key, "an object", &o)).ok()) {
+        st = ForEachField(o, "logit_bias.", [](std::string_view, od::value&) {
+          return Invalid("logit_bias: not supported (only {} or null)");
+        });
+      }
+    } else {
+      return false;
+    }
+    if (!st.ok()) return st;
+    return true;
+  }
+
+  // Checks across fields; fills the defaults.
+  absl::Status Finish(int32_t default_max_tokens) {
+    if (stream_options_ && !stream_) return Invalid("stream_options: only allowed when stream is true");
+    // OpenAI's default temperature is 1; the proto's (unset) is greedy.
+    p_.sampling.set_temperature(static_cast<float>(temperature_.value_or(1.0)));
+    int64_t max_tokens = max_completion_tokens_.value_or(max_tokens_.value_or(default_max_tokens));
+    p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
+    return absl::OkStatus();
+  }
+
+  GenerateParams& params() { return p_; }
+  bool stream() const { return stream_; }
+  bool include_usage() const { return include_usage_; }
+  std::optional<int64_t> max_tokens() const { return max_tokens_; }
+
+ private:
+  absl::Status ReadStop(od::value& v) {
+    od::json_type t = od::json_type::null;
+    if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+    auto one = [&](std::string_view name, od::value& e) {
+      std::string_view s;
+      if (absl::Status st = ReadString(e, name, &s); !st.ok()) return st;
+      if (s.empty() || s.size() > kMaxStopBytes) {
+        return Invalid(Cat(name, ": must be a non-empty string of at most ", kMaxStopBytes, " bytes, got ",
+                                    s.size(), " bytes"));
+      }
+      p_.stopping.add_stop(std::string(s));
+      return absl::OkStatus();
+    };
+    if (t == od::json_type::string) return one("stop", v);
+    if (t != od::json_type::array) return WrongType("stop", "a string or an array of strings", t);
+    od::array a;
+    if (error_code e = v.get_array().get(a)) return JsonError(e);
+    return ForEachElement(a, [&](size_t i, od::value& e) {
+      if (i >= max_stop_) return Invalid(Cat("stop: at most ", max_stop_, " strings"));
+      return one(Cat("stop[", i, "]"), e);
+    });
+  }
+
+  absl::Status ReadStopTokenIds(od::value& v) {
+    od::array a;
+    if (absl::Status s = GetArray(v, "stop_token_ids", "an array of token ids", &a); !s.ok()) return s;
+    return ForEachElement(a, [&](size_t i, od::value& e) {
+      if (i >= kMaxStopTokenIds) return Invalid(Cat("stop_token_ids: at most ", kMaxStopTokenIds, " ids"));
+      int64_t id = 0;
+      if (absl::Status s = ReadInt(e, Cat("stop_token_ids[", i, "]"), 0, kMaxTokenId, &id); !s.ok()) return s;
+      p_.stopping.add_stop_token_ids(static_cast<int32_t>(id));
+      return absl::OkStatus();
+    });
+  }
+
+  absl::Status ReadStreamOptions(od::value& v) {
+    od::object o;
+    if (absl::Status s = GetObject(v, "stream_options", "an object", &o); !s.ok()) return s;
+    stream_options_ = true;
+    return ForEachField(o, "stream_options.", [&](std::string_view key, od::value& f) {
+      if (key != "include_usage") return Unknown("stream_options.", key);
+      bool is_null = false;
+      if (absl::Status s = ConsumeIfNull(f, &is_null); !s.ok() || is_null) return s;
+      return ReadBool(f, "stream_options.include_usage", &include_usage_);
+    });
+  }
+
+  const bool chat_;
+  const size_t max_stop_;
+  GenerateParams p_;
+  std::optional<double> temperature_;
+  std::optional<int64_t> max_tokens_, max_completion_tokens_;
+  bool stream_ = false, stream_options_ = false, include_usage_ = false;
+};
+
+// An empty array or null is the only accepted value (tools, functions).
+absl::Status EmptyArrayOnly(od::value& v, std::string_view name, std::string_view why) {
+  od::array a;
+  if (absl::Status s = GetArray(v, name, "an array", &a); !s.ok()) return s;
+  return ForEachElement(a, [&](size_t, od::value&) { return Invalid(Cat(name, ": ", why)); });
+}
+
+absl::Status EmptyObjectOnly(od::value& v, std::string_view name, std::string_view why) {
+  od::object o;
+  if (absl::Status s = GetObject(v, name, "an object", &o); !s.ok()) return s;
+  return ForEachField(o, Cat(name, "."),
+                      [&](std::string_view, od::value&) { return Invalid(Cat(name, ": ", why)); });
+}
+
+// A string from `allowed`.
+absl::Status StringIn(od::value& v, std::string_view name, std::initializer_list<std::string_view> allowed,
+                      std::string_view why) {
+  std::string_view s;
+  if (absl::Status st = ReadString(v, name, &s); !st.ok()) return st;
+  for (std::string_view a : allowed) {
+    if (s == a) return absl::OkStatus();
+  }
+  return Invalid(Cat(name, ": ", why, ", got \"", Printable(s), "\""));
+}
+
+// Chat parameters we do not implement, accepted only at their neutral value.
+absl::StatusOr<bool> HandleChatNeutral(std::string_view key, od::value& v) {
+  absl::Status st;
+  if (key == "response_format") {
+    od::object o;
+    if (!(st = GetObject(v, key, "an object {\"type\": \"text\"}", &o)).ok()) return st;
+    std::string type;
+    bool has_schema = false;
+    st = ForEachField(o, "response_format.", [&](std::string_view k, od::value& f) {
+      if (k == "type") return ReadBoundedString(f, "response_format.type", 64, &type);
+      if (k == "json_schema") {
+        has_schema = true;
+        return absl::OkStatus();  // skipped unread: the request is refused below
+      }
+      return Unknown("response_format.", k);
+    });
+    if (!st.ok()) return st;
+    if (type == "json_object" || type == "json_schema") {
+      return Invalid(Cat("response_format: type ", type, " is not supported yet"));
+    }
+    if (type.empty()) return Invalid("response_format.type: required, one of text, json_object, json_schema");
+    if (type != "text") {
+      return Invalid(Cat("response_format.type: must be one of text, json_object, json_schema, got \"",
+                                  Printable(type), "\""));
+    }
+    if (has_schema) return Invalid("response_format.json_schema: only with type json_schema");
+  } else if (key == "tools") {
+    st = EmptyArrayOnly(v, key, "not supported yet (only [] or null)");
+  } else if (key == "functions") {
+    st = EmptyArrayOnly(v, key, "not supported yet (only [] or null)");
+  } else if (key == "tool_choice" || key == "function_call") {
+    od::json_type t = od::json_type::null;
+    if (!(st = TypeOf(v, &t)).ok()) return st;
+    // With no tools, "none" and "auto" mean the same thing: a plain answer.
+    if (t != od::json_type::string) {
+      st = Invalid(Cat(key, ": only \"none\", \"auto\" or null (tools are not supported yet), got ",
+                                KindName(t)));
+    } else {
+      st = StringIn(v, key, {"none", "auto"}, "only \"none\", \"auto\" or null (tools are not supported yet)");
+    }
+  } else if (key == "parallel_tool_calls") {
+    bool b = false;
+    st = ReadBool(v, key, &b);
+  } else if (key == "service_tier") {
+    st = StringIn(v, key, {"auto", "default"}, "only \"auto\" or \"default\" is supported");
+  } else if (key == "store") {
+    bool b = false;
+    if ((st = ReadBool(v, key, &b)).ok() && b) st = Invalid("store: true is not supported (stored completions)");
+  } else if (key == "metadata") {
+    st = EmptyObjectOnly(v, key, "not supported (only {} or null)");
+  } else if (key == "modalities") {
+    od::array a;
+    if (!(st = GetArray(v, key, "an array [\"text\"]", &a)).ok()) return st;
+    size_t count = 0;
+    st = ForEachElement(a, [&](size_t i, od::value& e) {
+      ++count;
+      if (i > 0) return Invalid("modalities: only [\"text\"] is supported");
+      return StringIn(e, "modalities[0]", {"text"}, "only \"text\" is supported");
+    });
+    if (st.ok() && count == 0) st = Invalid("modalities: only [\"text\"] is supported, got []");
+  } else {
+    return false;
+  }
+  if (!st.ok()) return st;
+  return true;
+}
+
+// messages[]: into ChatMessages (roles resolved; developer is system).
+absl::Status ReadMessages(od::value& v, const OpenAiRequestLimits& limits,
+                          google::protobuf::RepeatedPtrField<phi::v1::ChatMessage>* out) {
+  od::array a;
+  if (absl::Status s = GetArray(v, "messages", "a non-empty array of {role, content}", &a); !s.ok()) return s;
+  absl::Status st = ForEachElement(a, [&](size_t i, od::value& m) -> absl::Status {
+    if (i >= limits.max_messages) return Invalid(Cat("messages: at most ", limits.max_messages, " messages"));
+    const std::string at = Cat("messages[", i, "]");
+    od::object o;
+    if (absl::Status s = GetObject(m, at, "an object {role, content}", &o); !s.ok()) return s;
+    auto* msg = out->Add();
+    std::string role;
+    bool has_content = false;
+    absl::Status fs = ForEachField(o, at + ".", [&](std::string_view key, od::value& f) -> absl::Status {
+      const std::string name = Cat(at, ".", Printable(key));
+      bool is_null = false;
+      if (absl::Status s = ConsumeIfNull(f, &is_null); !s.ok()) return s;
+      if (key == "role") {
+        if (is_null) return Invalid(Cat(name, ": must be a string, got null"));
+        return ReadBoundedString(f, name, 64, &role);
+      }
+      if (key == "content") {
+        if (is_null) return absl::OkStatus();  // allowed for assistant only: checked with the role
+        has_content = true;
+        od::json_type t = od::json_type::null;
+        if (absl::Status s = TypeOf(f, &t); !s.ok()) return s;
+        if (t == od::json_type::string) {
+          std::string_view text;
+          if (absl::Status s = ReadString(f, name, &text); !s.ok()) return s;
+          msg->set_content(std::string(text));
+          return absl::OkStatus();
+        }
+        if (t != od::json_type::array) return WrongType(name, "a string or an array of text parts", t);
+        od::array parts;
+        if (error_code e = f.get_array().get(parts)) return JsonError(e);
+        std::string* content = msg->mutable_content();
+        return ForEachElement(parts, [&](size_t j, od::value& part) -> absl::Status {
+          const std::string pat = Cat(name, "[", j, "]");
+          od::object po;
+          if (absl::Status s = GetObject(part, pat, "an object {\"type\": \"text\", \"text\": string}", &po); !s.ok()) {
+            return s;
+          }
+          std::string type;
+          bool has_text = false;
+          absl::Status ps = ForEachField(po, pat + ".", [&](std::string_view pk, od::value& pf) -> absl::Status {
+            const std::string pname = Cat(pat, ".", Printable(pk));
+            if (pk == "type") return ReadBoundedString(pf, pname, 64, &type);
+            if (pk == "text") {
+              std::string_view text;
+              if (absl::Status s = ReadString(pf, pname, &text); !s.ok()) return s;
+              content->append(text);
+              has_text = true;
+              return absl::OkStatus();
+            }
+            return Unknown(pat + ".", pk);
+          });
+          if (!ps.ok()) return ps;
+          if (type.empty()) return Invalid(Cat(pat, ".type: required (\"text\")"));
+          if (type != "text") {
+            return Invalid(Cat(pat, ".type: only \"text\" parts are supported, got \"", Printable(type), "\""));
+          }
+          if (!has_text) return Invalid(Cat(pat, ".text: required"));
+          return absl::OkStatus();
+        });
+      }
+      if (key == "name") {
+        if (is_null) return absl::OkStatus();
+        return Invalid(Cat(name, ": not supported"));
+      }
+      // What OpenAI's SDKs put in an assistant message they return (clients append it to the
+      // conversation): accepted when neutral.
+      if (key == "tool_calls" || key == "annotations") {
+        if (is_null) return absl::OkStatus();
+        return EmptyArrayOnly(f, name, "not supported (only [] or null)");
+      }
+      if (key == "refusal" || key == "function_call" || key == "audio") {
+        if (is_null) return absl::OkStatus();
+        return Invalid(Cat(name, ": not supported (only null)"));
+      }
+      return Unknown(at + ".", key);
+    });
+    if (!fs.ok()) return fs;
+    if (role.empty()) return Invalid(Cat(at, ".role: required, one of system, developer, user, assistant"));
+    if (role == "developer") role = "system";  // OpenAI's newer name for system
+    if (role == "tool" || role == "function") {
+      return Invalid(Cat(at, ".role: ", role, " messages are not supported"));
+    }
+    msg->set_role(RoleFromName(role));
+    if (msg->role() == phi::v1::ROLE_UNSPECIFIED) {
+      return Invalid(Cat(at, ".role: must be one of system, developer, user, assistant, got \"",
+                                  Printable(role), "\""));
+    }
+    if (!has_content && msg->role() != phi::v1::ROLE_ASSISTANT) {
+      return Invalid(Cat(at, ".content: required (a string or an array of text parts)"));
+    }
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  if (out->empty()) return Invalid("messages: must not be empty");
+  return absl::OkStatus();
+}
+
+// One id list of a completions prompt or /detokenize.
+absl::Status ReadIds(od::array& a, std::string_view name, size_t max_ids, std::vector<int32_t>* out) {
+  return ForEachElement(a, [&](size_t j, od::value& e) {
+    if (j >= max_ids) return Invalid(Cat(name, ": at most ", max_ids, " token ids"));
+    int64_t id = 0;
+    if (absl::Status s = ReadInt(e, Cat(name, "[", j, "]"), 0, kMaxTokenId, &id); !s.ok()) return s;
+    out->push_back(static_cast<int32_t>(id));
+    return absl::OkStatus();
+  });
+}
+
+struct RawPrompt {
+  std::string text;  // when ids is empty
+  std::vector<int32_t> ids;
+};
+
+// Completions' prompt: a string, strings, token ids (one prompt), or arrays of token ids;
+// never mixed, never empty.
+absl::Status ReadPrompts(od::value& v, const OpenAiRequestLimits& limits, std::vector<RawPrompt>* out) {
+  constexpr std::string_view kWant =
+      "a string, an array of strings, an array of token ids or an array of arrays of token ids";
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  if (t == od::json_type::string) {
+    std::string_view text;
+    if (absl::Status s = ReadString(v, "prompt", &text); !s.ok()) return s;
+    if (text.empty()) return Invalid("prompt: must not be empty");
+    out->push_back({std::string(text), {}});
+    return absl::OkStatus();
+  }
+  if (t != od::json_type::array) return WrongType("prompt", kWant, t);
+  od::array a;
+  if (error_code e = v.get_array().get(a)) return JsonError(e);
+  od::json_type first = od::json_type::null;
+  absl::Status st = ForEachElement(a, [&](size_t i, od::value& e) -> absl::Status {
+    const std::string at = Cat("prompt[", i, "]");
+    od::json_type et = od::json_type::null;
+    if (absl::Status s = TypeOf(e, &et); !s.ok()) return s;
+    if (i == 0) {
+      if (et != od::json_type::string && et != od::json_type::number && et != od::json_type::array) {
+        return WrongType(at, "a string, a token id or an array of token ids", et);
+      }
+      first = et;
+      if (et == od::json_type::number) out->emplace_back();
+    }
+    if (first == od::json_type::number) {  // one prompt of ids
+      if (i >= limits.max_prompt_token_ids) {
+        return Invalid(Cat("prompt: at most ", limits.max_prompt_token_ids, " token ids"));
+      }
+      int64_t id = 0;
+      if (et != od::json_type::number) return WrongType(at, "a token id like prompt[0]", et);
+      if (absl::Status s = ReadInt(e, at, 0, kMaxTokenId, &id); !s.ok()) return s;
+      out->back().ids.push_back(static_cast<int32_t>(id));
+      return absl::OkStatus();
+    }
+    if (i >= limits.max_prompts) return Invalid(Cat("prompt: at most ", limits.max_prompts, " prompts"));
+    if (first == od::json_type::string) {
+      if (et != od::json_type::string) return WrongType(at, "a string like prompt[0]", et);
+      std::string_view text;
+      if (absl::Status s = ReadString(e, at, &text); !s.ok()) return s;
+      if (text.empty()) return Invalid(Cat(at, ": must not be empty"));
+      out->push_back({std::string(text), {}});
+      return absl::OkStatus();
+    }
+    if (et != od::json_type::array) return WrongType(at, "an array of token ids like prompt[0]", et);
+    od::array ids;
+    if (error_code err = e.get_array().get(ids)) return JsonError(err);
+    out->emplace_back();
+    if (absl::Status s = ReadIds(ids, at, limits.max_prompt_token_ids, &out->back().ids); !s.ok()) return s;
+    if (out->back().ids.empty()) return Invalid(Cat(at, ": must not be empty"));
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  if (out->empty()) return Invalid("prompt: must not be empty");
+  return absl::OkStatus();
+}
+
+// The parameters of each endpoint (anything else: 400 "unknown parameter").
+constexpr std::string_view kSharedKeys[] = {
+    "model", "user", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
+    "frequency_penalty", "seed", "n", "max_tokens", "stop", "stop_token_ids", "ignore_eos", "stream",
+    "stream_options", "logit_bias"};
+constexpr std::string_view kChatOnlyKeys[] = {
+    "messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format", "tools", "functions",
+    "tool_choice", "function_call", "parallel_tool_calls", "service_tier", "store", "metadata", "modalities"};
+constexpr std::string_view kCompletionOnlyKeys[] = {"prompt", "echo", "logprobs", "suffix", "best_of"};
+
+struct KeySet {
+  std::span<const std::string_view> shared, own;
+};
+constexpr KeySet kChatKeys{kSharedKeys, kChatOnlyKeys};
+constexpr KeySet kCompletionKeys{kSharedKeys, kCompletionOnlyKeys};
+
+bool Known(const KeySet& keys, std::string_view key) {
+  for (std::string_view k : keys.shared) {
+    if (k == key) return true;
+  }
+  for (std::string_view k : keys.own) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
+}  // namespace
+
+absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body, const ChatmlOptions& chatml,
+                                                                 const OpenAiRequestLimits& limits) {
+  CommonFields common(/*chat=*/true, limits.max_stop);
+  GenerateParams& p = common.params();
+  google::protobuf::RepeatedPtrField<phi::v1::ChatMessage> messages;
+  bool has_messages = false, logprobs = false;
+  int64_t top_logprobs = 0;
+  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
+    if (!Known(kChatKeys, key)) return Unknown("", key);
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok() || is_null) return s;  // null = absent
+    if (key == "messages") {
+      has_messages = true;
+      return ReadMessages(v, limits, &messages);
+    }
+    if (key == "logprobs") return ReadBool(v, key, &logprobs);
+    if (key == "top_logprobs") return ReadInt(v, key, 0, kMaxLogprobs, &top_logprobs);
+    absl::StatusOr<bool> handled = common.Handle(key, v);
+    if (handled.ok() && !*handled) handled = HandleChatNeutral(key, v);
+    if (!handled.ok()) return handled.status();
+    return *handled ? absl::OkStatus() : Unknown("", key);
+  });
+  if (!st.ok()) return st;
+  if (!has_messages) return Invalid("messages: required, a non-empty array of {role, content}");
+  if (absl::Status s = common.Finish(/*default_max_tokens=*/0); !s.ok()) return s;  // 0: the gateway's default
+  absl::StatusOr<phi::v1::SegmentList> segs = RenderChatml(messages, chatml);
+  if (!segs.ok()) return segs.status();
+  *p.prompt.mutable_segments() = std::move(*segs);
+  p.logprobs = logprobs || top_logprobs > 0;
+  p.top_logprobs = static_cast<int32_t>(top_logprobs);
+  ChatCompletionRequest out;
+  out.stream = common.stream();
+  out.include_usage = common.include_usage();
+  out.params = std::move(p);
+  return out;
+}
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, const OpenAiRequestLimits& limits) {
+  CommonFields common(/*chat=*/false, limits.max_stop);
+  std::vector<RawPrompt> prompts;
+  bool has_prompt = false, echo = false;
+  std::optional<int64_t> logprobs;
+  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
+    if (!Known(kCompletionKeys, key)) return Unknown("", key);
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok() || is_null) return s;  // null = absent
+    if (key == "prompt") {
+      has_prompt = true;
+      return ReadPrompts(v, limits, &prompts);
+    }
+    if (key == "echo") return ReadBool(v, key, &echo);
+    if (key == "logprobs") {
+      int64_t lp = 0;
+      if (absl::Status s = ReadInt(v, key, 0, kMaxLogprobs, &lp); !s.ok()) return s;
+      logprobs = lp;
+      return absl::OkStatus();
+    }
+    if (key == "suffix") {
+      std::string_view s;
+      if (absl::Status r = ReadString(v, key, &s); !r.ok()) return r;
+      return s.empty() ? absl::OkStatus() : Invalid("suffix: not supported (only \"\" or null)");
+    }
+    if (key == "best_of") {
+      int64_t b = 0;
+      if (absl::Status s = ReadInt(v, key, 1, kMaxTokens, &b); !s.ok()) return s;
+      return b == 1 ? absl::OkStatus() : Invalid("best_of: only 1 is supported");
+    }
+    absl::StatusOr<bool> handled = common.Handle(key, v);
+    if (!handled.ok()) return handled.status();
+    return *handled ? absl::OkStatus() : Unknown("", key);
+  });
+  if (!st.ok()) return st;
+  if (!has_prompt) return Invalid("prompt: required (a string, strings or token ids)");
+  const bool score_only = common.max_tokens() == 0;
+  if (score_only && !echo) return Invalid("max_tokens: 0 is allowed only with echo (scoring the prompt)");
+  // OpenAI's default max_tokens for completions is 16.
+  if (absl::Status s = common.Finish(/*default_max_tokens=*/16); !s.ok()) return s;
+  GenerateParams& base = common.params();
+  if (score_only) base.stopping.set_max_new_tokens(1);
+  if (logprobs) {
+    base.logprobs = true;
+    base.top_logprobs = static_cast<int32_t>(*logprobs);
+  }
+  CompletionRequest out;
+  out.model = base.model;
+  out.stream = common.stream();
+  out.include_usage = common.include_usage();
+  out.echo = echo;
+  out.score_only = score_only;
+  out.prompts.reserve(prompts.size());
+  for (RawPrompt& raw : prompts) {
+    GenerateParams& p = out.prompts.emplace_back(base);
+    if (raw.ids.empty()) {
+      if (echo) p.echo_text = raw.text;
+      p.prompt.set_text(std::move(raw.text));
+      p.parse_special = true;
+    } else {
+      p.prompt_ids = std::move(raw.ids);
+    }
+    // echo + logprobs: prompt logprobs are part of the answer (lm-eval scoring).
+    p.prompt_logprobs = echo && p.logprobs;
+  }
+  return out;
+}
+
+absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body, const ChatmlOptions& chatml,
+                                                     const OpenAiRequestLimits& limits) {
+  TokenizeRequest out;
+  std::optional<std::string> prompt;
+  google::protobuf::RepeatedPtrField<phi::v1::ChatMessage> messages;
+  bool has_messages = false, add_generation_prompt = true, add_special_given = false, add_gen_given = false;
+  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok()) return s;
+    if (key != "model" && key != "prompt" && key != "messages" && key != "add_special_tokens" &&
+        key != "add_generation_prompt" && key != "return_token_strs") {
+      return Unknown("", key);
+    }
+    if (is_null) return absl::OkStatus();
+    if (key == "model") return ReadBoundedString(v, key, kMaxNameBytes, &out.model);
+    if (key == "prompt") {
+      std::string_view s;
+      if (absl::Status r = ReadString(v, key, &s); !r.ok()) return r;
+      prompt = std::string(s);
+      return absl::OkStatus();
+    }
+    if (key == "messages") {
+      has_messages = true;
+      return ReadMessages(v, limits, &messages);
+    }
+    if (key == "add_special_tokens") {
+      add_special_given = true;
+      return ReadBool(v, key, &out.parse_special);
+    }
+    if (key == "add_generation_prompt") {
+      add_gen_given = true;
+      return ReadBool(v, key, &add_generation_prompt);
+    }
+    return ReadBool(v, key, &out.return_token_strs);
+  });
+  if (!st.ok()) return st;
+  if (prompt.has_value() == has_messages) return Invalid("prompt: exactly one of prompt or messages is required");
+  if (prompt) {
+    if (add_gen_given) return Invalid("add_generation_prompt: only with messages");
+    out.prompt.set_text(std::move(*prompt));
+    return out;
+  }
+  if (add_special_given) return Invalid("add_special_tokens: only with prompt");
+  absl::StatusOr<phi::v1::SegmentList> segs = RenderChatml(messages, chatml);
+  if (!segs.ok()) return segs.status();
+  // RenderChatml ends with the generation prompt: <|im_start|> "assistant\n".
+  if (!add_generation_prompt && segs->segments_size() >= 2) {
+    segs->mutable_segments()->DeleteSubrange(segs->segments_size() - 2, 2);
+  }
+  *out.prompt.mutable_segments() = std::move(*segs);
+  out.parse_special = false;
+  return out;
+}
+
+absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body, const OpenAiRequestLimits& limits) {
+  DetokenizeRequest out;
+  bool has_tokens = false;
+  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok()) return s;
+    if (key != "model" && key != "tokens") return Unknown("", key);
+    if (is_null) return absl::OkStatus();
+    if (key == "model") return ReadBoundedString(v, key, kMaxNameBytes, &out.model);
+    has_tokens = true;
+    od::array a;
+    if (absl::Status s = GetArray(v, "tokens", "an array of token ids", &a); !s.ok()) return s;
+    return ReadIds(a, "tokens", limits.max_prompt_token_ids, &out.tokens);
+  });
+  if (!st.ok()) return st;
+  if (!has_tokens) return Invalid("tokens: required, an array of token ids");
+  return out;
+}
+
+}  // namespace phi::gateway

@@ -98,6 +98,11 @@ absl::Status CheckTlsFiles(const HttpTlsFiles& files) {
   return Configure(ctx.get(), files);
 }
 
+absl::Status ConfigureSslContext(ssl_ctx_st* ctx, const HttpTlsFiles& files) {
+  if (ctx == nullptr) return absl::InternalError("TLS: no SSL_CTX");
+  return Configure(ctx, files);
+}
+
 int ConfigureCivetwebSslContext(void* ssl_ctx, void* user_data) {
   const auto* files = static_cast<const HttpTlsFiles*>(user_data);
   if (files == nullptr || ssl_ctx == nullptr) return -1;

@@ -8,6 +8,8 @@
 
 #include "absl/status/status.h"
 
+struct ssl_ctx_st;  // OpenSSL's SSL_CTX
+
 namespace phi::gateway {
 
 struct HttpTlsFiles {
@@ -23,6 +25,10 @@ absl::Status InitCivetwebTls();
 // Loads both files into a throwaway SSL_CTX and checks that the key belongs to the certificate;
 // INVALID_ARGUMENT naming the flag, the file and OpenSSL's reason otherwise.
 absl::Status CheckTlsFiles(const HttpTlsFiles& files);
+
+// Configures a server SSL_CTX (an `SSL_CTX*`): TLS 1.2 or newer, the certificate chain and the
+// key; errors as CheckTlsFiles.
+absl::Status ConfigureSslContext(ssl_ctx_st* ctx, const HttpTlsFiles& files);
 
 // civetweb's init_ssl callback: `user_data` is the HttpTlsFiles passed to mg_start. Returns 1
 // (context configured: TLS 1.2 or newer, certificate, key) or -1.

@@ -71,7 +71,11 @@ absl::StatusOr<std::unique_ptr<ServiceServer>> ServiceServer::Start(const Server
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
                              static_cast<int>(options.keepalive_timeout_seconds * 1000));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
-  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 5000);
+  // The gateway pings its workers every second (--worker-keepalive-seconds) to find a hung one
+  // in seconds; a ping closer than 500 ms to the previous one is a strike, and the third strike
+  // closes the connection (GOAWAY too_many_pings), so abusive clients are still cut off.
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MIN_RECV_PING_INTERVAL_WITHOUT_DATA_MS, 500);
+  builder.AddChannelArgument(GRPC_ARG_HTTP2_MAX_PING_STRIKES, 2);
   // One server per address: without this a second process could bind the same port.
   builder.AddChannelArgument(GRPC_ARG_ALLOW_REUSEPORT, 0);
   for (grpc::Service* s : services) builder.RegisterService(s);

@@ -1,9 +1,14 @@
 #include "services/gateway/chat_service.h"
 
 #include <atomic>
+#include <limits>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
+
+#include <google/protobuf/io/coded_stream.h>
+#include <google/protobuf/wire_format_lite.h>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
@@ -11,6 +16,111 @@
 #include "services/gateway/generation.h"
 
 namespace phi::gateway {
+
+namespace {
+
+// Offset of the first byte that does not start a well-formed UTF-8 sequence (RFC 3629: no
+// overlong forms, no surrogates, nothing above U+10FFFF), as protobuf's own check has it.
+std::optional<size_t> FirstInvalidUtf8(const uint8_t* s, size_t n) {
+  size_t i = 0;
+  while (i < n) {
+    const uint8_t c = s[i];
+    if (c < 0x80) {
+      ++i;
+      continue;
+    }
+    size_t len = 0;
+    uint8_t lo = 0x80, hi = 0xBF;  // range of the second byte
+    if (c >= 0xC2 && c <= 0xDF) {
+      len = 2;
+    } else if (c >= 0xE0 && c <= 0xEF) {
+      len = 3;
+      if (c == 0xE0) lo = 0xA0;
+      if (c == 0xED) hi = 0x9F;
+    } else if (c >= 0xF0 && c <= 0xF4) {
+      len = 4;
+      if (c == 0xF0) lo = 0x90;
+      if (c == 0xF4) hi = 0x8F;
+    } else {
+      return i;
+    }
+    if (n - i < len || s[i + 1] < lo || s[i + 1] > hi) return i;
+    for (size_t k = 2; k < len; ++k) {
+      if ((s[i + k] & 0xC0) != 0x80) return i;
+    }
+    i += len;
+  }
+  return std::nullopt;
+}
+
+struct BadUtf8 {
+  std::string field;
+  size_t offset = 0;
+};
+
+// Walks the wire encoding of a `type` message for the first string field (at any depth) that
+// is not valid UTF-8. Field paths as the validation messages name them: "messages[1].content",
+// "stopping.stop[0]". Malformed input ends the walk quietly (the parse then reports it).
+void FindInvalidUtf8(const google::protobuf::Descriptor* type, const uint8_t* data, int size,
+                     const std::string& prefix, int depth, std::optional<BadUtf8>* found) {
+  using google::protobuf::FieldDescriptor;
+  using google::protobuf::internal::WireFormatLite;
+  google::protobuf::io::CodedInputStream in(data, size);
+  std::map<int, int> occurrences;  // of each repeated field so far
+  while (!found->has_value()) {
+    const uint32_t tag = in.ReadTag();
+    if (tag == 0) return;
+    const FieldDescriptor* f = type->FindFieldByNumber(static_cast<int>(WireFormatLite::GetTagFieldNumber(tag)));
+    const bool text_or_message =
+        f != nullptr && (f->type() == FieldDescriptor::TYPE_STRING || f->type() == FieldDescriptor::TYPE_MESSAGE);
+    if (WireFormatLite::GetTagWireType(tag) != WireFormatLite::WIRETYPE_LENGTH_DELIMITED || !text_or_message) {
+      if (!WireFormatLite::SkipField(&in, tag)) return;
+      continue;
+    }
+    uint32_t len = 0;
+    if (!in.ReadVarint32(&len)) return;
+    const int pos = in.CurrentPosition();
+    if (len > static_cast<uint32_t>(size - pos)) return;
+    std::string name = prefix + f->name();
+    if (f->is_repeated()) absl::StrAppend(&name, "[", occurrences[f->number()]++, "]");
+    if (f->type() == FieldDescriptor::TYPE_STRING) {
+      if (std::optional<size_t> bad = FirstInvalidUtf8(data + pos, len)) *found = BadUtf8{std::move(name), *bad};
+    } else if (depth < 32) {
+      FindInvalidUtf8(f->message_type(), data + pos, static_cast<int>(len), name + ".", depth + 1, found);
+    }
+    if (!in.Skip(static_cast<int>(len))) return;
+  }
+}
+
+}  // namespace
+
+absl::Status ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::Message* msg) {
+  std::vector<grpc::Slice> slices;
+  if (!raw.Dump(&slices).ok()) return absl::InvalidArgumentError("request: unreadable message");
+  std::string joined;
+  const uint8_t* data = nullptr;
+  size_t size = 0;
+  if (slices.size() == 1) {
+    data = slices[0].begin();
+    size = slices[0].size();
+  } else {
+    for (const grpc::Slice& s : slices) joined.append(reinterpret_cast<const char*>(s.begin()), s.size());
+    data = reinterpret_cast<const uint8_t*>(joined.data());
+    size = joined.size();
+  }
+  const std::string type = msg->GetDescriptor()->full_name();
+  if (size > static_cast<size_t>(std::numeric_limits<int>::max())) {
+    return absl::InvalidArgumentError(absl::StrCat("request: ", size, " bytes, too large for a ", type));
+  }
+  // Checked before parsing: protobuf would refuse the message and log an error per request.
+  std::optional<BadUtf8> bad;
+  FindInvalidUtf8(msg->GetDescriptor(), data, static_cast<int>(size), "", 0, &bad);
+  if (bad) return absl::InvalidArgumentError(absl::StrCat(bad->field, ": not valid UTF-8 at byte ", bad->offset));
+  if (!msg->ParseFromArray(data, static_cast<int>(size))) {
+    return absl::InvalidArgumentError(absl::StrCat("request: not a valid ", type, " (malformed protobuf encoding)"));
+  }
+  return absl::OkStatus();
+}
 
 absl::StatusOr<GenerateParams> ParamsFromChat(const phi::v1::ChatRequest& req, const ChatmlOptions& chatml) {
   GenerateParams p;
@@ -156,36 +266,41 @@ template <typename Resp>
 class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
  public:
   UnaryCall(ChatServiceImpl::Deps deps, const char* route, grpc::CallbackServerContext* ctx,
-            absl::StatusOr<GenerateParams> params, Resp* resp)
-      : GenerationCall(deps, route), resp_(resp) {
+            absl::StatusOr<GenerateParams> params, grpc::ByteBuffer* out)
+      : GenerationCall(deps, route), out_(out) {
     Begin(ctx, std::move(params));
   }
 
   void OnDelta(GenerateDelta&& d) override {
     text_ += d.text;
-    AddLogprobs(d, resp_);
+    AddLogprobs(d, &resp_);
   }
   void OnEnd(const absl::Status& s, GenerateResult&& r) override {
     Ended(s);
+    grpc::Status status = common::ToGrpcStatus(s);
     if (s.ok()) {
-      resp_->set_text(std::move(text_));
-      SetFinalFields(r, resp_);
+      resp_.set_text(std::move(text_));
+      SetFinalFields(r, &resp_);
+      bool own = false;
+      out_->Clear();
+      status = grpc::SerializationTraits<Resp>::Serialize(resp_, out_, &own);
     }
-    Finish(common::ToGrpcStatus(s));
+    Finish(status);
     Release();
   }
   void OnCancel() override { CancelGeneration(); }
   void OnDone() override { Release(); }
 
  private:
-  Resp* resp_;
+  grpc::ByteBuffer* out_;
+  Resp resp_;
   std::string text_;
 };
 
 // ChatStream, CompleteStream: one message per delta, then the final message. gRPC takes one
 // write at a time; deltas that arrive meanwhile are merged into the next message.
 template <typename Msg>
-class StreamCall final : public grpc::ServerWriteReactor<Msg>, public GenerationCall {
+class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, public GenerationCall {
  public:
   StreamCall(ChatServiceImpl::Deps deps, const char* route, grpc::CallbackServerContext* ctx,
              absl::StatusOr<GenerateParams> params)
@@ -256,12 +371,19 @@ class StreamCall final : public grpc::ServerWriteReactor<Msg>, public Generation
         return;
       }
     }
+    if (next != Next::kFinish) {
+      // out_ is this call's alone until the write completes.
+      bool own = false;
+      out_bytes_.Clear();
+      status = grpc::SerializationTraits<Msg>::Serialize(out_, &out_bytes_, &own);
+      if (!status.ok()) next = Next::kFinish;
+    }
     switch (next) {
       case Next::kWrite:
-        this->StartWrite(&out_);
+        this->StartWrite(&out_bytes_);
         break;
       case Next::kWriteLast:
-        this->StartWriteAndFinish(&out_, grpc::WriteOptions(), grpc::Status::OK);
+        this->StartWriteAndFinish(&out_bytes_, grpc::WriteOptions(), grpc::Status::OK);
         break;
       case Next::kFinish:
         this->Finish(status);
@@ -271,6 +393,7 @@ class StreamCall final : public grpc::ServerWriteReactor<Msg>, public Generation
 
   std::mutex mu_;
   Msg pending_, out_;
+  grpc::ByteBuffer out_bytes_;
   bool has_pending_ = false;
   bool writing_ = false;
   bool client_gone_ = false;
@@ -282,25 +405,47 @@ class StreamCall final : public grpc::ServerWriteReactor<Msg>, public Generation
 
 }  // namespace
 
-grpc::ServerUnaryReactor* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx, const phi::v1::ChatRequest* req,
-                                                phi::v1::ChatResponse* resp) {
-  return new UnaryCall<phi::v1::ChatResponse>(deps(), "chat", ctx, ParamsFromChat(*req, chatml_), resp);
+namespace {
+
+template <typename Req>
+absl::StatusOr<Req> Parse(const grpc::ByteBuffer* raw) {
+  Req req;
+  if (absl::Status s = ParseRequest(*raw, &req); !s.ok()) return s;
+  return req;
 }
 
-grpc::ServerWriteReactor<phi::v1::ChatStreamResponse>* ChatServiceImpl::ChatStream(
-    grpc::CallbackServerContext* ctx, const phi::v1::ChatRequest* req) {
-  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx, ParamsFromChat(*req, chatml_));
+absl::StatusOr<GenerateParams> ChatParams(const grpc::ByteBuffer* raw, const ChatmlOptions& chatml) {
+  absl::StatusOr<phi::v1::ChatRequest> req = Parse<phi::v1::ChatRequest>(raw);
+  if (!req.ok()) return req.status();
+  return ParamsFromChat(*req, chatml);
 }
 
-grpc::ServerUnaryReactor* ChatServiceImpl::Complete(grpc::CallbackServerContext* ctx,
-                                                    const phi::v1::CompleteRequest* req,
-                                                    phi::v1::CompleteResponse* resp) {
-  return new UnaryCall<phi::v1::CompleteResponse>(deps(), "complete", ctx, ParamsFromComplete(*req), resp);
+absl::StatusOr<GenerateParams> CompleteParams(const grpc::ByteBuffer* raw) {
+  absl::StatusOr<phi::v1::CompleteRequest> req = Parse<phi::v1::CompleteRequest>(raw);
+  if (!req.ok()) return req.status();
+  return ParamsFromComplete(*req);
 }
 
-grpc::ServerWriteReactor<phi::v1::CompleteStreamResponse>* ChatServiceImpl::CompleteStream(
-    grpc::CallbackServerContext* ctx, const phi::v1::CompleteRequest* req) {
-  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx, ParamsFromComplete(*req));
+}  // namespace
+
+grpc::ServerUnaryReactor* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                grpc::ByteBuffer* resp) {
+  return new UnaryCall<phi::v1::ChatResponse>(deps(), "chat", ctx, ChatParams(req, chatml_), resp);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ChatStream(grpc::CallbackServerContext* ctx,
+                                                                        const grpc::ByteBuffer* req) {
+  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx, ChatParams(req, chatml_));
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                                    grpc::ByteBuffer* resp) {
+  return new UnaryCall<phi::v1::CompleteResponse>(deps(), "complete", ctx, CompleteParams(req), resp);
+}
+
+grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::CompleteStream(grpc::CallbackServerContext* ctx,
+                                                                            const grpc::ByteBuffer* req) {
+  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx, CompleteParams(req));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::ListModels(grpc::CallbackServerContext* ctx,

@@ -9,26 +9,43 @@
 
 namespace phi::gateway {
 
+// Parses a request received as bytes into `msg`. Text fields are checked for UTF-8 here first:
+// one that is not valid is INVALID_ARGUMENT naming the field and the offset of its first bad
+// byte ("messages[1].content: not valid UTF-8 at byte 17"); bytes that are not a `msg` at all
+// are INVALID_ARGUMENT too.
+absl::Status ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::Message* msg);
+
 // Builds GenerateParams from the public requests (shared with the HTTP API).
 absl::StatusOr<GenerateParams> ParamsFromChat(const phi::v1::ChatRequest& req, const ChatmlOptions& chatml);
 absl::StatusOr<GenerateParams> ParamsFromComplete(const phi::v1::CompleteRequest& req);
 
+// The generation methods take their request as bytes: proto3 `string` fields that are not valid
+// UTF-8 fail protobuf's parse inside gRPC, before any code of ours runs, and the client gets a
+// bare status with no field named. ParseRequest checks the text fields itself and then parses.
+// The public proto stays `string` (clients keep passing text); the wire format is the same.
+using RawRequestChatService = phi::v1::ChatService::WithRawCallbackMethod_Chat<
+    phi::v1::ChatService::WithRawCallbackMethod_ChatStream<phi::v1::ChatService::WithRawCallbackMethod_Complete<
+        phi::v1::ChatService::WithRawCallbackMethod_CompleteStream<
+            phi::v1::ChatService::WithCallbackMethod_ListModels<phi::v1::ChatService::Service>>>>>;
+
 // The callback API: a generation runs as a chain of gRPC callbacks from the worker's stream to
 // the client's (generation.h), with no thread per call; a client that goes away cancels the
 // worker stream through OnCancel.
-class ChatServiceImpl final : public phi::v1::ChatService::CallbackService {
+class ChatServiceImpl final : public RawRequestChatService {
  public:
   ChatServiceImpl(Generator* generator, Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml)
       : generator_(generator), auth_(auth), metrics_(metrics), chatml_(std::move(chatml)) {}
 
-  grpc::ServerUnaryReactor* Chat(grpc::CallbackServerContext* ctx, const phi::v1::ChatRequest* req,
-                                 phi::v1::ChatResponse* resp) override;
-  grpc::ServerWriteReactor<phi::v1::ChatStreamResponse>* ChatStream(grpc::CallbackServerContext* ctx,
-                                                                     const phi::v1::ChatRequest* req) override;
-  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const phi::v1::CompleteRequest* req,
-                                     phi::v1::CompleteResponse* resp) override;
-  grpc::ServerWriteReactor<phi::v1::CompleteStreamResponse>* CompleteStream(
-      grpc::CallbackServerContext* ctx, const phi::v1::CompleteRequest* req) override;
+  // Requests are a ChatRequest or CompleteRequest, responses the matching response messages,
+  // as bytes (see RawRequestChatService).
+  grpc::ServerUnaryReactor* Chat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                 grpc::ByteBuffer* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatStream(grpc::CallbackServerContext* ctx,
+                                                         const grpc::ByteBuffer* req) override;
+  grpc::ServerUnaryReactor* Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                     grpc::ByteBuffer* resp) override;
+  grpc::ServerWriteReactor<grpc::ByteBuffer>* CompleteStream(grpc::CallbackServerContext* ctx,
+                                                             const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const phi::v1::ListModelsRequest* req,
                                        phi::v1::ListModelsResponse* resp) override;
 

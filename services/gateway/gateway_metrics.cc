@@ -19,6 +19,9 @@ GatewayMetrics::GatewayMetrics(metrics::Registry* r) {
   prompt_tokens = &r->AddCounter("phi_gateway_prompt_tokens_total", "Prompt tokens after templating").Get();
   completion_tokens = &r->AddCounter("phi_gateway_completion_tokens_total", "Tokens generated").Get();
   in_flight = &r->AddGauge("phi_gateway_requests_in_flight", "Generation requests being served").Get();
+  hung_attempts = &r->AddCounter("phi_gateway_worker_hung_attempts_total",
+                                 "Worker attempts cancelled for no token within --first-token-timeout-seconds")
+                       .Get();
 }
 
 }  // namespace phi::gateway

@@ -26,6 +26,8 @@ struct GatewayMetrics {
   metrics::Counter* prompt_tokens;
   metrics::Counter* completion_tokens;
   metrics::Gauge* in_flight;
+  // Worker attempts cancelled by --first-token-timeout-seconds.
+  metrics::Counter* hung_attempts;
 };
 
 }  // namespace phi::gateway

@@ -30,6 +30,7 @@ int GatewayMain(int argc, char** argv) {
   std::string http_host = "0.0.0.0", tls_cert, tls_key, local_decode, local_tokenizer;
   int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256, http_threads = 128;
   double health_interval = 1.0;
+  double health_timeout = 2.0, worker_keepalive = 1.0, first_token_timeout = 120;
 
   common::FlagSet flags("phi-gateway", "Serves phi.v1.ChatService (gRPC) and an OpenAI-compatible HTTP API.");
   common::AddServerFlags(flags, &server);
@@ -50,6 +51,17 @@ int GatewayMain(int argc, char** argv) {
                "max_new_tokens when a request leaves it 0");
   flags.AddDouble("health-interval-seconds", "PHI_HEALTH_INTERVAL_SECONDS", &health_interval, 0.05, 3600,
                   "how often worker groups are checked with GetStatus");
+  flags.AddDouble("health-timeout-seconds", "PHI_HEALTH_TIMEOUT_SECONDS", &health_timeout, 0.05, 3600,
+                  "a worker group whose GetStatus takes longer is out of rotation until it answers again");
+  flags.AddDouble("worker-keepalive-seconds", "PHI_WORKER_KEEPALIVE_SECONDS", &worker_keepalive, 0, 3600,
+                  "HTTP/2 ping interval and timeout on worker connections: an unanswered ping drops the "
+                  "connection and fails its streams (retried when no token went out); 0: no pings; "
+                  "workers refuse pings closer than 0.5 s");
+  flags.AddDouble("first-token-timeout-seconds", "PHI_FIRST_TOKEN_TIMEOUT_SECONDS", &first_token_timeout, 0,
+                  86400,
+                  "a worker attempt with no token by then is cancelled as hung, its group taken out of "
+                  "rotation, and the request retried once on another group (0: no limit; it includes "
+                  "queueing and prefill on the worker)");
   flags.AddString("local-decode", "PHI_LOCAL_DECODE", &local_decode,
                   "model folder or tokenizer.json of the served model: decode in-process (streams and logprob "
                   "texts) instead of one DecodeStream round trip per token (encoding stays with --tokenizer)");
@@ -118,6 +130,8 @@ int GatewayMain(int argc, char** argv) {
   WorkerPoolOptions pool_options;
   pool_options.workers = workers;
   pool_options.health_interval_seconds = health_interval;
+  pool_options.status_timeout_seconds = health_timeout;
+  pool_options.keepalive_seconds = worker_keepalive;
   auto pool = WorkerPool::Create(pool_options, &metrics::DefaultRegistry());
   if (!pool.ok()) {
     std::fprintf(stderr, "phi-gateway: %s\n", pool.status().ToString().c_str());
@@ -125,6 +139,7 @@ int GatewayMain(int argc, char** argv) {
   }
   GeneratorOptions gen_options;
   gen_options.default_max_new_tokens = static_cast<int32_t>(default_max_new_tokens);
+  gen_options.first_token_timeout_seconds = first_token_timeout;
   Generator generator(tokenizer->get(), pool->get(), &metrics, gen_options);
   ChatmlOptions chatml;
   chatml.default_system_prompt = system_prompt;

@@ -2,6 +2,8 @@
 
 #include <chrono>
 
+#include <grpcpp/alarm.h>
+
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
@@ -38,16 +40,37 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
   WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req, bool offload)
       : gen_(std::move(gen)), req_(std::move(req)), offload_(offload) {}
 
-  void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub) {
+  // first_token_timeout > 0: a stream with no message by then is cancelled as hung.
+  void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub, double first_token_timeout) {
+    if (first_token_timeout > 0) {
+      // The alarm holds the stream weakly: it must not keep a finished stream alive.
+      alarm_.Set(std::chrono::system_clock::now() +
+                     std::chrono::microseconds(static_cast<int64_t>(first_token_timeout * 1e6)),
+                 [weak = std::weak_ptr<WorkerStream>(self)](bool fired) {
+                   std::shared_ptr<WorkerStream> s = fired ? weak.lock() : nullptr;
+                   int waiting = kWaiting;
+                   if (s && s->progress_.compare_exchange_strong(waiting, kHung)) s->ctx_.TryCancel();
+                 });
+    }
     self_ = std::move(self);
     stub->async()->Generate(&ctx_, &req_, this);
     StartRead(&resp_.message);
     StartCall();
   }
   grpc::ClientContext* context() { return &ctx_; }
+  // The first-token timeout cancelled the stream before any message came.
+  bool hung() const { return progress_.load() == kHung; }
 
   void OnReadDone(bool ok) override {
     if (!ok) return;  // the stream ended: OnDone follows with its status
+    if (!got_message_) {
+      got_message_ = true;
+      int waiting = kWaiting;
+      // Too late: the stream is being cancelled as hung; what it says now is dropped so that
+      // the retry starts from nothing. OnDone follows.
+      if (!progress_.compare_exchange_strong(waiting, kGotMessage)) return;
+      alarm_.Cancel();
+    }
     resp_.arrived = Now();
     if (!offload_) {
       if (gen_->OnWorkerMessages(std::span<WorkerMessage>(&resp_, 1), &ctx_)) StartRead(&resp_.message);
@@ -71,7 +94,7 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
     std::shared_ptr<WorkerStream> keep = std::move(self_);
     if (!offload_) {
       std::shared_ptr<Generation> gen = std::move(gen_);
-      return gen->OnWorkerDone(status);
+      return gen->OnWorkerDone(status, hung());
     }
     bool start = false;
     {
@@ -103,7 +126,7 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
     }
     if (done) {
       std::shared_ptr<Generation> gen = std::move(self->gen_);
-      gen->OnWorkerDone(status);
+      gen->OnWorkerDone(status, self->hung());
       return;
     }
     bool again = false;
@@ -116,9 +139,15 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
     if (again) generator->Offload([self = std::move(self)]() mutable { Drain(std::move(self)); });
   }
 
+  enum { kWaiting, kGotMessage, kHung };
+
   std::shared_ptr<Generation> gen_;
   std::shared_ptr<WorkerStream> self_;
   grpc::ClientContext ctx_;
+  // The first-token timeout and the race between it and the first message (decided once).
+  grpc::Alarm alarm_;
+  std::atomic<int> progress_{kWaiting};
+  bool got_message_ = false;  // touched by OnReadDone only
   phi::v1::GenerateRequest req_;
   WorkerMessage resp_;
   const bool offload_;
@@ -267,7 +296,7 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
     // Cancelled before the call exists: start it cancelled, so it ends through OnDone as usual.
     if (cancelled_) stream->context()->TryCancel();
   }
-  stream->Start(stream, group_->stub());
+  stream->Start(stream, group_->stub(), gen_->options_.first_token_timeout_seconds);
   return true;
 }
 
@@ -356,10 +385,15 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
   return true;
 }
 
-absl::Status Generation::AttemptOutcome(const grpc::Status& s) {
+absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
   {
     std::lock_guard<std::mutex> l(mu_);
     if (cancelled_) return ClientCancelled();
+  }
+  if (hung) {
+    return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), ": no token within ",
+                                               gen_->options_.first_token_timeout_seconds,
+                                               " s (--first-token-timeout-seconds)"));
   }
   if (!error_.ok()) return error_;
   if (stopped_by_string_) {
@@ -394,8 +428,16 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s) {
   return absl::OkStatus();
 }
 
-void Generation::OnWorkerDone(const grpc::Status& status) {
-  const absl::Status outcome = AttemptOutcome(status);
+void Generation::OnWorkerDone(const grpc::Status& status, bool hung) {
+  const absl::Status outcome = AttemptOutcome(status, hung);
+  if (hung && outcome.code() == absl::StatusCode::kUnavailable) {
+    gen_->metrics_->hung_attempts->Inc();
+    gen_->pool_->MarkFailed(group_.get());  // also when there is no retry: no new request waits on it
+    PHI_LOG(WARNING, "worker_hung")
+        .Str("request_id", params_.request_id)
+        .Str("address", group_->address())
+        .Num("first_token_timeout_seconds", gen_->options_.first_token_timeout_seconds);
+  }
   // The decoder is done with when the stream did not finish normally (Finish closed it).
   if (!outcome.ok() || stopped_by_string_) decoder_->Abort();
   decoder_.reset();

@@ -35,7 +35,8 @@ class GenerationSink {
 };
 
 // Validate, encode, pick a worker group, stream, decode, stop strings, retry once on another
-// group when the first fails before its first token, metrics. Owned through shared_ptr by
+// group when the first fails before its first token (an error, a connection dropped by the
+// keepalive pings, or no token within GeneratorOptions::first_token_timeout_seconds), metrics. Owned through shared_ptr by
 // the caller and by the worker stream in flight.
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
@@ -59,10 +60,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // Messages of the worker stream, in order (one, or what arrived during a tokenizer round
   // trip): one decode, one delta. false: stop reading (the call has been cancelled).
   bool OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientContext* ctx);
-  // The worker stream ended with `status`: finish, retry or fail.
-  void OnWorkerDone(const grpc::Status& status);
+  // The worker stream ended with `status` (`hung`: cancelled by the first-token timeout):
+  // finish, retry or fail.
+  void OnWorkerDone(const grpc::Status& status, bool hung);
   // The attempt's outcome once its stream has ended.
-  absl::Status AttemptOutcome(const grpc::Status& status);
+  absl::Status AttemptOutcome(const grpc::Status& status, bool hung);
   absl::Status FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps);
   void Emit(GenerateDelta&& delta);
   void Complete(absl::Status status);

@@ -63,6 +63,10 @@ struct GeneratorOptions {
   // Threads for calls to the tokenizer service (blocking_executor.h); none are started when
   // the tokenizer is in-process (--local-tokenizer).
   int tokenizer_call_threads = 32;
+  // A worker attempt with no token by then is cancelled as hung and retried on another group
+  // (once, as any failure before the first token); 0: no limit. It counts queueing and prefill
+  // on the worker, so it must exceed the slowest first token of a healthy worker at full load.
+  double first_token_timeout_seconds = 120;
 };
 
 class Generation;

@@ -31,11 +31,21 @@ std::string_view GroupStateName(GroupState s) {
   }
 }
 
-WorkerGroup::WorkerGroup(std::string address) : address_(std::move(address)) {
+WorkerGroup::WorkerGroup(std::string address, int keepalive_ms) : address_(std::move(address)) {
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(64 << 20);
   args.SetInt(GRPC_ARG_INITIAL_RECONNECT_BACKOFF_MS, 200);
   args.SetInt(GRPC_ARG_MAX_RECONNECT_BACKOFF_MS, 2000);
+  if (keepalive_ms > 0) {
+    // A worker that stops answering pings (SIGSTOP, a wedged process, a dead peer behind a
+    // live TCP path) closes the connection: its streams fail UNAVAILABLE and are retried
+    // when no token went out. Pings go with or without calls and without waiting for data
+    // (the worker's server allows one every 500 ms, services/common/server.cc).
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIME_MS, keepalive_ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_TIMEOUT_MS, keepalive_ms);
+    args.SetInt(GRPC_ARG_KEEPALIVE_PERMIT_WITHOUT_CALLS, 1);
+    args.SetInt(GRPC_ARG_HTTP2_MAX_PINGS_WITHOUT_DATA, 0);
+  }
   stub_ = phi::v1::WorkerService::NewStub(grpc::CreateCustomChannel(address_, grpc::InsecureChannelCredentials(), args));
 }
 
@@ -120,15 +130,43 @@ void WorkerPool::CheckAll() {
     // (requests running on a dropped group keep it alive through shared_ptr).
     for (const auto& a : addresses) {
       auto it = std::find_if(groups_.begin(), groups_.end(), [&](const auto& g) { return g->address() == a; });
-      groups.push_back(it != groups_.end() ? *it : std::make_shared<WorkerGroup>(a));
+      groups.push_back(it != groups_.end() ? *it
+                                           : std::make_shared<WorkerGroup>(
+                                                 a, static_cast<int>(options_.keepalive_seconds * 1000)));
     }
   }
-  for (auto& g : groups) {
+  // Every group at once: a group that does not answer costs the others nothing, and the
+  // round lasts at most status_timeout_seconds.
+  struct Probe {
     grpc::ClientContext ctx;
-    ctx.set_deadline(std::chrono::system_clock::now() +
-                     std::chrono::milliseconds(static_cast<int64_t>(options_.status_timeout_seconds * 1000)));
     phi::v1::GetStatusResponse resp;
-    grpc::Status s = g->stub()->GetStatus(&ctx, phi::v1::GetStatusRequest(), &resp);
+    grpc::Status status;
+  };
+  std::vector<Probe> probes(groups.size());
+  std::mutex done_mu;
+  std::condition_variable done_cv;
+  size_t done = 0;
+  const phi::v1::GetStatusRequest request;
+  const auto deadline = std::chrono::system_clock::now() +
+                        std::chrono::milliseconds(static_cast<int64_t>(options_.status_timeout_seconds * 1000));
+  for (size_t i = 0; i < groups.size(); ++i) {
+    Probe& p = probes[i];
+    p.ctx.set_deadline(deadline);
+    groups[i]->stub()->async()->GetStatus(&p.ctx, &request, &p.resp, [&, i](grpc::Status s) {
+      probes[i].status = std::move(s);
+      std::lock_guard<std::mutex> l(done_mu);
+      ++done;
+      done_cv.notify_all();
+    });
+  }
+  {
+    std::unique_lock<std::mutex> l(done_mu);
+    done_cv.wait(l, [&] { return done == groups.size(); });
+  }
+  for (size_t i = 0; i < groups.size(); ++i) {
+    auto& g = groups[i];
+    const grpc::Status& s = probes[i].status;
+    phi::v1::GetStatusResponse& resp = probes[i].resp;
     std::lock_guard<std::mutex> l(g->mu_);
     GroupState before = g->state_;
     if (!s.ok()) {

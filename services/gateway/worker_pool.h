@@ -27,7 +27,10 @@ std::string_view GroupStateName(GroupState s);
 
 class WorkerGroup {
  public:
-  explicit WorkerGroup(std::string address);
+  // keepalive_ms: the channel pings the worker this often and drops the connection when a ping
+  // goes unanswered as long (a stopped or wedged process fails its calls in seconds, not at
+  // the client's deadline); 0: no pings.
+  explicit WorkerGroup(std::string address, int keepalive_ms = 0);
   const std::string& address() const { return address_; }
   phi::v1::WorkerService::Stub* stub() { return stub_.get(); }
 
@@ -50,7 +53,12 @@ struct WorkerPoolOptions {
   // Comma-separated host:port list, or "dns:///name:port".
   std::string workers;
   double health_interval_seconds = 1.0;
-  double status_timeout_seconds = 1.0;
+  // A GetStatus that takes longer takes the group out of rotation (a stopped process accepts
+  // connections but answers nothing). Checks run in parallel, so a hung group is out within
+  // health_interval_seconds + status_timeout_seconds.
+  double status_timeout_seconds = 2.0;
+  // HTTP/2 keepalive pings on every worker channel, interval and timeout (0: none).
+  double keepalive_seconds = 1.0;
 };
 
 struct ModelSummary {

@@ -1,9 +1,12 @@
 // ChatServiceImpl end to end over gRPC against in-process fake tokenizer and
-// worker services: text, streaming, stop strings, retries, cancellation,
-// deadlines, validation, auth and limits.
+// worker services: text, streaming, stop strings, retries, hung workers,
+// cancellation, deadlines, validation (invalid UTF-8 on the wire), auth and limits.
 #include "services/gateway/chat_service.h"
 
 #include <gtest/gtest.h>
+
+#include <grpcpp/impl/codegen/client_unary_call.h>
+#include <grpcpp/impl/codegen/sync_stream.h>
 
 #include "services/worker/engine/block_hash.h"
 #include "tests/unit/gateway/fakes.h"
@@ -29,9 +32,10 @@ class ChatServiceTest : public ::testing::Test {
     WorkerPoolOptions po;
     for (auto& s : worker_servers_) po.workers += (po.workers.empty() ? "" : ",") + s->address();
     po.health_interval_seconds = 0.05;
+    po.status_timeout_seconds = status_timeout_seconds_;
     pool_ = *WorkerPool::Create(po, &registry_);
     metrics_ = std::make_unique<GatewayMetrics>(&registry_);
-    generator_ = std::make_unique<Generator>(tok_client_.get(), pool_.get(), metrics_.get());
+    generator_ = std::make_unique<Generator>(tok_client_.get(), pool_.get(), metrics_.get(), gen_options_);
     auth_ = *Auth::Create("", keys, max_concurrent);
     service_ = std::make_unique<ChatServiceImpl>(generator_.get(), auth_.get(), metrics_.get(), ChatmlOptions{});
     server_ = std::make_unique<InProcessServer>(service_.get());
@@ -69,6 +73,36 @@ class ChatServiceTest : public ::testing::Test {
     return p();
   }
 
+  // Sends `bytes` as the request of ChatService method `method` ("Chat", "ChatStream", ...):
+  // what a client whose text is not UTF-8 puts on the wire.
+  grpc::Status SendRaw(const std::string& method, const std::string& bytes) {
+    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
+    grpc::Slice slice(bytes);
+    grpc::ByteBuffer req(&slice, 1), resp;
+    grpc::ClientContext ctx;
+    const std::string path = "/phi.v1.ChatService/" + method;
+    if (method.ends_with("Stream")) {
+      grpc::internal::RpcMethod rpc(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
+      std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
+          grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel.get(), rpc, &ctx, req));
+      while (reader->Read(&resp)) {
+      }
+      return reader->Finish();
+    }
+    grpc::internal::RpcMethod rpc(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
+    return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel.get(), rpc, &ctx, req,
+                                                                                  &resp);
+  }
+
+  double Metric(const std::string& line_start) {
+    std::string text = registry_.Serialize();
+    size_t at = text.find("\n" + line_start + " ");
+    if (at == std::string::npos) return -1;
+    return std::stod(text.substr(at + line_start.size() + 2));
+  }
+
+  GeneratorOptions gen_options_;
+  double status_timeout_seconds_ = 2.0;
   metrics::Registry registry_;
   FakeTokenizer tokenizer_;
   std::unique_ptr<InProcessServer> tok_server_;
@@ -385,6 +419,123 @@ TEST_F(ChatServiceTest, ListModelsAndMetrics) {
         "phi_gateway_worker_groups{state=\"ready\"} 2"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
   }
+}
+
+TEST_F(ChatServiceTest, HungWorkerIsAbandonedAtTheFirstTokenTimeoutAndRetried) {
+  gen_options_.first_token_timeout_seconds = 0.3;
+  Start(2);
+  for (auto& w : workers_) w->mode = FakeWorker::Mode::kHang;
+  // Both groups hang: one try, one retry, then UNAVAILABLE naming the reason.
+  const auto t0 = std::chrono::steady_clock::now();
+  grpc::ClientContext c1;
+  phi::v1::ChatResponse r1;
+  grpc::Status s1 = stub_->Chat(&c1, Hello(), &r1);
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  EXPECT_EQ(s1.error_code(), grpc::StatusCode::UNAVAILABLE);
+  EXPECT_NE(s1.error_message().find("no token within 0.3 s (--first-token-timeout-seconds)"), std::string::npos)
+      << s1.error_message();
+  EXPECT_GE(took, 0.55);
+  EXPECT_LT(took, 3.0);
+  EXPECT_EQ(workers_[0]->generates + workers_[1]->generates, 2);
+  EXPECT_TRUE(Eventually([&] { return workers_[0]->cancelled + workers_[1]->cancelled == 2; }));
+  EXPECT_EQ(Metric("phi_gateway_worker_hung_attempts_total"), 2);
+
+  // Group 1 recovers: every request succeeds, through a retry when it tried group 0 first.
+  workers_[1]->mode = FakeWorker::Mode::kOk;
+  pool_->RefreshNow();
+  for (int i = 0; i < 4; ++i) {
+    phi::v1::ChatStreamResponse last;
+    grpc::Status st;
+    EXPECT_EQ(StreamText(Hello(), &last, &st), "hello world STOP more text");
+    EXPECT_TRUE(st.ok()) << st.error_message();
+    pool_->RefreshNow();  // group 0 answers GetStatus: back in rotation, to be tried again
+  }
+  EXPECT_GE(workers_[0]->generates.load(), 2);
+  // Every attempt on group 0 hung, and group 1's one in the first request.
+  EXPECT_EQ(Metric("phi_gateway_worker_hung_attempts_total"), workers_[0]->generates.load() + 1);
+}
+
+TEST_F(ChatServiceTest, FirstTokenTimeoutSparesSlowButLiveStreams) {
+  gen_options_.first_token_timeout_seconds = 0.3;
+  Start(1);
+  workers_[0]->token_delay_ms = 100;  // 2.6 s in all, the first token after 0.1 s
+  phi::v1::ChatStreamResponse last;
+  grpc::Status st;
+  EXPECT_EQ(StreamText(Hello(), &last, &st), "hello world STOP more text");
+  EXPECT_TRUE(st.ok()) << st.error_message();
+  EXPECT_EQ(Metric("phi_gateway_worker_hung_attempts_total"), 0);
+}
+
+TEST_F(ChatServiceTest, GroupWhoseStatusDoesNotAnswerLeavesRotation) {
+  status_timeout_seconds_ = 0.2;
+  Start(2);
+  const std::string hung = worker_servers_[0]->address();
+  workers_[0]->status_delay_ms = 60000;
+  EXPECT_TRUE(Eventually([&] { return pool_->Describe().find(hung + "=unreachable") != std::string::npos; }, 1000))
+      << pool_->Describe();
+  for (int i = 0; i < 4; ++i) {
+    grpc::ClientContext c;
+    phi::v1::ChatResponse r;
+    ASSERT_TRUE(stub_->Chat(&c, Hello(), &r).ok());
+  }
+  EXPECT_EQ(workers_[0]->generates.load(), 0);
+  workers_[0]->status_delay_ms = 0;
+  EXPECT_TRUE(Eventually([&] { return pool_->Describe().find(hung + "=ready") != std::string::npos; }, 1000))
+      << pool_->Describe();
+}
+
+TEST_F(ChatServiceTest, InvalidUtf8NamesTheFieldAndByte) {
+  Start();
+  // Valid requests with a placeholder, then the placeholder's bytes swapped for bad UTF-8 on
+  // the wire (protobuf's C++ API would refuse to serialize such a string field).
+  auto corrupt = [](const google::protobuf::Message& m, const std::string& bad) {
+    std::string bytes = m.SerializeAsString();
+    size_t at = bytes.find("@@");
+    EXPECT_NE(at, std::string::npos);
+    return bytes.replace(at, 2, bad);
+  };
+  auto expect = [&](const std::string& method, const std::string& bytes, const std::string& message) {
+    grpc::Status s = SendRaw(method, bytes);
+    EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT) << method << ": " << s.error_message();
+    EXPECT_EQ(s.error_message(), message) << method;
+  };
+  phi::v1::ChatRequest chat = Hello();
+  auto* m = chat.add_messages();
+  m->set_role(phi::v1::ROLE_ASSISTANT);
+  m->set_content("seventeen bytes: @@ and more");
+  auto* u = chat.add_messages();
+  u->set_role(phi::v1::ROLE_USER);
+  u->set_content("ok");
+  for (const char* method : {"Chat", "ChatStream"}) {
+    expect(method, corrupt(chat, "\xc3\x28"), "messages[1].content: not valid UTF-8 at byte 17");
+    expect(method, corrupt(chat, "\xed\xa0"), "messages[1].content: not valid UTF-8 at byte 17");  // surrogate
+    expect(method, corrupt(chat, "\xc0\xaf"), "messages[1].content: not valid UTF-8 at byte 17");  // overlong
+  }
+  phi::v1::ChatRequest stops = Hello();
+  stops.mutable_stopping()->add_stop("fine");
+  stops.mutable_stopping()->add_stop("x@@");
+  expect("Chat", corrupt(stops, "\xff!"), "stopping.stop[1]: not valid UTF-8 at byte 1");
+  phi::v1::ChatRequest id = Hello();
+  id.set_request_id("@@");
+  expect("ChatStream", corrupt(id, "\xe2\x82"), "request_id: not valid UTF-8 at byte 0");
+
+  phi::v1::CompleteRequest complete;
+  complete.set_prompt("\xe2\x82\xac @@");  // a valid euro sign first: offsets are bytes
+  for (const char* method : {"Complete", "CompleteStream"}) {
+    expect(method, corrupt(complete, "\xf4\x90"), "prompt: not valid UTF-8 at byte 4");  // above U+10FFFF
+  }
+  complete.set_model("@@");
+  expect("Complete", corrupt(complete, "\x80\x80"), "model: not valid UTF-8 at byte 0");
+
+  expect("Chat", std::string("\x1a\x05\x12\x02", 4),
+         "request: not a valid phi.v1.ChatRequest (malformed protobuf encoding)");
+  EXPECT_EQ(workers_[0]->generates.load(), 0);
+
+  // Valid UTF-8 of every width still passes, sent the same way.
+  phi::v1::ChatRequest good = Hello();
+  good.mutable_messages(0)->set_content("caf\xc3\xa9 \xe2\x82\xac \xf0\x9f\x98\x80 @@");
+  EXPECT_TRUE(SendRaw("Chat", corrupt(good, "ok")).ok());
+  EXPECT_EQ(workers_[0]->generates.load(), 1);
 }
 
 }  // namespace

@@ -91,7 +91,8 @@ class FakeTokenizer final : public phi::v1::TokenizerService::Service {
 
 class FakeWorker final : public phi::v1::WorkerService::Service {
  public:
-  enum class Mode { kOk, kUnavailable, kFailAfterFirst };
+  // kHang: Generate sends nothing until the call is cancelled (a wedged engine).
+  enum class Mode { kOk, kUnavailable, kFailAfterFirst, kHang };
   std::string reply = "hello world STOP more text";
   std::atomic<Mode> mode{Mode::kOk};
   std::atomic<int> token_delay_ms{1};
@@ -99,6 +100,7 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
   std::atomic<int> running{0};
   std::atomic<int> cancelled{0};
   std::atomic<int64_t> last_deadline_ms{-1};  // remaining time seen at arrival, -1: none
+  std::atomic<int> status_delay_ms{0};        // GetStatus answers this late (or when cancelled)
   std::string last_model = "fake-model";
   std::vector<uint64_t> cached_hashes;  // reported in GetStatus (prefix-aware routing)
   phi::v1::GenerateRequest last_request;
@@ -115,6 +117,11 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     last_deadline_ms = left > std::chrono::hours(1) ? -1
                                                     : std::chrono::duration_cast<std::chrono::milliseconds>(left).count();
     if (mode == Mode::kUnavailable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake worker down");
+    if (mode == Mode::kHang) {
+      while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
+      ++cancelled;
+      return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled while hung");
+    }
     ++running;
     struct Dec {
       std::atomic<int>* r;
@@ -156,8 +163,11 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     }
     return grpc::Status::OK;
   }
-  grpc::Status GetStatus(grpc::ServerContext*, const phi::v1::GetStatusRequest*,
+  grpc::Status GetStatus(grpc::ServerContext* ctx, const phi::v1::GetStatusRequest*,
                          phi::v1::GetStatusResponse* r) override {
+    for (int waited = 0; waited < status_delay_ms && !ctx->IsCancelled(); waited += 2) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(2));
+    }
     r->set_ready(true);
     r->set_running(running);
     r->set_model(last_model);

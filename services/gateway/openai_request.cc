@@ -543,6 +543,10 @@ absl::StatusOr<bool> HandleChatNeutral(std::string_view key, od::value& v) {
   return true;
 }
 
+absl::Status UnsupportedPart(std::string_view at, std::string_view type) {
+  return Invalid(Cat(at, ".type: only \"text\" parts are supported, got \"", Printable(type), "\""));
+}
+
 // messages[]: into ChatMessages (roles resolved; developer is system).
 absl::Status ReadMessages(od::value& v, const OpenAiRequestLimits& limits,
                           google::protobuf::RepeatedPtrField<phi::v1::ChatMessage>* out) {
@@ -597,13 +601,13 @@ absl::Status ReadMessages(od::value& v, const OpenAiRequestLimits& limits,
               has_text = true;
               return absl::OkStatus();
             }
+            // {"type": "image_url", "image_url": ...}: the type is what is not supported.
+            if (!type.empty() && type != "text") return UnsupportedPart(pat, type);
             return Unknown(pat + ".", pk);
           });
           if (!ps.ok()) return ps;
           if (type.empty()) return Invalid(Cat(pat, ".type: required (\"text\")"));
-          if (type != "text") {
-            return Invalid(Cat(pat, ".type: only \"text\" parts are supported, got \"", Printable(type), "\""));
-          }
+          if (type != "text") return UnsupportedPart(pat, type);
           if (!has_text) return Invalid(Cat(pat, ".text: required"));
           return absl::OkStatus();
         });

@@ -302,7 +302,7 @@ class HttpHardeningTest(unittest.TestCase):
         n = 1000
         proc, port, _ = self.new_gateway()
         self.assert_alive(proc, port, "warm-up")
-        body = json.dumps(chat("Tell me a story.", max_tokens=48, ignore_eos=True, stream=True)).encode()
+        body = json.dumps(chat("Tell me a story.", max_tokens=64, ignore_eos=True, stream=True)).encode()
         idle = hc.proc_status(proc.proc.pid)
         t0 = time.time()
         with hc.Sampler(proc.proc.pid) as samp:
@@ -328,7 +328,12 @@ class HttpHardeningTest(unittest.TestCase):
         self.assertEqual(status, 200)
         st = {"conn": c, "sse": Sse(), "events": [], "end": None, "pieces": c.body_pieces(headers)}
         # Read up to the first event with text: the stream is under way.
-        while not any('"content":"' in e and '"content":""' not in e for e in st["events"]):
+        def has_text(e):
+            try:
+                return any((ch.get("delta") or {}).get("content") for ch in json.loads(e).get("choices", []))
+            except (ValueError, AttributeError):
+                return False
+        while not any(has_text(e) for e in st["events"]):
             st["events"] += st["sse"].feed(next(st["pieces"]))
         return st
 
@@ -377,8 +382,10 @@ class HttpHardeningTest(unittest.TestCase):
         else:
             self.assertNotEqual(rc, 0, "streams were cut: the exit code must say so")
 
-        # (b) streams that cannot complete: the worker is stopped after their first tokens.
-        proc, port, _ = self.new_gateway("--shutdown-grace-seconds", str(grace))
+        # (b) streams that cannot complete: the worker is stopped after their first tokens. Worker
+        # keepalive pings off, so that the drain (not the hung-worker detection) is what ends them.
+        proc, port, _ = self.new_gateway("--shutdown-grace-seconds", str(grace),
+                                         *([] if OLD_FLAGS else ["--worker-keepalive-seconds", "0"]))
         worker = self.s.procs[1].proc
         streams = [self._open_stream(port, 1900) for _ in range(4)]
         worker.send_signal(signal.SIGSTOP)
@@ -408,14 +415,18 @@ class HttpHardeningTest(unittest.TestCase):
                 rc = proc.proc.wait(timeout=grace + 10)
             except Exception:
                 rc = None
+            errs = [e[:160] for st in streams for e in st["events"] if e.startswith("{") and '"error"' in e][:1]
             print(f"[SIGTERM b] {in_flight} of {len(streams)} streams in flight; new request during the drain: "
-                  f"{during}; streams: {ends}, ended at +{late} s; exit code {rc} after "
-                  f"{time.time() - t_term:.2f} s", flush=True)
+                  f"{during}; streams: {ends}, ended at +{late} s (first error event: {errs}); exit code {rc} "
+                  f"after {time.time() - t_term:.2f} s", flush=True)
         finally:
             worker.send_signal(signal.SIGCONT)
         self.assertIn(during, (503, "refused"), "a new request during the drain")
         for e in ends:
             self.assertIn(e, ("done", "error"))
+        for e, t in zip(ends, late):
+            if e == "error":  # cut by the drain: at the grace, not before (nothing else ends them here)
+                self.assertGreater(t, grace - 0.5, f"ended before the grace: {late}")
         self.assertIsNotNone(rc, "the gateway did not exit")
         cut = any(e == "error" for e in ends)
         if cut:

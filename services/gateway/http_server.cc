@@ -99,6 +99,7 @@ class SessionBase : public std::enable_shared_from_this<SessionBase> {
   virtual void PostStart() = 0;
   virtual void PostClose() = 0;
   virtual void PostStopAccepting() = 0;
+  virtual asio::any_io_executor executor() = 0;  // the connection's strand
   // From the exchange, on the strand.
   virtual void ExHead(ExchangeImpl* ex, int status, std::string content_type, HttpHeaders extra, std::string body,
                       bool whole) = 0;
@@ -109,11 +110,9 @@ class SessionBase : public std::enable_shared_from_this<SessionBase> {
 
 class ExchangeImpl final : public HttpExchange, public std::enable_shared_from_this<ExchangeImpl> {
  public:
-  ExchangeImpl(HttpRequest request, std::weak_ptr<SessionBase> session, asio::any_io_executor strand,
-               size_t max_queued, bool chunked)
+  ExchangeImpl(HttpRequest request, std::weak_ptr<SessionBase> session, size_t max_queued, bool chunked)
       : request_(std::move(request)),
         session_(std::move(session)),
-        strand_(std::move(strand)),
         max_queued_(max_queued),
         chunked_(chunked) {}
 
@@ -234,17 +233,19 @@ class ExchangeImpl final : public HttpExchange, public std::enable_shared_from_t
   }
 
   // mu_ held: gone_ and finished_ are set under it before the server stops and its io_context
-  // is destroyed, so nothing is posted to a dead io_context.
+  // is destroyed, so nothing is posted to a dead io_context. The exchange keeps no executor of
+  // its own: it may outlive the server.
   template <class F>
   void Post(F f) {
-    asio::post(strand_, [session = session_, self = shared_from_this(), f = std::move(f)]() mutable {
+    std::shared_ptr<SessionBase> session = session_.lock();
+    if (session == nullptr) return;
+    asio::post(session->executor(), [session = session_, self = shared_from_this(), f = std::move(f)]() mutable {
       if (auto s = session.lock()) f(*s, self.get());
     });
   }
 
   const HttpRequest request_;
   const std::weak_ptr<SessionBase> session_;
-  const asio::any_io_executor strand_;
   const size_t max_queued_;
   const bool chunked_;
   std::atomic<size_t> queued_{0};
@@ -343,6 +344,7 @@ class Session final : public SessionBase {
   void PostClose() override {
     asio::post(stream_.get_executor(), [self = Self()] { self->Close(); });
   }
+  asio::any_io_executor executor() override { return stream_.get_executor(); }
   void PostStopAccepting() override {
     asio::post(stream_.get_executor(), [self = Self()] {
       if (self->closed_) return;
@@ -548,8 +550,8 @@ class Session final : public SessionBase {
     request.remote = remote_;
     parser_.reset();
 
-    auto exchange = std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), stream_.get_executor(),
-                                                   opts_.max_queued_response_bytes, chunked_);
+    auto exchange = std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), opts_.max_queued_response_bytes,
+                                                   chunked_);
     exchange_ = exchange;
     server_->active.fetch_add(1, std::memory_order_relaxed);
     StartRead();

@@ -95,8 +95,8 @@ class Client {
     return true;
   }
 
-  // One response; status 0 when the connection ended first.
-  Response Read() {
+  // One response; status 0 when the connection ended first. `head`: the answer to HEAD (no body).
+  Response Read(bool head_only = false) {
     Response r;
     size_t end;
     while ((end = buf_.find("\r\n\r\n")) == std::string::npos) {
@@ -117,7 +117,8 @@ class Client {
       while (!value.empty() && value.front() == ' ') value.erase(0, 1);
       r.headers.emplace_back(line.substr(0, colon), value);
     }
-    if (r.status == 100) return Read();
+    if (r.status == 100) return Read(head_only);
+    if (head_only) return r;
     if (!r.Header("Content-Length").empty()) {
       const size_t length = std::stoul(r.Header("Content-Length"));
       while (buf_.size() < length) {
@@ -572,6 +573,49 @@ TEST(HttpServer, ClientThatNeverReadsOverflowsTheQueue) {
   EXPECT_TRUE(gone.Wait());
   EXPECT_TRUE(rejects.Has("queue_overflow"));
   EXPECT_FALSE(held->Write("more"));
+}
+
+TEST(HttpServer, WriteTimeoutWhenTheClientStopsReading) {
+  HttpServerOptions o = TestOptions();
+  o.max_queued_response_bytes = 256 << 20;  // the write timeout must act first
+  Rejects rejects;
+  Signal gone;
+  Signal streaming;
+  std::shared_ptr<HttpExchange> held;
+  auto server = StartOrDie(o, [&](std::shared_ptr<HttpExchange> ex) {
+    ex->OnClientGone([&] { gone.Notify(); });
+    ex->StartStream(200, "text/event-stream");
+    held = ex;
+    streaming.Notify();
+  }, rejects.Counter());
+  ASSERT_NE(server, nullptr);
+  Client c(server->port(), /*rcvbuf=*/4096);
+  ASSERT_TRUE(c.Send(Get("/stream")));
+  ASSERT_TRUE(streaming.Wait());
+  const std::string chunk(64 << 10, 'x');
+  for (int i = 0; i < 256 && held->Write(chunk); ++i) {  // 16 MiB: more than the socket buffers hold
+  }
+  EXPECT_TRUE(gone.Wait(3000ms));
+  EXPECT_TRUE(rejects.Has("write_timeout"));
+  EXPECT_FALSE(held->Write("more"));
+}
+
+TEST(HttpServer, ExpectContinueAndHead) {
+  auto server = StartOrDie(TestOptions(), Echo());
+  ASSERT_NE(server, nullptr);
+  Client c(server->port());
+  ASSERT_TRUE(c.Send("POST /p HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n"));
+  ASSERT_TRUE(c.Fill());  // the 100 Continue comes before the body is sent
+  ASSERT_TRUE(c.Send("abc"));
+  Response r = c.Read();  // skips the 100
+  EXPECT_EQ(r.status, 200);
+  EXPECT_EQ(r.body, "POST /p abc");
+  // HEAD: the headers of the response, no body; the connection stays usable.
+  ASSERT_TRUE(c.Send("HEAD /h HTTP/1.1\r\nHost: x\r\n\r\n" + Get("/g")));
+  Response h = c.Read(/*head=*/true);
+  EXPECT_EQ(h.status, 200);
+  EXPECT_EQ(h.Header("Content-Length"), "8");  // "HEAD /h "
+  EXPECT_EQ(c.Read().body, "GET /g ");
 }
 
 TEST(HttpServer, RespondFromAnotherThreadLater) {

@@ -307,6 +307,7 @@ class HttpServer::Impl {
   asio::executor_work_guard<asio::io_context::executor_type> work;
   tcp::acceptor acceptor;
   asio::steady_timer accept_retry;
+  std::chrono::steady_clock::time_point last_accept_error_log;  // on the acceptor's strand
   std::vector<std::thread> threads;
   int port = 0;
   std::atomic<int> open{0};
@@ -550,8 +551,8 @@ class Session final : public SessionBase {
     request.remote = remote_;
     parser_.reset();
 
-    auto exchange = std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), opts_.max_queued_response_bytes,
-                                                   chunked_);
+    auto exchange =
+        std::make_shared<ExchangeImpl>(std::move(request), weak_from_this(), opts_.max_queued_response_bytes, chunked_);
     exchange_ = exchange;
     server_->active.fetch_add(1, std::memory_order_relaxed);
     StartRead();
@@ -852,8 +853,12 @@ void HttpServer::Impl::OnAccept(const ErrorCode& ec, tcp::socket socket) {
   if (!acceptor.is_open() || !accepting.load()) return;
   if (ec) {
     if (ec == asio::error::operation_aborted) return;
-    // Out of file descriptors and the like: try again shortly rather than spin.
-    PHI_LOG(WARNING, "http_accept_failed").Str("error", ec.message());
+    // Out of file descriptors and the like: try again shortly rather than spin (and log once a second).
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_accept_error_log > std::chrono::seconds(1)) {
+      last_accept_error_log = now;
+      PHI_LOG(WARNING, "http_accept_failed").Str("error", ec.message());
+    }
     accept_retry.expires_after(std::chrono::milliseconds(50));
     accept_retry.async_wait([this](const ErrorCode& wait_ec) {
       if (!wait_ec && acceptor.is_open()) Accept();
@@ -948,6 +953,7 @@ absl::StatusOr<std::unique_ptr<HttpServer>> HttpServer::Start(const HttpServerOp
   if (!options.tls.cert_file.empty()) {
     impl->ssl = std::make_unique<asio::ssl::context>(asio::ssl::context::tls_server);
     impl->ssl->set_options(asio::ssl::context::default_workarounds | asio::ssl::context::no_compression);
+    SSL_CTX_set_options(impl->ssl->native_handle(), SSL_OP_NO_RENEGOTIATION);
     if (absl::Status s = ConfigureSslContext(impl->ssl->native_handle(), options.tls); !s.ok()) return s;
   }
   if (absl::Status s = impl->Listen(); !s.ok()) return s;

@@ -375,7 +375,8 @@ TEST(HttpServer, ChunkedBodyOverLimitRefused) {
 
   // Within the limit, chunked bodies are reassembled.
   Client ok(server->port());
-  ASSERT_TRUE(ok.Send("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
+  ASSERT_TRUE(ok.Send("POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n"
+                      "3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"));
   Response r2 = ok.Read();
   EXPECT_EQ(r2.status, 200);
   EXPECT_EQ(r2.body, "POST /p abcde");

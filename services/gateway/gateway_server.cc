@@ -1,5 +1,6 @@
 #include "services/gateway/gateway_server.h"
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -28,7 +29,11 @@ int GatewayMain(int argc, char** argv) {
   server.metrics_port = 9090;
   std::string tokenizers = "127.0.0.1:50052", workers = "127.0.0.1:50053", api_keys_file, system_prompt;
   std::string http_host = "0.0.0.0", tls_cert, tls_key, local_decode, local_tokenizer;
-  int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256, http_threads = 128;
+  int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256;
+  HttpApiOptions http_options;
+  int64_t http_threads = http_options.server.io_threads, http_max_connections = http_options.server.max_connections;
+  int64_t http_max_body = static_cast<int64_t>(http_options.server.max_body_bytes);
+  int64_t http_max_header = static_cast<int64_t>(http_options.server.max_header_bytes);
   double health_interval = 1.0;
   double health_timeout = 2.0, worker_keepalive = 1.0, first_token_timeout = 120;
 
@@ -39,8 +44,25 @@ int GatewayMain(int argc, char** argv) {
                   "worker groups (rank 0): host:port[,host:port...] or dns:///name:port (all resolved addresses)");
   flags.AddInt("http-port", "PHI_HTTP_PORT", &http_port, 0, 65535, "OpenAI-compatible HTTP port (0 picks one)");
   flags.AddString("http-host", "PHI_HTTP_HOST", &http_host, "HTTP listen address");
-  flags.AddInt("http-threads", "PHI_HTTP_THREADS", &http_threads, 1, 4096,
-               "HTTP worker threads (each serves one request at a time)");
+  flags.AddInt("http-threads", "PHI_HTTP_THREADS", &http_threads, 1, 256,
+               "HTTP I/O threads (event loops; each serves many connections and streams)");
+  flags.AddInt("http-max-connections", "PHI_HTTP_MAX_CONNECTIONS", &http_max_connections, 1, 1 << 20,
+               "open HTTP connections, idle ones included (over it: 503)");
+  flags.AddInt("http-max-body-bytes", "PHI_HTTP_MAX_BODY_BYTES", &http_max_body, 1024, int64_t{1} << 30,
+               "HTTP request body size (over it: 413, refused before it is read)");
+  flags.AddInt("http-max-header-bytes", "PHI_HTTP_MAX_HEADER_BYTES", &http_max_header, 1024, 1 << 20,
+               "HTTP request line + headers (over it: 431)");
+  flags.AddDouble("http-header-timeout-seconds", "PHI_HTTP_HEADER_TIMEOUT_SECONDS",
+                  &http_options.server.header_timeout_seconds, 0.05, 3600,
+                  "time for a request's headers to arrive, in total (a slow client is closed: 408)");
+  flags.AddDouble("http-body-timeout-seconds", "PHI_HTTP_BODY_TIMEOUT_SECONDS",
+                  &http_options.server.body_timeout_seconds, 0.05, 3600, "time for a request's body to arrive (408)");
+  flags.AddDouble("http-idle-timeout-seconds", "PHI_HTTP_IDLE_TIMEOUT_SECONDS",
+                  &http_options.server.idle_timeout_seconds, 0.05, 86400,
+                  "a keep-alive connection with no request is closed after this");
+  flags.AddDouble("http-write-timeout-seconds", "PHI_HTTP_WRITE_TIMEOUT_SECONDS",
+                  &http_options.server.write_timeout_seconds, 0.05, 3600,
+                  "a response write that makes no progress this long: the client is gone (its request is cancelled)");
   flags.AddString("api-keys-file", "PHI_API_KEYS_FILE", &api_keys_file,
                   "file of API keys, one per line (PHI_API_KEYS adds comma-separated keys); none: no auth");
   flags.AddInt("max-concurrent-per-key", "PHI_MAX_CONCURRENT_PER_KEY", &max_concurrent, 0, 1 << 20,
@@ -146,12 +168,14 @@ int GatewayMain(int argc, char** argv) {
   ChatServiceImpl service(&generator, auth->get(), &metrics, chatml);
 
   auto grpc_server = common::StartOrExit(server, {&service});
-  HttpApiOptions http_options;
-  http_options.host = http_host;
-  http_options.port = static_cast<int>(http_port);
-  http_options.threads = static_cast<int>(http_threads);
-  http_options.tls = {tls_cert, tls_key};
-  auto http = HttpApi::Start(http_options, &generator, auth->get(), &metrics, chatml);
+  http_options.server.host = http_host;
+  http_options.server.port = static_cast<int>(http_port);
+  http_options.server.io_threads = static_cast<int>(http_threads);
+  http_options.server.max_connections = static_cast<int>(http_max_connections);
+  http_options.server.max_body_bytes = static_cast<size_t>(http_max_body);
+  http_options.server.max_header_bytes = static_cast<size_t>(http_max_header);
+  http_options.server.tls = {tls_cert, tls_key};
+  auto http = HttpApi::Start(http_options, &generator, auth->get(), &metrics, &metrics::DefaultRegistry(), chatml);
   if (!http.ok()) {
     std::fprintf(stderr, "phi-gateway: %s\n", http.status().ToString().c_str());
     return 1;
@@ -166,22 +190,32 @@ int GatewayMain(int argc, char** argv) {
         return generator.active() == 0 &&
                std::chrono::steady_clock::now() - generator.last_finished() >= std::chrono::seconds(1);
       });
+  // One grace for both front ends, counted from the signal.
+  std::chrono::steady_clock::time_point drain_deadline;
   int rc = common::ServeUntilSignal(*grpc_server, [&] {
+    drain_deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                            std::chrono::duration<double>(server.shutdown_grace_seconds));
     (*http)->StopAccepting();
     prompt_shutdown.Begin();
   });
   prompt_shutdown.Done();
-  if (!(*http)->Drain(server.shutdown_grace_seconds)) PHI_LOG(WARNING, "http_drain_timeout");
+  const double left = std::chrono::duration<double>(drain_deadline - std::chrono::steady_clock::now()).count();
+  if (const int cut = (*http)->Drain(std::max(0.0, left)); cut > 0) {
+    // Each was ended with an SSE error event (or a 503 when nothing had been sent).
+    PHI_LOG(WARNING, "http_drain_cut").Int("requests", cut);
+    rc = 1;
+  }
   // A generation ends a moment after its call: the last worker-stream callback releases it after
   // the client's call has finished. The Generator must outlive them all.
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
   while (generator.active() > 0 && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (generator.active() > 0) PHI_LOG(WARNING, "generations_outlive_shutdown").Int("active", generator.active());
-  // Deliberately not destroyed: civetweb's mg_stop waits out its 2 s poll quantum,
-  // and every request has ended; the process is exiting.
-  (void)http->release();
+  if (generator.active() > 0) {
+    PHI_LOG(WARNING, "generations_outlive_shutdown").Int("active", generator.active());
+    // Their sinks still point into the HTTP API: the process is exiting, leave it alive.
+    (void)http->release();
+  }
   return rc;
 }
 

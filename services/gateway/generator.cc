@@ -1,10 +1,6 @@
 #include "services/gateway/generator.h"
 
-#include <chrono>
 #include <cmath>
-#include <condition_variable>
-#include <deque>
-#include <mutex>
 
 #include "absl/strings/str_cat.h"
 #include "services/gateway/generation.h"
@@ -95,64 +91,6 @@ std::shared_ptr<Generation> Generator::Start(GenerateParams params, GenerationSi
     generation->Prepare();
   }
   return generation;
-}
-
-namespace {
-
-// Hands a generation's output to a thread that waits for it.
-class BlockingSink : public GenerationSink {
- public:
-  void OnDelta(GenerateDelta&& delta) override {
-    std::lock_guard<std::mutex> l(mu_);
-    deltas_.push_back(std::move(delta));
-    cv_.notify_one();
-  }
-  void OnEnd(const absl::Status& status, GenerateResult&& result) override {
-    std::lock_guard<std::mutex> l(mu_);
-    status_ = status;
-    result_ = std::move(result);
-    done_ = true;
-    cv_.notify_one();
-  }
-  // Waits for output: the deltas so far; `done` once OnEnd has come and they are the last.
-  std::vector<GenerateDelta> Wait(bool* done) {
-    std::unique_lock<std::mutex> l(mu_);
-    cv_.wait(l, [&] { return done_ || !deltas_.empty(); });
-    std::vector<GenerateDelta> out(std::make_move_iterator(deltas_.begin()), std::make_move_iterator(deltas_.end()));
-    deltas_.clear();
-    *done = done_;
-    return out;
-  }
-  absl::Status status() const { return status_; }
-  GenerateResult& result() { return result_; }
-
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::deque<GenerateDelta> deltas_;
-  bool done_ = false;
-  absl::Status status_;
-  GenerateResult result_;
-};
-
-}  // namespace
-
-absl::Status Generator::Run(const GenerateParams& params, const std::function<bool(GenerateDelta&&)>& on_delta,
-                            GenerateResult* result) {
-  BlockingSink sink;
-  std::shared_ptr<Generation> generation = Start(params, &sink);
-  bool gone = false, done = false;
-  while (!done) {
-    for (GenerateDelta& d : sink.Wait(&done)) {
-      if (!gone && !on_delta(std::move(d))) {
-        gone = true;
-        generation->Cancel();
-      }
-    }
-  }
-  *result = std::move(sink.result());
-  if (gone) return absl::CancelledError("the client cancelled the request");
-  return sink.status();
 }
 
 }  // namespace phi::gateway

@@ -83,16 +83,10 @@ class Generator {
   // --local-tokenizer (or prompt ids given) nothing here blocks.
   std::shared_ptr<Generation> Start(GenerateParams params, GenerationSink* sink);
 
-  // The same, blocking the calling thread (the HTTP API's handlers): calls on_delta for every
-  // piece of text; when it returns false (the client is gone) the worker call is cancelled and
-  // CANCELLED returned.
-  absl::Status Run(const GenerateParams& params, const std::function<bool(GenerateDelta&&)>& on_delta,
-                   GenerateResult* result);
-
   // Generations in progress, at any stage (validation, encoding, streaming); shutdown waits for 0.
   int active() const { return active_.load(std::memory_order_acquire); }
   // When the last generation ended (steady clock; epoch if none has): its reply may still be
-  // in gRPC's or civetweb's buffers for a while after.
+  // in gRPC's or the HTTP server's buffers for a while after.
   std::chrono::steady_clock::time_point last_finished() const {
     return std::chrono::steady_clock::time_point(
         std::chrono::steady_clock::duration(last_finished_.load(std::memory_order_acquire)));

@@ -1,15 +1,15 @@
 #include "services/gateway/http_api.h"
 
-#include <civetweb.h>
-
 #include <chrono>
-#include <cmath>
-#include <mutex>
+#include <cstdio>
+#include <random>
 #include <thread>
 
+#include "absl/strings/match.h"
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
+#include "services/gateway/generation.h"
 
 namespace phi::gateway {
 
@@ -17,137 +17,84 @@ using nlohmann::json;
 
 namespace {
 
-std::once_flag g_civetweb_init;
-
-absl::Status Invalid(const std::string& m) { return absl::InvalidArgumentError(m); }
+constexpr char kJson[] = "application/json";
+constexpr char kModelsPrefix[] = "/v1/models/";
 
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
 }
 
-const char* Reason(int code) {
-  switch (code) {
-    case 200: return "OK";
-    case 400: return "Bad Request";
-    case 401: return "Unauthorized";
-    case 404: return "Not Found";
-    case 405: return "Method Not Allowed";
-    case 429: return "Too Many Requests";
-    case 499: return "Client Closed Request";
-    case 503: return "Service Unavailable";
-    case 504: return "Gateway Timeout";
-    default: return "Internal Server Error";
-  }
+// 128 random bits as hex: ids that do not collide across replicas or restarts.
+std::string RandomHex() {
+  thread_local std::mt19937_64 rng([] {
+    std::random_device rd;
+    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
+    return std::mt19937_64(seq);
+  }());
+  char buf[33];
+  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
+                static_cast<unsigned long long>(rng()));
+  return buf;
 }
 
-void Reply(mg_connection* conn, int code, const std::string& body, const char* type = "application/json") {
-  mg_printf(conn, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\nConnection: close\r\n\r\n", code,
-            Reason(code), type, body.size());
-  mg_write(conn, body.data(), body.size());
+// The client's X-Request-Id when it is short printable ASCII; otherwise a new one.
+std::string RequestIdFor(const HttpRequest& req) {
+  std::string_view given = req.Header("X-Request-Id");
+  bool ok = !given.empty() && given.size() <= 128;
+  for (char c : given) ok = ok && c > 0x20 && c < 0x7f;
+  return ok ? std::string(given) : absl::StrCat("req-", RandomHex());
 }
 
-int ReplyError(mg_connection* conn, const absl::Status& s) {
-  int code = HttpStatusFor(s.code());
-  Reply(conn, code, OpenAiError(s).dump());
-  return code;
+const std::string& SystemFingerprint() {
+  static const std::string fp = absl::StrCat("fp_phi-serve-", PHI_SERVE_VERSION);
+  return fp;
 }
 
-// Reads a number field with a range; absent or null: keeps *out.
-template <typename T>
-absl::Status GetNumber(const json& body, const char* name, double lo, double hi, T* out) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (!it->is_number()) return Invalid(absl::StrCat(name, ": must be a number"));
-  double v = it->get<double>();
-  if (!std::isfinite(v) || v < lo || v > hi) return Invalid(absl::StrCat(name, ": ", v, " is outside [", lo, ", ", hi, "]"));
-  *out = static_cast<T>(v);
-  return absl::OkStatus();
+// The model a response names before the worker has answered: the one asked for, or the one
+// served when the request names none.
+std::string ModelForChunks(const std::string& requested, WorkerPool* pool) {
+  if (!requested.empty()) return requested;
+  std::vector<ModelSummary> models = pool->Models();
+  return models.empty() ? "" : models[0].name;
 }
 
-absl::Status GetStops(const json& body, phi::v1::StoppingCriteria* st) {
-  auto it = body.find("stop");
-  if (it == body.end() || it->is_null()) return absl::OkStatus();
-  if (it->is_string()) {
-    st->add_stop(it->get<std::string>());
-    return absl::OkStatus();
-  }
-  if (!it->is_array()) return Invalid("stop: must be a string or an array of strings");
-  for (const auto& s : *it) {
-    if (!s.is_string()) return Invalid("stop: must be a string or an array of strings");
-    st->add_stop(s.get<std::string>());
-  }
-  return absl::OkStatus();
+HttpHeaders BaseHeaders(const std::string& request_id) { return {{"X-Request-Id", request_id}}; }
+
+void RespondJson(const std::shared_ptr<HttpExchange>& ex, int code, const json& body, const std::string& request_id) {
+  ex->Respond(code, kJson, DumpJson(body), BaseHeaders(request_id));
 }
 
-// Fields shared by both endpoints: sampling, max tokens, stop, seed, n.
-absl::Status CommonFields(const json& body, GenerateParams* p, int default_max_tokens) {
-  auto& s = p->sampling;
-  float f = 0;
-  if (auto st = GetNumber(body, "temperature", 0, 100, &f); !st.ok()) return st;
-  // OpenAI's default temperature is 1; ours (unset) is greedy. Follow the API.
-  s.set_temperature(body.contains("temperature") && !body["temperature"].is_null() ? f : 1.0f);
-  f = 0;
-  if (auto st = GetNumber(body, "top_p", 0, 1, &f); !st.ok()) return st;
-  s.set_top_p(f);
-  int32_t k = 0;
-  if (auto st = GetNumber(body, "top_k", 0, 1 << 20, &k); !st.ok()) return st;
-  s.set_top_k(k);
-  f = 0;
-  if (auto st = GetNumber(body, "min_p", 0, 1, &f); !st.ok()) return st;
-  s.set_min_p(f);
-  f = 0;
-  if (auto st = GetNumber(body, "repetition_penalty", 0, 10, &f); !st.ok()) return st;
-  s.set_repetition_penalty(f);
-  f = 0;
-  if (auto st = GetNumber(body, "presence_penalty", -2, 2, &f); !st.ok()) return st;
-  s.set_presence_penalty(f);
-  f = 0;
-  if (auto st = GetNumber(body, "frequency_penalty", -2, 2, &f); !st.ok()) return st;
-  s.set_frequency_penalty(f);
-  if (body.contains("seed") && !body["seed"].is_null()) {
-    if (!body["seed"].is_number_integer()) return Invalid("seed: must be an integer");
-    s.set_seed(static_cast<uint64_t>(body["seed"].get<int64_t>()));
-  }
-  int32_t n = 1;
-  if (auto st = GetNumber(body, "n", 1, 1, &n); !st.ok()) return Invalid("n: only 1 is supported");
-  int32_t max_tokens = default_max_tokens;
-  if (auto st = GetNumber(body, "max_tokens", 0, 1 << 24, &max_tokens); !st.ok()) return st;
-  if (auto st = GetNumber(body, "max_completion_tokens", 1, 1 << 24, &max_tokens); !st.ok()) return st;
-  p->stopping.set_max_new_tokens(max_tokens);
-  if (auto st = GetStops(body, &p->stopping); !st.ok()) return st;
-  if (body.contains("ignore_eos") && body["ignore_eos"].is_boolean()) p->stopping.set_ignore_eos(body["ignore_eos"]);
-  if (body.contains("model") && body["model"].is_string()) p->model = body["model"];
-  if (body.contains("user") && body["user"].is_string()) {
-    // OpenAI's end-user id; not used for routing.
-  }
-  return absl::OkStatus();
+void RespondError(const std::shared_ptr<HttpExchange>& ex, const absl::Status& s, const std::string& request_id) {
+  HttpHeaders h = BaseHeaders(request_id);
+  const int code = HttpStatusFor(s.code());
+  if (code == 429 || code == 503) h.emplace_back("Retry-After", "1");
+  ex->Respond(code, kJson, DumpJson(OpenAiError(s)), std::move(h));
 }
+
+std::string SseEvent(const std::string& data) { return absl::StrCat("data: ", data, "\n\n"); }
+
+json UsageJson(const phi::v1::Usage& u, int64_t completion_tokens) {
+  return {{"prompt_tokens", u.prompt_tokens()},
+          {"completion_tokens", completion_tokens},
+          {"total_tokens", u.prompt_tokens() + completion_tokens},
+          {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens()}}}};
+}
+
+json TokenBytes(const std::string& text) { return std::vector<uint8_t>(text.begin(), text.end()); }
 
 json ChatLogprobs(const std::vector<phi::v1::PositionLogprobs>& lps) {
   json content = json::array();
   for (const auto& p : lps) {
     json top = json::array();
     for (const auto& t : p.top()) {
-      top.push_back({{"token", t.text()}, {"logprob", t.logprob()},
-                     {"bytes", std::vector<uint8_t>(t.text().begin(), t.text().end())}});
+      top.push_back({{"token", t.text()}, {"logprob", t.logprob()}, {"bytes", TokenBytes(t.text())}});
     }
-    content.push_back({{"token", p.token().text()}, {"logprob", p.token().logprob()},
-                       {"bytes", std::vector<uint8_t>(p.token().text().begin(), p.token().text().end())},
+    content.push_back({{"token", p.token().text()},
+                       {"logprob", p.token().logprob()},
+                       {"bytes", TokenBytes(p.token().text())},
                        {"top_logprobs", top}});
   }
   return json{{"content", content}};
-}
-
-// SSE writer: false once the client is gone.
-bool SendEvent(mg_connection* conn, const std::string& data) {
-  std::string ev = absl::StrCat("data: ", data, "\n\n");
-  return mg_write(conn, ev.data(), ev.size()) == static_cast<int>(ev.size());
-}
-
-void StartSse(mg_connection* conn) {
-  mg_printf(conn,
-            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n"
-            "Connection: close\r\nX-Accel-Buffering: no\r\n\r\n");
 }
 
 }  // namespace
@@ -181,11 +128,11 @@ json OpenAiError(const absl::Status& s) {
     case absl::StatusCode::kResourceExhausted: type = "rate_limit_error"; break;
     default: break;
   }
-  // The field named before ':' in our messages is OpenAI's "param".
+  // Our messages start with the parameter as the client spelled it: "max_tokens: ...".
   json param = nullptr;
   std::string msg(s.message());
   size_t colon = msg.find(':');
-  if (type == "invalid_request_error" && colon != std::string::npos && colon < 48 &&
+  if (type == "invalid_request_error" && colon != std::string::npos && colon > 0 && colon < 96 &&
       msg.find(' ') > colon) {
     param = msg.substr(0, colon);
   }
@@ -200,432 +147,701 @@ std::string OpenAiFinishReason(phi::v1::FinishReason r) {
   }
 }
 
-absl::StatusOr<GenerateParams> ParamsFromOpenAiChat(const json& body, const ChatmlOptions& chatml) {
-  GenerateParams p;
-  if (!body.is_object()) return Invalid("body: must be a JSON object");
-  if (auto st = CommonFields(body, &p, 0); !st.ok()) return st;
-  auto it = body.find("messages");
-  if (it == body.end() || !it->is_array()) return Invalid("messages: required, an array of {role, content}");
-  google::protobuf::RepeatedPtrField<phi::v1::ChatMessage> msgs;
-  for (size_t i = 0; i < it->size(); ++i) {
-    const json& m = (*it)[i];
-    if (!m.is_object() || !m.contains("role") || !m["role"].is_string()) {
-      return Invalid(absl::StrCat("messages[", i, "].role: required string"));
-    }
-    auto* msg = msgs.Add();
-    std::string role = m["role"];
-    if (role == "developer") role = "system";  // OpenAI's newer name for system
-    msg->set_role(RoleFromName(role));
-    if (msg->role() == phi::v1::ROLE_UNSPECIFIED) {
-      return Invalid(absl::StrCat("messages[", i, "].role: '", role, "' is not system, user or assistant"));
-    }
-    const json& c = m.contains("content") ? m["content"] : json(nullptr);
-    if (c.is_string()) {
-      msg->set_content(c.get<std::string>());
-    } else if (c.is_array()) {  // [{type: text, text: ...}]
-      std::string text;
-      for (const auto& part : c) {
-        if (!part.is_object() || part.value("type", "") != "text" || !part.contains("text") ||
-            !part["text"].is_string()) {
-          return Invalid(absl::StrCat("messages[", i, "].content: only text parts are supported"));
-        }
-        text += part["text"].get<std::string>();
-      }
-      msg->set_content(text);
-    } else if (!c.is_null()) {
-      return Invalid(absl::StrCat("messages[", i, "].content: must be a string or an array of text parts"));
-    }
-  }
-  absl::StatusOr<phi::v1::SegmentList> segs = RenderChatml(msgs, chatml);
-  if (!segs.ok()) return segs.status();
-  *p.prompt.mutable_segments() = std::move(*segs);
-  if (body.value("logprobs", false)) p.logprobs = true;
-  if (auto st = GetNumber(body, "top_logprobs", 0, 20, &p.top_logprobs); !st.ok()) return st;
-  if (p.top_logprobs > 0) p.logprobs = true;
-  return p;
-}
+std::string DumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
-absl::StatusOr<std::vector<GenerateParams>> ParamsFromOpenAiCompletion(const json& body) {
-  GenerateParams base;
-  if (!body.is_object()) return Invalid("body: must be a JSON object");
-  // OpenAI's default max_tokens for completions is 16.
-  if (auto st = CommonFields(body, &base, 16); !st.ok()) return st;
-  int32_t lp = -1;
-  if (body.contains("logprobs") && !body["logprobs"].is_null()) {
-    if (auto st = GetNumber(body, "logprobs", 0, 20, &lp); !st.ok()) return st;
-    base.logprobs = true;
-    base.top_logprobs = lp;
-  }
-  const bool echo = body.value("echo", false);
-  auto it = body.find("prompt");
-  if (it == body.end()) return Invalid("prompt: required");
-  std::vector<json> prompts;
-  if (it->is_string()) {
-    prompts.push_back(*it);
-  } else if (it->is_array() && !it->empty() && (*it)[0].is_number_integer()) {
-    prompts.push_back(*it);  // one prompt as token ids
-  } else if (it->is_array() && !it->empty()) {
-    for (const auto& e : *it) prompts.push_back(e);
-  } else {
-    return Invalid("prompt: must be a string, an array of strings, or token ids");
-  }
-  std::vector<GenerateParams> out;
-  for (size_t i = 0; i < prompts.size(); ++i) {
-    GenerateParams p = base;
-    const json& pr = prompts[i];
-    if (pr.is_string()) {
-      if (pr.get_ref<const std::string&>().empty()) return Invalid(absl::StrCat("prompt[", i, "]: empty"));
-      p.prompt.set_text(pr.get<std::string>());
-      p.parse_special = true;
-      if (echo) p.echo_text = pr.get<std::string>();
-    } else if (pr.is_array() && !pr.empty()) {
-      for (const auto& id : pr) {
-        if (!id.is_number_integer()) return Invalid(absl::StrCat("prompt[", i, "]: token ids must be integers"));
-        p.prompt_ids.push_back(id.get<int32_t>());
-      }
-    } else {
-      return Invalid(absl::StrCat("prompt[", i, "]: must be a non-empty string or token id array"));
+// A request whose response is still being produced; Drain() cuts those left at the grace's end.
+class HttpApi::LiveCall {
+ public:
+  virtual ~LiveCall() = default;
+  // Ends the response now with `status` (an SSE error event when the stream has begun) and
+  // cancels the generation(s). True when the response was still open.
+  virtual bool Abort(const absl::Status& status) = 0;
+};
+
+// One chat completion: a GenerationSink writing to the exchange.
+class HttpApi::ChatCall final : public HttpApi::LiveCall,
+                                public GenerationSink,
+                                public std::enable_shared_from_this<HttpApi::ChatCall> {
+ public:
+  ChatCall(HttpApi* api, std::shared_ptr<HttpExchange> ex, ChatCompletionRequest req, AdmissionLease lease,
+           std::string request_id)
+      : api_(api),
+        ex_(std::move(ex)),
+        req_(std::move(req)),
+        lease_(std::move(lease)),
+        request_id_(std::move(request_id)),
+        id_(absl::StrCat("chatcmpl-", RandomHex())),
+        created_(UnixNow()),
+        model_(ModelForChunks(req_.params.model, api->generator_->pool())) {}
+
+  void Begin() {
+    api_->Track(shared_from_this());
+    ex_->OnClientGone([weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->CancelGeneration();
+    });
+    req_.params.request_id = request_id_;
+    std::shared_ptr<Generation> g = api_->generator_->Start(req_.params, this);
+    bool cancel;
+    {
+      std::lock_guard<std::mutex> l(gen_mu_);
+      generation_ = g;
+      cancel = cancelled_;
     }
-    // echo + logprobs: prompt logprobs are part of the answer (lm-eval scoring).
-    if (echo && p.logprobs) p.prompt_logprobs = true;
-    out.push_back(std::move(p));
+    if (cancel) g->Cancel();
   }
-  return out;
-}
+
+  void OnDelta(GenerateDelta&& d) override {
+    bool gone = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return;
+      if (!req_.stream) {
+        text_ += d.text;
+        lps_.insert(lps_.end(), std::make_move_iterator(d.logprobs.begin()),
+                    std::make_move_iterator(d.logprobs.end()));
+        return;
+      }
+      StartStreamLocked();
+      json logprobs = req_.params.logprobs ? ChatLogprobs(d.logprobs) : json(nullptr);
+      if (!ex_->Write(SseEvent(Chunk({{"content", d.text}}, nullptr, logprobs)))) {
+        closed_ = true;
+        gone = true;
+      }
+    }
+    if (gone) CancelGeneration();
+  }
+
+  void OnEnd(const absl::Status& status, GenerateResult&& r) override {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!r.model.empty()) model_ = r.model;
+      if (!closed_) {
+        closed_ = true;
+        if (!status.ok()) {
+          FailLocked(status);
+        } else if (req_.stream) {
+          StartStreamLocked();
+          ex_->Write(SseEvent(Chunk(json::object(), OpenAiFinishReason(r.finish_reason), nullptr)));
+          if (req_.include_usage) {
+            json u = ChunkBase();
+            u["choices"] = json::array();
+            u["usage"] = UsageJson(r.usage, r.usage.completion_tokens());
+            ex_->Write(SseEvent(DumpJson(u)));
+          }
+          ex_->Write(SseEvent("[DONE]"));
+          ex_->End();
+        } else {
+          json choice = {{"index", 0},
+                         {"message", {{"role", "assistant"}, {"content", text_}}},
+                         {"finish_reason", OpenAiFinishReason(r.finish_reason)},
+                         {"logprobs", req_.params.logprobs ? ChatLogprobs(lps_) : json(nullptr)}};
+          json resp = {{"id", id_},
+                       {"object", "chat.completion"},
+                       {"created", created_},
+                       {"model", r.model},
+                       {"choices", json::array({choice})},
+                       {"usage", UsageJson(r.usage, r.usage.completion_tokens())},
+                       {"system_fingerprint", SystemFingerprint()}};
+          RespondJson(ex_, 200, resp, request_id_);
+        }
+      }
+    }
+    api_->CountRequest("http_chat_completions", status);
+    api_->Untrack(this);  // may free this object: last
+  }
+
+  bool Abort(const absl::Status& status) override {
+    bool was_open;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      was_open = !closed_;
+      if (was_open) {
+        closed_ = true;
+        FailLocked(status);
+      }
+    }
+    CancelGeneration();
+    return was_open;
+  }
+
+ private:
+  void CancelGeneration() {
+    std::shared_ptr<Generation> g;
+    {
+      std::lock_guard<std::mutex> l(gen_mu_);
+      cancelled_ = true;
+      g = generation_;
+    }
+    if (g) g->Cancel();
+  }
+
+  json ChunkBase() const {
+    return {{"id", id_},
+            {"object", "chat.completion.chunk"},
+            {"created", created_},
+            {"model", model_},
+            {"system_fingerprint", SystemFingerprint()}};
+  }
+
+  std::string Chunk(const json& delta, const json& finish, const json& logprobs) const {
+    json c = ChunkBase();
+    c["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", finish}}});
+    return DumpJson(c);
+  }
+
+  void StartStreamLocked() {
+    if (started_) return;
+    started_ = true;
+    HttpHeaders h = BaseHeaders(request_id_);
+    h.emplace_back("Cache-Control", "no-cache");
+    h.emplace_back("X-Accel-Buffering", "no");
+    ex_->StartStream(200, "text/event-stream", std::move(h));
+    ex_->Write(SseEvent(Chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr)));
+  }
+
+  // An error before anything was sent: its HTTP status; after: an SSE error event.
+  void FailLocked(const absl::Status& status) {
+    if (!started_) {
+      RespondError(ex_, status, request_id_);
+      return;
+    }
+    ex_->Write(SseEvent(DumpJson(OpenAiError(status))));
+    ex_->Write(SseEvent("[DONE]"));
+    ex_->End();
+  }
+
+  HttpApi* const api_;
+  const std::shared_ptr<HttpExchange> ex_;
+  ChatCompletionRequest req_;
+  AdmissionLease lease_;
+  const std::string request_id_;
+  const std::string id_;
+  const int64_t created_;
+
+  std::mutex mu_;  // the response; never held together with gen_mu_
+  std::string model_;
+  bool started_ = false;
+  bool closed_ = false;
+  std::string text_;
+  std::vector<phi::v1::PositionLogprobs> lps_;
+
+  std::mutex gen_mu_;
+  bool cancelled_ = false;
+  std::shared_ptr<Generation> generation_;
+};
+
+// One legacy completion request: one generation per prompt, all at once; the response (or the
+// stream's last chunks) once every prompt has ended.
+class HttpApi::CompletionCall final : public HttpApi::LiveCall,
+                                      public std::enable_shared_from_this<HttpApi::CompletionCall> {
+ public:
+  CompletionCall(HttpApi* api, std::shared_ptr<HttpExchange> ex, CompletionRequest req, AdmissionLease lease,
+                 std::string request_id)
+      : api_(api),
+        ex_(std::move(ex)),
+        req_(std::move(req)),
+        lease_(std::move(lease)),
+        request_id_(std::move(request_id)),
+        id_(absl::StrCat("cmpl-", RandomHex())),
+        created_(UnixNow()),
+        model_(ModelForChunks(req_.model, api->generator_->pool())) {
+    prompts_.resize(req_.prompts.size());
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      prompts_[i].call = this;
+      prompts_[i].index = i;
+    }
+  }
+
+  // Runs on the blocking executor when a token-id prompt needs its text for echo.
+  void Begin() {
+    api_->Track(shared_from_this());
+    ex_->OnClientGone([weak = weak_from_this()] {
+      if (auto self = weak.lock()) self->CancelAll();
+    });
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      GenerateParams& p = req_.prompts[i];
+      p.request_id = prompts_.size() == 1 ? request_id_ : absl::StrCat(request_id_, "-", i);
+      if (req_.echo && p.echo_text.empty() && !p.prompt_ids.empty()) {
+        auto text = api_->generator_->tokenizer()->Decode(p.prompt_ids, false, Deadline::max());
+        if (!text.ok()) {
+          FailBeforeStart(text.status());
+          return;
+        }
+        p.echo_text = *text;
+      }
+      prompts_[i].echo_text = p.echo_text;
+      if (req_.score_only) p.echo_text.clear();  // scoring: the prompt comes back once, with its logprobs
+    }
+    for (size_t i = 0; i < prompts_.size(); ++i) {
+      std::shared_ptr<Generation> g = api_->generator_->Start(req_.prompts[i], &prompts_[i]);
+      std::lock_guard<std::mutex> l(gen_mu_);
+      generations_.push_back(g);
+      if (cancelled_) g->Cancel();
+    }
+  }
+
+  bool Abort(const absl::Status& status) override {
+    bool was_open;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      was_open = !closed_;
+      if (was_open) {
+        closed_ = true;
+        FailLocked(status);
+      }
+    }
+    CancelAll();
+    return was_open;
+  }
+
+ private:
+  struct PromptSink final : public GenerationSink {
+    CompletionCall* call = nullptr;
+    size_t index = 0;
+    std::string echo_text;
+    std::string text;
+    std::vector<phi::v1::PositionLogprobs> lps, prompt_lps;
+    absl::Status status;
+    GenerateResult result;
+    void OnDelta(GenerateDelta&& d) override { call->OnPromptDelta(this, std::move(d)); }
+    void OnEnd(const absl::Status& s, GenerateResult&& r) override { call->OnPromptEnd(this, s, std::move(r)); }
+  };
+
+  void CancelAll() {
+    std::vector<std::shared_ptr<Generation>> gs;
+    {
+      std::lock_guard<std::mutex> l(gen_mu_);
+      cancelled_ = true;
+      gs = generations_;
+    }
+    for (auto& g : gs) g->Cancel();
+  }
+
+  void FailBeforeStart(const absl::Status& s) {
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!closed_) {
+        closed_ = true;
+        FailLocked(s);
+      }
+    }
+    api_->CountRequest("http_completions", s);
+    api_->Untrack(this);
+  }
+
+  void OnPromptDelta(PromptSink* p, GenerateDelta&& d) {
+    bool gone = false;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (closed_) return;
+      p->prompt_lps.insert(p->prompt_lps.end(), std::make_move_iterator(d.prompt_logprobs.begin()),
+                           std::make_move_iterator(d.prompt_logprobs.end()));
+      if (req_.score_only) return;
+      p->lps.insert(p->lps.end(), std::make_move_iterator(d.logprobs.begin()),
+                    std::make_move_iterator(d.logprobs.end()));
+      if (!req_.stream) {
+        p->text += d.text;
+        return;
+      }
+      StartStreamLocked();
+      if (!ex_->Write(SseEvent(Chunk(p->index, d.text, nullptr, nullptr)))) {
+        closed_ = true;
+        gone = true;
+      }
+    }
+    if (gone) CancelAll();
+  }
+
+  void OnPromptEnd(PromptSink* p, const absl::Status& s, GenerateResult&& r) {
+    bool last;
+    bool failed;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      p->status = s;
+      p->result = std::move(r);
+      if (!p->result.model.empty()) model_ = p->result.model;
+      last = ++ended_ == prompts_.size();
+      failed = !s.ok() && first_error_.ok();
+      if (failed) first_error_ = s;
+    }
+    if (failed) CancelAll();  // one prompt failed: the request fails, stop the others
+    if (!last) return;
+    // The logprob texts of echoed prompts may need tokenizer calls: off gRPC's threads.
+    auto self = shared_from_this();
+    api_->blocking_->Post([self] { self->Finish(); });
+  }
+
+  json LegacyLogprobs(PromptSink* p) {
+    json tokens = json::array(), token_lps = json::array(), tops = json::array(), offsets = json::array();
+    size_t offset = 0;
+    auto add = [&](const phi::v1::PositionLogprobs* pos, const std::string& tok_text) {
+      tokens.push_back(tok_text);
+      offsets.push_back(offset);
+      offset += tok_text.size();
+      if (!pos) {
+        token_lps.push_back(nullptr);
+        tops.push_back(nullptr);
+        return;
+      }
+      token_lps.push_back(pos->token().logprob());
+      json top = json::object();
+      for (const auto& t : pos->top()) top[t.text()] = t.logprob();
+      if (top.empty()) top[pos->token().text()] = pos->token().logprob();
+      tops.push_back(top);
+    };
+    const GenerateParams& params = req_.prompts[p->index];
+    if (req_.echo) {
+      // The first prompt token has no logprob (nothing precedes it); its text comes from its id.
+      int32_t first = -1;
+      if (!params.prompt_ids.empty()) {
+        first = params.prompt_ids[0];
+      } else if (!p->prompt_lps.empty()) {
+        auto enc = api_->generator_->tokenizer()->Encode(params.prompt, params.parse_special, Deadline::max());
+        if (enc.ok() && !enc->empty()) first = (*enc)[0];
+      }
+      if (first >= 0) {
+        auto text = api_->generator_->tokenizer()->DecodeEach({first}, Deadline::max());
+        add(nullptr, text.ok() && !text->empty() ? (*text)[0] : "");
+      }
+      for (const auto& pl : p->prompt_lps) add(&pl, pl.token().text());
+    }
+    if (!req_.score_only) {
+      for (const auto& l : p->lps) add(&l, l.token().text());
+    }
+    return {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
+  }
+
+  // Every prompt has ended (on the blocking executor).
+  void Finish() {
+    absl::Status status;
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      status = first_error_;
+    }
+    std::vector<json> logprobs(prompts_.size());
+    if (status.ok() && req_.prompts[0].logprobs) {
+      for (size_t i = 0; i < prompts_.size(); ++i) logprobs[i] = LegacyLogprobs(&prompts_[i]);
+    }
+    {
+      std::lock_guard<std::mutex> l(mu_);
+      if (!closed_) {
+        closed_ = true;
+        if (!status.ok()) {
+          FailLocked(status);
+        } else {
+          FinishLocked(logprobs);
+        }
+      }
+    }
+    api_->CountRequest("http_completions", status);
+    api_->Untrack(this);
+  }
+
+  void FinishLocked(std::vector<json>& logprobs) {
+    phi::v1::Usage usage;
+    int64_t completion_tokens = 0;
+    for (const PromptSink& p : prompts_) {
+      usage.set_prompt_tokens(usage.prompt_tokens() + p.result.usage.prompt_tokens());
+      usage.set_cached_prompt_tokens(usage.cached_prompt_tokens() + p.result.usage.cached_prompt_tokens());
+      if (!req_.score_only) completion_tokens += p.result.usage.completion_tokens();
+    }
+    if (req_.stream) {
+      StartStreamLocked();
+      for (PromptSink& p : prompts_) {
+        // Scoring only: the echoed prompt is the whole text.
+        std::string text = req_.score_only ? p.echo_text : "";
+        ex_->Write(SseEvent(Chunk(p.index, text, logprobs[p.index], OpenAiFinishReason(p.result.finish_reason))));
+      }
+      if (req_.include_usage) {
+        json u = ChunkBase();
+        u["choices"] = json::array();
+        u["usage"] = UsageJson(usage, completion_tokens);
+        ex_->Write(SseEvent(DumpJson(u)));
+      }
+      ex_->Write(SseEvent("[DONE]"));
+      ex_->End();
+      return;
+    }
+    json choices = json::array();
+    for (PromptSink& p : prompts_) {
+      choices.push_back({{"index", p.index},
+                         {"text", req_.score_only ? p.echo_text : p.text},
+                         {"logprobs", std::move(logprobs[p.index])},
+                         {"finish_reason", OpenAiFinishReason(p.result.finish_reason)}});
+    }
+    json resp = ChunkBase();
+    resp["choices"] = std::move(choices);
+    resp["usage"] = UsageJson(usage, completion_tokens);
+    RespondJson(ex_, 200, resp, request_id_);
+  }
+
+  json ChunkBase() const {
+    return {{"id", id_},
+            {"object", "text_completion"},
+            {"created", created_},
+            {"model", model_},
+            {"system_fingerprint", SystemFingerprint()}};
+  }
+
+  std::string Chunk(size_t index, const std::string& text, const json& logprobs, const json& finish) const {
+    json c = ChunkBase();
+    c["choices"] =
+        json::array({{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}});
+    return DumpJson(c);
+  }
+
+  void StartStreamLocked() {
+    if (started_) return;
+    started_ = true;
+    HttpHeaders h = BaseHeaders(request_id_);
+    h.emplace_back("Cache-Control", "no-cache");
+    h.emplace_back("X-Accel-Buffering", "no");
+    ex_->StartStream(200, "text/event-stream", std::move(h));
+  }
+
+  void FailLocked(const absl::Status& status) {
+    if (!started_) {
+      RespondError(ex_, status, request_id_);
+      return;
+    }
+    ex_->Write(SseEvent(DumpJson(OpenAiError(status))));
+    ex_->Write(SseEvent("[DONE]"));
+    ex_->End();
+  }
+
+  HttpApi* const api_;
+  const std::shared_ptr<HttpExchange> ex_;
+  CompletionRequest req_;
+  AdmissionLease lease_;
+  const std::string request_id_;
+  const std::string id_;
+  const int64_t created_;
+  std::vector<PromptSink> prompts_;  // sized once: generations hold pointers into it
+
+  std::mutex mu_;
+  std::string model_;
+  bool started_ = false;
+  bool closed_ = false;
+  size_t ended_ = 0;
+  absl::Status first_error_;
+
+  std::mutex gen_mu_;
+  bool cancelled_ = false;
+  std::vector<std::shared_ptr<Generation>> generations_;
+};
 
 absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, Generator* generator,
-                                                        Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml) {
-  std::call_once(g_civetweb_init, [] { mg_init_library(0); });
+                                                        Auth* auth, GatewayMetrics* metrics,
+                                                        metrics::Registry* registry, ChatmlOptions chatml) {
   std::unique_ptr<HttpApi> api(new HttpApi());
   api->generator_ = generator;
   api->auth_ = auth;
   api->metrics_ = metrics;
   api->chatml_ = std::move(chatml);
-  api->tls_ = options.tls;
-  const bool tls = !options.tls.cert_file.empty() || !options.tls.key_file.empty();
-  if (tls) {
-    if (options.tls.cert_file.empty() || options.tls.key_file.empty()) {
-      return absl::InvalidArgumentError("--tls-cert and --tls-key go together");
-    }
-    if (absl::Status s = InitCivetwebTls(); !s.ok()) return s;
-    if (absl::Status s = CheckTlsFiles(options.tls); !s.ok()) return s;
-  }
-  // civetweb's port syntax: "[addr:]port", with "s" for an HTTPS-only port.
-  std::string listen = (options.host.empty() || options.host == "0.0.0.0") ? std::to_string(options.port)
-                                                                           : absl::StrCat(options.host, ":", options.port);
-  if (tls) listen += "s";
-  std::string threads = std::to_string(options.threads);
-  std::vector<const char*> opts = {"listening_ports", listen.c_str(), "num_threads", threads.c_str(),
-                                   "enable_keep_alive", "yes", "request_timeout_ms", "3600000"};
-  opts.push_back(nullptr);
-  mg_callbacks callbacks{};
-  callbacks.log_message = [](const mg_connection*, const char* msg) {
-    PHI_LOG(WARNING, "http_server").Str("message", msg);
-    return 1;
-  };
-  // The certificate and key are loaded by us (separate files, errors naming them), not from
-  // civetweb's ssl_certificate option (one file holding both).
-  if (tls) callbacks.init_ssl = &ConfigureCivetwebSslContext;
-  api->ctx_ = mg_start(&callbacks, tls ? &api->tls_ : nullptr, opts.data());
-  if (!api->ctx_) {
-    return absl::UnavailableError(absl::StrCat("HTTP API cannot listen on ", options.host, ":", options.port,
-                                               " (port in use or not permitted)"));
-  }
-  mg_server_port ports[1];
-  if (mg_get_server_ports(api->ctx_, 1, ports) >= 1) api->port_ = ports[0].port;
-  mg_set_request_handler(api->ctx_, "/", &HttpApi::Handle, api.get());
+  api->limits_ = options.limits;
+  api->blocking_ = std::make_unique<BlockingExecutor>(options.tokenizer_call_threads);
+  api->rejected_ = &registry->AddCounter("phi_gateway_http_rejected_total",
+                                         "HTTP connections or requests the server refused or cut, by reason",
+                                         {"reason"});
+  HttpApi* self = api.get();
+  auto server = HttpServer::Start(
+      options.server, [self](std::shared_ptr<HttpExchange> ex) { self->Handle(std::move(ex)); },
+      [self](std::string_view reason) { self->rejected_->WithLabels({std::string(reason)}).Inc(); });
+  if (!server.ok()) return server.status();
+  api->server_ = std::move(*server);
+  auto* connections = &registry->AddGauge("phi_gateway_http_connections", "Open HTTP connections").Get();
+  auto* exchanges =
+      &registry->AddGauge("phi_gateway_http_requests_open", "HTTP requests whose response has not finished").Get();
+  HttpServer* srv = api->server_.get();
+  registry->AddCollector([connections, exchanges, srv] {
+    connections->Set(srv->open_connections());
+    exchanges->Set(srv->active_exchanges());
+  });
   return api;
 }
 
 HttpApi::~HttpApi() {
-  if (ctx_) mg_stop(ctx_);
+  if (server_) server_->Stop();
 }
 
-int HttpApi::Handle(mg_connection* conn, void* self) {
-  auto* api = static_cast<HttpApi*>(self);
-  api->in_flight_.fetch_add(1);
-  int code = api->Dispatch(conn);
-  api->in_flight_.fetch_sub(1);
-  return code;
+void HttpApi::StopAccepting() {
+  draining_.store(true);
+  server_->StopAccepting();
 }
 
-bool HttpApi::Drain(double seconds) {
-  auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
-  while (in_flight_.load() > 0 && std::chrono::steady_clock::now() < until) {
+int HttpApi::Drain(double seconds) {
+  const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
+  auto open = [this] {
+    std::lock_guard<std::mutex> l(calls_mu_);
+    return calls_.size();
+  };
+  while (open() > 0 && std::chrono::steady_clock::now() < until) {
     std::this_thread::sleep_for(std::chrono::milliseconds(10));
   }
-  return in_flight_.load() == 0;
+  std::vector<std::shared_ptr<LiveCall>> left;
+  {
+    std::lock_guard<std::mutex> l(calls_mu_);
+    for (auto& [ptr, call] : calls_) left.push_back(call);
+  }
+  int cut = 0;
+  const absl::Status shutdown = absl::UnavailableError("the gateway is shutting down: its drain grace ran out");
+  for (auto& call : left) cut += call->Abort(shutdown) ? 1 : 0;
+  // Let the I/O threads write the error events out before the sockets close.
+  const auto flush_until = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  while (server_->active_exchanges() > 0 && std::chrono::steady_clock::now() < flush_until) {
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return cut;
 }
 
-int HttpApi::Dispatch(mg_connection* conn) {
-  const mg_request_info* info = mg_get_request_info(conn);
-  const std::string method = info->request_method, uri = info->local_uri ? info->local_uri : "";
-  const char* auth_header = mg_get_header(conn, "Authorization");
-  const std::string auth = auth_header ? auth_header : "";
-  if (uri == "/health" || uri == "/healthz") {
-    bool ok = !draining_.load() && !generator_->pool()->Models().empty();
-    Reply(conn, ok ? 200 : 503, ok ? "{\"status\":\"ok\"}" : "{\"status\":\"unavailable\"}");
-    return ok ? 200 : 503;
-  }
-  if (uri == "/v1/models") {
-    if (method != "GET") return ReplyError(conn, absl::InvalidArgumentError("GET /v1/models only")), 405;
-    return Models(conn, auth);
-  }
-  if (uri != "/v1/chat/completions" && uri != "/v1/completions") {
-    return ReplyError(conn, absl::NotFoundError(absl::StrCat("no route ", method, " ", uri)));
-  }
-  if (method != "POST") {
-    Reply(conn, 405, OpenAiError(absl::InvalidArgumentError(absl::StrCat(uri, ": use POST"))).dump());
-    return 405;
-  }
-  if (draining_.load()) return ReplyError(conn, absl::UnavailableError("the gateway is shutting down"));
-  std::string body;
-  char buf[16384];
-  int n;
-  while ((n = mg_read(conn, buf, sizeof buf)) > 0) {
-    body.append(buf, n);
-    if (body.size() > (64u << 20)) return ReplyError(conn, absl::InvalidArgumentError("body: larger than 64 MiB"));
-  }
-  json j = json::parse(body, nullptr, /*allow_exceptions=*/false);
-  if (j.is_discarded()) return ReplyError(conn, absl::InvalidArgumentError("body: not valid JSON"));
-  return uri == "/v1/chat/completions" ? ChatCompletions(conn, j, auth) : Completions(conn, j, auth);
+void HttpApi::Track(std::shared_ptr<LiveCall> call) {
+  std::lock_guard<std::mutex> l(calls_mu_);
+  LiveCall* key = call.get();
+  calls_.emplace(key, std::move(call));
 }
 
-int HttpApi::Models(mg_connection* conn, const std::string& auth) {
-  absl::Status s = auth_->Check(auth);
-  metrics_->CountRequest("http_models", std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
-  if (!s.ok()) return ReplyError(conn, s);
-  json data = json::array();
-  for (const auto& m : generator_->pool()->Models()) {
-    data.push_back({{"id", m.name}, {"object", "model"}, {"created", 0}, {"owned_by", "phi-serve"},
-                    {"max_context_tokens", m.max_context_tokens}});
-  }
-  Reply(conn, 200, json{{"object", "list"}, {"data", data}}.dump());
-  return 200;
+void HttpApi::Untrack(LiveCall* call) {
+  std::shared_ptr<LiveCall> last;  // destroyed outside the lock
+  std::lock_guard<std::mutex> l(calls_mu_);
+  auto it = calls_.find(call);
+  if (it == calls_.end()) return;
+  last = std::move(it->second);
+  calls_.erase(it);
 }
 
-int HttpApi::ChatCompletions(mg_connection* conn, const json& body, const std::string& auth) {
+void HttpApi::CountRequest(const std::string& route, const absl::Status& s) {
+  metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
+}
+
+void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {
+  const HttpRequest& req = ex->request();
+  const std::string request_id = RequestIdFor(req);
+  const std::string& path = req.path;
+  const bool get = req.method == "GET" || req.method == "HEAD";
+  auto method_not_allowed = [&](const char* allowed) {
+    HttpHeaders h = BaseHeaders(request_id);
+    h.emplace_back("Allow", allowed);
+    ex->Respond(405, kJson,
+                DumpJson(OpenAiError(absl::InvalidArgumentError(absl::StrCat(path, ": use ", allowed))) ),
+                std::move(h));
+  };
+  if (path == "/health" || path == "/healthz") {
+    const bool ok = !draining_.load() && !generator_->pool()->Models().empty();
+    RespondJson(ex, ok ? 200 : 503, json{{"status", ok ? "ok" : "unavailable"}}, request_id);
+    return;
+  }
+  if (path == "/v1/models" || absl::StartsWith(path, kModelsPrefix)) {
+    if (!get) return method_not_allowed("GET");
+    return Models(ex, request_id, path == "/v1/models" ? "" : path.substr(sizeof(kModelsPrefix) - 1));
+  }
+  using Route = void (HttpApi::*)(const std::shared_ptr<HttpExchange>&, const std::string&);
+  Route route = nullptr;
+  if (path == "/v1/chat/completions") route = &HttpApi::ChatCompletions;
+  if (path == "/v1/completions") route = &HttpApi::Completions;
+  if (path == "/tokenize") route = &HttpApi::Tokenize;
+  if (path == "/detokenize") route = &HttpApi::Detokenize;
+  if (!route) {
+    RespondError(ex, absl::NotFoundError(absl::StrCat("no route ", req.method, " ", path)), request_id);
+    return;
+  }
+  if (req.method != "POST") return method_not_allowed("POST");
+  if (draining_.load()) {
+    RespondError(ex, absl::UnavailableError("the gateway is shutting down"), request_id);
+    return;
+  }
+  (this->*route)(ex, request_id);
+}
+
+void HttpApi::Models(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id, const std::string& one) {
+  absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
+  if (s.ok()) {
+    json data = json::array();
+    for (const auto& m : generator_->pool()->Models()) {
+      json model = {{"id", m.name},
+                    {"object", "model"},
+                    {"created", 0},
+                    {"owned_by", "phi-serve"},
+                    {"max_model_len", m.max_context_tokens},
+                    {"max_context_tokens", m.max_context_tokens}};
+      if (one.empty()) {
+        data.push_back(std::move(model));
+      } else if (m.name == one) {
+        CountRequest("http_models", s);
+        RespondJson(ex, 200, model, request_id);
+        return;
+      }
+    }
+    if (one.empty()) {
+      CountRequest("http_models", s);
+      RespondJson(ex, 200, json{{"object", "list"}, {"data", data}}, request_id);
+      return;
+    }
+    s = absl::NotFoundError(absl::StrCat("model: '", one.substr(0, 256), "' is not served here (GET /v1/models)"));
+  }
+  CountRequest("http_models", s);
+  RespondError(ex, s, request_id);
+}
+
+void HttpApi::ChatCompletions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   const std::string route = "http_chat_completions";
-  auto count = [&](const absl::Status& s) {
-    metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
-  };
-  absl::StatusOr<AdmissionLease> lease = auth_->Admit(auth);
-  if (!lease.ok()) return count(lease.status()), ReplyError(conn, lease.status());
-  absl::StatusOr<GenerateParams> params = ParamsFromOpenAiChat(body, chatml_);
-  if (!params.ok()) return count(params.status()), ReplyError(conn, params.status());
-  const bool stream = body.value("stream", false);
-  bool include_usage = false;
-  if (body.contains("stream_options") && body["stream_options"].is_object()) {
-    include_usage = body["stream_options"].value("include_usage", false);
-  }
-  const std::string id = absl::StrCat("chatcmpl-", next_id_.fetch_add(1));
-  const int64_t created = UnixNow();
-  GenerateResult r;
-  if (!stream) {
-    std::string text;
-    std::vector<phi::v1::PositionLogprobs> lps;
-    absl::Status s = generator_->Run(*params,
-                                     [&](GenerateDelta&& d) {
-                                       text += d.text;
-                                       lps.insert(lps.end(), d.logprobs.begin(), d.logprobs.end());
-                                       return true;
-                                     },
-                                     &r);
-    count(s);
-    if (!s.ok()) return ReplyError(conn, s);
-    json choice = {{"index", 0},
-                   {"message", {{"role", "assistant"}, {"content", text}}},
-                   {"finish_reason", OpenAiFinishReason(r.finish_reason)},
-                   {"logprobs", params->logprobs ? ChatLogprobs(lps) : json(nullptr)}};
-    json resp = {{"id", id}, {"object", "chat.completion"}, {"created", created}, {"model", r.model},
-                 {"choices", json::array({choice})},
-                 {"usage", {{"prompt_tokens", r.usage.prompt_tokens()},
-                            {"completion_tokens", r.usage.completion_tokens()},
-                            {"total_tokens", r.usage.prompt_tokens() + r.usage.completion_tokens()}}},
-                 {"system_fingerprint", nullptr}};
-    Reply(conn, 200, resp.dump());
-    return 200;
-  }
-  // Streaming: headers go out with the first event, so errors found before
-  // generation starts (validation, no worker) still get a proper status code.
-  bool started = false;
-  std::string model;
-  auto chunk = [&](const json& delta, const json& finish, const json& logprobs) {
-    json c = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", r.model},
-              {"choices", json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs},
-                                        {"finish_reason", finish}}})}};
-    return c.dump();
-  };
-  absl::Status s = generator_->Run(*params,
-                                   [&](GenerateDelta&& d) {
-                                     if (!started) {
-                                       started = true;
-                                       StartSse(conn);
-                                       if (!SendEvent(conn, chunk({{"role", "assistant"}, {"content", ""}}, nullptr,
-                                                                  nullptr))) {
-                                         return false;
-                                       }
-                                     }
-                                     return SendEvent(conn, chunk({{"content", d.text}}, nullptr,
-                                                                  params->logprobs ? ChatLogprobs(d.logprobs)
-                                                                                   : json(nullptr)));
-                                   },
-                                   &r);
-  count(s);
-  if (!s.ok()) {
-    if (!started) return ReplyError(conn, s);
-    SendEvent(conn, OpenAiError(s).dump());  // error after the stream began
-    return 200;
-  }
-  if (!started) {
-    StartSse(conn);
-    SendEvent(conn, chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr));
-  }
-  SendEvent(conn, chunk(json::object(), OpenAiFinishReason(r.finish_reason), nullptr));
-  if (include_usage) {
-    json u = {{"id", id}, {"object", "chat.completion.chunk"}, {"created", created}, {"model", r.model},
-              {"choices", json::array()},
-              {"usage", {{"prompt_tokens", r.usage.prompt_tokens()},
-                         {"completion_tokens", r.usage.completion_tokens()},
-                         {"total_tokens", r.usage.prompt_tokens() + r.usage.completion_tokens()}}}};
-    SendEvent(conn, u.dump());
-  }
-  SendEvent(conn, "[DONE]");
-  return 200;
+  absl::StatusOr<AdmissionLease> lease = auth_->Admit(std::string(ex->request().Header("Authorization")));
+  if (!lease.ok()) return CountRequest(route, lease.status()), RespondError(ex, lease.status(), request_id);
+  absl::StatusOr<ChatCompletionRequest> req = ParseChatCompletionRequest(ex->request().body, chatml_, limits_);
+  if (!req.ok()) return CountRequest(route, req.status()), RespondError(ex, req.status(), request_id);
+  auto call = std::make_shared<ChatCall>(this, ex, std::move(*req), std::move(*lease), request_id);
+  call->Begin();
 }
 
-int HttpApi::Completions(mg_connection* conn, const json& body, const std::string& auth) {
+void HttpApi::Completions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   const std::string route = "http_completions";
-  auto count = [&](const absl::Status& s) {
-    metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
-  };
-  absl::StatusOr<AdmissionLease> lease = auth_->Admit(auth);
-  if (!lease.ok()) return count(lease.status()), ReplyError(conn, lease.status());
-  absl::StatusOr<std::vector<GenerateParams>> all = ParamsFromOpenAiCompletion(body);
-  if (!all.ok()) return count(all.status()), ReplyError(conn, all.status());
-  const bool stream = body.value("stream", false);
-  const bool echo = body.value("echo", false);
-  const std::string id = absl::StrCat("cmpl-", next_id_.fetch_add(1));
-  const int64_t created = UnixNow();
-  json choices = json::array();
-  int64_t prompt_tokens = 0, completion_tokens = 0;
-  std::string model;
-  bool started = false;
-  for (size_t i = 0; i < all->size(); ++i) {
-    GenerateParams& p = (*all)[i];
-    // max_tokens 0 with echo (scoring only): generate one token, return none.
-    const bool score_only = p.stopping.max_new_tokens() == 0;
-    if (score_only) {
-      if (!echo) {
-        absl::Status s = Invalid("max_tokens: 0 is allowed only with echo");
-        return count(s), ReplyError(conn, s);
-      }
-      p.stopping.set_max_new_tokens(1);
-    }
-    if (echo && p.echo_text.empty() && !p.prompt_ids.empty()) {
-      auto text = generator_->tokenizer()->Decode(p.prompt_ids, false, Deadline::max());
-      if (!text.ok()) return count(text.status()), ReplyError(conn, text.status());
-      p.echo_text = *text;
-    }
-    std::string echo_text = p.echo_text;
-    if (score_only) p.echo_text.clear();
-    GenerateResult r;
-    std::string text;
-    std::vector<phi::v1::PositionLogprobs> prompt_lps, lps;
-    absl::Status s = generator_->Run(
-        p,
-        [&](GenerateDelta&& d) {
-          prompt_lps.insert(prompt_lps.end(), d.prompt_logprobs.begin(), d.prompt_logprobs.end());
-          if (score_only) return true;
-          lps.insert(lps.end(), d.logprobs.begin(), d.logprobs.end());
-          if (!stream) {
-            text += d.text;
-            return true;
-          }
-          if (!started) {
-            started = true;
-            StartSse(conn);
-          }
-          json c = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", r.model},
-                    {"choices", json::array({{{"index", i}, {"text", d.text}, {"logprobs", nullptr},
-                                              {"finish_reason", nullptr}}})}};
-          return SendEvent(conn, c.dump());
-        },
-        &r);
-    count(s);
-    if (!s.ok()) {
-      if (!started) return ReplyError(conn, s);
-      SendEvent(conn, OpenAiError(s).dump());
-      return 200;
-    }
-    model = r.model;
-    prompt_tokens += r.usage.prompt_tokens();
-    completion_tokens += score_only ? 0 : r.usage.completion_tokens();
-    if (score_only) text = echo_text;
-    json logprobs = nullptr;
-    if (p.logprobs) {
-      // Legacy completions logprobs: parallel arrays over the returned tokens.
-      json tokens = json::array(), token_lps = json::array(), tops = json::array(), offsets = json::array();
-      size_t offset = 0;
-      auto add = [&](const phi::v1::PositionLogprobs* pos, const std::string& tok_text) {
-        tokens.push_back(tok_text);
-        offsets.push_back(offset);
-        offset += tok_text.size();
-        if (!pos) {
-          token_lps.push_back(nullptr);
-          tops.push_back(nullptr);
-          return;
-        }
-        token_lps.push_back(pos->token().logprob());
-        json top = json::object();
-        for (const auto& t : pos->top()) top[t.text()] = t.logprob();
-        if (top.empty()) top[pos->token().text()] = pos->token().logprob();
-        tops.push_back(top);
-      };
-      if (echo) {
-        // The first prompt token has no logprob (nothing precedes it).
-        std::vector<int32_t> prompt_ids = p.prompt_ids;
-        if (prompt_ids.empty() && !prompt_lps.empty()) {
-          // Ids of the prompt: the first one is not in prompt_logprobs; recover it by encoding.
-          auto enc = generator_->tokenizer()->Encode(p.prompt, true, Deadline::max());
-          if (enc.ok()) prompt_ids = *enc;
-        }
-        if (!prompt_ids.empty()) {
-          auto first = generator_->tokenizer()->DecodeEach({prompt_ids[0]}, Deadline::max());
-          add(nullptr, first.ok() ? (*first)[0] : "");
-        }
-        for (const auto& pl : prompt_lps) add(&pl, pl.token().text());
-      }
-      if (!score_only || true) {
-        for (const auto& l : lps) add(&l, l.token().text());
-      }
-      logprobs = {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", tops},
-                  {"text_offset", offsets}};
-    }
-    if (!stream) {
-      choices.push_back({{"index", i}, {"text", text}, {"logprobs", logprobs},
-                         {"finish_reason", OpenAiFinishReason(r.finish_reason)}});
-    } else {
-      if (!started) {
-        started = true;
-        StartSse(conn);
-      }
-      json c = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", r.model},
-                {"choices", json::array({{{"index", i}, {"text", ""}, {"logprobs", logprobs},
-                                          {"finish_reason", OpenAiFinishReason(r.finish_reason)}}})}};
-      SendEvent(conn, c.dump());
-    }
+  absl::StatusOr<AdmissionLease> lease = auth_->Admit(std::string(ex->request().Header("Authorization")));
+  if (!lease.ok()) return CountRequest(route, lease.status()), RespondError(ex, lease.status(), request_id);
+  absl::StatusOr<CompletionRequest> req = ParseCompletionRequest(ex->request().body, limits_);
+  if (!req.ok()) return CountRequest(route, req.status()), RespondError(ex, req.status(), request_id);
+  bool needs_decode = false;
+  for (const auto& p : req->prompts) needs_decode |= req->echo && p.echo_text.empty() && !p.prompt_ids.empty();
+  auto call = std::make_shared<CompletionCall>(this, ex, std::move(*req), std::move(*lease), request_id);
+  if (needs_decode) {
+    blocking_->Post([call] { call->Begin(); }, /*ahead=*/true);
+  } else {
+    call->Begin();
   }
-  if (stream) {
-    SendEvent(conn, "[DONE]");
-    return 200;
-  }
-  json resp = {{"id", id}, {"object", "text_completion"}, {"created", created}, {"model", model},
-               {"choices", choices},
-               {"usage", {{"prompt_tokens", prompt_tokens}, {"completion_tokens", completion_tokens},
-                          {"total_tokens", prompt_tokens + completion_tokens}}}};
-  Reply(conn, 200, resp.dump());
-  return 200;
+}
+
+void HttpApi::Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
+  absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
+  if (!s.ok()) return CountRequest("http_tokenize", s), RespondError(ex, s, request_id);
+  absl::StatusOr<TokenizeRequest> req = ParseTokenizeRequest(ex->request().body, chatml_, limits_);
+  if (!req.ok()) return CountRequest("http_tokenize", req.status()), RespondError(ex, req.status(), request_id);
+  blocking_->Post([this, ex, request_id, req = std::move(*req)] {
+    int32_t max_model_len = 0;
+    for (const auto& m : generator_->pool()->Models()) {
+      if (req.model.empty() || m.name == req.model) max_model_len = m.max_context_tokens;
+    }
+    absl::StatusOr<std::vector<int32_t>> ids = generator_->tokenizer()->Encode(req.prompt, req.parse_special,
+                                                                               Deadline::max());
+    absl::StatusOr<std::vector<std::string>> strs = std::vector<std::string>();
+    if (ids.ok() && req.return_token_strs) strs = generator_->tokenizer()->DecodeEach(*ids, Deadline::max());
+    absl::Status st = ids.ok() ? strs.status() : ids.status();
+    CountRequest("http_tokenize", st);
+    if (!st.ok()) return RespondError(ex, st, request_id);
+    json body = {{"count", ids->size()}, {"max_model_len", max_model_len}, {"tokens", *ids},
+                 {"token_strs", req.return_token_strs ? json(*strs) : json(nullptr)}};
+    RespondJson(ex, 200, body, request_id);
+  });
+}
+
+void HttpApi::Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
+  absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
+  if (!s.ok()) return CountRequest("http_detokenize", s), RespondError(ex, s, request_id);
+  absl::StatusOr<DetokenizeRequest> req = ParseDetokenizeRequest(ex->request().body, limits_);
+  if (!req.ok()) return CountRequest("http_detokenize", req.status()), RespondError(ex, req.status(), request_id);
+  blocking_->Post([this, ex, request_id, req = std::move(*req)] {
+    absl::StatusOr<std::string> text = generator_->tokenizer()->Decode(req.tokens, false, Deadline::max());
+    CountRequest("http_detokenize", text.status());
+    if (!text.ok()) return RespondError(ex, text.status(), request_id);
+    RespondJson(ex, 200, json{{"prompt", *text}}, request_id);
+  });
 }
 
 }  // namespace phi::gateway

@@ -1,79 +1,97 @@
-// The OpenAI-compatible HTTP API on the gateway (civetweb + nlohmann JSON):
+// The OpenAI-compatible HTTP API on the gateway, served by HttpServer (http_server.h: event
+// driven, no thread per connection or stream):
 //   POST /v1/chat/completions   (stream: Server-Sent Events)
 //   POST /v1/completions        (echo + logprobs, prompts as text or token ids,
 //                                for lm-evaluation-harness's local-completions)
-//   GET  /v1/models, GET /health
-// Errors use OpenAI's shape {"error": {"message", "type", "param", "code"}}.
+//   GET  /v1/models, GET /v1/models/{id}
+//   POST /tokenize, POST /detokenize (vLLM's shapes)
+//   GET  /health
+// Bodies are parsed and validated by openai_request.h. Every generation runs through
+// Generator::Start with a sink that writes to the exchange from gRPC's threads; a client that
+// goes away cancels its generation. Errors use OpenAI's shape {"error": {"message", "type",
+// "param", "code"}}; every response carries X-Request-Id (the client's, or a new one).
 // ref: https://platform.openai.com/docs/api-reference/chat
 #ifndef PHI_SERVICES_GATEWAY_HTTP_API_H_
 #define PHI_SERVICES_GATEWAY_HTTP_API_H_
 
 #include <atomic>
 #include <memory>
+#include <mutex>
 #include <string>
+#include <unordered_map>
 
 #include <nlohmann/json.hpp>
 
 #include "absl/status/statusor.h"
+#include "services/common/metrics/registry.h"
 #include "services/gateway/auth.h"
+#include "services/gateway/blocking_executor.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generator.h"
-#include "services/gateway/http_tls.h"
-
-struct mg_context;
-struct mg_connection;
+#include "services/gateway/http_server.h"
+#include "services/gateway/openai_request.h"
 
 namespace phi::gateway {
 
 struct HttpApiOptions {
-  std::string host = "0.0.0.0";
-  int port = 8080;
-  int threads = 128;
-  // Both set: HTTPS only on `port` (see http_tls.h); both empty: plaintext.
-  HttpTlsFiles tls;
+  HttpServerOptions server;
+  OpenAiRequestLimits limits;
+  // Threads for the tokenizer calls some responses need (echo of token-id prompts, /tokenize).
+  int tokenizer_call_threads = 4;
 };
 
-// Request translation (exposed for unit tests): OpenAI JSON -> GenerateParams.
-// Errors are INVALID_ARGUMENT naming the JSON field.
-absl::StatusOr<GenerateParams> ParamsFromOpenAiChat(const nlohmann::json& body, const ChatmlOptions& chatml);
-// One GenerateParams per prompt (a string, a list of strings, a list of token
-// ids or a list of such lists).
-absl::StatusOr<std::vector<GenerateParams>> ParamsFromOpenAiCompletion(const nlohmann::json& body);
-// HTTP status and OpenAI error type for a status code.
+// HTTP status for a status code (INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
 int HttpStatusFor(absl::StatusCode code);
+// OpenAI's error object; "param" is the field named before ':' in the message.
 nlohmann::json OpenAiError(const absl::Status& status);
 std::string OpenAiFinishReason(phi::v1::FinishReason r);
+// JSON text of `j`; invalid UTF-8 in strings (a token that ends mid-character) becomes U+FFFD
+// instead of an exception.
+std::string DumpJson(const nlohmann::json& j);
 
 class HttpApi {
  public:
   static absl::StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, Generator* generator,
-                                                        Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml);
+                                                        Auth* auth, GatewayMetrics* metrics,
+                                                        metrics::Registry* registry, ChatmlOptions chatml);
   ~HttpApi();
-  int port() const { return port_; }
-  bool tls() const { return !tls_.cert_file.empty(); }
-  // New requests get 503 (draining); running ones finish.
-  void StopAccepting() { draining_.store(true); }
-  // Waits until no request is being served, up to `seconds`; true if none is left.
-  bool Drain(double seconds);
+  int port() const { return server_->port(); }
+  bool tls() const { return server_->tls(); }
+
+  // SIGTERM: the listener closes; requests on open connections get 503; running ones go on.
+  void StopAccepting();
+  // Waits up to `seconds` for the running requests to end, then ends the rest: a stream gets an
+  // SSE error event, a request that has sent nothing a 503. Returns how many were cut.
+  int Drain(double seconds);
+
+  class LiveCall;
 
  private:
-  HttpApi() = default;
-  static int Handle(mg_connection* conn, void* self);
-  int Dispatch(mg_connection* conn);
-  int ChatCompletions(mg_connection* conn, const nlohmann::json& body, const std::string& auth);
-  int Completions(mg_connection* conn, const nlohmann::json& body, const std::string& auth);
-  int Models(mg_connection* conn, const std::string& auth);
+  class ChatCall;
+  class CompletionCall;
 
-  mg_context* ctx_ = nullptr;
-  int port_ = 0;
+  HttpApi() = default;
+  void Handle(std::shared_ptr<HttpExchange> ex);
+  void Track(std::shared_ptr<LiveCall> call);
+  void Untrack(LiveCall* call);
+  void ChatCompletions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  void Completions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  void Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  void Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  void Models(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id, const std::string& one);
+  void CountRequest(const std::string& route, const absl::Status& s);
+
   Generator* generator_ = nullptr;
   Auth* auth_ = nullptr;
   GatewayMetrics* metrics_ = nullptr;
   ChatmlOptions chatml_;
-  HttpTlsFiles tls_;  // civetweb's init_ssl callback reads it (mg_start's user_data)
+  OpenAiRequestLimits limits_;
   std::atomic<bool> draining_{false};
-  std::atomic<int> in_flight_{0};
-  std::atomic<uint64_t> next_id_{1};
+  std::unique_ptr<BlockingExecutor> blocking_;
+  std::mutex calls_mu_;
+  std::unordered_map<LiveCall*, std::shared_ptr<LiveCall>> calls_;
+  metrics::Family<metrics::Counter>* rejected_ = nullptr;
+  std::unique_ptr<HttpServer> server_;  // last: stopped first, before what its handlers use
 };
 
 }  // namespace phi::gateway

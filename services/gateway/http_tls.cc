@@ -1,26 +1,12 @@
 #include "services/gateway/http_tls.h"
 
-#include <civetweb.h>
-#include <dlfcn.h>
 #include <openssl/err.h>
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
-#include <unistd.h>
 
 #include <memory>
-#include <mutex>
-#include <vector>
 
 #include "absl/strings/str_cat.h"
-
-// Set by CMake: where the build put the compatibility library, and its file name (looked for
-// next to the executable first, for installs that copy the two files together).
-#ifndef PHI_CIVETWEB_OPENSSL3_COMPAT_PATH
-#define PHI_CIVETWEB_OPENSSL3_COMPAT_PATH ""
-#endif
-#ifndef PHI_CIVETWEB_OPENSSL3_COMPAT_NAME
-#define PHI_CIVETWEB_OPENSSL3_COMPAT_NAME "libphi_civetweb_openssl3.so"
-#endif
 
 namespace phi::gateway {
 namespace {
@@ -33,14 +19,6 @@ std::string OpenSslError() {
     out = buf;
   }
   return out.empty() ? "unknown OpenSSL error" : out;
-}
-
-std::string ExecutableDir() {
-  std::vector<char> buf(4096);
-  ssize_t n = readlink("/proc/self/exe", buf.data(), buf.size() - 1);
-  if (n <= 0) return "";
-  std::string path(buf.data(), static_cast<size_t>(n));
-  return path.substr(0, path.rfind('/') + 1);
 }
 
 // Loads the certificate chain and key into `ctx`; the error names the flag and the file.
@@ -65,32 +43,7 @@ absl::Status Configure(SSL_CTX* ctx, const HttpTlsFiles& files) {
   return absl::OkStatus();
 }
 
-absl::Status LoadCivetwebTls() {
-  std::string tried;
-  for (const std::string& path :
-       {ExecutableDir() + PHI_CIVETWEB_OPENSSL3_COMPAT_NAME, std::string(PHI_CIVETWEB_OPENSSL3_COMPAT_PATH)}) {
-    if (path.empty()) continue;
-    // Kept loaded for the life of the process: civetweb holds pointers into it.
-    if (dlopen(path.c_str(), RTLD_NOW | RTLD_GLOBAL) != nullptr) {
-      tried.clear();
-      break;
-    }
-    const char* why = dlerror();
-    absl::StrAppend(&tried, tried.empty() ? "" : "; ", why ? why : path);
-  }
-  const unsigned features = mg_init_library(MG_FEATURES_TLS);
-  if ((features & MG_FEATURES_TLS) != 0) return absl::OkStatus();
-  return absl::FailedPreconditionError(
-      absl::StrCat("HTTPS: civetweb cannot load OpenSSL (libssl.so, libcrypto.so)",
-                   tried.empty() ? "" : absl::StrCat("; the OpenSSL 3 compatibility library did not load: ", tried)));
-}
-
 }  // namespace
-
-absl::Status InitCivetwebTls() {
-  static const absl::Status status = LoadCivetwebTls();
-  return status;
-}
 
 absl::Status CheckTlsFiles(const HttpTlsFiles& files) {
   std::unique_ptr<SSL_CTX, decltype(&SSL_CTX_free)> ctx(SSL_CTX_new(TLS_server_method()), &SSL_CTX_free);
@@ -101,12 +54,6 @@ absl::Status CheckTlsFiles(const HttpTlsFiles& files) {
 absl::Status ConfigureSslContext(ssl_ctx_st* ctx, const HttpTlsFiles& files) {
   if (ctx == nullptr) return absl::InternalError("TLS: no SSL_CTX");
   return Configure(ctx, files);
-}
-
-int ConfigureCivetwebSslContext(void* ssl_ctx, void* user_data) {
-  const auto* files = static_cast<const HttpTlsFiles*>(user_data);
-  if (files == nullptr || ssl_ctx == nullptr) return -1;
-  return Configure(static_cast<SSL_CTX*>(ssl_ctx), *files).ok() ? 1 : -1;
 }
 
 }  // namespace phi::gateway

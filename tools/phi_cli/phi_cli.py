@@ -268,14 +268,29 @@ class Launcher:
         raise SystemExit(f"phi up: {what} not healthy after {timeout:.0f} s ({last_err}); logs in {self.log_dir}")
 
 
+# The demo model: the tiny shape with Phi-1.5 Instruct's real tokenizer and its padded vocabulary
+# (51,200 output rows for 50,297 ids), so that what the stack encodes and decodes is what the real
+# model's would be. A folder made with other arguments (an older demo) is made again.
+DEMO_MODEL_ARGS = ["--preset", "tiny", "--tokenizer", "gpt2", "--vocab-size", "51200", "--dtype", "f32"]
+
+
 def ensure_demo_model(args):
     out = args.demo_dir or os.path.join(os.path.expanduser("~"), ".cache", "phi-serve", "demo-model")
-    if not os.path.exists(os.path.join(out, "config.json")):
-        print(f"phi up: no --model given; making the demo model in {out} (tools/make_model.py --preset tiny)")
+    stamp = os.path.join(out, ".phi-demo-args")
+    want = " ".join(DEMO_MODEL_ARGS)
+    try:
+        with open(stamp, encoding="utf-8") as f:
+            have = f.read()
+    except OSError:
+        have = None
+    if have != want or not os.path.exists(os.path.join(out, "config.json")):
+        print(f"phi up: no --model given; making the demo model in {out} (tools/make_model.py {want})")
         py = os.path.join(REPO, ".venv", "bin", "python3")
         py = py if os.path.exists(py) else sys.executable
-        subprocess.run([py, os.path.join(REPO, "tools", "make_model.py"), "--out", out, "--preset", "tiny",
-                        "--dtype", "f32"], check=True)
+        subprocess.run([py, os.path.join(REPO, "tools", "make_model.py"), "--out", out, *DEMO_MODEL_ARGS],
+                       check=True)
+        with open(stamp, "w", encoding="utf-8") as f:
+            f.write(want)
     return out
 
 

@@ -300,18 +300,30 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
   return true;
 }
 
-absl::Status Generation::FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps) {
+absl::Status Generation::FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps,
+                                   bool first_prompt_token) {
   std::vector<int32_t> want;
+  auto need = [&](int32_t id) {
+    if (!token_texts_.contains(id)) want.push_back(id);
+  };
+  if (first_prompt_token) need(ids_[0]);
   for (const auto& p : *lps) {
-    want.push_back(p.token().token_id());
-    for (const auto& t : p.top()) want.push_back(t.token_id());
+    need(p.token().token_id());
+    for (const auto& t : p.top()) need(t.token_id());
   }
-  auto texts = gen_->tokenizer_->DecodeEach(want, params_.deadline);
-  if (!texts.ok()) return texts.status();
-  size_t k = 0;
+  if (!want.empty()) {
+    // One DecodeEach for all of them: a few batched RPCs for a whole prompt, none per token.
+    absl::StatusOr<std::vector<std::string>> texts = gen_->tokenizer_->DecodeEach(want, params_.deadline);
+    if (!texts.ok()) return texts.status();
+    for (size_t k = 0; k < want.size(); ++k) token_texts_.try_emplace(want[k], std::move((*texts)[k]));
+  }
+  if (first_prompt_token) {
+    result_.prompt_first_token_id = ids_[0];
+    result_.prompt_first_token_text = token_texts_.at(ids_[0]);
+  }
   for (auto& p : *lps) {
-    p.mutable_token()->set_text((*texts)[k++]);
-    for (auto& t : *p.mutable_top()) t.set_text((*texts)[k++]);
+    p.mutable_token()->set_text(token_texts_.at(p.token().token_id()));
+    for (auto& t : *p.mutable_top()) t.set_text(token_texts_.at(t.token_id()));
   }
   return absl::OkStatus();
 }
@@ -332,8 +344,10 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
   google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs> logprobs;
   for (WorkerMessage& m : batch) {
     phi::v1::GenerateResponse& resp = m.message;
-    if (resp.prompt_logprobs_size() > 0) {
-      error_ = FillTexts(resp.mutable_prompt_logprobs());
+    // The prompt's entries come with the first message (none for a one-token prompt).
+    const bool first_prompt_token = params_.prompt_logprobs && result_.prompt_first_token_id < 0;
+    if (resp.prompt_logprobs_size() > 0 || first_prompt_token) {
+      error_ = FillTexts(resp.mutable_prompt_logprobs(), first_prompt_token);
       if (!error_.ok()) return ctx->TryCancel(), false;
       for (auto& p : *resp.mutable_prompt_logprobs()) delta.prompt_logprobs.push_back(std::move(p));
     }

@@ -13,6 +13,7 @@
 #include <optional>
 #include <span>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 #include <grpcpp/grpcpp.h>
@@ -65,7 +66,10 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void OnWorkerDone(const grpc::Status& status, bool hung);
   // The attempt's outcome once its stream has ended.
   absl::Status AttemptOutcome(const grpc::Status& status, bool hung);
-  absl::Status FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps);
+  // Sets the text of every entry's token and top alternatives (and of the prompt's first token
+  // when `first_prompt_token`), decoding only ids this request has not seen yet.
+  absl::Status FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps,
+                         bool first_prompt_token = false);
   void Emit(GenerateDelta&& delta);
   void Complete(absl::Status status);
 
@@ -74,6 +78,9 @@ class Generation : public std::enable_shared_from_this<Generation> {
   GenerationSink* const sink_;
   GenerateResult result_;
   std::vector<int32_t> ids_;
+  // Texts of the ids in this request's logprobs so far: the prompt's top alternatives repeat a
+  // lot. Bounded by the request's positions times (1 + top_logprobs).
+  std::unordered_map<int32_t, std::string> token_texts_;
   double t_start_ = 0;
   bool counted_in_flight_ = false;
   bool completed_ = false;

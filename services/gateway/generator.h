@@ -55,6 +55,11 @@ struct GenerateResult {
   phi::v1::Usage usage;
   phi::v1::Timings timings;
   uint64_t seed = 0;
+  // With prompt_logprobs: the prompt's first token, which has no logprob entry (nothing
+  // precedes it), so that echo can list every prompt token without encoding the prompt again.
+  // -1: not known.
+  int32_t prompt_first_token_id = -1;
+  std::string prompt_first_token_text;
 };
 
 struct GeneratorOptions {

@@ -489,20 +489,10 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       if (top.empty()) top[pos->token().text()] = pos->token().logprob();
       tops.push_back(top);
     };
-    const GenerateParams& params = req_.prompts[p->index];
     if (req_.echo) {
-      // The first prompt token has no logprob (nothing precedes it); its text comes from its id.
-      int32_t first = -1;
-      if (!params.prompt_ids.empty()) {
-        first = params.prompt_ids[0];
-      } else if (!p->prompt_lps.empty()) {
-        auto enc = api_->generator_->tokenizer()->Encode(params.prompt, params.parse_special, Deadline::max());
-        if (enc.ok() && !enc->empty()) first = (*enc)[0];
-      }
-      if (first >= 0) {
-        auto text = api_->generator_->tokenizer()->DecodeEach({first}, Deadline::max());
-        add(nullptr, text.ok() && !text->empty() ? (*text)[0] : "");
-      }
+      // The first prompt token has no logprob (nothing precedes it); the generation decoded its
+      // text with the prompt's others (echo with logprobs asks for prompt logprobs).
+      if (p->result.prompt_first_token_id >= 0) add(nullptr, p->result.prompt_first_token_text);
       for (const auto& pl : p->prompt_lps) add(&pl, pl.token().text());
     }
     if (!req_.score_only) {

@@ -2,6 +2,8 @@
 
 #include <sys/stat.h>
 
+#include <algorithm>
+
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
 #include "services/tokenizer/tokenizer_loader.h"
@@ -110,12 +112,24 @@ absl::StatusOr<std::string> TokenizerClient::Decode(const std::vector<int32_t>& 
   return resp.texts(0);
 }
 
-absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::vector<int32_t>& ids,
-                                                                     Deadline deadline) {
-  std::vector<std::string> out;
-  if (ids.empty()) return out;
+absl::Status TokenizerClient::LearnLimits(Deadline deadline) {
+  if (vocab_size_.load(std::memory_order_acquire) >= 0) return absl::OkStatus();
   if (local_) {
-    out.reserve(ids.size());
+    vocab_size_.store(static_cast<int32_t>(local_->vocab_size()), std::memory_order_release);
+    return absl::OkStatus();
+  }
+  absl::StatusOr<phi::v1::InfoResponse> info = Info(deadline);
+  if (!info.ok()) return info.status();
+  max_batch_.store(info->max_batch() > 0 ? info->max_batch() : kDefaultMaxBatch, std::memory_order_relaxed);
+  vocab_size_.store(info->vocab_size(), std::memory_order_release);
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeDistinct(const std::vector<int32_t>& ids,
+                                                                         Deadline deadline) {
+  std::vector<std::string> out;
+  out.reserve(ids.size());
+  if (local_) {
     for (int32_t id : ids) {
       auto text = local_->Decode({static_cast<uint32_t>(id)}, false);
       if (!text.ok()) return text.status();
@@ -123,16 +137,54 @@ absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::
     }
     return out;
   }
+  const size_t batch = static_cast<size_t>(max_batch_.load(std::memory_order_relaxed));
   phi::v1::DecodeRequest req;
-  for (int32_t id : ids) req.add_sequences()->add_ids(id);
   phi::v1::DecodeResponse resp;
-  grpc::Status s = WithFailover([&](size_t i) {
-    auto ctx = MakeContext(deadline);
-    return stubs_[i]->Decode(ctx.get(), req, &resp);
-  });
-  if (!s.ok()) return common::FromGrpcStatus(s);
-  out.assign(resp.texts().begin(), resp.texts().end());
-  if (out.size() != ids.size()) return absl::InternalError("tokenizer: Decode returned a wrong number of texts");
+  for (size_t begin = 0; begin < ids.size(); begin += batch) {
+    const size_t end = std::min(ids.size(), begin + batch);
+    req.Clear();
+    for (size_t k = begin; k < end; ++k) req.add_sequences()->add_ids(ids[k]);
+    grpc::Status s = WithFailover([&](size_t i) {
+      resp.Clear();
+      auto ctx = MakeContext(deadline);
+      return stubs_[i]->Decode(ctx.get(), req, &resp);
+    });
+    if (!s.ok()) return common::FromGrpcStatus(s);
+    if (static_cast<size_t>(resp.texts_size()) != end - begin) {
+      return absl::InternalError("tokenizer: Decode returned a wrong number of texts");
+    }
+    for (std::string& t : *resp.mutable_texts()) out.push_back(std::move(t));
+  }
+  return out;
+}
+
+absl::StatusOr<std::vector<std::string>> TokenizerClient::DecodeEach(const std::vector<int32_t>& ids,
+                                                                     Deadline deadline) {
+  std::vector<std::string> out;
+  if (ids.empty()) return out;
+  for (size_t i = 0; i < ids.size(); ++i) {
+    if (ids[i] < 0) return absl::InvalidArgumentError(absl::StrCat("token id ", ids[i], " is negative"));
+  }
+  if (absl::Status s = LearnLimits(deadline); !s.ok()) return s;
+  const int32_t vocab = vocab_size_.load(std::memory_order_acquire);
+  // A prompt's ids and their top alternatives repeat a lot: decode each distinct one once.
+  std::vector<int32_t> distinct;
+  distinct.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id < vocab) distinct.push_back(id);
+  }
+  std::sort(distinct.begin(), distinct.end());
+  distinct.erase(std::unique(distinct.begin(), distinct.end()), distinct.end());
+  absl::StatusOr<std::vector<std::string>> texts = DecodeDistinct(distinct, deadline);
+  if (!texts.ok()) return texts.status();
+  out.reserve(ids.size());
+  for (int32_t id : ids) {
+    if (id >= vocab) {
+      out.emplace_back();  // a padded output row: no text
+      continue;
+    }
+    out.push_back((*texts)[std::lower_bound(distinct.begin(), distinct.end(), id) - distinct.begin()]);
+  }
   return out;
 }
 

@@ -66,12 +66,17 @@ class TokenizerClient {
   absl::StatusOr<std::vector<int32_t>> Encode(const phi::v1::Prompt& prompt, bool parse_special, Deadline deadline);
   // Text of a whole id sequence.
   absl::StatusOr<std::string> Decode(const std::vector<int32_t>& ids, bool skip_special, Deadline deadline);
-  // Text of each id alone (for logprob entries).
+  // Text of each id alone (logprob entries, token strings), in order. Each distinct id is
+  // decoded once, in Decode calls of at most the service's max batch (from Info): any number
+  // of ids, a few RPCs. Ids at or past the tokenizer's vocabulary (a model's padded output
+  // rows) are ""; a negative id is INVALID_ARGUMENT.
   absl::StatusOr<std::vector<std::string>> DecodeEach(const std::vector<int32_t>& ids, Deadline deadline);
   absl::StatusOr<phi::v1::InfoResponse> Info(Deadline deadline);
   std::unique_ptr<DecodeSession> StartDecode(bool skip_special, Deadline deadline);
 
   const std::vector<std::string>& addresses() const { return addresses_; }
+  // phi-tokenizer's default --max-batch, for a service whose Info does not report its own.
+  static constexpr int32_t kDefaultMaxBatch = 256;
 
   // Optional fast path: the same tokenizer files loaded in-process (a model
   // folder or tokenizer.json). Decoding (streams, Decode, DecodeEach) then costs
@@ -90,6 +95,11 @@ class TokenizerClient {
   template <typename Fn>
   grpc::Status WithFailover(Fn&& call);
   size_t NextStart() { return rr_.fetch_add(1, std::memory_order_relaxed) % stubs_.size(); }
+  // The vocabulary size and the most sequences per Decode, from Info on first use (the
+  // tokenizers behind one gateway serve the same files with the same flags).
+  absl::Status LearnLimits(Deadline deadline);
+  // Texts of distinct ids in [0, vocabulary), in order.
+  absl::StatusOr<std::vector<std::string>> DecodeDistinct(const std::vector<int32_t>& ids, Deadline deadline);
 
   std::vector<std::string> addresses_;
   std::vector<std::unique_ptr<phi::v1::TokenizerService::Stub>> stubs_;
@@ -99,6 +109,9 @@ class TokenizerClient {
   std::atomic<size_t> decode_rr_{0};
   std::unique_ptr<phi::tokenizer::Tokenizer> local_;
   bool local_encode_ = false;
+  // Learned by LearnLimits; vocab_size_ < 0 until then (max_batch_ is stored first).
+  std::atomic<int32_t> vocab_size_{-1};
+  std::atomic<int32_t> max_batch_{kDefaultMaxBatch};
 };
 
 }  // namespace phi::gateway

@@ -229,6 +229,7 @@ grpc::Status TokenizerServiceImpl::Info(grpc::ServerContext*, const phi::v1::Inf
   response->set_pad_token_id(id_or(r.pad));
   response->set_im_start_token_id(id_or(r.im_start));
   response->set_im_end_token_id(id_or(r.im_end));
+  response->set_max_batch(static_cast<int32_t>(options_.max_batch));
   for (const AddedToken& a : t.added_tokens()) {
     if (!a.special) continue;
     auto* s = response->add_special_tokens();

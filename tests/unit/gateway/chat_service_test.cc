@@ -345,6 +345,37 @@ TEST_F(ChatServiceTest, CompleteWithEchoAndPromptLogprobs) {
   EXPECT_EQ(resp.logprobs(4).token().text(), "o");
 }
 
+// More prompt tokens (and alternatives) than one Decode may carry: texts come in batches, and a
+// padded output row among the alternatives has the empty text.
+TEST_F(ChatServiceTest, CompletePromptLogprobsPastTheTokenizersBatchLimit) {
+  Start();
+  tokenizer_.max_batch = 8;
+  std::string prompt;
+  for (int i = 0; i < 250; ++i) prompt += static_cast<char>('a' + (i * 7) % 26);
+  phi::v1::CompleteRequest req;
+  req.set_prompt(prompt);
+  req.set_echo(true);
+  req.set_prompt_logprobs(true);
+  req.set_top_logprobs(3);
+  req.mutable_stopping()->set_max_new_tokens(1);
+  grpc::ClientContext ctx;
+  phi::v1::CompleteResponse resp;
+  grpc::Status st = stub_->Complete(&ctx, req, &resp);
+  ASSERT_TRUE(st.ok()) << st.error_message();
+  ASSERT_EQ(resp.prompt_logprobs_size(), 249);
+  std::string texts;
+  for (const auto& p : resp.prompt_logprobs()) {
+    texts += p.token().text();
+    ASSERT_EQ(p.top_size(), 3);
+    EXPECT_EQ(p.top(0).text(), "");  // id 300 + k % 7: past the tokenizer's 300 ids
+    EXPECT_EQ(p.top(1).text(), FakeTokenizer::Text(p.top(1).token_id()));
+  }
+  EXPECT_EQ(texts, prompt.substr(1));
+  EXPECT_LE(tokenizer_.most_sequences.load(), 8);
+  // 26 letters, each decoded once: 4 calls of at most 8 (the generated token's text is cached too).
+  EXPECT_EQ(tokenizer_.decodes.load(), 4);
+}
+
 TEST_F(ChatServiceTest, PrefersTheGroupHoldingTheCachedPrefix) {
   Start(3);
   // The prompt's ids as the fake tokenizer gives them; 21 ids = one full block of 16.

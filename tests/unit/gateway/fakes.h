@@ -50,9 +50,23 @@ class FakeTokenizer final : public phi::v1::TokenizerService::Service {
     return std::string(1, static_cast<char>(id - 10));
   }
   grpc::Status Decode(grpc::ServerContext*, const phi::v1::DecodeRequest* req, phi::v1::DecodeResponse* resp) override {
+    ++decodes;
+    const int n = req->sequences_size();
+    if (n > max_batch) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                          "sequences: " + std::to_string(n) + " given, 1.." + std::to_string(max_batch) + " allowed");
+    }
+    for (int most = most_sequences; n > most && !most_sequences.compare_exchange_weak(most, n);) {
+    }
     for (const auto& s : req->sequences()) {
       std::string t;
-      for (int32_t id : s.ids()) t += Text(id);
+      for (int32_t id : s.ids()) {
+        if (id < 0 || id >= kVocab) {
+          return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT,
+                              "token id " + std::to_string(id) + " is outside the vocabulary");
+        }
+        t += Text(id);
+      }
       resp->add_texts(t);
     }
     return grpc::Status::OK;
@@ -80,9 +94,19 @@ class FakeTokenizer final : public phi::v1::TokenizerService::Service {
     return grpc::Status::OK;
   }
   grpc::Status Info(grpc::ServerContext*, const phi::v1::InfoRequest*, phi::v1::InfoResponse* r) override {
-    r->set_vocab_size(300);
+    ++infos;
+    r->set_vocab_size(kVocab);
+    if (report_max_batch) r->set_max_batch(max_batch);
     return grpc::Status::OK;
   }
+  static constexpr int32_t kVocab = 300;
+  // Decode refuses more sequences than this, as phi-tokenizer's --max-batch; Info reports it
+  // unless report_max_batch is false (a service older than the field).
+  std::atomic<int> max_batch{256};
+  std::atomic<bool> report_max_batch{true};
+  std::atomic<int> decodes{0};
+  std::atomic<int> infos{0};
+  std::atomic<int> most_sequences{0};  // in one Decode
   std::atomic<int> encodes{0};
   // > 0: DecodeStream fails UNAVAILABLE on message fail_decode_after + 1.
   std::atomic<int> fail_decode_after{0};
@@ -147,6 +171,12 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
           auto* lp = r.add_prompt_logprobs();
           lp->mutable_token()->set_token_id(req->prompt_ids(k));
           lp->mutable_token()->set_logprob(-1.0f);
+          // Alternatives: a padded output row (past the tokenizer's 300 ids), then letters.
+          for (int j = 0; j < req->top_logprobs(); ++j) {
+            auto* t = lp->add_top();
+            t->set_token_id(j == 0 ? 300 + k % 7 : ByteId(static_cast<unsigned char>('a' + (k + j) % 26)));
+            t->set_logprob(-1.0f - j);
+          }
         }
       }
       if (i == n - 1) {

@@ -352,8 +352,8 @@ void Engine::ReapCancelled() {
 
 absl::Status Engine::RunStep(const StepPlan& plan) {
   const double t0 = NowSeconds();
-  const int32_t vocab_limit =
-      shape_.tokenizer_vocab_size > 0 ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size) : shape_.vocab_size;
+  // Every output row, padding past the tokenizer included: transformers' distribution.
+  const int32_t vocab_limit = shape_.vocab_size;
   StepBatch batch;
   batch.seqs.reserve(plan.seqs.size());
   for (const ScheduledSeq& s : plan.seqs) {

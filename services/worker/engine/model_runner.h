@@ -16,7 +16,9 @@ namespace phi::worker {
 // What the engine needs to know about the model behind a runner.
 struct ModelShape {
   int32_t vocab_size = 0;            // rows of the embedding / lm_head (51200 for Phi-1.5)
-  int32_t tokenizer_vocab_size = 0;  // ids >= this are never sampled (0: same as vocab_size)
+  // Ids the tokenizer knows (0: same as vocab_size); tests draw prompts below it. Sampling and
+  // logprobs cover all vocab_size rows regardless (sampler.h: the model's own distribution).
+  int32_t tokenizer_vocab_size = 0;
   int32_t max_position_embeddings = 0;  // the context length; positions >= it are refused
   int32_t num_hidden_layers = 0;
   int32_t num_attention_heads = 0;

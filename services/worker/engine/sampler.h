@@ -5,7 +5,15 @@
 // frequency penalties (OpenAI), then temperature, then the truncation filters as thresholds on
 // the temperature-scaled logits z (top-k, top-p over the top-k survivors, min-p), then one
 // uniform draw walked through the kept tokens in id order. Ties at a threshold are kept.
-// Ids >= vocab_limit (past the tokenizer's vocabulary) are never chosen.
+//
+// The distribution is the model's own, over every output row, as transformers computes it:
+// logprobs are log_softmax(logits, -1), greedy is argmax(logits) and temperature sampling
+// draws from softmax(logits / T) over all rows. `vocab_limit` is the number of the model's
+// output rows (ModelShape::vocab_size: 51,200 for Phi-1.5), not the tokenizer's size (50,295):
+// an id past the tokenizer (a padding row) takes part in the log-sum-exp, can be among the top
+// logprobs and can be chosen (HF's greedy picks it too when its logit is the largest; its
+// text is empty). Only columns at or past vocab_limit, which are not rows of the model (a
+// longer span, the padding of a vocabulary slice), are left out.
 #ifndef PHI_SERVICES_WORKER_ENGINE_SAMPLER_H_
 #define PHI_SERVICES_WORKER_ENGINE_SAMPLER_H_
 
@@ -58,8 +66,8 @@ struct TokenLogprobValue {
 
 struct SampleResult {
   int32_t token_id = 0;
-  // log-softmax of the raw logits (before penalties, temperature and truncation) over
-  // [0, vocab_limit), at token_id.
+  // log-softmax of the raw logits (before penalties, temperature and truncation) over all
+  // rows [0, vocab_limit), at token_id: transformers' log_softmax(logits, -1)[token_id].
   float logprob = 0.0f;
   // The `top_n` most likely ids under the same distribution, most likely first.
   std::vector<TokenLogprobValue> top;
@@ -73,7 +81,8 @@ SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
                          const PenaltyHistory* history, bool with_logprobs, int32_t top_n);
 
 // A compact stand-in for one logits row, for a runner whose vocabulary is split across ranks:
-// the most likely ids of the raw logits over [0, vocab_limit) and the row's log-sum-exp, so
+// the most likely ids of the raw logits over all rows [0, vocab_limit) and the whole row's
+// log-sum-exp (padding rows included, so that logprobs are transformers'), so
 // that only these travel instead of the whole row. Built by MergeCandidates below.
 struct LogitCandidates {
   std::vector<int32_t> ids;    // ordered by value descending, then id ascending
@@ -83,7 +92,7 @@ struct LogitCandidates {
   int32_t exact = 0;
   // Every id < vocab_limit missing from `ids` has a logit <= bound (-inf: none is missing).
   float bound = -std::numeric_limits<float>::infinity();
-  double log_sum_exp = 0.0;  // log(sum(exp(logit))) over [0, vocab_limit)
+  double log_sum_exp = 0.0;  // log(sum(exp(logit))) over every row [0, vocab_limit)
 };
 
 // How many candidates a row needs so that SampleFromCandidates can give SampleToken's result,
@@ -125,7 +134,7 @@ LogitCandidates MergeCandidates(std::span<const CandidateShard> shards, int32_t 
 CandidateShard JoinCandidateSlices(std::span<const CandidateShard> slices, int32_t count);
 
 // Logprob of `token_id` and the top `top_n` alternatives under log-softmax of the raw logits
-// over [0, vocab_limit) (prompt logprobs).
+// over all rows [0, vocab_limit) (prompt logprobs; transformers' log_softmax(logits, -1)).
 SampleResult ScoreToken(std::span<const float> logits, int32_t vocab_limit, int32_t token_id,
                         int32_t top_n);
 

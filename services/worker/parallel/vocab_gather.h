@@ -32,7 +32,8 @@ struct VocabGatherStats {
 // out->num_rows already set for `batch`, one row per sequence or tokens.size() with
 // all_logits), row r at local[r * width]. Fills out->data (full rows of `vocab_size`),
 // out->candidates, and rewrites first_row / num_rows for the sequences returned as
-// candidates. `vocab_limit`: ids at or past it are never sampled (the tokenizer's size).
+// candidates. `vocab_limit`: ids at or past it are not rows of the model (the model's
+// vocab_size; the tokenizer's size limits nothing, engine/sampler.h).
 absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch& batch, const float* local,
                                     int32_t id0, int32_t width, int32_t vocab_size, int32_t vocab_limit,
                                     worker::StepLogits* out, VocabGatherStats* stats);

@@ -444,11 +444,9 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
   Grow(&logits_local_, static_cast<size_t>(R * vocab_));
   float* local = logits_local_.data();
   matmul_->Run(h_.data(), R, H, lm_head_, lm_head_b_.data(), local, vocab_, false);
-  const int32_t vocab_limit = shape_.tokenizer_vocab_size > 0
-                                  ? std::min(shape_.tokenizer_vocab_size, shape_.vocab_size)
-                                  : shape_.vocab_size;
+  // Candidates and their log-sum-exp over every row, padding included (engine/sampler.h).
   return parallel::GatherVocabSplitLogits(*comm, batch, local, static_cast<int32_t>(vocab0_),
-                                          static_cast<int32_t>(vocab_), config_.vocab_size, vocab_limit, out,
+                                          static_cast<int32_t>(vocab_), config_.vocab_size, config_.vocab_size, out,
                                           &vocab_gather_stats_);
 }
 

@@ -30,7 +30,7 @@ class CandidateRunner final : public FakeModelRunner {
       std::span<const float> row = out->LastRow(i);
       std::vector<CandidateShard> shards;
       for (int r = 0; r < 2; ++r) {
-        shards.push_back(SelectCandidates(row.subspan(r * half, half), r * half, shape().tokenizer_vocab_size,
+        shards.push_back(SelectCandidates(row.subspan(r * half, half), r * half, shape().vocab_size,
                                           s.num_candidates, s.logprobs));
       }
       LogitCandidates c = MergeCandidates(shards, s.num_candidates);

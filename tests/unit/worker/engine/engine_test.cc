@@ -4,6 +4,7 @@
 #include "services/worker/engine/engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <random>
 #include <thread>
 
@@ -30,7 +31,7 @@ std::vector<int32_t> Reference(const FakeModelRunner& runner, const GenerationRe
   o.seed = r.seed.value_or(0);
   for (int32_t step = 0; step < max_new; ++step) {
     const std::vector<float> l = runner.LogitsAfter(history);
-    const int32_t t = SampleToken(l, runner.shape().tokenizer_vocab_size, o, step,
+    const int32_t t = SampleToken(l, runner.shape().vocab_size, o, step,
                                   o.has_penalties() ? &penalties : nullptr, false, 0)
                           .token_id;
     const bool stop = (!r.stopping.ignore_eos && t == kEos) ||
@@ -97,6 +98,63 @@ TEST(EngineTest, GreedyRequestMatchesTheReferenceLoop) {
     EXPECT_EQ(lp.top[0].token_id, lp.token.token_id);  // greedy: the chosen one is the top one
   }
   EXPECT_GE(c->last.timings.total_seconds, c->last.timings.time_to_first_token_seconds);
+}
+
+// The fake model has 64 output rows and a 60-id tokenizer, like Phi-1.5's 51,200 rows and
+// 50,295 ids. Logprobs (generated, top and prompt) are transformers' log_softmax over all 64
+// rows, and greedy is the argmax over all rows: a padding id (60..63) is chosen and listed
+// when its logit is the largest, as HF's greedy does.
+TEST(EngineTest, LogprobsAndGreedyCoverPaddingRows) {
+  Harness h;
+  ASSERT_LT(h.runner.shape().tokenizer_vocab_size, h.runner.shape().vocab_size);
+  const int32_t tok_size = h.runner.shape().tokenizer_vocab_size;
+  // log_softmax(l)[id] and argmax(l) computed here, independently of the sampler.
+  auto log_softmax = [](const std::vector<float>& l, int32_t id) {
+    double m = -INFINITY, s = 0;
+    for (float v : l) m = std::max<double>(m, v);
+    for (float v : l) s += std::exp(v - m);
+    return static_cast<float>(l[id] - (m + std::log(s)));
+  };
+  std::mt19937_64 rng(21);
+  int padded_chosen = 0, padded_listed = 0, padded_scored = 0;
+  for (int i = 0; i < 8; ++i) {
+    GenerationRequest r = Greedy(testing::RandomPrompt(rng, 2, 30, tok_size), 24);
+    r.logprobs = true;
+    r.top_logprobs = 5;
+    r.prompt_logprobs = true;
+    auto c = testing::RunOne(*h.engine, r);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_EQ(c->tokens.size(), 24u);
+    ASSERT_EQ(c->logprobs.size(), 24u);
+    std::vector<int32_t> history = r.prompt;
+    for (size_t k = 0; k < c->tokens.size(); ++k) {
+      const std::vector<float> l = h.runner.LogitsAfter(history);
+      const int32_t argmax = static_cast<int32_t>(std::max_element(l.begin(), l.end()) - l.begin());
+      ASSERT_EQ(c->tokens[k], argmax) << "request " << i << " token " << k;
+      EXPECT_NEAR(c->logprobs[k].token.logprob, log_softmax(l, argmax), 1e-5);
+      ASSERT_EQ(c->logprobs[k].top.size(), 5u);
+      for (const TokenLogprobValue& t : c->logprobs[k].top) {
+        EXPECT_NEAR(t.logprob, log_softmax(l, t.token_id), 1e-5);
+        padded_listed += t.token_id >= tok_size;
+      }
+      padded_chosen += argmax >= tok_size;
+      history.push_back(argmax);
+    }
+    ASSERT_EQ(c->prompt_logprobs.size(), r.prompt.size() - 1);
+    for (size_t p = 1; p < r.prompt.size(); ++p) {
+      const std::vector<float> l = h.runner.LogitsAfter({r.prompt.begin(), r.prompt.begin() + p});
+      const PositionLogprob& lp = c->prompt_logprobs[p - 1];
+      EXPECT_EQ(lp.token.token_id, r.prompt[p]);
+      EXPECT_NEAR(lp.token.logprob, log_softmax(l, r.prompt[p]), 1e-5);
+      for (const TokenLogprobValue& t : lp.top) {
+        EXPECT_NEAR(t.logprob, log_softmax(l, t.token_id), 1e-5);
+        padded_scored += t.token_id >= tok_size;
+      }
+    }
+  }
+  EXPECT_GT(padded_chosen, 0);
+  EXPECT_GT(padded_listed, 0);
+  EXPECT_GT(padded_scored, 0);
 }
 
 // Issue 5 test (a), with the fake runner: 60 random prompts, random lengths and arrival
@@ -389,7 +447,8 @@ TEST(EngineTest, PromptLogprobsScoreEveryPromptTokenAcrossChunks) {
   ASSERT_EQ(c->prompt_logprobs.size(), r.prompt.size() - 1);
   for (size_t pos = 1; pos < r.prompt.size(); ++pos) {
     std::vector<int32_t> history(r.prompt.begin(), r.prompt.begin() + pos);
-    const SampleResult want = ScoreToken(h.runner.LogitsAfter(history), 60, r.prompt[pos], 2);
+    const SampleResult want =
+        ScoreToken(h.runner.LogitsAfter(history), h.runner.shape().vocab_size, r.prompt[pos], 2);
     EXPECT_EQ(c->prompt_logprobs[pos - 1].token.token_id, r.prompt[pos]);
     EXPECT_FLOAT_EQ(c->prompt_logprobs[pos - 1].token.logprob, want.logprob) << pos;
     ASSERT_EQ(c->prompt_logprobs[pos - 1].top.size(), 2u);

@@ -162,6 +162,7 @@ class TokenizerServiceTest(unittest.TestCase):
         self.assertIn(self.hf.token_to_id("<|im_end|>"), list(info.eos_token_ids))
         names = {s.name: s.id for s in info.special_tokens}
         self.assertEqual(names, {c: self.hf.token_to_id(c) for c in ("<|endoftext|>", "<|im_start|>", "<|im_end|>")})
+        self.assertEqual(info.max_batch, 256)  # --max-batch's default: the gateway splits its Decodes to fit
 
     def test_metrics_count_tokens_and_bytes(self):
         pb = self.pb

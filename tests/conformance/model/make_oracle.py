@@ -2,15 +2,22 @@
 """Golden data for the CPU backend from Hugging Face transformers' PhiForCausalLM.
 
 For each of several tiny random Phi shapes (head counts, head dims, partial_rotary_factor 0.5,
-0.4 and 1.0, odd intermediate sizes, vocabularies not a multiple of 64) this writes
+0.4 and 1.0, odd intermediate sizes, vocabularies not a multiple of 64, and padded vocabularies:
+more output rows than tokenizer ids, like Phi-1.5's 51,200 rows for 50,295 ids) this writes
   <out>/<name>/config.json, model.safetensors (or shards + model.safetensors.index.json)
                             via save_pretrained(safe_serialization=True)
   <out>/<name>/golden.safetensors   for each prompt i:
       prompt<i>.ids     I32 [L]       the prompt
       prompt<i>.logits  F32 [L, V]    logits at every prompt position (fp32 model)
       prompt<i>.greedy  I32 [64]      64-token greedy (argmax) continuation
-      prompt<i>.int8_logits, prompt<i>.int8_greedy   the same from the model whose linear
-                                    layers hold their INT8-dequantized weights (quantize_int8)
+      prompt<i>.greedy_logprobs F32 [64], .greedy_top_ids I32 [64, 5], .greedy_top_logprobs F32 [64, 5]
+                                    log_softmax(logits, -1) over all rows at each greedy token,
+                                    and its 5 largest (torch.topk), as transformers scores them
+      prompt<i>.prompt_logprobs F32 [L-1], .prompt_top_ids I32 [L-1, 5], .prompt_top_logprobs
+                                    the same for each prompt token after the first
+      prompt<i>.int8_logits, prompt<i>.int8_greedy, prompt<i>.int8_greedy_logprobs, ...
+                                    the same from the model whose linear layers hold their
+                                    INT8-dequantized weights (quantize_int8)
 Every parameter, biases and LayerNorms included, is drawn at random (never the default zeros
 and ones, which would leave bias and LayerNorm code untested).
 
@@ -48,8 +55,14 @@ SHAPES = [
     # in float32: checks the tool's output and BF16 checkpoint reading end to end.
     dict(name="make_model_bf16", hidden=64, heads=4, inter=200, layers=2, vocab=None, prf=0.5, max_pos=2048,
          prompts=[3, 50], shards=None, make_model=True),
+    # Padded vocabulary: 1088 output rows for a tokenizer of 1000 trained + added ids (Phi-1.5:
+    # 51,200 rows, 50,295 ids). The padding rows are as random as the others, so greedy picks
+    # padding ids and they fill top-k lists: logprobs must be log_softmax over all 1088 rows.
+    dict(name="padded_vocab_bf16", hidden=64, heads=4, inter=128, layers=2, vocab=1088, prf=0.5, max_pos=2048,
+         prompts=[2, 77], shards=None, make_model=True, tokenizer_vocab=1000),
 ]
 GREEDY_TOKENS = 64
+TOP_LOGPROBS = 5  # top alternatives recorded per position
 INT8_K_BLOCK = 1024  # the CPU backend's K block: one scale per output feature and block
 
 
@@ -98,7 +111,9 @@ def build(shape, out_dir, seed):
         subprocess.run([sys.executable, tool, "--out", out_dir, "--preset", "tiny", "--dtype", "bf16",
                         "--seed", str(seed), "--std", "0.1", "--hidden-size", str(shape["hidden"]),
                         "--num-heads", str(shape["heads"]), "--intermediate-size", str(shape["inter"]),
-                        "--num-layers", str(shape["layers"]), "--tokenizer-vocab-size", "512"], check=True)
+                        "--num-layers", str(shape["layers"]),
+                        "--tokenizer-vocab-size", str(shape.get("tokenizer_vocab", 512)),
+                        *(["--vocab-size", str(shape["vocab"])] if shape["vocab"] else [])], check=True)
         model = PhiForCausalLM.from_pretrained(out_dir, torch_dtype=torch.float32, attn_implementation="eager").eval()
         with open(os.path.join(out_dir, "tokenizer.json"), encoding="utf-8") as f:
             tok = json.load(f)
@@ -130,20 +145,36 @@ def build(shape, out_dir, seed):
 
 
 def greedy(model, ids):
-    """64 greedy tokens with transformers' own KV cache, one token per forward; and the
-    smallest gap between the top two logits on the way."""
+    """64 greedy tokens with transformers' own KV cache, one token per forward (argmax over
+    every output row, as generate(do_sample=False) picks); the log_softmax over all rows at each
+    token and its TOP_LOGPROBS largest; and the smallest gap between the top two logits."""
     import torch
     res = model(ids, use_cache=True)
     past, last = res.past_key_values, res.logits[0, -1]
-    out, gap = [], float("inf")
+    out, lps, top_ids, top_lps, gap = [], [], [], [], float("inf")
     for _ in range(GREEDY_TOKENS):
         top2 = torch.topk(last, 2).values
         gap = min(gap, float(top2[0] - top2[1]))
         nxt = int(torch.argmax(last))
         out.append(nxt)
+        lp = torch.log_softmax(last, -1)
+        lps.append(float(lp[nxt]))
+        t = torch.topk(lp, TOP_LOGPROBS)
+        top_ids.append(t.indices.tolist())
+        top_lps.append(t.values.tolist())
         res = model(torch.tensor([[nxt]]), past_key_values=past, use_cache=True)
         past, last = res.past_key_values, res.logits[0, -1]
-    return out, gap
+    return out, gap, (lps, top_ids, top_lps)
+
+
+def prompt_scores(logits, ids):
+    """transformers' prompt scoring: log_softmax(logits, -1) over all rows at each next prompt
+    token (what lm-eval's hf backend sums), and the TOP_LOGPROBS largest per position."""
+    import torch
+    lp = torch.log_softmax(logits[:-1], -1)
+    tok = lp.gather(1, ids[1:].unsqueeze(1))[:, 0]
+    t = torch.topk(lp, TOP_LOGPROBS, dim=-1)
+    return tok, t.indices, t.values
 
 
 def record(model, shape, out_dir, seed, prompt_vocab):
@@ -158,14 +189,21 @@ def record(model, shape, out_dir, seed, prompt_vocab):
         for i, length in enumerate(shape["prompts"]):
             ids = torch.randint(0, prompt_vocab, (1, length), generator=gen)
             golden[f"prompt{i}.ids"] = ids[0].numpy().astype(np.int32)
-            golden[f"prompt{i}.logits"] = model(ids).logits[0].numpy().astype(np.float32)
-            out, gap = greedy(model, ids)
-            golden[f"prompt{i}.greedy"] = np.array(out, dtype=np.int32)
-            gaps[f"prompt{i}.min_top2_gap"] = f"{gap:.6g}"
-            golden[f"prompt{i}.int8_logits"] = int8(ids).logits[0].numpy().astype(np.float32)
-            out, gap = greedy(int8, ids)
-            golden[f"prompt{i}.int8_greedy"] = np.array(out, dtype=np.int32)
-            gaps[f"prompt{i}.int8_min_top2_gap"] = f"{gap:.6g}"
+            for pre, m in (("", model), ("int8_", int8)):
+                logits = m(ids).logits[0]
+                golden[f"prompt{i}.{pre}logits"] = logits.numpy().astype(np.float32)
+                out, gap, (lps, top_ids, top_lps) = greedy(m, ids)
+                golden[f"prompt{i}.{pre}greedy"] = np.array(out, dtype=np.int32)
+                golden[f"prompt{i}.{pre}greedy_logprobs"] = np.array(lps, dtype=np.float32)
+                golden[f"prompt{i}.{pre}greedy_top_ids"] = np.array(top_ids, dtype=np.int32)
+                golden[f"prompt{i}.{pre}greedy_top_logprobs"] = np.array(top_lps, dtype=np.float32)
+                gaps[f"prompt{i}.{pre}min_top2_gap"] = f"{gap:.6g}"
+                gaps[f"prompt{i}.{pre}greedy_padding_ids"] = str(sum(t >= prompt_vocab for t in out))
+                if length > 1:
+                    tok, tids, tlps = prompt_scores(logits, ids[0])
+                    golden[f"prompt{i}.{pre}prompt_logprobs"] = tok.numpy().astype(np.float32)
+                    golden[f"prompt{i}.{pre}prompt_top_ids"] = tids.numpy().astype(np.int32)
+                    golden[f"prompt{i}.{pre}prompt_top_logprobs"] = tlps.numpy().astype(np.float32)
     gaps["tokenizer_vocab_size"] = str(prompt_vocab)
     save_file(golden, os.path.join(out_dir, "golden.safetensors"), metadata=gaps)
     return gaps

@@ -3,7 +3,10 @@
 // the host lacks skips): logits within 1e-4 (F32 weights) / 2e-2 (BF16 weights; on the
 // vdpbf16ps path the activations are rounded to BF16 too) relative error, INT8 within 1e-4 of
 // transformers run on the INT8-dequantized weights, greedy continuations identical in F32
-// and INT8, chunked prefill and batching equal to one pass alone.
+// and INT8, chunked prefill and batching equal to one pass alone; and through the engine,
+// greedy tokens, logprobs, top logprobs and prompt logprobs equal to transformers' argmax and
+// log_softmax(logits, -1) over every output row, on padded vocabularies too (more rows than
+// tokenizer ids: padding ids are chosen and listed as transformers does).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -15,7 +18,9 @@
 #include <vector>
 
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
+#include "services/worker/engine/engine.h"
 #include "services/worker/model/safetensors.h"
+#include "tests/unit/worker/engine/engine_test_util.h"
 
 #ifndef PHI_ORACLE_DIR
 #error "PHI_ORACLE_DIR must name the folder make_oracle.py writes"
@@ -28,11 +33,36 @@ using worker::SequenceStep;
 using worker::StepBatch;
 using worker::StepLogits;
 
+// transformers' log_softmax(logits, -1) over every row at a run of positions: the scored
+// token's logprob and the kTopLogprobs largest (torch.topk order).
+struct Scores {
+  std::vector<float> logprobs;      // [n]
+  std::vector<int32_t> top_ids;     // [n, kTopLogprobs]
+  std::vector<float> top_logprobs;  // [n, kTopLogprobs]
+};
+constexpr int32_t kTopLogprobs = 5;  // make_oracle.py's TOP_LOGPROBS
+
 struct Prompt {
   std::vector<int32_t> ids;
   std::vector<float> logits;  // [L, V]
   std::vector<int32_t> greedy;
+  Scores greedy_scores;  // at each greedy token
+  Scores prompt_scores;  // at prompt tokens 1 .. L-1 (empty for a 1-token prompt)
 };
+
+template <typename T>
+bool ReadTensor(const model::SafetensorsFile& f, const std::string& name, std::vector<T>* out) {
+  const auto* t = f.Find(name);
+  if (t == nullptr) return false;
+  out->resize(t->NumElements());
+  std::memcpy(out->data(), f.Data(*t), out->size() * sizeof(T));
+  return true;
+}
+
+bool ReadScores(const model::SafetensorsFile& f, const std::string& prefix, Scores* s) {
+  return ReadTensor(f, prefix + "logprobs", &s->logprobs) && ReadTensor(f, prefix + "top_ids", &s->top_ids) &&
+         ReadTensor(f, prefix + "top_logprobs", &s->top_logprobs);
+}
 
 // INT8 runs are compared with the golden data of the INT8-dequantized model.
 std::vector<Prompt> LoadGolden(const std::string& dir, bool int8, int32_t* tokenizer_vocab_size) {
@@ -58,6 +88,12 @@ std::vector<Prompt> LoadGolden(const std::string& dir, bool int8, int32_t* token
     std::memcpy(pr.logits.data(), (*f)->Data(*logits), pr.logits.size() * 4);
     pr.greedy.resize(greedy->NumElements());
     std::memcpy(pr.greedy.data(), (*f)->Data(*greedy), pr.greedy.size() * 4);
+    const std::string q = p + (int8 ? ".int8_" : ".");
+    if (!ReadScores(**f, q + "greedy_", &pr.greedy_scores) ||
+        (pr.ids.size() > 1 && !ReadScores(**f, q + "prompt_", &pr.prompt_scores))) {
+      ADD_FAILURE() << dir << "/golden.safetensors lacks " << q << "{greedy,prompt}_* (rerun make_oracle.py)";
+      break;
+    }
     out.push_back(std::move(pr));
   }
   return out;
@@ -204,6 +240,86 @@ TEST_P(PhiCpuOracleTest, GreedyContinuationMatchesTransformers) {
   }
 }
 
+// One position's logprobs from the engine against transformers' (Scores row `k`): the token's
+// logprob and the top values within `tol`, the top ids equal except where transformers' own
+// values tie within 2 tol (the order of a near-tie is rounding). Returns the largest error.
+double CompareScores(const worker::PositionLogprob& got, const Scores& want, size_t k, double tol,
+                     const std::string& where) {
+  double worst = std::abs(got.token.logprob - want.logprobs[k]);
+  EXPECT_NEAR(got.token.logprob, want.logprobs[k], tol) << where;
+  EXPECT_EQ(got.top.size(), static_cast<size_t>(kTopLogprobs)) << where;
+  const float* wv = want.top_logprobs.data() + k * kTopLogprobs;
+  const int32_t* wi = want.top_ids.data() + k * kTopLogprobs;
+  for (int32_t j = 0; j < std::min<int32_t>(kTopLogprobs, static_cast<int32_t>(got.top.size())); ++j) {
+    worst = std::max(worst, static_cast<double>(std::abs(got.top[j].logprob - wv[j])));
+    EXPECT_NEAR(got.top[j].logprob, wv[j], tol) << where << " top " << j;
+    if (got.top[j].token_id == wi[j]) continue;
+    const bool tie = (j > 0 && wv[j - 1] - wv[j] <= 2 * tol) ||
+                     (j + 1 < kTopLogprobs && wv[j] - wv[j + 1] <= 2 * tol) || j + 1 == kTopLogprobs;
+    EXPECT_TRUE(tie) << where << " top " << j << ": id " << got.top[j].token_id << ", transformers " << wi[j];
+  }
+  return worst;
+}
+
+// The engine over this runner (greedy; logprobs, 5 top logprobs and prompt logprobs) against
+// transformers: the same 64 tokens (F32, INT8) and log_softmax over all output rows for every
+// generated and prompt token. On the padded shapes padding ids are chosen and listed, and the
+// normalisation over rows past the tokenizer is what makes the logprobs equal. BF16 logits
+// differ by ~1e-2: its errors are recorded, and compared only up to a greedy divergence.
+TEST_P(PhiCpuOracleTest, EngineGreedyAndLogprobsMatchTransformers) {
+  metrics::Registry registry;
+  worker::EngineOptions o;
+  o.num_kv_blocks = kNumBlocks;
+  o.block_size = kBlockSize;
+  o.registry = &registry;  // no eos: 64 tokens, as the golden data has
+  auto engine = worker::Engine::Create(runner_.get(), o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  // F32/INT8 compute transformers' logits up to summation order: logprobs within ~5e-6.
+  const double tol = Exact() ? 1e-4 : 0.1;
+  double worst_gen = 0, worst_prompt = 0;
+  int32_t padding_chosen = 0, padding_listed = 0;
+  for (size_t i = 0; i < prompts_.size(); ++i) {
+    const auto& p = prompts_[i];
+    const std::string where = "prompt " + std::to_string(i);
+    worker::GenerationRequest r;
+    r.prompt = p.ids;
+    r.stopping.max_new_tokens = static_cast<int32_t>(p.greedy.size());
+    r.stopping.ignore_eos = true;
+    r.logprobs = true;
+    r.top_logprobs = kTopLogprobs;
+    r.prompt_logprobs = true;
+    auto c = worker::testing::RunOne(**engine, r);
+    ASSERT_TRUE(c.ok()) << c.status();
+    ASSERT_TRUE(c->last.status.ok()) << c->last.status;
+    ASSERT_EQ(c->tokens.size(), p.greedy.size()) << where;
+    ASSERT_EQ(c->logprobs.size(), p.greedy.size()) << where;
+    if (Exact()) {
+      EXPECT_EQ(c->tokens, p.greedy) << where;
+    }
+    for (size_t k = 0; k < p.greedy.size() && c->tokens[k] == p.greedy[k]; ++k) {
+      worst_gen = std::max(worst_gen, CompareScores(c->logprobs[k], p.greedy_scores, k, tol,
+                                                    where + " token " + std::to_string(k)));
+      padding_chosen += c->tokens[k] >= tokenizer_vocab_size_;
+      for (const auto& t : c->logprobs[k].top) padding_listed += t.token_id >= tokenizer_vocab_size_;
+    }
+    ASSERT_EQ(c->prompt_logprobs.size(), p.ids.size() - 1) << where;
+    for (size_t k = 0; k + 1 < p.ids.size(); ++k) {
+      EXPECT_EQ(c->prompt_logprobs[k].token.token_id, p.ids[k + 1]);
+      worst_prompt = std::max(worst_prompt, CompareScores(c->prompt_logprobs[k], p.prompt_scores, k, tol,
+                                                          where + " prompt position " + std::to_string(k + 1)));
+    }
+  }
+  char buf[64];
+  std::snprintf(buf, sizeof(buf), "%.3g / %.3g", worst_gen, worst_prompt);
+  RecordProperty("max_logprob_error_generated_prompt", buf);
+  RecordProperty("padding_ids_chosen", std::to_string(padding_chosen));
+  RecordProperty("padding_ids_listed", std::to_string(padding_listed));
+  // The padded shapes exercise what they are for (the random padding rows win often).
+  if (Exact() && runner_->shape().vocab_size > tokenizer_vocab_size_) {
+    EXPECT_GT(padding_chosen + padding_listed, 0) << "no padding id chosen or listed: the shape tests nothing";
+  }
+}
+
 TEST_P(PhiCpuOracleTest, ChunkedPrefillEqualsOnePass) {
   const auto& p = prompts_.back();  // the longest prompt
   const int32_t L = static_cast<int32_t>(p.ids.size());
@@ -290,7 +406,7 @@ TEST_P(PhiCpuOracleTest, RefusesPositionsPastContext) {
 
 std::vector<Param> Params() {
   std::vector<Param> ps;
-  for (const char* m : {"h64_a4_r05_long", "h96_a3_r10_odd", "h160_a8_r04", "make_model_bf16"}) {
+  for (const char* m : {"h64_a4_r05_long", "h96_a3_r10_odd", "h160_a8_r04", "make_model_bf16", "padded_vocab_bf16"}) {
     for (auto w : {WeightFormat::kF32, WeightFormat::kBF16, WeightFormat::kInt8}) {
       for (auto k : {KernelPath::kAvx512Bf16, KernelPath::kAvx512, KernelPath::kAvx2, KernelPath::kPortable}) {
         ps.push_back({m, w, k});

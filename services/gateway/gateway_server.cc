@@ -35,7 +35,7 @@ int GatewayMain(int argc, char** argv) {
   int64_t http_max_body = static_cast<int64_t>(http_options.server.max_body_bytes);
   int64_t http_max_header = static_cast<int64_t>(http_options.server.max_header_bytes);
   double health_interval = 1.0;
-  double health_timeout = 2.0, worker_keepalive = 1.0, first_token_timeout = 120;
+  double health_timeout = 2.0, worker_keepalive = 1.0, first_token_timeout = 600;
 
   common::FlagSet flags("phi-gateway", "Serves phi.v1.ChatService (gRPC) and an OpenAI-compatible HTTP API.");
   common::AddServerFlags(flags, &server);

@@ -71,7 +71,7 @@ struct GeneratorOptions {
   // A worker attempt with no token by then is cancelled as hung and retried on another group
   // (once, as any failure before the first token); 0: no limit. It counts queueing and prefill
   // on the worker, so it must exceed the slowest first token of a healthy worker at full load.
-  double first_token_timeout_seconds = 120;
+  double first_token_timeout_seconds = 600;
 };
 
 class Generation;

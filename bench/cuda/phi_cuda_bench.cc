@@ -271,7 +271,6 @@ int main(int argc, char** argv) {
   if (args.breakdown) Breakdown(bw);
 
   PhiCudaConfig c;  // the real Phi-1.5 shape
-  c.tokenizer_vocab_size = 50295;
   PhiCudaOptions o;
   o.max_tokens_per_step = 2048;
   o.max_seqs = 256;

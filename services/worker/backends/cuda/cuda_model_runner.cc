@@ -94,10 +94,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
                                                    " ids but config.json vocab_size is ",
                                                    runner->shape_.vocab_size));
   }
-  if (tok_size > 0) {
-    runner->shape_.tokenizer_vocab_size = tok_size;
-    runner->model_->set_tokenizer_vocab_size(tok_size);
-  }
+  if (tok_size > 0) runner->shape_.tokenizer_vocab_size = tok_size;
   return runner;
 }
 

@@ -225,7 +225,9 @@ struct SampleArgs {
   const int32_t* row_index = nullptr;  // output r samples logits row row_index[r] (null: r)
   int rows = 0;
   int vocab = 0;
-  int vocab_limit = 0;            // ids >= vocab_limit are never chosen (tokenizer vocabulary)
+  // Ids >= vocab_limit are outside the distribution (neither chosen nor in the logprobs'
+  // log-sum-exp). PhiCudaModel passes vocab_size: every row, padding past the tokenizer too.
+  int vocab_limit = 0;
   const SamplingParams* params = nullptr;  // [rows], device
   int32_t* out_token = nullptr;   // [rows]
   float* out_logprob = nullptr;   // [rows] log softmax of the raw logits at the chosen token
@@ -242,8 +244,9 @@ CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream);
 // Top candidates of logits rows for the engine's sampler (SequenceStep::num_candidates), so a
 // sampled row leaves the GPU as 16 + 8 C bytes instead of 4 x vocab. Row r of the output
 // describes logits row rows[r] restricted to its first w = clamp(vocab_limit - id0, 0, width)
-// columns (ids id0 + j; ids >= vocab_limit are never sampled): the top k = min(counts[r], w)
-// by value descending, ties by lower id first (the engine's SelectCandidates order, with
+// columns (ids id0 + j; ids >= vocab_limit are not rows of the model: PhiCudaModel passes
+// vocab_size, so the log-sum-exp is the whole row's, padding included): the top
+// k = min(counts[r], w) by value descending, ties by lower id first (the engine's SelectCandidates order, with
 // -0.0 == +0.0), and, where want_lse[r] != 0, log(sum(exp(v))) over those w values in double
 // (-inf otherwise, and for w == 0). Record r sits at out + r * top_candidates_record_bytes(
 // max_count), in parallel/vocab_gather's candidate-record layout: f64 log_sum_exp,

@@ -229,7 +229,7 @@ CudaStatus PhiCudaModel::LaunchSampling(const Layout& L) {
   sa.row_index = reinterpret_cast<const int32_t*>(meta_dev_ + L.sample_rows);
   sa.rows = L.n_seq;
   sa.vocab = c.vocab_size;
-  sa.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+  sa.vocab_limit = c.vocab_size;  // every row, padding included (engine/sampler.h)
   sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
   // Packed by the step's row count so one copy of 8 bytes per row brings the ids and
   // logprobs back (plus the top-N block only when asked for).
@@ -429,7 +429,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
     ta.ld = c.vocab_size;
     ta.width = c.vocab_size;
     ta.id0 = 0;
-    ta.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+    ta.vocab_limit = c.vocab_size;  // the full-row log-sum-exp, padding included
     ta.rows = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_rows);
     ta.counts = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_counts);
     ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);

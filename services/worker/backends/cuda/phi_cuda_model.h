@@ -42,7 +42,6 @@ struct PhiCudaConfig {
   int max_positions = 2048;
   float layer_norm_eps = 1e-5f;
   float rope_theta = 10000.0f;
-  int tokenizer_vocab_size = 0;  // ids >= this are never sampled (0: vocab_size)
   // Tensor-parallel rank and group size. num_heads and intermediate_size above are this
   // rank's share; vocab_size is the whole vocabulary, split into tp_world equal slices.
   int tp_rank = 0;
@@ -199,8 +198,6 @@ class PhiCudaModel {
   PhiCudaModel& operator=(const PhiCudaModel&) = delete;
 
   const PhiCudaConfig& config() const { return config_; }
-  // Ids >= this are never sampled (the tokenizer's size, known after loading).
-  void set_tokenizer_vocab_size(int n) { config_.tokenizer_vocab_size = n; }
   const PhiCudaOptions& options() const { return options_; }
   const PhiCudaWeights& weights() const { return weights_; }
   int64_t weight_bytes() const { return weight_bytes_; }

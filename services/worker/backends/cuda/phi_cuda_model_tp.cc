@@ -61,7 +61,7 @@ CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Ru
   ta.ld = static_cast<int64_t>(vl);
   ta.width = static_cast<int>(vl);
   ta.id0 = c.vocab_begin();
-  ta.vocab_limit = c.tokenizer_vocab_size > 0 ? c.tokenizer_vocab_size : c.vocab_size;
+  ta.vocab_limit = c.vocab_size;  // the full-row log-sum-exp, padding included
   ta.rows = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_rows);
   ta.counts = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_counts);
   ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);

@@ -65,9 +65,9 @@ void ExpectCandidateRowsEqualTheWholeRowPath(int slices) {
   }
 
   StepLogits whole, cand;
-  ASSERT_TRUE(gpu.Step(Batch(seqs, limit, false), &whole).ok());
+  ASSERT_TRUE(gpu.Step(Batch(seqs, vocab, false), &whole).ok());
   const CudaLogitsStats before = gpu.logits_stats();
-  const StepBatch cb = Batch(seqs, limit, true);
+  const StepBatch cb = Batch(seqs, vocab, true);
   ASSERT_TRUE(gpu.Step(cb, &cand).ok());
   const CudaLogitsStats after = gpu.logits_stats();
 
@@ -88,7 +88,7 @@ void ExpectCandidateRowsEqualTheWholeRowPath(int slices) {
     ++asked;
     widest = std::max(widest, count);
     const std::span<const float> row = whole.LastRow(i);
-    const CandidateShard shard = SelectCandidates(row, 0, limit, count, seqs[i].logprobs);
+    const CandidateShard shard = SelectCandidates(row, 0, vocab, count, seqs[i].logprobs);
     const LogitCandidates want = MergeCandidates(std::span<const CandidateShard>(&shard, 1), count);
     if (!cand.HasCandidates(i)) {
       // Back whole only where the CPU path would fetch it too (min-p over a flat row, a tie at
@@ -110,7 +110,7 @@ void ExpectCandidateRowsEqualTheWholeRowPath(int slices) {
     }
     for (uint64_t step = 0; step < 8; ++step) {
       const SampleResult a = SampleFromCandidates(got, seqs[i].sampling, step, seqs[i].logprobs, seqs[i].top_n);
-      const SampleResult b = SampleToken(row, limit, seqs[i].sampling, step, nullptr, seqs[i].logprobs, seqs[i].top_n);
+      const SampleResult b = SampleToken(row, vocab, seqs[i].sampling, step, nullptr, seqs[i].logprobs, seqs[i].top_n);
       EXPECT_EQ(a.token_id, b.token_id) << "step " << step;
       EXPECT_NEAR(a.logprob, b.logprob, 1e-6) << "step " << step;
     }
@@ -183,7 +183,7 @@ void ExpectDecodeStepsReturnOnlyCandidateRecords(int slices) {
     EXPECT_TRUE(lc.data.empty());
     for (int i = 0; i < kSeqs; ++i) {
       ASSERT_TRUE(lc.HasCandidates(i));
-      const SampleResult want = SampleToken(lw.LastRow(i), limit, {}, 0, nullptr, false, 0);
+      const SampleResult want = SampleToken(lw.LastRow(i), gpu.shape().vocab_size, {}, 0, nullptr, false, 0);
       const SampleResult got = SampleFromCandidates(lc.candidates[i], {}, 0, false, 0);
       ASSERT_EQ(got.token_id, want.token_id) << "step " << step << " sequence " << i;
       pos[i] = static_cast<int>(toks[i].size());

@@ -131,7 +131,7 @@ void ExpectTwoRanksMatchTheCpuVocabularyGather(int slices) {
     seqs[i].tokens = Prompt(4 + 5 * static_cast<int>(i), limit, 200 + static_cast<uint32_t>(i));
     seqs[i].blocks = {static_cast<int32_t>(2 * i), static_cast<int32_t>(2 * i + 1)};
   }
-  const StepBatch wb = Batch(seqs, limit, false), cb = Batch(seqs, limit, true);
+  const StepBatch wb = Batch(seqs, vocab, false), cb = Batch(seqs, vocab, true);
   std::vector<StepLogits> whole(kWorld), cand(kWorld);
   std::vector<absl::Status> st(2 * kWorld);
   std::vector<CudaLogitsStats> before(kWorld), after(kWorld);
@@ -171,7 +171,7 @@ void ExpectTwoRanksMatchTheCpuVocabularyGather(int slices) {
     ++candidate_rows;
     std::vector<CandidateShard> shards;
     for (int r = 0; r < kWorld; ++r) {
-      shards.push_back(SelectCandidates(row.subspan(r * width, width), r * width, limit, count, seqs[i].logprobs));
+      shards.push_back(SelectCandidates(row.subspan(r * width, width), r * width, vocab, count, seqs[i].logprobs));
     }
     const LogitCandidates want = MergeCandidates(shards, count);
     for (int k = 0; k < kWorld; ++k) {
@@ -185,7 +185,7 @@ void ExpectTwoRanksMatchTheCpuVocabularyGather(int slices) {
     }
     for (uint64_t step = 0; step < 8; ++step) {
       EXPECT_EQ(SampleFromCandidates(cand[0].candidates[i], seqs[i].sampling, step, false, 0).token_id,
-                SampleToken(row, limit, seqs[i].sampling, step, nullptr, false, 0).token_id);
+                SampleToken(row, vocab, seqs[i].sampling, step, nullptr, false, 0).token_id);
     }
   }
   EXPECT_EQ(candidate_rows, 2);  // greedy and top-k

@@ -3,6 +3,7 @@
 // with one-shot prefill, CUDA-graph decode agrees with eager decode, greedy tokens do not
 // depend on the rest of the batch, and bad steps are refused with the reason. Label: gpu.
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <numeric>
 #include <vector>
@@ -230,6 +231,65 @@ TEST(PhiCudaModelGpu, GreedyTokensDoNotDependOnTheBatch) {
   };
   const std::vector<int32_t> alone = generate(1, 0), batched = generate(3, 50);
   EXPECT_EQ(alone, batched);
+}
+
+// GPU sampling and the top-candidate records cover every logits row, the last ones too: on a
+// padded vocabulary those are the rows past the tokenizer, which transformers' log_softmax and
+// argmax include. The last row's bias is raised so that it wins: greedy chooses it, lists it
+// first, and every logprob and the record's log-sum-exp are the whole row's.
+TEST(PhiCudaModelGpu, SamplingAndCandidatesCoverEveryRow) {
+  PHI_REQUIRE_GPU();
+  auto m = MakeModel(false);
+  ASSERT_NE(m, nullptr);
+  const int v = m->config().vocab_size;
+  std::vector<float> bias = Download(m->weights().lm_b, v);
+  bias[v - 1] += 6.0f;
+  PHI_ASSERT_CUDART(cudaMemcpy(m->weights().lm_b, bias.data(), v * sizeof(float), cudaMemcpyHostToDevice));
+  const std::vector<int32_t> toks = Prompt(9, 5), blocks = Blocks(0, 1);
+  PhiSeqInput in;
+  in.tokens = toks;
+  in.block_table = blocks;
+  in.sampling.num_top_logprobs = 4;  // greedy
+  PhiStepOutput o;
+  PHI_ASSERT_CUDA_OK(m->Forward({&in, 1}, true, &o));
+  std::vector<float> row(v);
+  PHI_ASSERT_CUDA_OK(m->CopyLogits(o.first_row[0] + o.num_rows[0] - 1, 1, row.data()));
+  double mx = -INFINITY, sum = 0;
+  for (float x : row) mx = std::max<double>(mx, x);
+  for (float x : row) sum += std::exp(x - mx);
+  const double lse = mx + std::log(sum);
+  ASSERT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), v - 1);
+  EXPECT_EQ(o.tokens[0], v - 1);
+  EXPECT_NEAR(o.logprobs[0], row[v - 1] - lse, 1e-4);
+  ASSERT_EQ(o.top_ids.size(), static_cast<size_t>(m->options().max_top_n));
+  for (int j = 0; j < 4; ++j) EXPECT_NEAR(o.top_logprobs[j], row[o.top_ids[j]] - lse, 1e-4) << j;
+  EXPECT_EQ(o.top_ids[0], v - 1);
+
+  // The same row as a candidate record (recomputed in place): f64 log-sum-exp, u32 truncated,
+  // u32 count, then (f32 value, i32 id) pairs (kernels.h).
+  in.sampling = {};
+  in.num_candidates = 5;
+  in.candidate_lse = true;
+  PhiStepOutput oc;
+  PHI_ASSERT_CUDA_OK(m->Forward({&in, 1}, false, &oc));
+  ASSERT_EQ(oc.candidate_slices, 1);
+  ASSERT_GE(oc.candidate_record[0], 0);
+  const char* rec =
+      oc.candidate_records.data() + oc.candidate_record[0] * top_candidates_record_bytes(oc.candidate_stride);
+  double rec_lse;
+  uint32_t truncated, count;
+  float value;
+  int32_t id;
+  std::memcpy(&rec_lse, rec, 8);
+  std::memcpy(&truncated, rec + 8, 4);
+  std::memcpy(&count, rec + 12, 4);
+  std::memcpy(&value, rec + 16, 4);
+  std::memcpy(&id, rec + 20, 4);
+  EXPECT_NEAR(rec_lse, lse, 1e-6 * std::abs(lse) + 1e-6);
+  EXPECT_EQ(count, 5u);
+  EXPECT_EQ(truncated, 1u);
+  EXPECT_EQ(id, v - 1);
+  EXPECT_EQ(value, row[v - 1]);
 }
 
 TEST(PhiCudaModelGpu, RefusesBadStepsWithTheReason) {

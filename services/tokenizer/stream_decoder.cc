@@ -5,12 +5,10 @@
 namespace phi::tokenizer {
 
 absl::Status StreamDecoder::Push(absl::Span<const uint32_t> ids, std::string* delta) {
-  for (size_t i = 0; i < ids.size(); ++i) {
-    if (absl::Status s = tokenizer_.CheckId(ids[i], ids_seen_ + i); !s.ok()) return s;
-  }
   for (uint32_t id : ids) {
     if (skip_special_tokens_ && tokenizer_.IsSpecial(id)) continue;
-    pending_.append(*tokenizer_.TokenBytes(id));
+    // An id with no token (a padded output row of the model) decodes to nothing, as in HF.
+    if (const std::string* b = tokenizer_.TokenBytes(id)) pending_.append(*b);
   }
   ids_seen_ += ids.size();
   // Everything before an incomplete trailing character decodes the same whatever comes next:

@@ -80,7 +80,8 @@ class Tokenizer {
                                           bool offsets = false) const;
 
   // Ids -> text, invalid UTF-8 from partial tokens replaced by U+FFFD as Hugging Face does. An id
-  // outside the vocabulary is INVALID_ARGUMENT naming it.
+  // with no token (past the vocabulary: a model's padded output rows, which greedy decoding can
+  // pick) decodes to nothing, as Hugging Face's decode skips it.
   absl::StatusOr<std::string> Decode(absl::Span<const uint32_t> ids,
                                      bool skip_special_tokens = false) const;
 
@@ -89,7 +90,6 @@ class Tokenizer {
     return id < id_bytes_.size() && id_valid_[id] ? &id_bytes_[id] : nullptr;
   }
   bool IsSpecial(uint32_t id) const { return id < id_special_.size() && id_special_[id]; }
-  absl::Status CheckId(uint32_t id, size_t position) const;
 
   // One past the largest id (the size of an embedding that covers every id).
   uint32_t vocab_size() const { return static_cast<uint32_t>(id_bytes_.size()); }

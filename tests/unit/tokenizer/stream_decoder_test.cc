@@ -64,16 +64,17 @@ TEST(StreamDecoder, ConcatenationEqualsDecodeForEverySplit) {
   }
 }
 
-TEST(StreamDecoder, UnknownIdNamesItsStreamPosition) {
+TEST(StreamDecoder, IdWithNoTokenDecodesToNothing) {
+  // A model's padded output rows have no token: greedy decoding can pick them, and Hugging Face's
+  // decode skips them.
   auto t = Tiny();
   StreamDecoder d(*t, false);
   std::string out;
-  std::vector<uint32_t> a = {259, 264};
+  std::vector<uint32_t> a = {259};
   ASSERT_TRUE(d.Push(a, &out).ok());
-  std::vector<uint32_t> b = {1, 50000};
-  auto s = d.Push(b, &out);
-  EXPECT_EQ(s.code(), absl::StatusCode::kInvalidArgument);
-  EXPECT_THAT(std::string(s.message()), ::testing::HasSubstr("token id 50000 at position 3"));
+  std::vector<uint32_t> b = {50000, 264};
+  ASSERT_TRUE(d.Push(b, &out).ok());
+  d.Finish(&out);
   EXPECT_EQ(out, "hello world");
 }
 

@@ -70,15 +70,22 @@ def diagnose(model, tok, samples, api_samples, n=3):
     lines = []
     api = {s["doc_id"]: s for s in api_samples}
     for s in samples[:n]:
-        ctx, cont = s["arguments"][0][0], s["arguments"][0][1]
-        whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
-        k = len(whole) - len(tok(ctx, add_special_tokens=False)["input_ids"])
+        args = s["arguments"][0]
+        if len(args) == 1:  # rolling: the whole document after lm-eval's prefix token (bos, else eos)
+            prefix = tok.bos_token_id if tok.bos_token_id is not None else tok.eos_token_id
+            doc = tok(args[0], add_special_tokens=False)["input_ids"]
+            whole, k = [prefix] + doc, len(doc)
+        else:
+            ctx, cont = args[0], args[1]
+            whole = tok(ctx + cont, add_special_tokens=False)["input_ids"]
+            k = len(whole) - len(tok(ctx, add_special_tokens=False)["input_ids"])
         with torch.no_grad():
             lg = model(torch.tensor([whole])).logits[0].double()
         tgt = torch.tensor(whole[-k:])
         ll_all = torch.log_softmax(lg, -1)[-k - 1:-1].gather(1, tgt[:, None]).sum().item()
         ll_tok = torch.log_softmax(lg[:, :len(tok)], -1)[-k - 1:-1].gather(1, tgt[:, None]).sum().item()
-        a = float(api[s["doc_id"]]["filtered_resps"][0][0])
+        r = api[s["doc_id"]]["filtered_resps"][0]
+        a = float(r[0] if isinstance(r, (list, tuple)) else r)
         lines.append(f"doc {s['doc_id']} ({k} tokens): api {a:.6f}; log-softmax over all {lg.shape[1]} rows {ll_all:.6f} "
                      f"(diff {a - ll_all:+.2e}); over the tokenizer's {len(tok)} ids {ll_tok:.6f} (diff {a - ll_tok:+.2e})")
     return lines
@@ -142,7 +149,7 @@ def main():
             s, p = lc.compare_task(task, hf_chat if chat else hf, api, tok)
             summaries.append(s)
             problems += p
-            if task == "phi_local_mc" and s["max_dll"] > lc.LL_TOL:
+            if task in ("phi_local_mc", "phi_local_ppl") and s["max_dll"] > lc.LL_TOL:
                 problems += [f"{task}:   transformers directly: {x}" for x in diagnose(ref, tok, hf["samples"][task], api["samples"][task])]
     finally:
         logs = {p.name: p.log.name for p in stack.procs}

@@ -144,10 +144,20 @@ def run_a(args, s_or_none):
     return rows
 
 
-def run_b(args, http_port, grpc_addr):
+def cpu_seconds(pid):
+    """utime + stime of a process, seconds (None without a pid)."""
+    if not pid:
+        return None
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_b(args, http_port, grpc_addr, gateway_pid):
     res = {"http": [], "grpc": []}
     for rep in range(args.reps):
         for path in ("http", "grpc") if rep % 2 == 0 else ("grpc", "http"):
+            cpu0 = cpu_seconds(gateway_pid)
             t0 = time.time()
             if path == "http":
                 st = asyncio.run(http_streams(http_port, args.b_streams, args.b_tokens, args.b_requests, args.timeout))
@@ -156,7 +166,10 @@ def run_b(args, http_port, grpc_addr):
                 st = asyncio.run(grpc_streams(grpc_addr, args.b_streams, args.b_tokens, args.b_requests, args.timeout))
                 tokens, done, errors = st["tokens"], st["done"], len(st["errors"])
             wall = time.time() - t0
-            res[path].append({"tps": tokens / wall, "done": done, "errors": errors, "wall": wall})
+            cpu = cpu_seconds(gateway_pid) - cpu0 if gateway_pid else None
+            # The gateway's own CPU per 1,000 tokens: what the front end costs, whatever the client's cost.
+            cpu_kt = 1e6 * cpu / tokens if cpu is not None and tokens else None
+            res[path].append({"tps": tokens / wall, "done": done, "errors": errors, "wall": wall, "cpu_kt": cpu_kt})
             print(f"# (b) rep {rep} {path}: {tokens / wall:.0f} tokens/s, {done} done, {errors} errors, "
                   f"{wall:.2f} s", file=sys.stderr, flush=True)
     return res
@@ -197,10 +210,12 @@ def main():
     s = None
     if args.gateway_http:
         http_port, grpc_addr = int(args.gateway_http.rsplit(":", 1)[1]), args.gateway_grpc
+        gateway_pid = args.gateway_pid
     else:
         import stack
         s = stack.Stack(workers=1, worker_args=shlex.split(args.worker_args), gateway_args=args.gateway_args)
         http_port, grpc_addr = s.http_port, f"127.0.0.1:{s.port}"
+        gateway_pid = next(p.proc.pid for p in s.procs if p.name == "gateway")
     gw_bin = os.environ.get("PHI_GATEWAY_BIN", "")
     try:
         commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cI"], capture_output=True,
@@ -211,7 +226,7 @@ def main():
     t_start = datetime.datetime.now(datetime.timezone.utc)
     try:
         a = run_a(args, s) if "a" not in args.skip else []
-        b = run_b(args, http_port, grpc_addr) if "b" not in args.skip and grpc_addr else None
+        b = run_b(args, http_port, grpc_addr, gateway_pid) if "b" not in args.skip and grpc_addr else None
     finally:
         if s is not None:
             s.close()
@@ -241,12 +256,15 @@ def main():
         out += [f"(b) tokens/s at {args.b_streams} concurrent streams, {args.b_requests} × {args.b_tokens} tokens "
                 f"each, {args.reps} reps alternating (median, min–max):",
                 "",
-                "| path | tokens/s median | min–max | completed / errors per rep |",
-                "|---|---:|---|---|"]
+                "| path | tokens/s median | min–max | gateway CPU ms per 1,000 tokens (median) | "
+                "completed / errors per rep |",
+                "|---|---:|---|---:|---|"]
         for k in ("http", "grpc"):
             v = b[k]
+            cpus = [x["cpu_kt"] for x in v if x["cpu_kt"] is not None]
+            cpu = f"{statistics.median(cpus):.1f}" if cpus else "-"
             out.append(f"| {'HTTP SSE' if k == 'http' else 'gRPC ChatStream'} | {med[k]:.0f} | "
-                       f"{min(x['tps'] for x in v):.0f}–{max(x['tps'] for x in v):.0f} | "
+                       f"{min(x['tps'] for x in v):.0f}–{max(x['tps'] for x in v):.0f} | {cpu} | "
                        + ", ".join(f"{x['done']}/{x['errors']}" for x in v) + " |")
         out += ["", f"HTTP / gRPC: {med['http'] / med['grpc']:.3f}" if med["grpc"] else "", ""]
     print("\n".join(out))

@@ -271,8 +271,11 @@ int main(int argc, char** argv) {
   auto cand = Load(a, WeightFormat::kInt8);
   const phi::worker::ModelShape& shape = ref->shape();
   const int32_t vocab = shape.vocab_size;
-  const int32_t limit =
+  // Prompts are drawn from the tokenizer's ids; greedy choices and KL cover every output row, as the
+  // engine's greedy and logprobs do (transformers' rule).
+  const int32_t prompt_ids =
       shape.tokenizer_vocab_size > 0 ? std::min(shape.tokenizer_vocab_size, shape.vocab_size) : shape.vocab_size;
+  const int32_t limit = vocab;
   if (static_cast<int64_t>(a.prompt_len) + a.greedy > shape.max_position_embeddings) {
     std::fprintf(stderr, "--prompt-len %d + --greedy %d: expected at most the model's %d positions in all\n",
                  a.prompt_len, a.greedy, shape.max_position_embeddings);
@@ -314,7 +317,7 @@ int main(int argc, char** argv) {
   const int min_len = std::max(1, (a.prompt_len + 1) / 2);
   for (auto& p : prompts) {
     p.resize(min_len + Uniform(&rng, a.prompt_len - min_len + 1));
-    for (int32_t& t : p) t = static_cast<int32_t>(Uniform(&rng, limit));
+    for (int32_t& t : p) t = static_cast<int32_t>(Uniform(&rng, prompt_ids));
   }
 
   Scorer scorer(limit);
@@ -414,9 +417,9 @@ int main(int argc, char** argv) {
   auto pct = [](int64_t k, size_t n) { return n == 0 ? 0.0 : 100.0 * static_cast<double>(k) / static_cast<double>(n); };
 
   const phi::model::PhiConfig& c = ref->config();
-  std::printf("\nmodel %s: %d layers, hidden %d, vocab %d (argmax over the tokenizer's %d ids); %d prompts of %d..%d "
-              "random tokens (seed %llu), %d greedy tokens each, %d prompts per step, %d threads\n\n",
-              a.model.c_str(), c.num_hidden_layers, c.hidden_size, vocab, limit, a.prompts, min_len, a.prompt_len,
+  std::printf("\nmodel %s: %d layers, hidden %d, vocab %d (argmax over all rows; prompts from the tokenizer's %d ids); %d prompts "
+              "of %d..%d random tokens (seed %llu), %d greedy tokens each, %d prompts per step, %d threads\n\n",
+              a.model.c_str(), c.num_hidden_layers, c.hidden_size, vocab, prompt_ids, a.prompts, min_len, a.prompt_len,
               static_cast<unsigned long long>(a.seed), a.greedy, batch, a.threads);
   std::printf("| model | reference (kernels) | candidate (kernels) | CPU | prefill positions | KL mean | KL p99 | "
               "KL max | top-1 agree | %d-token greedy identical | identical prefix mean / median | "

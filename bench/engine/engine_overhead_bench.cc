@@ -89,7 +89,7 @@ class InstantRunner final : public ModelRunner {
         c.values = {10.0f};
         c.exact = 1;
         c.bound = 0.0f;  // every other logit is 0
-        c.log_sum_exp = 10.0 + std::log1p((shape_.tokenizer_vocab_size - 1) * std::exp(-10.0));
+        c.log_sum_exp = 10.0 + std::log1p((shape_.vocab_size - 1) * std::exp(-10.0));
         continue;
       }
       out->first_row[i] = rows;

@@ -87,8 +87,8 @@ int RunRank(const Args& a, int rank, int n, const std::string& leader, const std
   for (int i = 0; i < a.prompt; ++i) tokens.push_back(100 + 7 * i);
   worker::StepLogits logits;
   const worker::SamplingOptions options{.temperature = 0.8f, .top_k = 40, .seed = 1};
-  const int32_t vocab_limit = (*runner)->shape().tokenizer_vocab_size > 0 ? (*runner)->shape().tokenizer_vocab_size
-                                                                          : (*runner)->shape().vocab_size;
+  // The engine samples over every output row (as transformers does), padded ones included.
+  const int32_t vocab_limit = (*runner)->shape().vocab_size;
   const int32_t num_candidates =
       sampling == "candidates" ? worker::CandidatesNeeded(options, vocab_limit, false, 0, 64) : 0;
   auto step = [&](int32_t start, std::span<const int32_t> toks) {

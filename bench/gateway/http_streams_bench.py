@@ -37,6 +37,15 @@ def setup_env(bin_dir, model):
         os.environ.setdefault(k, v)
 
 
+def git_commit():
+    """The checkout's commit, short hash and date, for result tables."""
+    try:
+        return subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cI"], capture_output=True,
+                              text=True).stdout.strip()
+    except OSError:
+        return "?"
+
+
 def cpu_model():
     try:
         with open("/proc/cpuinfo") as f:
@@ -217,11 +226,7 @@ def main():
         http_port, grpc_addr = s.http_port, f"127.0.0.1:{s.port}"
         gateway_pid = next(p.proc.pid for p in s.procs if p.name == "gateway")
     gw_bin = os.environ.get("PHI_GATEWAY_BIN", "")
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cI"], capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = "?"
+    commit = git_commit()
     load0 = os.getloadavg()
     t_start = datetime.datetime.now(datetime.timezone.utc)
     try:

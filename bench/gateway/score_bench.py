@@ -21,7 +21,6 @@ import os
 import random
 import shlex
 import statistics
-import subprocess
 import sys
 import threading
 import time
@@ -29,7 +28,7 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "gateway"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from http_streams_bench import cpu_model, setup_env  # noqa: E402
+from http_streams_bench import cpu_model, cpu_seconds, git_commit, setup_env  # noqa: E402
 
 WORDS = ("the of and to in is was for on that with as by at from his her an were are which this be or has "
          "had not but one all their they it he she we you new first two time year people state world city "
@@ -57,12 +56,6 @@ def score(conn, prompt, timeout):
     if len(lp["tokens"]) != n or lp["token_logprobs"][0] is not None or None in lp["token_logprobs"][1:]:
         raise RuntimeError(f"{len(lp['tokens'])} token texts for {n} prompt tokens")
     return n
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def run_mode(port, n_words, concurrency, seconds, timeout, seed):
@@ -124,11 +117,7 @@ def main():
     import stack
     from stack import tokenizer_pb2, tokenizer_pb2_grpc
 
-    try:
-        commit = subprocess.run(["git", "-C", ROOT, "log", "-1", "--format=%h %cI"], capture_output=True,
-                                text=True).stdout.strip()
-    except OSError:
-        commit = "?"
+    commit = git_commit()
     load0 = os.getloadavg()
     t_start = datetime.datetime.now(datetime.timezone.utc)
     t_boot = time.monotonic()

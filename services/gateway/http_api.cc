@@ -73,6 +73,31 @@ void RespondError(const std::shared_ptr<HttpExchange>& ex, const absl::Status& s
 
 std::string SseEvent(const std::string& data) { return absl::StrCat("data: ", data, "\n\n"); }
 
+// The status line and headers of an event stream (no caching, no proxy buffering).
+void StartSse(HttpExchange& ex, const std::string& request_id) {
+  HttpHeaders h = BaseHeaders(request_id);
+  h.emplace_back("Cache-Control", "no-cache");
+  h.emplace_back("X-Accel-Buffering", "no");
+  ex.StartStream(200, "text/event-stream", std::move(h));
+}
+
+// The end of an event stream: OpenAI's [DONE] event, then the end of the chunked body.
+void EndSse(HttpExchange& ex) {
+  ex.Write(SseEvent("[DONE]"));
+  ex.End();
+}
+
+// An error before anything was sent: its HTTP status; after: an SSE error event ending the stream.
+void Fail(const std::shared_ptr<HttpExchange>& ex, bool started, const absl::Status& status,
+          const std::string& request_id) {
+  if (!started) {
+    RespondError(ex, status, request_id);
+    return;
+  }
+  ex->Write(SseEvent(DumpJson(OpenAiError(status))));
+  EndSse(*ex);
+}
+
 json UsageJson(const phi::v1::Usage& u, int64_t completion_tokens) {
   return {{"prompt_tokens", u.prompt_tokens()},
           {"completion_tokens", completion_tokens},
@@ -228,8 +253,7 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
             u["usage"] = UsageJson(r.usage, r.usage.completion_tokens());
             ex_->Write(SseEvent(DumpJson(u)));
           }
-          ex_->Write(SseEvent("[DONE]"));
-          ex_->End();
+          EndSse(*ex_);
         } else {
           json choice = {{"index", 0},
                          {"message", {{"role", "assistant"}, {"content", text_}}},
@@ -292,23 +316,11 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
   void StartStreamLocked() {
     if (started_) return;
     started_ = true;
-    HttpHeaders h = BaseHeaders(request_id_);
-    h.emplace_back("Cache-Control", "no-cache");
-    h.emplace_back("X-Accel-Buffering", "no");
-    ex_->StartStream(200, "text/event-stream", std::move(h));
+    StartSse(*ex_, request_id_);
     ex_->Write(SseEvent(Chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr)));
   }
 
-  // An error before anything was sent: its HTTP status; after: an SSE error event.
-  void FailLocked(const absl::Status& status) {
-    if (!started_) {
-      RespondError(ex_, status, request_id_);
-      return;
-    }
-    ex_->Write(SseEvent(DumpJson(OpenAiError(status))));
-    ex_->Write(SseEvent("[DONE]"));
-    ex_->End();
-  }
+  void FailLocked(const absl::Status& status) { Fail(ex_, started_, status, request_id_); }
 
   HttpApi* const api_;
   const std::shared_ptr<HttpExchange> ex_;
@@ -548,8 +560,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
         u["usage"] = UsageJson(usage, completion_tokens);
         ex_->Write(SseEvent(DumpJson(u)));
       }
-      ex_->Write(SseEvent("[DONE]"));
-      ex_->End();
+      EndSse(*ex_);
       return;
     }
     json choices = json::array();
@@ -583,21 +594,10 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
   void StartStreamLocked() {
     if (started_) return;
     started_ = true;
-    HttpHeaders h = BaseHeaders(request_id_);
-    h.emplace_back("Cache-Control", "no-cache");
-    h.emplace_back("X-Accel-Buffering", "no");
-    ex_->StartStream(200, "text/event-stream", std::move(h));
+    StartSse(*ex_, request_id_);
   }
 
-  void FailLocked(const absl::Status& status) {
-    if (!started_) {
-      RespondError(ex_, status, request_id_);
-      return;
-    }
-    ex_->Write(SseEvent(DumpJson(OpenAiError(status))));
-    ex_->Write(SseEvent("[DONE]"));
-    ex_->End();
-  }
+  void FailLocked(const absl::Status& status) { Fail(ex_, started_, status, request_id_); }
 
   HttpApi* const api_;
   const std::shared_ptr<HttpExchange> ex_;

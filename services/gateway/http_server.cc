@@ -280,6 +280,10 @@ class HttpServer::Impl {
   void StopAccepting();
   void Stop();
   void Join();
+  // Stops accepting and closes the listening socket (on its strand).
+  void CloseListener();
+  // The sessions still open; with `stop`, marks the server stopped under the same lock.
+  std::vector<std::shared_ptr<SessionBase>> LiveSessions(bool stop);
 
   void Reject(std::string_view reason) {
     if (!on_reject) return;
@@ -892,38 +896,33 @@ void HttpServer::Impl::OnAccept(const ErrorCode& ec, tcp::socket socket) {
   Accept();
 }
 
-void HttpServer::Impl::StopAccepting() {
+void HttpServer::Impl::CloseListener() {
   accepting.store(false);
   asio::post(acceptor.get_executor(), [this] {
     ErrorCode ignored;
     acceptor.close(ignored);
     accept_retry.cancel();
   });
+}
+
+std::vector<std::shared_ptr<SessionBase>> HttpServer::Impl::LiveSessions(bool stop) {
   std::vector<std::shared_ptr<SessionBase>> live;
-  {
-    std::lock_guard lock(mu);
-    for (auto& [raw, weak] : sessions) {
-      if (auto s = weak.lock()) live.push_back(std::move(s));
-    }
+  std::lock_guard lock(mu);
+  if (stop) stopped = true;
+  for (auto& [raw, weak] : sessions) {
+    if (auto s = weak.lock()) live.push_back(std::move(s));
   }
-  for (auto& s : live) s->PostStopAccepting();
+  return live;
+}
+
+void HttpServer::Impl::StopAccepting() {
+  CloseListener();
+  for (auto& s : LiveSessions(/*stop=*/false)) s->PostStopAccepting();
 }
 
 void HttpServer::Impl::Stop() {
-  accepting.store(false);
-  asio::post(acceptor.get_executor(), [this] {
-    ErrorCode ignored;
-    acceptor.close(ignored);
-    accept_retry.cancel();
-  });
-  std::vector<std::shared_ptr<SessionBase>> live;
-  {
-    std::lock_guard lock(mu);
-    stopped = true;
-    for (auto& [raw, weak] : sessions) {
-      if (auto s = weak.lock()) live.push_back(std::move(s));
-    }
-  }
+  CloseListener();
+  std::vector<std::shared_ptr<SessionBase>> live = LiveSessions(/*stop=*/true);
   for (auto& s : live) s->PostClose();
   live.clear();
   if (tl_io_thread || threads.empty()) return;  // an I/O thread cannot wait for its own work

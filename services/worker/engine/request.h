@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -17,6 +18,7 @@
 #include "absl/status/status.h"
 #include "absl/time/time.h"
 #include "services/worker/engine/sampler.h"
+#include "services/worker/engine/token_constraint.h"
 
 namespace phi::worker {
 
@@ -34,6 +36,8 @@ struct StoppingOptions {
   int32_t max_new_tokens = 0;          // 0: the engine's default, clamped to the context
   std::vector<int32_t> stop_token_ids;  // in addition to the model's eos ids
   bool ignore_eos = false;
+  // Eos and stop token ids cannot be chosen before this many tokens (vLLM's min_tokens).
+  int32_t min_new_tokens = 0;
 };
 
 struct GenerationRequest {
@@ -46,6 +50,11 @@ struct GenerationRequest {
   int32_t top_logprobs = 0;             // [0, 20]
   bool prompt_logprobs = false;
   int32_t priority = 0;                 // [-100, 100]; higher is admitted first
+  // Added to raw logits before sampling (OpenAI logit_bias); ids in [0, vocab), bias in
+  // [-100, 100], at most 1024 entries. Logprobs stay the model's own.
+  std::vector<TokenBias> logit_bias;
+  // Constrained decoding (null: free). Owned by this request's sequence.
+  std::shared_ptr<TokenConstraint> constraint;
 };
 
 struct PositionLogprob {

@@ -59,6 +59,12 @@ class PenaltyHistory {
   std::unordered_map<int32_t, int32_t> output_counts_;
 };
 
+// A bias added to one id's raw logit before sampling (OpenAI logit_bias).
+struct TokenBias {
+  int32_t token_id = 0;
+  float bias = 0.0f;
+};
+
 struct TokenLogprobValue {
   int32_t token_id = 0;
   float logprob = 0.0f;

@@ -25,9 +25,10 @@
 
 namespace phi::gateway {
 
-// Receives one generation's output. Calls for one generation never overlap and come from
-// gRPC threads (or the caller of Generator::Start); OnEnd is the last call, exactly once.
-// A sink must not block: it queues what it cannot write at once.
+// Receives one generation's output: deltas of every choice (GenerateDelta::index), then OnEnd
+// with each choice's end in GenerateResult::choices. Calls for one generation never overlap
+// (also with n > 1) and come from gRPC threads (or the caller of Generator::Start); OnEnd is
+// the last call, exactly once. A sink must not block: it queues what it cannot write at once.
 class GenerationSink {
  public:
   virtual ~GenerationSink() = default;

@@ -40,21 +40,50 @@ struct GenerateParams {
   int32_t top_logprobs = 0;
   bool prompt_logprobs = false;
   Deadline deadline = Deadline::max();
+  // Choices (OpenAI n): independent samples of the prompt, encoded and prefilled once; choice i
+  // samples with sampling.seed + i when the seed is set (else each draws its own). Range
+  // [1, 16]; 0 means 1.
+  int32_t n = 1;
+  // Sample this many choices and return the n with the highest cumulative logprob (OpenAI and
+  // vLLM best_of), renumbered 0..n-1 best first. Range [n, 16]; 0 means n. best_of > n only
+  // without `stream`: its deltas reach the sink at the end, just before OnEnd.
+  int32_t best_of = 0;
+  // The front end streams deltas to its client (refuses best_of > n).
+  bool stream = false;
 };
 
 struct GenerateDelta {
+  // The choice this delta belongs to, in [0, n). Deltas of different choices interleave.
+  int32_t index = 0;
   std::string text;
   std::vector<phi::v1::PositionLogprobs> logprobs;
-  std::vector<phi::v1::PositionLogprobs> prompt_logprobs;  // first delta only
+  // The prompt's (the same for every choice): with choice 0's first delta only.
+  std::vector<phi::v1::PositionLogprobs> prompt_logprobs;
+};
+
+// How one choice ended (GenerateResult::choices).
+struct ChoiceResult {
+  int32_t index = 0;
+  phi::v1::FinishReason finish_reason = phi::v1::FINISH_REASON_UNSPECIFIED;
+  uint64_t seed = 0;
+  // Tokens through the one that ended the choice (a stop string's last token included).
+  int32_t completion_tokens = 0;
+  // Sum of the choice's token logprobs (known when logprobs were asked for, or best_of > n).
+  double cumulative_logprob = 0;
 };
 
 struct GenerateResult {
   std::string request_id;
   std::string model;
+  // Choice 0's (choices[0] repeats them).
   phi::v1::FinishReason finish_reason = phi::v1::FINISH_REASON_UNSPECIFIED;
+  // The prompt's tokens once, plus the completion tokens of every choice generated (with
+  // best_of > n, the discarded ones too: they were generated).
   phi::v1::Usage usage;
   phi::v1::Timings timings;
   uint64_t seed = 0;
+  // Every returned choice, index order: n entries (one when n is 1).
+  std::vector<ChoiceResult> choices;
   // With prompt_logprobs: the prompt's first token, which has no logprob entry (nothing
   // precedes it), so that echo can list every prompt token without encoding the prompt again.
   // -1: not known.
@@ -83,7 +112,8 @@ class Generator {
   ~Generator();
 
   // Starts a generation whose output goes to `sink` (see generation.h), which must live until
-  // its OnEnd. Returns at once; OnEnd may already have been called (a request refused at
+  // its OnEnd. With n > 1 (or best_of) the returned Generation stands for all the choices:
+  // Cancel cancels them all. Returns at once; OnEnd may already have been called (a request refused at
   // validation). Encoding through the tokenizer service runs on a thread of its own; with
   // --local-tokenizer (or prompt ids given) nothing here blocks.
   std::shared_ptr<Generation> Start(GenerateParams params, GenerationSink* sink);
@@ -119,8 +149,9 @@ class Generator {
   std::unique_ptr<BlockingExecutor> blocking_;  // null when the tokenizer is in-process
 };
 
-// Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the
-// field and its range). `prefix` is prepended to field names ("sampling.").
+// Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the field as the
+// gRPC API spells it, "sampling.logit_bias[50256]", and its range). ValidateCommon adds the
+// request-level fields (top_logprobs, n, best_of).
 absl::Status ValidateSampling(const phi::v1::SamplingParams& s);
 absl::Status ValidateStopping(const phi::v1::StoppingCriteria& s);
 absl::Status ValidateCommon(const GenerateParams& p);

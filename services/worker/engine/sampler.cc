@@ -1,6 +1,7 @@
 #include "services/worker/engine/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <functional>
 #include <limits>
@@ -44,6 +45,84 @@ std::vector<TokenLogprobValue> TopN(std::span<const float> l, double lse, int32_
     top.push_back({ids[j], static_cast<float>(l[ids[j]] - lse)});
   }
   return top;
+}
+
+bool MaskAllows(std::span<const uint32_t> words, int32_t id) {
+  const size_t w = static_cast<size_t>(id) / 32;
+  return w < words.size() && ((words[w] >> (id % 32)) & 1u) != 0;
+}
+
+bool Contains(std::span<const int32_t> ids, int32_t id) { return std::find(ids.begin(), ids.end(), id) != ids.end(); }
+
+// Whether the ban applies to a row of `n` ids: not when no id the mask allows would be left.
+bool BanApplies(const LogitAdjust& a, int32_t n) {
+  if (a.banned.empty()) return false;
+  if (a.allowed.empty()) return true;
+  for (size_t w = 0; w < a.allowed.size(); ++w) {
+    for (uint32_t bits = a.allowed[w]; bits != 0; bits &= bits - 1) {
+      const int32_t id = static_cast<int32_t>(w * 32) + std::countr_zero(bits);
+      if (id >= n) return false;
+      if (!Contains(a.banned, id)) return true;
+    }
+  }
+  return false;
+}
+
+// The row as LogitAdjust defines it: bias, then the ban, then the mask.
+void ApplyLogitAdjust(const LogitAdjust& a, std::span<float> l) {
+  const int32_t n = static_cast<int32_t>(l.size());
+  for (const TokenBias& b : a.bias) {
+    if (b.token_id >= 0 && b.token_id < n) l[b.token_id] += b.bias;
+  }
+  if (BanApplies(a, n)) {
+    for (int32_t t : a.banned) {
+      if (t >= 0 && t < n) l[t] = kNegInf;
+    }
+  }
+  if (a.allowed.empty()) return;
+  for (int32_t w = 0; w * 32 < n; ++w) {
+    const uint32_t bits = static_cast<size_t>(w) < a.allowed.size() ? a.allowed[w] : 0u;
+    if (bits == ~0u) continue;
+    for (int32_t i = w * 32; i < std::min(n, w * 32 + 32); ++i) {
+      if (((bits >> (i % 32)) & 1u) == 0) l[i] = kNegInf;
+    }
+  }
+}
+
+// ArgMax of the row ApplyLogitAdjust would build, read in place: an id the ban or the mask
+// removes is skipped, a biased id counts with its bias. A new best is checked against the
+// ban and the bias list only when its raw logit beats the best so far, so the pass costs
+// little more than ArgMax. Lowest id on ties, as ArgMax.
+int32_t AdjustedArgMax(std::span<const float> raw, const LogitAdjust& a) {
+  const int32_t n = static_cast<int32_t>(raw.size());
+  const bool ban = BanApplies(a, n);
+  auto removed = [&](int32_t id) {
+    return (!a.allowed.empty() && !MaskAllows(a.allowed, id)) || (ban && Contains(a.banned, id));
+  };
+  auto biased = [&](int32_t id) {
+    return std::any_of(a.bias.begin(), a.bias.end(), [&](const TokenBias& b) { return b.token_id == id; });
+  };
+  int32_t best = -1;
+  float best_value = kNegInf;
+  for (int32_t i = 0; i < n; ++i) {
+    if (raw[i] > best_value && !removed(i) && !biased(i)) {
+      best = i;
+      best_value = raw[i];
+    }
+  }
+  for (const TokenBias& b : a.bias) {
+    if (b.token_id < 0 || b.token_id >= n || removed(b.token_id)) continue;
+    const float v = raw[b.token_id] + b.bias;
+    if (best < 0 || v > best_value || (v == best_value && b.token_id < best)) {
+      best = b.token_id;
+      best_value = v;
+    }
+  }
+  if (best >= 0) return best;
+  for (int32_t i = 0; i < n; ++i) {  // every id left is -inf: the lowest one left
+    if (!removed(i)) return i;
+  }
+  return 0;
 }
 
 // transformers' RepetitionPenaltyLogitsProcessor: score < 0 ? score * p : score / p, once per
@@ -121,7 +200,7 @@ int32_t Draw(std::span<const int32_t> ids, std::span<const float> z, int32_t arg
   double cum = 0.0;
   int32_t chosen = -1, last_kept = argmax_token;
   for (size_t j = 0; j < z.size(); ++j) {
-    if (z[j] < threshold) continue;
+    if (z[j] < threshold || z[j] == kNegInf) continue;  // -inf: removed by a LogitAdjust
     last_kept = id_of(j);
     cum += std::exp(static_cast<double>(z[j]) - zmax);
     if (cum > target) {
@@ -137,23 +216,30 @@ int32_t Draw(std::span<const int32_t> ids, std::span<const float> z, int32_t arg
 
 SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
                          const SamplingOptions& options, uint64_t step,
-                         const PenaltyHistory* history, bool with_logprobs, int32_t top_n) {
+                         const PenaltyHistory* history, bool with_logprobs, int32_t top_n,
+                         const LogitAdjust& adjust) {
   const int32_t n = std::min<int32_t>(static_cast<int32_t>(logits.size()),
                                       vocab_limit > 0 ? vocab_limit : static_cast<int32_t>(logits.size()));
   const std::span<const float> raw = logits.first(n);
+  const bool penalize = history != nullptr && options.has_penalties();
 
+  // The adjusted row, built only when penalties or a temperature draw need it; it then
+  // becomes the scaled row z in place.
   std::vector<float> adjusted;
   std::span<const float> l = raw;
-  if (history != nullptr && options.has_penalties()) {
+  if (penalize || (adjust.active() && !options.greedy())) {
     adjusted.assign(raw.begin(), raw.end());
-    ApplyPenalties(options, *history, &adjusted);
+    ApplyLogitAdjust(adjust, adjusted);
+    if (penalize) ApplyPenalties(options, *history, &adjusted);
     l = adjusted;
   }
 
-  int32_t token = ArgMax(l);
+  int32_t token = adjust.active() && adjusted.empty() ? AdjustedArgMax(raw, adjust) : ArgMax(l);
   if (!options.greedy()) {
     const float inv_t = 1.0f / options.temperature;
-    std::vector<float> z(n);
+    std::vector<float> scaled;
+    if (adjusted.empty()) scaled.resize(n);
+    std::vector<float>& z = adjusted.empty() ? scaled : adjusted;
     for (int32_t i = 0; i < n; ++i) z[i] = l[i] * inv_t;
     float threshold = kNegInf;
     if (options.top_k > 0 && options.top_k < n) {
@@ -212,8 +298,8 @@ float TopKThreshold(const LogitCandidates& c, const SamplingOptions& o, float in
 }  // namespace
 
 int32_t CandidatesNeeded(const SamplingOptions& options, int32_t vocab_limit, bool with_logprobs, int32_t top_n,
-                         int32_t max_candidates) {
-  if (options.has_penalties()) return 0;
+                         int32_t max_candidates, const LogitAdjust& adjust) {
+  if (options.has_penalties() || adjust.active()) return 0;
   int32_t need = std::max(1, with_logprobs ? top_n : 0);
   if (!options.greedy()) {
     if (options.top_k > 0 && options.top_k < vocab_limit) {

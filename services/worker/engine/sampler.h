@@ -1,7 +1,8 @@
 // Token sampling from one row of logits: penalties, greedy or temperature with top-k, top-p
 // and min-p truncation, a per-request counter-based RNG, and logprobs.
 //
-// Order (vLLM's and the CUDA sampler's): repetition penalty (transformers), then presence and
+// Order (vLLM's and the CUDA sampler's): the request's LogitAdjust (logit_bias, the
+// min_new_tokens ban, the grammar mask; below), then repetition penalty (transformers), then presence and
 // frequency penalties (OpenAI), then temperature, then the truncation filters as thresholds on
 // the temperature-scaled logits z (top-k, top-p over the top-k survivors, min-p), then one
 // uniform draw walked through the kept tokens in id order. Ties at a threshold are kept.
@@ -65,6 +66,23 @@ struct TokenBias {
   float bias = 0.0f;
 };
 
+// Changes to one row that the request asks for, applied to the raw logits before penalties,
+// temperature and truncation, in this order: `bias` is added (logit_bias), the
+// `banned` ids become -inf (min_new_tokens: eos and stop ids), then every id the `allowed`
+// bitmask leaves out becomes -inf (constrained decoding; words as in token_constraint.h,
+// TokenMaskWords(vocab_limit) of them; empty: no mask). When the ban would leave no id the
+// mask allows (a complete grammar allows only eos), the ban yields: the grammar wins.
+// Greedy then is the argmax over the ids left, and sampling draws only among them. Logprobs
+// and top logprobs stay the model's own (log_softmax of the raw row), as without adjustments.
+// The spans are views; the caller keeps them alive during the call.
+struct LogitAdjust {
+  std::span<const TokenBias> bias;
+  std::span<const int32_t> banned;
+  std::span<const uint32_t> allowed;
+
+  bool active() const { return !bias.empty() || !banned.empty() || !allowed.empty(); }
+};
+
 struct TokenLogprobValue {
   int32_t token_id = 0;
   float logprob = 0.0f;
@@ -82,9 +100,13 @@ struct SampleResult {
 // Samples one token. `step` is the index of the token being generated within its request
 // (0 for the first), the RNG counter. `history` may be null when no penalty is set.
 // Without `with_logprobs`, logprob and top are left empty (they cost a pass over the row).
+// Without an active `adjust` the row is read in place (penalties aside); greedy with an
+// adjustment and no penalty is a masked argmax over the row in place too; otherwise the
+// adjusted row is built once and scaled by the temperature in place.
 SampleResult SampleToken(std::span<const float> logits, int32_t vocab_limit,
                          const SamplingOptions& options, uint64_t step,
-                         const PenaltyHistory* history, bool with_logprobs, int32_t top_n);
+                         const PenaltyHistory* history, bool with_logprobs, int32_t top_n,
+                         const LogitAdjust& adjust = {});
 
 // A compact stand-in for one logits row, for a runner whose vocabulary is split across ranks:
 // the most likely ids of the raw logits over all rows [0, vocab_limit) and the whole row's
@@ -102,11 +124,12 @@ struct LogitCandidates {
 };
 
 // How many candidates a row needs so that SampleFromCandidates can give SampleToken's result,
-// or 0 when the sampler needs the whole row: penalties (they read the history), pure
-// temperature or top-p without a covering top-k, or more than `max_candidates`. min-p alone
-// asks for `max_candidates` and relies on the coverage check.
+// or 0 when the sampler needs the whole row: penalties (they read the history), an active
+// `adjust` (bias, ban or mask can raise any id), pure temperature or top-p without a
+// covering top-k, or more than `max_candidates`. min-p alone asks for `max_candidates` and
+// relies on the coverage check.
 int32_t CandidatesNeeded(const SamplingOptions& options, int32_t vocab_limit, bool with_logprobs, int32_t top_n,
-                         int32_t max_candidates);
+                         int32_t max_candidates, const LogitAdjust& adjust = {});
 
 // Whether `c` holds every id SampleToken could keep for `options` (and the top `top_n`):
 // when false the caller must fetch the whole row. Ties at the cut count as not covered.

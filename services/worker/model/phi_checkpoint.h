@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/worker/model/generation_config.h"
 #include "services/worker/model/phi_config.h"
 #include "services/worker/model/shard_spec.h"
 #include "services/worker/model/tensor_store.h"

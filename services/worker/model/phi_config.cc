@@ -174,32 +174,4 @@ absl::StatusOr<PhiConfig> LoadPhiConfig(const std::string& model_dir) {
   return ParsePhiConfig(*text, path);
 }
 
-absl::StatusOr<GenerationConfig> ParseGenerationConfig(absl::string_view json_text,
-                                                       absl::string_view source) {
-  json j = json::parse(json_text.begin(), json_text.end(), nullptr, false);
-  if (j.is_discarded()) return absl::InvalidArgumentError(absl::StrCat(source, ": not valid JSON"));
-  if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(source, ": not a JSON object"));
-  GenerationConfig g;
-  PHI_RETURN_IF_ERROR(GetIdList(j, source, "eos_token_id", &g.eos_token_ids));
-  PHI_RETURN_IF_ERROR(GetInt(j, source, "bos_token_id", 0, std::numeric_limits<int32_t>::max(), &g.bos_token_id));
-  PHI_RETURN_IF_ERROR(GetInt(j, source, "pad_token_id", 0, std::numeric_limits<int32_t>::max(), &g.pad_token_id));
-  return g;
-}
-
-absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& model_dir,
-                                                      const PhiConfig& config) {
-  const std::string path = model_dir + "/generation_config.json";
-  auto text = ReadFileToString(path);
-  if (absl::IsNotFound(text.status())) {
-    GenerationConfig g;
-    g.eos_token_ids = config.eos_token_ids;
-    g.bos_token_id = config.bos_token_id;
-    return g;
-  }
-  if (!text.ok()) return text.status();
-  auto g = ParseGenerationConfig(*text, path);
-  if (g.ok() && g->eos_token_ids.empty()) g->eos_token_ids = config.eos_token_ids;
-  return g;
-}
-
 }  // namespace phi::model

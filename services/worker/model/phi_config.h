@@ -1,7 +1,7 @@
-// The model's shape and numerics from a Hugging Face `config.json` (model_type "phi"),
-// and the stop ids from `generation_config.json`. Values this engine does not implement
-// (qk_layernorm, rope_scaling, grouped KV heads, another activation, tied embeddings)
-// are refused by field name rather than silently computed wrong.
+// The model's shape and numerics from a Hugging Face `config.json` (model_type "phi").
+// Values this engine does not implement (qk_layernorm, rope_scaling, grouped KV heads,
+// another activation, tied embeddings) are refused by field name rather than silently
+// computed wrong. generation_config.json is generation_config.h's.
 #ifndef PHI_SERVICES_WORKER_MODEL_PHI_CONFIG_H_
 #define PHI_SERVICES_WORKER_MODEL_PHI_CONFIG_H_
 
@@ -49,19 +49,6 @@ struct PhiConfig {
 absl::StatusOr<PhiConfig> ParsePhiConfig(absl::string_view json_text, absl::string_view source);
 // Reads `<model_dir>/config.json`.
 absl::StatusOr<PhiConfig> LoadPhiConfig(const std::string& model_dir);
-
-struct GenerationConfig {
-  std::vector<int32_t> eos_token_ids;  // generation stops on any of these
-  int32_t bos_token_id = -1;           // -1: absent
-  int32_t pad_token_id = -1;           // -1: absent
-};
-
-absl::StatusOr<GenerationConfig> ParseGenerationConfig(absl::string_view json_text,
-                                                       absl::string_view source);
-// Reads `<model_dir>/generation_config.json`; when the file is absent, falls back to
-// config.json's eos_token_id (as transformers does).
-absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& model_dir,
-                                                      const PhiConfig& config);
 
 // Reads a whole file into a string; NOT_FOUND / INTERNAL naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);

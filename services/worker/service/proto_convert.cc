@@ -15,16 +15,17 @@ void ToProto(const PositionLogprob& lp, phi::v1::PositionLogprobs* out) {
 
 }  // namespace
 
-GenerationRequest FromProto(const phi::v1::GenerateRequest& proto) {
+GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults) {
   GenerationRequest r;
   r.request_id = proto.request_id();
   r.prompt.assign(proto.prompt_ids().begin(), proto.prompt_ids().end());
   const phi::v1::SamplingParams& s = proto.sampling();
   r.sampling.temperature = s.temperature();
-  r.sampling.top_p = s.top_p() == 0.0f ? 1.0f : s.top_p();
-  r.sampling.top_k = s.top_k();
+  r.sampling.top_p = s.top_p() == 0.0f ? defaults.top_p : s.top_p();
+  r.sampling.top_k = s.top_k() == 0 ? defaults.top_k : s.top_k();
   r.sampling.min_p = s.min_p();
-  r.sampling.repetition_penalty = s.repetition_penalty() == 0.0f ? 1.0f : s.repetition_penalty();
+  r.sampling.repetition_penalty = s.repetition_penalty() == 0.0f ? defaults.repetition_penalty
+                                                                  : s.repetition_penalty();
   r.sampling.presence_penalty = s.presence_penalty();
   r.sampling.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) r.seed = s.seed();
@@ -70,6 +71,13 @@ void ToProto(const OutputChunk& chunk, const std::string& request_id, phi::v1::G
   t->set_time_to_first_token_seconds(chunk.timings.time_to_first_token_seconds);
   t->set_total_seconds(chunk.timings.total_seconds);
   out->set_seed(chunk.seed);
+}
+
+void ToProto(const SamplingDefaults& defaults, phi::v1::SamplingParams* out) {
+  out->set_temperature(defaults.temperature);
+  out->set_top_p(defaults.top_p);
+  out->set_top_k(defaults.top_k);
+  out->set_repetition_penalty(defaults.repetition_penalty);
 }
 
 void ToProto(const EngineStatus& status, phi::v1::GetStatusResponse* out) {

@@ -1,6 +1,7 @@
 // phi.v1 messages <-> the engine's request and output types. Proto defaults become engine
-// values here (top_p 0 -> 1, repetition_penalty 0 -> 1); range checks stay in the engine so
-// there is one definition of a valid request.
+// values here (top_p 0, top_k 0 and repetition_penalty 0 -> the model's generation_config.json
+// value, else off); range checks stay in the engine so there is one definition of a valid
+// request.
 #ifndef PHI_SERVICES_WORKER_SERVICE_PROTO_CONVERT_H_
 #define PHI_SERVICES_WORKER_SERVICE_PROTO_CONVERT_H_
 
@@ -10,7 +11,19 @@
 
 namespace phi::worker {
 
-GenerationRequest FromProto(const phi::v1::GenerateRequest& proto);
+// What a request's unset (zero) sampling fields get: the model's generation_config.json values
+// (model::DefaultsOf), or off. temperature is reported only: 0 in a request is greedy.
+struct SamplingDefaults {
+  float temperature = 0.0f;
+  float top_p = 1.0f;
+  int32_t top_k = 0;
+  float repetition_penalty = 1.0f;
+};
+
+GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults = {});
+
+// GetStatusResponse.default_sampling.
+void ToProto(const SamplingDefaults& defaults, phi::v1::SamplingParams* out);
 
 phi::v1::FinishReason ToProto(FinishReason reason);
 

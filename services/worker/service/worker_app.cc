@@ -16,6 +16,7 @@
 #include "services/common/logging.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
+#include "services/worker/model/generation_config.h"
 #include "services/worker/model/phi_config.h"
 #include "services/worker/parallel/follower.h"
 #include "services/worker/parallel/leader_runner.h"
@@ -202,6 +203,7 @@ struct LoadedRunner {
   ModelRunner* runner = nullptr;
   int32_t num_kv_blocks = 0;
   std::vector<int32_t> eos_token_ids;
+  model::GenerationDefaults generation;  // generation_config.json's sampling defaults
   std::string kernel;
   std::string isa = "none";      // the CPU kernels' instruction set; "none" on a GPU
   std::string weights = "bf16";  // weight format of the linear layers
@@ -219,6 +221,7 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
   options.max_waiting = static_cast<int32_t>(config.max_waiting);
   options.enable_prefix_cache = config.prefix_cache;
   options.eos_token_ids = r.eos_token_ids;
+  options.default_max_new_tokens = r.generation.max_new_tokens;
   common::ServiceServer* server_ptr = &server;
   options.on_step_failure = [&service, server_ptr](const absl::Status& status) {
     PHI_LOG(ERROR, "not_serving").Str("reason", "forward pass failed").Str("error", status.ToString());
@@ -237,6 +240,8 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
     std::fprintf(stderr, "phi-worker: warm-up forward pass failed: %s\n", warm.ToString().c_str());
     return 1;
   }
+  service.SetSamplingDefaults({r.generation.temperature, r.generation.top_p, r.generation.top_k,
+                               r.generation.repetition_penalty});
   service.SetEngine(engine->get());
   service.SetReady(true);
   server.SetServing(true);
@@ -248,6 +253,8 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
       .Int("kv_block_size", options.block_size)
       .Str("kv_cache_dtype", config.kv_cache_dtype)
       .Int("max_context", r.max_context)
+      .Num("default_temperature", r.generation.temperature)
+      .Int("default_max_new_tokens", r.generation.max_new_tokens)
       .Num("load_seconds", absl::ToDoubleSeconds(absl::Now() - t0));
 
   const int code = common::ServeUntilSignal(server, [&] {
@@ -287,6 +294,7 @@ absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& gro
   }
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
   out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
+  out->info.generation = model::DefaultsOf((*runner)->generation());
   out->info.kernel = (*runner)->kernel_name();
   out->info.isa = std::string(cpu::IsaName((*runner)->isa()));
   out->info.weights = std::string(cpu::WeightFormatName(runner_options.weights));
@@ -361,6 +369,7 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
   }
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
   out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
+  out->info.generation = model::DefaultsOf((*runner)->generation());
   out->info.kernel = group.world_size() > 1 ? "cuda+nccl" : "cuda";
   out->info.max_context = (*runner)->shape().max_position_embeddings;
   out->runner = *std::move(runner);

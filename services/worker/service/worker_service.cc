@@ -31,7 +31,7 @@ grpc::ServerWriteReactor<phi::v1::GenerateResponse>* WorkerServiceImpl::Generate
     return RefuseGenerate(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is not ready (loading the model or draining)"));
   }
-  absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(FromProto(*request));
+  absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(FromProto(*request, defaults_));
   if (!submitted.ok()) return RefuseGenerate(common::ToGrpcStatus(submitted.status()));
   return GenerateCall::Start(std::move(*submitted), write_pool_);
 }
@@ -46,6 +46,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::GetStatus(grpc::CallbackServerConte
     ToProto(engine->Status(4096), response);
     response->set_max_context_tokens(engine->shape().max_position_embeddings);
     response->set_vocab_size(engine->shape().vocab_size);
+    ToProto(defaults_, response->mutable_default_sampling());
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -15,6 +15,7 @@
 #include "phi/v1/worker.grpc.pb.h"
 #include "services/common/metrics/registry.h"
 #include "services/worker/engine/engine.h"
+#include "services/worker/service/proto_convert.h"
 #include "services/worker/service/stream_write_pool.h"
 
 namespace phi::worker {
@@ -29,6 +30,8 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
                     metrics::Registry* registry = &metrics::DefaultRegistry(),
                     int write_threads = kDefaultWriteThreads);
 
+  // The model's defaults for unset sampling fields; set once, before SetEngine.
+  void SetSamplingDefaults(const SamplingDefaults& defaults) { defaults_ = defaults; }
   // The engine must outlive the service's calls (set once, before SetReady(true)).
   void SetEngine(Engine* engine) { engine_.store(engine); }
   // Ready: model loaded and one forward pass done, not draining. Drives GetStatus.ready and
@@ -46,6 +49,7 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
  private:
   const std::string model_name_;
   const int32_t world_size_;
+  SamplingDefaults defaults_;
   metrics::Gauge& ready_gauge_;
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<bool> ready_{false};

@@ -78,18 +78,5 @@ TEST(PhiConfigTest, RefusesBadJson) {
   EXPECT_NE(c.status().message().find("x/config.json"), std::string::npos);
 }
 
-TEST(GenerationConfigTest, EosIdsAsIntOrList) {
-  auto g = ParseGenerationConfig(R"({"eos_token_id": [50256, 50295], "bos_token_id": 50256})", "g.json");
-  ASSERT_TRUE(g.ok()) << g.status();
-  EXPECT_EQ(g->eos_token_ids, (std::vector<int32_t>{50256, 50295}));
-  EXPECT_EQ(g->bos_token_id, 50256);
-  g = ParseGenerationConfig(R"({"eos_token_id": 7})", "g.json");
-  ASSERT_TRUE(g.ok());
-  EXPECT_EQ(g->eos_token_ids, std::vector<int32_t>{7});
-  g = ParseGenerationConfig(R"({"eos_token_id": "x"})", "g.json");
-  ASSERT_FALSE(g.ok());
-  EXPECT_NE(g.status().message().find("eos_token_id"), std::string::npos);
-}
-
 }  // namespace
 }  // namespace phi::model

@@ -182,6 +182,32 @@ TEST_F(WorkerServiceTest, ProtoDefaultsMeanOff) {
   EXPECT_TRUE(FromProto(req).seed.has_value());
 }
 
+TEST_F(WorkerServiceTest, UnsetSamplingFieldsGetTheModelDefaults) {
+  const SamplingDefaults model{0.7f, 0.9f, 40, 1.1f};
+  phi::v1::GenerateRequest req = Req({1}, 0);
+  GenerationRequest r = FromProto(req, model);
+  EXPECT_EQ(r.sampling.temperature, 0.0f);  // 0 in a request is greedy, whatever the model says
+  EXPECT_EQ(r.sampling.top_p, 0.9f);
+  EXPECT_EQ(r.sampling.top_k, 40);
+  EXPECT_EQ(r.sampling.repetition_penalty, 1.1f);
+  req.mutable_sampling()->set_top_p(0.5f);
+  req.mutable_sampling()->set_top_k(3);
+  req.mutable_sampling()->set_repetition_penalty(1.0f);
+  r = FromProto(req, model);  // a request's own values win
+  EXPECT_EQ(r.sampling.top_p, 0.5f);
+  EXPECT_EQ(r.sampling.top_k, 3);
+  EXPECT_EQ(r.sampling.repetition_penalty, 1.0f);
+
+  service_->SetSamplingDefaults(model);
+  MakeReady();
+  const phi::v1::GetStatusResponse s = RemoteStatus();
+  ASSERT_TRUE(s.has_default_sampling());
+  EXPECT_EQ(s.default_sampling().temperature(), 0.7f);
+  EXPECT_EQ(s.default_sampling().top_p(), 0.9f);
+  EXPECT_EQ(s.default_sampling().top_k(), 40);
+  EXPECT_EQ(s.default_sampling().repetition_penalty(), 1.1f);
+}
+
 TEST_F(WorkerServiceTest, ErrorsKeepTheirCodeAndNameTheField) {
   MakeReady();
   phi::v1::GenerateRequest bad = Req({1}, 4);

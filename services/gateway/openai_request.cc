@@ -29,6 +29,12 @@ constexpr size_t kMaxNameBytes = 256;    // model, user
 constexpr size_t kMaxStopBytes = 256;    // one stop string (ValidateStopping's bound)
 constexpr size_t kMaxStopTokenIds = 64;  // ValidateStopping's bound
 constexpr int64_t kMaxLogprobs = 20;
+constexpr int64_t kMaxChoices = 16;             // n, best_of
+constexpr size_t kMaxConstraintBytes = 64 << 10;  // a schema, regex or grammar; guided_choice's strings together
+constexpr size_t kMaxGuidedChoices = 256;
+constexpr size_t kMaxLogitBias = 1024;
+constexpr double kMaxBias = 100;
+constexpr size_t kMaxDescriptionBytes = 4096;  // response_format.json_schema.description
 // Bodies up to this size reuse a per-thread parser (its buffers are ~7x this); larger ones get
 // a parser of their own, freed on return.
 constexpr size_t kReusedParserBytes = 64 << 10;
@@ -247,9 +253,20 @@ absl::Status Unknown(std::string_view prefix, std::string_view key) {
   return Invalid(Cat(prefix, Printable(key), ": unknown parameter"));
 }
 
-// Before any parsing: the body is one object, nested at most max_depth deep, with nothing after
-// it. One pass, no allocation; a body refused here never reaches the parser.
-absl::Status ScanStructure(std::string_view s, size_t max_depth) {
+// The schema whose value container opens at `depth`, given the keys of the objects around it
+// (keys[d]: the current key of the object at depth d); "" when it is not one.
+std::string_view SchemaAt(const std::array<std::string_view, 4>& keys, size_t depth) {
+  if (depth == 2 && keys[1] == "guided_json") return "guided_json";
+  if (depth == 4 && keys[1] == "response_format" && keys[2] == "json_schema" && keys[3] == "schema") {
+    return "response_format.json_schema.schema";
+  }
+  return "";
+}
+
+// Before any parsing: the body is one object, nested at most max_depth deep (a JSON schema at
+// most max_schema_depth from its own braces), with nothing after it. One pass, no allocation;
+// a body refused here never reaches the parser.
+absl::Status ScanStructure(std::string_view s, const OpenAiRequestLimits& limits) {
   auto is_ws = [](char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r'; };
   size_t i = 0;
   const size_t n = s.size();
@@ -267,16 +284,35 @@ absl::Status ScanStructure(std::string_view s, size_t max_depth) {
     return Invalid(Cat("body: must be a JSON object, got ", kind));
   }
   size_t depth = 0;
+  std::array<std::string_view, 4> keys{};  // as sent (escapes not resolved)
+  size_t schema_base = 0;                  // depth of the schema's outermost container; 0: outside
+  std::string_view schema;
   for (; i < n; ++i) {
     const char c = s[i];
     if (c == '"') {
+      const size_t start = i + 1;
       for (++i; i < n && s[i] != '"'; ++i) {
         if (s[i] == '\\') ++i;
       }
       if (i >= n) return Invalid("body: not valid JSON (UNCLOSED_STRING)");
+      if (depth < keys.size()) {
+        size_t j = i + 1;
+        while (j < n && is_ws(s[j])) ++j;
+        if (j < n && s[j] == ':') keys[depth] = s.substr(start, i - start);
+      }
     } else if (c == '{' || c == '[') {
-      if (++depth > max_depth) return Invalid(Cat("body: nested deeper than ", max_depth));
+      ++depth;
+      if (schema_base == 0 && !(schema = SchemaAt(keys, depth)).empty()) schema_base = depth;
+      if (schema_base != 0) {
+        if (depth - schema_base + 1 > limits.max_schema_depth) {
+          return Invalid(Cat(schema, ": nested deeper than ", limits.max_schema_depth));
+        }
+      } else if (depth > limits.max_depth) {
+        return Invalid(Cat("body: nested deeper than ", limits.max_depth));
+      }
+      if (depth < keys.size()) keys[depth] = {};
     } else if (c == '}' || c == ']') {
+      if (depth == schema_base) schema_base = 0;
       if (--depth == 0) {
         ++i;
         break;
@@ -292,7 +328,7 @@ absl::Status ScanStructure(std::string_view s, size_t max_depth) {
 // Parses `body` and calls fn(key, value) for each top-level field (keys unique, nulls included).
 absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimits& limits,
                                   absl::FunctionRef<absl::Status(std::string_view, od::value&)> fn) {
-  if (absl::Status s = ScanStructure(body, limits.max_depth); !s.ok()) return s;
+  if (absl::Status s = ScanStructure(body, limits); !s.ok()) return s;
   simdjson::padded_string json(body.data(), body.size());
   if (json.data() == nullptr) return absl::ResourceExhaustedError("body: out of memory while parsing");
   thread_local od::parser reused(kReusedParserBytes);
@@ -311,6 +347,211 @@ absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimi
   return ForEachField(obj, "", fn);
 }
 
+// ---- structured output and logit_bias ----
+
+// A JSON schema's text: valid JSON (On Demand skips a value without checking all of it, so the
+// text is parsed again whole), an object, nested at most max_depth deep, at most
+// kMaxConstraintBytes.
+absl::Status CheckSchemaText(std::string_view text, std::string_view name, size_t max_depth) {
+  if (text.size() > kMaxConstraintBytes) {
+    return Invalid(Cat(name, ": a schema of at most ", kMaxConstraintBytes, " bytes, got ", text.size()));
+  }
+  thread_local simdjson::dom::parser parser;
+  if (parser.max_depth() != max_depth || parser.capacity() < text.size()) {
+    if (parser.allocate(std::max<size_t>(text.size(), 4096), max_depth) != simdjson::SUCCESS) {
+      return absl::ResourceExhaustedError(Cat(name, ": out of memory while parsing"));
+    }
+  }
+  simdjson::dom::element root;
+  if (error_code e = parser.parse(text.data(), text.size(), /*realloc_if_needed=*/true).get(root)) {
+    if (e == simdjson::DEPTH_ERROR) return Invalid(Cat(name, ": nested deeper than ", max_depth));
+    return Invalid(Cat(name, ": not valid JSON (", ErrorName(e), ")"));
+  }
+  if (!root.is_object()) return Invalid(Cat(name, ": must be a JSON schema object"));
+  return absl::OkStatus();
+}
+
+// A JSON schema given as an object: its text as sent (trimmed). With `in_string`, also a string
+// holding one (vLLM's guided_json).
+absl::Status ReadSchema(od::value& v, std::string_view name, size_t max_depth, bool in_string, std::string* out) {
+  od::json_type t = od::json_type::null;
+  if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
+  std::string_view text;
+  if (t == od::json_type::string && in_string) {
+    if (absl::Status s = ReadString(v, name, &text); !s.ok()) return s;
+  } else if (t == od::json_type::object) {
+    od::object o;
+    if (error_code e = v.get_object().get(o)) return JsonError(e);
+    if (error_code e = o.raw_json().get(text)) return JsonError(e);
+    while (!text.empty() && (text.back() == ' ' || text.back() == '\t' || text.back() == '\n' || text.back() == '\r')) {
+      text.remove_suffix(1);
+    }
+  } else {
+    return WrongType(name, in_string ? "a JSON schema (an object, or a string holding one)" : "a JSON schema object", t);
+  }
+  if (absl::Status s = CheckSchemaText(text, name, max_depth); !s.ok()) return s;
+  out->assign(text);
+  return absl::OkStatus();
+}
+
+// OpenAI's json_schema.name: 1 to 64 of a-z, A-Z, 0-9, _ and -.
+bool ValidSchemaName(std::string_view s) {
+  if (s.empty() || s.size() > 64) return false;
+  for (char c : s) {
+    if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-')) {
+      return false;
+    }
+  }
+  return true;
+}
+
+// response_format.json_schema: {name, description?, schema?, strict?}. Without a schema: any
+// JSON object. strict is accepted either way: the output always matches.
+absl::Status ReadJsonSchemaFormat(od::value& v, size_t max_depth, phi::v1::Constraint* c) {
+  constexpr std::string_view kAt = "response_format.json_schema";
+  od::object o;
+  if (absl::Status s = GetObject(v, kAt, "an object {name, schema, description, strict}", &o); !s.ok()) return s;
+  bool has_name = false;
+  std::optional<std::string> schema;
+  absl::Status st = ForEachField(o, Cat(kAt, "."), [&](std::string_view k, od::value& f) -> absl::Status {
+    const std::string name = Cat(kAt, ".", Printable(k));
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(f, &is_null); !s.ok()) return s;
+    if (k != "name" && k != "description" && k != "schema" && k != "strict") return Unknown(Cat(kAt, "."), k);
+    if (is_null) return absl::OkStatus();
+    if (k == "name") {
+      std::string_view n;
+      if (absl::Status s = ReadString(f, name, &n); !s.ok()) return s;
+      if (!ValidSchemaName(n)) {
+        return Invalid(Cat(name, ": must be 1 to 64 of a-z, A-Z, 0-9, _ and -, got \"", Printable(n), "\""));
+      }
+      has_name = true;
+      return absl::OkStatus();
+    }
+    if (k == "description") {
+      std::string d;
+      return ReadBoundedString(f, name, kMaxDescriptionBytes, &d);
+    }
+    if (k == "strict") {
+      bool b = false;
+      return ReadBool(f, name, &b);
+    }
+    return ReadSchema(f, name, max_depth, /*in_string=*/false, &schema.emplace());
+  });
+  if (!st.ok()) return st;
+  if (!has_name) return Invalid(Cat(kAt, ".name: required, 1 to 64 of a-z, A-Z, 0-9, _ and -"));
+  if (schema) {
+    c->set_json_schema(std::move(*schema));
+  } else {
+    c->set_json_object(true);
+  }
+  return absl::OkStatus();
+}
+
+// response_format: {"type": "text"} (no constraint) | {"type": "json_object"} |
+// {"type": "json_schema", "json_schema": {...}}.
+absl::Status ReadResponseFormat(od::value& v, size_t max_depth, phi::v1::Constraint* c) {
+  od::object o;
+  if (absl::Status s = GetObject(v, "response_format", "an object {\"type\": \"text\" | \"json_object\" | \"json_schema\"}", &o);
+      !s.ok()) {
+    return s;
+  }
+  std::string type;
+  bool has_schema = false;
+  absl::Status st = ForEachField(o, "response_format.", [&](std::string_view k, od::value& f) -> absl::Status {
+    if (k == "type") return ReadBoundedString(f, "response_format.type", 64, &type);
+    if (k == "json_schema") {
+      bool is_null = false;
+      if (absl::Status s = ConsumeIfNull(f, &is_null); !s.ok() || is_null) return s;
+      has_schema = true;
+      return ReadJsonSchemaFormat(f, max_depth, c);
+    }
+    return Unknown("response_format.", k);
+  });
+  if (!st.ok()) return st;
+  if (type.empty()) return Invalid("response_format.type: required, one of text, json_object, json_schema");
+  if (type != "text" && type != "json_object" && type != "json_schema") {
+    return Invalid(
+        Cat("response_format.type: must be one of text, json_object, json_schema, got \"", Printable(type), "\""));
+  }
+  if (type == "json_schema") {
+    if (!has_schema) return Invalid("response_format.json_schema: required with type json_schema ({name, schema})");
+    return absl::OkStatus();
+  }
+  if (has_schema) return Invalid("response_format.json_schema: only with type json_schema");
+  if (type == "json_object") c->set_json_object(true);
+  return absl::OkStatus();
+}
+
+// guided_regex, guided_grammar: a non-empty string of at most kMaxConstraintBytes.
+absl::Status ReadConstraintText(od::value& v, std::string_view name, std::string* out) {
+  std::string_view s;
+  if (absl::Status st = ReadString(v, name, &s); !st.ok()) return st;
+  if (s.empty() || s.size() > kMaxConstraintBytes) {
+    return Invalid(Cat(name, ": must be a non-empty string of at most ", kMaxConstraintBytes, " bytes, got ", s.size(),
+                       " bytes"));
+  }
+  out->assign(s);
+  return absl::OkStatus();
+}
+
+// guided_choice: 1 to kMaxGuidedChoices non-empty strings, at most kMaxConstraintBytes together.
+absl::Status ReadGuidedChoice(od::value& v, phi::v1::ChoiceList* out) {
+  od::array a;
+  if (absl::Status s = GetArray(v, "guided_choice", "an array of strings", &a); !s.ok()) return s;
+  size_t bytes = 0;
+  absl::Status st = ForEachElement(a, [&](size_t i, od::value& e) {
+    if (i >= kMaxGuidedChoices) return Invalid(Cat("guided_choice: at most ", kMaxGuidedChoices, " strings"));
+    const std::string name = Cat("guided_choice[", i, "]");
+    std::string_view s;
+    if (absl::Status r = ReadString(e, name, &s); !r.ok()) return r;
+    if (s.empty()) return Invalid(Cat(name, ": must not be empty"));
+    if ((bytes += s.size()) > kMaxConstraintBytes) {
+      return Invalid(Cat("guided_choice: at most ", kMaxConstraintBytes, " bytes of strings together"));
+    }
+    out->add_choices(std::string(s));
+    return absl::OkStatus();
+  });
+  if (!st.ok()) return st;
+  if (out->choices().empty()) return Invalid("guided_choice: must not be empty (1 to 256 strings)");
+  return absl::OkStatus();
+}
+
+// A logit_bias key: a token id in decimal, as OpenAI's SDKs send it ("50256"); no sign, no
+// leading zeros (two spellings of one id would be two entries).
+bool ParseTokenIdKey(std::string_view key, int32_t* id) {
+  if (key.empty() || key.size() > 10 || (key.size() > 1 && key[0] == '0')) return false;
+  int64_t x = 0;
+  for (char c : key) {
+    if (c < '0' || c > '9') return false;
+    x = x * 10 + (c - '0');
+  }
+  if (x > kMaxTokenId) return false;
+  *id = static_cast<int32_t>(x);
+  return true;
+}
+
+// logit_bias: {"<token id>": bias in [-100, 100], ...}, at most kMaxLogitBias entries. Ids past
+// the model's vocabulary are the worker's to refuse (it knows the vocabulary).
+absl::Status ReadLogitBias(od::value& v, google::protobuf::Map<int32_t, float>* out) {
+  od::object o;
+  if (absl::Status s = GetObject(v, "logit_bias", "an object {\"<token id>\": bias in [-100, 100]}", &o); !s.ok()) {
+    return s;
+  }
+  return ForEachField(o, "logit_bias.", [&](std::string_view key, od::value& f) {
+    if (out->size() >= kMaxLogitBias) return Invalid(Cat("logit_bias: at most ", kMaxLogitBias, " entries"));
+    const std::string name = Cat("logit_bias.", Printable(key));
+    int32_t id = 0;
+    if (!ParseTokenIdKey(key, &id)) {
+      return Invalid(Cat(name, ": the key must be a token id in decimal, in [0, ", kMaxTokenId, "]"));
+    }
+    double bias = 0;
+    if (absl::Status s = ReadNumber(f, name, -kMaxBias, kMaxBias, false, &bias); !s.ok()) return s;
+    (*out)[id] = static_cast<float>(bias);
+    return absl::OkStatus();
+  });
+}
+
 // ---- fields shared by the endpoints ----
 
 // For (0, x] fields whose 0 means "unset": a positive double below float's range stays positive.
@@ -319,9 +560,48 @@ float PositiveFloat(double d) { return std::max(static_cast<float>(d), std::nume
 // Sampling, stopping and streaming fields; Handle() returns false for a key it does not know.
 class CommonFields {
  public:
-  CommonFields(bool chat, size_t max_stop) : chat_(chat), max_stop_(max_stop) {}
+  CommonFields(bool chat, const OpenAiRequestLimits& limits) : chat_(chat), limits_(limits) {}
 
   absl::StatusOr<bool> Handle(std::string_view key, od::value& v) {
+    absl::StatusOr<bool> handled = HandleSampling(key, v);
+    if (handled.ok() && !*handled) handled = HandleStopping(key, v);
+    if (handled.ok() && !*handled) handled = HandleConstraint(key, v);
+    return handled;
+  }
+
+  // Checks across fields; fills the defaults.
+  absl::Status Finish(int32_t default_max_tokens) {
+    if (stream_options_ && !stream_) return Invalid("stream_options: only allowed when stream is true");
+    // OpenAI's default temperature is 1; the proto's (unset) is greedy.
+    p_.sampling.set_temperature(static_cast<float>(temperature_.value_or(1.0)));
+    int64_t max_tokens = max_completion_tokens_.value_or(max_tokens_.value_or(default_max_tokens));
+    p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
+    // max_tokens 0 on chat is the gateway's default, checked against min_tokens there.
+    if (min_tokens_ > 0 && max_tokens > 0 && min_tokens_ > max_tokens) {
+      return Invalid(Cat("min_tokens: must be an integer in [0, max_tokens] = [0, ", max_tokens, "], got ", min_tokens_));
+    }
+    p_.stopping.set_min_new_tokens(static_cast<int32_t>(min_tokens_));
+    const int64_t n = n_.value_or(1);
+    if (best_of_ && *best_of_ < n) {
+      return Invalid(Cat("best_of: must be an integer in [n, ", kMaxChoices, "] = [", n, ", ", kMaxChoices, "], got ",
+                         *best_of_));
+    }
+    const int64_t best_of = best_of_.value_or(n);
+    if (best_of > n && stream_) return Invalid(Cat("best_of: must equal n (", n, ") when stream is true"));
+    p_.n = static_cast<int32_t>(n);
+    p_.best_of = static_cast<int32_t>(best_of);
+    p_.stream = stream_;
+    return absl::OkStatus();
+  }
+
+  GenerateParams& params() { return p_; }
+  bool stream() const { return stream_; }
+  bool include_usage() const { return include_usage_; }
+  std::optional<int64_t> max_tokens() const { return max_tokens_; }
+  const std::string& constraint_param() const { return constraint_param_; }
+
+ private:
+  absl::StatusOr<bool> HandleSampling(std::string_view key, od::value& v) {
     auto& s = p_.sampling;
     double d = 0;
     int64_t i = 0;
@@ -354,29 +634,11 @@ class CommonFields {
       st = ReadInt(v, key, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &i);
       if (st.ok()) s.set_seed(static_cast<uint64_t>(i));  // negative seeds keep their bits
     } else if (key == "n") {
-      if ((st = ReadInt(v, key, 1, kMaxTokens, &i)).ok() && i != 1) st = Invalid("n: only 1 is supported");
-    } else if (key == "max_tokens") {
-      if ((st = ReadInt(v, key, chat_ ? 1 : 0, kMaxTokens, &i)).ok()) max_tokens_ = i;
-    } else if (key == "max_completion_tokens" && chat_) {
-      if ((st = ReadInt(v, key, 1, kMaxTokens, &i)).ok()) max_completion_tokens_ = i;
-    } else if (key == "stop") {
-      st = ReadStop(v);
-    } else if (key == "stop_token_ids") {
-      st = ReadStopTokenIds(v);
-    } else if (key == "ignore_eos") {
-      bool b = false;
-      if ((st = ReadBool(v, key, &b)).ok()) p_.stopping.set_ignore_eos(b);
-    } else if (key == "stream") {
-      st = ReadBool(v, key, &stream_);
-    } else if (key == "stream_options") {
-      st = ReadStreamOptions(v);
+      if ((st = ReadInt(v, key, 1, kMaxChoices, &i)).ok()) n_ = i;
+    } else if (key == "best_of") {
+      if ((st = ReadInt(v, key, 1, kMaxChoices, &i)).ok()) best_of_ = i;
     } else if (key == "logit_bias") {
-      od::object o;
-      if ((st = GetObject(v, key, "an object", &o)).ok()) {
-        st = ForEachField(o, "logit_bias.", [](std::string_view, od::value&) {
-          return Invalid("logit_bias: not supported (only {} or null)");
-        });
-      }
+      st = ReadLogitBias(v, s.mutable_logit_bias());
     } else {
       return false;
     }
@@ -384,22 +646,67 @@ class CommonFields {
     return true;
   }
 
-  // Checks across fields; fills the defaults.
-  absl::Status Finish(int32_t default_max_tokens) {
-    if (stream_options_ && !stream_) return Invalid("stream_options: only allowed when stream is true");
-    // OpenAI's default temperature is 1; the proto's (unset) is greedy.
-    p_.sampling.set_temperature(static_cast<float>(temperature_.value_or(1.0)));
-    int64_t max_tokens = max_completion_tokens_.value_or(max_tokens_.value_or(default_max_tokens));
-    p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
-    return absl::OkStatus();
+  absl::StatusOr<bool> HandleStopping(std::string_view key, od::value& v) {
+    int64_t i = 0;
+    bool b = false;
+    absl::Status st;
+    if (key == "max_tokens") {
+      if ((st = ReadInt(v, key, chat_ ? 1 : 0, kMaxTokens, &i)).ok()) max_tokens_ = i;
+    } else if (key == "max_completion_tokens" && chat_) {
+      if ((st = ReadInt(v, key, 1, kMaxTokens, &i)).ok()) max_completion_tokens_ = i;
+    } else if (key == "min_tokens") {
+      if ((st = ReadInt(v, key, 0, kMaxTokens, &i)).ok()) min_tokens_ = i;
+    } else if (key == "stop") {
+      st = ReadStop(v);
+    } else if (key == "stop_token_ids") {
+      st = ReadStopTokenIds(v);
+    } else if (key == "include_stop_str_in_output") {
+      if ((st = ReadBool(v, key, &b)).ok()) p_.stopping.set_include_stop_str_in_output(b);
+    } else if (key == "ignore_eos") {
+      if ((st = ReadBool(v, key, &b)).ok()) p_.stopping.set_ignore_eos(b);
+    } else if (key == "stream") {
+      st = ReadBool(v, key, &stream_);
+    } else if (key == "stream_options") {
+      st = ReadStreamOptions(v);
+    } else {
+      return false;
+    }
+    if (!st.ok()) return st;
+    return true;
   }
 
-  GenerateParams& params() { return p_; }
-  bool stream() const { return stream_; }
-  bool include_usage() const { return include_usage_; }
-  std::optional<int64_t> max_tokens() const { return max_tokens_; }
+  // response_format and vLLM's guided_* extras: at most one constraint per request.
+  absl::StatusOr<bool> HandleConstraint(std::string_view key, od::value& v) {
+    phi::v1::Constraint c;
+    absl::Status st;
+    if (key == "response_format") {
+      st = ReadResponseFormat(v, limits_.max_schema_depth, &c);
+    } else if (key == "guided_json") {
+      st = ReadSchema(v, key, limits_.max_schema_depth, /*in_string=*/true, c.mutable_json_schema());
+    } else if (key == "guided_regex") {
+      st = ReadConstraintText(v, key, c.mutable_regex());
+    } else if (key == "guided_grammar") {
+      st = ReadConstraintText(v, key, c.mutable_grammar());
+    } else if (key == "guided_choice") {
+      st = ReadGuidedChoice(v, c.mutable_choice());
+    } else if (key == "guided_whitespace_pattern") {
+      // JSON output is compact (Constraint.any_whitespace false); no other pattern.
+      st = Invalid("guided_whitespace_pattern: not supported (only null): JSON output has no whitespace");
+    } else {
+      return false;
+    }
+    if (!st.ok()) return st;
+    if (c.kind_case() == phi::v1::Constraint::KIND_NOT_SET) return true;  // response_format text
+    if (!constraint_param_.empty()) {
+      return Invalid(Cat(key, ": only one of response_format (json_object, json_schema), guided_json, guided_regex, "
+                              "guided_grammar, guided_choice per request; ",
+                         constraint_param_, " is given too"));
+    }
+    constraint_param_ = std::string(key);
+    *p_.sampling.mutable_constraint() = std::move(c);
+    return true;
+  }
 
- private:
   absl::Status ReadStop(od::value& v) {
     od::json_type t = od::json_type::null;
     if (absl::Status s = TypeOf(v, &t); !s.ok()) return s;
@@ -418,7 +725,7 @@ class CommonFields {
     od::array a;
     if (error_code e = v.get_array().get(a)) return JsonError(e);
     return ForEachElement(a, [&](size_t i, od::value& e) {
-      if (i >= max_stop_) return Invalid(Cat("stop: at most ", max_stop_, " strings"));
+      if (i >= limits_.max_stop) return Invalid(Cat("stop: at most ", limits_.max_stop, " strings"));
       return one(Cat("stop[", i, "]"), e);
     });
   }
@@ -448,10 +755,12 @@ class CommonFields {
   }
 
   const bool chat_;
-  const size_t max_stop_;
+  const OpenAiRequestLimits& limits_;
   GenerateParams p_;
   std::optional<double> temperature_;
-  std::optional<int64_t> max_tokens_, max_completion_tokens_;
+  std::optional<int64_t> max_tokens_, max_completion_tokens_, n_, best_of_;
+  int64_t min_tokens_ = 0;
+  std::string constraint_param_;
   bool stream_ = false, stream_options_ = false, include_usage_ = false;
 };
 
@@ -482,30 +791,7 @@ absl::Status StringIn(od::value& v, std::string_view name, std::initializer_list
 // Chat parameters we do not implement, accepted only at their neutral value.
 absl::StatusOr<bool> HandleChatNeutral(std::string_view key, od::value& v) {
   absl::Status st;
-  if (key == "response_format") {
-    od::object o;
-    if (!(st = GetObject(v, key, "an object {\"type\": \"text\"}", &o)).ok()) return st;
-    std::string type;
-    bool has_schema = false;
-    st = ForEachField(o, "response_format.", [&](std::string_view k, od::value& f) {
-      if (k == "type") return ReadBoundedString(f, "response_format.type", 64, &type);
-      if (k == "json_schema") {
-        has_schema = true;
-        return absl::OkStatus();  // skipped unread: the request is refused below
-      }
-      return Unknown("response_format.", k);
-    });
-    if (!st.ok()) return st;
-    if (type == "json_object" || type == "json_schema") {
-      return Invalid(Cat("response_format: type ", type, " is not supported yet"));
-    }
-    if (type.empty()) return Invalid("response_format.type: required, one of text, json_object, json_schema");
-    if (type != "text") {
-      return Invalid(
-          Cat("response_format.type: must be one of text, json_object, json_schema, got \"", Printable(type), "\""));
-    }
-    if (has_schema) return Invalid("response_format.json_schema: only with type json_schema");
-  } else if (key == "tools") {
+  if (key == "tools") {
     st = EmptyArrayOnly(v, key, "not supported yet (only [] or null)");
   } else if (key == "functions") {
     st = EmptyArrayOnly(v, key, "not supported yet (only [] or null)");
@@ -732,12 +1018,13 @@ absl::Status ReadPrompts(od::value& v, const OpenAiRequestLimits& limits, std::v
 // clang-format off
 constexpr std::string_view kSharedKeys[] = {
     "model", "user", "temperature", "top_p", "top_k", "min_p", "repetition_penalty", "presence_penalty",
-    "frequency_penalty", "seed", "n", "max_tokens", "stop", "stop_token_ids", "ignore_eos", "stream",
-    "stream_options", "logit_bias"};
+    "frequency_penalty", "seed", "n", "best_of", "max_tokens", "min_tokens", "stop", "stop_token_ids",
+    "include_stop_str_in_output", "ignore_eos", "stream", "stream_options", "logit_bias", "response_format",
+    "guided_json", "guided_regex", "guided_grammar", "guided_choice", "guided_whitespace_pattern"};
 constexpr std::string_view kChatOnlyKeys[] = {
-    "messages", "logprobs", "top_logprobs", "max_completion_tokens", "response_format", "tools", "functions",
-    "tool_choice", "function_call", "parallel_tool_calls", "service_tier", "store", "metadata", "modalities"};
-constexpr std::string_view kCompletionOnlyKeys[] = {"prompt", "echo", "logprobs", "suffix", "best_of"};
+    "messages", "logprobs", "top_logprobs", "max_completion_tokens", "tools", "functions", "tool_choice",
+    "function_call", "parallel_tool_calls", "service_tier", "store", "metadata", "modalities"};
+constexpr std::string_view kCompletionOnlyKeys[] = {"prompt", "echo", "logprobs", "suffix"};
 // clang-format on
 
 struct KeySet {
@@ -760,7 +1047,7 @@ bool Known(const KeySet& keys, std::string_view key) {
 
 absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_view body, const ChatmlOptions& chatml,
                                                                  const OpenAiRequestLimits& limits) {
-  CommonFields common(/*chat=*/true, limits.max_stop);
+  CommonFields common(/*chat=*/true, limits);
   GenerateParams& p = common.params();
   google::protobuf::RepeatedPtrField<phi::v1::ChatMessage> messages;
   bool has_messages = false, logprobs = false;
@@ -791,12 +1078,13 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_vie
   ChatCompletionRequest out;
   out.stream = common.stream();
   out.include_usage = common.include_usage();
+  out.constraint_param = common.constraint_param();
   out.params = std::move(p);
   return out;
 }
 
 absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, const OpenAiRequestLimits& limits) {
-  CommonFields common(/*chat=*/false, limits.max_stop);
+  CommonFields common(/*chat=*/false, limits);
   std::vector<RawPrompt> prompts;
   bool has_prompt = false, echo = false;
   std::optional<int64_t> logprobs;
@@ -820,11 +1108,6 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
       if (absl::Status r = ReadString(v, key, &s); !r.ok()) return r;
       return s.empty() ? absl::OkStatus() : Invalid("suffix: not supported (only \"\" or null)");
     }
-    if (key == "best_of") {
-      int64_t b = 0;
-      if (absl::Status s = ReadInt(v, key, 1, kMaxTokens, &b); !s.ok()) return s;
-      return b == 1 ? absl::OkStatus() : Invalid("best_of: only 1 is supported");
-    }
     absl::StatusOr<bool> handled = common.Handle(key, v);
     if (!handled.ok()) return handled.status();
     return *handled ? absl::OkStatus() : Unknown("", key);
@@ -836,6 +1119,9 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
   // OpenAI's default max_tokens for completions is 16.
   if (absl::Status s = common.Finish(/*default_max_tokens=*/16); !s.ok()) return s;
   GenerateParams& base = common.params();
+  if (score_only && (base.n > 1 || base.best_of > 1)) {
+    return Invalid(Cat(base.n > 1 ? "n" : "best_of", ": must be 1 with max_tokens 0 (scoring the prompt)"));
+  }
   if (score_only) base.stopping.set_max_new_tokens(1);
   if (logprobs) {
     base.logprobs = true;
@@ -847,6 +1133,7 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
   out.include_usage = common.include_usage();
   out.echo = echo;
   out.score_only = score_only;
+  out.constraint_param = common.constraint_param();
   out.prompts.reserve(prompts.size());
   for (RawPrompt& raw : prompts) {
     GenerateParams& p = out.prompts.emplace_back(base);
@@ -934,6 +1221,41 @@ absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body, 
   if (!st.ok()) return st;
   if (!has_tokens) return Invalid("tokens: required, an array of token ids");
   return out;
+}
+
+absl::Status ClientFieldError(const absl::Status& status, std::string_view constraint_param) {
+  if (status.code() != absl::StatusCode::kInvalidArgument) return status;
+  std::string_view m(status.message().data(), status.message().size());
+  struct Rename {
+    std::string_view field, param;
+  };
+  const Rename renames[] = {{"sampling.constraint.", constraint_param},
+                            {"sampling.constraint", constraint_param},
+                            {"sampling.logit_bias", "logit_bias"},
+                            {"stopping.min_new_tokens", "min_tokens"},
+                            {"stopping.include_stop_str_in_output", "include_stop_str_in_output"}};
+  for (const Rename& r : renames) {
+    // The field starts the message or follows a context such as "worker group h:p: ".
+    size_t at = m.find(r.field);
+    if (at == std::string_view::npos || r.param.empty() || (at > 0 && m[at - 1] != ' ')) continue;
+    std::string_view rest = m.substr(at + r.field.size());
+    if (r.field.back() == '.') {  // the constraint's kind: "json_schema: ..."
+      const size_t colon = rest.find(':');
+      if (colon == std::string_view::npos) continue;
+      rest = rest.substr(colon);
+    }
+    std::string name(r.param);
+    if (r.param == "logit_bias" && !rest.empty() && rest[0] == '[') {  // [50256] -> .50256
+      const size_t close = rest.find(']');
+      if (close != std::string_view::npos) {
+        name = Cat(name, ".", rest.substr(1, close - 1));
+        rest = rest.substr(close + 1);
+      }
+    }
+    if (rest.empty() || rest[0] != ':') continue;
+    return Invalid(Cat(name, rest));
+  }
+  return status;
 }
 
 }  // namespace phi::gateway

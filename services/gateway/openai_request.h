@@ -4,8 +4,11 @@
 // for type and range; an error is INVALID_ARGUMENT whose message starts with the parameter as
 // the client spelled it ("max_tokens: ...", "messages[2].content[0].text: ..."), which
 // OpenAiError() turns into OpenAI's "param". A parameter we do not implement is refused with a
-// 400 naming it (never silently ignored); one at its neutral value (n 1, best_of 1, tools [],
-// logit_bias {}, response_format {"type": "text"}, ...) is accepted.
+// 400 naming it (never silently ignored); one at its neutral value (tools [], metadata {},
+// store false, ...) is accepted. Structured output (response_format json_object / json_schema,
+// vLLM's guided_json / guided_regex / guided_grammar / guided_choice) becomes
+// SamplingParams.constraint; the worker compiles it and refuses a bad one with a message naming
+// the proto field, which ClientFieldError() renames to the parameter as sent.
 // ref: https://platform.openai.com/docs/api-reference/chat/create ,
 //      https://platform.openai.com/docs/api-reference/completions/create ,
 //      vLLM's /tokenize and /detokenize.
@@ -27,6 +30,10 @@ namespace phi::gateway {
 // Bounds on one request beyond the body size (the HTTP server's bound).
 struct OpenAiRequestLimits {
   size_t max_depth = 16;                // JSON nesting; deeper: 400 "body: nested deeper than 16"
+  // A JSON schema given as an object (response_format.json_schema.schema, guided_json) nests
+  // this deep, counted from its own braces (a schema's properties / items / anyOf take two
+  // levels per level of the output); also for a schema in a string.
+  size_t max_schema_depth = 32;
   size_t max_messages = 4096;           // messages[]
   size_t max_prompts = 256;             // completions: prompts in one request
   size_t max_prompt_token_ids = 1 << 17;  // ids in one token-id prompt (Phi-1.5's context is 2,048)
@@ -34,9 +41,13 @@ struct OpenAiRequestLimits {
 };
 
 struct ChatCompletionRequest {
-  GenerateParams params;  // ChatML segments, sampling, stopping, logprobs; model as sent
+  GenerateParams params;  // ChatML segments, sampling, stopping, logprobs, n; model as sent
   bool stream = false;
   bool include_usage = false;  // stream_options.include_usage
+  // The parameter that set SamplingParams.constraint, as sent ("response_format",
+  // "guided_json", "guided_regex", "guided_grammar", "guided_choice"; empty: none), for
+  // ClientFieldError.
+  std::string constraint_param;
 };
 
 struct CompletionRequest {
@@ -48,6 +59,7 @@ struct CompletionRequest {
   // max_tokens 0 with echo (lm-eval's scoring): the prompts' params ask for 1 token and prompt
   // logprobs; the response carries only the echoed prompt.
   bool score_only = false;
+  std::string constraint_param;  // as ChatCompletionRequest's
 };
 
 // vLLM's POST /tokenize: {"model", "prompt", "add_special_tokens"} or {"model", "messages",
@@ -73,6 +85,13 @@ absl::StatusOr<TokenizeRequest> ParseTokenizeRequest(std::string_view body, cons
                                                      const OpenAiRequestLimits& limits = {});
 absl::StatusOr<DetokenizeRequest> ParseDetokenizeRequest(std::string_view body,
                                                          const OpenAiRequestLimits& limits = {});
+
+// A generation's error with the proto field it names ("worker group h:p: sampling.constraint.regex:
+// ...") renamed to the parameter as the client sent it ("guided_regex: ..."): the constraint's
+// kinds to `constraint_param`, sampling.logit_bias[<id>] to logit_bias.<id>,
+// stopping.min_new_tokens to min_tokens, stopping.include_stop_str_in_output to
+// include_stop_str_in_output. Other errors, and other codes than INVALID_ARGUMENT, unchanged.
+absl::Status ClientFieldError(const absl::Status& status, std::string_view constraint_param);
 
 }  // namespace phi::gateway
 

@@ -143,7 +143,8 @@ absl::Status FlagSet::Parse(int argc, const char* const* argv, const EnvLookup& 
     }
     Flag* flag = Find(name);
     if (flag == nullptr && !has_value && name.rfind("no", 0) == 0) {
-      Flag* negated = Find(name.substr(2));
+      // --noname and --no-name
+      Flag* negated = Find(name.substr(name.rfind("no-", 0) == 0 ? 3 : 2));
       if (negated != nullptr && negated->kind == Kind::kBool) {
         *static_cast<bool*>(negated->value) = false;
         continue;

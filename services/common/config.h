@@ -36,7 +36,7 @@ class FlagSet {
               const std::string& help);
   void AddDouble(const std::string& name, const std::string& env, double* value, double min, double max,
                  const std::string& help);
-  // --name, --name=true|false|1|0, --noname.
+  // --name, --name=true|false|1|0, --noname, --no-name.
   void AddBool(const std::string& name, const std::string& env, bool* value, const std::string& help);
 
   // Accepts --name=value and --name value (also with a single dash). Errors are

@@ -1,6 +1,7 @@
 #include "services/gateway/chat_service.h"
 
 #include <atomic>
+#include <deque>
 #include <limits>
 #include <map>
 #include <memory>
@@ -133,6 +134,8 @@ absl::StatusOr<GenerateParams> ParamsFromChat(const phi::v1::ChatRequest& req, c
   p.stopping = req.stopping();
   p.logprobs = req.logprobs() || req.top_logprobs() > 0;
   p.top_logprobs = req.top_logprobs();
+  p.n = req.n();
+  p.best_of = req.best_of();
   return p;
 }
 
@@ -152,6 +155,8 @@ absl::StatusOr<GenerateParams> ParamsFromComplete(const phi::v1::CompleteRequest
   p.logprobs = req.logprobs() || req.top_logprobs() > 0;
   p.top_logprobs = req.top_logprobs();
   p.prompt_logprobs = req.prompt_logprobs();
+  p.n = req.n();
+  p.best_of = req.best_of();
   return p;
 }
 
@@ -261,7 +266,8 @@ class GenerationCall : public GenerationSink {
   std::shared_ptr<Generation> generation_;
 };
 
-// Chat, Complete: the text and logprobs gathered into the response.
+// Chat, Complete: each choice's text and logprobs gathered; choice 0 in the top-level fields,
+// and with n > 1 every choice in `choices`.
 template <typename Resp>
 class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
  public:
@@ -272,14 +278,29 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
   }
 
   void OnDelta(GenerateDelta&& d) override {
-    text_ += d.text;
-    AddLogprobs(d, &resp_);
+    if (d.index < 0) return;
+    if (static_cast<size_t>(d.index) >= choices_.size()) choices_.resize(d.index + 1);
+    phi::v1::Choice& c = choices_[d.index];
+    c.mutable_text()->append(d.text);
+    for (auto& l : d.logprobs) *c.add_logprobs() = std::move(l);
+    d.logprobs.clear();
+    AddLogprobs(d, &resp_);  // the prompt's
   }
   void OnEnd(const absl::Status& s, GenerateResult&& r) override {
     Ended(s);
     grpc::Status status = common::ToGrpcStatus(s);
     if (s.ok()) {
-      resp_.set_text(std::move(text_));
+      choices_.resize(std::max<size_t>(r.choices.size(), 1));
+      for (size_t i = 0; i < r.choices.size(); ++i) {
+        choices_[i].set_index(static_cast<int32_t>(i));
+        choices_[i].set_finish_reason(r.choices[i].finish_reason);
+        choices_[i].set_seed(r.choices[i].seed);
+      }
+      resp_.set_text(choices_[0].text());
+      *resp_.mutable_logprobs() = choices_[0].logprobs();
+      if (choices_.size() > 1) {
+        for (auto& c : choices_) *resp_.add_choices() = std::move(c);
+      }
       SetFinalFields(r, &resp_);
       bool own = false;
       out_->Clear();
@@ -294,11 +315,13 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
  private:
   grpc::ByteBuffer* out_;
   Resp resp_;
-  std::string text_;
+  std::vector<phi::v1::Choice> choices_;  // by index
 };
 
-// ChatStream, CompleteStream: one message per delta, then the final message. gRPC takes one
-// write at a time; deltas that arrive meanwhile are merged into the next message.
+// ChatStream, CompleteStream: one message per delta, then the final messages. gRPC takes one
+// write at a time; deltas that arrive meanwhile are merged into the next message (those of
+// one choice: a message has one index). At the end each choice but the last gets a message
+// with its finish_reason and seed, and the last one's carries the request's usage too.
 template <typename Msg>
 class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, public GenerationCall {
  public:
@@ -311,10 +334,13 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, publ
   void OnDelta(GenerateDelta&& d) override {
     {
       std::lock_guard<std::mutex> l(mu_);
-      if (!has_pending_) pending_.set_request_id(request_id());
-      has_pending_ = true;
-      *pending_.mutable_text_delta() += d.text;
-      AddLogprobs(d, &pending_);
+      if (pending_.empty() || pending_.back().index() != d.index) {
+        pending_.emplace_back();
+        pending_.back().set_request_id(request_id());
+        pending_.back().set_index(d.index);
+      }
+      *pending_.back().mutable_text_delta() += d.text;
+      AddLogprobs(d, &pending_.back());
     }
     Pump();
   }
@@ -323,6 +349,20 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, publ
     {
       std::lock_guard<std::mutex> l(mu_);
       end_status_ = s;
+      if (s.ok()) {
+        for (size_t i = 0; i + 1 < r.choices.size(); ++i) {
+          Msg& m = pending_.emplace_back();
+          m.set_request_id(r.request_id);
+          m.set_index(static_cast<int32_t>(i));
+          m.set_finish_reason(r.choices[i].finish_reason);
+          m.set_seed(r.choices[i].seed);
+        }
+        if (!r.choices.empty()) {
+          last_index_ = static_cast<int32_t>(r.choices.size()) - 1;
+          r.finish_reason = r.choices.back().finish_reason;
+          r.seed = r.choices.back().seed;
+        }
+      }
       result_ = std::move(r);
       ended_ = true;
     }
@@ -350,16 +390,16 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, publ
     {
       std::lock_guard<std::mutex> l(mu_);
       if (writing_ || finishing_) return;
-      if (has_pending_ && !client_gone_) {
-        out_.Clear();
-        out_.Swap(&pending_);
-        has_pending_ = false;
+      if (!pending_.empty() && !client_gone_) {
+        out_ = std::move(pending_.front());
+        pending_.pop_front();
         writing_ = true;
         next = Next::kWrite;
       } else if (ended_) {
         finishing_ = true;
         if (end_status_.ok() && !client_gone_) {
           out_.Clear();
+          out_.set_index(last_index_);
           SetFinalFields(result_, &out_);
           next = Next::kWriteLast;
         } else {
@@ -392,13 +432,14 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, publ
   }
 
   std::mutex mu_;
-  Msg pending_, out_;
+  std::deque<Msg> pending_;
+  Msg out_;
   grpc::ByteBuffer out_bytes_;
-  bool has_pending_ = false;
   bool writing_ = false;
   bool client_gone_ = false;
   bool ended_ = false;
   bool finishing_ = false;
+  int32_t last_index_ = 0;
   absl::Status end_status_;
   GenerateResult result_;
 };
@@ -414,38 +455,42 @@ absl::StatusOr<Req> Parse(const grpc::ByteBuffer* raw) {
   return req;
 }
 
-absl::StatusOr<GenerateParams> ChatParams(const grpc::ByteBuffer* raw, const ChatmlOptions& chatml) {
+absl::StatusOr<GenerateParams> ChatParams(const grpc::ByteBuffer* raw, const ChatmlOptions& chatml, bool stream) {
   absl::StatusOr<phi::v1::ChatRequest> req = Parse<phi::v1::ChatRequest>(raw);
   if (!req.ok()) return req.status();
-  return ParamsFromChat(*req, chatml);
+  absl::StatusOr<GenerateParams> p = ParamsFromChat(*req, chatml);
+  if (p.ok()) p->stream = stream;
+  return p;
 }
 
-absl::StatusOr<GenerateParams> CompleteParams(const grpc::ByteBuffer* raw) {
+absl::StatusOr<GenerateParams> CompleteParams(const grpc::ByteBuffer* raw, bool stream) {
   absl::StatusOr<phi::v1::CompleteRequest> req = Parse<phi::v1::CompleteRequest>(raw);
   if (!req.ok()) return req.status();
-  return ParamsFromComplete(*req);
+  absl::StatusOr<GenerateParams> p = ParamsFromComplete(*req);
+  if (p.ok()) p->stream = stream;
+  return p;
 }
 
 }  // namespace
 
 grpc::ServerUnaryReactor* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                                 grpc::ByteBuffer* resp) {
-  return new UnaryCall<phi::v1::ChatResponse>(deps(), "chat", ctx, ChatParams(req, chatml_), resp);
+  return new UnaryCall<phi::v1::ChatResponse>(deps(), "chat", ctx, ChatParams(req, chatml_, /*stream=*/false), resp);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ChatStream(grpc::CallbackServerContext* ctx,
                                                                         const grpc::ByteBuffer* req) {
-  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx, ChatParams(req, chatml_));
+  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx, ChatParams(req, chatml_, /*stream=*/true));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
                                                     grpc::ByteBuffer* resp) {
-  return new UnaryCall<phi::v1::CompleteResponse>(deps(), "complete", ctx, CompleteParams(req), resp);
+  return new UnaryCall<phi::v1::CompleteResponse>(deps(), "complete", ctx, CompleteParams(req, /*stream=*/false), resp);
 }
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::CompleteStream(grpc::CallbackServerContext* ctx,
                                                                             const grpc::ByteBuffer* req) {
-  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx, CompleteParams(req));
+  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx, CompleteParams(req, /*stream=*/true));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::ListModels(grpc::CallbackServerContext* ctx,

@@ -63,6 +63,8 @@ int GatewayMain(int argc, char** argv) {
   flags.AddDouble("http-write-timeout-seconds", "PHI_HTTP_WRITE_TIMEOUT_SECONDS",
                   &http_options.server.write_timeout_seconds, 0.05, 3600,
                   "a response write that makes no progress this long: the client is gone (its request is cancelled)");
+  flags.AddBool("web-ui", "PHI_WEB_UI", &http_options.web_ui,
+                "serve the chat page at / on the HTTP port (--no-web-ui: off; the API is unchanged)");
   flags.AddString("api-keys-file", "PHI_API_KEYS_FILE", &api_keys_file,
                   "file of API keys, one per line (PHI_API_KEYS adds comma-separated keys); none: no auth");
   flags.AddInt("max-concurrent-per-key", "PHI_MAX_CONCURRENT_PER_KEY", &max_concurrent, 0, 1 << 20,

@@ -1,12 +1,15 @@
 #include "services/gateway/generation.h"
 
+#include <algorithm>
 #include <chrono>
+#include <random>
 
 #include <grpcpp/alarm.h>
 
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
+#include "services/gateway/choice_group.h"
 
 namespace phi::gateway {
 
@@ -19,6 +22,13 @@ double Now() {
 absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError(msg); }
 
 absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
+
+// A seed for a request that came without one: drawn here so that the response can report it
+// even when a stop string ends the stream before the worker's last message (which has it).
+uint64_t DrawSeed() {
+  thread_local std::mt19937_64 rng(std::random_device{}());
+  return rng() >> 1;  // below 2^63: clients that read it as a signed integer see it as is
+}
 
 }  // namespace
 
@@ -173,13 +183,16 @@ Generation::~Generation() {
 
 void Generation::Cancel() {
   std::shared_ptr<WorkerStream> stream;
+  std::shared_ptr<ChoiceGroup> choices;
   {
     std::lock_guard<std::mutex> l(mu_);
     cancelled_ = true;
     stream = stream_;
+    choices = choices_;
   }
   // Outside the lock: the cancellation may run the stream's callbacks on this thread.
   if (stream) stream->context()->TryCancel();
+  if (choices) choices->Cancel();
 }
 
 void Generation::Prepare() {
@@ -253,17 +266,67 @@ void Generation::Prepare() {
   } else if (stopping.max_new_tokens() == 0) {
     params_.stopping.set_max_new_tokens(default_max);
   }
+  if (stopping.min_new_tokens() > stopping.max_new_tokens()) {
+    return Complete(Invalid(absl::StrCat("stopping.min_new_tokens: ", stopping.min_new_tokens(),
+                                         " is outside [0, max_new_tokens = ", stopping.max_new_tokens(), "]")));
+  }
+  for (const auto& [id, bias] : params_.sampling.logit_bias()) {
+    if (model->vocab_size > 0 && id >= model->vocab_size) {
+      return Complete(Invalid(absl::StrCat("sampling.logit_bias[", id, "]: token id outside [0, ", model->vocab_size,
+                                           ")")));
+    }
+  }
+  if (!params_.sampling.has_seed()) params_.sampling.set_seed(DrawSeed());
+  params_.n = std::max(params_.n, 1);
+  params_.best_of = std::max(params_.best_of, params_.n);
   result_.timings.set_tokenizer_seconds(tok_seconds);
   metrics->prompt_tokens->Inc(n_prompt);
   metrics->in_flight->Inc();
   counted_in_flight_ = true;
+  if (params_.best_of > 1) return StartChoices();
   if (!StartAttempt(nullptr)) {
     Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")")));
   }
 }
 
+void Generation::StartChoices() {
+  std::shared_ptr<WorkerGroup> group = gen_->pool_->Pick(params_.model, ids_, nullptr);
+  if (!group) {
+    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
+  }
+  auto choices = std::make_shared<ChoiceGroup>(shared_from_this());
+  bool cancelled = false;
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    choices_ = choices;
+    cancelled = cancelled_;
+  }
+  choices->Start(std::move(group));
+  if (cancelled) choices->Cancel();
+}
+
+void Generation::FinishChoices(const absl::Status& status, GenerateResult&& result) {
+  const double tok = result_.timings.tokenizer_seconds();
+  result_ = std::move(result);
+  result_.timings.set_tokenizer_seconds(tok);
+  Complete(status);
+}
+
+void Generation::StartChoice(std::vector<int32_t> ids, std::string model, std::shared_ptr<WorkerGroup> group) {
+  choice_ = true;
+  ids_ = std::move(ids);
+  result_.request_id = params_.request_id;
+  result_.model = std::move(model);
+  first_group_ = std::move(group);
+  if (!StartAttempt(nullptr)) {
+    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
+  }
+}
+
 bool Generation::StartAttempt(const WorkerGroup* avoid) {
-  std::shared_ptr<WorkerGroup> group = gen_->pool_->Pick(params_.model, ids_, avoid);
+  std::shared_ptr<WorkerGroup> group =
+      first_group_ ? std::move(first_group_) : gen_->pool_->Pick(params_.model, ids_, avoid);
+  first_group_.reset();
   if (!group) return false;
   phi::v1::GenerateRequest req;
   req.set_request_id(params_.request_id);
@@ -279,13 +342,17 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
   group_->in_flight.fetch_add(1);
   any_token_ = false;
   completion_ = 0;
+  cumulative_logprob_ = 0;
+  out_ids_.clear();
+  result_.seed = params_.sampling.seed();
   t_last_ = 0;
   echo_pending_ = !params_.echo_text.empty();
   stopped_by_string_ = false;
   finished_ = false;
   error_ = absl::OkStatus();
   decoder_ = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
-  matcher_.emplace(std::vector<std::string>(params_.stopping.stop().begin(), params_.stopping.stop().end()));
+  matcher_.emplace(std::vector<std::string>(params_.stopping.stop().begin(), params_.stopping.stop().end()),
+                   params_.stopping.include_stop_str_in_output());
 
   auto stream =
       std::make_shared<WorkerStream>(shared_from_this(), std::move(req), !gen_->tokenizer_->local_decode());
@@ -354,13 +421,13 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
     if (resp.token_ids_size() > 0) {
       if (!any_token_) {
         any_token_ = true;
-        metrics->ttft->Observe(m.arrived - t_start_);
+        // A choice's first token is not the request's (the group observes that).
+        if (!choice_) metrics->ttft->Observe(m.arrived - t_start_);
         result_.timings.set_time_to_first_token_seconds(m.arrived - t_start_);
       } else {
         metrics->inter_token->Observe(m.arrived - t_last_);
       }
       t_last_ = m.arrived;
-      completion_ += resp.token_ids_size();
       ids.insert(ids.end(), resp.token_ids().begin(), resp.token_ids().end());
       if (params_.logprobs) {
         for (auto& p : *resp.mutable_logprobs()) *logprobs.Add() = std::move(p);
@@ -378,13 +445,18 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
     }
   }
   if (!ids.empty()) {
-    absl::StatusOr<std::string> text = decoder_->Push(ids);
-    if (!text.ok()) {
-      error_ = text.status();
+    absl::StatusOr<size_t> kept = DecodeAndMatch(ids, &delta.text);
+    if (!kept.ok()) {
+      error_ = kept.status();
       return ctx->TryCancel(), false;
     }
-    delta.text = matcher_->Feed(*text);
+    // Tokens past the one that completed a stop string are neither counted nor returned.
+    completion_ += static_cast<int32_t>(*kept);
     if (params_.logprobs) {
+      if (static_cast<size_t>(logprobs.size()) > *kept) {
+        logprobs.DeleteSubrange(static_cast<int>(*kept), logprobs.size() - static_cast<int>(*kept));
+      }
+      for (const auto& p : logprobs) cumulative_logprob_ += p.token().logprob();
       error_ = FillTexts(&logprobs);
       if (!error_.ok()) return ctx->TryCancel(), false;
       delta.logprobs.assign(std::make_move_iterator(logprobs.begin()), std::make_move_iterator(logprobs.end()));
@@ -399,6 +471,56 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
   return true;
 }
 
+absl::StatusOr<size_t> Generation::DecodeAndMatch(const std::vector<int32_t>& ids, std::string* text) {
+  const size_t before = completion_;
+  if (matcher_->has_stops()) out_ids_.insert(out_ids_.end(), ids.begin(), ids.end());
+  // The first min_new_tokens - 1 tokens cannot end the generation with a stop string (the
+  // worker keeps eos and stop ids from ending it that early).
+  const int64_t guard_tokens = static_cast<int64_t>(params_.stopping.min_new_tokens()) - 1 - static_cast<int64_t>(before);
+  const size_t guarded = matcher_->has_stops() ? static_cast<size_t>(std::clamp<int64_t>(guard_tokens, 0, ids.size())) : 0;
+  auto push = [&](size_t from, size_t to, bool can_stop) -> absl::Status {
+    absl::StatusOr<std::string> t =
+        from == 0 && to == ids.size() ? decoder_->Push(ids)
+                                      : decoder_->Push(std::vector<int32_t>(ids.begin() + from, ids.begin() + to));
+    if (!t.ok()) return t.status();
+    *text += matcher_->Feed(*t, can_stop);
+    return absl::OkStatus();
+  };
+  if (guarded > 0) {
+    if (absl::Status s = push(0, guarded, false); !s.ok()) return s;
+  }
+  if (guarded < ids.size()) {
+    if (absl::Status s = push(guarded, ids.size(), true); !s.ok()) return s;
+  }
+  if (!matcher_->stopped() || ids.size() - guarded == 1) return ids.size();
+  absl::StatusOr<size_t> through = TokensThroughStop(before + guarded);
+  if (!through.ok()) return through.status();
+  return *through - before;
+}
+
+absl::StatusOr<size_t> Generation::TokensThroughStop(size_t from) {
+  // The same incremental decoding gives the same text, so the token whose text reaches the
+  // match's end is the one the stream decoder completed it with.
+  std::unique_ptr<DecodeSession> replay = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
+  size_t bytes = 0, through = out_ids_.size();
+  if (from > 0) {
+    absl::StatusOr<std::string> t = replay->Push(std::vector<int32_t>(out_ids_.begin(), out_ids_.begin() + from));
+    if (!t.ok()) return t.status();
+    bytes += t->size();
+  }
+  for (size_t k = from; k < out_ids_.size(); ++k) {
+    absl::StatusOr<std::string> t = replay->Push({out_ids_[k]});
+    if (!t.ok()) return t.status();
+    bytes += t->size();
+    if (bytes >= matcher_->match_end()) {
+      through = k + 1;
+      break;
+    }
+  }
+  replay->Abort();
+  return through;
+}
+
 absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -411,6 +533,7 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
   }
   if (!error_.ok()) return error_;
   if (stopped_by_string_) {
+    // The worker's counts, if its last message came already, include tokens past the stop.
     result_.finish_reason = phi::v1::FINISH_REASON_STOP_STRING;
     result_.usage.set_prompt_tokens(static_cast<int32_t>(ids_.size()));
     result_.usage.set_completion_tokens(completion_);
@@ -426,13 +549,17 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
       return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), " failed after ", completion_,
                                                  " tokens: ", st.message()));
     }
+    // The request's own fault (a constraint that does not compile, an id past the vocabulary):
+    // the worker's message names the field; it reaches the client as is, and no other group
+    // is tried.
+    if (st.code() == absl::StatusCode::kInvalidArgument) return st;
     return absl::Status(st.code(), absl::StrCat("worker group ", group_->address(), ": ", st.message()));
   }
   // Flush the decoder and the matcher's held-back text.
   absl::StatusOr<std::string> rest = decoder_->Finish();
   if (!rest.ok()) return rest.status();
   GenerateDelta last;
-  last.text = matcher_->Feed(*rest);
+  last.text = matcher_->Feed(*rest, completion_ >= params_.stopping.min_new_tokens());
   if (matcher_->stopped()) {
     result_.finish_reason = phi::v1::FINISH_REASON_STOP_STRING;
   } else {
@@ -482,8 +609,16 @@ void Generation::Complete(absl::Status status) {
   if (completed_) return;
   completed_ = true;
   if (status.ok()) {
-    gen_->metrics_->e2e->Observe(Now() - t_start_);
+    if (!choice_) gen_->metrics_->e2e->Observe(Now() - t_start_);
     result_.timings.set_total_seconds(Now() - t_start_);
+    if (result_.choices.empty()) {
+      ChoiceResult c;
+      c.finish_reason = result_.finish_reason;
+      c.seed = result_.seed;
+      c.completion_tokens = result_.usage.completion_tokens();
+      c.cumulative_logprob = cumulative_logprob_;
+      result_.choices.push_back(c);
+    }
   }
   if (counted_in_flight_) gen_->metrics_->in_flight->Dec();
   sink_->OnEnd(status, std::move(result_));

@@ -36,10 +36,14 @@ class GenerationSink {
   virtual void OnEnd(const absl::Status& status, GenerateResult&& result) = 0;
 };
 
+class ChoiceGroup;
+
 // Validate, encode, pick a worker group, stream, decode, stop strings, retry once on another
 // group when the first fails before its first token (an error, a connection dropped by the
-// keepalive pings, or no token within GeneratorOptions::first_token_timeout_seconds), metrics. Owned through shared_ptr by
-// the caller and by the worker stream in flight.
+// keepalive pings, or no token within GeneratorOptions::first_token_timeout_seconds),
+// metrics. With n > 1 (or best_of) the request's Generation encodes once and runs one child
+// Generation per choice (choice_group.h). Owned through shared_ptr by the caller and by the
+// worker stream in flight.
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
   Generation(Generator* generator, GenerateParams params, GenerationSink* sink);
@@ -53,9 +57,20 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // has to be encoded remotely (Generator::Start runs it on its own thread then).
   void Prepare();
 
+  // Runs this Generation as one choice of a request (ChoiceGroup): the prompt is `ids`, encoded
+  // and checked already, and params() complete (max_new_tokens set); the request's metrics are
+  // the group's. The first attempt goes to `group` (all choices on one group, at once).
+  void StartChoice(std::vector<int32_t> ids, std::string model, std::shared_ptr<WorkerGroup> group);
+
  private:
+  friend class ChoiceGroup;
   class WorkerStream;
   struct WorkerMessage;
+
+  // After Prepare, n > 1 or best_of > n: one child Generation per choice.
+  void StartChoices();
+  // The ChoiceGroup's outcome: the request's result.
+  void FinishChoices(const absl::Status& status, GenerateResult&& result);
 
   // Starts the worker stream on a group (not `avoid`); false when no group is ready.
   bool StartAttempt(const WorkerGroup* avoid);
@@ -67,6 +82,13 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void OnWorkerDone(const grpc::Status& status, bool hung);
   // The attempt's outcome once its stream has ended.
   absl::Status AttemptOutcome(const grpc::Status& status, bool hung);
+  // Decodes a batch of generated ids and feeds the stop matcher (min_new_tokens applied);
+  // appends the text to emit to `text`. Returns how many of the ids count: all, or those
+  // through the one that completed a stop string.
+  absl::StatusOr<size_t> DecodeAndMatch(const std::vector<int32_t>& ids, std::string* text);
+  // After a match: how many of the attempt's ids it takes for the text to reach the end of
+  // the stop string (a fresh decode of out_ids_, those from `from` on one at a time).
+  absl::StatusOr<size_t> TokensThroughStop(size_t from);
   // Sets the text of every entry's token and top alternatives (and of the prompt's first token
   // when `first_prompt_token`), decoding only ids this request has not seen yet.
   absl::Status FillTexts(google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* lps,
@@ -85,6 +107,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   double t_start_ = 0;
   bool counted_in_flight_ = false;
   bool completed_ = false;
+  bool choice_ = false;                        // one choice of a ChoiceGroup
+  std::shared_ptr<WorkerGroup> first_group_;  // a choice's first attempt goes there
 
   // The attempt in progress (touched only by the calls of its stream, which never overlap).
   std::shared_ptr<WorkerGroup> group_;
@@ -93,6 +117,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::unique_ptr<DecodeSession> decoder_;
   std::optional<StopMatcher> matcher_;
   int32_t completion_ = 0;
+  double cumulative_logprob_ = 0;
+  std::vector<int32_t> out_ids_;  // the attempt's generated ids (kept when there are stop strings)
   double t_last_ = 0;
   bool echo_pending_ = false;
   bool stopped_by_string_ = false;
@@ -103,6 +129,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   std::mutex mu_;
   bool cancelled_ = false;
   std::shared_ptr<WorkerStream> stream_;
+  std::shared_ptr<ChoiceGroup> choices_;  // n > 1: the choices in flight
 };
 
 }  // namespace phi::gateway

@@ -103,6 +103,7 @@ struct GeneratorOptions {
   double first_token_timeout_seconds = 600;
 };
 
+class ChoiceGroup;
 class Generation;
 class GenerationSink;
 
@@ -135,6 +136,7 @@ class Generator {
 
  private:
   friend class Generation;
+  friend class ChoiceGroup;
   // Runs blocking work (tokenizer calls) off gRPC's threads; `ahead` of the work already
   // waiting (a new request's encode: its TTFT should not wait for other streams' decoding).
   void Offload(std::function<void()> task, bool ahead = false);

@@ -10,6 +10,7 @@
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/gateway/generation.h"
+#include "services/gateway/web_page.h"
 
 namespace phi::gateway {
 
@@ -629,6 +630,7 @@ absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& op
   api->metrics_ = metrics;
   api->chatml_ = std::move(chatml);
   api->limits_ = options.limits;
+  api->web_ui_ = options.web_ui;
   api->blocking_ = std::make_unique<BlockingExecutor>(options.tokenizer_call_threads);
   api->rejected_ = &registry->AddCounter("phi_gateway_http_rejected_total",
                                          "HTTP connections or requests the server refused or cut, by reason",
@@ -724,6 +726,7 @@ void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {
     if (!get) return method_not_allowed("GET");
     return Models(ex, request_id, path == "/v1/models" ? "" : path.substr(sizeof(kModelsPrefix) - 1));
   }
+  if (web_ui_ && ServeWebPage(*ex)) return;
   using Route = void (HttpApi::*)(const std::shared_ptr<HttpExchange>&, const std::string&);
   Route route = nullptr;
   if (path == "/v1/chat/completions") route = &HttpApi::ChatCompletions;

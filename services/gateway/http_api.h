@@ -6,6 +6,7 @@
 //   GET  /v1/models, GET /v1/models/{id}
 //   POST /tokenize, POST /detokenize (vLLM's shapes)
 //   GET  /health
+//   GET  /, /static/...         the chat page (web_page.h), unless turned off
 // Bodies are parsed and validated by openai_request.h. Every generation runs through
 // Generator::Start with a sink that writes to the exchange from gRPC's threads; a client that
 // goes away cancels its generation. Errors use OpenAI's shape {"error": {"message", "type",
@@ -38,6 +39,8 @@ struct HttpApiOptions {
   OpenAiRequestLimits limits;
   // Threads for the tokenizer calls some responses need (echo of token-id prompts, /tokenize).
   int tokenizer_call_threads = 4;
+  // The chat page at "/" (web_page.h); --no-web-ui turns it off.
+  bool web_ui = true;
 };
 
 // HTTP status for a status code (INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
@@ -86,6 +89,7 @@ class HttpApi {
   GatewayMetrics* metrics_ = nullptr;
   ChatmlOptions chatml_;
   OpenAiRequestLimits limits_;
+  bool web_ui_ = true;
   std::atomic<bool> draining_{false};
   std::unique_ptr<BlockingExecutor> blocking_;
   std::mutex calls_mu_;

@@ -4,24 +4,42 @@
 
 namespace phi::gateway {
 
-StopMatcher::StopMatcher(std::vector<std::string> stops) {
+StopMatcher::StopMatcher(std::vector<std::string> stops, bool include_stop) : include_stop_(include_stop) {
   for (auto& s : stops) {
     if (!s.empty()) stops_.push_back(std::move(s));
   }
 }
 
-std::string StopMatcher::Feed(const std::string& delta) {
+std::string StopMatcher::Feed(const std::string& delta, bool can_stop) {
   if (stopped_) return "";
   pending_ += delta;
-  if (stops_.empty()) return std::move(pending_);
-  // Earliest match wins (what a reader of the whole text would see first).
-  size_t best = std::string::npos;
-  for (const auto& s : stops_) best = std::min(best, pending_.find(s));
-  if (best != std::string::npos) {
-    stopped_ = true;
-    std::string out = pending_.substr(0, best);
-    pending_.clear();
+  std::string out;
+  if (stops_.empty()) {
+    out.swap(pending_);
+    pending_offset_ += out.size();
     return out;
+  }
+  if (can_stop) {
+    // Earliest match wins (what a reader of the whole text would see first); it must end
+    // past the guarded text.
+    size_t best = std::string::npos, best_len = 0;
+    for (const auto& s : stops_) {
+      const size_t from = guard_ >= s.size() ? guard_ - s.size() + 1 : 0;
+      const size_t at = pending_.find(s, from);
+      if (at < best) {
+        best = at;
+        best_len = s.size();
+      }
+    }
+    if (best != std::string::npos) {
+      stopped_ = true;
+      match_end_ = pending_offset_ + best + best_len;
+      out = pending_.substr(0, include_stop_ ? best + best_len : best);
+      pending_.clear();
+      return out;
+    }
+  } else {
+    guard_ = pending_.size();
   }
   // Hold back the longest suffix that is a proper prefix of some stop string.
   size_t hold = 0;
@@ -33,14 +51,21 @@ std::string StopMatcher::Feed(const std::string& delta) {
       }
     }
   }
-  std::string out = pending_.substr(0, pending_.size() - hold);
-  pending_.erase(0, pending_.size() - hold);
+  const size_t emit = pending_.size() - hold;
+  out = pending_.substr(0, emit);
+  pending_.erase(0, emit);
+  pending_offset_ += emit;
+  guard_ = guard_ > emit ? guard_ - emit : 0;
   return out;
 }
 
 std::string StopMatcher::Flush() {
   if (stopped_) return "";
-  return std::move(pending_);
+  std::string out;
+  out.swap(pending_);
+  pending_offset_ += out.size();
+  guard_ = 0;
+  return out;
 }
 
 }  // namespace phi::gateway

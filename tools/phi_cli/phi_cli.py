@@ -344,6 +344,8 @@ def cmd_up(args):
         print("\nphi-serve is up:")
         print(f"  gRPC  phi.v1.ChatService   127.0.0.1:{gw_port}")
         print(f"  HTTP  OpenAI-compatible    http://127.0.0.1:{http_port}/v1  (chat/completions, completions, models)")
+        if "--no-web-ui" not in (args.gateway_arg or []):
+            print(f"  chat page                  http://127.0.0.1:{http_port}/  (open it in a browser)")
         print(f"  metrics                    http://127.0.0.1:{metrics_port}/metrics")
         print(f"  tokenizer 127.0.0.1:{tok_port}, workers {', '.join(f'127.0.0.1:{p}' for p in worker_ports)}")
         print(f"  model {model}{'  (demo: random weights, gibberish text)' if demo else ''}")

@@ -69,6 +69,8 @@ TEST(FlagSet, BoolForms) {
   EXPECT_FALSE(f.verbose);
   ASSERT_TRUE(ParseArgs(f.flags, {"--verbose=true"}, FakeEnv({})).ok());
   EXPECT_TRUE(f.verbose);
+  ASSERT_TRUE(ParseArgs(f.flags, {"--no-verbose"}, FakeEnv({})).ok());
+  EXPECT_FALSE(f.verbose);
 }
 
 TEST(FlagSet, UnknownFlagIsNamed) {

@@ -9,114 +9,15 @@
 #include <grpcpp/impl/codegen/sync_stream.h>
 
 #include "services/worker/engine/block_hash.h"
-#include "tests/unit/gateway/fakes.h"
+#include "tests/unit/gateway/chat_service_fixture.h"
 
 namespace phi::gateway {
 namespace {
 
+using testing::ChatServiceTest;
 using testing::FakeTokenizer;
 using testing::FakeWorker;
 using testing::InProcessServer;
-
-class ChatServiceTest : public ::testing::Test {
- protected:
-  void Start(int n_workers = 1, std::vector<std::string> tokenizer_addrs = {}, std::string keys = "",
-             int max_concurrent = 0) {
-    tok_server_ = std::make_unique<InProcessServer>(&tokenizer_);
-    for (int i = 0; i < n_workers; ++i) {
-      workers_.push_back(std::make_unique<FakeWorker>());
-      worker_servers_.push_back(std::make_unique<InProcessServer>(workers_.back().get()));
-    }
-    tokenizer_addrs.push_back(tok_server_->address());
-    tok_client_ = *TokenizerClient::Create(tokenizer_addrs);
-    WorkerPoolOptions po;
-    for (auto& s : worker_servers_) po.workers += (po.workers.empty() ? "" : ",") + s->address();
-    po.health_interval_seconds = 0.05;
-    po.status_timeout_seconds = status_timeout_seconds_;
-    pool_ = *WorkerPool::Create(po, &registry_);
-    metrics_ = std::make_unique<GatewayMetrics>(&registry_);
-    generator_ = std::make_unique<Generator>(tok_client_.get(), pool_.get(), metrics_.get(), gen_options_);
-    auth_ = *Auth::Create("", keys, max_concurrent);
-    service_ = std::make_unique<ChatServiceImpl>(generator_.get(), auth_.get(), metrics_.get(), ChatmlOptions{});
-    server_ = std::make_unique<InProcessServer>(service_.get());
-    stub_ = phi::v1::ChatService::NewStub(
-        grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
-  }
-
-  static phi::v1::ChatRequest Hello() {
-    phi::v1::ChatRequest req;
-    auto* m = req.add_messages();
-    m->set_role(phi::v1::ROLE_USER);
-    m->set_content("hi");
-    return req;
-  }
-
-  std::string StreamText(const phi::v1::ChatRequest& req, phi::v1::ChatStreamResponse* last, grpc::Status* status) {
-    grpc::ClientContext ctx;
-    auto reader = stub_->ChatStream(&ctx, req);
-    std::string text;
-    phi::v1::ChatStreamResponse m;
-    while (reader->Read(&m)) {
-      text += m.text_delta();
-      *last = m;
-    }
-    *status = reader->Finish();
-    return text;
-  }
-
-  template <typename Pred>
-  static bool Eventually(Pred p, int ms = 3000) {
-    for (int i = 0; i < ms / 10; ++i) {
-      if (p()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(10));
-    }
-    return p();
-  }
-
-  // Sends `bytes` as the request of ChatService method `method` ("Chat", "ChatStream", ...):
-  // what a client whose text is not UTF-8 puts on the wire.
-  grpc::Status SendRaw(const std::string& method, const std::string& bytes) {
-    auto channel = grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials());
-    grpc::Slice slice(bytes);
-    grpc::ByteBuffer req(&slice, 1), resp;
-    grpc::ClientContext ctx;
-    const std::string path = "/phi.v1.ChatService/" + method;
-    if (method.ends_with("Stream")) {
-      grpc::internal::RpcMethod rpc(path.c_str(), grpc::internal::RpcMethod::SERVER_STREAMING);
-      std::unique_ptr<grpc::ClientReader<grpc::ByteBuffer>> reader(
-          grpc::internal::ClientReaderFactory<grpc::ByteBuffer>::Create(channel.get(), rpc, &ctx, req));
-      while (reader->Read(&resp)) {
-      }
-      return reader->Finish();
-    }
-    grpc::internal::RpcMethod rpc(path.c_str(), grpc::internal::RpcMethod::NORMAL_RPC);
-    return grpc::internal::BlockingUnaryCall<grpc::ByteBuffer, grpc::ByteBuffer>(channel.get(), rpc, &ctx, req,
-                                                                                  &resp);
-  }
-
-  double Metric(const std::string& line_start) {
-    std::string text = registry_.Serialize();
-    size_t at = text.find("\n" + line_start + " ");
-    if (at == std::string::npos) return -1;
-    return std::stod(text.substr(at + line_start.size() + 2));
-  }
-
-  GeneratorOptions gen_options_;
-  double status_timeout_seconds_ = 2.0;
-  metrics::Registry registry_;
-  FakeTokenizer tokenizer_;
-  std::unique_ptr<InProcessServer> tok_server_;
-  std::vector<std::unique_ptr<FakeWorker>> workers_;
-  std::vector<std::unique_ptr<InProcessServer>> worker_servers_;
-  std::unique_ptr<TokenizerClient> tok_client_;
-  std::unique_ptr<WorkerPool> pool_;
-  std::unique_ptr<GatewayMetrics> metrics_;
-  std::unique_ptr<Generator> generator_;
-  std::unique_ptr<Auth> auth_;
-  std::unique_ptr<ChatServiceImpl> service_;
-  std::unique_ptr<InProcessServer> server_;
-  std::unique_ptr<phi::v1::ChatService::Stub> stub_;
-};
 
 TEST_F(ChatServiceTest, UnaryAndStreamingGiveTheSameText) {
   Start();
@@ -126,7 +27,13 @@ TEST_F(ChatServiceTest, UnaryAndStreamingGiveTheSameText) {
   EXPECT_EQ(resp.text(), "hello world STOP more text");
   EXPECT_EQ(resp.finish_reason(), phi::v1::FINISH_REASON_STOP);
   EXPECT_EQ(resp.model(), "fake-model");
-  EXPECT_EQ(resp.seed(), 7u);
+  {
+    // A request without a seed gets one from the gateway (reported even when a stop string
+    // ends the stream before the worker's last message).
+    std::lock_guard<std::mutex> l(workers_[0]->mu);
+    EXPECT_TRUE(workers_[0]->last_request.sampling().has_seed());
+    EXPECT_EQ(resp.seed(), workers_[0]->last_request.sampling().seed());
+  }
   phi::v1::ChatStreamResponse last;
   grpc::Status st;
   EXPECT_EQ(StreamText(Hello(), &last, &st), resp.text());

@@ -1,6 +1,7 @@
 // In-process fakes of the tokenizer and worker services for gateway unit tests.
 // Tokenizer: one id per byte (id = byte + 10), specials <|im_start|> = 1, <|im_end|> = 2.
-// Worker: streams a fixed reply one token per message, with knobs for failures.
+// Worker: streams a fixed reply one token per message (or tokens_per_message), with knobs for
+// failures and for replies that depend on the seed.
 #ifndef PHI_TESTS_UNIT_GATEWAY_FAKES_H_
 #define PHI_TESTS_UNIT_GATEWAY_FAKES_H_
 
@@ -127,6 +128,12 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
   std::atomic<int> status_delay_ms{0};        // GetStatus answers this late (or when cancelled)
   std::string last_model = "fake-model";
   std::vector<uint64_t> cached_hashes;  // reported in GetStatus (prefix-aware routing)
+  std::atomic<int> tokens_per_message{1};
+  // The reply ends with the digit seed % 10 and each token's logprob is -0.1 * (seed % 5 + 1):
+  // choices with different seeds differ in text and in cumulative logprob.
+  std::atomic<bool> seeded_reply{false};
+  // A request with this seed is refused as a bad constraint (INVALID_ARGUMENT) at once.
+  std::atomic<int64_t> refuse_seed{-1};
   phi::v1::GenerateRequest last_request;
   std::mutex mu;
 
@@ -141,6 +148,12 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     last_deadline_ms = left > std::chrono::hours(1) ? -1
                                                     : std::chrono::duration_cast<std::chrono::milliseconds>(left).count();
     if (mode == Mode::kUnavailable) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "fake worker down");
+    const uint64_t seed = req->sampling().has_seed() ? req->sampling().seed() : 7;
+    if (refuse_seed >= 0 && seed == static_cast<uint64_t>(refuse_seed.load())) {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sampling.constraint.json_schema: bad at offset 17");
+    }
+    const std::string text = seeded_reply ? reply + static_cast<char>('0' + seed % 10) : reply;
+    const float token_logprob = seeded_reply ? -0.1f * static_cast<float>(seed % 5 + 1) : -0.5f;
     if (mode == Mode::kHang) {
       while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
       ++cancelled;
@@ -151,20 +164,23 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
       std::atomic<int>* r;
       ~Dec() { --*r; }
     } dec{&running};
-    int n = std::min<int>(static_cast<int>(reply.size()), req->stopping().max_new_tokens());
-    for (int i = 0; i < n; ++i) {
+    const int n = std::min<int>(static_cast<int>(text.size()), req->stopping().max_new_tokens());
+    const int per_message = std::max(1, tokens_per_message.load());
+    for (int i = 0; i < n; i += per_message) {
       if (ctx->IsCancelled()) {
         ++cancelled;
         return grpc::Status(grpc::StatusCode::CANCELLED, "cancelled");
       }
-      if (i == 1 && mode == Mode::kFailAfterFirst) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "rank died");
+      if (i > 0 && mode == Mode::kFailAfterFirst) return grpc::Status(grpc::StatusCode::UNAVAILABLE, "rank died");
       std::this_thread::sleep_for(std::chrono::milliseconds(token_delay_ms.load()));
       phi::v1::GenerateResponse r;
-      r.add_token_ids(ByteId(static_cast<unsigned char>(reply[i])));
-      if (req->logprobs()) {
-        auto* lp = r.add_logprobs();
-        lp->mutable_token()->set_token_id(r.token_ids(0));
-        lp->mutable_token()->set_logprob(-0.5f);
+      for (int k = i; k < std::min(n, i + per_message); ++k) {
+        r.add_token_ids(ByteId(static_cast<unsigned char>(text[k])));
+        if (req->logprobs()) {
+          auto* lp = r.add_logprobs();
+          lp->mutable_token()->set_token_id(r.token_ids(k - i));
+          lp->mutable_token()->set_logprob(token_logprob);
+        }
       }
       if (i == 0 && req->prompt_logprobs()) {
         for (int k = 1; k < req->prompt_ids_size(); ++k) {
@@ -179,12 +195,12 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
           }
         }
       }
-      if (i == n - 1) {
-        r.set_finish_reason(n == static_cast<int>(reply.size()) ? phi::v1::FINISH_REASON_STOP
-                                                                : phi::v1::FINISH_REASON_LENGTH);
+      if (i + per_message >= n) {
+        r.set_finish_reason(n == static_cast<int>(text.size()) ? phi::v1::FINISH_REASON_STOP
+                                                               : phi::v1::FINISH_REASON_LENGTH);
         r.mutable_usage()->set_prompt_tokens(req->prompt_ids_size());
         r.mutable_usage()->set_completion_tokens(n);
-        r.set_seed(7);
+        r.set_seed(seed);
       }
       if (!w->Write(r)) {
         ++cancelled;

@@ -28,6 +28,8 @@ absl::Status OutOfRange(const std::string& field, double value, const std::strin
 
 constexpr int32_t kMaxTopLogprobs = 20;
 constexpr int32_t kMaxStopTokenIds = 64;
+constexpr size_t kMaxLogitBias = 1024;
+constexpr float kMaxAbsLogitBias = 100.0f;
 constexpr size_t kMaxRequestIdBytes = 128;
 // GetStatus' cached_block_hashes are refreshed at most this often (it sorts the cache).
 constexpr double kHashRefreshSeconds = 0.25;
@@ -91,6 +93,27 @@ void Engine::Shutdown() {
 
 void Engine::StopAdmitting() { admitting_ = false; }
 
+namespace {
+
+absl::Status ValidateLogitBias(const std::vector<TokenBias>& bias, int32_t vocab) {
+  if (bias.size() > kMaxLogitBias) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("sampling.logit_bias: ", bias.size(), " entries, at most ", kMaxLogitBias));
+  }
+  for (const TokenBias& b : bias) {
+    if (b.token_id < 0 || b.token_id >= vocab) {
+      return absl::InvalidArgumentError(absl::StrCat("sampling.logit_bias[", b.token_id,
+                                                     "]: the token id is outside [0, ", vocab, ")"));
+    }
+    if (!InRange(b.bias, -kMaxAbsLogitBias, kMaxAbsLogitBias)) {
+      return OutOfRange(absl::StrCat("sampling.logit_bias[", b.token_id, "]"), b.bias, "[-100, 100]");
+    }
+  }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
 absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_tokens) const {
   const int32_t context = shape_.max_position_embeddings;
   const int32_t vocab = shape_.vocab_size;
@@ -129,6 +152,7 @@ absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_token
   if (!InRange(s.frequency_penalty, -2.0f, 2.0f)) {
     return OutOfRange("sampling.frequency_penalty", s.frequency_penalty, "[-2, 2]");
   }
+  if (absl::Status st = ValidateLogitBias(r.logit_bias, vocab); !st.ok()) return st;
   const int32_t room = context - prompt_len;
   const StoppingOptions& stop = r.stopping;
   if (stop.max_new_tokens < 0 || stop.max_new_tokens > room) {
@@ -137,6 +161,11 @@ absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_token
         " - prompt ", prompt_len, "; 0 means the default)"));
   }
   *max_new_tokens = stop.max_new_tokens > 0 ? stop.max_new_tokens : std::min(options_.default_max_new_tokens, room);
+  if (stop.min_new_tokens < 0 || stop.min_new_tokens > *max_new_tokens) {
+    return absl::InvalidArgumentError(absl::StrCat("stopping.min_new_tokens = ", stop.min_new_tokens,
+                                                   " is outside [0, ", *max_new_tokens,
+                                                   "] (at most stopping.max_new_tokens)"));
+  }
   if (stop.stop_token_ids.size() > kMaxStopTokenIds) {
     return absl::InvalidArgumentError(absl::StrCat("stopping.stop_token_ids: ", stop.stop_token_ids.size(),
                                                    " ids, at most ", kMaxStopTokenIds));
@@ -176,6 +205,12 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   seq->tokens = request.prompt;
   seq->arrival_time = NowSeconds();
   if (request.sampling.has_penalties()) seq->penalties.AddPrompt(request.prompt);
+  if (request.stopping.min_new_tokens > 0) {
+    if (!request.stopping.ignore_eos) seq->min_tokens_ban = options_.eos_token_ids;
+    seq->min_tokens_ban.insert(seq->min_tokens_ban.end(), request.stopping.stop_token_ids.begin(),
+                               request.stopping.stop_token_ids.end());
+  }
+  if (request.constraint != nullptr) seq->token_mask.assign(TokenMaskWords(shape_.vocab_size), 0u);
 
   std::lock_guard<std::mutex> lock(mu_);
   if (!admitting_) return absl::UnavailableError("worker is draining or stopped; retry on another worker");
@@ -350,12 +385,8 @@ void Engine::ReapCancelled() {
   }
 }
 
-absl::Status Engine::RunStep(const StepPlan& plan) {
-  const double t0 = NowSeconds();
-  // Every output row, padding past the tokenizer included: transformers' distribution.
-  const int32_t vocab_limit = shape_.vocab_size;
-  StepBatch batch;
-  batch.seqs.reserve(plan.seqs.size());
+void Engine::BuildBatch(const StepPlan& plan, StepBatch* batch, std::vector<MaskFiller::Job>* masks) {
+  batch->seqs.reserve(plan.seqs.size());
   for (const ScheduledSeq& s : plan.seqs) {
     Sequence& seq = *s.seq;
     SequenceStep step;
@@ -364,23 +395,52 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
     step.start_pos = seq.num_computed;
     step.block_table = seq.blocks;
     step.all_logits = seq.wants_prompt_logits() && seq.num_computed < seq.prompt_len;
+    const bool samples = seq.remaining() == s.num_tokens;
+    if (samples && seq.request.constraint != nullptr) {
+      masks->push_back({seq.request.constraint.get(), seq.token_mask});
+    }
     // A row that only feeds the sampler may come back as top candidates (a vocabulary-split
-    // group then gathers a few hundred bytes instead of the whole row).
-    if (!step.all_logits && seq.remaining() == s.num_tokens) {
-      step.num_candidates = CandidatesNeeded(seq.request.sampling, vocab_limit, seq.request.logprobs,
+    // group then gathers a few hundred bytes instead of the whole row); a row the request
+    // adjusts (bias, ban, mask) comes back whole.
+    if (!step.all_logits && samples) {
+      step.num_candidates = CandidatesNeeded(seq.request.sampling, shape_.vocab_size, seq.request.logprobs,
                                              seq.request.logprobs ? seq.request.top_logprobs : 0,
-                                             kMaxSampleCandidates);
+                                             kMaxSampleCandidates, seq.NextLogitAdjust());
       step.sampling = seq.request.sampling;
       step.logprobs = seq.request.logprobs;
     }
-    batch.seqs.push_back(step);
+    batch->seqs.push_back(step);
   }
+}
+
+absl::Status Engine::RunStep(const StepPlan& plan) {
+  const double t0 = NowSeconds();
+  // Every output row, padding past the tokenizer included: transformers' distribution.
+  const int32_t vocab_limit = shape_.vocab_size;
+  StepBatch batch;
+  std::vector<MaskFiller::Job> masks;
+  BuildBatch(plan, &batch, &masks);
+  const bool constrained = !masks.empty();
+  // The constrained sequences' masks are filled while the forward pass runs.
+  mask_filler_.Start(std::move(masks));
   absl::Status st = runner_->Step(batch, &logits_);
+  const double t_masks = NowSeconds();
+  mask_filler_.Wait();  // before any sequence of the batch can end
+  if (constrained) metrics_.mask_wait.Observe(NowSeconds() - t_masks);
   if (!st.ok()) return st;
   if (logits_.first_row.size() != plan.seqs.size() || logits_.num_rows.size() != plan.seqs.size()) {
     return absl::InternalError(absl::StrCat("runner returned logits for ", logits_.first_row.size(),
                                             " sequences, expected ", plan.seqs.size()));
   }
+
+  int64_t prefill_tokens = 0;
+  for (const ScheduledSeq& s : plan.seqs) {
+    // Every fed token but a decode's: the prompt, and after a preemption the whole history.
+    const int32_t start = s.seq->num_computed;
+    const int32_t prefill_end = std::max(s.seq->prompt_len, static_cast<int32_t>(s.seq->tokens.size()) - 1);
+    prefill_tokens += std::max(0, std::min(start + s.num_tokens, prefill_end) - start);
+  }
+  metrics_.prefill_tokens.Inc(static_cast<double>(prefill_tokens));
 
   const int32_t bs = options_.block_size;
   std::vector<Sequence*> done;
@@ -417,9 +477,9 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
       sampled = SampleToken(logits_.LastRow(i), vocab_limit, seq.request.sampling,
                             static_cast<uint64_t>(seq.generated()),
                             seq.request.sampling.has_penalties() ? &seq.penalties : nullptr, seq.request.logprobs,
-                            top_n);
+                            top_n, seq.NextLogitAdjust());
     }
-    EmitToken(seq, sampled, now);
+    if (AcceptConstrained(seq, sampled.token_id, now)) EmitToken(seq, sampled, now);
     if (seq.finished) done.push_back(&seq);
   }
   for (Sequence* seq : done) Retire(seq);
@@ -427,6 +487,21 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
   metrics_.step_duration.Observe(NowSeconds() - t0);
   metrics_.batch_size.Observe(static_cast<double>(plan.seqs.size()));
   return absl::OkStatus();
+}
+
+bool Engine::AcceptConstrained(Sequence& seq, int32_t token, double now) {
+  if (seq.request.constraint == nullptr) return true;
+  absl::Status st = seq.request.constraint->Accept(token);
+  if (st.ok()) return true;
+  PHI_LOG(ERROR, "constraint_refused_token")
+      .Str("request_id", seq.request.request_id)
+      .Int("token", token)
+      .Str("error", st.ToString());
+  Finish(seq, FinishReason::kError,
+         absl::InternalError(absl::StrCat("constrained decoding: the grammar refused sampled token ", token, ": ",
+                                          st.message())),
+         now, {});
+  return false;
 }
 
 void Engine::EmitToken(Sequence& seq, const SampleResult& sampled, double now) {
@@ -445,8 +520,11 @@ void Engine::EmitToken(Sequence& seq, const SampleResult& sampled, double now) {
   const StoppingOptions& stopping = seq.request.stopping;
   const bool is_eos = !stopping.ignore_eos && std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(),
                                                         token) != options_.eos_token_ids.end();
-  const bool is_stop = is_eos || std::find(stopping.stop_token_ids.begin(), stopping.stop_token_ids.end(), token) !=
-                                     stopping.stop_token_ids.end();
+  // A finished grammar ends the request as a stop, with ignore_eos too (its eos is not output).
+  const bool grammar_done = seq.request.constraint != nullptr && seq.request.constraint->IsTerminated();
+  const bool is_stop = is_eos || grammar_done ||
+                       std::find(stopping.stop_token_ids.begin(), stopping.stop_token_ids.end(), token) !=
+                           stopping.stop_token_ids.end();
   OutputChunk chunk;
   if (!is_stop) {
     chunk.token_ids.push_back(token);

@@ -21,6 +21,7 @@
 #include "services/common/metrics/registry.h"
 #include "services/worker/engine/engine_metrics.h"
 #include "services/worker/engine/kv_block_manager.h"
+#include "services/worker/engine/mask_filler.h"
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/engine/request.h"
 #include "services/worker/engine/scheduler.h"
@@ -66,7 +67,7 @@ class Engine {
   ~Engine();  // Shutdown()
 
   // Validates and queues a request. INVALID_ARGUMENT names the field (prompt_ids,
-  // sampling.temperature, stopping.max_new_tokens, ...); RESOURCE_EXHAUSTED when the queue is
+  // sampling.temperature, sampling.logit_bias[id], stopping.min_new_tokens, ...); RESOURCE_EXHAUSTED when the queue is
   // full or the request could never fit in the KV cache; UNAVAILABLE after StopAdmitting.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
 
@@ -91,7 +92,11 @@ class Engine {
   void Loop();
   void TakeIncoming(std::vector<std::unique_ptr<Sequence>>* incoming);
   void ReapCancelled();
+  void BuildBatch(const StepPlan& plan, StepBatch* batch, std::vector<MaskFiller::Job>* masks);
   absl::Status RunStep(const StepPlan& plan);
+  // Advances a constrained sequence by its sampled token; false (the request ended with
+  // INTERNAL) when the constraint refuses it.
+  bool AcceptConstrained(Sequence& seq, int32_t token, double now);
   void EmitToken(Sequence& seq, const SampleResult& sampled, double now);
   void Finish(Sequence& seq, FinishReason reason, absl::Status status, double now, OutputChunk chunk);
   void Retire(Sequence* seq);  // drops a finished sequence from every list
@@ -107,6 +112,7 @@ class Engine {
   Scheduler scheduler_;
   std::vector<std::unique_ptr<Sequence>> owned_;  // every waiting or running sequence
   StepLogits logits_;
+  MaskFiller mask_filler_;
   uint64_t next_arrival_ = 0;
 
   // Shared with submitters.

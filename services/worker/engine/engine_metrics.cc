@@ -29,6 +29,15 @@ EngineMetrics::EngineMetrics(metrics::Registry& r)
                                 metrics::ExponentialBuckets(1, 2, 10))
                      .Get()),
       prompt_tokens(r.AddCounter("phi_worker_prompt_tokens_total", "Prompt tokens of admitted requests.").Get()),
+      prefill_tokens(r.AddCounter("phi_worker_prefill_tokens_total",
+                                  "Tokens computed by prefill (prompt tokens not found in the prefix cache, "
+                                  "and whole histories recomputed after a preemption).")
+                         .Get()),
+      mask_wait(r.AddHistogram("phi_worker_grammar_mask_wait_seconds",
+                               "Time a step with constrained sequences waited for their token masks after "
+                               "the forward pass (0 when the masks were ready first).",
+                               {}, metrics::LatencyBuckets())
+                    .Get()),
       generated_tokens(r.AddCounter("phi_worker_generated_tokens_total", "Tokens generated.").Get()),
       cached_prompt_tokens(r.AddCounter("phi_worker_cached_prompt_tokens_total",
                                         "Prompt tokens whose KV came from the prefix cache.")

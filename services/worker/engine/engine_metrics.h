@@ -21,6 +21,8 @@ struct EngineMetrics {
   metrics::Histogram& step_duration;
   metrics::Histogram& batch_size;
   metrics::Counter& prompt_tokens;
+  metrics::Counter& prefill_tokens;
+  metrics::Histogram& mask_wait;
   metrics::Counter& generated_tokens;
   metrics::Counter& cached_prompt_tokens;
   metrics::Counter& prefix_cache_queries;

@@ -25,6 +25,7 @@ class KvBlockManager {
 
   int32_t num_blocks() const { return num_blocks_; }
   int32_t block_size() const { return block_size_; }
+  bool prefix_cache_enabled() const { return enable_prefix_cache_; }
   // Blocks that Allocate can still hand out: free plus cached-and-unreferenced.
   int32_t num_available() const { return static_cast<int32_t>(free_.size() + lru_.size()); }
   // Blocks held by at least one sequence.

@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <iterator>
+#include <unordered_set>
 
 namespace phi::worker {
 namespace {
@@ -93,11 +94,40 @@ StepPlan Scheduler::Schedule() {
 
   if (!plan.preempted.empty()) return plan;
   int32_t budget = max_batch_tokens_ - used;
-  while (budget > 0 && static_cast<int32_t>(running_.size()) < max_running_ && !waiting_.empty()) {
-    if (!TryAdmit(*waiting_.begin(), budget, &plan)) break;
+  std::unordered_set<uint64_t> prefilling = PrefillingPrompts();
+  auto it = waiting_.begin();
+  while (budget > 0 && static_cast<int32_t>(running_.size()) < max_running_ && it != waiting_.end()) {
+    Sequence* seq = *it;
+    if (WaitsForSharedPrefill(seq, prefilling)) {
+      ++it;  // held back; the requests behind it are not
+      continue;
+    }
+    const auto next = std::next(it);  // TryAdmit erases `it` only
+    if (!TryAdmit(seq, budget, &plan)) break;
     budget -= plan.seqs.back().num_tokens;
+    if (seq->prefilling() && HasFullPromptBlock(seq)) prefilling.insert(seq->BlockHash(0, blocks_->block_size()));
+    it = next;
   }
   return plan;
+}
+
+bool Scheduler::HasFullPromptBlock(const Sequence* seq) const {
+  // The block holding the last token is never taken from the cache (its logits are needed).
+  return (static_cast<int32_t>(seq->tokens.size()) - 1) / blocks_->block_size() >= 1;
+}
+
+std::unordered_set<uint64_t> Scheduler::PrefillingPrompts() {
+  std::unordered_set<uint64_t> hashes;
+  if (!blocks_->prefix_cache_enabled() || waiting_.empty()) return hashes;
+  for (Sequence* seq : running_) {
+    if (seq->prefilling() && HasFullPromptBlock(seq)) hashes.insert(seq->BlockHash(0, blocks_->block_size()));
+  }
+  return hashes;
+}
+
+bool Scheduler::WaitsForSharedPrefill(Sequence* seq, const std::unordered_set<uint64_t>& prefilling) {
+  if (prefilling.empty() || seq->wants_prompt_logits() || !HasFullPromptBlock(seq)) return false;
+  return prefilling.count(seq->BlockHash(0, blocks_->block_size())) > 0;
 }
 
 bool Scheduler::TryAdmit(Sequence* seq, int32_t budget, StepPlan* plan) {

@@ -9,7 +9,11 @@
 //     and only in steps without preemption (no admitting while evicting). A sequence is
 //     admitted only when the blocks for all of its remaining tokens are available, after
 //     taking what the prefix cache holds of its prompt (never the block of its last token,
-//     whose logits it needs).
+//     whose logits it needs). With the prefix cache on, a waiting sequence whose first full
+//     block equals that of a running sequence still computing its prompt is held back (the
+//     sequences behind it are not) until that prefill ends: it then finds the shared blocks
+//     in the cache instead of computing them again. The n choices of one request (the same
+//     prompt, sent at once) so cost one prefill plus each one's last partial block.
 // The oldest running sequence is never preempted for a newer one, and any single request
 // fits the cache (checked at admission), so the oldest always progresses: no deadlock.
 #ifndef PHI_SERVICES_WORKER_ENGINE_SCHEDULER_H_
@@ -17,6 +21,7 @@
 
 #include <cstdint>
 #include <set>
+#include <unordered_set>
 #include <vector>
 
 #include "services/worker/engine/kv_block_manager.h"
@@ -66,6 +71,11 @@ class Scheduler {
   void ReleaseBlocks(Sequence* seq);
   void Preempt(Sequence* seq, StepPlan* plan);
   bool TryAdmit(Sequence* seq, int32_t budget, StepPlan* plan);
+  // Sharing a prompt's prefill (see the policy above): the first-block hashes of running
+  // sequences still prefilling, and whether a waiting one should wait for one of them.
+  bool HasFullPromptBlock(const Sequence* seq) const;
+  std::unordered_set<uint64_t> PrefillingPrompts();
+  bool WaitsForSharedPrefill(Sequence* seq, const std::unordered_set<uint64_t>& prefilling);
 
   KvBlockManager* blocks_;
   int32_t max_batch_tokens_;

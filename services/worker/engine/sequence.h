@@ -32,6 +32,11 @@ struct Sequence {
   int32_t cached_prompt_tokens = -1;   // prompt tokens found in the cache at first admission
 
   PenaltyHistory penalties;
+  // Eos (unless ignore_eos) and stop token ids: banned while generated() < min_new_tokens.
+  std::vector<int32_t> min_tokens_ban;
+  // The constraint's allowed-token bitmask for the next token (TokenMaskWords(vocab) words),
+  // filled during the step that samples it.
+  std::vector<uint32_t> token_mask;
   std::vector<PositionLogprob> prompt_logprobs;  // gathered during prefill, sent with token 1
   bool prompt_logprobs_sent = false;
 
@@ -45,6 +50,18 @@ struct Sequence {
   // Prompt logprobs ask for every position's logits: such a sequence skips the prefix cache
   // until they are sent.
   bool wants_prompt_logits() const { return request.prompt_logprobs && !prompt_logprobs_sent; }
+  // Still computing its prompt (the first time, or again after a preemption).
+  bool prefilling() const { return num_computed < prompt_len; }
+
+  // What the sampler changes in this sequence's next row (token_mask must already be sized
+  // when a constraint is set; it may be filled later, before sampling).
+  LogitAdjust NextLogitAdjust() const {
+    LogitAdjust a;
+    a.bias = request.logit_bias;
+    if (generated() < request.stopping.min_new_tokens) a.banned = min_tokens_ban;
+    if (request.constraint != nullptr) a.allowed = token_mask;
+    return a;
+  }
 
   // Chained hash of full block `index` (0-based); tokens of that block must exist.
   uint64_t BlockHash(int32_t index, int32_t block_size) {

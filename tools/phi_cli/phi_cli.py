@@ -4,7 +4,7 @@
   phi_cli.py chat     [--gateway HOST:PORT] [--system TEXT] [-m TEXT]   interactive (or one-shot) chat
   phi_cli.py generate [--gateway HOST:PORT] PROMPT                      raw completion, streamed
   phi_cli.py models   [--gateway HOST:PORT]                             models served
-  phi_cli.py up       [--model DIR] [--workers N] ...                   tokenizer + worker(s) + gateway
+  phi_cli.py up       [--model DIR|MODEL_ID] [--workers N] ...          tokenizer + worker(s) + gateway
 
 Uses the Python stubs generated from proto/phi/v1 (CMake target phi_proto_python) and Debian's
 python3-grpcio. The stubs are found through $PHI_PROTO_PYTHON_DIR, else <build dir>/proto/python.
@@ -276,6 +276,8 @@ DEMO_MODEL_ARGS = ["--preset", "tiny", "--tokenizer", "gpt2", "--vocab-size", "5
 
 def ensure_demo_model(args):
     out = args.demo_dir or os.path.join(os.path.expanduser("~"), ".cache", "phi-serve", "demo-model")
+    if args.revision:
+        sys.exit("phi up: --revision needs --model MODEL_ID")
     stamp = os.path.join(out, ".phi-demo-args")
     want = " ".join(DEMO_MODEL_ARGS)
     try:
@@ -291,13 +293,31 @@ def ensure_demo_model(args):
                        check=True)
         with open(stamp, "w", encoding="utf-8") as f:
             f.write(want)
-    return out
+    return out, None
+
+
+def resolve_model(spec, revision=None):
+    """A model folder as given; otherwise a Hub model id, pulled into the HF cache (tools/hub).
+    Returns (folder, name the workers report)."""
+    if os.path.isdir(spec):
+        if revision:
+            sys.exit("phi up: --revision applies to a Hub model id, not to a folder")
+        return spec, None
+    sys.path.insert(0, os.path.join(REPO, "tools", "hub"))
+    import hub_pull
+    if not hub_pull.looks_like_repo_id(spec):
+        sys.exit(f"phi up: --model {spec}: no such folder, and not a Hub model id (owner/name)")
+    print(f"phi up: {spec} is not a folder here; getting it from the Hugging Face Hub (./phi pull)")
+    try:
+        return hub_pull.pull(spec, revision), spec
+    except hub_pull.PullError as e:
+        sys.exit(f"phi up: --model {spec} is not a folder; from the Hub: {e}")
 
 
 def cmd_up(args):
     import_stubs(args.build_dir)
     demo = args.model is None
-    model = ensure_demo_model(args) if demo else args.model
+    model, model_name = ensure_demo_model(args) if demo else resolve_model(args.model, args.revision)
     if demo:
         print("phi up: the demo model has RANDOM weights: it serves fine, but its text is gibberish.")
     eph = args.ephemeral_ports
@@ -322,7 +342,8 @@ def cmd_up(args):
         for i, p in enumerate(worker_ports):
             L.start(f"worker-{i}", [find_binary("phi-worker", args.build_dir), "--model", model, "--port", str(p),
                                     "--metrics-port", str(free_port() if eph else 9092 + i)]
-                    + (["--threads", str(args.worker_threads)] if args.worker_threads else []))
+                    + (["--threads", str(args.worker_threads)] if args.worker_threads else [])
+                    + (["--model-name", model_name] if model_name else []))
         gw = [find_binary("phi-gateway", args.build_dir), "--port", str(gw_port), "--http-port", str(http_port),
               "--metrics-port", str(metrics_port), "--tokenizer", f"127.0.0.1:{tok_port}",
               "--workers", ",".join(f"127.0.0.1:{p}" for p in worker_ports)]
@@ -417,7 +438,9 @@ def main(argv=None):
     m.set_defaults(fn=cmd_models)
 
     u = sub.add_parser("up", help="start tokenizer, worker(s) and gateway on this machine")
-    u.add_argument("--model", help="model folder (default: make and serve the random-weight demo model)")
+    u.add_argument("--model", help="model folder, or a Hugging Face Hub model id downloaded into the HF cache "
+                                   "(default: make and serve the random-weight demo model)")
+    u.add_argument("--revision", help="with a Hub model id: branch, tag or commit (default main)")
     u.add_argument("--demo-dir", help="where the demo model goes (default ~/.cache/phi-serve/demo-model)")
     u.add_argument("--workers", type=int, default=1, help="worker processes (CPU: one group each)")
     u.add_argument("--worker-threads", type=int, default=0, help="--threads for each worker (0: its default)")

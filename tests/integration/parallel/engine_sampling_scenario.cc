@@ -1,5 +1,6 @@
 #include "tests/integration/parallel/engine_sampling_scenario.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <fstream>
 #include <vector>
@@ -9,6 +10,18 @@
 
 namespace phi::parallel::testing {
 namespace {
+
+// Only even ids (a stand-in for a grammar's mask; never terminates).
+class EvenIdsConstraint : public worker::TokenConstraint {
+ public:
+  void FillNextTokenMask(std::span<uint32_t> words) override {
+    std::fill(words.begin(), words.end(), 0x55555555u);
+  }
+  absl::Status Accept(int32_t token) override {
+    return token % 2 == 0 ? absl::OkStatus() : absl::InternalError("odd token");
+  }
+  bool IsTerminated() const override { return false; }
+};
 
 worker::GenerationRequest Request(std::vector<int32_t> prompt, int32_t max_new, uint64_t seed) {
   worker::GenerationRequest r;
@@ -58,6 +71,20 @@ std::vector<worker::GenerationRequest> Requests() {
   prompt_lp.sampling.temperature = 0.7f;
   prompt_lp.sampling.top_k = 5;
   rs.push_back(prompt_lp);
+  // Rows the request adjusts come back whole, top_k or not.
+  auto biased = Request({21, 22, 23, 24}, 8, 25);
+  biased.sampling.temperature = 0.9f;
+  biased.sampling.top_k = 40;
+  biased.logit_bias = {{2, 4.0f}, {3, -100.0f}, {40, 2.5f}};
+  biased.logprobs = true;
+  biased.top_logprobs = 3;
+  rs.push_back(biased);
+  auto constrained = Request({31, 32, 33}, 8, 26);
+  constrained.sampling.temperature = 1.0f;
+  constrained.sampling.top_k = 40;
+  constrained.stopping.min_new_tokens = 4;
+  constrained.constraint = std::make_shared<EvenIdsConstraint>();
+  rs.push_back(constrained);
   return rs;
 }
 
@@ -127,6 +154,18 @@ int RunEngineSamplingScenario(worker::ModelRunner& runner, const std::function<V
               static_cast<unsigned long long>(after.candidate_rows - before.candidate_rows),
               static_cast<unsigned long long>(after.full_rows - before.full_rows),
               static_cast<unsigned long long>(after.fallback_rows - before.fallback_rows));
+  // The same with a logit_bias: every sampled row whole.
+  const VocabGatherStats before_biased = stats();
+  alone.logit_bias = {{7, 1.0f}};
+  auto biased = worker::testing::RunOne(**engine, alone);
+  if (!biased.ok() || !biased->last.status.ok()) {
+    std::fprintf(stderr, "biased top_k request failed\n");
+    return 1;
+  }
+  const VocabGatherStats after_biased = stats();
+  std::printf("ADJUSTED_GATHER %llu %llu\n",
+              static_cast<unsigned long long>(after_biased.candidate_rows - before_biased.candidate_rows),
+              static_cast<unsigned long long>(after_biased.full_rows - before_biased.full_rows));
   std::fflush(stdout);
   (*engine)->Shutdown();
   return 0;

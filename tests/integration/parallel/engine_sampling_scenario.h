@@ -6,7 +6,9 @@
 //   <out>.elogprobs every logprob (sampled and top), float32 (1e-5 comparison)
 // then runs one top_k = 40 request alone and prints
 //   "CANDIDATE_GATHER <bytes> <candidate rows> <full rows> <fallback rows>"
-// for it (the runner's logits all-gathers; zeros without a group).
+// for it (the runner's logits all-gathers; zeros without a group), then the same request
+// with a logit_bias and prints "ADJUSTED_GATHER <candidate rows> <full rows>" (rows a
+// request adjusts, by logit_bias, min_new_tokens or a constraint, must come back whole).
 #ifndef PHI_TESTS_INTEGRATION_PARALLEL_ENGINE_SAMPLING_SCENARIO_H_
 #define PHI_TESTS_INTEGRATION_PARALLEL_ENGINE_SAMPLING_SCENARIO_H_
 

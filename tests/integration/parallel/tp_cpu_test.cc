@@ -55,6 +55,7 @@ struct GroupRun {
   std::string out_prefix;
   std::map<int, long long> weight_bytes;  // rank -> bytes
   std::string candidate_gather;           // rank 0's "CANDIDATE_GATHER ..." numbers (engine mode)
+  std::string adjusted_gather;            // rank 0's "ADJUSTED_GATHER ..." numbers (engine mode)
 };
 
 GroupRun RunGroup(int n, bool engine = false, bool int8 = false) {
@@ -88,6 +89,10 @@ GroupRun RunGroup(int n, bool engine = false, bool int8 = false) {
     }
     const auto gather = log.find("CANDIDATE_GATHER ");
     if (gather != std::string::npos) run.candidate_gather = log.substr(gather + 17, log.find('\n', gather) - gather - 17);
+    const auto adjusted = log.find("ADJUSTED_GATHER ");
+    if (adjusted != std::string::npos) {
+      run.adjusted_gather = log.substr(adjusted + 16, log.find('\n', adjusted) - adjusted - 16);
+    }
   }
   return run;
 }
@@ -180,7 +185,7 @@ TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidat
   const GroupRun many = RunGroup(n, /*engine=*/true);
 
   const std::string tokens = ReadFile(one.out_prefix + ".etokens");
-  EXPECT_THAT(tokens, ::testing::HasSubstr("request 7 tokens"));
+  EXPECT_THAT(tokens, ::testing::HasSubstr("request 9 tokens"));
   EXPECT_THAT(tokens, ::testing::HasSubstr("alone tokens"));
   EXPECT_EQ(ReadFile(many.out_prefix + ".etokens"), tokens);  // sampled ids and top-logprob ids
   const std::vector<float> ref = ReadFloats(one.out_prefix + ".elogprobs"),
@@ -207,6 +212,11 @@ TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidat
   if (n == 2) {
     EXPECT_LT(per_row, 2048u);
   }
+  // The same request with a logit_bias: its 9 rows gathered whole, never as candidates.
+  unsigned long long adjusted_candidates = 0, adjusted_full = 0;
+  std::istringstream(many.adjusted_gather) >> adjusted_candidates >> adjusted_full;
+  EXPECT_EQ(adjusted_candidates, 0u) << many.adjusted_gather;
+  EXPECT_EQ(adjusted_full, 9u) << many.adjusted_gather;
   std::printf("N=%d: worst logprob difference to N=1: %.3g; %llu B gathered per sampled row (whole row: %zu B)\n", n,
               worst, per_row, vocab * 4);
 }

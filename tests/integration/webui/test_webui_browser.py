@@ -373,15 +373,24 @@ class ChatPageTest(unittest.TestCase):
 
     @unittest.skipUnless(os.environ.get("PHI_WEBUI_SCREENSHOT"), "PHI_WEBUI_SCREENSHOT not set")
     def test_zz_screenshot(self):
-        self.d.set_window_size(1000, 640)
-        self.open()
-        self.set_max_tokens(40)
-        self.send("Write a haiku about owls.")
-        self.wait_idle()
-        self.send("Now one about the sea.")
-        self.wait_idle()
-        self.js("document.activeElement.blur()")
-        self.d.save_screenshot(os.environ["PHI_WEBUI_SCREENSHOT"])
+        """For the README: a short conversation, 1000x680 CSS pixels, light theme."""
+        self.d.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                               {"width": 1000, "height": 680, "deviceScaleFactor": 1, "mobile": False})
+        self.d.execute_cdp_cmd("Emulation.setEmulatedMedia",
+                               {"features": [{"name": "prefers-color-scheme", "value": "light"}]})
+        try:
+            self.open()
+            self.set_max_tokens(40)
+            self.send("Write a haiku about owls.")
+            self.wait_idle()
+            self.send("Now one about the sea, in a code block.")
+            self.wait_idle()
+            self.js("document.activeElement.blur()")
+            path = os.environ["PHI_WEBUI_SCREENSHOT"]
+            self.assertTrue(self.d.save_screenshot(path))
+            self.assertLess(os.path.getsize(path), 200 << 10)
+        finally:
+            self.d.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
 
 
 def post_get(port, path):

@@ -73,11 +73,13 @@ void ToProto(const OutputChunk& chunk, const std::string& request_id, phi::v1::G
   out->set_seed(chunk.seed);
 }
 
-void ToProto(const SamplingDefaults& defaults, phi::v1::SamplingParams* out) {
-  out->set_temperature(defaults.temperature);
-  out->set_top_p(defaults.top_p);
-  out->set_top_k(defaults.top_k);
-  out->set_repetition_penalty(defaults.repetition_penalty);
+void ToProto(const SamplingDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out) {
+  phi::v1::SamplingParams* s = out->mutable_sampling();
+  s->set_temperature(defaults.temperature);
+  s->set_top_p(defaults.top_p);
+  s->set_top_k(defaults.top_k);
+  s->set_repetition_penalty(defaults.repetition_penalty);
+  out->set_max_new_tokens(defaults.max_new_tokens);
 }
 
 void ToProto(const EngineStatus& status, phi::v1::GetStatusResponse* out) {

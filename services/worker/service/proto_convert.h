@@ -12,18 +12,20 @@
 namespace phi::worker {
 
 // What a request's unset (zero) sampling fields get: the model's generation_config.json values
-// (model::DefaultsOf), or off. temperature is reported only: 0 in a request is greedy.
+// (model::DefaultsOf), or off. temperature and max_new_tokens are reported only here: 0 in a
+// request is greedy, and EngineOptions::default_max_new_tokens applies the latter.
 struct SamplingDefaults {
   float temperature = 0.0f;
   float top_p = 1.0f;
   int32_t top_k = 0;
   float repetition_penalty = 1.0f;
+  int32_t max_new_tokens = 256;
 };
 
 GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults = {});
 
-// GetStatusResponse.default_sampling.
-void ToProto(const SamplingDefaults& defaults, phi::v1::SamplingParams* out);
+// GetStatusResponse.generation_defaults.
+void ToProto(const SamplingDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out);
 
 phi::v1::FinishReason ToProto(FinishReason reason);
 

@@ -241,7 +241,7 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
     return 1;
   }
   service.SetSamplingDefaults({r.generation.temperature, r.generation.top_p, r.generation.top_k,
-                               r.generation.repetition_penalty});
+                               r.generation.repetition_penalty, r.generation.max_new_tokens});
   service.SetEngine(engine->get());
   service.SetReady(true);
   server.SetServing(true);

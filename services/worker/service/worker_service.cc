@@ -46,7 +46,7 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::GetStatus(grpc::CallbackServerConte
     ToProto(engine->Status(4096), response);
     response->set_max_context_tokens(engine->shape().max_position_embeddings);
     response->set_vocab_size(engine->shape().vocab_size);
-    ToProto(defaults_, response->mutable_default_sampling());
+    ToProto(defaults_, response->mutable_generation_defaults());
   }
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);

@@ -211,7 +211,8 @@ class HubPullTest(unittest.TestCase):
                 stub = worker_pb2_grpc.WorkerServiceStub(ch)
                 s = stub.GetStatus(worker_pb2.GetStatusRequest(), timeout=10)
                 self.assertEqual(s.model, "acme/tiny-phi")
-                d = s.default_sampling
+                self.assertEqual(s.generation_defaults.max_new_tokens, GENERATION["max_new_tokens"])
+                d = s.generation_defaults.sampling
                 self.assertAlmostEqual(d.temperature, GENERATION["temperature"], places=6)
                 self.assertAlmostEqual(d.top_p, GENERATION["top_p"], places=6)
                 self.assertEqual(d.top_k, GENERATION["top_k"])

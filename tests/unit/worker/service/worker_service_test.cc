@@ -183,7 +183,7 @@ TEST_F(WorkerServiceTest, ProtoDefaultsMeanOff) {
 }
 
 TEST_F(WorkerServiceTest, UnsetSamplingFieldsGetTheModelDefaults) {
-  const SamplingDefaults model{0.7f, 0.9f, 40, 1.1f};
+  const SamplingDefaults model{0.7f, 0.9f, 40, 1.1f, 99};
   phi::v1::GenerateRequest req = Req({1}, 0);
   GenerationRequest r = FromProto(req, model);
   EXPECT_EQ(r.sampling.temperature, 0.0f);  // 0 in a request is greedy, whatever the model says
@@ -201,11 +201,13 @@ TEST_F(WorkerServiceTest, UnsetSamplingFieldsGetTheModelDefaults) {
   service_->SetSamplingDefaults(model);
   MakeReady();
   const phi::v1::GetStatusResponse s = RemoteStatus();
-  ASSERT_TRUE(s.has_default_sampling());
-  EXPECT_EQ(s.default_sampling().temperature(), 0.7f);
-  EXPECT_EQ(s.default_sampling().top_p(), 0.9f);
-  EXPECT_EQ(s.default_sampling().top_k(), 40);
-  EXPECT_EQ(s.default_sampling().repetition_penalty(), 1.1f);
+  ASSERT_TRUE(s.has_generation_defaults());
+  const phi::v1::SamplingParams& d = s.generation_defaults().sampling();
+  EXPECT_EQ(d.temperature(), 0.7f);
+  EXPECT_EQ(d.top_p(), 0.9f);
+  EXPECT_EQ(d.top_k(), 40);
+  EXPECT_EQ(d.repetition_penalty(), 1.1f);
+  EXPECT_EQ(s.generation_defaults().max_new_tokens(), 99);
 }
 
 TEST_F(WorkerServiceTest, ErrorsKeepTheirCodeAndNameTheField) {

@@ -190,6 +190,17 @@ class HubPullTest(unittest.TestCase):
         self.assertEqual((r.returncode, r.stdout.strip()), (0, self.snapshot()), r.stderr)
         self.assertIn("cached snapshot", r.stderr)
 
+    def test_disk_full_while_writing_is_one_line(self):
+        # ENOSPC cannot be provoked on the test machine's disk; the mapping is checked in-process.
+        import errno
+        sys.path.insert(0, os.path.dirname(PULL))
+        import hub_pull
+        line = hub_pull._describe(OSError(errno.ENOSPC, "No space left on device"), "acme/tiny-phi", None,
+                                  self.hub.url, "model.safetensors")
+        self.assertIn("disk full while writing model.safetensors", line)
+        self.assertIn("run again to resume", line)
+        self.assertEqual(len(line.splitlines()), 1)
+
     def test_not_a_model_id(self):
         self.expect_one_line_error(self.pull("../etc"), "not a Hub model id")
 

@@ -70,8 +70,10 @@ bool ServeWebPage(HttpExchange& ex) {
   const EmbeddedFile* f = WebPageFile(req.path);
   if (f == nullptr) return false;
   if (req.method != "GET" && req.method != "HEAD") {
+    // req.path is one of the page's fixed paths here: nothing to escape.
     ex.Respond(405, "application/json",
-               R"({"error":{"message":")" + req.path + R"(: use GET","type":"invalid_request_error","param":null,"code":null}})",
+               R"({"error":{"message":")" + req.path +
+                   R"(: use GET or HEAD","type":"invalid_request_error","param":null,"code":null}})",
                {{"Allow", "GET, HEAD"}});
     return true;
   }

@@ -4,6 +4,7 @@ headers (a Content-Security-Policy that allows only the gateway's origin, nosnif
 ETag revalidation (304), HEAD, methods, unknown paths, nothing loaded from elsewhere, and
 --no-web-ui turning the page off while the API stays."""
 import http.client
+import json
 import os
 import re
 import sys
@@ -89,6 +90,7 @@ class WebPageHttpTest(unittest.TestCase):
         self.assertEqual(int(h["content-length"]), os.path.getsize(os.path.join(WEB_DIR, "index.html")))
         status, h, body = request(self.s.http_port, "POST", "/")
         self.assertEqual(status, 405)
+        self.assertEqual(json.loads(body)["error"]["message"], "/: use GET or HEAD")
         self.assertEqual(h["allow"], "GET, HEAD")
         for path in ("/static/nope.js", "/static/", "/static/index.html", "/static/../app.js", "/favicon.ico"):
             self.assertEqual(request(self.s.http_port, "GET", path)[0], 404, path)

@@ -120,6 +120,27 @@ class HubPullTest(unittest.TestCase):
         self.assertEqual((r2.returncode, r2.stdout.strip()), (0, folder), r2.stderr)
         self.assertEqual(len(self.hub.gets_of("model.safetensors")), gets)  # nothing downloaded again
 
+    def test_sharded_weights_come_with_every_shard(self):
+        from safetensors.numpy import load, save
+        tensors = load(self.files["model.safetensors"])
+        names = sorted(tensors)
+        shards = {"model-00001-of-00002.safetensors": names[: len(names) // 2],
+                  "model-00002-of-00002.safetensors": names[len(names) // 2:]}
+        files = {k: v for k, v in self.files.items() if k != "model.safetensors"}
+        for shard, keys in shards.items():
+            files[shard] = save({k: tensors[k] for k in keys})
+        files["model.safetensors.index.json"] = json.dumps(
+            {"metadata": {}, "weight_map": {k: shard for shard, keys in shards.items() for k in keys}}).encode()
+        files["model-00003-of-00002.safetensors"] = b"a stray file no index names"
+        self.add_repo("acme/sharded", files=files)
+        r = self.pull("acme/sharded")
+        self.assertEqual(r.returncode, 0, r.stderr)
+        want = sorted(set(WANTED) - {"model.safetensors"} | set(shards) | {"model.safetensors.index.json"})
+        self.assertEqual(sorted(os.listdir(r.stdout.strip())), want)
+        for name in want:
+            with open(os.path.join(r.stdout.strip(), name), "rb") as f:
+                self.assertEqual(f.read(), files[name], name)
+
     def test_dropped_connection_resumes_on_the_next_run(self):
         self.add_repo("acme/flaky")
         self.hub.drop_after["model.safetensors"] = CHUNK + 1_500_000

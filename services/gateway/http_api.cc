@@ -106,6 +106,16 @@ json UsageJson(const phi::v1::Usage& u, int64_t completion_tokens) {
           {"prompt_tokens_details", {{"cached_tokens", u.cached_prompt_tokens()}}}};
 }
 
+// The result's choices in index order; one for choice 0 when it lists none.
+std::vector<ChoiceResult> ChoiceEnds(const GenerateResult& r) {
+  if (!r.choices.empty()) return r.choices;
+  ChoiceResult c;
+  c.finish_reason = r.finish_reason;
+  c.seed = r.seed;
+  c.completion_tokens = r.usage.completion_tokens();
+  return {c};
+}
+
 json TokenBytes(const std::string& text) { return std::vector<uint8_t>(text.begin(), text.end()); }
 
 json ChatLogprobs(const std::vector<phi::v1::PositionLogprobs>& lps) {
@@ -198,7 +208,8 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
         request_id_(std::move(request_id)),
         id_(absl::StrCat("chatcmpl-", RandomHex())),
         created_(UnixNow()),
-        model_(ModelForChunks(req_.params.model, api->generator_->pool())) {}
+        model_(ModelForChunks(req_.params.model, api->generator_->pool())),
+        choices_(std::max(1, req_.params.n)) {}
 
   void Begin() {
     api_->Track(shared_from_this());
@@ -222,14 +233,15 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
       std::lock_guard<std::mutex> l(mu_);
       if (closed_) return;
       if (!req_.stream) {
-        text_ += d.text;
-        lps_.insert(lps_.end(), std::make_move_iterator(d.logprobs.begin()),
-                    std::make_move_iterator(d.logprobs.end()));
+        ChoiceText& c = ChoiceAt(d.index);
+        c.text += d.text;
+        c.lps.insert(c.lps.end(), std::make_move_iterator(d.logprobs.begin()),
+                     std::make_move_iterator(d.logprobs.end()));
         return;
       }
       StartStreamLocked();
       json logprobs = req_.params.logprobs ? ChatLogprobs(d.logprobs) : json(nullptr);
-      if (!ex_->Write(SseEvent(Chunk({{"content", d.text}}, nullptr, logprobs)))) {
+      if (!ex_->Write(SseEvent(Chunk(d.index, {{"content", d.text}}, nullptr, logprobs)))) {
         closed_ = true;
         gone = true;
       }
@@ -244,10 +256,12 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
       if (!closed_) {
         closed_ = true;
         if (!status.ok()) {
-          FailLocked(status);
+          FailLocked(ClientFieldError(status, req_.constraint_param));
         } else if (req_.stream) {
           StartStreamLocked();
-          ex_->Write(SseEvent(Chunk(json::object(), OpenAiFinishReason(r.finish_reason), nullptr)));
+          for (const ChoiceResult& c : ChoiceEnds(r)) {
+            ex_->Write(SseEvent(Chunk(c.index, json::object(), OpenAiFinishReason(c.finish_reason), nullptr)));
+          }
           if (req_.include_usage) {
             json u = ChunkBase();
             u["choices"] = json::array();
@@ -256,18 +270,7 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
           }
           EndSse(*ex_);
         } else {
-          json choice = {{"index", 0},
-                         {"message", {{"role", "assistant"}, {"content", text_}}},
-                         {"finish_reason", OpenAiFinishReason(r.finish_reason)},
-                         {"logprobs", req_.params.logprobs ? ChatLogprobs(lps_) : json(nullptr)}};
-          json resp = {{"id", id_},
-                       {"object", "chat.completion"},
-                       {"created", created_},
-                       {"model", r.model},
-                       {"choices", json::array({choice})},
-                       {"usage", UsageJson(r.usage, r.usage.completion_tokens())},
-                       {"system_fingerprint", SystemFingerprint()}};
-          RespondJson(ex_, 200, resp, request_id_);
+          RespondJson(ex_, 200, ResponseLocked(r), request_id_);
         }
       }
     }
@@ -308,17 +311,50 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
             {"system_fingerprint", SystemFingerprint()}};
   }
 
-  std::string Chunk(const json& delta, const json& finish, const json& logprobs) const {
+  std::string Chunk(int index, const json& delta, const json& finish, const json& logprobs) const {
     json c = ChunkBase();
-    c["choices"] = json::array({{{"index", 0}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", finish}}});
+    c["choices"] =
+        json::array({{{"index", index}, {"delta", delta}, {"logprobs", logprobs}, {"finish_reason", finish}}});
     return DumpJson(c);
   }
 
+  // Each choice's stream opens with the role, as OpenAI's.
   void StartStreamLocked() {
     if (started_) return;
     started_ = true;
     StartSse(*ex_, request_id_);
-    ex_->Write(SseEvent(Chunk({{"role", "assistant"}, {"content", ""}}, nullptr, nullptr)));
+    for (size_t i = 0; i < choices_.size(); ++i) {
+      ex_->Write(SseEvent(Chunk(static_cast<int>(i), {{"role", "assistant"}, {"content", ""}}, nullptr, nullptr)));
+    }
+  }
+
+  struct ChoiceText {
+    std::string text;
+    std::vector<phi::v1::PositionLogprobs> lps;
+  };
+
+  ChoiceText& ChoiceAt(int index) {
+    const size_t i = index < 0 ? 0 : static_cast<size_t>(index);
+    if (i >= choices_.size()) choices_.resize(i + 1);
+    return choices_[i];
+  }
+
+  json ResponseLocked(const GenerateResult& r) {
+    json choices = json::array();
+    for (const ChoiceResult& c : ChoiceEnds(r)) {
+      ChoiceText& t = ChoiceAt(c.index);
+      choices.push_back({{"index", c.index},
+                         {"message", {{"role", "assistant"}, {"content", t.text}}},
+                         {"finish_reason", OpenAiFinishReason(c.finish_reason)},
+                         {"logprobs", req_.params.logprobs ? ChatLogprobs(t.lps) : json(nullptr)}});
+    }
+    return {{"id", id_},
+            {"object", "chat.completion"},
+            {"created", created_},
+            {"model", r.model},
+            {"choices", std::move(choices)},
+            {"usage", UsageJson(r.usage, r.usage.completion_tokens())},
+            {"system_fingerprint", SystemFingerprint()}};
   }
 
   void FailLocked(const absl::Status& status) { Fail(ex_, started_, status, request_id_); }
@@ -335,8 +371,7 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
   std::string model_;
   bool started_ = false;
   bool closed_ = false;
-  std::string text_;
-  std::vector<phi::v1::PositionLogprobs> lps_;
+  std::vector<ChoiceText> choices_;  // non-streaming: each choice's text and logprobs, by index
 
   std::mutex gen_mu_;
   bool cancelled_ = false;
@@ -357,11 +392,13 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
         request_id_(std::move(request_id)),
         id_(absl::StrCat("cmpl-", RandomHex())),
         created_(UnixNow()),
-        model_(ModelForChunks(req_.model, api->generator_->pool())) {
+        model_(ModelForChunks(req_.model, api->generator_->pool())),
+        n_(req_.prompts.empty() ? 1 : std::max(1, req_.prompts[0].n)) {
     prompts_.resize(req_.prompts.size());
     for (size_t i = 0; i < prompts_.size(); ++i) {
       prompts_[i].call = this;
       prompts_[i].index = i;
+      prompts_[i].choices.resize(n_);
     }
   }
 
@@ -408,12 +445,16 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
   }
 
  private:
+  struct ChoiceText {
+    std::string text;
+    std::vector<phi::v1::PositionLogprobs> lps;
+  };
   struct PromptSink final : public GenerationSink {
     CompletionCall* call = nullptr;
     size_t index = 0;
     std::string echo_text;
-    std::string text;
-    std::vector<phi::v1::PositionLogprobs> lps, prompt_lps;
+    std::vector<ChoiceText> choices;  // n of them
+    std::vector<phi::v1::PositionLogprobs> prompt_lps;  // the same for every choice
     absl::Status status;
     GenerateResult result;
     void OnDelta(GenerateDelta&& d) override { call->OnPromptDelta(this, std::move(d)); }
@@ -450,14 +491,17 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       p->prompt_lps.insert(p->prompt_lps.end(), std::make_move_iterator(d.prompt_logprobs.begin()),
                            std::make_move_iterator(d.prompt_logprobs.end()));
       if (req_.score_only) return;
-      p->lps.insert(p->lps.end(), std::make_move_iterator(d.logprobs.begin()),
-                    std::make_move_iterator(d.logprobs.end()));
+      const size_t c = d.index > 0 ? static_cast<size_t>(d.index) : 0;
+      if (c >= p->choices.size()) p->choices.resize(c + 1);
+      ChoiceText& choice = p->choices[c];
+      choice.lps.insert(choice.lps.end(), std::make_move_iterator(d.logprobs.begin()),
+                        std::make_move_iterator(d.logprobs.end()));
       if (!req_.stream) {
-        p->text += d.text;
+        choice.text += d.text;
         return;
       }
       StartStreamLocked();
-      if (!ex_->Write(SseEvent(Chunk(p->index, d.text, nullptr, nullptr)))) {
+      if (!ex_->Write(SseEvent(Chunk(p->index * n_ + c, d.text, nullptr, nullptr)))) {
         closed_ = true;
         gone = true;
       }
@@ -475,7 +519,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       if (!p->result.model.empty()) model_ = p->result.model;
       last = ++ended_ == prompts_.size();
       failed = !s.ok() && first_error_.ok();
-      if (failed) first_error_ = s;
+      if (failed) first_error_ = ClientFieldError(s, req_.constraint_param);
     }
     if (failed) CancelAll();  // one prompt failed: the request fails, stop the others
     if (!last) return;
@@ -484,7 +528,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
     api_->blocking_->Post([self] { self->Finish(); });
   }
 
-  json LegacyLogprobs(PromptSink* p) {
+  json LegacyLogprobs(PromptSink* p, const ChoiceText& choice) {
     json tokens = json::array(), token_lps = json::array(), tops = json::array(), offsets = json::array();
     size_t offset = 0;
     auto add = [&](const phi::v1::PositionLogprobs* pos, const std::string& tok_text) {
@@ -509,7 +553,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       for (const auto& pl : p->prompt_lps) add(&pl, pl.token().text());
     }
     if (!req_.score_only) {
-      for (const auto& l : p->lps) add(&l, l.token().text());
+      for (const auto& l : choice.lps) add(&l, l.token().text());
     }
     return {{"tokens", tokens}, {"token_logprobs", token_lps}, {"top_logprobs", tops}, {"text_offset", offsets}};
   }
@@ -521,9 +565,14 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       std::lock_guard<std::mutex> l(mu_);
       status = first_error_;
     }
-    std::vector<json> logprobs(prompts_.size());
+    // By response choice: prompt i's choice c is index i * n + c.
+    std::vector<json> logprobs(prompts_.size() * n_);
     if (status.ok() && req_.prompts[0].logprobs) {
-      for (size_t i = 0; i < prompts_.size(); ++i) logprobs[i] = LegacyLogprobs(&prompts_[i]);
+      for (PromptSink& p : prompts_) {
+        for (size_t c = 0; c < n_ && c < p.choices.size(); ++c) {
+          logprobs[p.index * n_ + c] = LegacyLogprobs(&p, p.choices[c]);
+        }
+      }
     }
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -553,7 +602,11 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       for (PromptSink& p : prompts_) {
         // Scoring only: the echoed prompt is the whole text.
         std::string text = req_.score_only ? p.echo_text : "";
-        ex_->Write(SseEvent(Chunk(p.index, text, logprobs[p.index], OpenAiFinishReason(p.result.finish_reason))));
+        for (const ChoiceResult& c : ChoiceEnds(p.result)) {
+          const size_t i = p.index * n_ + static_cast<size_t>(c.index);
+          if (i >= logprobs.size()) continue;
+          ex_->Write(SseEvent(Chunk(i, text, logprobs[i], OpenAiFinishReason(c.finish_reason))));
+        }
       }
       if (req_.include_usage) {
         json u = ChunkBase();
@@ -566,10 +619,14 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
     }
     json choices = json::array();
     for (PromptSink& p : prompts_) {
-      choices.push_back({{"index", p.index},
-                         {"text", req_.score_only ? p.echo_text : p.text},
-                         {"logprobs", std::move(logprobs[p.index])},
-                         {"finish_reason", OpenAiFinishReason(p.result.finish_reason)}});
+      for (const ChoiceResult& c : ChoiceEnds(p.result)) {
+        const size_t i = p.index * n_ + static_cast<size_t>(c.index);
+        if (i >= logprobs.size() || static_cast<size_t>(c.index) >= p.choices.size()) continue;
+        choices.push_back({{"index", i},
+                           {"text", req_.score_only ? p.echo_text : p.choices[c.index].text},
+                           {"logprobs", std::move(logprobs[i])},
+                           {"finish_reason", OpenAiFinishReason(c.finish_reason)}});
+      }
     }
     json resp = ChunkBase();
     resp["choices"] = std::move(choices);
@@ -611,6 +668,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
 
   std::mutex mu_;
   std::string model_;
+  const size_t n_;  // choices per prompt
   bool started_ = false;
   bool closed_ = false;
   size_t ended_ = 0;

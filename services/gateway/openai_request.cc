@@ -577,7 +577,7 @@ class CommonFields {
     int64_t max_tokens = max_completion_tokens_.value_or(max_tokens_.value_or(default_max_tokens));
     p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
     // max_tokens 0 on chat is the gateway's default, checked against min_tokens there.
-    if (min_tokens_ > 0 && max_tokens > 0 && min_tokens_ > max_tokens) {
+    if (min_tokens_ > max_tokens && (max_tokens > 0 || !chat_)) {
       return Invalid(Cat("min_tokens: must be an integer in [0, max_tokens] = [0, ", max_tokens, "], got ", min_tokens_));
     }
     p_.stopping.set_min_new_tokens(static_cast<int32_t>(min_tokens_));
@@ -1239,12 +1239,14 @@ absl::Status ClientFieldError(const absl::Status& status, std::string_view const
     size_t at = m.find(r.field);
     if (at == std::string_view::npos || r.param.empty() || (at > 0 && m[at - 1] != ' ')) continue;
     std::string_view rest = m.substr(at + r.field.size());
-    if (r.field.back() == '.') {  // the constraint's kind: "json_schema: ..."
+    std::string name(r.param);
+    if (r.field.back() == '.') {  // the constraint's kind: "json_schema: ...", "choice.choices[3]: ..."
       const size_t colon = rest.find(':');
       if (colon == std::string_view::npos) continue;
+      constexpr std::string_view kChoices = "choice.choices";
+      if (rest.substr(0, kChoices.size()) == kChoices) name += rest.substr(kChoices.size(), colon - kChoices.size());
       rest = rest.substr(colon);
     }
-    std::string name(r.param);
     if (r.param == "logit_bias" && !rest.empty() && rest[0] == '[') {  // [50256] -> .50256
       const size_t close = rest.find(']');
       if (close != std::string_view::npos) {

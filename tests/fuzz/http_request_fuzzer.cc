@@ -45,6 +45,14 @@ void CheckParams(const GenerateParams& p) {
   for (const auto& stop : st.stop()) FUZZ_CHECK(!stop.empty() && stop.size() <= 256);
   FUZZ_CHECK(st.stop_token_ids_size() <= 64);
   for (int32_t id : st.stop_token_ids()) FUZZ_CHECK(id >= 0);
+  FUZZ_CHECK(st.min_new_tokens() >= 0 && (st.max_new_tokens() == 0 || st.min_new_tokens() <= st.max_new_tokens()));
+  FUZZ_CHECK(s.logit_bias_size() <= 1024);
+  for (const auto& [id, bias] : s.logit_bias()) FUZZ_CHECK(id >= 0 && InRange(bias, -100, 100));
+  FUZZ_CHECK(p.n >= 1 && p.n <= 16 && p.best_of >= p.n && p.best_of <= 16);
+  FUZZ_CHECK(!p.stream || p.best_of == p.n);
+  const auto& c = s.constraint();
+  for (const std::string* t : {&c.json_schema(), &c.regex(), &c.grammar()}) FUZZ_CHECK(t->size() <= (64 << 10));
+  if (c.has_choice()) FUZZ_CHECK(c.choice().choices_size() >= 1 && c.choice().choices_size() <= 256);
   FUZZ_CHECK(p.top_logprobs >= 0 && p.top_logprobs <= 20);
   FUZZ_CHECK(p.model.size() <= 256);
   for (int32_t id : p.prompt_ids) FUZZ_CHECK(id >= 0);

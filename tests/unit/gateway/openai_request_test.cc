@@ -771,6 +771,8 @@ TEST(OpenAiRequest, MinTokensAndStopStrings) {
   // Completions' default max_tokens is 16.
   ExpectRefused(Completion(R"({"prompt": "a", "min_tokens": 17})"), "min_tokens: must be an integer in [0, max_tokens]",
                 "");
+  ExpectRefused(Completion(R"({"prompt": "a", "max_tokens": 0, "echo": true, "min_tokens": 1})"),
+                "min_tokens: must be an integer in [0, max_tokens] = [0, 0], got 1", "");
   ExpectRefused(Chat(WithField("min_tokens", "-1")), "min_tokens: must be an integer in [0, 16777216], got -1", "");
   ExpectRefused(Chat(R"({"messages": [{"role": "user", "content": "x"}], "max_completion_tokens": 2, "min_tokens": 3})"),
                 "min_tokens: must be an integer in [0, max_tokens] = [0, 2], got 3", "");
@@ -787,6 +789,10 @@ TEST(OpenAiRequest, WorkerErrorsNameTheParameterAsSent) {
             "response_format: at line 1 column 9: bad type");
   EXPECT_EQ(rename("sampling.constraint.regex: unbalanced ( at position 3", "guided_regex"),
             "guided_regex: unbalanced ( at position 3");
+  EXPECT_EQ(rename("sampling.constraint.choice.choices[3]: 70000 bytes, at most 65536", "guided_choice"),
+            "guided_choice[3]: 70000 bytes, at most 65536");
+  EXPECT_EQ(rename("sampling.constraint.choice.choices: 0 strings, 1 to 256", "guided_choice"),
+            "guided_choice: 0 strings, 1 to 256");
   EXPECT_EQ(rename("sampling.constraint: compiling took longer than 10 s", "guided_grammar"),
             "guided_grammar: compiling took longer than 10 s");
   EXPECT_EQ(rename("sampling.logit_bias[51200]: past the vocabulary (51200 ids)", ""),

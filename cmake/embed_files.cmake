@@ -45,11 +45,4 @@ extern const size_t kEmbeddedFileCount = ${_i};
 
 }  // namespace ${NAMESPACE}
 ")
-# Written only when it changed: an unchanged page does not relink the gateway.
-if(EXISTS "${OUT}")
-  file(READ "${OUT}" _old)
-  if(_old STREQUAL _text)
-    return()
-  endif()
-endif()
 file(WRITE "${OUT}" "${_text}")

@@ -242,7 +242,7 @@ def _describe(e, repo_id, revision, endpoint, current):
     return f"{repo_id}: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}"
 
 
-def _download_all(repo_id, revision, log):
+def _download_all(repo_id, revision):
     from huggingface_hub import HfApi, hf_hub_download
     info = HfApi().model_info(repo_id, revision=revision, files_metadata=True)
     commit = info.sha
@@ -279,8 +279,9 @@ def _download_all(repo_id, revision, log):
     # fallback (and transformers with HF_HUB_OFFLINE) finds this snapshot by its name.
     rev = revision or "main"
     if rev != commit:
-        os.makedirs(os.path.join(_storage_folder(repo_id), "refs"), exist_ok=True)
-        with open(os.path.join(_storage_folder(repo_id), "refs", rev), "w", encoding="utf-8") as f:
+        ref = os.path.join(_storage_folder(repo_id), "refs", rev)  # rev may hold '/': refs/pr/1
+        os.makedirs(os.path.dirname(ref), exist_ok=True)
+        with open(ref, "w", encoding="utf-8") as f:
             f.write(commit)
     return folder
 
@@ -295,7 +296,7 @@ def pull(repo_id, revision=None, log=_log):
         raise PullError(f"{repo_id!r} is not a Hub model id (owner/name)")
     endpoint = constants.ENDPOINT
     try:
-        return _download_all(repo_id, revision, log)
+        return _download_all(repo_id, revision)
     except PullError:
         raise
     except Exception as e:  # noqa: BLE001

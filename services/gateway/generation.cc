@@ -198,37 +198,11 @@ void Generation::Cancel() {
 void Generation::Prepare() {
   if (absl::Status s = ValidateCommon(params_); !s.ok()) return Complete(s);
   result_.request_id = params_.request_id;
-  WorkerPool* pool = gen_->pool_;
   GatewayMetrics* metrics = gen_->metrics_;
-
-  // Which model: unknown names are NOT_FOUND (OpenAI's model_not_found).
-  std::vector<ModelSummary> models = pool->Models();
-  if (models.empty()) {
-    pool->RefreshNow();
-    models = pool->Models();
-  }
-  if (models.empty()) {
-    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")")));
-  }
-  const ModelSummary* model = &models[0];
-  if (!params_.model.empty()) {
-    model = nullptr;
-    for (const auto& m : models) {
-      if (m.name == params_.model) model = &m;
-    }
-    if (!model) {
-      return Complete(absl::NotFoundError(
-          absl::StrCat("model: '", params_.model, "' is not served here (served: '", models[0].name, "')")));
-    }
-  }
+  absl::StatusOr<ModelSummary> model = FindModel();
+  if (!model.ok()) return Complete(model.status());
   result_.model = model->name;
-  const auto& stopping = params_.stopping;
-  for (int i = 0; i < stopping.stop_token_ids_size(); ++i) {
-    if (model->vocab_size > 0 && stopping.stop_token_ids(i) >= model->vocab_size) {
-      return Complete(Invalid(absl::StrCat("stopping.stop_token_ids[", i, "]: ", stopping.stop_token_ids(i),
-                                           " is outside [0, ", model->vocab_size, ")")));
-    }
-  }
+  if (absl::Status s = CheckIds(*model); !s.ok()) return Complete(s);
 
   const double t_tok = Now();
   if (params_.prompt_ids.empty()) {
@@ -238,55 +212,89 @@ void Generation::Prepare() {
     if (!ids.ok()) return Complete(ids.status());
     ids_ = std::move(*ids);
   } else {
-    for (size_t i = 0; i < params_.prompt_ids.size(); ++i) {
-      if (params_.prompt_ids[i] < 0 || (model->vocab_size > 0 && params_.prompt_ids[i] >= model->vocab_size)) {
-        return Complete(Invalid(absl::StrCat("prompt[", i, "]: token id ", params_.prompt_ids[i], " is outside [0, ",
-                                             model->vocab_size, ")")));
-      }
-    }
     ids_ = params_.prompt_ids;
   }
   const double tok_seconds = Now() - t_tok;
   if (ids_.empty()) return Complete(Invalid("prompt: encodes to no tokens"));
-  const int32_t n_prompt = static_cast<int32_t>(ids_.size());
-  const int32_t ctx_len = model->max_context_tokens;
-  const int32_t default_max = gen_->options_.default_max_new_tokens;
-  if (ctx_len > 0) {
-    if (n_prompt >= ctx_len) {
-      return Complete(Invalid(absl::StrCat("prompt: ", n_prompt, " tokens, the model's context is ", ctx_len,
-                                           " (at most ", ctx_len - 1, " prompt tokens)")));
-    }
-    if (stopping.max_new_tokens() == 0) {
-      params_.stopping.set_max_new_tokens(std::min(default_max, ctx_len - n_prompt));
-    } else if (n_prompt + stopping.max_new_tokens() > ctx_len) {
-      return Complete(Invalid(absl::StrCat("stopping.max_new_tokens: ", stopping.max_new_tokens(), " with ",
-                                           n_prompt, " prompt tokens passes the context of ", ctx_len,
-                                           " (range [1, ", ctx_len - n_prompt, "])")));
-    }
-  } else if (stopping.max_new_tokens() == 0) {
-    params_.stopping.set_max_new_tokens(default_max);
-  }
-  if (stopping.min_new_tokens() > stopping.max_new_tokens()) {
-    return Complete(Invalid(absl::StrCat("stopping.min_new_tokens: ", stopping.min_new_tokens(),
-                                         " is outside [0, max_new_tokens = ", stopping.max_new_tokens(), "]")));
-  }
-  for (const auto& [id, bias] : params_.sampling.logit_bias()) {
-    if (model->vocab_size > 0 && id >= model->vocab_size) {
-      return Complete(Invalid(absl::StrCat("sampling.logit_bias[", id, "]: token id outside [0, ", model->vocab_size,
-                                           ")")));
-    }
-  }
+  if (absl::Status s = ResolveLengths(*model); !s.ok()) return Complete(s);
   if (!params_.sampling.has_seed()) params_.sampling.set_seed(DrawSeed());
   params_.n = std::max(params_.n, 1);
   params_.best_of = std::max(params_.best_of, params_.n);
   result_.timings.set_tokenizer_seconds(tok_seconds);
-  metrics->prompt_tokens->Inc(n_prompt);
+  metrics->prompt_tokens->Inc(static_cast<double>(ids_.size()));
   metrics->in_flight->Inc();
   counted_in_flight_ = true;
   if (params_.best_of > 1) return StartChoices();
   if (!StartAttempt(nullptr)) {
-    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")")));
+    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
   }
+}
+
+absl::StatusOr<ModelSummary> Generation::FindModel() {
+  // Unknown names are NOT_FOUND (OpenAI's model_not_found).
+  WorkerPool* pool = gen_->pool_;
+  std::vector<ModelSummary> models = pool->Models();
+  if (models.empty()) {
+    pool->RefreshNow();
+    models = pool->Models();
+  }
+  if (models.empty()) return absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")"));
+  if (params_.model.empty()) return models[0];
+  for (const auto& m : models) {
+    if (m.name == params_.model) return m;
+  }
+  return absl::NotFoundError(
+      absl::StrCat("model: '", params_.model, "' is not served here (served: '", models[0].name, "')"));
+}
+
+absl::Status Generation::CheckIds(const ModelSummary& model) {
+  const int32_t vocab = model.vocab_size;
+  for (size_t i = 0; i < params_.prompt_ids.size(); ++i) {
+    if (params_.prompt_ids[i] < 0 || (vocab > 0 && params_.prompt_ids[i] >= vocab)) {
+      return Invalid(
+          absl::StrCat("prompt[", i, "]: token id ", params_.prompt_ids[i], " is outside [0, ", vocab, ")"));
+    }
+  }
+  if (vocab <= 0) return absl::OkStatus();  // not known: the worker checks the other ids
+  const auto& stopping = params_.stopping;
+  for (int i = 0; i < stopping.stop_token_ids_size(); ++i) {
+    if (stopping.stop_token_ids(i) >= vocab) {
+      return Invalid(absl::StrCat("stopping.stop_token_ids[", i, "]: ", stopping.stop_token_ids(i), " is outside [0, ",
+                                  vocab, ")"));
+    }
+  }
+  for (const auto& [id, bias] : params_.sampling.logit_bias()) {
+    if (id >= vocab) return Invalid(absl::StrCat("sampling.logit_bias[", id, "]: token id outside [0, ", vocab, ")"));
+  }
+  return absl::OkStatus();
+}
+
+absl::Status Generation::ResolveLengths(const ModelSummary& model) {
+  const int32_t n_prompt = static_cast<int32_t>(ids_.size());
+  const int32_t ctx_len = model.max_context_tokens;
+  const int32_t default_max = gen_->options_.default_max_new_tokens;
+  auto& stopping = params_.stopping;
+  if (ctx_len > 0) {
+    if (n_prompt >= ctx_len) {
+      return Invalid(absl::StrCat("prompt: ", n_prompt, " tokens, the model's context is ", ctx_len, " (at most ",
+                                  ctx_len - 1, " prompt tokens)"));
+    }
+    if (stopping.max_new_tokens() == 0) {
+      stopping.set_max_new_tokens(std::min(default_max, ctx_len - n_prompt));
+    } else if (n_prompt + stopping.max_new_tokens() > ctx_len) {
+      return Invalid(absl::StrCat("stopping.max_new_tokens: ", stopping.max_new_tokens(), " with ", n_prompt,
+                                  " prompt tokens passes the context of ", ctx_len, " (range [1, ",
+                                  ctx_len - n_prompt, "])"));
+    }
+  } else if (stopping.max_new_tokens() == 0) {
+    stopping.set_max_new_tokens(default_max);
+  }
+  // Checked again now that max_new_tokens 0 has its value.
+  if (stopping.min_new_tokens() > stopping.max_new_tokens()) {
+    return Invalid(absl::StrCat("stopping.min_new_tokens: ", stopping.min_new_tokens(),
+                                " is outside [0, max_new_tokens = ", stopping.max_new_tokens(), "]"));
+  }
+  return absl::OkStatus();
 }
 
 void Generation::StartChoices() {

@@ -67,6 +67,11 @@ class Generation : public std::enable_shared_from_this<Generation> {
   class WorkerStream;
   struct WorkerMessage;
 
+  // Prepare's steps: the model asked for; token ids against its vocabulary (stop ids,
+  // logit_bias keys, prompt ids); max_new_tokens from the context, min_new_tokens against it.
+  absl::StatusOr<ModelSummary> FindModel();
+  absl::Status CheckIds(const ModelSummary& model);
+  absl::Status ResolveLengths(const ModelSummary& model);
   // After Prepare, n > 1 or best_of > n: one child Generation per choice.
   void StartChoices();
   // The ChoiceGroup's outcome: the request's result.

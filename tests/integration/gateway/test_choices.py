@@ -33,6 +33,10 @@ class ChoicesTest(unittest.TestCase):
     def setUpClass(cls):
         cls.s = stack.Stack(workers=1)
         cls.stub = cls.s.chat_stub()
+        # Stop strings are matched on decoded text: through the tokenizer service (above) and
+        # in-process.
+        cls.local_port, _, _ = cls.s.add_gateway(args=["--local-decode", cls.s.model])
+        cls.local_stub = cls.s.chat_stub(cls.local_port)
         cls.rng = random.Random(21)
 
     @classmethod
@@ -147,16 +151,17 @@ class ChoicesTest(unittest.TestCase):
         self.assertIsNotNone(case, "no prompt gave a usable stop string")
         pieces, k, stop = case
         through = "".join(pieces[:k])
-        for method in ("unary", "stream"):
+        for method, stub in (("unary", self.stub), ("stream", self.stub), ("unary local decode", self.local_stub),
+                             ("stream local decode", self.local_stub)):
             req = gateway_pb2.CompleteRequest(prompt=prompt, logprobs=True,
                                               stopping=common_pb2.StoppingCriteria(max_new_tokens=24, ignore_eos=True,
                                                                                    stop=[stop]))
-            if method == "unary":
-                r = self.stub.Complete(req, timeout=60)
+            if method.startswith("unary"):
+                r = stub.Complete(req, timeout=60)
                 text, lps, usage, finish = r.text, list(r.logprobs), r.usage, r.finish_reason
             else:
                 text, lps = "", []
-                for m in self.stub.CompleteStream(req, timeout=60):
+                for m in stub.CompleteStream(req, timeout=60):
                     text += m.text_delta
                     lps += list(m.logprobs)
                     usage, finish = m.usage, m.finish_reason

@@ -296,9 +296,12 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
         choices_[i].set_finish_reason(r.choices[i].finish_reason);
         choices_[i].set_seed(r.choices[i].seed);
       }
-      resp_.set_text(choices_[0].text());
-      *resp_.mutable_logprobs() = choices_[0].logprobs();
-      if (choices_.size() > 1) {
+      if (choices_.size() == 1) {
+        resp_.set_text(std::move(*choices_[0].mutable_text()));
+        resp_.mutable_logprobs()->Swap(choices_[0].mutable_logprobs());
+      } else {
+        resp_.set_text(choices_[0].text());
+        *resp_.mutable_logprobs() = choices_[0].logprobs();
         for (auto& c : choices_) *resp_.add_choices() = std::move(c);
       }
       SetFinalFields(r, &resp_);

@@ -387,7 +387,8 @@ absl::Status ReadSchema(od::value& v, std::string_view name, size_t max_depth, b
       text.remove_suffix(1);
     }
   } else {
-    return WrongType(name, in_string ? "a JSON schema (an object, or a string holding one)" : "a JSON schema object", t);
+    return WrongType(name, in_string ? "a JSON schema (an object, or a string holding one)" : "a JSON schema object",
+                     t);
   }
   if (absl::Status s = CheckSchemaText(text, name, max_depth); !s.ok()) return s;
   out->assign(text);
@@ -452,10 +453,8 @@ absl::Status ReadJsonSchemaFormat(od::value& v, size_t max_depth, phi::v1::Const
 // {"type": "json_schema", "json_schema": {...}}.
 absl::Status ReadResponseFormat(od::value& v, size_t max_depth, phi::v1::Constraint* c) {
   od::object o;
-  if (absl::Status s = GetObject(v, "response_format", "an object {\"type\": \"text\" | \"json_object\" | \"json_schema\"}", &o);
-      !s.ok()) {
-    return s;
-  }
+  constexpr std::string_view kWant = "an object {\"type\": \"text\" | \"json_object\" | \"json_schema\"}";
+  if (absl::Status s = GetObject(v, "response_format", kWant, &o); !s.ok()) return s;
   std::string type;
   bool has_schema = false;
   absl::Status st = ForEachField(o, "response_format.", [&](std::string_view k, od::value& f) -> absl::Status {
@@ -578,7 +577,8 @@ class CommonFields {
     p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
     // max_tokens 0 on chat is the gateway's default, checked against min_tokens there.
     if (min_tokens_ > max_tokens && (max_tokens > 0 || !chat_)) {
-      return Invalid(Cat("min_tokens: must be an integer in [0, max_tokens] = [0, ", max_tokens, "], got ", min_tokens_));
+      return Invalid(
+          Cat("min_tokens: must be an integer in [0, max_tokens] = [0, ", max_tokens, "], got ", min_tokens_));
     }
     p_.stopping.set_min_new_tokens(static_cast<int32_t>(min_tokens_));
     const int64_t n = n_.value_or(1);

@@ -164,8 +164,8 @@ TEST_F(HttpApiChoicesTest, ChatWithNChoices) {
 
 TEST_F(HttpApiChoicesTest, StreamedChoicesCarryTheirIndex) {
   StartHttp();
-  HttpReply r = PostJson(api_->port(), "/v1/chat/completions",
-                         Chat({{"n", 3}, {"seed", 20}, {"stream", true}, {"stream_options", {{"include_usage", true}}}}));
+  const json body = Chat({{"n", 3}, {"seed", 20}, {"stream", true}, {"stream_options", {{"include_usage", true}}}});
+  HttpReply r = PostJson(api_->port(), "/v1/chat/completions", body);
   ASSERT_EQ(r.status, 200) << r.body;
   std::vector<std::string> events = SseData(r.body);
   ASSERT_GE(events.size(), 2u);
@@ -223,7 +223,8 @@ TEST_F(HttpApiChoicesTest, CompletionsNumberChoicesByPromptThenChoice) {
 TEST_F(HttpApiChoicesTest, BestOfReturnsTheMostLikely) {
   StartHttp();
   // Seeds 7, 8, 9: logprobs -0.3, -0.4, -0.5 per token.
-  HttpReply r = PostJson(api_->port(), "/v1/completions", {{"prompt", "a"}, {"best_of", 3}, {"seed", 7}, {"max_tokens", 100}});
+  HttpReply r =
+      PostJson(api_->port(), "/v1/completions", {{"prompt", "a"}, {"best_of", 3}, {"seed", 7}, {"max_tokens", 100}});
   ASSERT_EQ(r.status, 200) << r.body;
   json j = json::parse(r.body);
   ASSERT_EQ(j["choices"].size(), 1u) << r.body;
@@ -236,9 +237,8 @@ TEST_F(HttpApiChoicesTest, WorkerErrorsNameTheParameterAsSent) {
   StartHttp();
   // The fake worker refuses seed 9 with "sampling.constraint.json_schema: bad at offset 17".
   workers_[0]->refuse_seed = 9;
-  json e = Error400("/v1/chat/completions",
-                    Chat({{"seed", 9}, {"response_format", {{"type", "json_schema"},
-                                                            {"json_schema", {{"name", "x"}, {"schema", json::object()}}}}}}));
+  const json format = {{"type", "json_schema"}, {"json_schema", {{"name", "x"}, {"schema", json::object()}}}};
+  json e = Error400("/v1/chat/completions", Chat({{"seed", 9}, {"response_format", format}}));
   EXPECT_EQ(e["param"], "response_format") << e;
   EXPECT_NE(e["message"].get<std::string>().find("bad at offset 17"), std::string::npos) << e;
   e = Error400("/v1/completions", {{"prompt", "a"}, {"seed", 9}, {"guided_json", {{"type", "object"}}}});

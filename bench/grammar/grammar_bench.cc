@@ -85,7 +85,9 @@ std::vector<std::string> Decoded(const ConstraintCompilerOptions& o) {
     std::exit(1);
   }
   std::map<std::string, char> char_byte;
-  for (int b = 0; b < 256; ++b) char_byte[worker::ByteLevelEncode(std::string(1, static_cast<char>(b)))] = static_cast<char>(b);
+  for (int b = 0; b < 256; ++b) {
+    char_byte[worker::ByteLevelEncode(std::string(1, static_cast<char>(b)))] = static_cast<char>(b);
+  }
   std::vector<std::string> out(o.vocab_size);
   for (size_t id = 0; id < encoded->size() && id < out.size(); ++id) {
     const std::string& s = (*encoded)[id];

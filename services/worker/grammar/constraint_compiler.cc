@@ -200,7 +200,8 @@ void ConstraintCompiler::Impl::CacheInsert(const std::string& key, const xgramma
 absl::StatusOr<std::unique_ptr<ConstraintCompiler>> ConstraintCompiler::Create(ConstraintCompilerOptions options) {
   const std::string path = options.tokenizer_json_path;
   if (options.vocab_size <= 0) {
-    return absl::InvalidArgumentError(absl::StrCat("grammar compiler: vocab_size ", options.vocab_size, " must be > 0"));
+    return absl::InvalidArgumentError(
+        absl::StrCat("grammar compiler: vocab_size ", options.vocab_size, " must be > 0"));
   }
   if (options.eos_token_ids.empty()) {
     return absl::InvalidArgumentError("grammar compiler: the model has no eos token id to end a constrained output");

@@ -68,14 +68,16 @@ TEST_F(CompilerTest, ErrorsNameTheFieldAndThePosition) {
               AllOf(HasSubstr("sampling.constraint.json_schema: "), HasSubstr("strnig")));
   EXPECT_THAT(Error(*c, Spec(Kind::kJsonSchema, R"({"type": "integer", "minimum": 5, "maximum": 1})")),
               HasSubstr("sampling.constraint.json_schema: "));
-  EXPECT_THAT(Error(*c, Spec(Kind::kRegex, "ab[c-")), HasSubstr("sampling.constraint.regex: Regex parsing error at position"));
+  EXPECT_THAT(Error(*c, Spec(Kind::kRegex, "ab[c-")),
+              HasSubstr("sampling.constraint.regex: Regex parsing error at position"));
   EXPECT_THAT(Error(*c, Spec(Kind::kRegex, "a(b")), HasSubstr("sampling.constraint.regex: "));
   EXPECT_THAT(Error(*c, Spec(Kind::kGrammar, "root ::= \"a\" |\nfoo ::= ")),
               AllOf(HasSubstr("sampling.constraint.grammar: EBNF parser error at line 2, column 1")));
   EXPECT_THAT(Error(*c, Spec(Kind::kGrammar, "start ::= \"a\"\n")),
               AllOf(HasSubstr("sampling.constraint.grammar: "), HasSubstr("root")));
   EXPECT_THAT(Error(*c, Spec(Kind::kGrammar, "root ::= undefined_rule\n")),
-              AllOf(HasSubstr("sampling.constraint.grammar: EBNF parser error at line 1, column 10"), HasSubstr("undefined_rule")));
+              AllOf(HasSubstr("sampling.constraint.grammar: EBNF parser error at line 1, column 10"),
+                    HasSubstr("undefined_rule")));
   EXPECT_EQ(Errors(), 8);
   // The compiler still works.
   EXPECT_TRUE(c->NewConstraint(Spec(Kind::kRegex, "abc")).ok());
@@ -105,7 +107,9 @@ TEST_F(CompilerTest, CacheHitsAndLruEviction) {
   auto count = [&](const std::string& r) {
     return small.AddCounter("phi_worker_grammar_cache_lookups_total", "", {"result"}).WithLabels({r}).Value();
   };
-  for (const char* re : {"a", "b", "a", "c", "a", "b"}) ASSERT_TRUE(lru->NewConstraint(Spec(Kind::kRegex, re)).ok());
+  for (const char* re : {"a", "b", "a", "c", "a", "b"}) {
+    ASSERT_TRUE(lru->NewConstraint(Spec(Kind::kRegex, re)).ok());
+  }
   // a miss, b miss, a hit, c miss (evicts b), a hit, b miss.
   EXPECT_EQ(count("miss"), 4);
   EXPECT_EQ(count("hit"), 2);

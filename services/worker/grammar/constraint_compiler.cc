@@ -21,6 +21,9 @@ namespace {
 
 // Compiles waiting for a thread, beyond those running; more is a client flooding new grammars.
 constexpr size_t kMaxQueuedCompiles = 64;
+// Memory of the cached grammars, besides max_cache_entries: on Phi-1.5's vocabulary a 20-field
+// schema takes ~0.9 MB, a regex with long bounded repeats a few MB.
+constexpr size_t kMaxCacheBytes = size_t{512} << 20;
 
 struct GrammarMetrics {
   explicit GrammarMetrics(metrics::Registry& r)
@@ -104,7 +107,13 @@ class ConstraintCompiler::Impl {
   std::unordered_map<std::string, std::shared_ptr<Job>> running_;  // queued or compiling, by key
   int abandoned_running_ = 0;
   // LRU: most recent first.
-  std::list<std::pair<std::string, xgrammar::CompiledGrammar>> lru_;
+  struct Entry {
+    std::string key;
+    xgrammar::CompiledGrammar grammar;
+    size_t bytes;
+  };
+  std::list<Entry> lru_;
+  size_t cache_bytes_ = 0;
   std::unordered_map<std::string, decltype(lru_)::iterator> cache_;
   std::vector<std::thread> threads_;
 };
@@ -117,7 +126,7 @@ absl::StatusOr<xgrammar::CompiledGrammar> ConstraintCompiler::Impl::Lookup(const
   if (auto it = cache_.find(key); it != cache_.end()) {
     metrics_.hits->Inc();
     lru_.splice(lru_.begin(), lru_, it->second);
-    return it->second->second;
+    return it->second->grammar;
   }
   metrics_.misses->Inc();
   auto job_or = FindOrQueueJob(spec, key);
@@ -188,11 +197,14 @@ void ConstraintCompiler::Impl::WorkLoop() {
 }
 
 void ConstraintCompiler::Impl::CacheInsert(const std::string& key, const xgrammar::CompiledGrammar& grammar) {
-  if (options_.max_cache_entries == 0 || cache_.contains(key)) return;
-  lru_.emplace_front(key, grammar);
+  const size_t bytes = grammar.MemorySizeBytes() + key.size();
+  if (options_.max_cache_entries == 0 || bytes > kMaxCacheBytes || cache_.contains(key)) return;
+  lru_.push_front(Entry{key, grammar, bytes});
   cache_.emplace(key, lru_.begin());
-  while (lru_.size() > options_.max_cache_entries) {
-    cache_.erase(lru_.back().first);
+  cache_bytes_ += bytes;
+  while (lru_.size() > options_.max_cache_entries || cache_bytes_ > kMaxCacheBytes) {
+    cache_bytes_ -= lru_.back().bytes;
+    cache_.erase(lru_.back().key);
     lru_.pop_back();
   }
 }

@@ -202,6 +202,21 @@ TEST_F(Gpt2Test, ChoiceWalksGiveOneOfTheStrings) {
   EXPECT_GE(seen.size(), 4u);
 }
 
+// CodeGen's added tokens for runs of spaces and tabs (ids 50257..50294) are ordinary text.
+TEST_F(Gpt2Test, AddedWhitespaceRunsAreText) {
+  auto c = compiler_->NewConstraint(Spec(Kind::kRegex, "[ \t]{0,40}x"));
+  ASSERT_TRUE(c.ok()) << c.status();
+  std::vector<uint32_t> words(TokenMaskWords(vocab_->vocab_size));
+  (*c)->FillNextTokenMask(words);
+  for (int32_t id = 50257; id <= 50294; ++id) {
+    const std::string& s = (*decoded_)[id];
+    ASSERT_GE(s.size(), 2u) << id;
+    ASSERT_EQ(s.find_first_not_of(s[0]), std::string::npos) << id;
+    EXPECT_TRUE(TokenAllowed(words, id)) << "id " << id << " (" << s.size() << " x " << int{s[0]} << ")";
+  }
+  EXPECT_FALSE(TokenAllowed(words, 50256));
+}
+
 TEST_F(Gpt2Test, EosOnlyWhenCompleteAndNeverPastTheTokenizer) {
   ConstraintSpec spec = Spec(Kind::kChoice);
   spec.choices = {"ab", "abc"};

@@ -2,6 +2,7 @@
 
 #include <cstdio>
 #include <exception>
+#include <optional>
 #include <regex>
 #include <utility>
 
@@ -50,13 +51,15 @@ xgrammar::CompiledGrammar CompileOrThrow(xgrammar::GrammarCompiler& compiler, co
   // Compact JSON means no whitespace at all: xgrammar's own compact separators have spaces.
   std::optional<std::pair<std::string, std::string>> separators;
   if (!spec.any_whitespace) separators = std::make_pair(std::string(","), std::string(":"));
+  const std::optional<int> max_whitespace =
+      spec.any_whitespace ? std::optional<int>(kMaxJsonWhitespace) : std::nullopt;
   switch (spec.kind) {
     case Kind::kJsonObject:
       return compiler.CompileJSONSchema(kAnyObjectSchema, spec.any_whitespace, std::nullopt, separators,
-                                        /*strict_mode=*/false);
+                                        /*strict_mode=*/false, max_whitespace);
     case Kind::kJsonSchema:
       return compiler.CompileJSONSchema(spec.text, spec.any_whitespace, std::nullopt, separators,
-                                        /*strict_mode=*/true);
+                                        /*strict_mode=*/true, max_whitespace);
     case Kind::kRegex:
       return compiler.CompileRegex(spec.text);
     case Kind::kGrammar:

@@ -18,6 +18,11 @@ namespace phi::worker {
 
 inline constexpr size_t kMaxChoices = 256;
 
+// With any_whitespace, each gap between JSON tokens holds at most this many whitespace
+// characters (space, \n, \r, \t). Unbounded, a model that favours whitespace never leaves it;
+// 20 is llama.cpp's bound on a gap's indentation (vLLM and SGLang leave it unbounded).
+inline constexpr int kMaxJsonWhitespace = 20;
+
 // The field as the client spelled it, e.g. "sampling.constraint.json_schema".
 std::string ConstraintFieldName(ConstraintSpec::Kind kind);
 

@@ -1,5 +1,7 @@
 #include "services/worker/service/proto_convert.h"
 
+#include <algorithm>
+
 namespace phi::worker {
 namespace {
 
@@ -29,16 +31,52 @@ GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const Samplin
   r.sampling.presence_penalty = s.presence_penalty();
   r.sampling.frequency_penalty = s.frequency_penalty();
   if (s.has_seed()) r.seed = s.seed();
+  r.logit_bias.reserve(s.logit_bias_size());
+  for (const auto& [id, bias] : s.logit_bias()) r.logit_bias.push_back({id, bias});
+  std::sort(r.logit_bias.begin(), r.logit_bias.end(),
+            [](const TokenBias& a, const TokenBias& b) { return a.token_id < b.token_id; });
   const phi::v1::StoppingCriteria& stop = proto.stopping();
   r.stopping.max_new_tokens = stop.max_new_tokens();
   r.stopping.stop_token_ids.assign(stop.stop_token_ids().begin(), stop.stop_token_ids().end());
   r.stopping.ignore_eos = stop.ignore_eos();
+  r.stopping.min_new_tokens = stop.min_new_tokens();
   // stop strings are the gateway's: the worker never sees text.
   r.logprobs = proto.logprobs();
   r.top_logprobs = proto.top_logprobs();
   r.prompt_logprobs = proto.prompt_logprobs();
   r.priority = proto.priority();
   return r;
+}
+
+ConstraintSpec ConstraintFromProto(const phi::v1::SamplingParams& sampling) {
+  ConstraintSpec spec;
+  if (!sampling.has_constraint()) return spec;
+  const phi::v1::Constraint& c = sampling.constraint();
+  spec.any_whitespace = c.any_whitespace();
+  switch (c.kind_case()) {
+    case phi::v1::Constraint::kJsonObject:
+      if (c.json_object()) spec.kind = ConstraintSpec::Kind::kJsonObject;
+      break;
+    case phi::v1::Constraint::kJsonSchema:
+      spec.kind = ConstraintSpec::Kind::kJsonSchema;
+      spec.text = c.json_schema();
+      break;
+    case phi::v1::Constraint::kRegex:
+      spec.kind = ConstraintSpec::Kind::kRegex;
+      spec.text = c.regex();
+      break;
+    case phi::v1::Constraint::kGrammar:
+      spec.kind = ConstraintSpec::Kind::kGrammar;
+      spec.text = c.grammar();
+      break;
+    case phi::v1::Constraint::kChoice:
+      spec.kind = ConstraintSpec::Kind::kChoice;
+      spec.choices.assign(c.choice().choices().begin(), c.choice().choices().end());
+      break;
+    case phi::v1::Constraint::KIND_NOT_SET:
+      break;
+  }
+  return spec;
 }
 
 phi::v1::FinishReason ToProto(FinishReason reason) {

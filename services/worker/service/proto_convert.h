@@ -8,6 +8,7 @@
 #include "phi/v1/worker.pb.h"
 #include "services/worker/engine/engine.h"
 #include "services/worker/engine/request.h"
+#include "services/worker/grammar/constraint_compiler.h"
 
 namespace phi::worker {
 
@@ -22,7 +23,12 @@ struct SamplingDefaults {
   int32_t max_new_tokens = 256;
 };
 
+// Everything but the constraint, which needs compiling (ConstraintFromProto, then
+// ConstraintCompiler). logit_bias becomes a list sorted by token id.
 GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults = {});
+
+// sampling.constraint as the compiler takes it; kNone when unset (or json_object false).
+ConstraintSpec ConstraintFromProto(const phi::v1::SamplingParams& sampling);
 
 // GetStatusResponse.generation_defaults.
 void ToProto(const SamplingDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out);

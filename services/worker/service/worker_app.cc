@@ -102,6 +102,14 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
                "seconds for every rank to arrive before the group's start fails naming the missing ranks");
   flags.AddInt("tp-timeout-ms", "PHI_TP_TIMEOUT_MS", &c->tp_timeout_ms, 100, 600000,
                "a rank silent this long is taken as dead: the group stops serving and exits non-zero");
+  flags.AddInt("grammar-cache-entries", "PHI_GRAMMAR_CACHE_ENTRIES", &c->grammar_cache_entries, 1, 1 << 16,
+               "compiled grammars (JSON schemas, regexes, EBNF, choices) kept for reuse, least recently used "
+               "dropped first");
+  flags.AddDouble("grammar-compile-timeout-seconds", "PHI_GRAMMAR_COMPILE_TIMEOUT_SECONDS",
+                  &c->grammar_compile_timeout_seconds, 0.01, 600,
+                  "a grammar that takes longer to compile is refused (INVALID_ARGUMENT) before any token");
+  flags.AddInt("grammar-compile-threads", "PHI_GRAMMAR_COMPILE_THREADS", &c->grammar_compile_threads, 1, 64,
+               "threads that compile grammars (a compile past its limit keeps its thread until it ends)");
   c->server.port = 50053;
   c->server.metrics_port = 9092;
   c->server.service_name = "worker";
@@ -210,6 +218,27 @@ struct LoadedRunner {
   int32_t max_context = 0;
 };
 
+// The grammar compiler for sampling.constraint, over the model folder's tokenizer.json. Null
+// (constrained requests then answer FAILED_PRECONDITION) when that file cannot be read: the
+// worker still serves everything else.
+std::unique_ptr<ConstraintCompiler> MakeConstraintCompiler(const WorkerConfig& config, const LoadedRunner& r) {
+  ConstraintCompilerOptions o;
+  o.tokenizer_json_path = (std::filesystem::path(config.model_dir) / "tokenizer.json").string();
+  o.vocab_size = r.runner->shape().vocab_size;
+  o.eos_token_ids = r.eos_token_ids;
+  o.max_cache_entries = static_cast<size_t>(config.grammar_cache_entries);
+  o.compile_timeout_seconds = config.grammar_compile_timeout_seconds;
+  o.compile_threads = static_cast<int32_t>(config.grammar_compile_threads);
+  const absl::Time t0 = absl::Now();
+  absl::StatusOr<std::unique_ptr<ConstraintCompiler>> compiler = ConstraintCompiler::Create(std::move(o));
+  if (!compiler.ok()) {
+    PHI_LOG(WARNING, "constrained_decoding_off").Str("error", compiler.status().ToString());
+    return nullptr;
+  }
+  PHI_LOG(INFO, "grammar_compiler_ready").Num("seconds", absl::ToDoubleSeconds(absl::Now() - t0));
+  return *std::move(compiler);
+}
+
 // The engine over `r`, warm-up, READY, serving until a signal. Returns the exit code.
 int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerServiceImpl& service,
                 common::ServiceServer& server, absl::Time t0) {
@@ -228,6 +257,8 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
     service.SetReady(false);
     server_ptr->SetServing(false);
   };
+  // Before the engine, so destroyed after it: its sequences hold the compiler's matchers.
+  std::unique_ptr<ConstraintCompiler> compiler = MakeConstraintCompiler(config, r);
   absl::StatusOr<std::unique_ptr<Engine>> engine = Engine::Create(r.runner, options);
   if (!engine.ok()) {
     PHI_LOG(ERROR, "engine_start_failed").Str("error", engine.status().ToString());
@@ -242,6 +273,7 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
   }
   service.SetSamplingDefaults({r.generation.temperature, r.generation.top_p, r.generation.top_k,
                                r.generation.repetition_penalty, r.generation.max_new_tokens});
+  service.SetConstraintCompiler(compiler.get());
   service.SetEngine(engine->get());
   service.SetReady(true);
   server.SetServing(true);

@@ -45,6 +45,11 @@ struct WorkerConfig {
   std::string tp_host;             // this rank's address for the Gloo mesh (default: see flag)
   int64_t tp_join_timeout_s = 120; // every rank must arrive within this
   int64_t tp_timeout_ms = 5000;    // a peer silent this long is dead
+  // Constrained decoding (sampling.constraint): compiled grammars kept, the compile time limit
+  // and the threads that compile (the leader only; followers never see a grammar).
+  int64_t grammar_cache_entries = 256;
+  double grammar_compile_timeout_seconds = 10;
+  int64_t grammar_compile_threads = 1;
 };
 
 void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* config);

@@ -24,6 +24,21 @@ void WorkerServiceImpl::SetReady(bool ready) {
   ready_gauge_.Set(ready ? 1 : 0);
 }
 
+absl::Status WorkerServiceImpl::CompileConstraint(const phi::v1::SamplingParams& sampling, GenerationRequest* r) {
+  const ConstraintSpec spec = ConstraintFromProto(sampling);
+  if (!spec.active()) return absl::OkStatus();
+  ConstraintCompiler* compiler = compiler_.load();
+  if (compiler == nullptr) {
+    return absl::FailedPreconditionError(
+        "sampling.constraint: this worker has no grammar compiler (its model folder's tokenizer.json could not "
+        "be read; see its start-up log)");
+  }
+  absl::StatusOr<std::unique_ptr<TokenConstraint>> constraint = compiler->NewConstraint(spec);
+  if (!constraint.ok()) return constraint.status();
+  r->constraint = std::move(*constraint);
+  return absl::OkStatus();
+}
+
 grpc::ServerWriteReactor<phi::v1::GenerateResponse>* WorkerServiceImpl::Generate(
     grpc::CallbackServerContext*, const phi::v1::GenerateRequest* request) {
   Engine* engine = engine_.load();
@@ -31,7 +46,11 @@ grpc::ServerWriteReactor<phi::v1::GenerateResponse>* WorkerServiceImpl::Generate
     return RefuseGenerate(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is not ready (loading the model or draining)"));
   }
-  absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(FromProto(*request, defaults_));
+  GenerationRequest r = FromProto(*request, defaults_);
+  if (absl::Status st = CompileConstraint(request->sampling(), &r); !st.ok()) {
+    return RefuseGenerate(common::ToGrpcStatus(st));
+  }
+  absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(std::move(r));
   if (!submitted.ok()) return RefuseGenerate(common::ToGrpcStatus(submitted.status()));
   return GenerateCall::Start(std::move(*submitted), write_pool_);
 }

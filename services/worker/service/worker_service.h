@@ -15,6 +15,7 @@
 #include "phi/v1/worker.grpc.pb.h"
 #include "services/common/metrics/registry.h"
 #include "services/worker/engine/engine.h"
+#include "services/worker/grammar/constraint_compiler.h"
 #include "services/worker/service/proto_convert.h"
 #include "services/worker/service/stream_write_pool.h"
 
@@ -32,6 +33,9 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
 
   // The model's defaults for unset sampling fields; set once, before SetEngine.
   void SetSamplingDefaults(const SamplingDefaults& defaults) { defaults_ = defaults; }
+  // Compiles sampling.constraint (null: constrained requests answer FAILED_PRECONDITION).
+  // Must outlive the service's calls; set once, before SetReady(true).
+  void SetConstraintCompiler(ConstraintCompiler* compiler) { compiler_.store(compiler); }
   // The engine must outlive the service's calls (set once, before SetReady(true)).
   void SetEngine(Engine* engine) { engine_.store(engine); }
   // Ready: model loaded and one forward pass done, not draining. Drives GetStatus.ready and
@@ -47,11 +51,15 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
                                    phi::v1::CancelResponse* response) override;
 
  private:
+  // Compiles the request's sampling.constraint into r->constraint (nothing when unset).
+  absl::Status CompileConstraint(const phi::v1::SamplingParams& sampling, GenerationRequest* r);
+
   const std::string model_name_;
   const int32_t world_size_;
   SamplingDefaults defaults_;
   metrics::Gauge& ready_gauge_;
   std::atomic<Engine*> engine_{nullptr};
+  std::atomic<ConstraintCompiler*> compiler_{nullptr};
   std::atomic<bool> ready_{false};
   // Declared last: destroyed (threads joined) first. The gRPC server is shut down before the
   // service is destroyed, so no call still needs it then.

@@ -29,7 +29,7 @@ int GatewayMain(int argc, char** argv) {
   server.metrics_port = 9090;
   std::string tokenizers = "127.0.0.1:50052", workers = "127.0.0.1:50053", api_keys_file, system_prompt;
   std::string http_host = "0.0.0.0", tls_cert, tls_key, local_decode, local_tokenizer;
-  int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 256;
+  int64_t http_port = 8080, max_concurrent = 0, default_max_new_tokens = 0;
   HttpApiOptions http_options;
   int64_t http_threads = http_options.server.io_threads, http_max_connections = http_options.server.max_connections;
   int64_t http_max_body = static_cast<int64_t>(http_options.server.max_body_bytes);
@@ -71,8 +71,9 @@ int GatewayMain(int argc, char** argv) {
                "concurrent generation requests per API key (0: no limit)");
   flags.AddString("default-system-prompt", "PHI_DEFAULT_SYSTEM_PROMPT", &system_prompt,
                   "system message added to chats that have none (empty: none)");
-  flags.AddInt("default-max-new-tokens", "PHI_DEFAULT_MAX_NEW_TOKENS", &default_max_new_tokens, 1, 1 << 20,
-               "max_new_tokens when a request leaves it 0");
+  flags.AddInt("default-max-new-tokens", "PHI_DEFAULT_MAX_NEW_TOKENS", &default_max_new_tokens, 0, 1 << 20,
+               "max_new_tokens when a request leaves it 0, over the model's own default (0: the "
+               "model's: its generation_config.json's max_new_tokens, else 256)");
   flags.AddDouble("health-interval-seconds", "PHI_HEALTH_INTERVAL_SECONDS", &health_interval, 0.05, 3600,
                   "how often worker groups are checked with GetStatus");
   flags.AddDouble("health-timeout-seconds", "PHI_HEALTH_TIMEOUT_SECONDS", &health_timeout, 0.05, 3600,

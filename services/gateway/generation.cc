@@ -21,6 +21,15 @@ double Now() {
 
 absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError(msg); }
 
+// What max_new_tokens 0 gets (clamped to the context by the caller): the operator's
+// --default-max-new-tokens when set, else the model's (generation_config.json's, else the
+// worker's 256), else 256 for a worker that reports none.
+int32_t DefaultMaxNewTokens(const GeneratorOptions& options, const ModelSummary& model) {
+  if (options.default_max_new_tokens > 0) return options.default_max_new_tokens;
+  if (model.default_max_new_tokens > 0) return model.default_max_new_tokens;
+  return kModelCardMaxNewTokens;
+}
+
 absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
 
 // A seed for a request that came without one: drawn here so that the response can report it
@@ -203,6 +212,9 @@ void Generation::Prepare() {
   if (!model.ok()) return Complete(model.status());
   result_.model = model->name;
   if (absl::Status s = CheckIds(*model); !s.ok()) return Complete(s);
+  // A request that states no temperature samples as the model's generation_config.json says
+  // (greedy unless do_sample); an explicit 0 stays greedy.
+  if (!params_.sampling.has_temperature()) params_.sampling.set_temperature(model->default_temperature);
 
   const double t_tok = Now();
   if (params_.prompt_ids.empty()) {
@@ -272,7 +284,7 @@ absl::Status Generation::CheckIds(const ModelSummary& model) {
 absl::Status Generation::ResolveLengths(const ModelSummary& model) {
   const int32_t n_prompt = static_cast<int32_t>(ids_.size());
   const int32_t ctx_len = model.max_context_tokens;
-  const int32_t default_max = gen_->options_.default_max_new_tokens;
+  const int32_t default_max = DefaultMaxNewTokens(gen_->options_, model);
   auto& stopping = params_.stopping;
   if (ctx_len > 0) {
     if (n_prompt >= ctx_len) {

@@ -91,8 +91,14 @@ struct GenerateResult {
   std::string prompt_first_token_text;
 };
 
+// Phi-1.5's model card's max_new_tokens: what a request leaving it 0 gets when neither the
+// operator nor the model's worker says otherwise.
+inline constexpr int32_t kModelCardMaxNewTokens = 256;
+
 struct GeneratorOptions {
-  int32_t default_max_new_tokens = 256;
+  // What max_new_tokens 0 gets, over the model's own default (GetStatusResponse
+  // .generation_defaults.max_new_tokens); 0: the model's.
+  int32_t default_max_new_tokens = 0;
   size_t max_prompt_bytes = 4 << 20;
   // Threads for calls to the tokenizer service (blocking_executor.h); none are started when
   // the tokenizer is in-process (--local-tokenizer).

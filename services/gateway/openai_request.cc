@@ -571,11 +571,12 @@ class CommonFields {
   // Checks across fields; fills the defaults.
   absl::Status Finish(int32_t default_max_tokens) {
     if (stream_options_ && !stream_) return Invalid("stream_options: only allowed when stream is true");
-    // OpenAI's default temperature is 1; the proto's (unset) is greedy.
-    p_.sampling.set_temperature(static_cast<float>(temperature_.value_or(1.0)));
+    // Absent: left unset, so that the generation sends the served model's default (greedy
+    // unless its generation_config.json says do_sample), as transformers does.
+    if (temperature_) p_.sampling.set_temperature(static_cast<float>(*temperature_));
     int64_t max_tokens = max_completion_tokens_.value_or(max_tokens_.value_or(default_max_tokens));
     p_.stopping.set_max_new_tokens(static_cast<int32_t>(max_tokens));
-    // max_tokens 0 on chat is the gateway's default, checked against min_tokens there.
+    // max_tokens 0 on chat: the generation resolves it (the model's default), min_tokens checked there.
     if (min_tokens_ > max_tokens && (max_tokens > 0 || !chat_)) {
       return Invalid(
           Cat("min_tokens: must be an integer in [0, max_tokens] = [0, ", max_tokens, "], got ", min_tokens_));
@@ -1069,7 +1070,7 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_vie
   });
   if (!st.ok()) return st;
   if (!has_messages) return Invalid("messages: required, a non-empty array of {role, content}");
-  if (absl::Status s = common.Finish(/*default_max_tokens=*/0); !s.ok()) return s;  // 0: the gateway's default
+  if (absl::Status s = common.Finish(/*default_max_tokens=*/0); !s.ok()) return s;  // 0: the model's default
   absl::StatusOr<phi::v1::SegmentList> segs = RenderChatml(messages, chatml);
   if (!segs.ok()) return segs.status();
   *p.prompt.mutable_segments() = std::move(*segs);

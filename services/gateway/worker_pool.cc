@@ -286,7 +286,9 @@ std::vector<ModelSummary> WorkerPool::Models() const {
     if (g->state_ != GroupState::kReady) continue;
     auto it = std::find_if(out.begin(), out.end(), [&](const auto& m) { return m.name == g->status_.model(); });
     if (it == out.end()) {
-      out.push_back({g->status_.model(), g->status_.max_context_tokens(), g->status_.vocab_size(), 0});
+      const auto& defaults = g->status_.generation_defaults();
+      out.push_back({g->status_.model(), g->status_.max_context_tokens(), g->status_.vocab_size(), 0,
+                     defaults.sampling().temperature(), defaults.max_new_tokens()});
       it = out.end() - 1;
     }
     it->ready_groups++;

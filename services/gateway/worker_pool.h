@@ -66,6 +66,12 @@ struct ModelSummary {
   int32_t max_context_tokens = 0;
   int32_t vocab_size = 0;
   int ready_groups = 0;
+  // The model's generation defaults (GetStatusResponse.generation_defaults, from its
+  // generation_config.json) as its first ready group reports them: the temperature a request
+  // that states none gets (0: greedy), and the max_new_tokens of one that leaves it 0 (0: the
+  // worker reported none).
+  float default_temperature = 0;
+  int32_t default_max_new_tokens = 0;
 };
 
 class WorkerPool {

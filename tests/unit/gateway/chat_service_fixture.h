@@ -25,7 +25,10 @@ class ChatServiceTest : public ::testing::Test {
     tokenizer_addrs.push_back(tok_server_->address());
     tok_client_ = *TokenizerClient::Create(tokenizer_addrs);
     WorkerPoolOptions po;
-    for (auto& s : worker_servers_) po.workers += (po.workers.empty() ? "" : ",") + s->address();
+    for (auto& s : worker_servers_) {
+      if (!po.workers.empty()) po.workers += ',';  // not `"," + ...`: GCC 12's -Wrestrict misfires on it
+      po.workers += s->address();
+    }
     po.health_interval_seconds = 0.05;
     po.status_timeout_seconds = status_timeout_seconds_;
     pool_ = *WorkerPool::Create(po, &registry_);
@@ -57,6 +60,22 @@ class ChatServiceTest : public ::testing::Test {
     }
     *status = reader->Finish();
     return text;
+  }
+
+  // Worker 0 reports a model whose generation_config.json samples at `temperature` and stops
+  // at `max_new_tokens`; returns once the pool has read it.
+  void ServeModelDefaults(float temperature, int32_t max_new_tokens) {
+    phi::v1::GetStatusResponse::GenerationDefaults d;
+    d.mutable_sampling()->set_temperature(temperature);
+    d.set_max_new_tokens(max_new_tokens);
+    {
+      std::lock_guard<std::mutex> l(workers_[0]->mu);
+      workers_[0]->generation_defaults = d;
+    }
+    ASSERT_TRUE(Eventually([&] {
+      std::vector<ModelSummary> m = pool_->Models();
+      return m.size() == 1 && m[0].default_temperature == temperature && m[0].default_max_new_tokens == max_new_tokens;
+    }));
   }
 
   template <typename Pred>

@@ -8,6 +8,7 @@
 #include <atomic>
 #include <chrono>
 #include <memory>
+#include <optional>
 #include <string>
 #include <thread>
 
@@ -128,6 +129,8 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
   std::atomic<int> status_delay_ms{0};        // GetStatus answers this late (or when cancelled)
   std::string last_model = "fake-model";
   std::vector<uint64_t> cached_hashes;  // reported in GetStatus (prefix-aware routing)
+  // Reported in GetStatus when set (a model's generation_config.json defaults); guarded by mu.
+  std::optional<phi::v1::GetStatusResponse::GenerationDefaults> generation_defaults;
   std::atomic<int> tokens_per_message{1};
   // The reply ends with the digit seed % 10 and each token's logprob is -0.1 * (seed % 5 + 1):
   // choices with different seeds differ in text and in cumulative logprob.
@@ -224,6 +227,7 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     r->set_kv_blocks_free(100);
     std::lock_guard<std::mutex> l(mu);
     r->mutable_cached_block_hashes()->Add(cached_hashes.begin(), cached_hashes.end());
+    if (generation_defaults) *r->mutable_generation_defaults() = *generation_defaults;
     return grpc::Status::OK;
   }
 };

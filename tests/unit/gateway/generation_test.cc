@@ -356,5 +356,76 @@ TEST_F(GenerationTest, ChoicesShareOneEncodeAndCountOneRequest) {
   EXPECT_EQ(Metric("phi_gateway_time_to_first_token_seconds_count"), 1);
 }
 
+class GenerationDefaultsTest : public GenerationTest {
+ protected:
+  // The worker's view of `req` (Chat, or ChatStream), and the reply's completion tokens.
+  phi::v1::GenerateRequest Sent(const phi::v1::ChatRequest& req, int32_t* completion_tokens = nullptr) {
+    grpc::ClientContext ctx;
+    phi::v1::ChatResponse resp;
+    grpc::Status s = stub_->Chat(&ctx, req, &resp);
+    EXPECT_TRUE(s.ok()) << s.error_message();
+    if (completion_tokens) *completion_tokens = resp.usage().completion_tokens();
+    std::lock_guard<std::mutex> l(workers_[0]->mu);
+    return workers_[0]->last_request;
+  }
+};
+
+TEST_F(GenerationDefaultsTest, UnsetTemperatureAndMaxNewTokensGetTheModelDefaults) {
+  Start();
+  ServeModelDefaults(0.7f, 7);
+  int32_t tokens = 0;
+  phi::v1::GenerateRequest sent = Sent(Hello(), &tokens);
+  EXPECT_TRUE(sent.sampling().has_temperature());
+  EXPECT_EQ(sent.sampling().temperature(), 0.7f);
+  EXPECT_EQ(sent.stopping().max_new_tokens(), 7);
+  EXPECT_EQ(tokens, 7);  // the fake's reply is 26 tokens
+
+  // Stated fields win: an explicit 0 stays greedy.
+  auto req = Hello();
+  req.mutable_sampling()->set_temperature(0);
+  req.mutable_stopping()->set_max_new_tokens(3);
+  sent = Sent(req, &tokens);
+  EXPECT_TRUE(sent.sampling().has_temperature());
+  EXPECT_EQ(sent.sampling().temperature(), 0.0f);
+  EXPECT_EQ(sent.stopping().max_new_tokens(), 3);
+  EXPECT_EQ(tokens, 3);
+
+  // Every choice samples at the model's temperature.
+  req = Hello();
+  req.set_n(2);
+  EXPECT_EQ(Sent(req).sampling().temperature(), 0.7f);
+
+  // min_new_tokens is checked against the resolved default.
+  req = Hello();
+  req.mutable_stopping()->set_min_new_tokens(8);
+  grpc::ClientContext ctx;
+  phi::v1::ChatResponse resp;
+  grpc::Status s = stub_->Chat(&ctx, req, &resp);
+  EXPECT_EQ(s.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_EQ(s.error_message(), "stopping.min_new_tokens: 8 is outside [0, max_new_tokens = 7]");
+}
+
+TEST_F(GenerationDefaultsTest, WithoutModelDefaultsUnsetIsGreedyAnd256) {
+  Start();
+  phi::v1::GenerateRequest sent = Sent(Hello());
+  EXPECT_TRUE(sent.sampling().has_temperature());
+  EXPECT_EQ(sent.sampling().temperature(), 0.0f);
+  EXPECT_EQ(sent.stopping().max_new_tokens(), 256 - 21);  // the fake's context, less the prompt
+  // A model default past the context is clamped to it.
+  ServeModelDefaults(1.0f, 1000);
+  sent = Sent(Hello());
+  EXPECT_EQ(sent.sampling().temperature(), 1.0f);
+  EXPECT_EQ(sent.stopping().max_new_tokens(), 256 - 21);
+}
+
+TEST_F(GenerationDefaultsTest, OperatorDefaultMaxNewTokensOverridesTheModel) {
+  gen_options_.default_max_new_tokens = 5;
+  Start();
+  ServeModelDefaults(0.7f, 7);
+  int32_t tokens = 0;
+  EXPECT_EQ(Sent(Hello(), &tokens).stopping().max_new_tokens(), 5);
+  EXPECT_EQ(tokens, 5);
+}
+
 }  // namespace
 }  // namespace phi::gateway

@@ -254,5 +254,34 @@ TEST_F(HttpApiChoicesTest, WorkerErrorsNameTheParameterAsSent) {
   EXPECT_TRUE(e["param"].is_string() && e["param"].get<std::string>().starts_with("logit_bias")) << e;
 }
 
+// A body without temperature or max_tokens gets the model's generation_config.json defaults
+// (temperature, chat's max_tokens); completions keep OpenAI's max_tokens 16.
+TEST_F(HttpApiChoicesTest, AbsentSamplingFieldsGetTheModelDefaults) {
+  StartHttp();
+  ServeModelDefaults(0.7f, 7);
+  auto sent = [&](std::string_view path, const json& body) {
+    HttpReply r = PostJson(api_->port(), path, body);
+    EXPECT_EQ(r.status, 200) << r.body;
+    std::lock_guard<std::mutex> l(workers_[0]->mu);
+    return std::make_pair(workers_[0]->last_request, json::parse(r.body, nullptr, false));
+  };
+  auto [req, reply] = sent("/v1/chat/completions", Chat(json::object()));
+  EXPECT_EQ(req.sampling().temperature(), 0.7f);
+  EXPECT_EQ(req.stopping().max_new_tokens(), 7);
+  EXPECT_EQ(reply["usage"]["completion_tokens"], 7);
+  EXPECT_EQ(reply["choices"][0]["finish_reason"], "length");
+
+  std::tie(req, reply) = sent("/v1/chat/completions", Chat({{"temperature", 0}, {"max_tokens", 3}, {"top_k", -1}}));
+  EXPECT_TRUE(req.sampling().has_temperature());
+  EXPECT_EQ(req.sampling().temperature(), 0.0f);
+  EXPECT_EQ(req.stopping().max_new_tokens(), 3);
+  EXPECT_EQ(req.sampling().top_k(), 0);  // 0: the worker applies the model's top_k
+
+  std::tie(req, reply) = sent("/v1/completions", {{"prompt", "ab"}, {"temperature", nullptr}});
+  EXPECT_EQ(req.sampling().temperature(), 0.7f);
+  EXPECT_EQ(req.stopping().max_new_tokens(), 16);
+  EXPECT_EQ(reply["usage"]["completion_tokens"], 16);
+}
+
 }  // namespace
 }  // namespace phi::gateway

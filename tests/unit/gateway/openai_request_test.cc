@@ -47,6 +47,7 @@ TEST(OpenAiRequest, ChatTranslates) {
   const GenerateParams& p = r->params;
   EXPECT_EQ(p.model, "m");
   EXPECT_EQ(p.stopping.max_new_tokens(), 7);
+  EXPECT_TRUE(p.sampling.has_temperature());  // an explicit 0: greedy, whatever the model's default
   EXPECT_EQ(p.sampling.temperature(), 0);
   EXPECT_FLOAT_EQ(p.sampling.top_p(), 0.5);
   EXPECT_EQ(p.sampling.seed(), 3u);
@@ -64,8 +65,8 @@ TEST(OpenAiRequest, ChatTranslates) {
 TEST(OpenAiRequest, ChatDefaults) {
   auto r = ParseChatCompletionRequest(R"({"messages": [{"role": "user", "content": "x"}]})", {});
   ASSERT_TRUE(r.ok()) << r.status();
-  EXPECT_EQ(r->params.sampling.temperature(), 1.0f);  // OpenAI's default
-  EXPECT_EQ(r->params.stopping.max_new_tokens(), 0);  // the gateway's default applies
+  EXPECT_FALSE(r->params.sampling.has_temperature());  // the model's default applies
+  EXPECT_EQ(r->params.stopping.max_new_tokens(), 0);    // the model's default applies
   EXPECT_FALSE(r->params.sampling.has_seed());
   EXPECT_FALSE(r->params.logprobs);
   EXPECT_FALSE(r->stream);
@@ -106,7 +107,7 @@ TEST(OpenAiRequest, ChatFieldValues) {
   EXPECT_FLOAT_EQ(p.sampling.repetition_penalty(), 1.2f);
   EXPECT_EQ(p.sampling.presence_penalty(), -2);
   EXPECT_EQ(p.sampling.frequency_penalty(), 2);
-  EXPECT_EQ(p.sampling.temperature(), 1.0f);  // null = absent
+  EXPECT_FALSE(p.sampling.has_temperature());  // null = absent
   EXPECT_EQ(p.sampling.top_p(), 0);           // unset: off
   EXPECT_EQ(p.stopping.max_new_tokens(), 9);  // max_completion_tokens wins, as in vLLM
   ASSERT_EQ(p.stopping.stop_size(), 2);
@@ -150,7 +151,7 @@ TEST(OpenAiRequest, CompletionPromptsAsTextOrIds) {
   EXPECT_TRUE(p.prompt_logprobs);
   EXPECT_EQ(p.top_logprobs, 1);
   EXPECT_EQ(p.stopping.max_new_tokens(), 16);  // OpenAI's default for completions
-  EXPECT_EQ(p.sampling.temperature(), 1.0f);
+  EXPECT_FALSE(p.sampling.has_temperature());   // the model's default applies
   EXPECT_EQ(r->model, "m");
   EXPECT_EQ(p.model, "m");
   EXPECT_TRUE(r->echo);

@@ -141,8 +141,8 @@ SCHEMAS = [
 assert len({name for name, _ in SCHEMAS}) == len(SCHEMAS), "duplicate schema names"
 
 # Numbers without an upper bound: a near-uniform random model ends their digits with odds of
-# (tokens that may follow) / (digit tokens) per token, fine for the 2k test vocabulary (~100 digit
-# tokens), a run to max_new_tokens for GPT-2's (~1,700): tested on small vocabularies only.
+# (tokens that may follow) / (digit tokens) per token, fine for the 2k test vocabulary (23 digit
+# tokens), often a run to max_new_tokens for GPT-2's (994): tested on small vocabularies only.
 UNBOUNDED_NUMBERS = {"integer_minimum_only", "integer_unbounded", "number_unbounded"}
 
 

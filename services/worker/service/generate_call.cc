@@ -26,12 +26,44 @@ GenerateReactor* GenerateCall::Start(std::shared_ptr<RequestStream> stream, cons
   return call.get();
 }
 
+std::shared_ptr<GenerateCall> GenerateCall::StartPending() {
+  auto call = std::make_shared<GenerateCall>(nullptr);
+  call->self_ = call;
+  return call;
+}
+
+void GenerateCall::Attach(const std::shared_ptr<GenerateCall>& call, std::shared_ptr<RequestStream> stream,
+                          const StreamWritePool& pool) {
+  bool gone;
+  {
+    std::lock_guard<std::mutex> lock(call->mu_);
+    call->stream_ = stream;
+    gone = call->client_gone_;
+  }
+  if (gone) stream->Cancel();  // its final chunk still comes, and then the call finishes
+  stream->set_output_notifier(pool.Notifier(call));
+}
+
+void GenerateCall::Refuse(grpc::Status status) {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (finishing_) return;
+    finishing_ = true;
+  }
+  Finish(std::move(status));
+}
+
+bool GenerateCall::client_gone() {
+  std::lock_guard<std::mutex> lock(mu_);
+  return client_gone_;
+}
+
 void GenerateCall::Pump() {
   enum class Next { kWrite, kWriteLast, kFinish } next = Next::kFinish;
   grpc::Status status;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    if (writing_ || finishing_) return;
+    if (writing_ || finishing_ || stream_ == nullptr) return;
     OutputChunk chunk;
     while (true) {
       if (!stream_->TryNext(&chunk)) return;  // armed: the next push queues us again
@@ -78,22 +110,28 @@ void GenerateCall::Pump() {
 }
 
 void GenerateCall::OnWriteDone(bool ok) {
-  bool cancel = false;
+  std::shared_ptr<RequestStream> cancel;
   {
     std::lock_guard<std::mutex> lock(mu_);
     writing_ = false;
-    if (!ok && !client_gone_) cancel = client_gone_ = true;  // the stream broke under us
+    if (!ok && !client_gone_) {  // the stream broke under us
+      client_gone_ = true;
+      cancel = stream_;
+    }
   }
-  if (cancel) stream_->Cancel();
+  if (cancel != nullptr) cancel->Cancel();
   Pump();
 }
 
 void GenerateCall::OnCancel() {
+  std::shared_ptr<RequestStream> stream;
   {
     std::lock_guard<std::mutex> lock(mu_);
     client_gone_ = true;  // cancelled or past its deadline: leave the batch at the next step
+    stream = stream_;
   }
-  stream_->Cancel();  // idempotent; the engine's final chunk queues us through the notifier
+  if (stream == nullptr) return;  // pending: Attach cancels the stream, or Refuse ends the call
+  stream->Cancel();  // idempotent; the engine's final chunk queues us through the notifier
   Pump();
 }
 

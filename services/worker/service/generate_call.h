@@ -8,6 +8,10 @@
 // meanwhile and writes again. The client going away (OnCancel, a failed write) cancels the
 // engine request, and the call finishes CANCELLED only once the engine's final chunk has
 // arrived, so the engine has let go of the request (no 10 ms cancel poll, no busy loop).
+//
+// A call whose request needs blocking work first (compiling its grammar) starts pending: it
+// has no engine stream until the thread doing that work Attach()es one or Refuse()s the call.
+// A client that goes away meanwhile is remembered; Attach then cancels the new stream.
 #ifndef PHI_SERVICES_WORKER_SERVICE_GENERATE_CALL_H_
 #define PHI_SERVICES_WORKER_SERVICE_GENERATE_CALL_H_
 
@@ -36,6 +40,14 @@ using GenerateReactor = grpc::ServerWriteReactor<phi::v1::GenerateResponse>;
 class GenerateCall final : public GenerateReactor, public StreamWritePool::Task {
  public:
   static GenerateReactor* Start(std::shared_ptr<RequestStream> stream, const StreamWritePool& pool);
+  // A pending call (see above); the caller hands the returned reference to the thread that
+  // must then call Attach or Refuse exactly once.
+  static std::shared_ptr<GenerateCall> StartPending();
+  static void Attach(const std::shared_ptr<GenerateCall>& call, std::shared_ptr<RequestStream> stream,
+                     const StreamWritePool& pool);
+  void Refuse(grpc::Status status);
+  // The client cancelled or its deadline passed (a pending call's preparer may stop early).
+  bool client_gone();
 
   explicit GenerateCall(std::shared_ptr<RequestStream> stream) : stream_(std::move(stream)) { live_.fetch_add(1); }
   ~GenerateCall() override { live_.fetch_sub(1); }
@@ -56,9 +68,9 @@ class GenerateCall final : public GenerateReactor, public StreamWritePool::Task 
 
   static inline std::atomic<int64_t> live_{0};
 
-  const std::shared_ptr<RequestStream> stream_;
-  std::shared_ptr<GenerateCall> self_;  // gRPC's reference, see the class comment
   std::mutex mu_;
+  std::shared_ptr<RequestStream> stream_;  // null while pending; set once, under mu_
+  std::shared_ptr<GenerateCall> self_;  // gRPC's reference, see the class comment
   phi::v1::GenerateResponse out_;  // the message being written; changed only when no write is in flight
   bool writing_ = false;      // under mu_
   bool finishing_ = false;    // under mu_: Finish or StartWriteAndFinish started

@@ -24,9 +24,7 @@ void WorkerServiceImpl::SetReady(bool ready) {
   ready_gauge_.Set(ready ? 1 : 0);
 }
 
-absl::Status WorkerServiceImpl::CompileConstraint(const phi::v1::SamplingParams& sampling, GenerationRequest* r) {
-  const ConstraintSpec spec = ConstraintFromProto(sampling);
-  if (!spec.active()) return absl::OkStatus();
+absl::Status WorkerServiceImpl::CompileConstraint(const ConstraintSpec& spec, GenerationRequest* r) {
   ConstraintCompiler* compiler = compiler_.load();
   if (compiler == nullptr) {
     return absl::FailedPreconditionError(
@@ -47,12 +45,37 @@ grpc::ServerWriteReactor<phi::v1::GenerateResponse>* WorkerServiceImpl::Generate
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is not ready (loading the model or draining)"));
   }
   GenerationRequest r = FromProto(*request, defaults_);
-  if (absl::Status st = CompileConstraint(request->sampling(), &r); !st.ok()) {
-    return RefuseGenerate(common::ToGrpcStatus(st));
-  }
+  ConstraintSpec spec = ConstraintFromProto(request->sampling());
+  if (spec.active()) return StartConstrained(engine, std::move(r), std::move(spec));
   absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(std::move(r));
   if (!submitted.ok()) return RefuseGenerate(common::ToGrpcStatus(submitted.status()));
   return GenerateCall::Start(std::move(*submitted), write_pool_);
+}
+
+GenerateReactor* WorkerServiceImpl::StartConstrained(Engine* engine, GenerationRequest r, ConstraintSpec spec) {
+  std::shared_ptr<GenerateCall> call = GenerateCall::StartPending();
+  auto prepare = [this, engine, call, r = std::move(r), spec = std::move(spec)]() mutable {
+    if (call->client_gone()) {
+      call->Refuse(grpc::Status(grpc::StatusCode::CANCELLED, "the client cancelled or its deadline passed"));
+      return;
+    }
+    absl::Status st = CompileConstraint(spec, &r);
+    if (st.ok()) {
+      absl::StatusOr<std::shared_ptr<RequestStream>> submitted = engine->Submit(std::move(r));
+      if (submitted.ok()) {
+        GenerateCall::Attach(call, std::move(*submitted), write_pool_);
+        return;
+      }
+      st = submitted.status();
+    }
+    call->Refuse(common::ToGrpcStatus(st));
+  };
+  if (!preparer_.Run(std::move(prepare))) {
+    call->Refuse(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                              absl::StrCat("sampling.constraint: ", kMaxPreparingCalls,
+                                           " constrained requests are already compiling; retry later")));
+  }
+  return call.get();
 }
 
 grpc::ServerUnaryReactor* WorkerServiceImpl::GetStatus(grpc::CallbackServerContext* context,

@@ -3,7 +3,9 @@
 // serves 256 concurrent sequences, and the sync API woke 256 threads a step and polled each
 // client for cancellation every 10 ms. GetStatus and Cancel are callback methods too: they
 // only read counters or flag a request, never block, so they answer inline on gRPC's
-// callback threads (and the service needs no sync-server threads of its own).
+// callback threads (and the service needs no sync-server threads of its own). A constrained
+// Generate compiles its grammar (up to --grammar-compile-timeout-seconds) on a CallPreparer
+// thread, its call pending meanwhile, never on a callback thread.
 // The service exists before the model is loaded so that health checks answer NOT_SERVING
 // while it loads; Generate answers UNAVAILABLE until SetEngine and SetReady(true).
 #ifndef PHI_SERVICES_WORKER_SERVICE_WORKER_SERVICE_H_
@@ -16,6 +18,8 @@
 #include "services/common/metrics/registry.h"
 #include "services/worker/engine/engine.h"
 #include "services/worker/grammar/constraint_compiler.h"
+#include "services/worker/service/call_preparer.h"
+#include "services/worker/service/generate_call.h"
 #include "services/worker/service/proto_convert.h"
 #include "services/worker/service/stream_write_pool.h"
 
@@ -51,8 +55,13 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
                                    phi::v1::CancelResponse* response) override;
 
  private:
-  // Compiles the request's sampling.constraint into r->constraint (nothing when unset).
-  absl::Status CompileConstraint(const phi::v1::SamplingParams& sampling, GenerationRequest* r);
+  // Constrained calls at once compiling their grammar (on CallPreparer threads).
+  static constexpr int kMaxPreparingCalls = 256;
+
+  // A constrained Generate: compiles `spec` into r.constraint and submits on a preparer
+  // thread, the call pending meanwhile; a bad grammar refuses the call before any token.
+  GenerateReactor* StartConstrained(Engine* engine, GenerationRequest r, ConstraintSpec spec);
+  absl::Status CompileConstraint(const ConstraintSpec& spec, GenerationRequest* r);
 
   const std::string model_name_;
   const int32_t world_size_;
@@ -62,8 +71,10 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
   std::atomic<ConstraintCompiler*> compiler_{nullptr};
   std::atomic<bool> ready_{false};
   // Declared last: destroyed (threads joined) first. The gRPC server is shut down before the
-  // service is destroyed, so no call still needs it then.
+  // service is destroyed, so no call still needs them then; the preparer goes before the
+  // pool its jobs hand calls to.
   StreamWritePool write_pool_;
+  CallPreparer preparer_{kMaxPreparingCalls};
 };
 
 }  // namespace phi::worker

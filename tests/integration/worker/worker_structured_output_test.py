@@ -197,6 +197,68 @@ class WorkerStructuredOutputTest(unittest.TestCase):
             self.assertIn(name, text)
 
 
+def big_schema(fields, tag):
+    props = {f"{tag}{i}": {"type": "string", "pattern": "[a-z]{3,40}"} for i in range(fields)}
+    return json.dumps({"type": "object", "properties": props, "required": list(props)})
+
+
+class CompileLimitTest(unittest.TestCase):
+    """A worker with a tiny compile limit: slow grammars are refused by name, and a client that
+    gives up while its grammar compiles leaves nothing behind."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.svc = phi_testlib.Service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=64", "--threads=1",
+                                               "--grammar-compile-timeout-seconds=0.02"], name="worker-compile")
+        cls.svc.wait_healthy()
+        cls.channel = grpc.insecure_channel(cls.svc.address)
+        cls.stub = worker_pb2_grpc.WorkerServiceStub(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.svc.kill()
+
+    def wait_compile_thread_free(self):
+        """A compile past its limit keeps its thread until it ends (new grammars meanwhile get
+        RESOURCE_EXHAUSTED): wait for it with a grammar that compiles at once."""
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            c = common_pb2.Constraint(choice=common_pb2.ChoiceList(choices=[f"x{time.time()}"]))
+            try:
+                list(self.stub.Generate(request([1, 2], 1, 1, c), timeout=60))
+                return
+            except grpc.RpcError as e:
+                if e.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    return
+            time.sleep(0.05)
+
+    def test_1_slow_compile_is_invalid_argument(self):
+        req = request([1, 2, 3], 5, 1, common_pb2.Constraint(json_schema=big_schema(150, "a")))
+        with self.assertRaises(grpc.RpcError) as e:
+            list(self.stub.Generate(req, timeout=60))
+        self.assertEqual(e.exception.code(), grpc.StatusCode.INVALID_ARGUMENT, e.exception.details())
+        self.assertIn("sampling.constraint.json_schema", e.exception.details())
+        self.assertIn("to compile", e.exception.details())
+
+    def test_2_client_gone_while_compiling(self):
+        self.wait_compile_thread_free()
+        for i in range(4):
+            req = request([1, 2, 3], 5, 1, common_pb2.Constraint(json_schema=big_schema(150, f"b{i}_")))
+            with self.assertRaises(grpc.RpcError) as e:
+                list(self.stub.Generate(req, timeout=0.005))
+            # The later ones may find the compile thread stuck past its limit already.
+            allowed = [grpc.StatusCode.DEADLINE_EXCEEDED] + ([grpc.StatusCode.RESOURCE_EXHAUSTED] if i else [])
+            self.assertIn(e.exception.code(), allowed, e.exception.details())
+        # Still serving, and nothing left in the engine.
+        tokens = []
+        for m in self.stub.Generate(request([1, 2, 3], 5, 1, ignore_eos=True), timeout=60):
+            tokens.extend(m.token_ids)
+        self.assertEqual(len(tokens), 5)
+        s = self.stub.GetStatus(worker_pb2.GetStatusRequest())
+        self.assertEqual((s.waiting, s.running), (0, 0))
+
+
 if __name__ == "__main__":
     BINARY, MODEL = sys.argv[1], sys.argv[2]
     unittest.main(argv=sys.argv[:1], verbosity=2)

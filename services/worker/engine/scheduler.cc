@@ -94,6 +94,7 @@ StepPlan Scheduler::Schedule() {
 
   if (!plan.preempted.empty()) return plan;
   int32_t budget = max_batch_tokens_ - used;
+  const bool share_prefill = blocks_->prefix_cache_enabled();
   std::unordered_set<uint64_t> prefilling = PrefillingPrompts();
   auto it = waiting_.begin();
   while (budget > 0 && static_cast<int32_t>(running_.size()) < max_running_ && it != waiting_.end()) {
@@ -105,7 +106,9 @@ StepPlan Scheduler::Schedule() {
     const auto next = std::next(it);  // TryAdmit erases `it` only
     if (!TryAdmit(seq, budget, &plan)) break;
     budget -= plan.seqs.back().num_tokens;
-    if (seq->prefilling() && HasFullPromptBlock(seq)) prefilling.insert(seq->BlockHash(0, blocks_->block_size()));
+    if (share_prefill && seq->prefilling() && HasFullPromptBlock(seq)) {
+      prefilling.insert(seq->BlockHash(0, blocks_->block_size()));
+    }
     it = next;
   }
   return plan;

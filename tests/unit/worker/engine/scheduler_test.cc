@@ -1,0 +1,115 @@
+// The scheduler alone: a waiting sequence whose prompt shares its first full block with a
+// running sequence still computing that prompt waits for it (then takes the blocks from the
+// prefix cache), the sequences behind it are admitted meanwhile, and nothing is held back
+// without the prefix cache.
+#include "services/worker/engine/scheduler.h"
+
+#include <algorithm>
+#include <memory>
+#include <vector>
+
+#include <gtest/gtest.h>
+
+namespace phi::worker {
+namespace {
+
+constexpr int32_t kBlock = 16;
+
+std::unique_ptr<Sequence> MakeSequence(uint64_t arrival, std::vector<int32_t> prompt) {
+  auto seq = std::make_unique<Sequence>();
+  seq->arrival = arrival;
+  seq->prompt_len = static_cast<int32_t>(prompt.size());
+  seq->tokens = std::move(prompt);
+  seq->max_new_tokens = 8;
+  return seq;
+}
+
+std::vector<int32_t> Prompt(int32_t length, int32_t salt) {
+  std::vector<int32_t> p(length);
+  for (int32_t i = 0; i < length; ++i) p[i] = (i * 7 + salt) % 50;
+  return p;
+}
+
+bool Contains(const std::vector<Sequence*>& v, const Sequence* s) { return std::find(v.begin(), v.end(), s) != v.end(); }
+
+// What the engine does after a step: the fed tokens are computed, full blocks registered.
+void Computed(const StepPlan& plan, KvBlockManager& blocks) {
+  for (const ScheduledSeq& s : plan.seqs) {
+    s.seq->num_computed += s.num_tokens;
+    while ((s.seq->num_registered + 1) * kBlock <= s.seq->num_computed) {
+      blocks.RegisterFull(s.seq->blocks[s.seq->num_registered], s.seq->BlockHash(s.seq->num_registered, kBlock));
+      ++s.seq->num_registered;
+    }
+  }
+}
+
+TEST(SchedulerTest, SamePromptWaitsForTheRunningPrefillOthersDoNot) {
+  KvBlockManager blocks(64, kBlock, /*enable_prefix_cache=*/true);
+  Scheduler scheduler(&blocks, /*max_batch_tokens=*/512, /*max_running=*/16);
+  auto first = MakeSequence(0, Prompt(37, 1));
+  auto twin = MakeSequence(1, Prompt(37, 1));
+  auto other = MakeSequence(2, Prompt(37, 2));
+  for (Sequence* s : {first.get(), twin.get(), other.get()}) scheduler.AddWaiting(s);
+
+  const StepPlan step1 = scheduler.Schedule();
+  EXPECT_TRUE(Contains(step1.admitted, first.get()));
+  EXPECT_FALSE(Contains(step1.admitted, twin.get())) << "the twin must wait for the first's prefill";
+  EXPECT_TRUE(Contains(step1.admitted, other.get())) << "a different prompt is not held up";
+  Computed(step1, blocks);
+
+  const StepPlan step2 = scheduler.Schedule();  // the first's prefill is done: 32 tokens cached
+  ASSERT_TRUE(Contains(step2.admitted, twin.get()));
+  EXPECT_EQ(twin->cached_prompt_tokens, 32);
+  const auto planned = std::find_if(step2.seqs.begin(), step2.seqs.end(),
+                                    [&](const ScheduledSeq& s) { return s.seq == twin.get(); });
+  ASSERT_NE(planned, step2.seqs.end());
+  EXPECT_EQ(planned->num_tokens, 5);  // only the last, partial block is computed
+}
+
+TEST(SchedulerTest, ChunkedPrefillHoldsTheTwinUntilItEnds) {
+  KvBlockManager blocks(64, kBlock, true);
+  Scheduler scheduler(&blocks, /*max_batch_tokens=*/24, 16);
+  auto first = MakeSequence(0, Prompt(70, 3));
+  auto twin = MakeSequence(1, Prompt(70, 3));
+  scheduler.AddWaiting(first.get());
+  scheduler.AddWaiting(twin.get());
+  int steps = 0;
+  while (first->num_computed < first->prompt_len) {
+    const StepPlan plan = scheduler.Schedule();
+    EXPECT_FALSE(Contains(plan.admitted, twin.get())) << "step " << steps;
+    Computed(plan, blocks);
+    ASSERT_LT(++steps, 10);
+  }
+  EXPECT_EQ(steps, 3);  // 70 tokens in chunks of 24
+  // The first now decodes (one token a step); the twin comes in with 64 tokens cached.
+  first->tokens.push_back(1);
+  const StepPlan plan = scheduler.Schedule();
+  EXPECT_TRUE(Contains(plan.admitted, twin.get()));
+  EXPECT_EQ(twin->cached_prompt_tokens, 64);
+}
+
+TEST(SchedulerTest, NothingIsHeldBackWithoutThePrefixCache) {
+  KvBlockManager blocks(64, kBlock, /*enable_prefix_cache=*/false);
+  Scheduler scheduler(&blocks, 512, 16);
+  auto first = MakeSequence(0, Prompt(37, 1));
+  auto twin = MakeSequence(1, Prompt(37, 1));
+  scheduler.AddWaiting(first.get());
+  scheduler.AddWaiting(twin.get());
+  const StepPlan plan = scheduler.Schedule();
+  EXPECT_TRUE(Contains(plan.admitted, first.get()));
+  EXPECT_TRUE(Contains(plan.admitted, twin.get()));
+}
+
+TEST(SchedulerTest, ShortPromptsWithoutAFullBlockAreNotHeld) {
+  KvBlockManager blocks(64, kBlock, true);
+  Scheduler scheduler(&blocks, 512, 16);
+  auto first = MakeSequence(0, Prompt(16, 1));  // its only full block holds its last token
+  auto twin = MakeSequence(1, Prompt(16, 1));
+  scheduler.AddWaiting(first.get());
+  scheduler.AddWaiting(twin.get());
+  const StepPlan plan = scheduler.Schedule();
+  EXPECT_TRUE(Contains(plan.admitted, twin.get()));
+}
+
+}  // namespace
+}  // namespace phi::worker

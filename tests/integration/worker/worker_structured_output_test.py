@@ -185,6 +185,7 @@ class WorkerStructuredOutputTest(unittest.TestCase):
             t.join()
         prefill = self.metric("phi_worker_prefill_tokens_total") - before
         busy.join()
+        print(f"n=4 identical prompts of {len(prompt)} tokens: {prefill:.0f} prefill tokens computed", flush=True)
         self.assertGreaterEqual(prefill, len(prompt))
         self.assertLessEqual(prefill, len(prompt) + 4 * (BLOCK - 1))
         self.assertEqual(sum(r[1].usage.cached_prompt_tokens for r in results), 3 * 3 * BLOCK)

@@ -1,7 +1,7 @@
 #include "services/worker/model/phi_checkpoint.h"
 
 #include "absl/strings/str_cat.h"
-#include "services/worker/model/status_macros.h"
+#include "services/common/status_macros.h"
 
 namespace phi::model {
 

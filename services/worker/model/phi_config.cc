@@ -8,7 +8,7 @@
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
-#include "services/worker/model/status_macros.h"
+#include "services/common/status_macros.h"
 
 namespace phi::model {
 namespace {

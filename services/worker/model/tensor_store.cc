@@ -7,7 +7,7 @@
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "services/worker/model/phi_config.h"
-#include "services/worker/model/status_macros.h"
+#include "services/common/status_macros.h"
 
 namespace phi::model {
 namespace {

@@ -54,12 +54,12 @@ absl::StatusOr<std::unique_ptr<WorkerGroup>> WorkerGroup::Join(const GroupOption
     group->host_ = std::make_unique<LocalCommunicator>();
     return group;
   }
-  RETURN_IF_ERROR(ValidateLeaderAddress(options.leader));
-  RETURN_IF_ERROR(group->Meet());
+  PHI_RETURN_IF_ERROR(ValidateLeaderAddress(options.leader));
+  PHI_RETURN_IF_ERROR(group->Meet());
   GlooOptions gloo;
   gloo.hostname = options.hostname;
   gloo.timeout = options.op_timeout;
-  ASSIGN_OR_RETURN(group->host_, GlooCommunicator::Create(group->store_.get(), options.rank,
+  PHI_ASSIGN_OR_RETURN(group->host_, GlooCommunicator::Create(group->store_.get(), options.rank,
                                                           options.world_size, gloo));
   return group;
 }
@@ -68,16 +68,16 @@ absl::Status WorkerGroup::Meet() {
   const int n = options_.world_size;
   const std::string port = options_.leader.substr(options_.leader.rfind(':') + 1);
   if (is_leader()) {
-    ASSIGN_OR_RETURN(server_, RendezvousServer::Start(absl::StrCat("0.0.0.0:", port)));
+    PHI_ASSIGN_OR_RETURN(server_, RendezvousServer::Start(absl::StrCat("0.0.0.0:", port)));
   }
   store_ = std::make_unique<KvClient>(options_.leader, options_.join_timeout);
   const auto deadline = Clock::now() + options_.join_timeout;
-  RETURN_IF_ERROR(store_->Set(ArrivedKey(options_.rank), options_.hostname));
+  PHI_RETURN_IF_ERROR(store_->Set(ArrivedKey(options_.rank), options_.hostname));
 
   if (is_leader()) {
     std::vector<std::string> keys;
     for (int r = 0; r < n; ++r) keys.push_back(ArrivedKey(r));
-    ASSIGN_OR_RETURN(auto missing, store_->Wait(keys, options_.join_timeout));
+    PHI_ASSIGN_OR_RETURN(auto missing, store_->Wait(keys, options_.join_timeout));
     if (!missing.empty()) {
       std::string msg = absl::StrCat("worker group did not form: rank(s) ", MissingRanks(missing), " of ", n,
                                      " did not arrive at leader ", options_.leader, " within ",
@@ -105,7 +105,7 @@ absl::Status WorkerGroup::Meet() {
     if (Clock::now() > deadline) {
       std::vector<std::string> keys;
       for (int r = 0; r < n; ++r) keys.push_back(ArrivedKey(r));
-      ASSIGN_OR_RETURN(auto still, store_->Wait(keys, std::chrono::milliseconds(1)));
+      PHI_ASSIGN_OR_RETURN(auto still, store_->Wait(keys, std::chrono::milliseconds(1)));
       return absl::DeadlineExceededError(absl::StrCat(
           "worker group did not form: rank(s) ", MissingRanks(still), " of ", n, " did not arrive at leader ",
           options_.leader, " within ", options_.join_timeout.count(), " ms (seen from rank ", options_.rank, ")"));

@@ -10,7 +10,7 @@
 #include "services/worker/backends/cpu/attention.h"
 #include "services/worker/backends/cpu/ops.h"
 #include "services/worker/model/shard_spec.h"
-#include "services/worker/model/status_macros.h"
+#include "services/common/status_macros.h"
 #include "services/worker/model/tokenizer_size.h"
 
 namespace phi::cpu {

@@ -10,7 +10,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/worker/backends/cuda/status_adapter.h"
-#include "services/worker/model/status_macros.h"
+#include "services/common/status_macros.h"
 #include "services/worker/model/tokenizer_size.h"
 
 namespace phi::worker::cuda {

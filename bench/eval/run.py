@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Wall time of a fixed lm-evaluation-harness run: through phi-serve vs lm-eval's `hf` backend.
 
-Issue 20, item 6. The local tasks of tools/eval/local_tasks.py at --scale bench (500 multiple-choice
+The local tasks of tools/eval/local_tasks.py at --scale bench (500 multiple-choice
 loglikelihood requests, 50 rolling-perplexity documents, 40 generations with stop sequences, 20
 chat-templated generations; some prompts ~1,700 tokens), run
   - with `hf` (transformers on Debian's torch 1.13, f32, --torch-threads threads), and

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Gateway HTTP at scale (issue 19): (a) N concurrent SSE streams held open at once through one
+"""Gateway HTTP at scale: (a) N concurrent SSE streams held open at once through one
 gateway: completed, peak streams at once, gateway RSS and threads at their peak; (b) tokens/s
 through HTTP SSE vs gRPC streaming at 64 concurrent streams, HTTP and gRPC runs alternating,
 medians over --reps. Prints a markdown table with the machine, command and date.

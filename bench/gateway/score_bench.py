@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Scoring throughput through the gateway (issue 20): lm-evaluation-harness's loglikelihood
+"""Scoring throughput through the gateway: lm-evaluation-harness's loglikelihood
 request (POST /v1/completions with echo, logprobs 1, max_tokens 0) with ~--prompt-tokens-token
 prompts, --concurrency clients in a loop for --seconds, per tokenizer mode: `service` (texts
 of the prompt tokens through the tokenizer service, batched Decodes) and `local`

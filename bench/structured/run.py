@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Tokens/s with and without constrained decoding (issue 21): the same requests through the real
+"""Tokens/s with and without constrained decoding: the same requests through the real
 phi-tokenizer, phi-worker (CPU backend) and phi-gateway on loopback, at 1 and 16 concurrent
 sequences, `--tokens` new tokens each, unconstrained vs a ~20-field JSON schema (compact:
 any_whitespace false). Prints a markdown table (median tokens/s of --reps runs per cell, each run's

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """lm-eval through phi-serve == lm-eval's `hf` backend, sample by sample, on a padded-vocabulary model.
 
-Issue 20, item 5. Real processes on loopback (tests/integration/gateway/stack.py: phi-tokenizer,
+Real processes on loopback (tests/integration/gateway/stack.py: phi-tokenizer,
 phi-worker, phi-gateway) serve PHI_TEST_MODEL, a tiny random Phi whose output rows outnumber the
 tokenizer's ids (make_padded_model.py). lm-evaluation-harness (.venv-eval) runs the local tasks of
 tools/eval/local_tasks.py twice:

@@ -1,6 +1,6 @@
 """Raw-socket HTTP/1.1 and SSE helpers for the gateway's HTTP tests and benchmarks (stdlib only).
 
-Responses may be Content-Length, chunked or read-until-close (the old civetweb SSE path), so the
+Responses may be Content-Length, chunked or read-until-close (an SSE stream without chunked framing), so the
 same client works against any HTTP/1.1 server. Nothing here hides a protocol error: a connection
 that closes in the middle of a response raises EOFError.
 """

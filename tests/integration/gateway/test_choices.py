@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""n > 1, best_of, logit_bias and stop-string accounting over real gRPC (issue 21): the real
+"""n > 1, best_of, logit_bias and stop-string accounting over real gRPC: the real
 phi-tokenizer, phi-worker and phi-gateway on loopback, the tiny random-weight model.
 
 - n = 4 sampled at temperature 1 gives 4 distinct choices, indexes 0..3, seeds seed + i, and

@@ -350,7 +350,7 @@ class GatewayStackTest(unittest.TestCase):
         self.assertLess(t_exit - t_stream_end, 2.5, p.tail())
         self.assertLess(t_exit - t_signal, 20.0)
 
-        # Idle gateway with a connected client: SIGTERM to exit well under the old ~4 s.
+        # Idle gateway with a connected client: SIGTERM exits well under 4 s.
         port = stack.free_port()
         p = stack.Proc("gateway-idle", self._gateway_argv(port, 0))
         self.s.procs.append(p)

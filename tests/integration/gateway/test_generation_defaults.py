@@ -1,4 +1,4 @@
-"""Issue 24: requests that state no temperature or max_tokens get the served model's
+"""Requests that state no temperature or max_tokens get the served model's
 generation_config.json defaults, through the real tokenizer, worker and gateway.
 
 - A model whose file says do_sample true, temperature 0.7, max_new_tokens 7: an HTTP chat

@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
-"""The gateway's public HTTP API under abuse and at scale (issue 19), black-box: the real
+"""The gateway's public HTTP API under abuse and at scale, black-box: the real
 phi-tokenizer, phi-worker and phi-gateway on loopback (stack.py), raw sockets only.
 
 What each test asserts is in its docstring. Tests that could crash or balloon a gateway get a
 gateway of their own, so one failure does not take the others with it.
 
-PHI_HTTP_TEST_OLD_FLAGS=1 leaves out the flags today's civetweb gateway lacks
-(--http-header-timeout-seconds): to run the harness against the old binary and see what fails.
+PHI_HTTP_TEST_OLD_FLAGS=1 leaves out the flags a gateway on the civetweb server lacked
+(--http-header-timeout-seconds, --worker-keepalive-seconds), so that the harness can run against
+such a binary and show what it fails.
 """
 import asyncio
 import json
@@ -522,7 +523,7 @@ class HttpHardeningTest(unittest.TestCase):
 
     def test_ids_are_random_and_unique_across_gateways(self):
         """Response ids are `chatcmpl-`/`cmpl-` + a random suffix (16+ characters), never repeated by
-        two gateways (the old ones counted from 1 in every process)."""
+        two gateways (ids counted from 1 would repeat in every process)."""
         ports = [self.new_gateway()[1] for _ in range(2)]
         ids = []
         for p in ports + ports:

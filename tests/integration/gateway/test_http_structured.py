@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Structured output and the sampling surface through the OpenAI-compatible HTTP API (issue 21),
+"""Structured output and the sampling surface through the OpenAI-compatible HTTP API,
 with the `openai` Python client against the real phi-tokenizer, phi-worker and phi-gateway on
 loopback (stack.py) and the random-weight tiny model:
   - response_format json_schema / json_object on chat, guided_json / guided_regex /

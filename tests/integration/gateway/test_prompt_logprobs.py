@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Prompt logprobs and echo at 2,000 tokens (issue 20) through the real tokenizer SERVICE: gRPC
+"""Prompt logprobs and echo at 2,000 tokens through the real tokenizer SERVICE: gRPC
 Complete and HTTP /v1/completions (lm-evaluation-harness's loglikelihood request: echo, logprobs,
 max_tokens 0), top logprobs 5, the same answers as --local-tokenizer, and a gateway whose memory
 stays flat over many such requests. The tiny test model has a 2,048-token context."""

@@ -32,7 +32,7 @@ WANTED = ["config.json", "generation_config.json", "model.safetensors", "tokeniz
           "special_tokens_map.json", "added_tokens.json", "vocab.json", "merges.txt"]
 # huggingface_hub reads and writes 10 MiB at a time, so a cut after 12 MB keeps 10 MiB to resume from.
 CHUNK = 10 * 1024 * 1024
-# The model's own defaults, served back by the worker (issue 24, part 4).
+# The model's own defaults, served back by the worker.
 GENERATION = {"bos_token_id": 0, "eos_token_id": [1, 2], "do_sample": True, "temperature": 0.7, "top_p": 0.9,
               "top_k": 20, "repetition_penalty": 1.1, "max_new_tokens": 7}
 

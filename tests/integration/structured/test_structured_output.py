@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Structured output end to end (issue 21): the real phi-tokenizer, phi-worker and phi-gateway on
+"""Structured output end to end: the real phi-tokenizer, phi-worker and phi-gateway on
 loopback with a random-weight tiny model, driven over gRPC ChatService.Complete.
 
 Sampling at temperature 1.0 with several seeds per case, every constrained output must be valid:

@@ -1,6 +1,6 @@
-// Issue 5's engine tests with the real CPU runner on a tiny random model made by
-// tools/make_model.py (fixture worker_tiny_model): batch invariance (greedy and seeded),
-// prefix caching, a tiny KV cache, and 1,000 requests with cancellations.
+// The engine tests of tests/unit/worker/engine/engine_test.cc with the real CPU runner on a
+// tiny random model made by tools/make_model.py (fixture worker_tiny_model): batch invariance
+// (greedy and seeded), prefix caching, a tiny KV cache, and 1,000 requests with cancellations.
 // The model folder comes from $PHI_TEST_MODEL_DIR.
 #include <cstdio>
 #include <cstdlib>

@@ -1,7 +1,7 @@
 """phi-worker --device cuda as a process: on a machine without a GPU it must fail at start,
 non-zero, with a message that names the missing GPU (not a CUDA error code alone); with a GPU
-it must come up SERVING, answer /metrics (the civetweb server that a start-up-linked
-cuBLASLt used to break) and exit 0 on SIGTERM.
+it must come up SERVING, answer /metrics (civetweb's server; cuBLASLt linked at start-up
+would break it, hence its dlopen) and exit 0 on SIGTERM.
 
 usage: phi_worker_cuda_device_test.py PHI_WORKER MODEL_DIR
 """

@@ -157,7 +157,7 @@ TEST(EngineTest, LogprobsAndGreedyCoverPaddingRows) {
   EXPECT_GT(padded_scored, 0);
 }
 
-// Issue 5 test (a), with the fake runner: 60 random prompts, random lengths and arrival
+// With the fake runner: 60 random prompts, random lengths and arrival
 // times, greedy and seeded sampling, concurrently == alone.
 TEST(EngineTest, BatchInvarianceGreedyAndSeeded) {
   EngineOptions o;
@@ -189,7 +189,7 @@ TEST(EngineTest, BatchInvarianceGreedyAndSeeded) {
   }
 }
 
-// Issue 5 test (b): a request sharing a prefix reports cached tokens, computes less, and
+// A request sharing a prefix reports cached tokens, computes less, and
 // gives the same output as without the cache.
 TEST(EngineTest, PrefixCacheSkipsPrefillAndKeepsOutput) {
   EngineOptions o;
@@ -222,7 +222,7 @@ TEST(EngineTest, PrefixCacheSkipsPrefillAndKeepsOutput) {
   EXPECT_FALSE(s.cached_block_hashes.empty());
 }
 
-// Issue 5 test (c): under a deliberately tiny KV cache every request finishes with the
+// Under a deliberately tiny KV cache every request finishes with the
 // output it has without pressure (preemption by recompute, no deadlock).
 TEST(EngineTest, TinyKvCachePreemptsButKeepsOutputs) {
   EngineOptions o;
@@ -247,7 +247,7 @@ TEST(EngineTest, TinyKvCachePreemptsButKeepsOutputs) {
   EXPECT_EQ(h.engine->Status().kv_blocks_free, 12);
 }
 
-// Issue 5 test (d): 1,000 requests with random cancellations and client give-ups; blocks
+// 1,000 requests with random cancellations and client give-ups; blocks
 // and gauges return to zero.
 TEST(EngineTest, ThousandRequestsWithCancellationsLeaveNothingBehind) {
   EngineOptions o;

@@ -120,6 +120,22 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
 absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   const model::PhiConfig& c = ck.config();
   generation_ = ck.generation();
+  PHI_RETURN_IF_ERROR(CheckSupported(c, options_.model));
+  PHI_RETURN_IF_ERROR(SelectDevice(ck.shard().rank));
+  const PhiCudaConfig pc = ModelConfig(c, ck.shard().rank, ck.shard().world_size);
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));
+  shape_.vocab_size = c.vocab_size;
+  shape_.tokenizer_vocab_size = c.vocab_size;
+  shape_.max_position_embeddings = c.max_position_embeddings;
+  shape_.num_hidden_layers = c.num_hidden_layers;
+  shape_.num_attention_heads = c.num_attention_heads;
+  shape_.head_dim = c.head_dim();
+  PHI_RETURN_IF_ERROR(UploadWeights(ck, pc));
+  if (options_.make_comm) PHI_RETURN_IF_ERROR(JoinGroup(pc));
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::CheckSupported(const model::PhiConfig& c, const PhiCudaOptions& mo) {
   if (c.head_dim() != 64) {
     return absl::InvalidArgumentError(absl::StrCat(
         "CUDA backend: head_dim (hidden_size / num_attention_heads) must be 64, got ",
@@ -130,21 +146,26 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
         "CUDA backend: num_key_value_heads must equal num_attention_heads, got ",
         c.num_key_value_heads, " and ", c.num_attention_heads));
   }
-  const PhiCudaOptions& mo = options_.model;
   if (mo.kv_dtype == KvCacheDtype::kFp8E4m3 && !(std::isfinite(mo.kv_scale) && mo.kv_scale > 0.0f)) {
     return absl::InvalidArgumentError(
         absl::StrCat("CUDA runner: kv_scale must be finite and > 0 for the fp8 KV cache, got ", mo.kv_scale));
   }
+  return absl::OkStatus();
+}
+
+absl::Status CudaModelRunner::SelectDevice(int rank) {
   PHI_ASSIGN_OR_RETURN(const int devices, VisibleGpus());
   // -1: one GPU per rank, rank modulo the visible GPUs (a Kubernetes pod sees only its own).
-  if (options_.device == -1) options_.device = ck.shard().rank % devices;
+  if (options_.device == -1) options_.device = rank % devices;
   if (options_.device < 0 || options_.device >= devices) {
     return absl::InvalidArgumentError(absl::StrCat("CUDA device ", options_.device,
                                                    " requested, ", devices, " present"));
   }
-  PHI_RETURN_IF_ERROR(CudaError(cudaSetDevice(options_.device), "cudaSetDevice"));
-  // Heads and fc1 columns are this rank's share (PhiCheckpoint::Open checked the split is even).
-  const int world = ck.shard().world_size;
+  return CudaError(cudaSetDevice(options_.device), "cudaSetDevice");
+}
+
+// Heads and fc1 columns are this rank's share (PhiCheckpoint::Open checked the split is even).
+PhiCudaConfig CudaModelRunner::ModelConfig(const model::PhiConfig& c, int rank, int world) {
   PhiCudaConfig pc;
   pc.vocab_size = c.vocab_size;
   pc.hidden_size = c.hidden_size;
@@ -156,65 +177,65 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   pc.max_positions = c.max_position_embeddings;
   pc.layer_norm_eps = static_cast<float>(c.layer_norm_eps);
   pc.rope_theta = static_cast<float>(c.rope_theta);
-  pc.tp_rank = ck.shard().rank;
+  pc.tp_rank = rank;
   pc.tp_world = world;
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));
+  return pc;
+}
 
-  shape_.vocab_size = c.vocab_size;
-  shape_.tokenizer_vocab_size = c.vocab_size;
-  shape_.max_position_embeddings = c.max_position_embeddings;
-  shape_.num_hidden_layers = c.num_hidden_layers;
-  shape_.num_attention_heads = c.num_attention_heads;
-  shape_.head_dim = c.head_dim();
-
+absl::Status CudaModelRunner::UploadWeights(const model::PhiCheckpoint& ck, const PhiCudaConfig& pc) {
   const PhiCudaWeights& w = model_->weights();
-  // Local sizes: Ha = this rank's attention width (its heads x head_dim), I its fc1 columns,
-  // V its vocabulary rows; H is the (replicated) hidden size.
-  const int64_t H = c.hidden_size, Ha = static_cast<int64_t>(pc.num_heads) * pc.head_dim,
-                I = pc.intermediate_size, V = pc.local_vocab();
-  const int64_t k2 = pc.w2_cols();
+  const int64_t H = pc.hidden_size, V = pc.local_vocab();
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.embed_tokens.weight", w.embed, V, H, H));
-  for (int i = 0; i < c.num_hidden_layers; ++i) {
-    const PhiCudaLayer& L = w.layers[i];
-    const std::string p = absl::StrCat("model.layers.", i, ".");
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.weight", L.ln_w, 1, H, H));
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.bias", L.ln_b, 1, H, H));
-    // W1 = [q; k; v; fc1] rows, b1 likewise.
-    const char* in_names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"};
-    int64_t row = 0;
-    for (const char* n : in_names) {
-      const int64_t rows = std::string(n) == "mlp.fc1" ? I : Ha;
-      PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".weight", L.w1 + row * H, rows, H, H));
-      PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".bias", L.b1 + row, 1, rows, rows));
-      row += rows;
-    }
-    // W2 = [dense | fc2] along K; b2 = dense.bias + fc2.bias (F32).
-    // dense and fc2 are split by input columns; their biases are replicated (the model adds
-    // b2 on rank 0 only, before the all-reduce).
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, Ha, k2));
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + Ha, H, I, k2));
-    PHI_ASSIGN_OR_RETURN(std::vector<float> bd, ck.ReadF32(p + "self_attn.dense.bias"));
-    PHI_ASSIGN_OR_RETURN(std::vector<float> bf, ck.ReadF32(p + "mlp.fc2.bias"));
-    for (size_t j = 0; j < bd.size(); ++j) bd[j] += bf[j];
-    PHI_RETURN_IF_ERROR(UploadF32(bd, L.b2, "b2"));
-  }
+  for (int i = 0; i < pc.num_layers; ++i) PHI_RETURN_IF_ERROR(UploadLayer(ck, pc, i));
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.final_layernorm.weight", w.final_ln_w, 1, H, H));
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "model.final_layernorm.bias", w.final_ln_b, 1, H, H));
   PHI_RETURN_IF_ERROR(UploadBf16(ck, "lm_head.weight", w.lm_w, V, H, H));
   PHI_ASSIGN_OR_RETURN(std::vector<float> lm_b, ck.ReadF32("lm_head.bias"));
   PHI_RETURN_IF_ERROR(UploadF32(lm_b, w.lm_b, "lm_head.bias"));
-  PHI_RETURN_IF_ERROR(CudaError(cudaDeviceSynchronize(), "weight upload"));
-  if (options_.make_comm) {
-    PHI_ASSIGN_OR_RETURN(CudaRunnerOptions::Comm made, options_.make_comm(options_.device, model_->stream()));
-    comm_ = std::move(made.comm);
-    if (comm_ == nullptr || comm_->rank() != pc.tp_rank || comm_->world_size() != world) {
-      return absl::InvalidArgumentError(absl::StrCat(
-          "CUDA runner: communicator is rank ", comm_ ? comm_->rank() : -1, " of ",
-          comm_ ? comm_->world_size() : -1, ", the shard is rank ", pc.tp_rank, " of ", world));
-    }
-    collectives_ = std::make_unique<Collectives>(comm_.get(), std::move(made.synchronize));
-    PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->SetCollectives(collectives_.get()));
+  return CudaError(cudaDeviceSynchronize(), "weight upload");
+}
+
+absl::Status CudaModelRunner::UploadLayer(const model::PhiCheckpoint& ck, const PhiCudaConfig& pc,
+                                          int i) {
+  const PhiCudaLayer& L = model_->weights().layers[i];
+  // Local sizes: Ha = this rank's attention width (its heads x head_dim), I its fc1 columns;
+  // H is the (replicated) hidden size.
+  const int64_t H = pc.hidden_size, Ha = static_cast<int64_t>(pc.num_heads) * pc.head_dim,
+                I = pc.intermediate_size;
+  const int64_t k2 = pc.w2_cols();
+  const std::string p = absl::StrCat("model.layers.", i, ".");
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.weight", L.ln_w, 1, H, H));
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.bias", L.ln_b, 1, H, H));
+  // W1 = [q; k; v; fc1] rows, b1 likewise.
+  const char* in_names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"};
+  int64_t row = 0;
+  for (const char* n : in_names) {
+    const int64_t rows = std::string(n) == "mlp.fc1" ? I : Ha;
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".weight", L.w1 + row * H, rows, H, H));
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".bias", L.b1 + row, 1, rows, rows));
+    row += rows;
   }
+  // W2 = [dense | fc2] along K; b2 = dense.bias + fc2.bias (F32). dense and fc2 are split by
+  // input columns; their biases are replicated (the model adds b2 on rank 0 only, before the
+  // all-reduce).
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, Ha, k2));
+  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + Ha, H, I, k2));
+  PHI_ASSIGN_OR_RETURN(std::vector<float> bd, ck.ReadF32(p + "self_attn.dense.bias"));
+  PHI_ASSIGN_OR_RETURN(std::vector<float> bf, ck.ReadF32(p + "mlp.fc2.bias"));
+  for (size_t j = 0; j < bd.size(); ++j) bd[j] += bf[j];
+  return UploadF32(bd, L.b2, "b2");
+}
+
+absl::Status CudaModelRunner::JoinGroup(const PhiCudaConfig& pc) {
+  PHI_ASSIGN_OR_RETURN(CudaRunnerOptions::Comm made, options_.make_comm(options_.device, model_->stream()));
+  comm_ = std::move(made.comm);
+  if (comm_ == nullptr || comm_->rank() != pc.tp_rank || comm_->world_size() != pc.tp_world) {
+    return absl::InvalidArgumentError(absl::StrCat(
+        "CUDA runner: communicator is rank ", comm_ ? comm_->rank() : -1, " of ",
+        comm_ ? comm_->world_size() : -1, ", the shard is rank ", pc.tp_rank, " of ", pc.tp_world));
+  }
+  collectives_ = std::make_unique<Collectives>(comm_.get(), std::move(made.synchronize));
+  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->SetCollectives(collectives_.get()));
   return absl::OkStatus();
 }
 

@@ -98,6 +98,13 @@ class CudaModelRunner final : public ModelRunner {
  private:
   CudaModelRunner() = default;
   absl::Status Load(const model::PhiCheckpoint& checkpoint);
+  // Load's steps.
+  static absl::Status CheckSupported(const model::PhiConfig& config, const PhiCudaOptions& model);
+  absl::Status SelectDevice(int rank);
+  static PhiCudaConfig ModelConfig(const model::PhiConfig& config, int rank, int world);
+  absl::Status UploadWeights(const model::PhiCheckpoint& checkpoint, const PhiCudaConfig& pc);
+  absl::Status UploadLayer(const model::PhiCheckpoint& checkpoint, const PhiCudaConfig& pc, int i);
+  absl::Status JoinGroup(const PhiCudaConfig& pc);
   absl::Status Run(const StepBatch& batch, std::span<const SamplingParams> params, bool sample,
                    PhiStepOutput* out);
 

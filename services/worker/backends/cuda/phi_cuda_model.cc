@@ -34,9 +34,6 @@ int64_t PhiCudaConfig::ParameterCount() const {
          num_layers * per_layer;
 }
 
-// Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
-// graph captured for a bucket finds its arrays at the same addresses on every replay.
-
 CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOptions& options,
                                 std::unique_ptr<PhiCudaModel>* out) {
   if (config.head_dim != 64) {
@@ -72,13 +69,26 @@ CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOption
 }
 
 CudaStatus PhiCudaModel::Init() {
-  const PhiCudaConfig& c = config_;
   PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
   gemm_->set_small_m_max(options_.gemv_max_m);
   PHI_CUDA_RETURN_IF_ERROR(gemv1_prepare_device());  // before any decode graph is captured
+  PHI_CUDA_RETURN_IF_ERROR(AllocateWeights());
+  PHI_CUDA_RETURN_IF_ERROR(AllocateActivations());
+  // Records of every rank under tensor parallelism (each rank's are all-gathered).
+  const size_t cand_bytes = config_.tp_world * CandidateArea(options_.max_seqs);
+  PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
+  PHI_CUDA_CHECK(cudaMalloc(&cand_dev_, cand_bytes));
 
-  // Weight arena: plan offsets, one allocation, then hand out pointers.
+  sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
+  PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
+  PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
+  return {};
+}
+
+// Weight arena: plan offsets, one allocation, then hand out pointers.
+CudaStatus PhiCudaModel::AllocateWeights() {
+  const PhiCudaConfig& c = config_;
   const int64_t h = c.hidden_size;
   std::vector<std::pair<void**, size_t>> plan;
   auto add = [&](auto** p, size_t bytes) {
@@ -117,8 +127,13 @@ CudaStatus PhiCudaModel::Init() {
     o = align_up(o + bytes, 256);
     weight_bytes_ += static_cast<int64_t>(bytes);
   }
+  return {};
+}
 
-  // Activations.
+// Activations, sized for the options' capacities.
+CudaStatus PhiCudaModel::AllocateActivations() {
+  const PhiCudaConfig& c = config_;
+  const int64_t h = c.hidden_size;
   const size_t t = options_.max_tokens_per_step;
   PHI_CUDA_CHECK(cudaMalloc(&x_, 4 * t * h));
   PHI_CUDA_CHECK(cudaMalloc(&h_, 2 * t * h));
@@ -129,21 +144,11 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaMalloc(&hf_, 2 * static_cast<size_t>(options_.max_logit_rows) * h));
   PHI_CUDA_CHECK(
       cudaMalloc(&logits_, 4 * static_cast<size_t>(options_.max_logit_rows) * c.vocab_size));
-
   const int64_t ws = attention_decode_workspace_floats(options_.max_seqs, c.num_heads,
                                                        c.max_positions);
   if (ws > 0) PHI_CUDA_CHECK(cudaMalloc(&attn_ws_, 4 * ws));
   PHI_CUDA_CHECK(cudaMalloc(&attn_counters_, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
   PHI_CUDA_CHECK(cudaMemset(attn_counters_, 0, 4 * static_cast<size_t>(options_.max_seqs) * c.num_heads));
-
-  // Records of every rank under tensor parallelism (each rank's are all-gathered).
-  const size_t cand_bytes = config_.tp_world * CandidateArea(options_.max_seqs);
-  PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
-  PHI_CUDA_CHECK(cudaMalloc(&cand_dev_, cand_bytes));
-
-  sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
-  PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
-  PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
   return {};
 }
 
@@ -244,8 +249,39 @@ CudaStatus PhiCudaModel::LaunchSampling(const Layout& L) {
 
 CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
                                  PhiStepOutput* out) {
+  PHI_CUDA_RETURN_IF_ERROR(CheckStep(seqs, sample));
+  const StepPlan plan = PlanStep(seqs, sample);
+  StepPack pack;
+  const Layout L = PackStep(seqs, plan, &pack, out);
+  PHI_CUDA_CHECK(cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
+  if (plan.graph) {
+    PHI_CUDA_RETURN_IF_ERROR(ReplayDecodeGraph(L));
+  } else {
+    PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, plan.decode, pack.max_ctx, !plan.tp_candidates));
+  }
+  if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
+  // Candidates from the finished logits, outside any decode graph (their count varies by step).
+  out->candidate_slices = CandidateSlices(pack.n_cand, out->candidate_stride);
+  const size_t cand_bytes = (plan.tp_candidates ? config_.tp_world : 1) *
+                            out->candidate_slices * pack.n_cand *
+                            top_candidates_record_bytes(out->candidate_stride);
+  if (plan.tp_candidates) {
+    PHI_CUDA_RETURN_IF_ERROR(GatherCandidateStep(L, pack.whole_runs, pack.whole_rows, pack.n_cand,
+                                                 out->candidate_stride, out->candidate_slices,
+                                                 out));
+  } else if (pack.n_cand > 0) {
+    PHI_CUDA_RETURN_IF_ERROR(SelectCandidates(L, pack.n_cand, *out, cand_bytes));
+  }
+  const bool want_top = sample && WantTopLogprobs(seqs);
+  if (sample) PHI_CUDA_RETURN_IF_ERROR(CopySamplesToHost(L.n_seq, want_top));
+  PHI_CUDA_RETURN_IF_ERROR(WaitForStep());
+  if (pack.n_cand > 0) out->candidate_records.assign(cand_host_, cand_host_ + cand_bytes);
+  if (sample) ReadSamples(L.n_seq, plan.n_seq_real, want_top, out);
+  return {};
+}
+
+CudaStatus PhiCudaModel::CheckStep(std::span<const PhiSeqInput> seqs, bool sample) const {
   const PhiCudaConfig& c = config_;
-  const int bs = options_.block_size;
   if (kv_arena_ == nullptr) return CudaStatus::Invalid("Forward: KV cache not allocated");
   if (c.tp_world > 1 && collectives_ == nullptr) {
     return CudaStatus::Invalid("Forward: tp_world " + std::to_string(c.tp_world) +
@@ -257,43 +293,11 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
                                " sequences, max_seqs is " + std::to_string(options_.max_seqs));
   }
   int n_tok = 0, n_rows = 0;
-  bool decode = true;
   for (size_t i = 0; i < seqs.size(); ++i) {
-    const PhiSeqInput& s = seqs[i];
-    const int n = static_cast<int>(s.tokens.size());
-    const std::string who = "Forward: sequence " + std::to_string(i) + ": ";
-    if (n == 0) return CudaStatus::Invalid(who + "no tokens");
-    if (s.start_pos < 0 || s.start_pos + n > c.max_positions) {
-      return CudaStatus::Invalid(who + "positions [" + std::to_string(s.start_pos) + ", " +
-                                 std::to_string(s.start_pos + n) + ") exceed max_positions " +
-                                 std::to_string(c.max_positions));
-    }
-    const int need = (s.start_pos + n + bs - 1) / bs;
-    if (static_cast<int>(s.block_table.size()) < need) {
-      return CudaStatus::Invalid(who + "block_table has " + std::to_string(s.block_table.size()) +
-                                 " blocks, positions need " + std::to_string(need));
-    }
-    for (int j = 0; j < need; ++j) {
-      if (s.block_table[j] < 0 || s.block_table[j] >= kv_num_blocks_) {
-        return CudaStatus::Invalid(who + "block id " + std::to_string(s.block_table[j]) +
-                                   " outside [0, " + std::to_string(kv_num_blocks_) + ")");
-      }
-    }
-    for (int32_t t : s.tokens) {
-      if (t < 0 || t >= c.vocab_size) {
-        return CudaStatus::Invalid(who + "token id " + std::to_string(t) + " outside [0, " +
-                                   std::to_string(c.vocab_size) + ")");
-      }
-    }
-    if (s.num_candidates < 0 || s.num_candidates > kMaxTopCandidates ||
-        (s.num_candidates > 0 && (s.all_logits || sample))) {
-      return CudaStatus::Invalid(who + "num_candidates " + std::to_string(s.num_candidates) +
-                                 " (want 0, or 1.." + std::to_string(kMaxTopCandidates) +
-                                 " without all_logits or GPU sampling)");
-    }
+    PHI_CUDA_RETURN_IF_ERROR(CheckSequence(static_cast<int>(i), seqs[i], sample));
+    const int n = static_cast<int>(seqs[i].tokens.size());
     n_tok += n;
-    n_rows += s.all_logits ? n : 1;
-    decode = decode && n == 1 && !s.all_logits;
+    n_rows += seqs[i].all_logits ? n : 1;
   }
   if (n_tok > options_.max_tokens_per_step || n_rows > options_.max_logit_rows) {
     return CudaStatus::Invalid("Forward: " + std::to_string(n_tok) + " tokens / " +
@@ -301,174 +305,246 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
                                std::to_string(options_.max_tokens_per_step) + " / " +
                                std::to_string(options_.max_logit_rows));
   }
+  return {};
+}
 
-  const int n_seq_real = static_cast<int>(seqs.size());
-  int n_seq = n_seq_real;
-  const bool graph = decode && options_.use_cuda_graphs &&
-                     decode_graph_bucket(n_seq) <= options_.max_seqs;
-  if (graph) {
-    n_seq = decode_graph_bucket(n_seq);
-    n_tok = n_rows = n_seq;
+CudaStatus PhiCudaModel::CheckSequence(int i, const PhiSeqInput& s, bool sample) const {
+  const PhiCudaConfig& c = config_;
+  const int bs = options_.block_size;
+  const int n = static_cast<int>(s.tokens.size());
+  const std::string who = "Forward: sequence " + std::to_string(i) + ": ";
+  if (n == 0) return CudaStatus::Invalid(who + "no tokens");
+  if (s.start_pos < 0 || s.start_pos + n > c.max_positions) {
+    return CudaStatus::Invalid(who + "positions [" + std::to_string(s.start_pos) + ", " +
+                               std::to_string(s.start_pos + n) + ") exceed max_positions " +
+                               std::to_string(c.max_positions));
   }
-  std::vector<int32_t> num_new(n_seq, 1), tile_seq, tile_first;
-  for (int i = 0; i < n_seq_real; ++i) num_new[i] = static_cast<int>(seqs[i].tokens.size());
-  if (!decode) prefill_tiles_cpu(num_new.data(), n_seq, &tile_seq, &tile_first);
-  const Layout L = Layout::Make(n_tok, n_seq, static_cast<int>(tile_seq.size()), n_rows,
-                                max_blocks_per_seq_);
-  auto host32 = [&](size_t off) { return reinterpret_cast<int32_t*>(meta_host_ + off); };
-  SamplingParams* params = reinterpret_cast<SamplingParams*>(meta_host_ + L.params);
-  int32_t* block_tables = host32(L.block_tables);
-  out->first_row.assign(n_seq_real, 0);
-  out->num_rows.assign(n_seq_real, 0);
-  out->candidate_record.assign(n_seq_real, -1);
-  out->candidate_records.clear();
-  out->candidate_stride = 0;
-  out->candidate_ranks = 1;
-  out->candidate_slices = 1;
-  int n_cand = 0;
+  const int need = (s.start_pos + n + bs - 1) / bs;
+  if (static_cast<int>(s.block_table.size()) < need) {
+    return CudaStatus::Invalid(who + "block_table has " + std::to_string(s.block_table.size()) +
+                               " blocks, positions need " + std::to_string(need));
+  }
+  for (int j = 0; j < need; ++j) {
+    if (s.block_table[j] < 0 || s.block_table[j] >= kv_num_blocks_) {
+      return CudaStatus::Invalid(who + "block id " + std::to_string(s.block_table[j]) +
+                                 " outside [0, " + std::to_string(kv_num_blocks_) + ")");
+    }
+  }
+  for (int32_t t : s.tokens) {
+    if (t < 0 || t >= c.vocab_size) {
+      return CudaStatus::Invalid(who + "token id " + std::to_string(t) + " outside [0, " +
+                                 std::to_string(c.vocab_size) + ")");
+    }
+  }
+  if (s.num_candidates < 0 || s.num_candidates > kMaxTopCandidates ||
+      (s.num_candidates > 0 && (s.all_logits || sample))) {
+    return CudaStatus::Invalid(who + "num_candidates " + std::to_string(s.num_candidates) +
+                               " (want 0, or 1.." + std::to_string(kMaxTopCandidates) +
+                               " without all_logits or GPU sampling)");
+  }
+  return {};
+}
+
+PhiCudaModel::StepPlan PhiCudaModel::PlanStep(std::span<const PhiSeqInput> seqs,
+                                              bool sample) const {
+  StepPlan p;
+  p.n_seq_real = p.n_seq = static_cast<int>(seqs.size());
+  p.decode = true;
+  bool any_candidates = false;
+  for (const PhiSeqInput& s : seqs) {
+    const int n = static_cast<int>(s.tokens.size());
+    p.n_tok += n;
+    p.n_rows += s.all_logits ? n : 1;
+    p.decode = p.decode && n == 1 && !s.all_logits;
+    any_candidates = any_candidates || s.num_candidates > 0;
+  }
+  p.graph = p.decode && options_.use_cuda_graphs &&
+            decode_graph_bucket(p.n_seq) <= options_.max_seqs;
+  if (p.graph) {
+    // Padding rows up to the bucket write only the scratch KV block.
+    p.n_seq = decode_graph_bucket(p.n_seq);
+    p.n_tok = p.n_rows = p.n_seq;
+  }
   // Tensor parallelism with candidate rows: the ranks gather whole rows' slices and candidate
   // records instead of every row's slices (GatherCandidateStep).
-  bool tp_candidates = false;
-  for (const PhiSeqInput& s : seqs) tp_candidates = tp_candidates || s.num_candidates > 0;
-  tp_candidates = tp_candidates && collectives_ != nullptr && !sample && !graph;
-  std::vector<Run> whole_runs;
-  int whole_rows = 0;
-  int tok = 0, row = 0, max_ctx = 1;
-  for (int i = 0; i < n_seq; ++i) {
-    const bool real = i < n_seq_real;
-    const int n = num_new[i];
-    const int start = real ? seqs[i].start_pos : 0;
-    host32(L.q_offset)[i] = tok;
-    host32(L.start_pos)[i] = start;
-    host32(L.num_new)[i] = n;
-    host32(L.context_lens)[i] = start + n;
-    max_ctx = std::max(max_ctx, start + n);
-    int32_t* bt = block_tables + static_cast<size_t>(i) * max_blocks_per_seq_;
-    for (int j = 0; j < max_blocks_per_seq_; ++j) {
-      // Padding rows point at the scratch block, which nothing reads back.
-      bt[j] = real && j < static_cast<int>(seqs[i].block_table.size()) ? seqs[i].block_table[j]
-                                                                       : kv_num_blocks_;
-    }
-    for (int j = 0; j < n; ++j) {
-      const int pos = start + j;
-      host32(L.tokens)[tok + j] = real ? seqs[i].tokens[j] : 0;
-      host32(L.positions)[tok + j] = pos;
-      host32(L.slots)[tok + j] = bt[pos / bs] * bs + pos % bs;
-    }
-    const int rows = real && seqs[i].all_logits ? n : 1;
-    for (int r = 0; r < rows; ++r) host32(L.row_index)[row + r] = tok + n - rows + r;
-    host32(L.sample_rows)[i] = row + rows - 1;
-    params[i] = real ? seqs[i].sampling : SamplingParams{};
-    if (real) {
-      out->first_row[i] = row;
-      out->num_rows[i] = rows;
-      if (seqs[i].num_candidates > 0) {
-        host32(L.cand_rows)[n_cand] = row + rows - 1;
-        host32(L.cand_counts)[n_cand] = seqs[i].num_candidates;
-        host32(L.cand_lse)[n_cand] = seqs[i].candidate_lse ? 1 : 0;
-        out->candidate_stride = std::max(out->candidate_stride, seqs[i].num_candidates);
-        out->candidate_record[i] = n_cand++;
-      } else if (!whole_runs.empty() && whole_runs.back().first + whole_runs.back().rows == row) {
-        whole_runs.back().rows += rows;
-        whole_rows += rows;
-      } else {
-        whole_runs.push_back({row, rows});
-        whole_rows += rows;
-      }
-    }
-    tok += n;
+  p.tp_candidates = any_candidates && collectives_ != nullptr && !sample && !p.graph;
+  return p;
+}
+
+PhiCudaModel::Layout PhiCudaModel::PackStep(std::span<const PhiSeqInput> seqs,
+                                            const StepPlan& p, StepPack* pack,
+                                            PhiStepOutput* out) {
+  std::vector<int32_t> num_new(p.n_seq, 1), tile_seq, tile_first;
+  for (int i = 0; i < p.n_seq_real; ++i) num_new[i] = static_cast<int>(seqs[i].tokens.size());
+  if (!p.decode) prefill_tiles_cpu(num_new.data(), p.n_seq, &tile_seq, &tile_first);
+  const Layout L = Layout::Make(p.n_tok, p.n_seq, static_cast<int>(tile_seq.size()), p.n_rows,
+                                max_blocks_per_seq_);
+  ResetStepOutput(p.n_seq_real, out);
+  int tok = 0, row = 0;
+  for (int i = 0; i < p.n_seq; ++i) {
+    const PhiSeqInput* s = i < p.n_seq_real ? &seqs[i] : nullptr;
+    const int rows = PackSequence(L, i, s, num_new[i], tok, row);
+    pack->max_ctx = std::max(pack->max_ctx, (s != nullptr ? s->start_pos : 0) + num_new[i]);
+    if (s != nullptr) RecordRows(L, i, *s, row, rows, pack, out);
+    tok += num_new[i];
     row += rows;
   }
   for (size_t t = 0; t < tile_seq.size(); ++t) {
-    host32(L.tile_seq)[t] = tile_seq[t];
-    host32(L.tile_first)[t] = tile_first[t];
+    MetaHost(L.tile_seq)[t] = tile_seq[t];
+    MetaHost(L.tile_first)[t] = tile_first[t];
   }
   out->total_rows = row;
   out->logits_row.resize(row);
   for (int r = 0; r < row; ++r) out->logits_row[r] = r;
   out->assembled_rows = row;
-  PHI_CUDA_CHECK(
-      cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
+  return L;
+}
 
-  if (graph) {
-    // Captured graphs use the largest context so one graph serves every length. A graph
-    // holds the forward pass only, so decode steps replay it whether the step then samples
-    // on the GPU or selects candidates (Step, the engine's path): those run after it.
-    auto it = graphs_.find(n_seq);
-    if (it != graphs_.end()) {
-      PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
-    } else {
-      PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, true, c.max_positions));
-      cudaGraphExec_t exec;
-      CudaStatus st = CaptureDecodeGraph(L, &exec);
-      if (!st.ok() && options_.programmatic_launch && collectives_ == nullptr) {
-        // Captured programmatic edges refused (the eager launch above took them): capture
-        // plain launches instead, for this and every later graph.
-        cudaGetLastError();
-        options_.programmatic_launch = false;
-        st = CaptureDecodeGraph(L, &exec);
-      }
-      PHI_CUDA_RETURN_IF_ERROR(st);
-      graphs_[n_seq] = exec;  // this step's results came from the eager run above
-    }
+void PhiCudaModel::ResetStepOutput(int n_seq, PhiStepOutput* out) {
+  out->first_row.assign(n_seq, 0);
+  out->num_rows.assign(n_seq, 0);
+  out->candidate_record.assign(n_seq, -1);
+  out->candidate_records.clear();
+  out->candidate_stride = 0;
+  out->candidate_ranks = 1;
+  out->candidate_slices = 1;
+}
+
+// Sequence i's tokens, positions, cache slots, block table and logits rows into the host
+// metadata (s null: a padding row of a decode graph, which writes the scratch block). Returns
+// the sequence's logits rows.
+int PhiCudaModel::PackSequence(const Layout& L, int i, const PhiSeqInput* s, int n, int tok,
+                               int row) {
+  const int bs = options_.block_size;
+  const int start = s != nullptr ? s->start_pos : 0;
+  MetaHost(L.q_offset)[i] = tok;
+  MetaHost(L.start_pos)[i] = start;
+  MetaHost(L.num_new)[i] = n;
+  MetaHost(L.context_lens)[i] = start + n;
+  int32_t* bt = MetaHost(L.block_tables) + static_cast<size_t>(i) * max_blocks_per_seq_;
+  for (int j = 0; j < max_blocks_per_seq_; ++j) {
+    bt[j] = s != nullptr && j < static_cast<int>(s->block_table.size()) ? s->block_table[j]
+                                                                         : kv_num_blocks_;
+  }
+  for (int j = 0; j < n; ++j) {
+    const int pos = start + j;
+    MetaHost(L.tokens)[tok + j] = s != nullptr ? s->tokens[j] : 0;
+    MetaHost(L.positions)[tok + j] = pos;
+    MetaHost(L.slots)[tok + j] = bt[pos / bs] * bs + pos % bs;
+  }
+  const int rows = s != nullptr && s->all_logits ? n : 1;
+  for (int r = 0; r < rows; ++r) MetaHost(L.row_index)[row + r] = tok + n - rows + r;
+  MetaHost(L.sample_rows)[i] = row + rows - 1;
+  reinterpret_cast<SamplingParams*>(meta_host_ + L.params)[i] =
+      s != nullptr ? s->sampling : SamplingParams{};
+  return rows;
+}
+
+// Where a real sequence's rows went: its candidate record, or a run of whole rows.
+void PhiCudaModel::RecordRows(const Layout& L, int i, const PhiSeqInput& s, int row, int rows,
+                              StepPack* pack, PhiStepOutput* out) {
+  out->first_row[i] = row;
+  out->num_rows[i] = rows;
+  if (s.num_candidates > 0) {
+    MetaHost(L.cand_rows)[pack->n_cand] = row + rows - 1;
+    MetaHost(L.cand_counts)[pack->n_cand] = s.num_candidates;
+    MetaHost(L.cand_lse)[pack->n_cand] = s.candidate_lse ? 1 : 0;
+    out->candidate_stride = std::max(out->candidate_stride, s.num_candidates);
+    out->candidate_record[i] = pack->n_cand++;
+    return;
+  }
+  std::vector<Run>& runs = pack->whole_runs;
+  if (!runs.empty() && runs.back().first + runs.back().rows == row) {
+    runs.back().rows += rows;
   } else {
-    PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, decode, max_ctx, !tp_candidates));
+    runs.push_back({row, rows});
   }
-  if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
-  // Candidates from the finished logits, outside any decode graph (their count varies by step).
-  const int slices = CandidateSlices(n_cand, out->candidate_stride);
-  out->candidate_slices = slices;
-  const size_t cand_bytes = (tp_candidates ? c.tp_world : 1) * slices * n_cand *
-                            top_candidates_record_bytes(out->candidate_stride);
-  if (tp_candidates) {
-    PHI_CUDA_RETURN_IF_ERROR(
-        GatherCandidateStep(L, whole_runs, whole_rows, n_cand, out->candidate_stride, slices, out));
-  } else if (n_cand > 0) {
-    TopCandidatesArgs ta;
-    ta.logits = logits_;
-    ta.ld = c.vocab_size;
-    ta.width = c.vocab_size;
-    ta.id0 = 0;
-    ta.vocab_limit = c.vocab_size;  // the full-row log-sum-exp, padding included
-    ta.rows = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_rows);
-    ta.counts = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_counts);
-    ta.want_lse = reinterpret_cast<const int32_t*>(meta_dev_ + L.cand_lse);
-    ta.num_rows = n_cand;
-    ta.max_count = out->candidate_stride;
-    ta.slices = slices;
-    ta.out = cand_dev_;
-    PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
-    PHI_CUDA_CHECK(cudaMemcpyAsync(cand_host_, cand_dev_, cand_bytes, cudaMemcpyDeviceToHost, stream_));
+  pack->whole_rows += rows;
+}
+
+int32_t* PhiCudaModel::MetaHost(size_t offset) {
+  return reinterpret_cast<int32_t*>(meta_host_ + offset);
+}
+
+// Captured graphs use the largest context so one graph serves every length. A graph holds the
+// forward pass only, so decode steps replay it whether the step then samples on the GPU or
+// selects candidates (Step, the engine's path): those run after it. A bucket's first step
+// runs eagerly and is then captured.
+CudaStatus PhiCudaModel::ReplayDecodeGraph(const Layout& L) {
+  auto it = graphs_.find(L.n_seq);
+  if (it != graphs_.end()) {
+    PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
+    return {};
   }
-  bool want_top = false;
-  for (const PhiSeqInput& s : seqs) want_top = want_top || s.sampling.num_top_logprobs > 0;
-  want_top = want_top && options_.max_top_n > 0;
-  if (sample) {
-    const size_t bytes = 8 * static_cast<size_t>(n_seq) * (want_top ? 1 + options_.max_top_n : 1);
-    PHI_CUDA_CHECK(
-        cudaMemcpyAsync(sample_host_, sample_dev_, bytes, cudaMemcpyDeviceToHost, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, true, config_.max_positions));
+  cudaGraphExec_t exec;
+  CudaStatus st = CaptureDecodeGraph(L, &exec);
+  if (!st.ok() && options_.programmatic_launch && collectives_ == nullptr) {
+    // Captured programmatic edges refused (the eager launch above took them): capture plain
+    // launches instead, for this and every later graph.
+    cudaGetLastError();
+    options_.programmatic_launch = false;
+    st = CaptureDecodeGraph(L, &exec);
   }
-  // With collectives the step's wait is bounded by the group's timeout (a dead peer would
-  // leave an all-reduce waiting on the GPU forever).
+  PHI_CUDA_RETURN_IF_ERROR(st);
+  graphs_[L.n_seq] = exec;  // this step's results came from the eager run
+  return {};
+}
+
+CudaStatus PhiCudaModel::SelectCandidates(const Layout& L, int n_cand, const PhiStepOutput& out,
+                                          size_t cand_bytes) {
+  TopCandidatesArgs ta;
+  ta.logits = logits_;
+  ta.ld = config_.vocab_size;
+  ta.width = config_.vocab_size;
+  ta.id0 = 0;
+  ta.vocab_limit = config_.vocab_size;  // the full-row log-sum-exp, padding included
+  ta.rows = Meta(L.cand_rows);
+  ta.counts = Meta(L.cand_counts);
+  ta.want_lse = Meta(L.cand_lse);
+  ta.num_rows = n_cand;
+  ta.max_count = out.candidate_stride;
+  ta.slices = out.candidate_slices;
+  ta.out = cand_dev_;
+  PHI_CUDA_RETURN_IF_ERROR(top_candidates_forward(ta, stream_));
+  PHI_CUDA_CHECK(
+      cudaMemcpyAsync(cand_host_, cand_dev_, cand_bytes, cudaMemcpyDeviceToHost, stream_));
+  return {};
+}
+
+// With collectives the step's wait is bounded by the group's timeout (a dead peer would leave
+// an all-reduce waiting on the GPU forever).
+CudaStatus PhiCudaModel::WaitForStep() {
   if (collectives_ != nullptr) PHI_CUDA_RETURN_IF_ERROR(collectives_->Synchronize(stream_));
   PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  if (n_cand > 0) out->candidate_records.assign(cand_host_, cand_host_ + cand_bytes);
-  if (sample) {
-    const int ns = n_seq, tn = options_.max_top_n;
-    const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);
-    const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ns);
-    out->tokens.assign(toks, toks + n_seq_real);
-    out->logprobs.assign(lps, lps + n_seq_real);
-    out->top_ids.clear();
-    out->top_logprobs.clear();
-    if (want_top) {
-      const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ns);
-      const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ns + 4 * ns * tn);
-      out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
-      out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
-    }
-  }
   return {};
+}
+
+bool PhiCudaModel::WantTopLogprobs(std::span<const PhiSeqInput> seqs) const {
+  bool want_top = false;
+  for (const PhiSeqInput& s : seqs) want_top = want_top || s.sampling.num_top_logprobs > 0;
+  return want_top && options_.max_top_n > 0;
+}
+
+CudaStatus PhiCudaModel::CopySamplesToHost(int n_seq, bool want_top) {
+  const size_t bytes = 8 * static_cast<size_t>(n_seq) * (want_top ? 1 + options_.max_top_n : 1);
+  PHI_CUDA_CHECK(cudaMemcpyAsync(sample_host_, sample_dev_, bytes, cudaMemcpyDeviceToHost, stream_));
+  return {};
+}
+
+void PhiCudaModel::ReadSamples(int n_seq, int n_seq_real, bool want_top, PhiStepOutput* out) const {
+  const int ns = n_seq, tn = options_.max_top_n;
+  const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);
+  const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ns);
+  out->tokens.assign(toks, toks + n_seq_real);
+  out->logprobs.assign(lps, lps + n_seq_real);
+  out->top_ids.clear();
+  out->top_logprobs.clear();
+  if (!want_top) return;
+  const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ns);
+  const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ns + 4 * ns * tn);
+  out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
+  out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
 }
 
 int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {

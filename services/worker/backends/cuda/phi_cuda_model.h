@@ -251,9 +251,67 @@ class PhiCudaModel {
 
  private:
   struct Layout;  // offsets of the step metadata in the device buffer
+  // Tensor-parallel candidate step: a run of consecutive whole (non-candidate) step rows.
+  struct Run {
+    int first = 0, rows = 0;  // step rows
+  };
+  // What Forward decided for a step from its sequences, before packing.
+  struct StepPlan {
+    int n_seq_real = 0;              // the batch's sequences
+    int n_seq = 0, n_tok = 0, n_rows = 0;  // with a decode graph's padding rows
+    bool decode = false;             // every sequence one token and one logits row
+    bool graph = false;              // a decode step replayed (or captured) as a CUDA graph
+    bool tp_candidates = false;      // GatherCandidateStep instead of whole-row gathers
+  };
+  // What packing the metadata found: the candidate rows and the runs of whole rows.
+  struct StepPack {
+    std::vector<Run> whole_runs;
+    int whole_rows = 0;
+    int n_cand = 0;
+    int max_ctx = 1;  // longest context of the step
+  };
+  // The kernels one layer runs, decided once per pass.
+  enum class LayerPath {
+    kFusedDecode,     // 1..8 decode tokens, one GPU, 3 kernels a layer (FusedDecode)
+    kSingleGpu,       // one GPU, unfused kernels (prefill, mixed, larger decode batches)
+    kTensorParallel,  // a rank of a group: partial W2 products summed by an all-reduce
+  };
+  // One run of the forward pass (RunBody).
+  struct Pass {
+    const Layout* layout = nullptr;
+    LayerPath path = LayerPath::kSingleGpu;
+    bool decode = false;   // decode attention (else prefill tiles)
+    bool pdl = false;      // programmatic dependent launch
+    int max_context_len = 0;
+    bool gather_logits = true;
+  };
+
   PhiCudaModel(const PhiCudaConfig& config, const PhiCudaOptions& options)
       : config_(config), options_(options) {}
   CudaStatus Init();
+  CudaStatus AllocateWeights();
+  CudaStatus AllocateActivations();
+
+  // Forward's steps, in the order it runs them.
+  CudaStatus CheckStep(std::span<const PhiSeqInput> seqs, bool sample) const;
+  CudaStatus CheckSequence(int i, const PhiSeqInput& s, bool sample) const;
+  StepPlan PlanStep(std::span<const PhiSeqInput> seqs, bool sample) const;
+  Layout PackStep(std::span<const PhiSeqInput> seqs, const StepPlan& plan, StepPack* pack,
+                  PhiStepOutput* out);
+  static void ResetStepOutput(int n_seq, PhiStepOutput* out);
+  int PackSequence(const Layout& layout, int i, const PhiSeqInput* s, int n, int tok, int row);
+  void RecordRows(const Layout& layout, int i, const PhiSeqInput& s, int row, int rows,
+                  StepPack* pack, PhiStepOutput* out);
+  CudaStatus ReplayDecodeGraph(const Layout& layout);
+  CudaStatus SelectCandidates(const Layout& layout, int n_cand, const PhiStepOutput& out,
+                              size_t cand_bytes);
+  CudaStatus WaitForStep();
+  bool WantTopLogprobs(std::span<const PhiSeqInput> seqs) const;
+  CudaStatus CopySamplesToHost(int n_seq, bool want_top);
+  void ReadSamples(int n_seq, int n_seq_real, bool want_top, PhiStepOutput* out) const;
+  int32_t* MetaHost(size_t offset);
+  const int32_t* Meta(size_t offset) const;
+
   // The forward pass up to the logits (what a decode graph holds). gather_logits false
   // (tensor parallelism only): the lm_head's local slices stay in logits_local_ for the
   // caller to gather.
@@ -262,6 +320,25 @@ class PhiCudaModel {
   // driver without it); a failing capture is ended before the retry.
   CudaStatus RunBodyOrFallBack(const Layout& layout, bool decode, int max_context_len,
                                bool gather_logits = true);
+  // RunBody's steps (phi_cuda_forward.cc).
+  Pass PlanPass(const Layout& layout, bool decode, int max_context_len, bool gather_logits) const;
+  CudaStatus Embed(const Pass& p);
+  CudaStatus FusedDecodeLayer(const Pass& p, int li);
+  CudaStatus SingleGpuLayer(const Pass& p, int li);
+  CudaStatus TensorParallelLayer(const Pass& p, int li);
+  CudaStatus LayerNormW1(const Pass& p, const PhiCudaLayer& w);
+  CudaStatus RotaryKv(const Pass& p, int li);
+  CudaStatus Attention(const Pass& p, int li);
+  CudaStatus Gelu(const Pass& p);
+  Gemv1Args DecodeGemvArgs(const Pass& p) const;
+  Gemv1Args W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const;
+  CudaStatus FusedDecodeHead(const Pass& p);
+  CudaStatus FinalLayerNorm(const Pass& p);
+  CudaStatus SingleGpuHead(const Pass& p);
+  CudaStatus TensorParallelHead(const Pass& p);
+  size_t LayerCacheBytes() const;
+  char* KCache(int li) const;
+  char* VCache(int li) const;
   // Captures RunBody of a decode step (largest context) into an instantiated graph.
   CudaStatus CaptureDecodeGraph(const Layout& layout, cudaGraphExec_t* exec);
   // Whether this step runs the fused one-token decode path (PhiCudaOptions::fuse_decode).
@@ -270,9 +347,6 @@ class PhiCudaModel {
   CudaStatus LaunchSampling(const Layout& layout);
   // Tensor-parallel candidate step: whole rows' slices and this rank's candidate records in
   // one all-gather; whole rows assembled first in logits_, records copied to cand_host_.
-  struct Run {
-    int first = 0, rows = 0;  // step rows
-  };
   CudaStatus GatherCandidateStep(const Layout& layout, std::span<const Run> whole_runs, int whole_rows,
                                  int n_cand, int stride, int slices, PhiStepOutput* out);
   // Vocabulary slices per candidate row for a step with n_cand rows selected with `stride`

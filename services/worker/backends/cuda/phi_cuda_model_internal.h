@@ -16,6 +16,8 @@ inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 // area after a rank's whole-row slices (its f64 log-sum-exps need 8-byte alignment).
 inline size_t CandidateArea(int seqs) { return 16 + seqs * top_candidates_record_bytes(kMaxTopCandidates); }
 
+// Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
+// graph captured for a bucket finds its arrays at the same addresses on every replay.
 struct PhiCudaModel::Layout {
   int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0;
   size_t tokens = 0, positions = 0, slots = 0, q_offset = 0, start_pos = 0, num_new = 0,

@@ -1,6 +1,7 @@
 #include "services/tokenizer/tokenizer.h"
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 #include "services/tokenizer/byte_level.h"
 #include "services/tokenizer/pre_tokenizer.h"
 #include "services/tokenizer/utf8.h"
@@ -56,7 +57,7 @@ std::optional<uint32_t> Tokenizer::SpecialId(std::string_view name) const {
 absl::StatusOr<Encoding> Tokenizer::Encode(std::string_view text,
                                            const EncodeOptions& options) const {
   Encoding out;
-  if (absl::Status s = EncodeAppend(text, options, &out); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(EncodeAppend(text, options, &out));
   return out;
 }
 

@@ -10,6 +10,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/numbers.h"
 #include "nlohmann/json.hpp"
+#include "services/common/status_macros.h"
 #include "services/tokenizer/byte_level.h"
 
 namespace phi::tokenizer {
@@ -64,14 +65,10 @@ absl::StatusOr<bool> GetBool(const Json& obj, const char* key, bool dflt, const 
 absl::StatusOr<PreTokenizerOptions> ParseByteLevel(const Json& pt, const std::string& source,
                                                    const std::string& where) {
   PreTokenizerOptions o;
-  auto aps = GetBool(pt, "add_prefix_space", false, source, where);
-  if (!aps.ok()) return aps.status();
-  auto regex = GetBool(pt, "use_regex", true, source, where);
-  if (!regex.ok()) return regex.status();
+  PHI_ASSIGN_OR_RETURN(o.add_prefix_space, GetBool(pt, "add_prefix_space", false, source, where));
+  PHI_ASSIGN_OR_RETURN(o.use_regex, GetBool(pt, "use_regex", true, source, where));
   // trim_offsets only changes offsets in Hugging Face's post-processor; accepted and ignored.
-  if (auto t = GetBool(pt, "trim_offsets", true, source, where); !t.ok()) return t.status();
-  o.add_prefix_space = *aps;
-  o.use_regex = *regex;
+  PHI_RETURN_IF_ERROR(GetBool(pt, "trim_offsets", true, source, where).status());
   return o;
 }
 
@@ -197,9 +194,7 @@ absl::StatusOr<std::vector<AddedToken>> ParseAddedTokens(const Json& root, const
                  {"lstrip", &a.lstrip, false},    {"rstrip", &a.rstrip, false},
                  {"single_word", &a.single_word, false}};
     for (const Flag& f : flags) {
-      auto v = GetBool(t, f.key, f.dflt, source, where);
-      if (!v.ok()) return v.status();
-      *f.field = *v;
+      PHI_ASSIGN_OR_RETURN(*f.field, GetBool(t, f.key, f.dflt, source, where));
     }
     out.push_back(std::move(a));
   }
@@ -251,17 +246,14 @@ absl::StatusOr<BpeModel::Options> ParseModelOptions(const Json& model, const std
       }
     }
   }
-  auto byte_fallback = GetBool(model, "byte_fallback", false, source, "/model");
-  if (!byte_fallback.ok()) return byte_fallback.status();
-  if (*byte_fallback) return Unsupported(source, "/model/byte_fallback", "byte_fallback (must be false)");
+  PHI_ASSIGN_OR_RETURN(bool byte_fallback, GetBool(model, "byte_fallback", false, source, "/model"));
+  if (byte_fallback) return Unsupported(source, "/model/byte_fallback", "byte_fallback (must be false)");
   if (auto it = model.find("unk_token"); it != model.end() && !it->is_null() && !all_bytes_present) {
     return Unsupported(source, "/model/unk_token",
                        "unk_token with a vocabulary that lacks some of the 256 byte tokens");
   }
-  auto ignore = GetBool(model, "ignore_merges", false, source, "/model");
-  if (!ignore.ok()) return ignore.status();
   BpeModel::Options o;
-  o.ignore_merges = *ignore;
+  PHI_ASSIGN_OR_RETURN(o.ignore_merges, GetBool(model, "ignore_merges", false, source, "/model"));
   return o;
 }
 
@@ -337,27 +329,21 @@ namespace {
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonImpl(std::string_view json_text,
                                                                  std::string_view source_name) {
   const std::string source(source_name);
-  auto parsed = ParseJson(json_text, source);
-  if (!parsed.ok()) return parsed.status();
-  const Json& root = *parsed;
+  PHI_ASSIGN_OR_RETURN(const Json root, ParseJson(json_text, source));
   if (!root.is_object()) return Error(source, "/", "expected a JSON object");
-  if (absl::Status s = CheckPipeline(root, source); !s.ok()) return s;
-  auto pre = ParsePreTokenizer(root, source);
-  if (!pre.ok()) return pre.status();
+  PHI_RETURN_IF_ERROR(CheckPipeline(root, source));
+  PHI_ASSIGN_OR_RETURN(PreTokenizerOptions pre, ParsePreTokenizer(root, source));
   auto model_it = root.find("model");
   if (model_it == root.end() || !model_it->is_object()) return Error(source, "/model", "missing or not an object");
   const Json& model = *model_it;
   if (!model.contains("vocab")) return Error(source, "/model/vocab", "missing");
   if (!model.contains("merges")) return Error(source, "/model/merges", "missing");
-  auto vocab = ParseVocab(model["vocab"], source, "/model/vocab");
-  if (!vocab.ok()) return vocab.status();
-  auto options = ParseModelOptions(model, source, AllBytesPresent(*vocab));
-  if (!options.ok()) return options.status();
-  auto merges = ParseMerges(model["merges"], source, "/model/merges");
-  if (!merges.ok()) return merges.status();
-  auto added = ParseAddedTokens(root, source);
-  if (!added.ok()) return added.status();
-  return Build(*vocab, *merges, *options, std::move(*added), *pre, source, "/model",
+  PHI_ASSIGN_OR_RETURN(auto vocab, ParseVocab(model["vocab"], source, "/model/vocab"));
+  PHI_ASSIGN_OR_RETURN(BpeModel::Options options,
+                       ParseModelOptions(model, source, AllBytesPresent(vocab)));
+  PHI_ASSIGN_OR_RETURN(auto merges, ParseMerges(model["merges"], source, "/model/merges"));
+  PHI_ASSIGN_OR_RETURN(std::vector<AddedToken> added, ParseAddedTokens(root, source));
+  return Build(vocab, merges, options, std::move(added), pre, source, "/model",
                /*hf_added_ids=*/true);
 }
 
@@ -378,9 +364,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJson(std::string_view js
 }
 
 absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerJsonFile(const std::string& path) {
-  auto text = ReadFile(path);
-  if (!text.ok()) return text.status();
-  return LoadTokenizerJson(*text, path);
+  PHI_ASSIGN_OR_RETURN(std::string text, ReadFile(path));
+  return LoadTokenizerJson(text, path);
 }
 
 namespace {
@@ -400,86 +385,98 @@ absl::StatusOr<std::optional<std::string>> TokenContent(const Json& obj, const c
 absl::StatusOr<std::optional<Json>> ReadJsonIfExists(const fs::path& path) {
   std::error_code ec;
   if (!fs::exists(path, ec)) return std::optional<Json>();
-  auto text = ReadFile(path.string());
-  if (!text.ok()) return text.status();
-  auto j = ParseJson(*text, path.string());
-  if (!j.ok()) return j.status();
-  if (!j->is_object()) return Error(path.string(), "/", "expected a JSON object");
-  return std::optional<Json>(std::move(*j));
+  PHI_ASSIGN_OR_RETURN(std::string text, ReadFile(path.string()));
+  PHI_ASSIGN_OR_RETURN(Json j, ParseJson(text, path.string()));
+  if (!j.is_object()) return Error(path.string(), "/", "expected a JSON object");
+  return std::optional<Json>(std::move(j));
 }
 
 }  // namespace
 
 namespace {
-absl::StatusOr<SpecialRoles> LoadSpecialRolesImpl(const std::string& dir, const Tokenizer& tokenizer) {
-  SpecialRoles roles;
-  fs::path base(dir);
-  auto config = ReadJsonIfExists(base / "tokenizer_config.json");
-  if (!config.ok()) return config.status();
-  auto special_map = ReadJsonIfExists(base / "special_tokens_map.json");
-  if (!special_map.ok()) return special_map.status();
-  auto generation = ReadJsonIfExists(base / "generation_config.json");
-  if (!generation.ok()) return generation.status();
 
+// bos/eos/pad/unk from tokenizer_config.json, then special_tokens_map.json (the first file wins,
+// as in transformers).
+absl::Status RolesFromTokenFiles(const std::optional<Json>& config,
+                                 const std::optional<Json>& special_map, const fs::path& base,
+                                 const Tokenizer& tokenizer, SpecialRoles* roles) {
   struct Role {
     const char* key;
     std::optional<uint32_t>* field;
-  } role_keys[] = {{"bos_token", &roles.bos}, {"eos_token", &roles.eos},
-                   {"pad_token", &roles.pad}, {"unk_token", &roles.unk}};
-  // tokenizer_config.json wins over special_tokens_map.json, as in transformers.
+  } role_keys[] = {{"bos_token", &roles->bos}, {"eos_token", &roles->eos},
+                   {"pad_token", &roles->pad}, {"unk_token", &roles->unk}};
   std::pair<const std::optional<Json>*, fs::path> sources[] = {
-      {&*config, base / "tokenizer_config.json"}, {&*special_map, base / "special_tokens_map.json"}};
+      {&config, base / "tokenizer_config.json"}, {&special_map, base / "special_tokens_map.json"}};
   for (const auto& [json, path] : sources) {
     if (!json->has_value()) continue;
     for (const Role& r : role_keys) {
       if (r.field->has_value()) continue;
-      auto content = TokenContent(**json, r.key, path.string());
-      if (!content.ok()) return content.status();
-      if (!content->has_value()) continue;
-      std::optional<uint32_t> id = tokenizer.TokenToId(**content);
+      PHI_ASSIGN_OR_RETURN(std::optional<std::string> content,
+                           TokenContent(**json, r.key, path.string()));
+      if (!content.has_value()) continue;
+      std::optional<uint32_t> id = tokenizer.TokenToId(*content);
       if (!id) {
         return Error(path.string(), absl::StrCat("/", r.key),
-                     absl::StrCat("'", **content, "' is not a token of this tokenizer"));
+                     absl::StrCat("'", *content, "' is not a token of this tokenizer"));
       }
       *r.field = id;
     }
   }
+  return absl::OkStatus();
+}
+
+// A token id in generation_config.json, checked against the vocabulary.
+absl::StatusOr<uint32_t> ReadGenerationId(const Json& v, const std::string& path,
+                                          const std::string& where, const Tokenizer& tokenizer) {
+  if (!v.is_number_unsigned()) return Error(path, where, "expected a non-negative token id");
+  uint64_t wide = v.get<uint64_t>();
+  uint32_t id = static_cast<uint32_t>(wide);
+  if (wide >= kIdLimit || tokenizer.TokenBytes(id) == nullptr) {
+    return Error(path, where, absl::StrCat("token id ", wide, " is outside the vocabulary"));
+  }
+  return id;
+}
+
+// generation_config.json's eos_token_id (one id or a list: the stop ids) and, where the token
+// files named none, bos_token_id and pad_token_id.
+absl::Status RolesFromGenerationConfig(const Json& g, const std::string& path,
+                                       const Tokenizer& tokenizer, SpecialRoles* roles) {
+  if (auto it = g.find("eos_token_id"); it != g.end() && !it->is_null()) {
+    if (it->is_array()) {
+      for (size_t i = 0; i < it->size(); ++i) {
+        PHI_ASSIGN_OR_RETURN(
+            uint32_t id, ReadGenerationId((*it)[i], path, absl::StrCat("/eos_token_id/", i), tokenizer));
+        roles->stop_ids.push_back(id);
+      }
+    } else {
+      PHI_ASSIGN_OR_RETURN(uint32_t id, ReadGenerationId(*it, path, "/eos_token_id", tokenizer));
+      roles->stop_ids.push_back(id);
+    }
+    if (!roles->eos && !roles->stop_ids.empty()) roles->eos = roles->stop_ids.front();
+  }
+  for (auto [key, field] :
+       {std::pair{"bos_token_id", &roles->bos}, std::pair{"pad_token_id", &roles->pad}}) {
+    if (auto it = g.find(key); it != g.end() && !it->is_null() && !field->has_value()) {
+      PHI_ASSIGN_OR_RETURN(*field, ReadGenerationId(*it, path, absl::StrCat("/", key), tokenizer));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<SpecialRoles> LoadSpecialRolesImpl(const std::string& dir, const Tokenizer& tokenizer) {
+  SpecialRoles roles;
+  fs::path base(dir);
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> config, ReadJsonIfExists(base / "tokenizer_config.json"));
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> special_map,
+                       ReadJsonIfExists(base / "special_tokens_map.json"));
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> generation,
+                       ReadJsonIfExists(base / "generation_config.json"));
+  PHI_RETURN_IF_ERROR(RolesFromTokenFiles(config, special_map, base, tokenizer, &roles));
   roles.im_start = tokenizer.TokenToId("<|im_start|>");
   roles.im_end = tokenizer.TokenToId("<|im_end|>");
-
-  if (generation->has_value()) {
-    const Json& g = **generation;
-    std::string path = (base / "generation_config.json").string();
-    auto read_id = [&](const Json& v, const std::string& where) -> absl::StatusOr<uint32_t> {
-      if (!v.is_number_unsigned()) return Error(path, where, "expected a non-negative token id");
-      uint64_t wide = v.get<uint64_t>();
-      uint32_t id = static_cast<uint32_t>(wide);
-      if (wide >= kIdLimit || tokenizer.TokenBytes(id) == nullptr) {
-        return Error(path, where, absl::StrCat("token id ", wide, " is outside the vocabulary"));
-      }
-      return id;
-    };
-    if (auto it = g.find("eos_token_id"); it != g.end() && !it->is_null()) {
-      if (it->is_array()) {
-        for (size_t i = 0; i < it->size(); ++i) {
-          auto id = read_id((*it)[i], absl::StrCat("/eos_token_id/", i));
-          if (!id.ok()) return id.status();
-          roles.stop_ids.push_back(*id);
-        }
-      } else {
-        auto id = read_id(*it, "/eos_token_id");
-        if (!id.ok()) return id.status();
-        roles.stop_ids.push_back(*id);
-      }
-      if (!roles.eos && !roles.stop_ids.empty()) roles.eos = roles.stop_ids.front();
-    }
-    for (auto [key, field] : {std::pair{"bos_token_id", &roles.bos}, std::pair{"pad_token_id", &roles.pad}}) {
-      if (auto it = g.find(key); it != g.end() && !it->is_null() && !field->has_value()) {
-        auto id = read_id(*it, absl::StrCat("/", key));
-        if (!id.ok()) return id.status();
-        *field = *id;
-      }
-    }
+  if (generation.has_value()) {
+    PHI_RETURN_IF_ERROR(RolesFromGenerationConfig(
+        *generation, (base / "generation_config.json").string(), tokenizer, &roles));
   }
   if (roles.eos && std::find(roles.stop_ids.begin(), roles.stop_ids.end(), *roles.eos) ==
                        roles.stop_ids.end()) {
@@ -496,22 +493,14 @@ absl::StatusOr<SpecialRoles> LoadSpecialRoles(const std::string& dir, const Toke
 
 namespace {
 
-// vocab.json + merges.txt + added_tokens.json, with flags from tokenizer_config.json's
-// added_tokens_decoder and specialness from the role tokens, as transformers builds it.
-absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path& base) {
-  std::string vocab_path = (base / "vocab.json").string();
-  auto vocab_text = ReadFile(vocab_path);
-  if (!vocab_text.ok()) return vocab_text.status();
-  auto vocab_json = ParseJson(*vocab_text, vocab_path);
-  if (!vocab_json.ok()) return vocab_json.status();
-  auto vocab = ParseVocab(*vocab_json, vocab_path, "");
-  if (!vocab.ok()) return vocab.status();
+using VocabList = std::vector<std::pair<std::string, uint32_t>>;
+using MergeList = std::vector<std::pair<std::string, std::string>>;
 
-  std::string merges_path = (base / "merges.txt").string();
-  auto merges_text = ReadFile(merges_path);
-  if (!merges_text.ok()) return merges_text.status();
-  std::vector<std::pair<std::string, std::string>> merges;
-  std::istringstream lines(*merges_text);
+// merges.txt: one "a b" pair a line, an optional "#version" first line.
+absl::StatusOr<MergeList> ReadMergesTxt(const std::string& merges_path) {
+  PHI_ASSIGN_OR_RETURN(std::string merges_text, ReadFile(merges_path));
+  MergeList merges;
+  std::istringstream lines(merges_text);
   std::string line;
   for (int line_no = 1; std::getline(lines, line); ++line_no) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
@@ -523,71 +512,66 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
     }
     merges.emplace_back(line.substr(0, sp), line.substr(sp + 1));
   }
+  return merges;
+}
 
-  auto config = ReadJsonIfExists(base / "tokenizer_config.json");
-  if (!config.ok()) return config.status();
-  auto special_map = ReadJsonIfExists(base / "special_tokens_map.json");
-  if (!special_map.ok()) return special_map.status();
-  auto added_json = ReadJsonIfExists(base / "added_tokens.json");
-  if (!added_json.ok()) return added_json.status();
+AddedToken* FindAdded(std::vector<AddedToken>& added, std::string_view content) {
+  for (AddedToken& t : added) {
+    if (t.content == content) return &t;
+  }
+  return nullptr;
+}
 
-  std::vector<AddedToken> added;
-  auto find_added = [&](std::string_view content) -> AddedToken* {
-    for (AddedToken& t : added) {
-      if (t.content == content) return &t;
+// added_tokens.json: {"content": id, ...}.
+absl::Status AddFromAddedTokensJson(const Json& added_json, const std::string& path,
+                                    std::vector<AddedToken>* added) {
+  for (auto it = added_json.begin(); it != added_json.end(); ++it) {
+    if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= kIdLimit) {
+      return Error(path, absl::StrCat("/", it.key()), "expected a token id below 2^21");
     }
-    return nullptr;
-  };
-  if (added_json->has_value()) {
-    std::string path = (base / "added_tokens.json").string();
-    for (auto it = (*added_json)->begin(); it != (*added_json)->end(); ++it) {
-      if (!it.value().is_number_unsigned() || it.value().get<uint64_t>() >= kIdLimit) {
-        return Error(path, absl::StrCat("/", it.key()), "expected a token id below 2^21");
+    AddedToken t;
+    t.content = it.key();
+    t.id = it.value().get<uint32_t>();
+    added->push_back(std::move(t));
+  }
+  return absl::OkStatus();
+}
+
+// tokenizer_config.json's added_tokens_decoder: {"id": {"content": ..., flags}}; adds tokens
+// not yet known and sets the flags of all it names.
+absl::Status AddFromAddedTokensDecoder(const Json& dec, const std::string& path,
+                                       std::vector<AddedToken>* added) {
+  for (auto it = dec.begin(); it != dec.end(); ++it) {
+    std::string where = absl::StrCat("/added_tokens_decoder/", it.key());
+    const Json& t = it.value();
+    if (!t.is_object() || !t.contains("content") || !t["content"].is_string()) {
+      return Error(path, where, "expected {\"content\": <string>, ...}");
+    }
+    std::string content = t["content"].get<std::string>();
+    AddedToken* a = FindAdded(*added, content);
+    if (a == nullptr) {
+      AddedToken fresh;
+      fresh.content = content;
+      if (!absl::SimpleAtoi(it.key(), &fresh.id) || fresh.id >= kIdLimit) {
+        return Error(path, where, "key must be a token id below 2^21");
       }
-      AddedToken t;
-      t.content = it.key();
-      t.id = it.value().get<uint32_t>();
-      added.push_back(std::move(t));
+      added->push_back(std::move(fresh));
+      a = &added->back();
+    }
+    for (auto [key, field] : {std::pair{"special", &a->special}, std::pair{"normalized", &a->normalized},
+                              std::pair{"lstrip", &a->lstrip}, std::pair{"rstrip", &a->rstrip},
+                              std::pair{"single_word", &a->single_word}}) {
+      PHI_ASSIGN_OR_RETURN(*field, GetBool(t, key, *field, path, where));
     }
   }
-  PreTokenizerOptions pre;
-  if (config->has_value()) {
-    const Json& c = **config;
-    std::string path = (base / "tokenizer_config.json").string();
-    auto aps = GetBool(c, "add_prefix_space", false, path, "");
-    if (!aps.ok()) return aps.status();
-    pre.add_prefix_space = *aps;
-    if (auto dec = c.find("added_tokens_decoder"); dec != c.end() && dec->is_object()) {
-      for (auto it = dec->begin(); it != dec->end(); ++it) {
-        std::string where = absl::StrCat("/added_tokens_decoder/", it.key());
-        const Json& t = it.value();
-        if (!t.is_object() || !t.contains("content") || !t["content"].is_string()) {
-          return Error(path, where, "expected {\"content\": <string>, ...}");
-        }
-        std::string content = t["content"].get<std::string>();
-        AddedToken* a = find_added(content);
-        if (a == nullptr) {
-          AddedToken fresh;
-          fresh.content = content;
-          if (!absl::SimpleAtoi(it.key(), &fresh.id) || fresh.id >= kIdLimit) {
-            return Error(path, where, "key must be a token id below 2^21");
-          }
-          added.push_back(std::move(fresh));
-          a = &added.back();
-        }
-        for (auto [key, field] : {std::pair{"special", &a->special}, std::pair{"normalized", &a->normalized},
-                                  std::pair{"lstrip", &a->lstrip}, std::pair{"rstrip", &a->rstrip},
-                                  std::pair{"single_word", &a->single_word}}) {
-          auto v = GetBool(t, key, *field, path, where);
-          if (!v.ok()) return v.status();
-          *field = *v;
-        }
-      }
-    }
-  }
-  // Role tokens and additional_special_tokens are special added tokens.
+  return absl::OkStatus();
+}
+
+// The role tokens and additional_special_tokens of the config files, in file order.
+std::vector<std::string> SpecialContents(const std::optional<Json>& config,
+                                         const std::optional<Json>& special_map) {
   std::vector<std::string> specials;
-  for (const auto* json : {&*config, &*special_map}) {
+  for (const auto* json : {&config, &special_map}) {
     if (!json->has_value()) continue;
     for (const char* key : {"bos_token", "eos_token", "pad_token", "unk_token"}) {
       auto content = TokenContent(**json, key, "special tokens");
@@ -600,13 +584,20 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
       }
     }
   }
+  return specials;
+}
+
+// Special contents become special added tokens: flagged where already added, else added with
+// their vocabulary id.
+void MarkSpecials(const std::vector<std::string>& specials, const VocabList& vocab,
+                  std::vector<AddedToken>* added) {
   for (const std::string& content : specials) {
-    if (AddedToken* a = find_added(content)) {
+    if (AddedToken* a = FindAdded(*added, content)) {
       a->special = true;
       continue;
     }
     std::optional<uint32_t> id;
-    for (const auto& [s, vid] : *vocab) {
+    for (const auto& [s, vid] : vocab) {
       if (s == content) id = vid;
     }
     if (!id) continue;  // LoadSpecialRoles reports role tokens that do not exist
@@ -615,9 +606,39 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path&
     t.id = *id;
     t.special = true;
     t.normalized = false;
-    added.push_back(std::move(t));
+    added->push_back(std::move(t));
   }
-  return Build(*vocab, merges, BpeModel::Options{}, std::move(added), pre,
+}
+
+// vocab.json + merges.txt + added_tokens.json, with flags from tokenizer_config.json's
+// added_tokens_decoder and specialness from the role tokens, as transformers builds it.
+absl::StatusOr<std::unique_ptr<Tokenizer>> LoadVocabMergesFolder(const fs::path& base) {
+  std::string vocab_path = (base / "vocab.json").string();
+  PHI_ASSIGN_OR_RETURN(std::string vocab_text, ReadFile(vocab_path));
+  PHI_ASSIGN_OR_RETURN(Json vocab_json, ParseJson(vocab_text, vocab_path));
+  PHI_ASSIGN_OR_RETURN(VocabList vocab, ParseVocab(vocab_json, vocab_path, ""));
+  PHI_ASSIGN_OR_RETURN(MergeList merges, ReadMergesTxt((base / "merges.txt").string()));
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> config, ReadJsonIfExists(base / "tokenizer_config.json"));
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> special_map,
+                       ReadJsonIfExists(base / "special_tokens_map.json"));
+  PHI_ASSIGN_OR_RETURN(std::optional<Json> added_json, ReadJsonIfExists(base / "added_tokens.json"));
+
+  std::vector<AddedToken> added;
+  if (added_json.has_value()) {
+    PHI_RETURN_IF_ERROR(
+        AddFromAddedTokensJson(*added_json, (base / "added_tokens.json").string(), &added));
+  }
+  PreTokenizerOptions pre;
+  if (config.has_value()) {
+    const Json& c = *config;
+    std::string path = (base / "tokenizer_config.json").string();
+    PHI_ASSIGN_OR_RETURN(pre.add_prefix_space, GetBool(c, "add_prefix_space", false, path, ""));
+    if (auto dec = c.find("added_tokens_decoder"); dec != c.end() && dec->is_object()) {
+      PHI_RETURN_IF_ERROR(AddFromAddedTokensDecoder(*dec, path, &added));
+    }
+  }
+  MarkSpecials(SpecialContents(config, special_map), vocab, &added);
+  return Build(vocab, merges, BpeModel::Options{}, std::move(added), pre,
                (base / "merges.txt").string(), "", /*hf_added_ids=*/false);
 }
 
@@ -641,9 +662,8 @@ absl::StatusOr<std::unique_ptr<Tokenizer>> LoadTokenizerFolder(const std::string
         absl::StrCat(dir, ": neither tokenizer.json nor vocab.json + merges.txt found"));
   }
   if (!tok.ok()) return tok.status();
-  auto roles = LoadSpecialRoles(dir, **tok);
-  if (!roles.ok()) return roles.status();
-  (*tok)->set_roles(std::move(*roles));
+  PHI_ASSIGN_OR_RETURN(SpecialRoles roles, LoadSpecialRoles(dir, **tok));
+  (*tok)->set_roles(std::move(roles));
   return tok;
 }
 

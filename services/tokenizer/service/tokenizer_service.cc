@@ -9,6 +9,7 @@
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/common/server.h"
+#include "services/common/status_macros.h"
 #include "services/tokenizer/stream_decoder.h"
 #include "services/tokenizer/tokenizer_loader.h"
 
@@ -134,7 +135,7 @@ absl::Status TokenizerServiceImpl::DoDecode(const phi::v1::DecodeRequest& reques
       return absl::InvalidArgumentError(
           absl::StrCat(where, ": ", seq.size(), " ids, at most ", options_.max_ids));
     }
-    if (absl::Status s = ToIds(seq, where, &ids); !s.ok()) return s;
+    PHI_RETURN_IF_ERROR(ToIds(seq, where, &ids));
     auto text = tokenizer_->Decode(ids, request.skip_special_tokens());
     if (!text.ok()) return Prefixed(text.status(), where);
     tokens += ids.size();

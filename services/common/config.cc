@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/status_macros.h"
 
 namespace phi::common {
 
@@ -115,8 +116,7 @@ absl::Status FlagSet::Parse(int argc, const char* const* argv, const EnvLookup& 
   for (auto& f : flags_) {
     if (f.env.empty()) continue;
     if (auto v = env(f.env); v.has_value()) {
-      absl::Status s = Set(f, *v, "environment variable " + f.env + " (flag --" + f.name + ")");
-      if (!s.ok()) return s;
+      PHI_RETURN_IF_ERROR(Set(f, *v, "environment variable " + f.env + " (flag --" + f.name + ")"));
     }
   }
   for (int i = 1; i < argc; ++i) {
@@ -165,8 +165,7 @@ absl::Status FlagSet::Parse(int argc, const char* const* argv, const EnvLookup& 
       }
       value = argv[++i];
     }
-    absl::Status s = Set(*flag, value, "flag --" + name);
-    if (!s.ok()) return s;
+    PHI_RETURN_IF_ERROR(Set(*flag, value, "flag --" + name));
   }
   return absl::OkStatus();
 }

@@ -11,6 +11,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 #include "services/worker/grammar/grammar_from_spec.h"
 #include "services/worker/grammar/tokenizer_vocab.h"
 #include "services/worker/grammar/xgrammar_constraint.h"
@@ -84,9 +85,9 @@ class ConstraintCompiler::Impl {
       if (absl::IsInvalidArgument(grammar.status())) metrics_.compile_errors->Inc();
       return grammar.status();
     }
-    auto constraint = XgrammarConstraint::Create(*grammar, options_.vocab_size, options_.eos_token_ids);
-    if (!constraint.ok()) return constraint.status();
-    return std::unique_ptr<TokenConstraint>(std::move(*constraint));
+    PHI_ASSIGN_OR_RETURN(auto constraint,
+                         XgrammarConstraint::Create(*grammar, options_.vocab_size, options_.eos_token_ids));
+    return std::unique_ptr<TokenConstraint>(std::move(constraint));
   }
 
  private:
@@ -129,9 +130,7 @@ absl::StatusOr<xgrammar::CompiledGrammar> ConstraintCompiler::Impl::Lookup(const
     return it->second->grammar;
   }
   metrics_.misses->Inc();
-  auto job_or = FindOrQueueJob(spec, key);
-  if (!job_or.ok()) return job_or.status();
-  std::shared_ptr<Job> job = *std::move(job_or);
+  PHI_ASSIGN_OR_RETURN(std::shared_ptr<Job> job, FindOrQueueJob(spec, key));
   ++job->waiters;
   const auto deadline = std::chrono::steady_clock::now() +
                         std::chrono::duration_cast<std::chrono::steady_clock::duration>(
@@ -232,12 +231,11 @@ absl::StatusOr<std::unique_ptr<ConstraintCompiler>> ConstraintCompiler::Create(C
           absl::StrCat("grammar compiler: eos id ", id, " is outside [0, ", options.vocab_size, ")"));
     }
   }
-  auto vocab = LoadByteLevelVocab(path, options.eos_token_ids);
-  if (!vocab.ok()) return vocab.status();
+  PHI_ASSIGN_OR_RETURN(auto vocab, LoadByteLevelVocab(path, options.eos_token_ids));
   // Ids the model has no row for cannot be sampled: drop them.
-  if (vocab->size() > static_cast<size_t>(options.vocab_size)) vocab->resize(options.vocab_size);
+  if (vocab.size() > static_cast<size_t>(options.vocab_size)) vocab.resize(options.vocab_size);
   try {
-    xgrammar::TokenizerInfo info(*vocab, xgrammar::VocabType::BYTE_LEVEL, options.vocab_size,
+    xgrammar::TokenizerInfo info(vocab, xgrammar::VocabType::BYTE_LEVEL, options.vocab_size,
                                  options.eos_token_ids, /*add_prefix_space=*/false);
     return std::unique_ptr<ConstraintCompiler>(
         new ConstraintCompiler(std::make_unique<Impl>(std::move(options), std::move(info))));

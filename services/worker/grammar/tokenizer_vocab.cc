@@ -7,6 +7,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "services/common/status_macros.h"
 
 namespace phi::worker {
 namespace {
@@ -89,9 +90,8 @@ absl::StatusOr<std::vector<std::string>> LoadByteLevelVocab(const std::string& p
     return &tokens[id];
   };
   for (const auto& [token, id] : vocab->items()) {
-    auto s = slot(id, "model.vocab");
-    if (!s.ok()) return s.status();
-    **s = token;
+    PHI_ASSIGN_OR_RETURN(std::string* s, slot(id, "model.vocab"));
+    *s = token;
   }
   const json added = doc.value("added_tokens", json::array());
   if (!added.is_array()) return Invalid(path, "added_tokens is not an array");
@@ -99,14 +99,13 @@ absl::StatusOr<std::vector<std::string>> LoadByteLevelVocab(const std::string& p
     if (!t.is_object() || !t.contains("content") || !t["content"].is_string()) {
       return Invalid(path, "added_tokens: each entry needs a string content");
     }
-    auto s = slot(t.value("id", json()), "added_tokens");
-    if (!s.ok()) return s.status();
-    int32_t id = static_cast<int32_t>(*s - tokens.data());
+    PHI_ASSIGN_OR_RETURN(std::string* s, slot(t.value("id", json()), "added_tokens"));
+    int32_t id = static_cast<int32_t>(s - tokens.data());
     bool stop = std::find(stop_ids.begin(), stop_ids.end(), id) != stop_ids.end();
     if (t.value("special", false) && !stop) {
-      **s = "";  // control tokens never appear inside constrained text
+      *s = "";  // control tokens never appear inside constrained text
     } else {
-      **s = ByteLevelEncode(t["content"].get<std::string>());
+      *s = ByteLevelEncode(t["content"].get<std::string>());
     }
   }
   if (tokens.empty()) return Invalid(path, "has no tokens");

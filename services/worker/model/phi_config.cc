@@ -79,7 +79,7 @@ absl::Status GetIdList(const json& j, absl::string_view source, const char* fiel
   };
   if (it->is_array()) {
     for (const auto& v : *it) {
-      if (auto s = one(v); !s.ok()) return s;
+      PHI_RETURN_IF_ERROR(one(v));
     }
     return absl::OkStatus();
   }
@@ -169,9 +169,8 @@ absl::StatusOr<PhiConfig> ParsePhiConfig(absl::string_view json_text, absl::stri
 
 absl::StatusOr<PhiConfig> LoadPhiConfig(const std::string& model_dir) {
   const std::string path = model_dir + "/config.json";
-  auto text = ReadFileToString(path);
-  if (!text.ok()) return text.status();
-  return ParsePhiConfig(*text, path);
+  PHI_ASSIGN_OR_RETURN(std::string text, ReadFileToString(path));
+  return ParsePhiConfig(text, path);
 }
 
 }  // namespace phi::model

@@ -13,12 +13,92 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "nlohmann/json.hpp"
+#include "services/common/status_macros.h"
 
 namespace phi::model {
 namespace {
 
 // The reference implementation caps the header at 100 MB; a larger length is corrupt.
 constexpr uint64_t kMaxHeaderBytes = 100ull << 20;
+
+absl::Status ParseMetadata(const std::string& path, const nlohmann::json& v,
+                           std::map<std::string, std::string>* metadata) {
+  if (!v.is_object()) return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ is not an object"));
+  for (auto m = v.begin(); m != v.end(); ++m) {
+    if (!m.value().is_string()) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": __metadata__ value '", m.key(), "' is not a string"));
+    }
+    (*metadata)[m.key()] = m.value().get<std::string>();
+  }
+  return absl::OkStatus();
+}
+
+// One header entry: {"dtype": ..., "shape": [...], "data_offsets": [begin, end]}, with the byte
+// span checked against the shape and the data section.
+absl::StatusOr<TensorInfo> ParseTensorEntry(const std::string& path, const std::string& name,
+                                            const nlohmann::json& v, uint64_t data_size) {
+  auto bad = [&](absl::string_view why) {
+    return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", name, "': ", why));
+  };
+  if (!v.is_object()) return bad("entry is not an object");
+  TensorInfo info;
+  info.name = name;
+  auto dt = v.find("dtype");
+  if (dt == v.end() || !dt->is_string()) return bad("missing string field 'dtype'");
+  if (!ParseDType(dt->get<std::string>(), &info.dtype)) {
+    return bad(absl::StrCat("unknown dtype '", dt->get<std::string>(), "'"));
+  }
+  auto sh = v.find("shape");
+  if (sh == v.end() || !sh->is_array()) return bad("missing array field 'shape'");
+  uint64_t numel = 1;
+  for (const auto& d : *sh) {
+    if (!d.is_number_unsigned()) return bad("shape holds a value that is not a non-negative integer");
+    const uint64_t dim = d.get<uint64_t>();
+    if (dim > (1ull << 40) || (dim != 0 && numel > (1ull << 48) / dim)) return bad("shape is too large");
+    numel *= dim;
+    info.shape.push_back(static_cast<int64_t>(dim));
+  }
+  auto off = v.find("data_offsets");
+  if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
+      !(*off)[1].is_number_unsigned()) {
+    return bad("'data_offsets' must be [begin, end] of non-negative integers");
+  }
+  info.begin = (*off)[0].get<uint64_t>();
+  info.end = (*off)[1].get<uint64_t>();
+  if (info.end < info.begin) {
+    return bad(absl::StrCat("data_offsets [", info.begin, ", ", info.end, "] end before begin"));
+  }
+  if (info.end > data_size) {
+    return bad(absl::StrCat("data_offsets [", info.begin, ", ", info.end, "] run past the data section (",
+                            data_size, " bytes): file truncated?"));
+  }
+  const uint64_t want = numel * static_cast<uint64_t>(DTypeSize(info.dtype));
+  if (info.end - info.begin != want) {
+    return bad(absl::StrCat("data_offsets span ", info.end - info.begin, " bytes but shape ", info.ShapeString(),
+                            " of ", DTypeName(info.dtype), " needs ", want));
+  }
+  return info;
+}
+
+// Overlapping byte ranges mean a corrupt (or hostile) file.
+absl::Status CheckNoOverlap(const std::string& path,
+                            const std::map<std::string, TensorInfo, std::less<>>& tensors) {
+  std::vector<const TensorInfo*> by_offset;
+  for (const auto& [name, info] : tensors) {
+    if (info.end > info.begin) by_offset.push_back(&info);
+  }
+  std::sort(by_offset.begin(), by_offset.end(),
+            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
+  for (size_t i = 1; i < by_offset.size(); ++i) {
+    if (by_offset[i]->begin < by_offset[i - 1]->end) {
+      return absl::InvalidArgumentError(absl::StrCat(path, ": tensor '", by_offset[i]->name, "' bytes [",
+                                                     by_offset[i]->begin, ", ", by_offset[i]->end,
+                                                     ") overlap tensor '", by_offset[i - 1]->name, "' bytes [",
+                                                     by_offset[i - 1]->begin, ", ", by_offset[i - 1]->end, ")"));
+    }
+  }
+  return absl::OkStatus();
+}
 
 }  // namespace
 
@@ -54,7 +134,7 @@ absl::StatusOr<std::unique_ptr<SafetensorsFile>> SafetensorsFile::Open(const std
   void* p = mmap(nullptr, f->map_size_, PROT_READ, MAP_PRIVATE, f->fd_, 0);
   if (p == MAP_FAILED) return absl::InternalError(absl::StrCat(path, ": mmap failed: ", std::strerror(errno)));
   f->map_ = static_cast<const uint8_t*>(p);
-  if (auto s = f->ParseHeader(); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(f->ParseHeader());
   return f;
 }
 
@@ -82,75 +162,14 @@ absl::Status SafetensorsFile::ParseHeader() {
   if (!j.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, ": header is not a JSON object"));
 
   for (auto it = j.begin(); it != j.end(); ++it) {
-    const std::string& name = it.key();
-    const auto& v = it.value();
-    if (name == "__metadata__") {
-      if (!v.is_object()) return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__ is not an object"));
-      for (auto m = v.begin(); m != v.end(); ++m) {
-        if (!m.value().is_string()) {
-          return absl::InvalidArgumentError(absl::StrCat(path_, ": __metadata__ value '", m.key(), "' is not a string"));
-        }
-        metadata_[m.key()] = m.value().get<std::string>();
-      }
+    if (it.key() == "__metadata__") {
+      PHI_RETURN_IF_ERROR(ParseMetadata(path_, it.value(), &metadata_));
       continue;
     }
-    auto bad = [&](absl::string_view why) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", name, "': ", why));
-    };
-    if (!v.is_object()) return bad("entry is not an object");
-    TensorInfo info;
-    info.name = name;
-    auto dt = v.find("dtype");
-    if (dt == v.end() || !dt->is_string()) return bad("missing string field 'dtype'");
-    if (!ParseDType(dt->get<std::string>(), &info.dtype)) {
-      return bad(absl::StrCat("unknown dtype '", dt->get<std::string>(), "'"));
-    }
-    auto sh = v.find("shape");
-    if (sh == v.end() || !sh->is_array()) return bad("missing array field 'shape'");
-    uint64_t numel = 1;
-    for (const auto& d : *sh) {
-      if (!d.is_number_unsigned()) return bad("shape holds a value that is not a non-negative integer");
-      const uint64_t dim = d.get<uint64_t>();
-      if (dim > (1ull << 40) || (dim != 0 && numel > (1ull << 48) / dim)) return bad("shape is too large");
-      numel *= dim;
-      info.shape.push_back(static_cast<int64_t>(dim));
-    }
-    auto off = v.find("data_offsets");
-    if (off == v.end() || !off->is_array() || off->size() != 2 || !(*off)[0].is_number_unsigned() ||
-        !(*off)[1].is_number_unsigned()) {
-      return bad("'data_offsets' must be [begin, end] of non-negative integers");
-    }
-    info.begin = (*off)[0].get<uint64_t>();
-    info.end = (*off)[1].get<uint64_t>();
-    if (info.end < info.begin) return bad(absl::StrCat("data_offsets [", info.begin, ", ", info.end, "] end before begin"));
-    if (info.end > data_size_) {
-      return bad(absl::StrCat("data_offsets [", info.begin, ", ", info.end, "] run past the data section (",
-                              data_size_, " bytes): file truncated?"));
-    }
-    const uint64_t want = numel * static_cast<uint64_t>(DTypeSize(info.dtype));
-    if (info.end - info.begin != want) {
-      return bad(absl::StrCat("data_offsets span ", info.end - info.begin, " bytes but shape ", info.ShapeString(),
-                              " of ", DTypeName(info.dtype), " needs ", want));
-    }
-    tensors_.emplace(name, std::move(info));
+    PHI_ASSIGN_OR_RETURN(TensorInfo info, ParseTensorEntry(path_, it.key(), it.value(), data_size_));
+    tensors_.emplace(it.key(), std::move(info));
   }
-
-  // Overlapping byte ranges mean a corrupt (or hostile) file.
-  std::vector<const TensorInfo*> by_offset;
-  for (const auto& [name, info] : tensors_) {
-    if (info.end > info.begin) by_offset.push_back(&info);
-  }
-  std::sort(by_offset.begin(), by_offset.end(),
-            [](const TensorInfo* a, const TensorInfo* b) { return a->begin < b->begin; });
-  for (size_t i = 1; i < by_offset.size(); ++i) {
-    if (by_offset[i]->begin < by_offset[i - 1]->end) {
-      return absl::InvalidArgumentError(absl::StrCat(path_, ": tensor '", by_offset[i]->name, "' bytes [",
-                                                     by_offset[i]->begin, ", ", by_offset[i]->end,
-                                                     ") overlap tensor '", by_offset[i - 1]->name, "' bytes [",
-                                                     by_offset[i - 1]->begin, ", ", by_offset[i - 1]->end, ")"));
-    }
-  }
-  return absl::OkStatus();
+  return CheckNoOverlap(path_, tensors_);
 }
 
 }  // namespace phi::model

@@ -1,6 +1,7 @@
 #include "services/worker/model/shard_spec.h"
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 
 namespace phi::model {
 
@@ -17,8 +18,8 @@ absl::Status ValidateShardSpec(const PhiConfig& config, const ShardSpec& shard) 
     }
     return absl::OkStatus();
   };
-  if (auto s = check("num_attention_heads", config.num_attention_heads); !s.ok()) return s;
-  if (auto s = check("intermediate_size", config.intermediate_size); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(check("num_attention_heads", config.num_attention_heads));
+  PHI_RETURN_IF_ERROR(check("intermediate_size", config.intermediate_size));
   return check("vocab_size", config.vocab_size);
 }
 

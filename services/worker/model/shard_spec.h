@@ -2,7 +2,7 @@
 // half of the parallel block is split by output features (q/k/v by whole heads, fc1 by
 // columns), the second by input features (dense and fc2 by rows of their input), and the
 // embedding / lm_head by vocabulary rows. A layer then needs one all-reduce: the partial
-// sums of dense and fc2 add into the same residual. ref: DESIGN.md "Phi-1.5 facts".
+// sums of dense and fc2 add into the same residual (docs/architecture.md, "Phi-1.5 facts").
 #ifndef PHI_SERVICES_WORKER_MODEL_SHARD_SPEC_H_
 #define PHI_SERVICES_WORKER_MODEL_SHARD_SPEC_H_
 

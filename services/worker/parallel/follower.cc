@@ -1,6 +1,7 @@
 #include "services/worker/parallel/follower.h"
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 #include "services/worker/parallel/leader_runner.h"
 #include "services/worker/parallel/step_channel.h"
 #include "services/worker/parallel/step_codec.h"
@@ -19,9 +20,8 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
       return absl::UnavailableError(absl::StrCat("follower rank ", host->rank(), ": lost the leader: ",
                                                  bytes.status().message()));
     }
-    auto message = DecodeStepMessage(*bytes);
-    if (!message.ok()) return message.status();
-    switch (message->kind) {
+    PHI_ASSIGN_OR_RETURN(const StepMessage message, DecodeStepMessage(*bytes));
+    switch (message.kind) {
       case StepKind::kHeartbeat:
         // The leader's heartbeat ends in a barrier (see LeaderRunner::HeartbeatLoop).
         if (auto s = host->Barrier(); !s.ok()) {
@@ -34,22 +34,22 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
       case StepKind::kAllocateKv:
         // Always fatal here: the leader's own allocation may have succeeded (ranks can differ
         // in free memory), and a rank without a cache cannot take part in any later step.
-        if (auto s = shard->AllocateKvCache(message->kv); !s.ok()) {
+        if (auto s = shard->AllocateKvCache(message.kv); !s.ok()) {
           return absl::Status(s.code(), absl::StrCat("follower rank ", host->rank(), ": KV cache of ",
-                                                     message->kv.num_blocks, " blocks: ", s.message()));
+                                                     message.kv.num_blocks, " blocks: ", s.message()));
         }
         break;
       case StepKind::kStep: {
         // A gap means this rank's KV cache no longer matches the leader's.
-        if (message->step_index != expected_index) {
-          return absl::DataLossError(absl::StrCat("follower rank ", host->rank(), ": step ", message->step_index,
+        if (message.step_index != expected_index) {
+          return absl::DataLossError(absl::StrCat("follower rank ", host->rank(), ": step ", message.step_index,
                                                   " arrived, expected ", expected_index));
         }
         ++expected_index;
-        auto s = shard->Step(message->batch(), &logits);
+        auto s = shard->Step(message.batch(), &logits);
         if (!s.ok() && IsGroupFatal(s)) {
           return absl::Status(s.code(), absl::StrCat("follower rank ", host->rank(), " step ",
-                                                     message->step_index, ": ", s.message()));
+                                                     message.step_index, ": ", s.message()));
         }
         if (stats) ++stats->steps;
         break;

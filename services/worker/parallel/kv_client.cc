@@ -4,6 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "phi/v1/internal/rendezvous.grpc.pb.h"
+#include "services/common/status_macros.h"
 
 namespace phi::parallel {
 namespace {
@@ -57,8 +58,7 @@ absl::StatusOr<std::string> KvClient::Get(const std::string& key) {
   pb::GetRequest req;
   req.set_key(key);
   pb::GetResponse resp;
-  auto status = FromGrpc(impl_->stub_->Get(&ctx, req, &resp), absl::StrCat("get '", key, "'"), leader_);
-  if (!status.ok()) return status;
+  PHI_RETURN_IF_ERROR(FromGrpc(impl_->stub_->Get(&ctx, req, &resp), absl::StrCat("get '", key, "'"), leader_));
   return std::move(*resp.mutable_value());
 }
 
@@ -70,8 +70,7 @@ absl::StatusOr<std::vector<std::string>> KvClient::Wait(const std::vector<std::s
   for (const auto& key : keys) req.add_keys(key);
   req.set_timeout_ms(std::max<int64_t>(1, timeout.count()));
   pb::WaitResponse resp;
-  auto status = FromGrpc(impl_->stub_->Wait(&ctx, req, &resp), "wait", leader_);
-  if (!status.ok()) return status;
+  PHI_RETURN_IF_ERROR(FromGrpc(impl_->stub_->Wait(&ctx, req, &resp), "wait", leader_));
   return std::vector<std::string>(resp.missing_keys().begin(), resp.missing_keys().end());
 }
 
@@ -81,8 +80,7 @@ absl::StatusOr<std::vector<std::string>> KvClient::List(const std::string& prefi
   pb::ListRequest req;
   req.set_prefix(prefix);
   pb::ListResponse resp;
-  auto status = FromGrpc(impl_->stub_->List(&ctx, req, &resp), absl::StrCat("list '", prefix, "'"), leader_);
-  if (!status.ok()) return status;
+  PHI_RETURN_IF_ERROR(FromGrpc(impl_->stub_->List(&ctx, req, &resp), absl::StrCat("list '", prefix, "'"), leader_));
   return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
 }
 

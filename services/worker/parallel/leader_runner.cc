@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 #include "services/worker/parallel/step_codec.h"
 
 namespace phi::parallel {
@@ -49,7 +50,7 @@ absl::Status LeaderRunner::SendLocked(const std::string& message) {
 
 absl::Status LeaderRunner::AllocateKvCache(const worker::KvCacheSpec& spec) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto s = SendLocked(EncodeAllocateKv(step_index_, spec)); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(SendLocked(EncodeAllocateKv(step_index_, spec)));
   auto s = shard_->AllocateKvCache(spec);
   if (!s.ok() && IsGroupFatal(s)) return Broken(s);
   return s;
@@ -57,7 +58,7 @@ absl::Status LeaderRunner::AllocateKvCache(const worker::KvCacheSpec& spec) {
 
 absl::Status LeaderRunner::Step(const worker::StepBatch& batch, worker::StepLogits* out) {
   std::lock_guard<std::mutex> lock(mu_);
-  if (auto s = SendLocked(EncodeStep(step_index_, batch)); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(SendLocked(EncodeStep(step_index_, batch)));
   ++step_index_;
   auto s = shard_->Step(batch, out);
   if (!s.ok() && IsGroupFatal(s)) return Broken(s);

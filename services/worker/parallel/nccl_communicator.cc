@@ -4,6 +4,7 @@
 #include <thread>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 
 namespace phi::parallel {
 namespace {
@@ -80,21 +81,19 @@ absl::StatusOr<std::unique_ptr<NcclCommunicator>> NcclCommunicator::Create(
   ncclUniqueId id;
   if (rank == 0) {
     if (ncclResult_t r = ncclGetUniqueId(&id); r != ncclSuccess) return NcclError("get unique id", r, nullptr);
-    if (auto s = store->Set(options.store_key, std::string(id.internal, sizeof(id.internal))); !s.ok()) return s;
+    PHI_RETURN_IF_ERROR(store->Set(options.store_key, std::string(id.internal, sizeof(id.internal))));
   } else {
-    auto missing = store->Wait({options.store_key}, options.timeout);
-    if (!missing.ok()) return missing.status();
-    if (!missing->empty()) {
+    PHI_ASSIGN_OR_RETURN(std::vector<std::string> missing, store->Wait({options.store_key}, options.timeout));
+    if (!missing.empty()) {
       return absl::DeadlineExceededError(absl::StrCat("nccl: rank 0 did not publish '", options.store_key,
                                                       "' within ", options.timeout.count(), " ms"));
     }
-    auto value = store->Get(options.store_key);
-    if (!value.ok()) return value.status();
-    if (value->size() != sizeof(id.internal)) {
+    PHI_ASSIGN_OR_RETURN(std::string value, store->Get(options.store_key));
+    if (value.size() != sizeof(id.internal)) {
       return absl::InternalError(absl::StrCat("nccl: unique id under '", options.store_key, "' has ",
-                                              value->size(), " bytes, expected ", sizeof(id.internal)));
+                                              value.size(), " bytes, expected ", sizeof(id.internal)));
     }
-    std::memcpy(id.internal, value->data(), sizeof(id.internal));
+    std::memcpy(id.internal, value.data(), sizeof(id.internal));
   }
   ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
   config.blocking = 0;
@@ -128,7 +127,7 @@ absl::Status NcclCommunicator::Enqueued(const char* op, ncclResult_t result) {
 }
 
 absl::Status NcclCommunicator::Finish(const char* op, ncclResult_t result) {
-  if (auto s = Enqueued(op, result); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(Enqueued(op, result));
   return options_.wait_each_operation ? Synchronize() : absl::OkStatus();
 }
 

@@ -4,6 +4,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 
 namespace phi::parallel {
 namespace {
@@ -16,11 +17,11 @@ absl::Status StepChannel::Send(const std::string& message) {
   const uint64_t size = message.size();
   std::memcpy(frame_.data(), &size, sizeof(size));
   std::memcpy(frame_.data() + 8, message.data(), std::min<size_t>(size, kInlineBytes));
-  if (auto s = comm_->Broadcast(frame_.data(), kFrameBytes, 0); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(comm_->Broadcast(frame_.data(), kFrameBytes, 0));
   bytes_ += kFrameBytes;
   if (size > kInlineBytes) {
     std::string rest = message.substr(kInlineBytes);
-    if (auto s = comm_->Broadcast(rest.data(), rest.size(), 0); !s.ok()) return s;
+    PHI_RETURN_IF_ERROR(comm_->Broadcast(rest.data(), rest.size(), 0));
     bytes_ += rest.size();
   }
   return absl::OkStatus();
@@ -28,7 +29,7 @@ absl::Status StepChannel::Send(const std::string& message) {
 
 absl::StatusOr<std::string> StepChannel::Receive() {
   if (comm_->rank() == 0) return absl::FailedPreconditionError("step channel: rank 0 does not receive steps");
-  if (auto s = comm_->Broadcast(frame_.data(), kFrameBytes, 0); !s.ok()) return s;
+  PHI_RETURN_IF_ERROR(comm_->Broadcast(frame_.data(), kFrameBytes, 0));
   bytes_ += kFrameBytes;
   uint64_t size = 0;
   std::memcpy(&size, frame_.data(), sizeof(size));
@@ -38,7 +39,7 @@ absl::StatusOr<std::string> StepChannel::Receive() {
   std::string message(frame_.data() + 8, std::min<size_t>(size, kInlineBytes));
   if (size > kInlineBytes) {
     std::string rest(size - kInlineBytes, '\0');
-    if (auto s = comm_->Broadcast(rest.data(), rest.size(), 0); !s.ok()) return s;
+    PHI_RETURN_IF_ERROR(comm_->Broadcast(rest.data(), rest.size(), 0));
     bytes_ += rest.size();
     message += rest;
   }

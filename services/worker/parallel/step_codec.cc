@@ -3,6 +3,7 @@
 #include <cstring>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 
 namespace phi::parallel {
 namespace {
@@ -66,12 +67,6 @@ void PutHeader(Writer& w, StepKind kind, uint64_t step_index) {
   w.Put<uint16_t>(static_cast<uint16_t>(kind));
   w.Put<uint64_t>(step_index);
 }
-
-#define PHI_CODEC_TRY(expr)              \
-  do {                                   \
-    ::absl::Status s_ = (expr);          \
-    if (!s_.ok()) return s_;             \
-  } while (0)
 
 }  // namespace
 
@@ -146,54 +141,54 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
   uint32_t magic = 0;
   uint16_t version = 0, kind = 0;
   StepMessage m;
-  PHI_CODEC_TRY(r.Get(&magic, "magic"));
+  PHI_RETURN_IF_ERROR(r.Get(&magic, "magic"));
   if (magic != kMagic) return absl::DataLossError(absl::StrCat("step message: bad magic 0x", absl::Hex(magic), " at offset 0"));
-  PHI_CODEC_TRY(r.Get(&version, "version"));
+  PHI_RETURN_IF_ERROR(r.Get(&version, "version"));
   if (version != kVersion) {
     return absl::DataLossError(absl::StrCat("step message: version ", version, " at offset 4, this rank speaks ", kVersion,
                                             " (ranks of one group must run the same build)"));
   }
-  PHI_CODEC_TRY(r.Get(&kind, "kind"));
-  PHI_CODEC_TRY(r.Get(&m.step_index, "step_index"));
+  PHI_RETURN_IF_ERROR(r.Get(&kind, "kind"));
+  PHI_RETURN_IF_ERROR(r.Get(&m.step_index, "step_index"));
   m.kind = static_cast<StepKind>(kind);
   switch (m.kind) {
     case StepKind::kHeartbeat:
     case StepKind::kShutdown:
       break;
     case StepKind::kAllocateKv:
-      PHI_CODEC_TRY(r.Get(&m.kv.num_blocks, "kv.num_blocks"));
-      PHI_CODEC_TRY(r.Get(&m.kv.block_size, "kv.block_size"));
+      PHI_RETURN_IF_ERROR(r.Get(&m.kv.num_blocks, "kv.num_blocks"));
+      PHI_RETURN_IF_ERROR(r.Get(&m.kv.block_size, "kv.block_size"));
       break;
     case StepKind::kStep: {
       uint32_t n = 0;
-      PHI_CODEC_TRY(r.Get(&n, "sequences"));
+      PHI_RETURN_IF_ERROR(r.Get(&n, "sequences"));
       if (n > kMaxCount) return absl::DataLossError(absl::StrCat("step message: ", n, " sequences at offset 16"));
       m.seqs.resize(n);
       for (auto& s : m.seqs) {
         uint8_t all_logits = 0;
         uint32_t tokens = 0, blocks = 0;
-        PHI_CODEC_TRY(r.Get(&s.seq_id, "seq_id"));
-        PHI_CODEC_TRY(r.Get(&s.start_pos, "start_pos"));
-        PHI_CODEC_TRY(r.Get(&all_logits, "all_logits"));
-        PHI_CODEC_TRY(r.Get(&s.num_candidates, "num_candidates"));
+        PHI_RETURN_IF_ERROR(r.Get(&s.seq_id, "seq_id"));
+        PHI_RETURN_IF_ERROR(r.Get(&s.start_pos, "start_pos"));
+        PHI_RETURN_IF_ERROR(r.Get(&all_logits, "all_logits"));
+        PHI_RETURN_IF_ERROR(r.Get(&s.num_candidates, "num_candidates"));
         if (s.num_candidates > 0) {
-          PHI_CODEC_TRY(r.Get(&s.sampling.temperature, "sampling.temperature"));
-          PHI_CODEC_TRY(r.Get(&s.sampling.top_p, "sampling.top_p"));
-          PHI_CODEC_TRY(r.Get(&s.sampling.top_k, "sampling.top_k"));
-          PHI_CODEC_TRY(r.Get(&s.sampling.min_p, "sampling.min_p"));
+          PHI_RETURN_IF_ERROR(r.Get(&s.sampling.temperature, "sampling.temperature"));
+          PHI_RETURN_IF_ERROR(r.Get(&s.sampling.top_p, "sampling.top_p"));
+          PHI_RETURN_IF_ERROR(r.Get(&s.sampling.top_k, "sampling.top_k"));
+          PHI_RETURN_IF_ERROR(r.Get(&s.sampling.min_p, "sampling.min_p"));
           uint8_t logprobs = 0;
-          PHI_CODEC_TRY(r.Get(&logprobs, "logprobs"));
+          PHI_RETURN_IF_ERROR(r.Get(&logprobs, "logprobs"));
           s.logprobs = logprobs != 0;
         }
-        PHI_CODEC_TRY(r.Get(&tokens, "tokens"));
-        PHI_CODEC_TRY(r.Get(&blocks, "blocks"));
+        PHI_RETURN_IF_ERROR(r.Get(&tokens, "tokens"));
+        PHI_RETURN_IF_ERROR(r.Get(&blocks, "blocks"));
         if (tokens > kMaxCount || blocks > kMaxCount) {
           return absl::DataLossError(absl::StrCat("step message: sequence ", s.seq_id, " claims ", tokens, " tokens and ",
                                                   blocks, " blocks (offset ", r.pos(), ")"));
         }
         s.all_logits = all_logits != 0;
-        PHI_CODEC_TRY(r.GetInts(&s.tokens, tokens, "tokens"));
-        PHI_CODEC_TRY(r.GetInts(&s.block_table, blocks, "block_table"));
+        PHI_RETURN_IF_ERROR(r.GetInts(&s.tokens, tokens, "tokens"));
+        PHI_RETURN_IF_ERROR(r.GetInts(&s.block_table, blocks, "block_table"));
       }
       break;
     }

@@ -4,6 +4,7 @@
 #include <span>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 
 namespace phi::parallel {
 namespace {
@@ -57,7 +58,7 @@ absl::Status GatherFullRows(Communicator& comm, const std::vector<int32_t>& rows
   for (size_t r = 0; r < n; ++r) {
     std::memcpy(send.data() + r * width, local + static_cast<size_t>(rows[r]) * width, width * sizeof(float));
   }
-  if (auto st = comm.AllGather(send.data(), recv.data(), send.size() * sizeof(float)); !st.ok()) return st;
+  PHI_RETURN_IF_ERROR(comm.AllGather(send.data(), recv.data(), send.size() * sizeof(float)));
   stats->bytes_gathered += recv.size() * sizeof(float);
   ++stats->gathers;
   for (int rank = 0; rank < world; ++rank) {
@@ -70,6 +71,70 @@ absl::Status GatherFullRows(Communicator& comm, const std::vector<int32_t>& rows
   return absl::OkStatus();
 }
 
+// Where each part sits in one rank's share of the all-gather: the rows gathered whole first
+// (in batch order), then one candidate record per candidate sequence.
+struct ShareLayout {
+  std::vector<int32_t> full_rows;  // local row indices gathered whole, in order
+  std::vector<size_t> record_at;   // byte offset of sequence i's record in a share
+  std::vector<bool> is_candidate;
+  size_t full_bytes = 0;
+  size_t share = 0;
+};
+
+ShareLayout PlanShare(const worker::StepBatch& batch, const worker::StepLogits& out, int32_t width) {
+  const size_t B = batch.seqs.size();
+  ShareLayout l;
+  l.record_at.assign(B, 0);
+  l.is_candidate.assign(B, false);
+  size_t record_bytes = 0;
+  for (size_t i = 0; i < B; ++i) {
+    const worker::SequenceStep& s = batch.seqs[i];
+    if (s.num_candidates > 0 && !s.all_logits && out.num_rows[i] == 1) {
+      l.is_candidate[i] = true;
+      l.record_at[i] = record_bytes;
+      record_bytes += RecordBytes(s.num_candidates);
+    } else {
+      for (int32_t r = 0; r < out.num_rows[i]; ++r) l.full_rows.push_back(out.first_row[i] + r);
+    }
+  }
+  l.full_bytes = l.full_rows.size() * width * sizeof(float);
+  l.share = l.full_bytes + record_bytes;
+  return l;
+}
+
+// This rank's share: its slices of the whole rows, then its candidate records.
+std::vector<char> PackShare(const ShareLayout& l, const worker::StepBatch& batch, const worker::StepLogits& out,
+                            const float* local, int32_t id0, int32_t width, int32_t vocab_limit) {
+  std::vector<char> send(l.share);
+  for (size_t f = 0; f < l.full_rows.size(); ++f) {
+    std::memcpy(send.data() + f * width * sizeof(float), local + static_cast<size_t>(l.full_rows[f]) * width,
+                width * sizeof(float));
+  }
+  for (size_t i = 0; i < batch.seqs.size(); ++i) {
+    if (!l.is_candidate[i]) continue;
+    const int32_t count = batch.seqs[i].num_candidates;
+    const worker::CandidateShard shard = worker::SelectCandidates(
+        std::span<const float>(local + static_cast<size_t>(out.first_row[i]) * width, width), id0, vocab_limit, count,
+        batch.seqs[i].logprobs);
+    PutRecord(shard, count, send.data() + l.full_bytes + l.record_at[i]);
+  }
+  return send;
+}
+
+// The whole rows of every rank's share, as full-vocabulary rows of out->data.
+void UnpackFullRows(const ShareLayout& l, const std::vector<char>& recv, int world, int32_t width,
+                    int32_t vocab_size, worker::StepLogits* out) {
+  out->vocab_size = vocab_size;
+  out->data.assign(l.full_rows.size() * static_cast<size_t>(vocab_size), 0.0f);
+  for (int rank = 0; rank < world; ++rank) {
+    const char* base = recv.data() + rank * l.share;
+    for (size_t f = 0; f < l.full_rows.size(); ++f) {
+      std::memcpy(out->data.data() + f * static_cast<size_t>(vocab_size) + rank * width,
+                  base + f * width * sizeof(float), width * sizeof(float));
+    }
+  }
+}
+
 }  // namespace
 
 absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch& batch, const float* local,
@@ -80,59 +145,24 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
     return absl::InternalError(absl::StrCat("logits layout for ", out->first_row.size(), " sequences, batch has ", B));
   }
   const int world = comm.world_size();
-  // Which sequences travel as candidates, and where each part sits in a rank's share.
-  std::vector<int32_t> full_rows;          // local row indices gathered whole, in order
-  std::vector<size_t> record_at(B, 0);     // byte offset of sequence i's record in a share
-  std::vector<bool> is_candidate(B, false);
-  size_t record_bytes = 0;
-  for (size_t i = 0; i < B; ++i) {
-    const worker::SequenceStep& s = batch.seqs[i];
-    if (s.num_candidates > 0 && !s.all_logits && out->num_rows[i] == 1) {
-      is_candidate[i] = true;
-      record_at[i] = record_bytes;
-      record_bytes += RecordBytes(s.num_candidates);
-    } else {
-      for (int32_t r = 0; r < out->num_rows[i]; ++r) full_rows.push_back(out->first_row[i] + r);
-    }
-  }
-  const size_t full_bytes = full_rows.size() * width * sizeof(float);
-  const size_t share = full_bytes + record_bytes;
-  std::vector<char> send(share), recv(share * world);
-  for (size_t f = 0; f < full_rows.size(); ++f) {
-    std::memcpy(send.data() + f * width * sizeof(float), local + static_cast<size_t>(full_rows[f]) * width,
-                width * sizeof(float));
-  }
-  for (size_t i = 0; i < B; ++i) {
-    if (!is_candidate[i]) continue;
-    const int32_t count = batch.seqs[i].num_candidates;
-    const worker::CandidateShard shard = worker::SelectCandidates(
-        std::span<const float>(local + static_cast<size_t>(out->first_row[i]) * width, width), id0, vocab_limit, count,
-        batch.seqs[i].logprobs);
-    PutRecord(shard, count, send.data() + full_bytes + record_at[i]);
-  }
-  if (share > 0) {
-    if (auto st = comm.AllGather(send.data(), recv.data(), share); !st.ok()) return st;
+  const ShareLayout l = PlanShare(batch, *out, width);
+  std::vector<char> send = PackShare(l, batch, *out, local, id0, width, vocab_limit);
+  std::vector<char> recv(l.share * world);
+  if (l.share > 0) {
+    PHI_RETURN_IF_ERROR(comm.AllGather(send.data(), recv.data(), l.share));
     stats->bytes_gathered += recv.size();
     ++stats->gathers;
   }
 
   // Full rows first, in batch order; candidate sequences get no row.
-  out->vocab_size = vocab_size;
-  out->data.assign(full_rows.size() * static_cast<size_t>(vocab_size), 0.0f);
-  for (int rank = 0; rank < world; ++rank) {
-    const char* base = recv.data() + rank * share;
-    for (size_t f = 0; f < full_rows.size(); ++f) {
-      std::memcpy(out->data.data() + f * static_cast<size_t>(vocab_size) + rank * width,
-                  base + f * width * sizeof(float), width * sizeof(float));
-    }
-  }
-  stats->full_rows += full_rows.size();
+  UnpackFullRows(l, recv, world, width, vocab_size, out);
+  stats->full_rows += l.full_rows.size();
   out->candidates.assign(B, {});
   std::vector<int32_t> fallback_rows;
   std::vector<size_t> fallback_seqs;
   int32_t next_row = 0;
   for (size_t i = 0; i < B; ++i) {
-    if (!is_candidate[i]) {
+    if (!l.is_candidate[i]) {
       out->first_row[i] = next_row;
       next_row += out->num_rows[i];
       continue;
@@ -140,10 +170,8 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
     const int32_t count = batch.seqs[i].num_candidates;
     std::vector<worker::CandidateShard> shards(world);
     for (int rank = 0; rank < world; ++rank) {
-      if (auto st = GetRecord(recv.data() + rank * share + full_bytes + record_at[i], count, rank, &shards[rank]);
-          !st.ok()) {
-        return st;
-      }
+      PHI_RETURN_IF_ERROR(
+          GetRecord(recv.data() + rank * l.share + l.full_bytes + l.record_at[i], count, rank, &shards[rank]));
     }
     worker::LogitCandidates c = worker::MergeCandidates(shards, count);
     // Every rank reaches the same verdict from the same bytes, so all make the fallback gather.
@@ -159,9 +187,7 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
   }
   if (!fallback_rows.empty()) {
     out->data.resize(out->data.size() + fallback_rows.size() * static_cast<size_t>(vocab_size));
-    if (auto st = GatherFullRows(comm, fallback_rows, local, width, vocab_size, next_row, out, stats); !st.ok()) {
-      return st;
-    }
+    PHI_RETURN_IF_ERROR(GatherFullRows(comm, fallback_rows, local, width, vocab_size, next_row, out, stats));
     for (size_t f = 0; f < fallback_seqs.size(); ++f) {
       out->first_row[fallback_seqs[f]] = next_row + static_cast<int32_t>(f);
       out->num_rows[fallback_seqs[f]] = 1;

@@ -278,6 +278,10 @@ absl::Status Generation::CheckIds(const ModelSummary& model) {
   for (const auto& [id, bias] : params_.sampling.logit_bias()) {
     if (id >= vocab) return Invalid(absl::StrCat("sampling.logit_bias[", id, "]: token id outside [0, ", vocab, ")"));
   }
+  if (params_.sampling.top_k() > vocab) {
+    return Invalid(absl::StrCat("sampling.top_k: ", params_.sampling.top_k(), " is outside [0, ", vocab,
+                                "] (the model's vocabulary; 0 means off)"));
+  }
   return absl::OkStatus();
 }
 
@@ -425,62 +429,26 @@ void Generation::Emit(GenerateDelta&& d) {
 }
 
 bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientContext* ctx) {
-  GatewayMetrics* metrics = gen_->metrics_;
   GenerateDelta delta;
   std::vector<int32_t> ids;
   google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs> logprobs;
   for (WorkerMessage& m : batch) {
     phi::v1::GenerateResponse& resp = m.message;
-    // The prompt's entries come with the first message (none for a one-token prompt).
-    const bool first_prompt_token = params_.prompt_logprobs && result_.prompt_first_token_id < 0;
-    if (resp.prompt_logprobs_size() > 0 || first_prompt_token) {
-      error_ = FillTexts(resp.mutable_prompt_logprobs(), first_prompt_token);
-      if (!error_.ok()) return ctx->TryCancel(), false;
-      for (auto& p : *resp.mutable_prompt_logprobs()) delta.prompt_logprobs.push_back(std::move(p));
-    }
+    error_ = TakePromptLogprobs(&resp, &delta);
+    if (!error_.ok()) break;
     if (resp.token_ids_size() > 0) {
-      if (!any_token_) {
-        any_token_ = true;
-        // A choice's first token is not the request's (the group observes that).
-        if (!choice_) metrics->ttft->Observe(m.arrived - t_start_);
-        result_.timings.set_time_to_first_token_seconds(m.arrived - t_start_);
-      } else {
-        metrics->inter_token->Observe(m.arrived - t_last_);
-      }
-      t_last_ = m.arrived;
+      ObserveTokenArrival(m.arrived);
       ids.insert(ids.end(), resp.token_ids().begin(), resp.token_ids().end());
       if (params_.logprobs) {
         for (auto& p : *resp.mutable_logprobs()) *logprobs.Add() = std::move(p);
       }
     }
-    if (resp.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) {
-      finished_ = true;
-      result_.finish_reason = resp.finish_reason();
-      result_.usage = resp.usage();
-      const double tok = result_.timings.tokenizer_seconds(), ttft = result_.timings.time_to_first_token_seconds();
-      result_.timings = resp.timings();
-      result_.timings.set_tokenizer_seconds(tok);
-      result_.timings.set_time_to_first_token_seconds(ttft);
-      result_.seed = resp.seed();
-    }
+    if (resp.finish_reason() != phi::v1::FINISH_REASON_UNSPECIFIED) TakeFinish(resp);
   }
-  if (!ids.empty()) {
-    absl::StatusOr<size_t> kept = DecodeAndMatch(ids, &delta.text);
-    if (!kept.ok()) {
-      error_ = kept.status();
-      return ctx->TryCancel(), false;
-    }
-    // Tokens past the one that completed a stop string are neither counted nor returned.
-    completion_ += static_cast<int32_t>(*kept);
-    if (params_.logprobs) {
-      if (static_cast<size_t>(logprobs.size()) > *kept) {
-        logprobs.DeleteSubrange(static_cast<int>(*kept), logprobs.size() - static_cast<int>(*kept));
-      }
-      for (const auto& p : logprobs) cumulative_logprob_ += p.token().logprob();
-      error_ = FillTexts(&logprobs);
-      if (!error_.ok()) return ctx->TryCancel(), false;
-      delta.logprobs.assign(std::make_move_iterator(logprobs.begin()), std::make_move_iterator(logprobs.end()));
-    }
+  if (error_.ok() && !ids.empty()) error_ = TakeTokens(ids, &logprobs, &delta);
+  if (!error_.ok()) {
+    ctx->TryCancel();
+    return false;
   }
   Emit(std::move(delta));
   if (matcher_->stopped()) {
@@ -489,6 +457,57 @@ bool Generation::OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientCo
     return false;
   }
   return true;
+}
+
+absl::Status Generation::TakePromptLogprobs(phi::v1::GenerateResponse* resp, GenerateDelta* delta) {
+  // The prompt's entries come with the first message (none for a one-token prompt).
+  const bool first_prompt_token = params_.prompt_logprobs && result_.prompt_first_token_id < 0;
+  if (resp->prompt_logprobs_size() == 0 && !first_prompt_token) return absl::OkStatus();
+  if (absl::Status s = FillTexts(resp->mutable_prompt_logprobs(), first_prompt_token); !s.ok()) return s;
+  for (auto& p : *resp->mutable_prompt_logprobs()) delta->prompt_logprobs.push_back(std::move(p));
+  return absl::OkStatus();
+}
+
+void Generation::ObserveTokenArrival(double arrived) {
+  GatewayMetrics* metrics = gen_->metrics_;
+  if (!any_token_) {
+    any_token_ = true;
+    // A choice's first token is not the request's (the group observes that).
+    if (!choice_) metrics->ttft->Observe(arrived - t_start_);
+    result_.timings.set_time_to_first_token_seconds(arrived - t_start_);
+  } else {
+    metrics->inter_token->Observe(arrived - t_last_);
+  }
+  t_last_ = arrived;
+}
+
+void Generation::TakeFinish(const phi::v1::GenerateResponse& resp) {
+  finished_ = true;
+  result_.finish_reason = resp.finish_reason();
+  result_.usage = resp.usage();
+  // The worker's timings, but the tokenizer time and TTFT as the gateway measured them.
+  const double tok = result_.timings.tokenizer_seconds(), ttft = result_.timings.time_to_first_token_seconds();
+  result_.timings = resp.timings();
+  result_.timings.set_tokenizer_seconds(tok);
+  result_.timings.set_time_to_first_token_seconds(ttft);
+  result_.seed = resp.seed();
+}
+
+absl::Status Generation::TakeTokens(const std::vector<int32_t>& ids,
+                                    google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* logprobs,
+                                    GenerateDelta* delta) {
+  absl::StatusOr<size_t> kept = DecodeAndMatch(ids, &delta->text);
+  if (!kept.ok()) return kept.status();
+  // Tokens past the one that completed a stop string are neither counted nor returned.
+  completion_ += static_cast<int32_t>(*kept);
+  if (!params_.logprobs) return absl::OkStatus();
+  if (static_cast<size_t>(logprobs->size()) > *kept) {
+    logprobs->DeleteSubrange(static_cast<int>(*kept), logprobs->size() - static_cast<int>(*kept));
+  }
+  for (const auto& p : *logprobs) cumulative_logprob_ += p.token().logprob();
+  if (absl::Status s = FillTexts(logprobs); !s.ok()) return s;
+  delta->logprobs.assign(std::make_move_iterator(logprobs->begin()), std::make_move_iterator(logprobs->end()));
+  return absl::OkStatus();
 }
 
 absl::StatusOr<size_t> Generation::DecodeAndMatch(const std::vector<int32_t>& ids, std::string* text) {

@@ -82,6 +82,16 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // Messages of the worker stream, in order (one, or what arrived during a tokenizer round
   // trip): one decode, one delta. false: stop reading (the call has been cancelled).
   bool OnWorkerMessages(std::span<WorkerMessage> batch, grpc::ClientContext* ctx);
+  // OnWorkerMessages' steps for one message: the prompt's logprobs (texts filled in), TTFT and
+  // inter-token metrics, the finish reason, usage and timings.
+  absl::Status TakePromptLogprobs(phi::v1::GenerateResponse* resp, GenerateDelta* delta);
+  void ObserveTokenArrival(double arrived);
+  void TakeFinish(const phi::v1::GenerateResponse& resp);
+  // And for the batch's generated ids: decoded, matched against the stop strings, counted, and
+  // their logprobs (cut at a stop string's end) added to `delta` with their texts.
+  absl::Status TakeTokens(const std::vector<int32_t>& ids,
+                          google::protobuf::RepeatedPtrField<phi::v1::PositionLogprobs>* logprobs,
+                          GenerateDelta* delta);
   // The worker stream ended with `status` (`hung`: cancelled by the first-token timeout):
   // finish, retry or fail.
   void OnWorkerDone(const grpc::Status& status, bool hung);

@@ -5,6 +5,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
+#include "services/common/request_limits.h"
 #include "services/gateway/generation.h"
 
 namespace phi::gateway {
@@ -15,9 +16,20 @@ absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError
 
 bool InRange(double v, double lo, double hi) { return std::isfinite(v) && v >= lo && v <= hi; }
 
-constexpr size_t kMaxConstraintBytes = 64 << 10;
-constexpr int kMaxLogitBias = 1024;
-constexpr int kMaxChoices = 16;
+using common::kMaxAbsLogitBias;
+using common::kMaxAbsPenalty;
+using common::kMaxChoices;
+using common::kMaxConstraintBytes;
+using common::kMaxConstraintChoices;
+using common::kMaxLogitBias;
+using common::kMaxMinP;
+using common::kMaxRepetitionPenalty;
+using common::kMaxStopStringBytes;
+using common::kMaxStopStrings;
+using common::kMaxStopTokenIds;
+using common::kMaxTemperature;
+using common::kMaxTopLogprobs;
+using common::kMaxTopP;
 
 // Where a JSON text stops parsing (nlohmann's SAX interface: no exception, no document built).
 struct JsonErrorFinder : nlohmann::json::json_sax_t {
@@ -28,11 +40,11 @@ struct JsonErrorFinder : nlohmann::json::json_sax_t {
   bool number_float(number_float_t, const string_t&) override { return Value('v'); }
   bool string(string_t&) override { return Value('v'); }
   bool binary(binary_t&) override { return Value('v'); }
-  bool start_object(std::size_t) override { return Value('{'), ++depth, true; }
+  bool start_object(std::size_t) override { return Open('{'); }
   bool key(string_t&) override { return true; }
-  bool end_object() override { return --depth, true; }
-  bool start_array(std::size_t) override { return Value('['), ++depth, true; }
-  bool end_array() override { return --depth, true; }
+  bool end_object() override { return Close(); }
+  bool start_array(std::size_t) override { return Open('['); }
+  bool end_array() override { return Close(); }
   bool parse_error(std::size_t position, const std::string&, const nlohmann::json::exception& e) override {
     failed = true;
     offset = position;
@@ -44,6 +56,15 @@ struct JsonErrorFinder : nlohmann::json::json_sax_t {
   }
   bool Value(char kind) {
     if (depth == 0) top = kind;
+    return true;
+  }
+  bool Open(char kind) {
+    Value(kind);
+    ++depth;
+    return true;
+  }
+  bool Close() {
+    --depth;
     return true;
   }
   int depth = 0;
@@ -72,7 +93,8 @@ absl::Status ValidateConstraint(const phi::v1::Constraint& c) {
   auto text_ok = [](const char* field, const std::string& t) -> absl::Status {
     if (t.empty()) return Invalid(absl::StrCat("sampling.constraint.", field, ": empty"));
     if (t.size() > kMaxConstraintBytes) {
-      return Invalid(absl::StrCat("sampling.constraint.", field, ": ", t.size(), " bytes, at most 65536"));
+      return Invalid(
+          absl::StrCat("sampling.constraint.", field, ": ", t.size(), " bytes, at most ", kMaxConstraintBytes));
     }
     return absl::OkStatus();
   };
@@ -86,13 +108,14 @@ absl::Status ValidateConstraint(const phi::v1::Constraint& c) {
       return text_ok("grammar", c.grammar());
     case phi::v1::Constraint::kChoice: {
       const auto& choices = c.choice().choices();
-      if (choices.empty() || choices.size() > 256) {
-        return Invalid(absl::StrCat("sampling.constraint.choice.choices: ", choices.size(), " strings, 1 to 256"));
+      if (choices.empty() || static_cast<size_t>(choices.size()) > kMaxConstraintChoices) {
+        return Invalid(absl::StrCat("sampling.constraint.choice.choices: ", choices.size(), " strings, 1 to ",
+                                    kMaxConstraintChoices));
       }
       for (int i = 0; i < choices.size(); ++i) {
         if (choices[i].size() > kMaxConstraintBytes) {
           return Invalid(absl::StrCat("sampling.constraint.choice.choices[", i, "]: ", choices[i].size(),
-                                      " bytes, at most 65536"));
+                                      " bytes, at most ", kMaxConstraintBytes));
         }
       }
       return absl::OkStatus();
@@ -106,51 +129,79 @@ absl::Status ValidateConstraint(const phi::v1::Constraint& c) {
 
 }  // namespace
 
-absl::Status ValidateSampling(const phi::v1::SamplingParams& s) {
-  if (!InRange(s.temperature(), 0, 100)) {
-    return Invalid(absl::StrCat("sampling.temperature: ", s.temperature(), " is outside [0, 100]"));
-  }
-  if (!InRange(s.top_p(), 0, 1)) return Invalid(absl::StrCat("sampling.top_p: ", s.top_p(), " is outside (0, 1]"));
-  if (s.top_k() < 0) return Invalid(absl::StrCat("sampling.top_k: ", s.top_k(), " is negative (0 means off)"));
-  if (!InRange(s.min_p(), 0, 1)) return Invalid(absl::StrCat("sampling.min_p: ", s.min_p(), " is outside [0, 1]"));
-  if (!InRange(s.repetition_penalty(), 0, 10)) {
-    return Invalid(absl::StrCat("sampling.repetition_penalty: ", s.repetition_penalty(), " is outside [0, 10]"));
-  }
-  if (!InRange(s.presence_penalty(), -2, 2)) {
-    return Invalid(absl::StrCat("sampling.presence_penalty: ", s.presence_penalty(), " is outside [-2, 2]"));
-  }
-  if (!InRange(s.frequency_penalty(), -2, 2)) {
-    return Invalid(absl::StrCat("sampling.frequency_penalty: ", s.frequency_penalty(), " is outside [-2, 2]"));
-  }
-  if (s.logit_bias_size() > kMaxLogitBias) {
-    return Invalid(absl::StrCat("sampling.logit_bias: ", s.logit_bias_size(), " entries, at most ", kMaxLogitBias));
+namespace {
+
+// The value, or its absence, as the message names it: "sampling.top_p: 1.5 is outside (0, 1]".
+absl::Status OutOfRange(const std::string& field, double value, const std::string& range) {
+  return Invalid(absl::StrCat(field, ": ", value, " is outside ", range));
+}
+
+// The bounds on logit_bias that hold whatever the model: its size, sign of ids, bias values.
+absl::Status ValidateLogitBias(const google::protobuf::Map<int32_t, float>& logit_bias) {
+  if (static_cast<size_t>(logit_bias.size()) > kMaxLogitBias) {
+    return Invalid(absl::StrCat("sampling.logit_bias: ", logit_bias.size(), " entries, at most ", kMaxLogitBias));
   }
   // Sorted, so that the first bad entry reported does not depend on the map's order. The
   // upper bound of the ids is the model's vocabulary (checked where it is known).
-  const std::map<int32_t, float> bias(s.logit_bias().begin(), s.logit_bias().end());
+  const std::map<int32_t, float> bias(logit_bias.begin(), logit_bias.end());
   for (const auto& [id, value] : bias) {
     if (id < 0) return Invalid(absl::StrCat("sampling.logit_bias[", id, "]: negative token id (range [0, vocab))"));
-    if (!InRange(value, -100, 100)) {
-      return Invalid(absl::StrCat("sampling.logit_bias[", id, "]: ", value, " is outside [-100, 100]"));
+    if (!InRange(value, -kMaxAbsLogitBias, kMaxAbsLogitBias)) {
+      return OutOfRange(absl::StrCat("sampling.logit_bias[", id, "]"), value,
+                        absl::StrCat("[", -kMaxAbsLogitBias, ", ", kMaxAbsLogitBias, "]"));
     }
   }
+  return absl::OkStatus();
+}
+
+}  // namespace
+
+// top_p, top_k and repetition_penalty 0 mean the model's default (the worker fills it in).
+absl::Status ValidateSampling(const phi::v1::SamplingParams& s) {
+  if (!InRange(s.temperature(), 0, kMaxTemperature)) {
+    return OutOfRange("sampling.temperature", s.temperature(), absl::StrCat("[0, ", kMaxTemperature, "]"));
+  }
+  if (!InRange(s.top_p(), 0, kMaxTopP)) {
+    return OutOfRange("sampling.top_p", s.top_p(), absl::StrCat("(0, ", kMaxTopP, "]"));
+  }
+  if (s.top_k() < 0) return Invalid(absl::StrCat("sampling.top_k: ", s.top_k(), " is negative (0 means off)"));
+  if (!InRange(s.min_p(), 0, kMaxMinP)) {
+    return OutOfRange("sampling.min_p", s.min_p(), absl::StrCat("[0, ", kMaxMinP, "]"));
+  }
+  if (!InRange(s.repetition_penalty(), 0, kMaxRepetitionPenalty)) {
+    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty(),
+                      absl::StrCat("(0, ", kMaxRepetitionPenalty, "] (0: the model's default)"));
+  }
+  const std::string penalty_range = absl::StrCat("[", -kMaxAbsPenalty, ", ", kMaxAbsPenalty, "]");
+  if (!InRange(s.presence_penalty(), -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.presence_penalty", s.presence_penalty(), penalty_range);
+  }
+  if (!InRange(s.frequency_penalty(), -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty(), penalty_range);
+  }
+  if (absl::Status st = ValidateLogitBias(s.logit_bias()); !st.ok()) return st;
   if (s.has_constraint()) return ValidateConstraint(s.constraint());
   return absl::OkStatus();
 }
 
 absl::Status ValidateStopping(const phi::v1::StoppingCriteria& s) {
   if (s.max_new_tokens() < 0) {
-    return Invalid(absl::StrCat("stopping.max_new_tokens: ", s.max_new_tokens(), " is negative (0 means 256)"));
+    return Invalid(absl::StrCat("stopping.max_new_tokens: ", s.max_new_tokens(),
+                                " is negative (0 means the model's default)"));
   }
-  if (s.stop_size() > 16) return Invalid(absl::StrCat("stopping.stop: ", s.stop_size(), " strings, at most 16"));
+  if (static_cast<size_t>(s.stop_size()) > kMaxStopStrings) {
+    return Invalid(absl::StrCat("stopping.stop: ", s.stop_size(), " strings, at most ", kMaxStopStrings));
+  }
   for (int i = 0; i < s.stop_size(); ++i) {
     if (s.stop(i).empty()) return Invalid(absl::StrCat("stopping.stop[", i, "]: empty"));
-    if (s.stop(i).size() > 256) {
-      return Invalid(absl::StrCat("stopping.stop[", i, "]: ", s.stop(i).size(), " bytes, at most 256"));
+    if (s.stop(i).size() > kMaxStopStringBytes) {
+      return Invalid(
+          absl::StrCat("stopping.stop[", i, "]: ", s.stop(i).size(), " bytes, at most ", kMaxStopStringBytes));
     }
   }
-  if (s.stop_token_ids_size() > 64) {
-    return Invalid(absl::StrCat("stopping.stop_token_ids: ", s.stop_token_ids_size(), " ids, at most 64"));
+  if (static_cast<size_t>(s.stop_token_ids_size()) > kMaxStopTokenIds) {
+    return Invalid(
+        absl::StrCat("stopping.stop_token_ids: ", s.stop_token_ids_size(), " ids, at most ", kMaxStopTokenIds));
   }
   for (int i = 0; i < s.stop_token_ids_size(); ++i) {
     if (s.stop_token_ids(i) < 0) return Invalid(absl::StrCat("stopping.stop_token_ids[", i, "]: negative id"));
@@ -164,17 +215,17 @@ absl::Status ValidateStopping(const phi::v1::StoppingCriteria& s) {
 }
 
 absl::Status ValidateCommon(const GenerateParams& p) {
-  if (p.request_id.size() > 128) {
-    return Invalid(absl::StrCat("request_id: ", p.request_id.size(), " bytes, at most 128"));
+  if (p.request_id.size() > common::kMaxRequestIdBytes) {
+    return Invalid(
+        absl::StrCat("request_id: ", p.request_id.size(), " bytes, at most ", common::kMaxRequestIdBytes));
   }
-  if (p.top_logprobs < 0 || p.top_logprobs > 20) {
-    return Invalid(absl::StrCat("top_logprobs: ", p.top_logprobs, " is outside [0, 20]"));
+  if (p.top_logprobs < 0 || p.top_logprobs > kMaxTopLogprobs) {
+    return OutOfRange("top_logprobs", p.top_logprobs, absl::StrCat("[0, ", kMaxTopLogprobs, "]"));
   }
-  if (p.n < 0 || p.n > kMaxChoices) return Invalid(absl::StrCat("n: ", p.n, " is outside [1, ", kMaxChoices, "]"));
+  if (p.n < 0 || p.n > kMaxChoices) return OutOfRange("n", p.n, absl::StrCat("[1, ", kMaxChoices, "]"));
   const int32_t n = std::max(p.n, 1);
   if (p.best_of != 0 && (p.best_of < n || p.best_of > kMaxChoices)) {
-    return Invalid(absl::StrCat("best_of: ", p.best_of, " is outside [n, ", kMaxChoices, "] = [", n, ", ",
-                                kMaxChoices, "]"));
+    return OutOfRange("best_of", p.best_of, absl::StrCat("[n, ", kMaxChoices, "] = [", n, ", ", kMaxChoices, "]"));
   }
   if (p.stream && p.best_of > n) {
     return Invalid(absl::StrCat("best_of: ", p.best_of, " > n = ", n,

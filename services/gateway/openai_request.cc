@@ -16,6 +16,7 @@
 
 #include "absl/functional/function_ref.h"
 #include "absl/strings/str_cat.h"
+#include "services/common/request_limits.h"
 
 namespace phi::gateway {
 namespace {
@@ -23,17 +24,20 @@ namespace {
 namespace od = simdjson::ondemand;
 using simdjson::error_code;
 
+// The bounds shared with the gRPC API and the worker (services/common/request_limits.h).
+using common::kMaxConstraintBytes;  // a schema, regex or grammar; guided_choice's strings together
+using common::kMaxLogitBias;
+using common::kMaxStopTokenIds;
+constexpr int64_t kMaxChoices = common::kMaxChoices;  // n, best_of
+constexpr int64_t kMaxLogprobs = common::kMaxTopLogprobs;
+constexpr size_t kMaxStopBytes = common::kMaxStopStringBytes;  // one stop string
+constexpr size_t kMaxGuidedChoices = common::kMaxConstraintChoices;
+constexpr double kMaxBias = common::kMaxAbsLogitBias;
+constexpr double kMaxPenalty = common::kMaxAbsPenalty;  // presence_penalty, frequency_penalty
+// The HTTP API's own bounds.
 constexpr int64_t kMaxTokens = int64_t{1} << 24;
 constexpr int64_t kMaxTokenId = std::numeric_limits<int32_t>::max();
-constexpr size_t kMaxNameBytes = 256;    // model, user
-constexpr size_t kMaxStopBytes = 256;    // one stop string (ValidateStopping's bound)
-constexpr size_t kMaxStopTokenIds = 64;  // ValidateStopping's bound
-constexpr int64_t kMaxLogprobs = 20;
-constexpr int64_t kMaxChoices = 16;             // n, best_of
-constexpr size_t kMaxConstraintBytes = 64 << 10;  // a schema, regex or grammar; guided_choice's strings together
-constexpr size_t kMaxGuidedChoices = 256;
-constexpr size_t kMaxLogitBias = 1024;
-constexpr double kMaxBias = 100;
+constexpr size_t kMaxNameBytes = 256;          // model, user
 constexpr size_t kMaxDescriptionBytes = 4096;  // response_format.json_schema.description
 // Bodies up to this size reuse a per-thread parser (its buffers are ~7x this); larger ones get
 // a parser of their own, freed on return.
@@ -613,10 +617,10 @@ class CommonFields {
       std::string user;  // OpenAI's end-user id: checked, not used
       st = ReadBoundedString(v, key, kMaxNameBytes, &user);
     } else if (key == "temperature") {
-      if ((st = ReadNumber(v, key, 0, 100, false, &d)).ok()) temperature_ = d;
+      if ((st = ReadNumber(v, key, 0, common::kMaxTemperature, false, &d)).ok()) temperature_ = d;
     } else if (key == "top_p") {
       d = std::numeric_limits<double>::quiet_NaN();
-      st = ReadNumber(v, key, 0, 1, true, &d);
+      st = ReadNumber(v, key, 0, common::kMaxTopP, true, &d);
       // OpenAI takes 0 as "only the top token"; here it is refused rather than read as unset.
       if (!st.ok() && d == 0) st = Invalid(Cat(st.message(), " (use temperature 0 for greedy)"));
       if (st.ok()) s.set_top_p(PositiveFloat(d));
@@ -624,13 +628,16 @@ class CommonFields {
       // -1 (vLLM) and 0: off.
       if ((st = ReadInt(v, key, -1, kMaxTokenId, &i)).ok()) s.set_top_k(i < 0 ? 0 : static_cast<int32_t>(i));
     } else if (key == "min_p") {
-      if ((st = ReadNumber(v, key, 0, 1, false, &d)).ok()) s.set_min_p(static_cast<float>(d));
+      if ((st = ReadNumber(v, key, 0, common::kMaxMinP, false, &d)).ok()) s.set_min_p(static_cast<float>(d));
     } else if (key == "repetition_penalty") {
-      if ((st = ReadNumber(v, key, 0, 10, true, &d)).ok()) s.set_repetition_penalty(PositiveFloat(d));
+      st = ReadNumber(v, key, 0, common::kMaxRepetitionPenalty, true, &d);
+      if (st.ok()) s.set_repetition_penalty(PositiveFloat(d));
     } else if (key == "presence_penalty") {
-      if ((st = ReadNumber(v, key, -2, 2, false, &d)).ok()) s.set_presence_penalty(static_cast<float>(d));
+      st = ReadNumber(v, key, -kMaxPenalty, kMaxPenalty, false, &d);
+      if (st.ok()) s.set_presence_penalty(static_cast<float>(d));
     } else if (key == "frequency_penalty") {
-      if ((st = ReadNumber(v, key, -2, 2, false, &d)).ok()) s.set_frequency_penalty(static_cast<float>(d));
+      st = ReadNumber(v, key, -kMaxPenalty, kMaxPenalty, false, &d);
+      if (st.ok()) s.set_frequency_penalty(static_cast<float>(d));
     } else if (key == "seed") {
       st = ReadInt(v, key, std::numeric_limits<int64_t>::min(), std::numeric_limits<int64_t>::max(), &i);
       if (st.ok()) s.set_seed(static_cast<uint64_t>(i));  // negative seeds keep their bits

@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/common/request_limits.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generator.h"
 
@@ -37,7 +38,7 @@ struct OpenAiRequestLimits {
   size_t max_messages = 4096;           // messages[]
   size_t max_prompts = 256;             // completions: prompts in one request
   size_t max_prompt_token_ids = 1 << 17;  // ids in one token-id prompt (Phi-1.5's context is 2,048)
-  size_t max_stop = 16;                 // stop strings
+  size_t max_stop = common::kMaxStopStrings;  // stop strings
 };
 
 struct ChatCompletionRequest {

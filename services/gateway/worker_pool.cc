@@ -14,7 +14,7 @@
 #include "absl/strings/str_split.h"
 #include "absl/strings/strip.h"
 #include "services/common/logging.h"
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
 
 namespace phi::gateway {
 
@@ -240,7 +240,7 @@ std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::spa
       int32_t bs = g->status_.kv_block_size();
       if (bs > 0 && !g->cached_sorted_.empty()) {
         if (bs != hashed_block_size) {
-          hashes = phi::worker::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
+          hashes = phi::common::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
           hashed_block_size = bs;
         }
         while (cached < static_cast<int>(hashes.size()) &&

@@ -7,7 +7,8 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 #include "services/common/logging.h"
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
+#include "services/common/request_limits.h"
 
 namespace phi::worker {
 namespace {
@@ -26,11 +27,21 @@ absl::Status OutOfRange(const std::string& field, double value, const std::strin
   return absl::InvalidArgumentError(absl::StrCat(field, " = ", value, " is outside ", range));
 }
 
-constexpr int32_t kMaxTopLogprobs = 20;
-constexpr int32_t kMaxStopTokenIds = 64;
-constexpr size_t kMaxLogitBias = 1024;
-constexpr float kMaxAbsLogitBias = 100.0f;
-constexpr size_t kMaxRequestIdBytes = 128;
+// The request bounds the gateway checks too (one table for both).
+using common::kMaxAbsLogitBias;
+using common::kMaxAbsPenalty;
+using common::kMaxAbsPriority;
+using common::kMaxLogitBias;
+using common::kMaxMinP;
+using common::kMaxRepetitionPenalty;
+using common::kMaxRequestIdBytes;
+using common::kMaxStopTokenIds;
+using common::kMaxTemperature;
+using common::kMaxTopLogprobs;
+using common::kMaxTopP;
+
+// "[-2, 2]", "(0, 10]": a range as the messages write it.
+std::string Range(char open, float lo, float hi) { return absl::StrCat(std::string(1, open), lo, ", ", hi, "]"); }
 // GetStatus' cached_block_hashes are refreshed at most this often (it sorts the cache).
 constexpr double kHashRefreshSeconds = 0.25;
 
@@ -106,7 +117,8 @@ absl::Status ValidateLogitBias(const std::vector<TokenBias>& bias, int32_t vocab
                                                      "]: the token id is outside [0, ", vocab, ")"));
     }
     if (!InRange(b.bias, -kMaxAbsLogitBias, kMaxAbsLogitBias)) {
-      return OutOfRange(absl::StrCat("sampling.logit_bias[", b.token_id, "]"), b.bias, "[-100, 100]");
+      return OutOfRange(absl::StrCat("sampling.logit_bias[", b.token_id, "]"), b.bias,
+                        Range('[', -kMaxAbsLogitBias, kMaxAbsLogitBias));
     }
   }
   return absl::OkStatus();
@@ -135,22 +147,26 @@ absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_token
                                                    " leave room to generate"));
   }
   const SamplingOptions& s = r.sampling;
-  if (!InRange(s.temperature, 0.0f, 100.0f)) return OutOfRange("sampling.temperature", s.temperature, "[0, 100]");
-  if (!(std::isfinite(s.top_p) && s.top_p > 0.0f && s.top_p <= 1.0f)) {
-    return OutOfRange("sampling.top_p", s.top_p, "(0, 1]");
+  if (!InRange(s.temperature, 0.0f, kMaxTemperature)) {
+    return OutOfRange("sampling.temperature", s.temperature, Range('[', 0, kMaxTemperature));
+  }
+  if (!(std::isfinite(s.top_p) && s.top_p > 0.0f && s.top_p <= kMaxTopP)) {
+    return OutOfRange("sampling.top_p", s.top_p, Range('(', 0, kMaxTopP));
   }
   if (s.top_k < 0 || s.top_k > vocab) {
     return OutOfRange("sampling.top_k", s.top_k, absl::StrCat("[0, ", vocab, "]"));
   }
-  if (!InRange(s.min_p, 0.0f, 1.0f)) return OutOfRange("sampling.min_p", s.min_p, "[0, 1]");
-  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0.0f && s.repetition_penalty <= 10.0f)) {
-    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty, "(0, 10]");
+  if (!InRange(s.min_p, 0.0f, kMaxMinP)) return OutOfRange("sampling.min_p", s.min_p, Range('[', 0, kMaxMinP));
+  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0.0f &&
+        s.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty, Range('(', 0, kMaxRepetitionPenalty));
   }
-  if (!InRange(s.presence_penalty, -2.0f, 2.0f)) {
-    return OutOfRange("sampling.presence_penalty", s.presence_penalty, "[-2, 2]");
+  if (!InRange(s.presence_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.presence_penalty", s.presence_penalty, Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
   }
-  if (!InRange(s.frequency_penalty, -2.0f, 2.0f)) {
-    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty, "[-2, 2]");
+  if (!InRange(s.frequency_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty,
+                      Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
   }
   if (absl::Status st = ValidateLogitBias(r.logit_bias, vocab); !st.ok()) return st;
   const int32_t room = context - prompt_len;
@@ -179,7 +195,9 @@ absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_token
   if (r.top_logprobs < 0 || r.top_logprobs > kMaxTopLogprobs) {
     return OutOfRange("top_logprobs", r.top_logprobs, absl::StrCat("[0, ", kMaxTopLogprobs, "]"));
   }
-  if (r.priority < -100 || r.priority > 100) return OutOfRange("priority", r.priority, "[-100, 100]");
+  if (r.priority < -kMaxAbsPriority || r.priority > kMaxAbsPriority) {
+    return OutOfRange("priority", r.priority, absl::StrCat("[", -kMaxAbsPriority, ", ", kMaxAbsPriority, "]"));
+  }
   // The last generated token is never fed back, so the cache must hold prompt + max_new - 1.
   const int64_t tokens = static_cast<int64_t>(prompt_len) + *max_new_tokens - 1;
   const int64_t blocks = (tokens + options_.block_size - 1) / options_.block_size;
@@ -227,7 +245,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   }
   seq->seed = request.seed.has_value()
                   ? *request.seed
-                  : SplitMix64(static_cast<uint64_t>(seq->arrival_time * 1e9) ^ SplitMix64(number));
+                  : common::SplitMix64(static_cast<uint64_t>(seq->arrival_time * 1e9) ^ common::SplitMix64(number));
   seq->request = std::move(request);
   seq->request.sampling.seed = seq->seed;
   seq->stream = std::make_shared<RequestStream>(seq->request.request_id);

@@ -7,7 +7,7 @@
 #include <memory>
 #include <vector>
 
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
 #include "services/worker/engine/request.h"
 #include "services/worker/engine/sampler.h"
 
@@ -67,8 +67,8 @@ struct Sequence {
   uint64_t BlockHash(int32_t index, int32_t block_size) {
     while (static_cast<int32_t>(block_hashes.size()) <= index) {
       const size_t b = block_hashes.size();
-      const uint64_t parent = b == 0 ? kPrefixHashRoot : block_hashes.back();
-      block_hashes.push_back(ChainBlockHash(
+      const uint64_t parent = b == 0 ? common::kPrefixHashRoot : block_hashes.back();
+      block_hashes.push_back(common::ChainBlockHash(
           parent, std::span<const int32_t>(tokens).subspan(b * block_size, block_size)));
     }
     return block_hashes[index];

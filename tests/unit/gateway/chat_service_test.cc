@@ -8,7 +8,7 @@
 #include <grpcpp/impl/codegen/client_unary_call.h>
 #include <grpcpp/impl/codegen/sync_stream.h>
 
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
 #include "tests/unit/gateway/chat_service_fixture.h"
 
 namespace phi::gateway {
@@ -295,7 +295,7 @@ TEST_F(ChatServiceTest, PrefersTheGroupHoldingTheCachedPrefix) {
   ASSERT_EQ(ids.size(), 21u);
   {
     std::lock_guard<std::mutex> l(workers_[2]->mu);
-    workers_[2]->cached_hashes = phi::worker::PrefixBlockHashes(ids, 16, 1);
+    workers_[2]->cached_hashes = phi::common::PrefixBlockHashes(ids, 16, 1);
   }
   pool_->RefreshNow();
   for (int i = 0; i < 6; ++i) {

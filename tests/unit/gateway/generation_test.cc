@@ -123,6 +123,12 @@ TEST_F(GenerationTest, SamplingSurfaceRefusedByName) {
   (*r.mutable_sampling()->mutable_logit_bias())[300] = 1;  // the fake model's vocabulary is 300
   expect(r, "sampling.logit_bias[300]: token id outside [0, 300)");
   r = Hello();
+  r.mutable_sampling()->set_top_k(301);  // top_k's bound is the vocabulary too (as the worker's)
+  expect(r, "sampling.top_k: 301 is outside [0, 300]");
+  r = Hello();
+  r.mutable_sampling()->set_repetition_penalty(10.5f);
+  expect(r, "sampling.repetition_penalty: 10.5 is outside (0, 10]");
+  r = Hello();
   for (int i = 0; i < 1025; ++i) (*r.mutable_sampling()->mutable_logit_bias())[i] = 1;
   expect(r, "sampling.logit_bias: 1025 entries, at most 1024");
   r = Hello();

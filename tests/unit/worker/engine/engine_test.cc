@@ -523,7 +523,7 @@ TEST(EngineExtraTest, CachedBlockHashesFollowTheDocumentedChain) {
   r.prompt = {9, 8, 7, 6, 5, 4, 3, 2, 1, 0, 11};
   r.stopping.max_new_tokens = 1;
   ASSERT_TRUE(testing::RunOne(*engine, r).ok());
-  const std::vector<uint64_t> want = PrefixBlockHashes(r.prompt, 4, 2);
+  const std::vector<uint64_t> want = common::PrefixBlockHashes(r.prompt, 4, 2);
   std::vector<uint64_t> got;
   for (int i = 0; i < 100 && got.size() < 2; ++i) {  // refreshed every 250 ms
     got = engine->Status(10).cached_block_hashes;

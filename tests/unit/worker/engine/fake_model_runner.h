@@ -15,7 +15,7 @@
 
 #include "absl/status/status.h"
 #include "absl/strings/str_cat.h"
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
 #include "services/worker/engine/model_runner.h"
 
 namespace phi::worker::testing {
@@ -78,14 +78,14 @@ class FakeModelRunner : public ModelRunner {
       const int32_t end = s.start_pos + static_cast<int32_t>(s.tokens.size());
       const int32_t first_pos = s.all_logits ? s.start_pos : end - 1;
       // Rolling hash of the history read back from the cache.
-      uint64_t h = kPrefixHashRoot;
+      uint64_t h = common::kPrefixHashRoot;
       for (int32_t p = 0; p < end; ++p) {
         const Cell& c = At(s.block_table, p);
         if (c.pos != p) {
           return absl::InternalError(absl::StrCat("seq ", s.seq_id, ": cache cell for position ", p,
                                                   " holds position ", c.pos));
         }
-        h = SplitMix64(h ^ static_cast<uint64_t>(c.token));
+        h = common::SplitMix64(h ^ static_cast<uint64_t>(c.token));
         if (p >= first_pos) {
           const int32_t row = out->first_row[i] + (p - first_pos);
           FillLogits(h, out->data.data() + static_cast<size_t>(row) * shape_.vocab_size);
@@ -103,8 +103,8 @@ class FakeModelRunner : public ModelRunner {
 
   // The logits the runner gives after `history` (pure function; tests compute references).
   std::vector<float> LogitsAfter(const std::vector<int32_t>& history) const {
-    uint64_t h = kPrefixHashRoot;
-    for (int32_t t : history) h = SplitMix64(h ^ static_cast<uint64_t>(t));
+    uint64_t h = common::kPrefixHashRoot;
+    for (int32_t t : history) h = common::SplitMix64(h ^ static_cast<uint64_t>(t));
     std::vector<float> l(shape_.vocab_size);
     FillLogits(h, l.data());
     return l;
@@ -129,7 +129,7 @@ class FakeModelRunner : public ModelRunner {
   }
   void FillLogits(uint64_t h, float* row) const {
     for (int32_t v = 0; v < shape_.vocab_size; ++v) {
-      const uint64_t r = SplitMix64(h + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(v + 1));
+      const uint64_t r = common::SplitMix64(h + 0x9E3779B97F4A7C15ull * static_cast<uint64_t>(v + 1));
       row[v] = static_cast<float>(static_cast<double>(r >> 11) * (1.0 / 9007199254740992.0) * 8.0 - 4.0);
     }
   }

@@ -5,10 +5,13 @@
 
 #include <gtest/gtest.h>
 
-#include "services/worker/engine/block_hash.h"
+#include "services/common/prefix_hash.h"
 
 namespace phi::worker {
 namespace {
+
+using common::ChainBlockHash;
+using common::PrefixBlockHashes;
 
 TEST(BlockHashTest, ChainsOverTheWholePrefix) {
   const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8};

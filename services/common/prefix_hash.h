@@ -1,20 +1,20 @@
-// The chained hash that keys a full KV block in the prefix cache: block k's hash covers every
-// token from position 0 to the end of block k, so two sequences share a cached block only when
-// their whole prefixes agree. The gateway computes the same hash over its prompt ids for
-// prefix-aware routing (GetStatusResponse.cached_block_hashes), so the definition is part of
-// the contract:
+// The chained hash that keys a full KV block in the worker's prefix cache: block k's hash covers
+// every token from position 0 to the end of block k, so two sequences share a cached block only
+// when their whole prefixes agree. The gateway computes the same hash over its prompt ids for
+// prefix-aware routing (GetStatusResponse.cached_block_hashes), so the definition is part of the
+// contract between the two (target phi_prefix_hash, header-only):
 //
 //   h = parent (kPrefixHashRoot for block 0)
 //   for each token t of the block: h = (h ^ uint32(t)) * 0x100000001b3   (FNV-1a step, 64-bit)
 //   hash = SplitMix64(h)                                                   (final avalanche)
-#ifndef PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_
-#define PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_
+#ifndef PHI_SERVICES_COMMON_PREFIX_HASH_H_
+#define PHI_SERVICES_COMMON_PREFIX_HASH_H_
 
 #include <cstdint>
 #include <span>
 #include <vector>
 
-namespace phi::worker {
+namespace phi::common {
 
 inline constexpr uint64_t kPrefixHashRoot = 0xcbf29ce484222325ull;  // FNV-1a offset basis
 
@@ -44,6 +44,6 @@ inline std::vector<uint64_t> PrefixBlockHashes(std::span<const int32_t> tokens, 
   return hashes;
 }
 
-}  // namespace phi::worker
+}  // namespace phi::common
 
-#endif  // PHI_SERVICES_WORKER_ENGINE_BLOCK_HASH_H_
+#endif  // PHI_SERVICES_COMMON_PREFIX_HASH_H_

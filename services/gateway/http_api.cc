@@ -759,6 +759,12 @@ void HttpApi::Untrack(LiveCall* call) {
   calls_.erase(it);
 }
 
+void HttpApi::Refuse(const std::string& route, const std::shared_ptr<HttpExchange>& ex, const absl::Status& s,
+                     const std::string& request_id) {
+  CountRequest(route, s);
+  RespondError(ex, s, request_id);
+}
+
 void HttpApi::CountRequest(const std::string& route, const absl::Status& s) {
   metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
 }
@@ -836,9 +842,9 @@ void HttpApi::Models(const std::shared_ptr<HttpExchange>& ex, const std::string&
 void HttpApi::ChatCompletions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   const std::string route = "http_chat_completions";
   absl::StatusOr<AdmissionLease> lease = auth_->Admit(std::string(ex->request().Header("Authorization")));
-  if (!lease.ok()) return CountRequest(route, lease.status()), RespondError(ex, lease.status(), request_id);
+  if (!lease.ok()) return Refuse(route, ex, lease.status(), request_id);
   absl::StatusOr<ChatCompletionRequest> req = ParseChatCompletionRequest(ex->request().body, chatml_, limits_);
-  if (!req.ok()) return CountRequest(route, req.status()), RespondError(ex, req.status(), request_id);
+  if (!req.ok()) return Refuse(route, ex, req.status(), request_id);
   auto call = std::make_shared<ChatCall>(this, ex, std::move(*req), std::move(*lease), request_id);
   call->Begin();
 }
@@ -846,9 +852,9 @@ void HttpApi::ChatCompletions(const std::shared_ptr<HttpExchange>& ex, const std
 void HttpApi::Completions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   const std::string route = "http_completions";
   absl::StatusOr<AdmissionLease> lease = auth_->Admit(std::string(ex->request().Header("Authorization")));
-  if (!lease.ok()) return CountRequest(route, lease.status()), RespondError(ex, lease.status(), request_id);
+  if (!lease.ok()) return Refuse(route, ex, lease.status(), request_id);
   absl::StatusOr<CompletionRequest> req = ParseCompletionRequest(ex->request().body, limits_);
-  if (!req.ok()) return CountRequest(route, req.status()), RespondError(ex, req.status(), request_id);
+  if (!req.ok()) return Refuse(route, ex, req.status(), request_id);
   bool needs_decode = false;
   for (const auto& p : req->prompts) needs_decode |= req->echo && p.echo_text.empty() && !p.prompt_ids.empty();
   auto call = std::make_shared<CompletionCall>(this, ex, std::move(*req), std::move(*lease), request_id);
@@ -861,9 +867,9 @@ void HttpApi::Completions(const std::shared_ptr<HttpExchange>& ex, const std::st
 
 void HttpApi::Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
-  if (!s.ok()) return CountRequest("http_tokenize", s), RespondError(ex, s, request_id);
+  if (!s.ok()) return Refuse("http_tokenize", ex, s, request_id);
   absl::StatusOr<TokenizeRequest> req = ParseTokenizeRequest(ex->request().body, chatml_, limits_);
-  if (!req.ok()) return CountRequest("http_tokenize", req.status()), RespondError(ex, req.status(), request_id);
+  if (!req.ok()) return Refuse("http_tokenize", ex, req.status(), request_id);
   blocking_->Post([this, ex, request_id, req = std::move(*req)] {
     int32_t max_model_len = 0;
     for (const auto& m : generator_->pool()->Models()) {
@@ -884,9 +890,9 @@ void HttpApi::Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::strin
 
 void HttpApi::Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {
   absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
-  if (!s.ok()) return CountRequest("http_detokenize", s), RespondError(ex, s, request_id);
+  if (!s.ok()) return Refuse("http_detokenize", ex, s, request_id);
   absl::StatusOr<DetokenizeRequest> req = ParseDetokenizeRequest(ex->request().body, limits_);
-  if (!req.ok()) return CountRequest("http_detokenize", req.status()), RespondError(ex, req.status(), request_id);
+  if (!req.ok()) return Refuse("http_detokenize", ex, req.status(), request_id);
   blocking_->Post([this, ex, request_id, req = std::move(*req)] {
     absl::StatusOr<std::string> text = generator_->tokenizer()->Decode(req.tokens, false, Deadline::max());
     CountRequest("http_detokenize", text.status());

@@ -83,6 +83,9 @@ class HttpApi {
   void Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
   void Models(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id, const std::string& one);
   void CountRequest(const std::string& route, const absl::Status& s);
+  // A request refused before it started (auth, body): counted on `route` and answered.
+  void Refuse(const std::string& route, const std::shared_ptr<HttpExchange>& ex, const absl::Status& s,
+              const std::string& request_id);
 
   Generator* generator_ = nullptr;
   Auth* auth_ = nullptr;

@@ -1,5 +1,5 @@
-// Helpers shared by phi_cuda_bench's files: fail loudly, medians, host time, and the time of
-// one launch inside a captured CUDA graph.
+// Helpers shared by phi_cuda_bench's files: fail loudly, medians, host time, the time of one
+// launch inside a captured CUDA graph, and of a model's decode graph replayed alone.
 #ifndef PHI_BENCH_CUDA_BENCH_UTIL_H_
 #define PHI_BENCH_CUDA_BENCH_UTIL_H_
 
@@ -71,6 +71,27 @@ double GraphUs(Op op, int reps = 96) {
   cudaGraphDestroy(g);
   cudaStreamDestroy(s);
   return Median(t);
+}
+
+// GPU time per replay of an instantiated graph (PhiCudaModel::decode_graph) replayed `reps`
+// times back to back after one warm replay, in microseconds; false when there is no graph,
+// so a decode step's time splits into the graph's and the host's (metadata, copies, sync).
+inline bool TimeGraphReplay(cudaGraphExec_t graph, cudaStream_t stream, int reps, double* us) {
+  if (graph == nullptr || reps <= 0) return false;
+  cudaEvent_t e0, e1;
+  Check(cudaEventCreate(&e0), "event");
+  Check(cudaEventCreate(&e1), "event");
+  Check(cudaGraphLaunch(graph, stream), "graph launch");  // warm
+  Check(cudaEventRecord(e0, stream), "event record");
+  for (int i = 0; i < reps; ++i) Check(cudaGraphLaunch(graph, stream), "graph launch");
+  Check(cudaEventRecord(e1, stream), "event record");
+  Check(cudaEventSynchronize(e1), "event sync");
+  float ms = 0.0f;
+  Check(cudaEventElapsedTime(&ms, e0, e1), "elapsed");
+  cudaEventDestroy(e0);
+  cudaEventDestroy(e1);
+  *us = 1e3 * ms / reps;
+  return true;
 }
 
 }  // namespace phi::bench

@@ -30,6 +30,7 @@
 
 #include "bench/cuda/bench_util.h"
 #include "bench/cuda/phi_cuda_breakdown.h"
+#include "bench/cuda/random_weights.h"
 #include "services/worker/backends/cuda/candidate_record.h"
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/phi_cuda_model.h"
@@ -39,8 +40,10 @@ namespace {
 using phi::bench::Breakdown;
 using phi::bench::Check;
 using phi::bench::Die;
+using phi::bench::FillRandomWeights;
 using phi::bench::Median;
 using phi::bench::NowMs;
+using phi::bench::TimeGraphReplay;
 using phi::worker::cuda::bf16;
 using phi::worker::cuda::CudaStatus;
 using phi::worker::cuda::GemmLt;
@@ -197,10 +200,18 @@ int32_t CandidateToken(const PhiStepOutput& o, size_t i) {
   return top.ids[0];
 }
 
+// Without --candidates: the whole logits row comes to the host (the runner's path for rows
+// without candidates) and the token is its argmax.
+int32_t WholeRowToken(const PhiCudaModel& m, const PhiStepOutput& o, size_t i) {
+  std::vector<float> row(m.config().vocab_size);
+  Check(m.CopyLogits(o.first_row[i] + o.num_rows[i] - 1, 1, row.data()), "CopyLogits");
+  return static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());
+}
+
 // B sequences: prompts prefilled in chunks of up to max_tokens_per_step, then `gen` decode
-// steps of the whole batch, greedy: sampled on the GPU (Forward with sample), or with
-// `candidates` as the engine runs it (Step's path: each row reduced to its top-1 record on
-// the GPU, the token read from the record on the host).
+// steps of the whole batch, greedy: from whole rows copied to the host, or with `candidates`
+// as the engine runs it (Step's path: each row reduced to its top-1 record on the GPU, the
+// token read from the record on the host).
 RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen, bool candidates) {
   const int bs = m.options().block_size;
   const int blocks_per_seq = (prompt + gen + bs - 1) / bs;
@@ -226,8 +237,10 @@ RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen, bool candida
       in.push_back(s);
     }
     PhiStepOutput o;
-    Check(m.Forward(in, !candidates, &o), "prefill");
-    for (size_t i = 0; i < in.size(); ++i) toks[b0 + i].push_back(candidates ? CandidateToken(o, i) : o.tokens[i]);
+    Check(m.Forward(in, &o), "prefill");
+    for (size_t i = 0; i < in.size(); ++i) {
+      toks[b0 + i].push_back(candidates ? CandidateToken(o, i) : WholeRowToken(m, o, i));
+    }
   }
   r.prefill_ms = NowMs() - t0;
   std::vector<double> steps;
@@ -242,9 +255,11 @@ RunResult RunBatch(PhiCudaModel& m, int batch, int prompt, int gen, bool candida
     }
     PhiStepOutput o;
     const double s0 = NowMs();
-    Check(m.Forward(in, !candidates, &o), "decode");
+    Check(m.Forward(in, &o), "decode");
     steps.push_back(NowMs() - s0);
-    for (int b = 0; b < batch; ++b) toks[b].push_back(candidates ? CandidateToken(o, b) : o.tokens[b]);
+    for (int b = 0; b < batch; ++b) {
+      toks[b].push_back(candidates ? CandidateToken(o, b) : WholeRowToken(m, o, b));
+    }
   }
   r.decode_ms = NowMs() - t0;
   r.step_ms_median = steps.empty() ? 0.0 : Median(steps);
@@ -285,23 +300,28 @@ int main(int argc, char** argv) {
   o.gemv_max_m = args.gemv_max_m;
   std::unique_ptr<PhiCudaModel> m;
   Check(PhiCudaModel::Create(c, o, &m), "PhiCudaModel::Create");
-  Check(m->FillRandomWeights(7, 0.02f), "FillRandomWeights");
+  Check(FillRandomWeights(*m, 7, 0.02f), "FillRandomWeights");
   const int max_batch = *std::max_element(args.batches.begin(), args.batches.end());
   const int blocks_needed =
       std::max(max_batch, 1) * ((args.prompt + args.gen + o.block_size - 1) / o.block_size) + 16;
   size_t free_b, total_b;
   cudaMemGetInfo(&free_b, &total_b);
-  const int fit = static_cast<int>(0.85 * free_b / m->kv_block_bytes());
+  const int64_t kv_block_bytes = m->kv_block_bytes_for(o.block_size);
+  const int fit = static_cast<int>(0.85 * free_b / kv_block_bytes);
   Check(m->AllocateKvCache(std::min(blocks_needed, fit)), "AllocateKvCache");
-  const double wbytes = static_cast<double>(m->decode_bytes_per_token());
+  // Bytes one decode token reads at batch 1: every weight except the embedding table (one
+  // row of it).
+  const double wbytes = static_cast<double>(m->weight_bytes()) -
+                        2.0 * c.local_vocab() * c.hidden_size + 2.0 * c.hidden_size;
   const double params = static_cast<double>(c.ParameterCount());
   const double flop_per_token = 2.0 * (params - double(c.vocab_size) * c.hidden_size);
-  const double kv_per_token = double(m->kv_block_bytes()) / o.block_size;
+  const double kv_per_token = double(kv_block_bytes) / o.block_size;
   std::printf("model: Phi-1.5 shape, %.3f B params, %.2f GB read per batch-1 decode token, "
               "KV %d blocks x %.2f MB, graphs %s, batch-1 fusion %s, tokens %s\n",
-              params / 1e9, wbytes / 1e9, m->kv_num_blocks(), m->kv_block_bytes() / 1e6,
+              params / 1e9, wbytes / 1e9, m->kv_num_blocks(), kv_block_bytes / 1e6,
               args.graphs ? "on" : "off", args.fuse ? "on" : "off",
-              args.candidates ? "from top-1 candidate records (the engine's Step path)" : "sampled on the GPU");
+              args.candidates ? "from top-1 candidate records (the engine's Step path)"
+                              : "argmax of whole rows copied to the host");
 
   std::printf("KV cache: %s, %.0f bytes per token (the limit column counts these); decode "
               "attention partitions: %s\n",
@@ -345,7 +365,7 @@ int main(int argc, char** argv) {
                   1e3 / step, step, bw / wbytes);
     }
     double graph_us = 0.0;
-    if (args.graphs && m->TimeDecodeGraph(b, 20, &graph_us).ok()) {
+    if (args.graphs && TimeGraphReplay(m->decode_graph(b), m->stream(), 20, &graph_us)) {
       std::printf("|   | decode graph alone (replayed back to back): %.3f ms = %.0f%% of limit; "
                   "the step's other %.3f ms is host work and the copies around it |||||\n",
                   graph_us * 1e-3, 100.0 * floor_ms / (graph_us * 1e-3), step - graph_us * 1e-3);

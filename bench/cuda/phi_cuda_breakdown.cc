@@ -14,7 +14,6 @@
 #include "bench/cuda/bench_util.h"
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/kernels.h"
-#include "services/worker/backends/cuda/kernels_cpu.h"
 
 namespace phi::bench {
 
@@ -61,11 +60,6 @@ void Breakdown(double bw) {
   cudaMemcpy(ints, ints_h, sizeof(ints_h), cudaMemcpyHostToDevice);
   float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(256, 32, 2048)));
   unsigned int* counters = static_cast<unsigned int*>(dev(4 * 256 * 32));
-  SamplingParams sp_h;
-  SamplingParams* sp = static_cast<SamplingParams*>(dev(sizeof(SamplingParams)));
-  cudaMemcpy(sp, &sp_h, sizeof(sp_h), cudaMemcpyHostToDevice);
-  int32_t* tok = static_cast<int32_t*>(dev(64));
-  float* lp = static_cast<float*>(dev(64));
   char* cand = static_cast<char*>(dev(64 * top_candidates_record_bytes(1)));
   Check(fill_random_forward(outf, int64_t{V}, 11, 4.0f, nullptr), "fill");
   Check(cudaDeviceSynchronize(), "sync");
@@ -243,7 +237,7 @@ void Breakdown(double bw) {
     // Prefill: one 512-token prompt (sequence 0's first 32 blocks), causal.
     std::vector<int32_t> ts, tf;
     const int32_t n512[] = {512};
-    prefill_tiles_cpu(n512, 1, &ts, &tf);
+    prefill_tiles(n512, 1, &ts, &tf);
     int32_t* meta = static_cast<int32_t*>(dev(4 * 64));
     std::vector<int32_t> mh = {0, 0, 512};
     mh.insert(mh.end(), ts.begin(), ts.end());
@@ -275,12 +269,6 @@ void Breakdown(double bw) {
   rows.push_back({"embedding 1 token", GraphUs([&](int, cudaStream_t s) {
     return embedding_forward(ints + 3, lm, x, 1, V, H, s);
   }), 6.0 * H});
-  rows.push_back({"sample greedy 1x51200", GraphUs([&](int, cudaStream_t s) {
-    SampleArgs a;
-    a.logits = outf; a.rows = 1; a.vocab = V; a.vocab_limit = 50295; a.params = sp;
-    a.out_token = tok; a.out_logprob = lp;
-    return sample_forward(a, s);
-  }), 4.0 * V});
   // The engine's batch-1 token: the top-1 record (with log-sum-exp) of one row, by one block
   // and in the vocabulary slices the model would choose (PhiCudaOptions::candidate_slices).
   for (int slices : {1, top_candidates_slices(1, V, 1, 64)}) {
@@ -304,9 +292,7 @@ void Breakdown(double bw) {
                   static_cast<void*>(out1), static_cast<void*>(outf), static_cast<void*>(x),
                   static_cast<void*>(ln_w), static_cast<void*>(kc), static_cast<void*>(vc),
                   static_cast<void*>(table), static_cast<void*>(ints), static_cast<void*>(ws),
-                  static_cast<void*>(counters),
-                  static_cast<void*>(sp), static_cast<void*>(tok), static_cast<void*>(lp),
-                  static_cast<void*>(cand)}) {
+                  static_cast<void*>(counters), static_cast<void*>(cand)}) {
     cudaFree(p);
   }
 }

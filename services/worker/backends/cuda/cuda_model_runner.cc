@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/worker/backends/cuda/status_adapter.h"
 #include "services/common/status_macros.h"
+#include "services/worker/model/phi_fused_weights.h"
 #include "services/worker/model/tokenizer_size.h"
 
 namespace phi::worker::cuda {
@@ -206,24 +207,19 @@ absl::Status CudaModelRunner::UploadLayer(const model::PhiCheckpoint& ck, const 
   const std::string p = absl::StrCat("model.layers.", i, ".");
   PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.weight", L.ln_w, 1, H, H));
   PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "input_layernorm.bias", L.ln_b, 1, H, H));
-  // W1 = [q; k; v; fc1] rows, b1 likewise.
-  const char* in_names[] = {"self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "mlp.fc1"};
-  int64_t row = 0;
-  for (const char* n : in_names) {
-    const int64_t rows = std::string(n) == "mlp.fc1" ? I : Ha;
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".weight", L.w1 + row * H, rows, H, H));
-    PHI_RETURN_IF_ERROR(UploadBf16(ck, p + n + ".bias", L.b1 + row, 1, rows, rows));
-    row += rows;
+  // W1 = [q; k; v; fc1] rows, b1 likewise (model/phi_fused_weights.h).
+  for (const model::FusedPart& part : model::FusedInParts(i, Ha, I)) {
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, part.weight, L.w1 + part.offset * H, part.size, H, H));
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, part.bias, L.b1 + part.offset, 1, part.size, part.size));
   }
   // W2 = [dense | fc2] along K; b2 = dense.bias + fc2.bias (F32). dense and fc2 are split by
   // input columns; their biases are replicated (the model adds b2 on rank 0 only, before the
   // all-reduce).
-  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "self_attn.dense.weight", L.w2, H, Ha, k2));
-  PHI_RETURN_IF_ERROR(UploadBf16(ck, p + "mlp.fc2.weight", L.w2 + Ha, H, I, k2));
-  PHI_ASSIGN_OR_RETURN(std::vector<float> bd, ck.ReadF32(p + "self_attn.dense.bias"));
-  PHI_ASSIGN_OR_RETURN(std::vector<float> bf, ck.ReadF32(p + "mlp.fc2.bias"));
-  for (size_t j = 0; j < bd.size(); ++j) bd[j] += bf[j];
-  return UploadF32(bd, L.b2, "b2");
+  for (const model::FusedPart& part : model::FusedOutParts(i, Ha, I)) {
+    PHI_RETURN_IF_ERROR(UploadBf16(ck, part.weight, L.w2 + part.offset, H, part.size, k2));
+  }
+  PHI_ASSIGN_OR_RETURN(std::vector<float> b2, model::FusedOutBias(ck, i));
+  return UploadF32(b2, L.b2, "b2");
 }
 
 absl::Status CudaModelRunner::JoinGroup(const PhiCudaConfig& pc) {
@@ -266,8 +262,7 @@ absl::Status CudaModelRunner::AllocateKvCache(const KvCacheSpec& spec) {
   return absl::OkStatus();
 }
 
-absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const SamplingParams> params,
-                                  bool sample, PhiStepOutput* out) {
+absl::Status CudaModelRunner::Run(const StepBatch& batch, PhiStepOutput* out) {
   std::vector<PhiSeqInput> in(batch.seqs.size());
   for (size_t i = 0; i < in.size(); ++i) {
     const SequenceStep& s = batch.seqs[i];
@@ -275,14 +270,13 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const Sampli
     in[i].start_pos = s.start_pos;
     in[i].block_table = s.block_table;
     in[i].all_logits = s.all_logits;
-    if (i < params.size()) in[i].sampling = params[i];
-    // More candidates than the kernel selects, or a row sampled on the GPU: the whole row.
-    if (!sample && !s.all_logits && s.num_candidates > 0 && s.num_candidates <= kMaxTopCandidates) {
+    // More candidates than the kernel selects: the whole row.
+    if (!s.all_logits && s.num_candidates > 0 && s.num_candidates <= kMaxTopCandidates) {
       in[i].num_candidates = s.num_candidates;
       in[i].candidate_lse = s.logprobs;
     }
   }
-  const CudaStatus st = model_->Forward(in, sample, out);
+  const CudaStatus st = model_->Forward(in, out);
   // A collective's own status (UNAVAILABLE, DEADLINE_EXCEEDED) over the INTERNAL it became.
   if (!st.ok() && collectives_ != nullptr && !collectives_->failure().ok()) {
     return collectives_->failure();
@@ -293,7 +287,7 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, std::span<const Sampli
 
 absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
   PhiStepOutput o;
-  PHI_RETURN_IF_ERROR(Run(batch, {}, false, &o));
+  PHI_RETURN_IF_ERROR(Run(batch, &o));
   const size_t B = batch.seqs.size();
   std::vector<bool> whole;
   PHI_RETURN_IF_ERROR(ChooseCandidateRows(batch, o.candidate_record, o.candidate_records, o.candidate_stride,
@@ -326,17 +320,6 @@ absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
         c.device_first, c.rows, out->data.data() + static_cast<size_t>(c.host_first) * shape_.vocab_size));
   }
   return absl::OkStatus();
-}
-
-absl::Status CudaModelRunner::StepSample(const StepBatch& batch,
-                                         std::span<const SamplingParams> params,
-                                         PhiStepOutput* out) {
-  if (params.size() != batch.seqs.size()) {
-    return absl::InvalidArgumentError(absl::StrCat("StepSample: ", params.size(),
-                                                   " sampling params for ", batch.seqs.size(),
-                                                   " sequences"));
-  }
-  return Run(batch, params, true, out);
 }
 
 }  // namespace phi::worker::cuda

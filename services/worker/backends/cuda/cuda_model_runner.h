@@ -6,8 +6,7 @@
 // log-sum-exp (top_candidates_forward), and only that record leaves the device, unless the
 // candidates do not cover what the sampler could keep (CandidatesCover: ties at the cut),
 // when the whole row is copied instead (step_logits_plan.h). Tensor-parallel ranks gather
-// each rank's records of its vocabulary slice for such rows instead of the slices. StepSample
-// (sampling on the GPU, SamplingParams) is the older interface the engine does not call.
+// each rank's records of its vocabulary slice for such rows instead of the slices.
 //
 // Usage:
 //   PHI_ASSIGN_OR_RETURN(auto runner, CudaModelRunner::Create(model_dir, {}));
@@ -82,11 +81,6 @@ class CudaModelRunner final : public ModelRunner {
   // with the numbers when not even one sequence of max_position_embeddings fits.
   absl::StatusOr<int32_t> KvBlocksThatFit(int32_t block_size) const;
 
-  // One step with sampling on the GPU: params[i] for sequence i; only the ids, their
-  // logprobs and the top-N asked for come back.
-  absl::Status StepSample(const StepBatch& batch, std::span<const SamplingParams> params,
-                          PhiStepOutput* out);
-
   const CudaLogitsStats& logits_stats() const { return logits_stats_; }
 
   PhiCudaModel& model() { return *model_; }
@@ -105,8 +99,7 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status UploadWeights(const model::PhiCheckpoint& checkpoint, const PhiCudaConfig& pc);
   absl::Status UploadLayer(const model::PhiCheckpoint& checkpoint, const PhiCudaConfig& pc, int i);
   absl::Status JoinGroup(const PhiCudaConfig& pc);
-  absl::Status Run(const StepBatch& batch, std::span<const SamplingParams> params, bool sample,
-                   PhiStepOutput* out);
+  absl::Status Run(const StepBatch& batch, PhiStepOutput* out);
 
   class Collectives;  // parallel::Communicator as PhiCudaCollectives
 

@@ -1,6 +1,6 @@
-// Host launchers of the CUDA kernels of the Phi forward pass and GPU sampling.
+// Host launchers of the CUDA kernels of the Phi forward pass and top-candidate selection.
 // Naming (llm.c): kernel `<op>_<phase>_kernel` (in the .cu), launcher `<op>_<phase>` (here),
-// CPU twin `<op>_<phase>_cpu` (kernels_cpu.h). All pointers are device pointers; storage is
+// CPU twin `<op>_<phase>_cpu` (tests/unit/worker/cuda/kernels_cpu.h, test-only). All pointers are device pointers; storage is
 // BF16 with F32 accumulation, the residual stream and logits are F32. Every launcher is
 // asynchronous on `stream` and returns a CudaStatus for argument and launch errors.
 //
@@ -14,6 +14,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "services/worker/backends/cuda/cuda_status.h"
 #include "services/worker/backends/cuda/kv_cache_dtype.h"
@@ -125,7 +126,7 @@ CudaStatus attention_decode(const PagedAttentionArgs& args, const int32_t* conte
 // Prefill (chunked, causal): sequence s has num_new[s] query rows starting at query row
 // q_offset[s], at positions start_pos[s] + i; query i attends to cache positions
 // [0, start_pos[s] + i]. Its own K/V must already be in the cache (rotary_kv_forward).
-// tile_seq / tile_first list the tiles of kPrefillTileQ queries (see prefill_tiles_cpu).
+// tile_seq / tile_first list the tiles of kPrefillTileQ queries (prefill_tiles).
 struct PrefillTiles {
   const int32_t* q_offset = nullptr;   // [num_seqs]
   const int32_t* start_pos = nullptr;  // [num_seqs]
@@ -135,6 +136,17 @@ struct PrefillTiles {
   int num_tiles = 0;
 };
 inline constexpr int kPrefillTileQ = 64;
+// Splits each sequence's new tokens into tiles of kPrefillTileQ queries for
+// attention_prefill: appends (sequence, first query index) pairs.
+inline void prefill_tiles(const int32_t* num_new, int num_seqs, std::vector<int32_t>* tile_seq,
+                          std::vector<int32_t>* tile_first) {
+  for (int s = 0; s < num_seqs; ++s) {
+    for (int first = 0; first < num_new[s]; first += kPrefillTileQ) {
+      tile_seq->push_back(s);
+      tile_first->push_back(first);
+    }
+  }
+}
 CudaStatus attention_prefill(const PagedAttentionArgs& args, const PrefillTiles& tiles,
                              cudaStream_t stream);
 // The same on tensor cores (attention_prefill_mma.cu; attention_prefill runs it when
@@ -208,38 +220,6 @@ bool gemv1_fits(int m, int k);
 CudaStatus gemv1_prepare_device();
 // Whether kLayerNorm supports rows of k values (the register LayerNorm's shapes).
 bool gemv1_layernorm_fits(int k);
-
-// Per-row sampling parameters (one row of logits per request).
-struct SamplingParams {
-  float temperature = 0.0f;  // 0: greedy
-  int32_t top_k = 0;         // 0: off
-  float top_p = 1.0f;        // 1: off
-  float min_p = 0.0f;        // 0: off
-  uint64_t seed = 0;         // per request
-  uint64_t step = 0;         // index of the generated token within the request
-  int32_t num_top_logprobs = 0;  // <= max_top_n
-};
-
-struct SampleArgs {
-  const float* logits = nullptr;  // [*, vocab]
-  const int32_t* row_index = nullptr;  // output r samples logits row row_index[r] (null: r)
-  int rows = 0;
-  int vocab = 0;
-  // Ids >= vocab_limit are outside the distribution (neither chosen nor in the logprobs'
-  // log-sum-exp). PhiCudaModel passes vocab_size: every row, padding past the tokenizer too.
-  int vocab_limit = 0;
-  const SamplingParams* params = nullptr;  // [rows], device
-  int32_t* out_token = nullptr;   // [rows]
-  float* out_logprob = nullptr;   // [rows] log softmax of the raw logits at the chosen token
-  int32_t* out_top_ids = nullptr; // [rows, max_top_n] (may be null when max_top_n == 0)
-  float* out_top_logprobs = nullptr;
-  int max_top_n = 0;
-};
-// Greedy (temperature 0) or temperature / top-k / top-p / min-p sampling. The filters are
-// applied in that order on temperature-scaled logits, top-p over the top-k survivors; the
-// uniform draw is Philox4x32-10 keyed by `seed`, counter `step`, so a request's tokens never
-// depend on what else is in the batch. Greedy ties go to the lowest id.
-CudaStatus sample_forward(const SampleArgs& args, cudaStream_t stream);
 
 // Top candidates of logits rows for the engine's sampler (SequenceStep::num_candidates), so a
 // sampled row leaves the GPU as 16 + 8 C bytes instead of 4 x vocab. Row r of the output

@@ -7,7 +7,6 @@
 #include <cstring>
 #include <string>
 
-#include "services/worker/backends/cuda/kernels_cpu.h"
 #include "services/worker/backends/cuda/phi_cuda_model_internal.h"
 
 namespace phi::worker::cuda {
@@ -79,10 +78,6 @@ CudaStatus PhiCudaModel::Init() {
   const size_t cand_bytes = config_.tp_world * CandidateArea(options_.max_seqs);
   PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
   PHI_CUDA_CHECK(cudaMalloc(&cand_dev_, cand_bytes));
-
-  sample_bytes_ = static_cast<size_t>(options_.max_seqs) * (8 + 8 * options_.max_top_n);
-  PHI_CUDA_CHECK(cudaMallocHost(&sample_host_, sample_bytes_));
-  PHI_CUDA_CHECK(cudaMalloc(&sample_dev_, sample_bytes_));
   return {};
 }
 
@@ -152,45 +147,9 @@ CudaStatus PhiCudaModel::AllocateActivations() {
   return {};
 }
 
-int64_t PhiCudaModel::decode_bytes_per_token() const {
-  return weight_bytes_ - 2 * static_cast<int64_t>(config_.local_vocab()) * config_.hidden_size +
-         2 * config_.hidden_size;
-}
-
-int64_t PhiCudaModel::kv_block_bytes() const { return kv_block_bytes_for(options_.block_size); }
-
 int64_t PhiCudaModel::kv_block_bytes_for(int block_size) const {
   return static_cast<int64_t>(config_.num_layers) * 2 * config_.num_heads * block_size *
          config_.head_dim * kv_cache_dtype_bytes(options_.kv_dtype);
-}
-
-CudaStatus PhiCudaModel::FillRandomWeights(uint64_t seed, float scale) {
-  const PhiCudaConfig& c = config_;
-  const int64_t h = c.hidden_size;
-  uint64_t s = seed;
-  PHI_CUDA_RETURN_IF_ERROR(
-      fill_random_forward(weights_.embed, static_cast<int64_t>(c.local_vocab()) * h, ++s, scale,
-                          stream_));
-  std::vector<bf16> ones(h, __float2bfloat16(1.0f));
-  for (PhiCudaLayer& l : weights_.layers) {
-    PHI_CUDA_CHECK(cudaMemcpyAsync(l.ln_w, ones.data(), 2 * h, cudaMemcpyHostToDevice, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.ln_b, h, ++s, scale, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(
-        fill_random_forward(l.w1, static_cast<int64_t>(c.w1_rows()) * h, ++s, scale, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.b1, c.w1_rows(), ++s, scale, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(
-        fill_random_forward(l.w2, h * c.w2_cols(), ++s, scale, stream_));
-    PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(l.b2, h, ++s, scale, stream_));
-  }
-  PHI_CUDA_CHECK(cudaMemcpyAsync(weights_.final_ln_w, ones.data(), 2 * h, cudaMemcpyHostToDevice,
-                                 stream_));
-  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(weights_.final_ln_b, h, ++s, scale, stream_));
-  PHI_CUDA_RETURN_IF_ERROR(fill_random_forward(
-      weights_.lm_w, static_cast<int64_t>(c.local_vocab()) * h, ++s, scale, stream_));
-  PHI_CUDA_RETURN_IF_ERROR(
-      fill_random_forward(weights_.lm_b, c.local_vocab(), ++s, scale, stream_));
-  PHI_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return {};
 }
 
 CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
@@ -227,30 +186,9 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
   return {};
 }
 
-CudaStatus PhiCudaModel::LaunchSampling(const Layout& L) {
-  const PhiCudaConfig& c = config_;
-  SampleArgs sa;
-  sa.logits = logits_;
-  sa.row_index = reinterpret_cast<const int32_t*>(meta_dev_ + L.sample_rows);
-  sa.rows = L.n_seq;
-  sa.vocab = c.vocab_size;
-  sa.vocab_limit = c.vocab_size;  // every row, padding included (engine/sampler.h)
-  sa.params = reinterpret_cast<const SamplingParams*>(meta_dev_ + L.params);
-  // Packed by the step's row count so one copy of 8 bytes per row brings the ids and
-  // logprobs back (plus the top-N block only when asked for).
-  const int n = L.n_seq, tn = options_.max_top_n;
-  sa.out_token = reinterpret_cast<int32_t*>(sample_dev_);
-  sa.out_logprob = reinterpret_cast<float*>(sample_dev_ + 4 * n);
-  sa.max_top_n = tn;
-  sa.out_top_ids = reinterpret_cast<int32_t*>(sample_dev_ + 8 * n);
-  sa.out_top_logprobs = reinterpret_cast<float*>(sample_dev_ + 8 * n + 4 * n * tn);
-  return sample_forward(sa, stream_);
-}
-
-CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
-                                 PhiStepOutput* out) {
-  PHI_CUDA_RETURN_IF_ERROR(CheckStep(seqs, sample));
-  const StepPlan plan = PlanStep(seqs, sample);
+CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, PhiStepOutput* out) {
+  PHI_CUDA_RETURN_IF_ERROR(CheckStep(seqs));
+  const StepPlan plan = PlanStep(seqs);
   StepPack pack;
   const Layout L = PackStep(seqs, plan, &pack, out);
   PHI_CUDA_CHECK(cudaMemcpyAsync(meta_dev_, meta_host_, L.end, cudaMemcpyHostToDevice, stream_));
@@ -259,7 +197,6 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   } else {
     PHI_CUDA_RETURN_IF_ERROR(RunBodyOrFallBack(L, plan.decode, pack.max_ctx, !plan.tp_candidates));
   }
-  if (sample) PHI_CUDA_RETURN_IF_ERROR(LaunchSampling(L));
   // Candidates from the finished logits, outside any decode graph (their count varies by step).
   out->candidate_slices = CandidateSlices(pack.n_cand, out->candidate_stride);
   const size_t cand_bytes = (plan.tp_candidates ? config_.tp_world : 1) *
@@ -272,15 +209,12 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, bool sample,
   } else if (pack.n_cand > 0) {
     PHI_CUDA_RETURN_IF_ERROR(SelectCandidates(L, pack.n_cand, *out, cand_bytes));
   }
-  const bool want_top = sample && WantTopLogprobs(seqs);
-  if (sample) PHI_CUDA_RETURN_IF_ERROR(CopySamplesToHost(L.n_seq, want_top));
   PHI_CUDA_RETURN_IF_ERROR(WaitForStep());
   if (pack.n_cand > 0) out->candidate_records.assign(cand_host_, cand_host_ + cand_bytes);
-  if (sample) ReadSamples(L.n_seq, plan.n_seq_real, want_top, out);
   return {};
 }
 
-CudaStatus PhiCudaModel::CheckStep(std::span<const PhiSeqInput> seqs, bool sample) const {
+CudaStatus PhiCudaModel::CheckStep(std::span<const PhiSeqInput> seqs) const {
   const PhiCudaConfig& c = config_;
   if (kv_arena_ == nullptr) return CudaStatus::Invalid("Forward: KV cache not allocated");
   if (c.tp_world > 1 && collectives_ == nullptr) {
@@ -294,7 +228,7 @@ CudaStatus PhiCudaModel::CheckStep(std::span<const PhiSeqInput> seqs, bool sampl
   }
   int n_tok = 0, n_rows = 0;
   for (size_t i = 0; i < seqs.size(); ++i) {
-    PHI_CUDA_RETURN_IF_ERROR(CheckSequence(static_cast<int>(i), seqs[i], sample));
+    PHI_CUDA_RETURN_IF_ERROR(CheckSequence(static_cast<int>(i), seqs[i]));
     const int n = static_cast<int>(seqs[i].tokens.size());
     n_tok += n;
     n_rows += seqs[i].all_logits ? n : 1;
@@ -308,7 +242,7 @@ CudaStatus PhiCudaModel::CheckStep(std::span<const PhiSeqInput> seqs, bool sampl
   return {};
 }
 
-CudaStatus PhiCudaModel::CheckSequence(int i, const PhiSeqInput& s, bool sample) const {
+CudaStatus PhiCudaModel::CheckSequence(int i, const PhiSeqInput& s) const {
   const PhiCudaConfig& c = config_;
   const int bs = options_.block_size;
   const int n = static_cast<int>(s.tokens.size());
@@ -337,16 +271,15 @@ CudaStatus PhiCudaModel::CheckSequence(int i, const PhiSeqInput& s, bool sample)
     }
   }
   if (s.num_candidates < 0 || s.num_candidates > kMaxTopCandidates ||
-      (s.num_candidates > 0 && (s.all_logits || sample))) {
+      (s.num_candidates > 0 && s.all_logits)) {
     return CudaStatus::Invalid(who + "num_candidates " + std::to_string(s.num_candidates) +
                                " (want 0, or 1.." + std::to_string(kMaxTopCandidates) +
-                               " without all_logits or GPU sampling)");
+                               " without all_logits)");
   }
   return {};
 }
 
-PhiCudaModel::StepPlan PhiCudaModel::PlanStep(std::span<const PhiSeqInput> seqs,
-                                              bool sample) const {
+PhiCudaModel::StepPlan PhiCudaModel::PlanStep(std::span<const PhiSeqInput> seqs) const {
   StepPlan p;
   p.n_seq_real = p.n_seq = static_cast<int>(seqs.size());
   p.decode = true;
@@ -367,7 +300,7 @@ PhiCudaModel::StepPlan PhiCudaModel::PlanStep(std::span<const PhiSeqInput> seqs,
   }
   // Tensor parallelism with candidate rows: the ranks gather whole rows' slices and candidate
   // records instead of every row's slices (GatherCandidateStep).
-  p.tp_candidates = any_candidates && collectives_ != nullptr && !sample && !p.graph;
+  p.tp_candidates = any_candidates && collectives_ != nullptr && !p.graph;
   return p;
 }
 
@@ -376,7 +309,7 @@ PhiCudaModel::Layout PhiCudaModel::PackStep(std::span<const PhiSeqInput> seqs,
                                             PhiStepOutput* out) {
   std::vector<int32_t> num_new(p.n_seq, 1), tile_seq, tile_first;
   for (int i = 0; i < p.n_seq_real; ++i) num_new[i] = static_cast<int>(seqs[i].tokens.size());
-  if (!p.decode) prefill_tiles_cpu(num_new.data(), p.n_seq, &tile_seq, &tile_first);
+  if (!p.decode) prefill_tiles(num_new.data(), p.n_seq, &tile_seq, &tile_first);
   const Layout L = Layout::Make(p.n_tok, p.n_seq, static_cast<int>(tile_seq.size()), p.n_rows,
                                 max_blocks_per_seq_);
   ResetStepOutput(p.n_seq_real, out);
@@ -434,9 +367,6 @@ int PhiCudaModel::PackSequence(const Layout& L, int i, const PhiSeqInput* s, int
   }
   const int rows = s != nullptr && s->all_logits ? n : 1;
   for (int r = 0; r < rows; ++r) MetaHost(L.row_index)[row + r] = tok + n - rows + r;
-  MetaHost(L.sample_rows)[i] = row + rows - 1;
-  reinterpret_cast<SamplingParams*>(meta_host_ + L.params)[i] =
-      s != nullptr ? s->sampling : SamplingParams{};
   return rows;
 }
 
@@ -467,8 +397,8 @@ int32_t* PhiCudaModel::MetaHost(size_t offset) {
 }
 
 // Captured graphs use the largest context so one graph serves every length. A graph holds the
-// forward pass only, so decode steps replay it whether the step then samples on the GPU or
-// selects candidates (Step, the engine's path): those run after it. A bucket's first step
+// forward pass only, so decode steps replay it whether or not the step then selects
+// candidates (their count varies by step). A bucket's first step
 // runs eagerly and is then captured.
 CudaStatus PhiCudaModel::ReplayDecodeGraph(const Layout& L) {
   auto it = graphs_.find(L.n_seq);
@@ -520,33 +450,6 @@ CudaStatus PhiCudaModel::WaitForStep() {
   return {};
 }
 
-bool PhiCudaModel::WantTopLogprobs(std::span<const PhiSeqInput> seqs) const {
-  bool want_top = false;
-  for (const PhiSeqInput& s : seqs) want_top = want_top || s.sampling.num_top_logprobs > 0;
-  return want_top && options_.max_top_n > 0;
-}
-
-CudaStatus PhiCudaModel::CopySamplesToHost(int n_seq, bool want_top) {
-  const size_t bytes = 8 * static_cast<size_t>(n_seq) * (want_top ? 1 + options_.max_top_n : 1);
-  PHI_CUDA_CHECK(cudaMemcpyAsync(sample_host_, sample_dev_, bytes, cudaMemcpyDeviceToHost, stream_));
-  return {};
-}
-
-void PhiCudaModel::ReadSamples(int n_seq, int n_seq_real, bool want_top, PhiStepOutput* out) const {
-  const int ns = n_seq, tn = options_.max_top_n;
-  const int32_t* toks = reinterpret_cast<const int32_t*>(sample_host_);
-  const float* lps = reinterpret_cast<const float*>(sample_host_ + 4 * ns);
-  out->tokens.assign(toks, toks + n_seq_real);
-  out->logprobs.assign(lps, lps + n_seq_real);
-  out->top_ids.clear();
-  out->top_logprobs.clear();
-  if (!want_top) return;
-  const int32_t* tids = reinterpret_cast<const int32_t*>(sample_host_ + 8 * ns);
-  const float* tlps = reinterpret_cast<const float*>(sample_host_ + 8 * ns + 4 * ns * tn);
-  out->top_ids.assign(tids, tids + static_cast<size_t>(n_seq_real) * tn);
-  out->top_logprobs.assign(tlps, tlps + static_cast<size_t>(n_seq_real) * tn);
-}
-
 int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {
   if (n_cand <= 0) return 1;
   const int width = collectives_ != nullptr ? config_.local_vocab() : config_.vocab_size;
@@ -562,26 +465,9 @@ int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {
   return top_candidates_slices(n_cand, width, stride, max_records);
 }
 
-CudaStatus PhiCudaModel::TimeDecodeGraph(int batch, int reps, double* us_per_replay) {
-  auto it = graphs_.find(decode_graph_bucket(batch));
-  if (it == graphs_.end() || reps <= 0) {
-    return CudaStatus::Invalid("TimeDecodeGraph: no decode graph captured for batch " +
-                               std::to_string(batch) + " (run a decode step first), reps > 0");
-  }
-  cudaEvent_t e0, e1;
-  PHI_CUDA_CHECK(cudaEventCreate(&e0));
-  PHI_CUDA_CHECK(cudaEventCreate(&e1));
-  PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));  // warm
-  PHI_CUDA_CHECK(cudaEventRecord(e0, stream_));
-  for (int i = 0; i < reps; ++i) PHI_CUDA_CHECK(cudaGraphLaunch(it->second, stream_));
-  PHI_CUDA_CHECK(cudaEventRecord(e1, stream_));
-  PHI_CUDA_CHECK(cudaEventSynchronize(e1));
-  float ms = 0.0f;
-  PHI_CUDA_CHECK(cudaEventElapsedTime(&ms, e0, e1));
-  cudaEventDestroy(e0);
-  cudaEventDestroy(e1);
-  *us_per_replay = 1e3 * ms / reps;
-  return {};
+cudaGraphExec_t PhiCudaModel::decode_graph(int batch) const {
+  const auto it = graphs_.find(decode_graph_bucket(batch));
+  return it == graphs_.end() ? nullptr : it->second;
 }
 
 CudaStatus PhiCudaModel::CopyLogits(int first_row, int num_rows, float* host) const {

@@ -103,7 +103,6 @@ struct PhiCudaOptions {
   int max_seqs = 256;
   int max_logit_rows = 2048;       // rows of logits one step may produce
   int block_size = 16;             // default for AllocateKvCache
-  int max_top_n = 20;              // top logprobs per sampled token
   bool use_cuda_graphs = true;     // decode steps replay a graph per batch-size bucket
   // KV cache elements: BF16 (default: the exact path) or FP8 E4M3, which halves the bytes
   // each decode step reads and doubles the blocks that fit (kv_block_bytes_for follows).
@@ -155,8 +154,7 @@ struct PhiSeqInput {
   int start_pos = 0;
   std::span<const int32_t> block_table;
   bool all_logits = false;
-  SamplingParams sampling;
-  // 1 .. kMaxTopCandidates (never with all_logits or sampling on the GPU): also select this
+  // 1 .. kMaxTopCandidates (never with all_logits): also select this
   // row's top num_candidates on the GPU (top_candidates_forward), with the log-sum-exp when
   // candidate_lse, so that only the record needs to leave the device. 0: no record.
   int num_candidates = 0;
@@ -166,11 +164,6 @@ struct PhiSeqInput {
 struct PhiStepOutput {
   std::vector<int32_t> first_row, num_rows;  // per sequence, into the logits rows
   int total_rows = 0;
-  // Filled when sampling was asked for: one per sequence (from its last row).
-  std::vector<int32_t> tokens;
-  std::vector<float> logprobs;
-  std::vector<int32_t> top_ids;        // [seqs, max_top_n], empty when no sequence asked
-  std::vector<float> top_logprobs;
   // With num_candidates asked for: candidate_record[i] is sequence i's record index (-1: none)
   // in candidate_records: candidate_ranks x candidate_slices blocks of the step's records
   // (rank order, one rank per vocabulary share — 1 when the records were taken from whole
@@ -201,14 +194,8 @@ class PhiCudaModel {
   const PhiCudaOptions& options() const { return options_; }
   const PhiCudaWeights& weights() const { return weights_; }
   int64_t weight_bytes() const { return weight_bytes_; }
-  // Bytes one decode token must read at batch 1: every weight except the embedding table
-  // (one row of it).
-  int64_t decode_bytes_per_token() const;
-  // Bytes of one KV block over all layers (K and V).
-  int64_t kv_block_bytes() const;
   int kv_num_blocks() const { return kv_num_blocks_; }
   cudaStream_t stream() const { return stream_; }
-  cudaStream_t work_stream() const { return stream_; }
   GemmLt& gemm() { return *gemm_; }
 
   // Tensor parallelism: the group's collectives (not owned), set once before the first
@@ -218,9 +205,6 @@ class PhiCudaModel {
   // can be captured, the follow-up).
   CudaStatus SetCollectives(PhiCudaCollectives* collectives);
 
-  // Uniform(-scale, scale) BF16 weights generated on the device (benchmarks, tests); layer
-  // norms get weight ~1 and bias ~0 so activations stay in range.
-  CudaStatus FillRandomWeights(uint64_t seed, float scale);
   // Allocates num_blocks KV blocks of block_size positions (0: options().block_size), plus
   // one scratch block that padded graph rows write to.
   CudaStatus AllocateKvCache(int num_blocks, int block_size = 0);
@@ -228,11 +212,10 @@ class PhiCudaModel {
   int64_t kv_block_bytes_for(int block_size) const;
 
   // Runs one step. Logits of every produced row stay on the device (CopyLogits reads them);
-  // with `sample`, each sequence's last row is sampled on the GPU and only ids and logprobs
-  // come back; without, sequences with num_candidates get their top-candidate records in
-  // `out` (one device-to-host copy of the records). Refuses (kInvalidArgument) bad ids, positions past max_positions, short block
-  // tables and batches over the options' capacities.
-  CudaStatus Forward(std::span<const PhiSeqInput> seqs, bool sample, PhiStepOutput* out);
+  // sequences with num_candidates get their top-candidate records in `out` (one
+  // device-to-host copy of the records). Refuses (kInvalidArgument) bad ids, positions past
+  // max_positions, short block tables and batches over the options' capacities.
+  CudaStatus Forward(std::span<const PhiSeqInput> seqs, PhiStepOutput* out);
   CudaStatus CopyLogits(int first_row, int num_rows, float* host) const;
   // Tensor parallelism, after a Forward that left candidate rows unassembled: all-gathers the
   // vocabulary slices of those step rows and lays them out as device logits rows dst_row,
@@ -241,10 +224,9 @@ class PhiCudaModel {
   CudaStatus GatherLogitRows(std::span<const int32_t> step_rows, int dst_row);
 
   int num_captured_graphs() const { return static_cast<int>(graphs_.size()); }
-  // Benchmarks: replays the decode graph captured for `batch`'s bucket `reps` times back to
-  // back (it recomputes the last such step in place) and returns the GPU time per replay, so
-  // a step's time splits into the graph's and the host's (metadata, launches, copies, sync).
-  CudaStatus TimeDecodeGraph(int batch, int reps, double* us_per_replay);
+  // The decode graph a batch of `batch` sequences replays (its bucket's), null before the
+  // bucket's first decode step. Replaying it recomputes the last such step in place.
+  cudaGraphExec_t decode_graph(int batch) const;
   // Whether decode steps launch with programmatic dependent launch (options, and no launch
   // with it has failed).
   bool programmatic_launch_active() const { return options_.programmatic_launch; }
@@ -293,9 +275,9 @@ class PhiCudaModel {
   CudaStatus AllocateActivations();
 
   // Forward's steps, in the order it runs them.
-  CudaStatus CheckStep(std::span<const PhiSeqInput> seqs, bool sample) const;
-  CudaStatus CheckSequence(int i, const PhiSeqInput& s, bool sample) const;
-  StepPlan PlanStep(std::span<const PhiSeqInput> seqs, bool sample) const;
+  CudaStatus CheckStep(std::span<const PhiSeqInput> seqs) const;
+  CudaStatus CheckSequence(int i, const PhiSeqInput& s) const;
+  StepPlan PlanStep(std::span<const PhiSeqInput> seqs) const;
   Layout PackStep(std::span<const PhiSeqInput> seqs, const StepPlan& plan, StepPack* pack,
                   PhiStepOutput* out);
   static void ResetStepOutput(int n_seq, PhiStepOutput* out);
@@ -306,9 +288,6 @@ class PhiCudaModel {
   CudaStatus SelectCandidates(const Layout& layout, int n_cand, const PhiStepOutput& out,
                               size_t cand_bytes);
   CudaStatus WaitForStep();
-  bool WantTopLogprobs(std::span<const PhiSeqInput> seqs) const;
-  CudaStatus CopySamplesToHost(int n_seq, bool want_top);
-  void ReadSamples(int n_seq, int n_seq_real, bool want_top, PhiStepOutput* out) const;
   int32_t* MetaHost(size_t offset);
   const int32_t* Meta(size_t offset) const;
 
@@ -343,8 +322,6 @@ class PhiCudaModel {
   CudaStatus CaptureDecodeGraph(const Layout& layout, cudaGraphExec_t* exec);
   // Whether this step runs the fused one-token decode path (PhiCudaOptions::fuse_decode).
   bool FusedDecode(const Layout& layout, bool decode) const;
-  // sample_forward on each sequence's last row, after RunBody or a graph replay.
-  CudaStatus LaunchSampling(const Layout& layout);
   // Tensor-parallel candidate step: whole rows' slices and this rank's candidate records in
   // one all-gather; whole rows assembled first in logits_, records copied to cand_host_.
   CudaStatus GatherCandidateStep(const Layout& layout, std::span<const Run> whole_runs, int whole_rows,
@@ -386,10 +363,6 @@ class PhiCudaModel {
   // kMaxTopCandidates entries.
   char* cand_dev_ = nullptr;
   char* cand_host_ = nullptr;
-  // Sampling outputs (device) and their pinned host mirror.
-  char* sample_dev_ = nullptr;
-  char* sample_host_ = nullptr;
-  size_t sample_bytes_ = 0;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by padded batch size
 };

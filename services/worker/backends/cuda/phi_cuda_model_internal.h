@@ -21,8 +21,8 @@ inline size_t CandidateArea(int seqs) { return 16 + seqs * top_candidates_record
 struct PhiCudaModel::Layout {
   int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0;
   size_t tokens = 0, positions = 0, slots = 0, q_offset = 0, start_pos = 0, num_new = 0,
-         context_lens = 0, tile_seq = 0, tile_first = 0, row_index = 0, sample_rows = 0,
-         cand_rows = 0, cand_counts = 0, cand_lse = 0, params = 0, block_tables = 0, end = 0;
+         context_lens = 0, tile_seq = 0, tile_first = 0, row_index = 0,
+         cand_rows = 0, cand_counts = 0, cand_lse = 0, block_tables = 0, end = 0;
 
   static Layout Make(int n_tok, int n_seq, int n_tiles, int n_rows, int max_blocks) {
     Layout l;
@@ -37,7 +37,6 @@ struct PhiCudaModel::Layout {
       o = align_up(o + bytes, 16);
       return at;
     };
-    l.params = take(sizeof(SamplingParams) * n_seq);
     l.tokens = take(4 * n_tok);
     l.positions = take(4 * n_tok);
     l.slots = take(4 * n_tok);
@@ -48,7 +47,6 @@ struct PhiCudaModel::Layout {
     l.tile_seq = take(4 * n_tiles);
     l.tile_first = take(4 * n_tiles);
     l.row_index = take(4 * n_rows);
-    l.sample_rows = take(4 * n_seq);
     l.cand_rows = take(4 * n_seq);
     l.cand_counts = take(4 * n_seq);
     l.cand_lse = take(4 * n_seq);

@@ -30,12 +30,11 @@ PhiCudaModel::~PhiCudaModel() {
                   static_cast<void*>(mid_), static_cast<void*>(hf_),
                   static_cast<void*>(logits_), static_cast<void*>(logits_local_),
                   static_cast<void*>(logits_gather_), static_cast<void*>(tp_send_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
-                  static_cast<void*>(meta_dev_), static_cast<void*>(sample_dev_), static_cast<void*>(cand_dev_),
+                  static_cast<void*>(meta_dev_), static_cast<void*>(cand_dev_),
                   static_cast<void*>(kv_arena_), weight_arena_}) {
     if (p) cudaFree(p);
   }
   if (meta_host_) cudaFreeHost(meta_host_);
-  if (sample_host_) cudaFreeHost(sample_host_);
   if (cand_host_) cudaFreeHost(cand_host_);
   gemm_.reset();
   if (stream_) cudaStreamDestroy(stream_);

@@ -3,14 +3,12 @@
 set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/cuda_status.cc
   ${CMAKE_CURRENT_LIST_DIR}/device_limits.cc
-  ${CMAKE_CURRENT_LIST_DIR}/kernels_cpu.cc
   ${CMAKE_CURRENT_LIST_DIR}/layernorm.cu
   ${CMAKE_CURRENT_LIST_DIR}/elementwise.cu
   ${CMAKE_CURRENT_LIST_DIR}/rotary_kv.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_prefill.cu
   ${CMAKE_CURRENT_LIST_DIR}/attention_prefill_mma.cu
-  ${CMAKE_CURRENT_LIST_DIR}/sampling.cu
   ${CMAKE_CURRENT_LIST_DIR}/top_candidates.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_decode.cu

@@ -140,14 +140,16 @@ TEST_P(CudaOracleGpu, GreedyContinuationEqualsCpuBackend) {
     std::vector<int32_t> tg = g.ids, tc = g.ids, out_g, out_c;
     bool tie_divergence = false;
     for (int32_t step = 0; step < n; ++step) {
-      const SamplingParams greedy;
       StepBatch bg;
       const int32_t pg = step == 0 ? 0 : static_cast<int32_t>(tg.size()) - 1;
       bg.seqs.push_back({.seq_id = 1, .tokens = std::span<const int32_t>(tg).subspan(pg),
                          .start_pos = pg, .block_table = blocks});
-      PhiStepOutput og;
-      const absl::Status sg = gpu_->StepSample(bg, {&greedy, 1}, &og);
+      StepLogits lg;
+      const absl::Status sg = gpu_->Step(bg, &lg);
       ASSERT_TRUE(sg.ok()) << sg;
+      const std::span<const float> grow = lg.LastRow(0);
+      const int32_t gpu_tok =
+          static_cast<int32_t>(std::max_element(grow.begin(), grow.end()) - grow.begin());
       StepBatch bc;
       const int32_t pc = step == 0 ? 0 : static_cast<int32_t>(tc.size()) - 1;
       bc.seqs.push_back({.seq_id = 1, .tokens = std::span<const int32_t>(tc).subspan(pc),
@@ -158,15 +160,15 @@ TEST_P(CudaOracleGpu, GreedyContinuationEqualsCpuBackend) {
       const std::span<const float> row = lc.LastRow(0);
       const int32_t cpu_tok =
           static_cast<int32_t>(std::max_element(row.begin(), row.end()) - row.begin());  // HF: every row
-      out_g.push_back(og.tokens[0]);
+      out_g.push_back(gpu_tok);
       out_c.push_back(cpu_tok);
-      tg.push_back(og.tokens[0]);
+      tg.push_back(gpu_tok);
       tc.push_back(cpu_tok);
-      if (og.tokens[0] != cpu_tok && !tie_divergence) {
-        ASSERT_GE(og.tokens[0], 0);
-        ASSERT_LT(og.tokens[0], rows);
-        const float gap = row[cpu_tok] - row[og.tokens[0]];
-        EXPECT_LT(gap, kNearTie) << "step " << step << ": GPU " << og.tokens[0] << " CPU "
+      if (gpu_tok != cpu_tok && !tie_divergence) {
+        ASSERT_GE(gpu_tok, 0);
+        ASSERT_LT(gpu_tok, rows);
+        const float gap = row[cpu_tok] - row[gpu_tok];
+        EXPECT_LT(gap, kNearTie) << "step " << step << ": GPU " << gpu_tok << " CPU "
                                  << cpu_tok << " (CPU logit gap " << gap << ")";
         tie_divergence = true;  // after a tie the two continuations legitimately differ
       }

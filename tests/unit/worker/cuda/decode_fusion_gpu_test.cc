@@ -14,11 +14,13 @@
 
 #include "services/worker/backends/cuda/phi_cuda_model.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
+#include "tests/unit/worker/cuda/model_test_util.h"
 
 namespace phi::worker::cuda {
 namespace {
 
 using testing::DeviceBuffer;
+using testing::FillRandomWeights;
 using testing::RandomBf16Values;
 using testing::ToBf16;
 using testing::ToF32;
@@ -428,7 +430,7 @@ std::unique_ptr<PhiCudaModel> FusionModel(const Variant& v, KvCacheDtype kv) {
   o.kv_dtype = kv;
   std::unique_ptr<PhiCudaModel> m;
   if (!PhiCudaModel::Create(FusionConfig(), o, &m).ok()) return nullptr;
-  if (!m->FillRandomWeights(77, 0.08f).ok()) return nullptr;
+  if (!FillRandomWeights(*m, 77, 0.08f).ok()) return nullptr;
   if (!m->AllocateKvCache(40).ok()) return nullptr;
   return m;
 }
@@ -472,7 +474,7 @@ TEST(PhiCudaModelFusedDecodeGpu, EqualsUnfusedDecodeBitForBit) {
         s.start_pos = pos;
         s.block_table = blocks;
         PhiStepOutput out;
-        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, false, &out));
+        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, &out));
         std::vector<float> row(vocab);
         PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0] + out.num_rows[0] - 1, 1, row.data()));
         logits.push_back(row);
@@ -528,7 +530,7 @@ TEST(PhiCudaModelFusedDecodeGpu, ThreeSequencesEqualUnfusedDecodeBitForBit) {
           s[q].block_table = blocks[q];
         }
         PhiStepOutput out;
-        PHI_ASSERT_CUDA_OK(m->Forward({s, 3}, false, &out));
+        PHI_ASSERT_CUDA_OK(m->Forward({s, 3}, &out));
         std::vector<float> rows(3 * vocab);
         for (int q = 0; q < 3; ++q) {
           PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[q] + out.num_rows[q] - 1, 1,

@@ -13,7 +13,7 @@
 #include <vector>
 
 #include "services/worker/backends/cuda/kernels.h"
-#include "services/worker/backends/cuda/kernels_cpu.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 
 namespace phi::worker::cuda::testing {
 

@@ -9,8 +9,7 @@
 #include <random>
 #include <vector>
 
-#include "services/worker/backends/cuda/kernels_cpu.h"
-#include "services/worker/backends/cuda/philox.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 
 namespace phi::worker::cuda {
 namespace {
@@ -21,35 +20,6 @@ std::vector<float> Random(size_t n, uint32_t seed, float scale = 1.0f) {
   std::vector<float> v(n);
   for (float& x : v) x = d(rng);
   return v;
-}
-
-TEST(PhiloxCpu, KnownAnswerAndDistinctStreams) {
-  // Random123's known-answer vector for philox4x32-10 with zero counter and key.
-  const Philox4 r = philox4x32_10(0, 0);
-  EXPECT_EQ(r.v[0], 0x6627e8d5u);
-  EXPECT_EQ(r.v[1], 0xe169c58du);
-  EXPECT_EQ(r.v[2], 0xbc57ac4cu);
-  EXPECT_EQ(r.v[3], 0x9b00dbd8u);
-  const Philox4 pi = philox4x32_10_block(
-      Philox4{{0x243f6a88u, 0x85a308d3u, 0x13198a2eu, 0x03707344u}}, 0xa4093822u, 0x299f31d0u);
-  EXPECT_EQ(pi.v[0], 0xd16cfe09u);
-  EXPECT_EQ(pi.v[1], 0x94fdccebu);
-  EXPECT_EQ(pi.v[2], 0x5001e420u);
-  EXPECT_EQ(pi.v[3], 0x24126ea1u);
-  const Philox4 ones = philox4x32_10_block(
-      Philox4{{0xffffffffu, 0xffffffffu, 0xffffffffu, 0xffffffffu}}, 0xffffffffu, 0xffffffffu);
-  EXPECT_EQ(ones.v[0], 0x408f276du);
-  EXPECT_EQ(ones.v[3], 0x6d5451fdu);
-  EXPECT_NE(philox_uniform(1, 0), philox_uniform(1, 1));
-  EXPECT_NE(philox_uniform(1, 0), philox_uniform(2, 0));
-  double mean = 0;
-  for (int i = 0; i < 200000; ++i) {
-    const float u = philox_uniform(7, i);
-    ASSERT_GE(u, 0.0f);
-    ASSERT_LT(u, 1.0f);
-    mean += u;
-  }
-  EXPECT_NEAR(mean / 200000, 0.5, 0.004);  // 6 standard errors
 }
 
 TEST(LayerNormCpu, UnitGammaZeroBetaGivesZeroMeanUnitVariance) {
@@ -194,79 +164,9 @@ TEST(AttentionPrefillCpu, ChunkEqualsOneDecodeStepPerQuery) {
   }
   std::vector<int32_t> ts, tf;
   const int32_t counts[] = {1, 64, 65, 130};
-  prefill_tiles_cpu(counts, 4, &ts, &tf);
+  prefill_tiles(counts, 4, &ts, &tf);
   EXPECT_EQ(ts, (std::vector<int32_t>{0, 1, 2, 2, 3, 3, 3}));
   EXPECT_EQ(tf, (std::vector<int32_t>{0, 0, 0, 64, 0, 64, 128}));
-}
-
-TEST(SampleCpu, FiltersKeepTheDrawInsideTheirSets) {
-  const int vocab = 200;
-  std::vector<float> l = Random(vocab, 11, 4.0f);
-  std::vector<int> order(vocab);
-  std::iota(order.begin(), order.end(), 0);
-  std::sort(order.begin(), order.end(), [&](int a, int b) { return l[a] > l[b]; });
-  for (int step = 0; step < 300; ++step) {
-    SamplingParams p;
-    p.temperature = 1.0f;
-    p.seed = 42;
-    p.step = step;
-    int32_t tok;
-    float lp;
-    p.top_k = 7;
-    sample_forward_cpu(l.data(), 1, vocab, vocab, &p, &tok, &lp, nullptr, nullptr, 0);
-    EXPECT_NE(std::find(order.begin(), order.begin() + 7, tok), order.begin() + 7);
-    // top-p: the smallest prefix of the sorted distribution holding >= 60% of the mass.
-    p.top_k = 0;
-    p.top_p = 0.6f;
-    sample_forward_cpu(l.data(), 1, vocab, vocab, &p, &tok, &lp, nullptr, nullptr, 0);
-    double z = 0, cum = 0;
-    for (float x : l) z += std::exp(x - l[order[0]]);
-    int nucleus = 0;
-    while (cum < 0.6 * z) cum += std::exp(l[order[nucleus++]] - l[order[0]]);
-    EXPECT_NE(std::find(order.begin(), order.begin() + nucleus, tok), order.begin() + nucleus);
-    // min-p: probability at least min_p times the largest.
-    p.top_p = 1.0f;
-    p.min_p = 0.3f;
-    sample_forward_cpu(l.data(), 1, vocab, vocab, &p, &tok, &lp, nullptr, nullptr, 0);
-    EXPECT_GE(std::exp(l[tok] - l[order[0]]), 0.3 - 1e-6);
-  }
-}
-
-TEST(SampleCpu, GreedyLogprobsAndFrequencies) {
-  const std::vector<float> l = {0.5f, 2.0f, -1.0f, 2.0f, 1.0f};
-  SamplingParams g;
-  int32_t tok, top_ids[3];
-  float lp, top_lp[3];
-  g.num_top_logprobs = 3;
-  sample_forward_cpu(l.data(), 1, 5, 5, &g, &tok, &lp, top_ids, top_lp, 3);
-  EXPECT_EQ(tok, 1);  // tie between 1 and 3: lowest id
-  double z = 0;
-  for (float x : l) z += std::exp(x);
-  EXPECT_NEAR(lp, 2.0 - std::log(z), 1e-6);
-  EXPECT_EQ(top_ids[0], 1);
-  EXPECT_EQ(top_ids[1], 3);
-  EXPECT_EQ(top_ids[2], 4);
-  EXPECT_NEAR(top_lp[2], 1.0 - std::log(z), 1e-6);
-  // vocab_limit hides ids 3 and 4.
-  sample_forward_cpu(l.data(), 1, 5, 3, &g, &tok, &lp, top_ids, top_lp, 3);
-  EXPECT_EQ(top_ids[2], 2);
-  // Temperature 1 draws follow softmax; the same (seed, step) gives the same token.
-  std::map<int, int> counts;
-  SamplingParams p;
-  p.temperature = 1.0f;
-  p.seed = 9;
-  const int n = 20000;
-  for (int s = 0; s < n; ++s) {
-    p.step = s;
-    sample_forward_cpu(l.data(), 1, 5, 5, &p, &tok, &lp, nullptr, nullptr, 0);
-    ++counts[tok];
-    int32_t again;
-    sample_forward_cpu(l.data(), 1, 5, 5, &p, &again, &lp, nullptr, nullptr, 0);
-    ASSERT_EQ(again, tok);
-  }
-  for (int i = 0; i < 5; ++i) {
-    EXPECT_NEAR(counts[i] / static_cast<double>(n), std::exp(l[i]) / z, 0.015) << "id " << i;
-  }
 }
 
 TEST(GemmCpu, BiasAndAccumulate) {

@@ -15,7 +15,7 @@
 #include <random>
 #include <vector>
 
-#include "services/worker/backends/cuda/kernels_cpu.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 
 namespace phi::worker::cuda {
 namespace {

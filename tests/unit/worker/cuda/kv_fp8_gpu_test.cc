@@ -12,12 +12,15 @@
 
 #include "services/worker/backends/cuda/phi_cuda_model.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
+#include "tests/unit/worker/cuda/model_test_util.h"
 #include "tests/unit/worker/cuda/paged_attention_checks.h"
 
 namespace phi::worker::cuda {
 namespace {
 
 using testing::DecodeCase;
+using testing::FillRandomWeights;
+using testing::GreedyToken;
 using testing::DevicePagedKv;
 using testing::DeviceBuffer;
 using testing::ExpectDecodeAttentionMatchesTwin;
@@ -263,12 +266,11 @@ std::unique_ptr<PhiCudaModel> MakeModel(KvCacheDtype dt, int decode_partitions =
   o.max_seqs = 8;
   o.max_logit_rows = 512;
   o.block_size = 16;
-  o.max_top_n = 4;
   o.kv_dtype = dt;
   o.decode_partitions = decode_partitions;
   std::unique_ptr<PhiCudaModel> m;
   if (!PhiCudaModel::Create(c, o, &m).ok()) return nullptr;
-  if (!m->FillRandomWeights(1234, 0.08f).ok()) return nullptr;
+  if (!FillRandomWeights(*m, 1234, 0.08f).ok()) return nullptr;
   if (!m->AllocateKvCache(200).ok()) return nullptr;
   return m;
 }
@@ -300,7 +302,7 @@ TEST(PhiCudaModelFp8Gpu, LogitsNearBf16CacheAndGreedyAgreesAwayFromTies) {
   auto m8 = MakeModel(KvCacheDtype::kFp8E4m3);
   ASSERT_NE(m16, nullptr);
   ASSERT_NE(m8, nullptr);
-  EXPECT_EQ(2 * m8->kv_block_bytes(), m16->kv_block_bytes());
+  EXPECT_EQ(2 * m8->kv_block_bytes_for(16), m16->kv_block_bytes_for(16));
   {
     std::unique_ptr<PhiCudaModel> bad;
     PhiCudaOptions o = m8->options();
@@ -328,8 +330,8 @@ TEST(PhiCudaModelFp8Gpu, LogitsNearBf16CacheAndGreedyAgreesAwayFromTies) {
     in[i].all_logits = true;
   }
   PhiStepOutput o16, o8;
-  PHI_ASSERT_CUDA_OK(m16->Forward(in, false, &o16));
-  PHI_ASSERT_CUDA_OK(m8->Forward(in, false, &o8));
+  PHI_ASSERT_CUDA_OK(m16->Forward(in, &o16));
+  PHI_ASSERT_CUDA_OK(m8->Forward(in, &o8));
   ASSERT_EQ(o16.total_rows, o8.total_rows);
   std::vector<float> all16, all8;
   double worst = 0;
@@ -365,23 +367,28 @@ TEST(PhiCudaModelFp8Gpu, LogitsNearBf16CacheAndGreedyAgreesAwayFromTies) {
       d16[i].tokens = {&last16[i], 1};
       d8[i].tokens = {&last8[i], 1};
     }
-    PHI_ASSERT_CUDA_OK(m16->Forward(d16, true, &o16));
-    PHI_ASSERT_CUDA_OK(m8->Forward(d8, true, &o8));
+    PHI_ASSERT_CUDA_OK(m16->Forward(d16, &o16));
+    PHI_ASSERT_CUDA_OK(m8->Forward(d8, &o8));
+    std::vector<int32_t> tok16(n), tok8(n);
+    for (int i = 0; i < n; ++i) {
+      tok16[i] = GreedyToken(*m16, o16, i);
+      tok8[i] = GreedyToken(*m8, o8, i);
+    }
     for (int i = 0; i < n; ++i) {
       if (diverged[i] < 0) {
         const std::vector<float> a = Row(*m16, o16.first_row[i]), b = Row(*m8, o8.first_row[i]);
         EXPECT_LT(RelNormError(b, a), 0.05) << "sequence " << i << " step " << step;
         ++compared;
-        if (o16.tokens[i] != o8.tokens[i]) {
+        if (tok16[i] != tok8[i]) {
           EXPECT_TRUE(NearTie(a)) << "sequence " << i << " step " << step << ": bf16 token "
-                                  << o16.tokens[i] << ", fp8 token " << o8.tokens[i]
+                                  << tok16[i] << ", fp8 token " << tok8[i]
                                   << " away from a near-tie";
           diverged[i] = step;
           ++near_ties;
         }
       }
-      last16[i] = o16.tokens[i];
-      last8[i] = o8.tokens[i];
+      last16[i] = tok16[i];
+      last8[i] = tok8[i];
     }
   }
   std::printf("greedy decode: %d sequence steps compared, %d diverged at a near-tie\n", compared,
@@ -419,13 +426,13 @@ TEST(PhiCudaModelFp8Gpu, DecodePartitionsOptionGivesIdenticalLogits) {
         s.tokens = std::span<const int32_t>(prompts[i]).subspan(0, std::min(lens[i], 500));
         s.block_table = tables[i];
         PhiStepOutput o;
-        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, true, &o));
+        PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, &o));
         if (lens[i] > 500) {
           s.tokens = std::span<const int32_t>(prompts[i]).subspan(500);
           s.start_pos = 500;
-          PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, true, &o));
+          PHI_ASSERT_CUDA_OK(m->Forward({&s, 1}, &o));
         }
-        last[i] = o.tokens[0];
+        last[i] = GreedyToken(*m, o, 0);
       }
       for (int step = 0; step < 12; ++step) {
         std::vector<PhiSeqInput> d(lens.size());
@@ -435,10 +442,10 @@ TEST(PhiCudaModelFp8Gpu, DecodePartitionsOptionGivesIdenticalLogits) {
           d[i].block_table = tables[i];
         }
         PhiStepOutput o;
-        PHI_ASSERT_CUDA_OK(m->Forward(d, true, &o));
+        PHI_ASSERT_CUDA_OK(m->Forward(d, &o));
         for (size_t i = 0; i < lens.size(); ++i) {
           logits[k].push_back(Row(*m, o.first_row[i]));
-          last[i] = o.tokens[i];
+          last[i] = GreedyToken(*m, o, static_cast<int>(i));
         }
       }
       EXPECT_GE(m->num_captured_graphs(), 1);

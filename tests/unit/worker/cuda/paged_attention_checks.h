@@ -187,7 +187,7 @@ inline void ExpectPrefillAttentionMatchesTwin(KvCacheDtype dtype, float k_scale,
     rows += n;
   }
   std::vector<int32_t> tile_seq, tile_first;
-  prefill_tiles_cpu(num_new.data(), ns, &tile_seq, &tile_first);
+  prefill_tiles(num_new.data(), ns, &tile_seq, &tile_first);
   const int q_stride = 3 * hd + 8, out_stride = hd + 2;
   const std::vector<float> q = RandomBf16Values(static_cast<size_t>(rows) * q_stride, 72, 2.0f);
   DeviceBuffer<bf16> dq(q.size()), dout(static_cast<size_t>(rows) * out_stride);

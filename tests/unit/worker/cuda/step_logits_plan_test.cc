@@ -13,7 +13,7 @@
 
 #include <gtest/gtest.h>
 
-#include "services/worker/backends/cuda/kernels_cpu.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 #include "services/worker/backends/cuda/step_logits_plan.h"
 #include "tests/unit/worker/engine/sampler_candidate_cases.h"
 

@@ -14,7 +14,7 @@
 #include <gtest/gtest.h>
 
 #include "services/worker/backends/cuda/candidate_record.h"
-#include "services/worker/backends/cuda/kernels_cpu.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 #include "tests/unit/worker/engine/sampler_candidate_cases.h"
 
 namespace phi::worker::cuda {

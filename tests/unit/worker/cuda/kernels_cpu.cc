@@ -1,4 +1,4 @@
-#include "services/worker/backends/cuda/kernels_cpu.h"
+#include "tests/unit/worker/cuda/kernels_cpu.h"
 
 #include <algorithm>
 #include <cmath>
@@ -6,7 +6,6 @@
 #include <functional>
 #include <limits>
 
-#include "services/worker/backends/cuda/philox.h"
 
 namespace phi::worker::cuda {
 
@@ -217,97 +216,6 @@ void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
                    block_tables + static_cast<int64_t>(s) * max_blocks_per_seq,
                    start_pos[s] + i + 1, h, num_heads, head_dim, block_size, scale, rd,
                    out + row * out_stride + h * head_dim);
-      }
-    }
-  }
-}
-
-void prefill_tiles_cpu(const int32_t* num_new, int num_seqs, std::vector<int32_t>* tile_seq,
-                       std::vector<int32_t>* tile_first) {
-  for (int s = 0; s < num_seqs; ++s) {
-    for (int first = 0; first < num_new[s]; first += kPrefillTileQ) {
-      tile_seq->push_back(s);
-      tile_first->push_back(first);
-    }
-  }
-}
-
-void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limit,
-                        const SamplingParams* params, int32_t* out_token, float* out_logprob,
-                        int32_t* out_top_ids, float* out_top_logprobs, int max_top_n) {
-  const int n = std::min(vocab, vocab_limit);
-  for (int r = 0; r < rows; ++r) {
-    const float* l = logits + static_cast<int64_t>(r) * vocab;
-    const SamplingParams& p = params[r];
-    int argmax = 0;
-    for (int i = 1; i < n; ++i) {
-      if (l[i] > l[argmax]) argmax = i;
-    }
-    double sum0 = 0;
-    for (int i = 0; i < n; ++i) sum0 += std::exp(static_cast<double>(l[i]) - l[argmax]);
-    const double lse0 = l[argmax] + std::log(sum0);
-
-    int tok = argmax;
-    if (p.temperature > 0.0f) {
-      std::vector<float> z(n);
-      for (int i = 0; i < n; ++i) z[i] = l[i] / p.temperature;
-      const float zmax = l[argmax] / p.temperature;
-      std::vector<float> sorted(z);
-      std::sort(sorted.begin(), sorted.end(), std::greater<float>());
-      float threshold = -std::numeric_limits<float>::infinity();
-      int survivors = n;
-      if (p.top_k > 0 && p.top_k < n) {
-        threshold = sorted[p.top_k - 1];
-        survivors = p.top_k;
-        while (survivors < n && sorted[survivors] >= threshold) ++survivors;  // ties stay
-      }
-      if (p.top_p < 1.0f) {
-        double mass = 0;
-        for (int j = 0; j < survivors; ++j) mass += std::exp(sorted[j] - zmax);
-        const double target = p.top_p * mass;
-        double cum = 0;
-        for (int j = 0; j < survivors; ++j) {
-          cum += std::exp(sorted[j] - zmax);
-          if (cum >= target) {
-            threshold = std::max(threshold, sorted[j]);
-            break;
-          }
-        }
-      }
-      if (p.min_p > 0.0f) threshold = std::max(threshold, zmax + std::log(p.min_p));
-      double total = 0;
-      for (int i = 0; i < n; ++i) {
-        if (z[i] >= threshold) total += std::exp(z[i] - zmax);
-      }
-      const double target = static_cast<double>(philox_uniform(p.seed, p.step)) * total;
-      double cum = 0;
-      tok = -1;
-      int last_kept = argmax;
-      for (int i = 0; i < n; ++i) {
-        if (z[i] < threshold) continue;
-        last_kept = i;
-        cum += std::exp(z[i] - zmax);
-        if (cum > target) {
-          tok = i;
-          break;
-        }
-      }
-      if (tok < 0) tok = last_kept;
-    }
-    out_token[r] = tok;
-    out_logprob[r] = static_cast<float>(l[tok] - lse0);
-    if (max_top_n > 0) {
-      std::vector<int32_t> ids(n);
-      for (int i = 0; i < n; ++i) ids[i] = i;
-      const int k = std::min(p.num_top_logprobs, std::min(max_top_n, n));
-      std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), [&](int32_t a, int32_t b) {
-        return l[a] > l[b] || (l[a] == l[b] && a < b);
-      });
-      for (int j = 0; j < max_top_n; ++j) {
-        const int64_t o = static_cast<int64_t>(r) * max_top_n + j;
-        out_top_ids[o] = j < k ? ids[j] : -1;
-        out_top_logprobs[o] = j < k ? static_cast<float>(l[ids[j]] - lse0)
-                                    : -std::numeric_limits<float>::infinity();
       }
     }
   }

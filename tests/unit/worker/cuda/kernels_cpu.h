@@ -1,8 +1,8 @@
 // CPU twins of the CUDA kernels (kernels.h): the same contracts on F32 host arrays, written
 // for clarity, not speed. The GPU tests compare each kernel with its twin; the twins are
 // plain C++ so CI (no GPU) tests them against naive references too.
-#ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_
-#define PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_
+#ifndef PHI_TESTS_UNIT_WORKER_CUDA_KERNELS_CPU_H_
+#define PHI_TESTS_UNIT_WORKER_CUDA_KERNELS_CPU_H_
 
 #include <cstdint>
 #include <vector>
@@ -49,16 +49,6 @@ void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
                            KvCacheDtype kv_dtype = KvCacheDtype::kBf16, float k_scale = 1.0f,
                            float v_scale = 1.0f);
 
-// Splits each sequence's new tokens into tiles of kPrefillTileQ queries for
-// attention_prefill: appends (sequence, first query index) pairs.
-void prefill_tiles_cpu(const int32_t* num_new, int num_seqs, std::vector<int32_t>* tile_seq,
-                       std::vector<int32_t>* tile_first);
-
-// The sampling contract of sample_forward, row by row.
-void sample_forward_cpu(const float* logits, int rows, int vocab, int vocab_limit,
-                        const SamplingParams* params, int32_t* out_token, float* out_logprob,
-                        int32_t* out_top_ids, float* out_top_logprobs, int max_top_n);
-
 // The candidate records of top_candidates_forward on host arrays (same arguments, host
 // pointers). The log-sum-exp sums exp(double(v) - max) in id order like the engine's sampler.
 void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int id0, int vocab_limit,
@@ -85,4 +75,4 @@ float fp8_e4m3_round_cpu(float x);
 
 }  // namespace phi::worker::cuda
 
-#endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_CPU_H_
+#endif  // PHI_TESTS_UNIT_WORKER_CUDA_KERNELS_CPU_H_

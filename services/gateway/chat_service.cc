@@ -216,9 +216,9 @@ class GenerationCall : public GenerationSink {
     if (!refused.ok()) return OnEnd(refused, GenerateResult{});
     lease_.emplace(std::move(*lease));
     params->deadline = DeadlineOf(ctx);
-    if (params->request_id.empty()) params->request_id = deps_.generator->NewRequestId();
+    if (params->request_id.empty()) params->request_id = deps_.generations->NewRequestId();
     request_id_ = params->request_id;
-    std::shared_ptr<Generation> generation = deps_.generator->Start(std::move(*params), this);
+    std::shared_ptr<Generation> generation = deps_.generations->Start(std::move(*params), this);
     bool cancel = false;
     {
       std::lock_guard<std::mutex> l(mu_);
@@ -483,7 +483,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::Chat(grpc::CallbackServerContext* ctx
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::ChatStream(grpc::CallbackServerContext* ctx,
                                                                         const grpc::ByteBuffer* req) {
-  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx, ChatParams(req, chatml_, /*stream=*/true));
+  return new StreamCall<phi::v1::ChatStreamResponse>(deps(), "chat_stream", ctx,
+                                                     ChatParams(req, chatml_, /*stream=*/true));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::Complete(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
@@ -493,7 +494,8 @@ grpc::ServerUnaryReactor* ChatServiceImpl::Complete(grpc::CallbackServerContext*
 
 grpc::ServerWriteReactor<grpc::ByteBuffer>* ChatServiceImpl::CompleteStream(grpc::CallbackServerContext* ctx,
                                                                             const grpc::ByteBuffer* req) {
-  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx, CompleteParams(req, /*stream=*/true));
+  return new StreamCall<phi::v1::CompleteStreamResponse>(deps(), "complete_stream", ctx,
+                                                         CompleteParams(req, /*stream=*/true));
 }
 
 grpc::ServerUnaryReactor* ChatServiceImpl::ListModels(grpc::CallbackServerContext* ctx,
@@ -501,7 +503,7 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListModels(grpc::CallbackServerContex
                                                       phi::v1::ListModelsResponse* resp) {
   absl::Status s = auth_->Check(Authorization(ctx));
   if (s.ok()) {
-    for (const auto& m : generator_->pool()->Models()) {
+    for (const auto& m : generations_->pool()->Models()) {
       auto* info = resp->add_models();
       info->set_name(m.name);
       info->set_max_context_tokens(m.max_context_tokens);

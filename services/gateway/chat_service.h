@@ -1,11 +1,11 @@
-// phi.v1.ChatService over gRPC: auth, ChatML, and the Generator.
+// phi.v1.ChatService over gRPC: auth, ChatML, and the GenerationService.
 #ifndef PHI_SERVICES_GATEWAY_CHAT_SERVICE_H_
 #define PHI_SERVICES_GATEWAY_CHAT_SERVICE_H_
 
 #include "phi/v1/gateway.grpc.pb.h"
 #include "services/gateway/auth.h"
 #include "services/gateway/chatml.h"
-#include "services/gateway/generator.h"
+#include "services/gateway/generation_service.h"
 
 namespace phi::gateway {
 
@@ -33,8 +33,8 @@ using RawRequestChatService = phi::v1::ChatService::WithRawCallbackMethod_Chat<
 // worker stream through OnCancel.
 class ChatServiceImpl final : public RawRequestChatService {
  public:
-  ChatServiceImpl(Generator* generator, Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml)
-      : generator_(generator), auth_(auth), metrics_(metrics), chatml_(std::move(chatml)) {}
+  ChatServiceImpl(GenerationService* generations, Auth* auth, GatewayMetrics* metrics, ChatmlOptions chatml)
+      : generations_(generations), auth_(auth), metrics_(metrics), chatml_(std::move(chatml)) {}
 
   // Requests are a ChatRequest or CompleteRequest, responses the matching response messages,
   // as bytes (see RawRequestChatService).
@@ -51,15 +51,15 @@ class ChatServiceImpl final : public RawRequestChatService {
 
   // What a call needs from the service (the calls live in chat_service.cc).
   struct Deps {
-    Generator* generator;
+    GenerationService* generations;
     Auth* auth;
     GatewayMetrics* metrics;
   };
 
  private:
-  Deps deps() { return {generator_, auth_, metrics_}; }
+  Deps deps() { return {generations_, auth_, metrics_}; }
 
-  Generator* generator_;
+  GenerationService* generations_;
   Auth* auth_;
   GatewayMetrics* metrics_;
   ChatmlOptions chatml_;

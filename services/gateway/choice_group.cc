@@ -56,7 +56,7 @@ void ChoiceGroup::Start(std::shared_ptr<WorkerGroup> group) {
     c.sampling.set_seed(p.sampling.seed() + static_cast<uint64_t>(i));
     c.logprobs = p.logprobs || best_of_ > n_;  // best_of ranks by the choices' logprobs
     c.prompt_logprobs = p.prompt_logprobs && i == 0;
-    choices.push_back(std::make_shared<Generation>(request_->gen_, std::move(c), sinks_.back().get()));
+    choices.push_back(std::make_shared<Generation>(request_->service_, std::move(c), sinks_.back().get()));
   }
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -85,7 +85,7 @@ void ChoiceGroup::OnChoiceDelta(int index, GenerateDelta&& delta) {
       // The request's first token (any choice's): TTFT is per client request.
       first_delta_ = false;
       const double ttft = Now() - request_->t_start_;
-      request_->gen_->metrics_->ttft->Observe(ttft);
+      request_->service_->metrics_->ttft->Observe(ttft);
       ttft_ = ttft;
     }
     if (!held_.empty()) {

@@ -122,14 +122,14 @@ HttpApiOptions HttpOptions(const GatewayConfig& c) {
 
 // SIGTERM: both front ends stop taking requests, then drain within one grace counted from the
 // signal. Returns the exit code: 1 when the HTTP drain had to cut requests.
-int ServeAndDrain(common::ServiceServer& grpc_server, HttpApi& http, const Generator& generator,
+int ServeAndDrain(common::ServiceServer& grpc_server, HttpApi& http, const GenerationService& generations,
                   double grace_seconds) {
   // Quiet: nothing generating, and the last reply had 1 s to be read off the socket (the handler
   // returns while the end of a stream may still sit in gRPC's buffers; cutting the connection
   // then would lose it).
-  PromptShutdown prompt_shutdown(&grpc_server, [&generator] {
-    return generator.active() == 0 &&
-           std::chrono::steady_clock::now() - generator.last_finished() >= std::chrono::seconds(1);
+  PromptShutdown prompt_shutdown(&grpc_server, [&generations] {
+    return generations.active() == 0 &&
+           std::chrono::steady_clock::now() - generations.last_finished() >= std::chrono::seconds(1);
   });
   std::chrono::steady_clock::time_point drain_deadline;
   int rc = common::ServeUntilSignal(grpc_server, [&] {
@@ -150,13 +150,13 @@ int ServeAndDrain(common::ServiceServer& grpc_server, HttpApi& http, const Gener
 
 // A generation ends a moment after its call: the last worker-stream callback releases it after
 // the client's call has finished. Waits up to 5 s for them; false when some are still running.
-bool AwaitGenerations(const Generator& generator) {
+bool AwaitGenerations(const GenerationService& generations) {
   const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-  while (generator.active() > 0 && std::chrono::steady_clock::now() < give_up) {
+  while (generations.active() > 0 && std::chrono::steady_clock::now() < give_up) {
     std::this_thread::sleep_for(std::chrono::milliseconds(5));
   }
-  if (generator.active() == 0) return true;
-  PHI_LOG(WARNING, "generations_outlive_shutdown").Int("active", generator.active());
+  if (generations.active() == 0) return true;
+  PHI_LOG(WARNING, "generations_outlive_shutdown").Int("active", generations.active());
   return false;
 }
 
@@ -221,22 +221,22 @@ int RunGateway(const GatewayConfig& config) {
   GatewayMetrics metrics(&metrics::DefaultRegistry());
   auto pool = WorkerPool::Create(config.pool, &metrics::DefaultRegistry());
   if (!pool.ok()) return Fail(2, pool.status());
-  GeneratorOptions generation = config.generation;
+  GenerationServiceOptions generation = config.generation;
   generation.default_max_new_tokens = static_cast<int32_t>(config.default_max_new_tokens);
-  Generator generator(tokenizer->get(), pool->get(), &metrics, generation);
+  GenerationService generations(tokenizer->get(), pool->get(), &metrics, generation);
   ChatmlOptions chatml;
   chatml.default_system_prompt = config.default_system_prompt;
-  ChatServiceImpl service(&generator, auth->get(), &metrics, chatml);
+  ChatServiceImpl service(&generations, auth->get(), &metrics, chatml);
 
   auto grpc_server = common::StartOrExit(server, {&service});
-  auto http = HttpApi::Start(HttpOptions(config), &generator, auth->get(), &metrics, &metrics::DefaultRegistry(),
+  auto http = HttpApi::Start(HttpOptions(config), &generations, auth->get(), &metrics, &metrics::DefaultRegistry(),
                              chatml);
   if (!http.ok()) return Fail(1, http.status());
   PHI_LOG(INFO, "http_listening").Int("port", (*http)->port()).Bool("tls", (*http)->tls());
-  const int rc = ServeAndDrain(*grpc_server, **http, generator, server.shutdown_grace_seconds);
-  // The Generator must outlive the generations; those still running have sinks that point into
+  const int rc = ServeAndDrain(*grpc_server, **http, generations, server.shutdown_grace_seconds);
+  // The GenerationService must outlive the generations; those still running have sinks that point into
   // the HTTP API: the process is exiting, leave it alive.
-  if (!AwaitGenerations(generator)) (void)http->release();
+  if (!AwaitGenerations(generations)) (void)http->release();
   return rc;
 }
 

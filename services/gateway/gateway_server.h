@@ -9,7 +9,7 @@
 #include "absl/status/status.h"
 #include "services/common/config.h"
 #include "services/common/server.h"
-#include "services/gateway/generator.h"
+#include "services/gateway/generation_service.h"
 #include "services/gateway/http_api.h"
 #include "services/gateway/worker_pool.h"
 
@@ -22,7 +22,7 @@ struct GatewayConfig {
   std::string local_decode;     // model folder or tokenizer.json: decode in-process
   std::string local_tokenizer;  // the same: encode and decode in-process
   WorkerPoolOptions pool;       // worker groups, health checks, keepalive pings
-  GeneratorOptions generation;  // the first-token timeout
+  GenerationServiceOptions generation;  // the first-token timeout
   int64_t default_max_new_tokens = 0;  // into generation.default_max_new_tokens
   std::string api_keys_file;    // none: no auth (PHI_API_KEYS adds keys)
   int64_t max_concurrent_per_key = 0;

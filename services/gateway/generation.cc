@@ -10,6 +10,7 @@
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/gateway/choice_group.h"
+#include "services/gateway/request_validation.h"
 
 namespace phi::gateway {
 
@@ -24,7 +25,7 @@ absl::Status Invalid(const std::string& msg) { return absl::InvalidArgumentError
 // What max_new_tokens 0 gets (clamped to the context by the caller): the operator's
 // --default-max-new-tokens when set, else the model's (generation_config.json's, else the
 // worker's 256), else 256 for a worker that reports none.
-int32_t DefaultMaxNewTokens(const GeneratorOptions& options, const ModelSummary& model) {
+int32_t DefaultMaxNewTokens(const GenerationServiceOptions& options, const ModelSummary& model) {
   if (options.default_max_new_tokens > 0) return options.default_max_new_tokens;
   if (model.default_max_new_tokens > 0) return model.default_max_new_tokens;
   return kModelCardMaxNewTokens;
@@ -56,8 +57,8 @@ struct Generation::WorkerMessage {
 // gRPC's threads never wait on the tokenizer.
 class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::GenerateResponse> {
  public:
-  WorkerStream(std::shared_ptr<Generation> gen, phi::v1::GenerateRequest req, bool offload)
-      : gen_(std::move(gen)), req_(std::move(req)), offload_(offload) {}
+  WorkerStream(std::shared_ptr<Generation> generation, phi::v1::GenerateRequest req, bool offload)
+      : generation_(std::move(generation)), req_(std::move(req)), offload_(offload) {}
 
   // first_token_timeout > 0: a stream with no message by then is cancelled as hung.
   void Start(std::shared_ptr<WorkerStream> self, phi::v1::WorkerService::Stub* stub, double first_token_timeout) {
@@ -92,7 +93,7 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
     }
     resp_.arrived = Now();
     if (!offload_) {
-      if (gen_->OnWorkerMessages(std::span<WorkerMessage>(&resp_, 1), &ctx_)) StartRead(&resp_.message);
+      if (generation_->OnWorkerMessages(std::span<WorkerMessage>(&resp_, 1), &ctx_)) StartRead(&resp_.message);
       return;
     }
     bool start = false;
@@ -106,14 +107,14 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
     // The first batch goes ahead of other streams' batches: it is this request's TTFT.
     const bool first = !posted_first_;
     posted_first_ = true;
-    if (start) gen_->gen_->Offload([keep = self_]() mutable { Drain(std::move(keep)); }, first);
+    if (start) generation_->service_->Offload([keep = self_]() mutable { Drain(std::move(keep)); }, first);
     StartRead(&resp_.message);
   }
   void OnDone(const grpc::Status& status) override {
     std::shared_ptr<WorkerStream> keep = std::move(self_);
     if (!offload_) {
-      std::shared_ptr<Generation> gen = std::move(gen_);
-      return gen->OnWorkerDone(status, hung());
+      std::shared_ptr<Generation> generation = std::move(generation_);
+      return generation->OnWorkerDone(status, hung());
     }
     bool start = false;
     {
@@ -123,7 +124,7 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
       start = !draining_;
       draining_ = true;
     }
-    if (start) gen_->gen_->Offload([keep = std::move(keep)]() mutable { Drain(std::move(keep)); });
+    if (start) generation_->service_->Offload([keep = std::move(keep)]() mutable { Drain(std::move(keep)); });
   }
 
  private:
@@ -140,12 +141,12 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
       done = self->done_;
       status = self->done_status_;
     }
-    if (!batch.empty() && self->reading_ && !self->gen_->OnWorkerMessages(batch, &self->ctx_)) {
+    if (!batch.empty() && self->reading_ && !self->generation_->OnWorkerMessages(batch, &self->ctx_)) {
       self->reading_ = false;  // the generation cancelled the call; what still arrives is dropped
     }
     if (done) {
-      std::shared_ptr<Generation> gen = std::move(self->gen_);
-      gen->OnWorkerDone(status, self->hung());
+      std::shared_ptr<Generation> generation = std::move(self->generation_);
+      generation->OnWorkerDone(status, self->hung());
       return;
     }
     bool again = false;
@@ -154,13 +155,13 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
       again = !self->inbox_.empty() || self->done_;
       if (!again) self->draining_ = false;
     }
-    Generator* generator = self->gen_->gen_;
-    if (again) generator->Offload([self = std::move(self)]() mutable { Drain(std::move(self)); });
+    GenerationService* service = self->generation_->service_;
+    if (again) service->Offload([self = std::move(self)]() mutable { Drain(std::move(self)); });
   }
 
   enum { kWaiting, kGotMessage, kHung };
 
-  std::shared_ptr<Generation> gen_;
+  std::shared_ptr<Generation> generation_;
   std::shared_ptr<WorkerStream> self_;
   grpc::ClientContext ctx_;
   // The first-token timeout and the race between it and the first message (decided once).
@@ -180,14 +181,15 @@ class Generation::WorkerStream : public grpc::ClientReadReactor<phi::v1::Generat
   bool posted_first_ = false;  // touched by OnReadDone only
 };
 
-Generation::Generation(Generator* generator, GenerateParams params, GenerationSink* sink)
-    : gen_(generator), params_(std::move(params)), sink_(sink), t_start_(Now()) {
-  gen_->active_.fetch_add(1, std::memory_order_acq_rel);
+Generation::Generation(GenerationService* service, GenerateParams params, GenerationSink* sink)
+    : service_(service), params_(std::move(params)), sink_(sink), t_start_(Now()) {
+  service_->active_.fetch_add(1, std::memory_order_acq_rel);
 }
 
 Generation::~Generation() {
-  gen_->last_finished_.store(std::chrono::steady_clock::now().time_since_epoch().count(), std::memory_order_release);
-  gen_->active_.fetch_sub(1, std::memory_order_acq_rel);
+  service_->last_finished_.store(std::chrono::steady_clock::now().time_since_epoch().count(),
+                                 std::memory_order_release);
+  service_->active_.fetch_sub(1, std::memory_order_acq_rel);
 }
 
 void Generation::Cancel() {
@@ -207,7 +209,7 @@ void Generation::Cancel() {
 void Generation::Prepare() {
   if (absl::Status s = ValidateCommon(params_); !s.ok()) return Complete(s);
   result_.request_id = params_.request_id;
-  GatewayMetrics* metrics = gen_->metrics_;
+  GatewayMetrics* metrics = service_->metrics_;
   absl::StatusOr<ModelSummary> model = FindModel();
   if (!model.ok()) return Complete(model.status());
   result_.model = model->name;
@@ -219,7 +221,7 @@ void Generation::Prepare() {
   const double t_tok = Now();
   if (params_.prompt_ids.empty()) {
     absl::StatusOr<std::vector<int32_t>> ids =
-        gen_->tokenizer_->Encode(params_.prompt, params_.parse_special, params_.deadline);
+        service_->tokenizer_->Encode(params_.prompt, params_.parse_special, params_.deadline);
     metrics->tokenizer->Observe(Now() - t_tok);
     if (!ids.ok()) return Complete(ids.status());
     ids_ = std::move(*ids);
@@ -238,13 +240,13 @@ void Generation::Prepare() {
   counted_in_flight_ = true;
   if (params_.best_of > 1) return StartChoices();
   if (!StartAttempt(nullptr)) {
-    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
+    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
   }
 }
 
 absl::StatusOr<ModelSummary> Generation::FindModel() {
   // Unknown names are NOT_FOUND (OpenAI's model_not_found).
-  WorkerPool* pool = gen_->pool_;
+  WorkerPool* pool = service_->pool_;
   std::vector<ModelSummary> models = pool->Models();
   if (models.empty()) {
     pool->RefreshNow();
@@ -288,7 +290,7 @@ absl::Status Generation::CheckIds(const ModelSummary& model) {
 absl::Status Generation::ResolveLengths(const ModelSummary& model) {
   const int32_t n_prompt = static_cast<int32_t>(ids_.size());
   const int32_t ctx_len = model.max_context_tokens;
-  const int32_t default_max = DefaultMaxNewTokens(gen_->options_, model);
+  const int32_t default_max = DefaultMaxNewTokens(service_->options_, model);
   auto& stopping = params_.stopping;
   if (ctx_len > 0) {
     if (n_prompt >= ctx_len) {
@@ -314,9 +316,9 @@ absl::Status Generation::ResolveLengths(const ModelSummary& model) {
 }
 
 void Generation::StartChoices() {
-  std::shared_ptr<WorkerGroup> group = gen_->pool_->Pick(params_.model, ids_, nullptr);
+  std::shared_ptr<WorkerGroup> group = service_->pool_->Pick(params_.model, ids_, nullptr);
   if (!group) {
-    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
+    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
   }
   auto choices = std::make_shared<ChoiceGroup>(shared_from_this());
   bool cancelled = false;
@@ -343,13 +345,13 @@ void Generation::StartChoice(std::vector<int32_t> ids, std::string model, std::s
   result_.model = std::move(model);
   first_group_ = std::move(group);
   if (!StartAttempt(nullptr)) {
-    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", gen_->pool_->Describe(), ")")));
+    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
   }
 }
 
 bool Generation::StartAttempt(const WorkerGroup* avoid) {
   std::shared_ptr<WorkerGroup> group =
-      first_group_ ? std::move(first_group_) : gen_->pool_->Pick(params_.model, ids_, avoid);
+      first_group_ ? std::move(first_group_) : service_->pool_->Pick(params_.model, ids_, avoid);
   first_group_.reset();
   if (!group) return false;
   phi::v1::GenerateRequest req;
@@ -374,12 +376,12 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
   stopped_by_string_ = false;
   finished_ = false;
   error_ = absl::OkStatus();
-  decoder_ = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
+  decoder_ = service_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
   matcher_.emplace(std::vector<std::string>(params_.stopping.stop().begin(), params_.stopping.stop().end()),
                    params_.stopping.include_stop_str_in_output());
 
   auto stream =
-      std::make_shared<WorkerStream>(shared_from_this(), std::move(req), !gen_->tokenizer_->local_decode());
+      std::make_shared<WorkerStream>(shared_from_this(), std::move(req), !service_->tokenizer_->local_decode());
   if (params_.deadline != Deadline::max()) stream->context()->set_deadline(params_.deadline);
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -387,7 +389,7 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
     // Cancelled before the call exists: start it cancelled, so it ends through OnDone as usual.
     if (cancelled_) stream->context()->TryCancel();
   }
-  stream->Start(stream, group_->stub(), gen_->options_.first_token_timeout_seconds);
+  stream->Start(stream, group_->stub(), service_->options_.first_token_timeout_seconds);
   return true;
 }
 
@@ -404,7 +406,7 @@ absl::Status Generation::FillTexts(google::protobuf::RepeatedPtrField<phi::v1::P
   }
   if (!want.empty()) {
     // One DecodeEach for all of them: a few batched RPCs for a whole prompt, none per token.
-    absl::StatusOr<std::vector<std::string>> texts = gen_->tokenizer_->DecodeEach(want, params_.deadline);
+    absl::StatusOr<std::vector<std::string>> texts = service_->tokenizer_->DecodeEach(want, params_.deadline);
     if (!texts.ok()) return texts.status();
     for (size_t k = 0; k < want.size(); ++k) token_texts_.try_emplace(want[k], std::move((*texts)[k]));
   }
@@ -469,7 +471,7 @@ absl::Status Generation::TakePromptLogprobs(phi::v1::GenerateResponse* resp, Gen
 }
 
 void Generation::ObserveTokenArrival(double arrived) {
-  GatewayMetrics* metrics = gen_->metrics_;
+  GatewayMetrics* metrics = service_->metrics_;
   if (!any_token_) {
     any_token_ = true;
     // A choice's first token is not the request's (the group observes that).
@@ -515,8 +517,10 @@ absl::StatusOr<size_t> Generation::DecodeAndMatch(const std::vector<int32_t>& id
   if (matcher_->has_stops()) out_ids_.insert(out_ids_.end(), ids.begin(), ids.end());
   // The first min_new_tokens - 1 tokens cannot end the generation with a stop string (the
   // worker keeps eos and stop ids from ending it that early).
-  const int64_t guard_tokens = static_cast<int64_t>(params_.stopping.min_new_tokens()) - 1 - static_cast<int64_t>(before);
-  const size_t guarded = matcher_->has_stops() ? static_cast<size_t>(std::clamp<int64_t>(guard_tokens, 0, ids.size())) : 0;
+  const int64_t guard_tokens =
+      static_cast<int64_t>(params_.stopping.min_new_tokens()) - 1 - static_cast<int64_t>(before);
+  const size_t guarded =
+      matcher_->has_stops() ? static_cast<size_t>(std::clamp<int64_t>(guard_tokens, 0, ids.size())) : 0;
   auto push = [&](size_t from, size_t to, bool can_stop) -> absl::Status {
     absl::StatusOr<std::string> t =
         from == 0 && to == ids.size() ? decoder_->Push(ids)
@@ -540,7 +544,7 @@ absl::StatusOr<size_t> Generation::DecodeAndMatch(const std::vector<int32_t>& id
 absl::StatusOr<size_t> Generation::TokensThroughStop(size_t from) {
   // The same incremental decoding gives the same text, so the token whose text reaches the
   // match's end is the one the stream decoder completed it with.
-  std::unique_ptr<DecodeSession> replay = gen_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
+  std::unique_ptr<DecodeSession> replay = service_->tokenizer_->StartDecode(/*skip_special=*/true, params_.deadline);
   size_t bytes = 0, through = out_ids_.size();
   if (from > 0) {
     absl::StatusOr<std::string> t = replay->Push(std::vector<int32_t>(out_ids_.begin(), out_ids_.begin() + from));
@@ -567,7 +571,7 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
   }
   if (hung) {
     return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), ": no token within ",
-                                               gen_->options_.first_token_timeout_seconds,
+                                               service_->options_.first_token_timeout_seconds,
                                                " s (--first-token-timeout-seconds)"));
   }
   if (!error_.ok()) return error_;
@@ -611,18 +615,18 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
 void Generation::OnWorkerDone(const grpc::Status& status, bool hung) {
   const absl::Status outcome = AttemptOutcome(status, hung);
   if (hung && outcome.code() == absl::StatusCode::kUnavailable) {
-    gen_->metrics_->hung_attempts->Inc();
-    gen_->pool_->MarkFailed(group_.get());  // also when there is no retry: no new request waits on it
+    service_->metrics_->hung_attempts->Inc();
+    service_->pool_->MarkFailed(group_.get());  // also when there is no retry: no new request waits on it
     PHI_LOG(WARNING, "worker_hung")
         .Str("request_id", params_.request_id)
         .Str("address", group_->address())
-        .Num("first_token_timeout_seconds", gen_->options_.first_token_timeout_seconds);
+        .Num("first_token_timeout_seconds", service_->options_.first_token_timeout_seconds);
   }
   // The decoder is done with when the stream did not finish normally (Finish closed it).
   if (!outcome.ok() || stopped_by_string_) decoder_->Abort();
   decoder_.reset();
   group_->in_flight.fetch_sub(1);
-  gen_->metrics_->completion_tokens->Inc(completion_);
+  service_->metrics_->completion_tokens->Inc(completion_);
   {
     std::lock_guard<std::mutex> l(mu_);
     stream_.reset();
@@ -631,7 +635,7 @@ void Generation::OnWorkerDone(const grpc::Status& status, bool hung) {
                          outcome.code() == absl::StatusCode::kResourceExhausted ||
                          outcome.code() == absl::StatusCode::kUnknown;
   if (!outcome.ok() && !any_token_ && retryable && attempt_ == 0 && outcome.code() != absl::StatusCode::kCancelled) {
-    if (outcome.code() != absl::StatusCode::kResourceExhausted) gen_->pool_->MarkFailed(group_.get());
+    if (outcome.code() != absl::StatusCode::kResourceExhausted) service_->pool_->MarkFailed(group_.get());
     PHI_LOG(WARNING, "worker_retry")
         .Str("request_id", params_.request_id)
         .Str("address", group_->address())
@@ -648,7 +652,7 @@ void Generation::Complete(absl::Status status) {
   if (completed_) return;
   completed_ = true;
   if (status.ok()) {
-    if (!choice_) gen_->metrics_->e2e->Observe(Now() - t_start_);
+    if (!choice_) service_->metrics_->e2e->Observe(Now() - t_start_);
     result_.timings.set_total_seconds(Now() - t_start_);
     if (result_.choices.empty()) {
       ChoiceResult c;
@@ -659,7 +663,7 @@ void Generation::Complete(absl::Status status) {
       result_.choices.push_back(c);
     }
   }
-  if (counted_in_flight_) gen_->metrics_->in_flight->Dec();
+  if (counted_in_flight_) service_->metrics_->in_flight->Dec();
   sink_->OnEnd(status, std::move(result_));
 }
 

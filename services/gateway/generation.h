@@ -20,14 +20,14 @@
 
 #include "absl/status/status.h"
 #include "phi/v1/worker.grpc.pb.h"
-#include "services/gateway/generator.h"
+#include "services/gateway/generation_service.h"
 #include "services/gateway/stop_matcher.h"
 
 namespace phi::gateway {
 
 // Receives one generation's output: deltas of every choice (GenerateDelta::index), then OnEnd
 // with each choice's end in GenerateResult::choices. Calls for one generation never overlap
-// (also with n > 1) and come from gRPC threads (or the caller of Generator::Start); OnEnd is
+// (also with n > 1) and come from gRPC threads (or the caller of GenerationService::Start); OnEnd is
 // the last call, exactly once. A sink must not block: it queues what it cannot write at once.
 class GenerationSink {
  public:
@@ -40,13 +40,13 @@ class ChoiceGroup;
 
 // Validate, encode, pick a worker group, stream, decode, stop strings, retry once on another
 // group when the first fails before its first token (an error, a connection dropped by the
-// keepalive pings, or no token within GeneratorOptions::first_token_timeout_seconds),
+// keepalive pings, or no token within GenerationServiceOptions::first_token_timeout_seconds),
 // metrics. With n > 1 (or best_of) the request's Generation encodes once and runs one child
 // Generation per choice (choice_group.h). Owned through shared_ptr by the caller and by the
 // worker stream in flight.
 class Generation : public std::enable_shared_from_this<Generation> {
  public:
-  Generation(Generator* generator, GenerateParams params, GenerationSink* sink);
+  Generation(GenerationService* service, GenerateParams params, GenerationSink* sink);
   ~Generation();
 
   // The client is gone: cancels the worker stream (now or as soon as it starts); the sink
@@ -54,7 +54,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void Cancel();
 
   // Everything before the worker stream; may block on the tokenizer service when the prompt
-  // has to be encoded remotely (Generator::Start runs it on its own thread then).
+  // has to be encoded remotely (GenerationService::Start runs it on its own thread then).
   void Prepare();
 
   // Runs this Generation as one choice of a request (ChoiceGroup): the prompt is `ids`, encoded
@@ -111,7 +111,7 @@ class Generation : public std::enable_shared_from_this<Generation> {
   void Emit(GenerateDelta&& delta);
   void Complete(absl::Status status);
 
-  Generator* const gen_;
+  GenerationService* const service_;
   GenerateParams params_;
   GenerationSink* const sink_;
   GenerateResult result_;

@@ -208,7 +208,7 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
         request_id_(std::move(request_id)),
         id_(absl::StrCat("chatcmpl-", RandomHex())),
         created_(UnixNow()),
-        model_(ModelForChunks(req_.params.model, api->generator_->pool())),
+        model_(ModelForChunks(req_.params.model, api->generations_->pool())),
         choices_(std::max(1, req_.params.n)) {}
 
   void Begin() {
@@ -217,7 +217,7 @@ class HttpApi::ChatCall final : public HttpApi::LiveCall,
       if (auto self = weak.lock()) self->CancelGeneration();
     });
     req_.params.request_id = request_id_;
-    std::shared_ptr<Generation> g = api_->generator_->Start(req_.params, this);
+    std::shared_ptr<Generation> g = api_->generations_->Start(req_.params, this);
     bool cancel;
     {
       std::lock_guard<std::mutex> l(gen_mu_);
@@ -392,7 +392,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
         request_id_(std::move(request_id)),
         id_(absl::StrCat("cmpl-", RandomHex())),
         created_(UnixNow()),
-        model_(ModelForChunks(req_.model, api->generator_->pool())),
+        model_(ModelForChunks(req_.model, api->generations_->pool())),
         n_(req_.prompts.empty() ? 1 : std::max(1, req_.prompts[0].n)) {
     prompts_.resize(req_.prompts.size());
     for (size_t i = 0; i < prompts_.size(); ++i) {
@@ -412,7 +412,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       GenerateParams& p = req_.prompts[i];
       p.request_id = prompts_.size() == 1 ? request_id_ : absl::StrCat(request_id_, "-", i);
       if (req_.echo && p.echo_text.empty() && !p.prompt_ids.empty()) {
-        auto text = api_->generator_->tokenizer()->Decode(p.prompt_ids, false, Deadline::max());
+        auto text = api_->generations_->tokenizer()->Decode(p.prompt_ids, false, Deadline::max());
         if (!text.ok()) {
           FailBeforeStart(text.status());
           return;
@@ -423,7 +423,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       if (req_.score_only) p.echo_text.clear();  // scoring: the prompt comes back once, with its logprobs
     }
     for (size_t i = 0; i < prompts_.size(); ++i) {
-      std::shared_ptr<Generation> g = api_->generator_->Start(req_.prompts[i], &prompts_[i]);
+      std::shared_ptr<Generation> g = api_->generations_->Start(req_.prompts[i], &prompts_[i]);
       std::lock_guard<std::mutex> l(gen_mu_);
       generations_.push_back(g);
       if (cancelled_) g->Cancel();
@@ -679,11 +679,11 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
   std::vector<std::shared_ptr<Generation>> generations_;
 };
 
-absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, Generator* generator,
+absl::StatusOr<std::unique_ptr<HttpApi>> HttpApi::Start(const HttpApiOptions& options, GenerationService* generations,
                                                         Auth* auth, GatewayMetrics* metrics,
                                                         metrics::Registry* registry, ChatmlOptions chatml) {
   std::unique_ptr<HttpApi> api(new HttpApi());
-  api->generator_ = generator;
+  api->generations_ = generations;
   api->auth_ = auth;
   api->metrics_ = metrics;
   api->chatml_ = std::move(chatml);
@@ -782,7 +782,7 @@ void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {
                 std::move(h));
   };
   if (path == "/health" || path == "/healthz") {
-    const bool ok = !draining_.load() && !generator_->pool()->Models().empty();
+    const bool ok = !draining_.load() && !generations_->pool()->Models().empty();
     RespondJson(ex, ok ? 200 : 503, json{{"status", ok ? "ok" : "unavailable"}}, request_id);
     return;
   }
@@ -813,7 +813,7 @@ void HttpApi::Models(const std::shared_ptr<HttpExchange>& ex, const std::string&
   absl::Status s = auth_->Check(std::string(ex->request().Header("Authorization")));
   if (s.ok()) {
     json data = json::array();
-    for (const auto& m : generator_->pool()->Models()) {
+    for (const auto& m : generations_->pool()->Models()) {
       json model = {{"id", m.name},
                     {"object", "model"},
                     {"created", 0},
@@ -872,13 +872,13 @@ void HttpApi::Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::strin
   if (!req.ok()) return Refuse("http_tokenize", ex, req.status(), request_id);
   blocking_->Post([this, ex, request_id, req = std::move(*req)] {
     int32_t max_model_len = 0;
-    for (const auto& m : generator_->pool()->Models()) {
+    for (const auto& m : generations_->pool()->Models()) {
       if (req.model.empty() || m.name == req.model) max_model_len = m.max_context_tokens;
     }
-    absl::StatusOr<std::vector<int32_t>> ids = generator_->tokenizer()->Encode(req.prompt, req.parse_special,
+    absl::StatusOr<std::vector<int32_t>> ids = generations_->tokenizer()->Encode(req.prompt, req.parse_special,
                                                                                Deadline::max());
     absl::StatusOr<std::vector<std::string>> strs = std::vector<std::string>();
-    if (ids.ok() && req.return_token_strs) strs = generator_->tokenizer()->DecodeEach(*ids, Deadline::max());
+    if (ids.ok() && req.return_token_strs) strs = generations_->tokenizer()->DecodeEach(*ids, Deadline::max());
     absl::Status st = ids.ok() ? strs.status() : ids.status();
     CountRequest("http_tokenize", st);
     if (!st.ok()) return RespondError(ex, st, request_id);
@@ -894,7 +894,7 @@ void HttpApi::Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::str
   absl::StatusOr<DetokenizeRequest> req = ParseDetokenizeRequest(ex->request().body, limits_);
   if (!req.ok()) return Refuse("http_detokenize", ex, req.status(), request_id);
   blocking_->Post([this, ex, request_id, req = std::move(*req)] {
-    absl::StatusOr<std::string> text = generator_->tokenizer()->Decode(req.tokens, false, Deadline::max());
+    absl::StatusOr<std::string> text = generations_->tokenizer()->Decode(req.tokens, false, Deadline::max());
     CountRequest("http_detokenize", text.status());
     if (!text.ok()) return RespondError(ex, text.status(), request_id);
     RespondJson(ex, 200, json{{"prompt", *text}}, request_id);

@@ -8,7 +8,7 @@
 //   GET  /health
 //   GET  /, /static/...         the chat page (web_page.h), unless turned off
 // Bodies are parsed and validated by openai_request.h. Every generation runs through
-// Generator::Start with a sink that writes to the exchange from gRPC's threads; a client that
+// GenerationService::Start with a sink that writes to the exchange from gRPC's threads; a client that
 // goes away cancels its generation. Errors use OpenAI's shape {"error": {"message", "type",
 // "param", "code"}}; every response carries X-Request-Id (the client's, or a new one).
 // ref: https://platform.openai.com/docs/api-reference/chat
@@ -28,7 +28,7 @@
 #include "services/gateway/auth.h"
 #include "services/gateway/blocking_executor.h"
 #include "services/gateway/chatml.h"
-#include "services/gateway/generator.h"
+#include "services/gateway/generation_service.h"
 #include "services/gateway/http_server.h"
 #include "services/gateway/openai_request.h"
 
@@ -54,7 +54,7 @@ std::string DumpJson(const nlohmann::json& j);
 
 class HttpApi {
  public:
-  static absl::StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, Generator* generator,
+  static absl::StatusOr<std::unique_ptr<HttpApi>> Start(const HttpApiOptions& options, GenerationService* generations,
                                                         Auth* auth, GatewayMetrics* metrics,
                                                         metrics::Registry* registry, ChatmlOptions chatml);
   ~HttpApi();
@@ -87,7 +87,7 @@ class HttpApi {
   void Refuse(const std::string& route, const std::shared_ptr<HttpExchange>& ex, const absl::Status& s,
               const std::string& request_id);
 
-  Generator* generator_ = nullptr;
+  GenerationService* generations_ = nullptr;
   Auth* auth_ = nullptr;
   GatewayMetrics* metrics_ = nullptr;
   ChatmlOptions chatml_;

@@ -1,4 +1,4 @@
-// OpenAI request bodies -> validated requests for the Generator. Bodies are read with
+// OpenAI request bodies -> validated requests for the GenerationService. Bodies are read with
 // simdjson On Demand (Debian's libsimdjson 3.0): no DOM, a nesting-depth limit, typed access
 // that reports a wrong type as an error (no exceptions), UTF-8 validated. Every field is checked
 // for type and range; an error is INVALID_ARGUMENT whose message starts with the parameter as
@@ -24,7 +24,7 @@
 #include "absl/status/statusor.h"
 #include "services/common/request_limits.h"
 #include "services/gateway/chatml.h"
-#include "services/gateway/generator.h"
+#include "services/gateway/generation_service.h"
 
 namespace phi::gateway {
 

@@ -1,7 +1,7 @@
 // libFuzzer: raw bytes -> Beast's HTTP/1.1 request parser with the server's limits -> route by
 // path -> the OpenAI request parsers -> the status the handler decides. Beyond "no crash, no
 // leak, no hang": a refused request is INVALID_ARGUMENT with a short printable message naming a
-// parameter, and an accepted one passes every range the Generator checks (ValidateCommon).
+// parameter, and an accepted one passes every range the gateway checks (ValidateCommon).
 #include <boost/beast/core/error.hpp>
 #include <boost/beast/http.hpp>
 #include <cstddef>
@@ -29,7 +29,7 @@ constexpr size_t kBodyLimit = 8 << 20;
 
 bool InRange(double v, double lo, double hi) { return v >= lo && v <= hi; }
 
-// What ValidateCommon (generator.cc) refuses must never be accepted here.
+// What ValidateCommon (request_validation.cc) refuses must never be accepted here.
 void CheckParams(const GenerateParams& p) {
   const auto& s = p.sampling;
   FUZZ_CHECK(InRange(s.temperature(), 0, 100));

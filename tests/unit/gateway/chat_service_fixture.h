@@ -1,4 +1,4 @@
-// The ChatServiceImpl test fixture: a gateway (Generator, WorkerPool, ChatServiceImpl) over
+// The ChatServiceImpl test fixture: a gateway (GenerationService, WorkerPool, ChatServiceImpl) over
 // gRPC against in-process fake tokenizer and worker services (fakes.h).
 #ifndef PHI_TESTS_UNIT_GATEWAY_CHAT_SERVICE_FIXTURE_H_
 #define PHI_TESTS_UNIT_GATEWAY_CHAT_SERVICE_FIXTURE_H_
@@ -33,9 +33,9 @@ class ChatServiceTest : public ::testing::Test {
     po.status_timeout_seconds = status_timeout_seconds_;
     pool_ = *WorkerPool::Create(po, &registry_);
     metrics_ = std::make_unique<GatewayMetrics>(&registry_);
-    generator_ = std::make_unique<Generator>(tok_client_.get(), pool_.get(), metrics_.get(), gen_options_);
+    generations_ = std::make_unique<GenerationService>(tok_client_.get(), pool_.get(), metrics_.get(), gen_options_);
     auth_ = *Auth::Create("", keys, max_concurrent);
-    service_ = std::make_unique<ChatServiceImpl>(generator_.get(), auth_.get(), metrics_.get(), ChatmlOptions{});
+    service_ = std::make_unique<ChatServiceImpl>(generations_.get(), auth_.get(), metrics_.get(), ChatmlOptions{});
     server_ = std::make_unique<InProcessServer>(service_.get());
     stub_ = phi::v1::ChatService::NewStub(
         grpc::CreateChannel(server_->address(), grpc::InsecureChannelCredentials()));
@@ -115,7 +115,7 @@ class ChatServiceTest : public ::testing::Test {
     return std::stod(text.substr(at + line_start.size() + 2));
   }
 
-  GeneratorOptions gen_options_;
+  GenerationServiceOptions gen_options_;
   double status_timeout_seconds_ = 2.0;
   metrics::Registry registry_;
   FakeTokenizer tokenizer_;
@@ -125,7 +125,7 @@ class ChatServiceTest : public ::testing::Test {
   std::unique_ptr<TokenizerClient> tok_client_;
   std::unique_ptr<WorkerPool> pool_;
   std::unique_ptr<GatewayMetrics> metrics_;
-  std::unique_ptr<Generator> generator_;
+  std::unique_ptr<GenerationService> generations_;
   std::unique_ptr<Auth> auth_;
   std::unique_ptr<ChatServiceImpl> service_;
   std::unique_ptr<InProcessServer> server_;

@@ -307,7 +307,7 @@ TEST_F(GenerationTest, OneChoiceFailingFailsTheRequestAndCancelsTheOthers) {
   // before its call started).
   EXPECT_GE(workers_[0]->cancelled.load(), 2);
   EXPECT_EQ(workers_[0]->cancelled.load(), workers_[0]->generates.load() - 1);
-  EXPECT_TRUE(Eventually([&] { return generator_->active() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return generations_->active() == 0; }));
 }
 
 TEST_F(GenerationTest, CancellingTheClientCancelsEveryChoice) {
@@ -323,7 +323,7 @@ TEST_F(GenerationTest, CancellingTheClientCancelsEveryChoice) {
   reader->Finish();
   EXPECT_TRUE(Eventually([&] { return workers_[0]->running.load() == 0; }));
   EXPECT_EQ(workers_[0]->cancelled.load(), 3);
-  EXPECT_TRUE(Eventually([&] { return generator_->active() == 0; }));
+  EXPECT_TRUE(Eventually([&] { return generations_->active() == 0; }));
 }
 
 TEST_F(GenerationTest, CompleteWithNAndPromptLogprobs) {

@@ -120,7 +120,7 @@ class HttpApiChoicesTest : public testing::ChatServiceTest {
     o.server.host = "127.0.0.1";
     o.server.port = 0;
     o.web_ui = false;
-    auto api = HttpApi::Start(o, generator_.get(), auth_.get(), metrics_.get(), &registry_, ChatmlOptions{});
+    auto api = HttpApi::Start(o, generations_.get(), auth_.get(), metrics_.get(), &registry_, ChatmlOptions{});
     ASSERT_TRUE(api.ok()) << api.status();
     api_ = std::move(*api);
   }

@@ -1,9 +1,9 @@
 // The gateway's generation entry point, shared by the gRPC and HTTP front ends: the request
-// (GenerateParams), its output (GenerateDelta, GenerateResult), field checks, and Generator,
+// (GenerateParams), its output (GenerateDelta, GenerateResult), field checks, and GenerationService,
 // which starts Generations (generation.h: validate, encode, route, stream, decode, stop
 // strings, retry, metrics).
-#ifndef PHI_SERVICES_GATEWAY_GENERATOR_H_
-#define PHI_SERVICES_GATEWAY_GENERATOR_H_
+#ifndef PHI_SERVICES_GATEWAY_GENERATION_SERVICE_H_
+#define PHI_SERVICES_GATEWAY_GENERATION_SERVICE_H_
 
 #include <atomic>
 #include <chrono>
@@ -95,7 +95,7 @@ struct GenerateResult {
 // operator nor the model's worker says otherwise.
 inline constexpr int32_t kModelCardMaxNewTokens = 256;
 
-struct GeneratorOptions {
+struct GenerationServiceOptions {
   // What max_new_tokens 0 gets, over the model's own default (GetStatusResponse
   // .generation_defaults.max_new_tokens); 0: the model's.
   int32_t default_max_new_tokens = 0;
@@ -113,10 +113,14 @@ class ChoiceGroup;
 class Generation;
 class GenerationSink;
 
-class Generator {
+// What every generation shares (tokenizer client, worker pool, metrics, options, the threads
+// that make tokenizer calls): starts one Generation per request and counts those running. One
+// per process, used by both front ends.
+class GenerationService {
  public:
-  Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options = {});
-  ~Generator();
+  GenerationService(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics,
+                    GenerationServiceOptions options = {});
+  ~GenerationService();
 
   // Starts a generation whose output goes to `sink` (see generation.h), which must live until
   // its OnEnd. With n > 1 (or best_of) the returned Generation stands for all the choices:
@@ -150,20 +154,13 @@ class Generator {
   TokenizerClient* tokenizer_;
   WorkerPool* pool_;
   GatewayMetrics* metrics_;
-  GeneratorOptions options_;
+  GenerationServiceOptions options_;
   std::atomic<uint64_t> next_id_{1};
   std::atomic<int> active_{0};
   std::atomic<std::chrono::steady_clock::rep> last_finished_{0};
   std::unique_ptr<BlockingExecutor> blocking_;  // null when the tokenizer is in-process
 };
 
-// Field-by-field checks of sampling and stopping (INVALID_ARGUMENT naming the field as the
-// gRPC API spells it, "sampling.logit_bias[50256]", and its range). ValidateCommon adds the
-// request-level fields (top_logprobs, n, best_of).
-absl::Status ValidateSampling(const phi::v1::SamplingParams& s);
-absl::Status ValidateStopping(const phi::v1::StoppingCriteria& s);
-absl::Status ValidateCommon(const GenerateParams& p);
-
 }  // namespace phi::gateway
 
-#endif  // PHI_SERVICES_GATEWAY_GENERATOR_H_
+#endif  // PHI_SERVICES_GATEWAY_GENERATION_SERVICE_H_

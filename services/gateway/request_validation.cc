@@ -1,12 +1,12 @@
-#include "services/gateway/generator.h"
+#include "services/gateway/request_validation.h"
 
 #include <cmath>
 #include <map>
+#include <string>
 
 #include "absl/strings/str_cat.h"
 #include "nlohmann/json.hpp"
 #include "services/common/request_limits.h"
-#include "services/gateway/generation.h"
 
 namespace phi::gateway {
 
@@ -233,34 +233,6 @@ absl::Status ValidateCommon(const GenerateParams& p) {
   }
   if (absl::Status s = ValidateSampling(p.sampling); !s.ok()) return s;
   return ValidateStopping(p.stopping);
-}
-
-Generator::Generator(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics, GeneratorOptions options)
-    : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {
-  if (!tokenizer_->local_encode()) blocking_ = std::make_unique<BlockingExecutor>(options_.tokenizer_call_threads);
-}
-
-Generator::~Generator() = default;
-
-void Generator::Offload(std::function<void()> task, bool ahead) {
-  if (blocking_) {
-    blocking_->Post(std::move(task), ahead);
-  } else {
-    task();  // nothing here blocks (in-process tokenizer)
-  }
-}
-
-std::shared_ptr<Generation> Generator::Start(GenerateParams params, GenerationSink* sink) {
-  if (params.request_id.empty()) params.request_id = NewRequestId();
-  const bool encode_remotely = params.prompt_ids.empty() && !tokenizer_->local_encode();
-  auto generation = std::make_shared<Generation>(this, std::move(params), sink);
-  if (encode_remotely) {
-    // The Encode RPC blocks: not on the caller's thread, which may be one of gRPC's.
-    Offload([generation] { generation->Prepare(); }, /*ahead=*/true);
-  } else {
-    generation->Prepare();
-  }
-  return generation;
 }
 
 }  // namespace phi::gateway

@@ -55,7 +55,7 @@ using phi::worker::cuda::PhiCudaModel;
 using phi::worker::cuda::PhiCudaOptions;
 using phi::worker::cuda::PhiSeqInput;
 using phi::worker::cuda::PhiStepOutput;
-using phi::worker::cuda::top_candidates_record_bytes;
+using phi::worker::CandidateRecordBytes;
 
 // Device-to-device copy of a buffer well past L2; bytes read plus written per second.
 double CopyBandwidth() {
@@ -191,7 +191,7 @@ int32_t CandidateToken(const PhiStepOutput& o, size_t i) {
   if (idx < 0) Die("no candidate record for a sequence");
   phi::worker::CandidateShard top;
   const char* rec = o.candidate_records.data() +
-                    static_cast<size_t>(idx) * top_candidates_record_bytes(o.candidate_stride);
+                    static_cast<size_t>(idx) * CandidateRecordBytes(o.candidate_stride);
   if (!phi::worker::cuda::ShardFromSliceRecords(rec, o.candidate_records.size() / o.candidate_slices,
                                                 o.candidate_stride, o.candidate_slices, 1, &top)) {
     Die("malformed candidate record");

@@ -21,6 +21,7 @@ namespace phi::bench {
 // them), each with its bytes and the GB/s they imply.
 void Breakdown(double bw) {
   using namespace phi::worker::cuda;
+  using phi::worker::CandidateRecordBytes;
   const int H = 2048, I = 8192, N1 = 3 * H + I, K2 = H + I, V = 51200, kCopies = 8;
   std::unique_ptr<GemmLt> g;
   Check(GemmLt::Create(32u << 20, &g), "GemmLt");
@@ -60,7 +61,7 @@ void Breakdown(double bw) {
   cudaMemcpy(ints, ints_h, sizeof(ints_h), cudaMemcpyHostToDevice);
   float* ws = static_cast<float*>(dev(4 * attention_decode_workspace_floats(256, 32, 2048)));
   unsigned int* counters = static_cast<unsigned int*>(dev(4 * 256 * 32));
-  char* cand = static_cast<char*>(dev(64 * top_candidates_record_bytes(1)));
+  char* cand = static_cast<char*>(dev(64 * CandidateRecordBytes(1)));
   Check(fill_random_forward(outf, int64_t{V}, 11, 4.0f, nullptr), "fill");
   Check(cudaDeviceSynchronize(), "sync");
 
@@ -85,16 +86,16 @@ void Breakdown(double bw) {
   // The one-token GEMV by split and resident blocks per SM (0: all the GPU holds), each
   // launch a programmatic dependent of the one before or not, and with its fused prologues.
   {
-    struct Gemv1Shape {
+    struct DecodeGemvShape {
       const char* name;
       int n, k;
       bool f32;
     };
-    const Gemv1Shape shapes[] = {{"qkv|fc1 2048->14336", N1, H, false},
+    const DecodeGemvShape shapes[] = {{"qkv|fc1 2048->14336", N1, H, false},
                                  {"dense|fc2 10240->2048 +resid", H, K2, true},
                                  {"lm_head 2048->51200", V, H, true}};
-    auto args_for = [&](const Gemv1Shape& sh, int i) {
-      Gemv1Args a;
+    auto args_for = [&](const DecodeGemvShape& sh, int i) {
+      DecodeGemvArgs a;
       a.a = act;
       a.w = sh.n == N1 ? w1 + size_t(i % kCopies) * N1 * H
             : sh.n == H ? w2 + size_t(i % kCopies) * H * K2
@@ -108,21 +109,21 @@ void Breakdown(double bw) {
       a.first_col = sh.n == H ? H : 0;  // W2: the attention columns last, as the model sums
       return a;
     };
-    std::printf("\n| gemv1 (one token) | split | blocks/SM | us | us with PDL | of copy bw (best) |\n"
+    std::printf("\n| decode GEMV (one token) | split | blocks/SM | us | us with PDL | of copy bw (best) |\n"
                 "|---|---|---|---|---|---|\n");
-    for (const Gemv1Shape& sh : shapes) {
-      const int def = gemv1_default_split(1, sh.n, sh.k);
+    for (const DecodeGemvShape& sh : shapes) {
+      const int def = decode_gemv_default_split(1, sh.n, sh.k);
       for (int split : {1, 2, 4, 8}) {
         if (sh.k / 8 < 32 * split) continue;
         for (int per_sm : {1, 2, 3, 0}) {
           double us[2];
           for (int pdl = 0; pdl < 2; ++pdl) {
             us[pdl] = GraphUs([&](int i, cudaStream_t s) {
-              Gemv1Args a = args_for(sh, i);
+              DecodeGemvArgs a = args_for(sh, i);
               a.split = split;
               a.blocks_per_sm = per_sm;
               a.pdl = pdl == 1;
-              return gemv1_forward(a, s);
+              return decode_gemv_forward(a, s);
             }, sh.n == V ? 16 : 96);
           }
           const double best = std::min(us[0], us[1]);
@@ -134,15 +135,15 @@ void Breakdown(double bw) {
       }
     }
     // The tensor-core form (2..8 tokens) at M = 8 by split, grid as the GPU holds.
-    std::printf("\n| gemv1 tiles, M=8 | split | us | of copy bw |\n|---|---|---|---|\n");
-    for (const Gemv1Shape& sh : shapes) {
-      const int def = gemv1_default_split(8, sh.n, sh.k);
+    std::printf("\n| decode GEMV tiles, M=8 | split | us | of copy bw |\n|---|---|---|---|\n");
+    for (const DecodeGemvShape& sh : shapes) {
+      const int def = decode_gemv_default_split(8, sh.n, sh.k);
       for (int split : {1, 2, 4, 8}) {
         const double us = GraphUs([&](int i, cudaStream_t s) {
-          Gemv1Args a = args_for(sh, i);
+          DecodeGemvArgs a = args_for(sh, i);
           a.m = 8;
           a.split = split;
-          return gemv1_forward(a, s);
+          return decode_gemv_forward(a, s);
         }, sh.n == V ? 16 : 96);
         std::printf("| %s | %d%s | %.2f | %.0f%% |\n", sh.name, split,
                     split == def ? " (default)" : "", us,
@@ -152,20 +153,20 @@ void Breakdown(double bw) {
     // The fused prologues as the model runs them (default split and grid, PDL), at one token
     // and at eight.
     for (int m : {1, 8}) {
-      const std::string tag = " (gemv1 M=" + std::to_string(m) + ", PDL)";
+      const std::string tag = " (decode GEMV M=" + std::to_string(m) + ", PDL)";
       rows.push_back({"LayerNorm + qkv|fc1 fused" + tag, GraphUs([&](int i, cudaStream_t s) {
-        Gemv1Args a = args_for(shapes[0], i);
+        DecodeGemvArgs a = args_for(shapes[0], i);
         a.m = m;
         a.prologue = GemvPrologue::kLayerNorm;
         a.x = x; a.gamma = ln_w; a.beta_ln = ln_w; a.pdl = true;
-        return gemv1_forward(a, s);
+        return decode_gemv_forward(a, s);
       }), 2.0 * N1 * H});
       rows.push_back({"gelu + dense|fc2 fused +resid" + tag, GraphUs([&](int i, cudaStream_t s) {
-        Gemv1Args a = args_for(shapes[1], i);
+        DecodeGemvArgs a = args_for(shapes[1], i);
         a.m = m;
         a.prologue = GemvPrologue::kGeluConcat;
         a.a = act; a.a_cols = H; a.f = out1 + 3 * H; a.f_cols = I; a.f_stride = N1; a.pdl = true;
-        return gemv1_forward(a, s);
+        return decode_gemv_forward(a, s);
       }), 2.0 * H * K2});
     }
   }

@@ -5,45 +5,43 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
+#include "services/worker/engine/candidate_record_layout.h"
 
 namespace phi::parallel {
 namespace {
 
-// One rank's candidate record: f64 log-sum-exp, u32 truncated, u32 valid entries, then
-// `count` (f32 value, i32 id) pairs (ids -1 past `valid`).
-constexpr size_t kRecordHeader = 16;
-size_t RecordBytes(int32_t count) { return kRecordHeader + 8 * static_cast<size_t>(count); }
+// One rank's candidate record (engine/candidate_record_layout.h).
+size_t RecordBytes(int32_t count) { return worker::CandidateRecordBytes(count); }
 
 void PutRecord(const worker::CandidateShard& s, int32_t count, char* p) {
-  const uint32_t truncated = s.truncated ? 1 : 0, valid = static_cast<uint32_t>(s.ids.size());
-  std::memcpy(p, &s.log_sum_exp, 8);
-  std::memcpy(p + 8, &truncated, 4);
-  std::memcpy(p + 12, &valid, 4);
-  p += kRecordHeader;
-  for (int32_t j = 0; j < count; ++j, p += 8) {
-    const float v = j < static_cast<int32_t>(valid) ? s.values[j] : 0.0f;
-    const int32_t id = j < static_cast<int32_t>(valid) ? s.ids[j] : -1;
-    std::memcpy(p, &v, 4);
-    std::memcpy(p + 4, &id, 4);
+  const uint32_t valid = static_cast<uint32_t>(s.ids.size());
+  const worker::CandidateRecordHeader head{s.log_sum_exp, s.truncated ? 1u : 0u, valid};
+  std::memcpy(p, &head, sizeof(head));
+  p += sizeof(head);
+  for (int32_t j = 0; j < count; ++j, p += sizeof(worker::CandidateRecordEntry)) {
+    const bool in = j < static_cast<int32_t>(valid);
+    const worker::CandidateRecordEntry e{in ? s.values[j] : 0.0f, in ? s.ids[j] : -1};
+    std::memcpy(p, &e, sizeof(e));
   }
 }
 
 absl::Status GetRecord(const char* p, int32_t count, int rank, worker::CandidateShard* s) {
-  uint32_t truncated = 0, valid = 0;
-  std::memcpy(&s->log_sum_exp, p, 8);
-  std::memcpy(&truncated, p + 8, 4);
-  std::memcpy(&valid, p + 12, 4);
-  if (valid > static_cast<uint32_t>(count)) {
-    return absl::DataLossError(absl::StrCat("candidate record from rank ", rank, ": ", valid, " entries, at most ",
-                                            count));
+  worker::CandidateRecordHeader head;
+  std::memcpy(&head, p, sizeof(head));
+  if (head.valid > static_cast<uint32_t>(count)) {
+    return absl::DataLossError(absl::StrCat("candidate record from rank ", rank, ": ", head.valid,
+                                            " entries, at most ", count));
   }
-  s->truncated = truncated != 0;
-  s->ids.resize(valid);
-  s->values.resize(valid);
-  p += kRecordHeader;
-  for (uint32_t j = 0; j < valid; ++j, p += 8) {
-    std::memcpy(&s->values[j], p, 4);
-    std::memcpy(&s->ids[j], p + 4, 4);
+  s->log_sum_exp = head.log_sum_exp;
+  s->truncated = head.truncated != 0;
+  s->ids.resize(head.valid);
+  s->values.resize(head.valid);
+  p += sizeof(head);
+  for (uint32_t j = 0; j < head.valid; ++j, p += sizeof(worker::CandidateRecordEntry)) {
+    worker::CandidateRecordEntry e;
+    std::memcpy(&e, p, sizeof(e));
+    s->values[j] = e.value;
+    s->ids[j] = e.id;
   }
   return absl::OkStatus();
 }

@@ -1,7 +1,7 @@
 // Prefill attention on tensor cores: the contract of attention_prefill (causal, chunked, paged
 // KV, BF16 or FP8 cache), with S = Q K^T and O += P V as mma.sync.m16n8k16 (BF16 in, F32
-// accumulate) in the FlashAttention-2 arrangement. The FP32-FMA kernel (attention_prefill.cu)
-// ran a 512-token prompt at 6 TFLOP/s, 4.2 ms of the 7.4 ms TTFT on the H200.
+// accumulate) in the FlashAttention-2 arrangement: the FP32-FMA kernel (attention_prefill.cu)
+// is bound by FMA throughput, most of a long prompt's TTFT (bench/results/cuda_backend.md).
 //
 // Block (tile of kPrefillTileQ = 64 queries, head): 4 warps, 16 query rows each. Per key tile
 // of 64 positions the block stages K as [key][dim] and V transposed as [dim][key] in shared

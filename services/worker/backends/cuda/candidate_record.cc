@@ -9,18 +9,19 @@ namespace phi::worker::cuda {
 
 bool CandidateShardFromRecord(const void* record, int max_count, CandidateShard* shard) {
   const char* p = static_cast<const char*>(record);
-  uint32_t truncated = 0, valid = 0;
-  std::memcpy(&shard->log_sum_exp, p, 8);
-  std::memcpy(&truncated, p + 8, 4);
-  std::memcpy(&valid, p + 12, 4);
-  if (max_count < 0 || valid > static_cast<uint32_t>(max_count)) return false;
-  shard->truncated = truncated != 0;
-  shard->ids.resize(valid);
-  shard->values.resize(valid);
-  for (uint32_t j = 0; j < valid; ++j) {
-    std::memcpy(&shard->values[j], p + 16 + 8 * j, 4);
-    std::memcpy(&shard->ids[j], p + 20 + 8 * j, 4);
-    if (shard->ids[j] < 0) return false;
+  CandidateRecordHeader head;
+  std::memcpy(&head, p, sizeof(head));
+  if (max_count < 0 || head.valid > static_cast<uint32_t>(max_count)) return false;
+  shard->log_sum_exp = head.log_sum_exp;
+  shard->truncated = head.truncated != 0;
+  shard->ids.resize(head.valid);
+  shard->values.resize(head.valid);
+  for (uint32_t j = 0; j < head.valid; ++j) {
+    CandidateRecordEntry e;
+    std::memcpy(&e, p + sizeof(head) + sizeof(e) * j, sizeof(e));
+    shard->values[j] = e.value;
+    shard->ids[j] = e.id;
+    if (e.id < 0) return false;
   }
   return true;
 }

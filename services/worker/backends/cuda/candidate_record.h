@@ -4,11 +4,12 @@
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_CANDIDATE_RECORD_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_CANDIDATE_RECORD_H_
 
+#include "services/worker/engine/candidate_record_layout.h"
 #include "services/worker/engine/sampler.h"
 
 namespace phi::worker::cuda {
 
-// One record (top_candidates_record_bytes(max_count) bytes) as a CandidateShard; false when it
+// One record (CandidateRecordBytes(max_count) bytes) as a CandidateShard; false when it
 // claims more than max_count entries or an id below 0.
 bool CandidateShardFromRecord(const void* record, int max_count, CandidateShard* shard);
 

@@ -124,7 +124,7 @@ absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   PHI_RETURN_IF_ERROR(CheckSupported(c, options_.model));
   PHI_RETURN_IF_ERROR(SelectDevice(ck.shard().rank));
   const PhiCudaConfig pc = ModelConfig(c, ck.shard().rank, ck.shard().world_size);
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(PhiCudaModel::Create(pc, options_.model, &model_));
+  PHI_RETURN_IF_ERROR(ToAbslStatus(PhiCudaModel::Create(pc, options_.model, &model_)));
   shape_.vocab_size = c.vocab_size;
   shape_.tokenizer_vocab_size = c.vocab_size;
   shape_.max_position_embeddings = c.max_position_embeddings;
@@ -231,8 +231,7 @@ absl::Status CudaModelRunner::JoinGroup(const PhiCudaConfig& pc) {
         comm_ ? comm_->world_size() : -1, ", the shard is rank ", pc.tp_rank, " of ", pc.tp_world));
   }
   collectives_ = std::make_unique<Collectives>(comm_.get(), std::move(made.synchronize));
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->SetCollectives(collectives_.get()));
-  return absl::OkStatus();
+  return ToAbslStatus(model_->SetCollectives(collectives_.get()));
 }
 
 int64_t CudaModelRunner::KvBlockBytes(int32_t block_size) const {
@@ -258,8 +257,7 @@ absl::StatusOr<int32_t> CudaModelRunner::KvBlocksThatFit(int32_t block_size) con
 }
 
 absl::Status CudaModelRunner::AllocateKvCache(const KvCacheSpec& spec) {
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->AllocateKvCache(spec.num_blocks, spec.block_size));
-  return absl::OkStatus();
+  return ToAbslStatus(model_->AllocateKvCache(spec.num_blocks, spec.block_size));
 }
 
 absl::Status CudaModelRunner::Run(const StepBatch& batch, PhiStepOutput* out) {
@@ -281,8 +279,7 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, PhiStepOutput* out) {
   if (!st.ok() && collectives_ != nullptr && !collectives_->failure().ok()) {
     return collectives_->failure();
   }
-  PHI_CUDA_RETURN_IF_ERROR_ABSL(st);
-  return absl::OkStatus();
+  return ToAbslStatus(st);
 }
 
 absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
@@ -311,13 +308,13 @@ absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {
   if (!gather.empty()) {
     const CudaStatus st = model_->GatherLogitRows(gather, o.assembled_rows);
     if (!st.ok() && collectives_ != nullptr && !collectives_->failure().ok()) return collectives_->failure();
-    PHI_CUDA_RETURN_IF_ERROR_ABSL(st);
+    PHI_RETURN_IF_ERROR(ToAbslStatus(st));
   }
   std::vector<LogitsRowCopy> copies;
   LayOutWholeRows(whole, device_first, o.num_rows, shape_.vocab_size, out, &copies, &logits_stats_);
   for (const LogitsRowCopy& c : copies) {
-    PHI_CUDA_RETURN_IF_ERROR_ABSL(model_->CopyLogits(
-        c.device_first, c.rows, out->data.data() + static_cast<size_t>(c.host_first) * shape_.vocab_size));
+    PHI_RETURN_IF_ERROR(ToAbslStatus(model_->CopyLogits(
+        c.device_first, c.rows, out->data.data() + static_cast<size_t>(c.host_first) * shape_.vocab_size)));
   }
   return absl::OkStatus();
 }

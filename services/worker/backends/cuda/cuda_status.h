@@ -1,7 +1,8 @@
-// A small error type for the CUDA kernel library. The library core stays free of Abseil so
-// that it builds standalone on the GPU machine (bench/cuda/standalone); the runner turns a
-// CudaStatus into absl::Status at its boundary (status_adapter.h). No raw cudaError_t or
-// exception crosses the library boundary: every failure names the call, file and line.
+// The error type of the Abseil-free CUDA kernel library (launchers, GemmLt, PhiCudaModel): the
+// one boundary to the project's absl::Status scheme (services/common/status_macros.h), which
+// the runner crosses with ToAbslStatus (status_adapter.h). README.md says why the library
+// has no Abseil. No raw cudaError_t or exception crosses the library boundary: every failure
+// names the call, file and line.
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_STATUS_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_CUDA_STATUS_H_
 

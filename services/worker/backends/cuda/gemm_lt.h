@@ -32,9 +32,8 @@ class GemmLt {
                     float beta, int m, int n, int k, cudaStream_t stream);
 
   // M <= small_m_max goes to gemv_forward, larger M to cuBLASLt (0: cuBLASLt for all M).
-  // Default 1: on the H200 gemv beat cuBLASLt at M=1 (16.2 vs 18.5 us for 2048->14336) and
-  // its one-warp-per-row form lost at M=8 (36 vs 18 us; bench/results/cuda_backend.md). M >= 2
-  // now runs on tensor cores (gemv_mma.cu), not yet timed on a GPU.
+  // Default 1: the one-token GEMV beats cuBLASLt at M = 1; M >= 2 runs on tensor cores
+  // (gemv_mma.cu), measured against cuBLASLt in bench/results/cuda_backend.md.
   void set_small_m_max(int m) { small_m_max_ = m < kGemvMaxM ? m : kGemvMaxM; }
 
   // True once some shape needed the bias-add fallback (reported by the benchmark).
@@ -44,7 +43,7 @@ class GemmLt {
   // Whether Matmul runs this shape as gemv_forward (shared with the CPU emulator's GemmLt,
   // tests/cuda_emu/gemm_lt_emu.cc, so that both dispatch alike).
   bool TakesGemv(const bf16* a, const bf16* w, int m, int k) const {
-    return m <= small_m_max_ && gemv1_fits(m, k) &&
+    return m <= small_m_max_ && decode_gemv_fits(m, k) &&
            (reinterpret_cast<uintptr_t>(a) | reinterpret_cast<uintptr_t>(w)) % 16 == 0;
   }
 

@@ -1,4 +1,4 @@
-// The decode GEMV's entry points (kernels.h): gemv1_forward checks its arguments and runs the
+// The decode GEMV's entry points (kernels.h): decode_gemv_forward checks its arguments and runs the
 // one-token kernel (gemv_decode.cu) or the tensor-core kernel for 2..8 tokens (gemv_mma.cu);
 // gemv_forward is its kPlain form for GemmLt's small-M GEMMs.
 #include <algorithm>
@@ -10,16 +10,16 @@
 
 namespace phi::worker::cuda {
 
-bool gemv1_layernorm_fits(int k) { return layernorm_reg_vpt(k) > 0 && k <= kGemv1MaxK; }
+bool decode_gemv_layernorm_fits(int k) { return layernorm_reg_vpt(k) > 0 && k <= kDecodeGemvMaxK; }
 
-bool gemv1_fits(int m, int k) {
+bool decode_gemv_fits(int m, int k) {
   if (m < 1 || m > kGemvMaxM || k <= 0 || k % 8 != 0) return false;
-  if (m == 1) return k <= kGemv1MaxK;
-  return gemv1_tiles_shared_bytes(m, k) <= max_dynamic_shared_per_block();
+  if (m == 1) return k <= kDecodeGemvMaxK;
+  return decode_gemv_tiles_shared_bytes(m, k) <= max_dynamic_shared_per_block();
 }
 
-int gemv1_default_split(int m, int n, int k) {
-  return m <= 1 ? gemv1_rows_default_split(n, k) : gemv1_tiles_default_split(n, k);
+int decode_gemv_default_split(int m, int n, int k) {
+  return m <= 1 ? decode_gemv_rows_default_split(n, k) : decode_gemv_tiles_default_split(n, k);
 }
 
 int64_t gemv_persistent_grid(const void* kernel, int threads, size_t shared_bytes,
@@ -36,45 +36,45 @@ int64_t gemv_persistent_grid(const void* kernel, int threads, size_t shared_byte
   return grid;
 }
 
-CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
+CudaStatus decode_gemv_forward(const DecodeGemvArgs& g, cudaStream_t stream) {
   PHI_CUDA_REQUIRE(g.m >= 1 && g.m <= kGemvMaxM,
-                   "gemv1_forward: m must be in [1, " + std::to_string(kGemvMaxM) + "], got " +
+                   "decode_gemv_forward: m must be in [1, " + std::to_string(kGemvMaxM) + "], got " +
                        std::to_string(g.m));
   PHI_CUDA_REQUIRE(g.n > 0 && g.k > 0 && g.k % 8 == 0,
-                   "gemv1_forward: n > 0 and k a positive multiple of 8, got n=" +
+                   "decode_gemv_forward: n > 0 and k a positive multiple of 8, got n=" +
                        std::to_string(g.n) + " k=" + std::to_string(g.k));
-  PHI_CUDA_REQUIRE(gemv1_fits(g.m, g.k),
-                   "gemv1_forward: " + std::to_string(g.m) + " rows of k=" + std::to_string(g.k) +
+  PHI_CUDA_REQUIRE(decode_gemv_fits(g.m, g.k),
+                   "decode_gemv_forward: " + std::to_string(g.m) + " rows of k=" + std::to_string(g.k) +
                        " do not fit in shared memory (m = 1: k <= " +
-                       std::to_string(kGemv1MaxK) + "; m >= 2: " +
-                       std::to_string(gemv1_tiles_shared_bytes(g.m, g.k)) + " bytes of " +
+                       std::to_string(kDecodeGemvMaxK) + "; m >= 2: " +
+                       std::to_string(decode_gemv_tiles_shared_bytes(g.m, g.k)) + " bytes of " +
                        std::to_string(max_dynamic_shared_per_block()) + ")");
   PHI_CUDA_REQUIRE(g.w != nullptr && g.d != nullptr &&
                        reinterpret_cast<uintptr_t>(g.w) % 16 == 0,
-                   "gemv1_forward: w (16-byte aligned) and d are required");
+                   "decode_gemv_forward: w (16-byte aligned) and d are required");
   PHI_CUDA_REQUIRE(g.split == 0 || g.split == 1 || g.split == 2 || g.split == 4 || g.split == 8,
-                   "gemv1_forward: split must be 0 (default), 1, 2, 4 or 8, got " +
+                   "decode_gemv_forward: split must be 0 (default), 1, 2, 4 or 8, got " +
                        std::to_string(g.split));
-  PHI_CUDA_REQUIRE(g.blocks_per_sm >= 0, "gemv1_forward: blocks_per_sm must be >= 0");
+  PHI_CUDA_REQUIRE(g.blocks_per_sm >= 0, "decode_gemv_forward: blocks_per_sm must be >= 0");
   PHI_CUDA_REQUIRE(g.first_col >= 0 && g.first_col <= g.k && g.first_col % 8 == 0 &&
                        (g.prologue != GemvPrologue::kGeluConcat || g.first_col == g.a_cols),
-                   "gemv1_forward: first_col must be a multiple of 8 in [0, k] (a_cols with "
+                   "decode_gemv_forward: first_col must be a multiple of 8 in [0, k] (a_cols with "
                    "kGeluConcat), got " + std::to_string(g.first_col));
   switch (g.prologue) {
     case GemvPrologue::kPlain:
       PHI_CUDA_REQUIRE(g.a != nullptr && reinterpret_cast<uintptr_t>(g.a) % 16 == 0,
-                       "gemv1_forward: kPlain needs a 16-byte aligned a");
+                       "decode_gemv_forward: kPlain needs a 16-byte aligned a");
       break;
     case GemvPrologue::kLayerNorm:
-      PHI_CUDA_REQUIRE(gemv1_layernorm_fits(g.k),
-                       "gemv1_forward: kLayerNorm needs k a multiple of 4 up to 8192, got " +
+      PHI_CUDA_REQUIRE(decode_gemv_layernorm_fits(g.k),
+                       "decode_gemv_forward: kLayerNorm needs k a multiple of 4 up to 8192, got " +
                            std::to_string(g.k));
       PHI_CUDA_REQUIRE(g.x != nullptr && g.gamma != nullptr && g.beta_ln != nullptr &&
                            ((reinterpret_cast<uintptr_t>(g.x) |
                              reinterpret_cast<uintptr_t>(g.gamma) |
                              reinterpret_cast<uintptr_t>(g.beta_ln)) %
                             16) == 0,
-                       "gemv1_forward: kLayerNorm needs 16-byte aligned x, gamma and beta_ln");
+                       "decode_gemv_forward: kLayerNorm needs 16-byte aligned x, gamma and beta_ln");
       break;
     case GemvPrologue::kGeluConcat:
       PHI_CUDA_REQUIRE(g.a_cols >= 0 && g.a_cols % 8 == 0 && g.f_cols >= 0 &&
@@ -83,14 +83,14 @@ CudaStatus gemv1_forward(const Gemv1Args& g, cudaStream_t stream) {
                                               reinterpret_cast<uintptr_t>(g.a) % 16 == 0)) &&
                            (g.f_cols == 0 || g.f != nullptr) &&
                            (g.f_stride == 0 || g.f_stride >= g.f_cols),
-                       "gemv1_forward: kGeluConcat needs a_cols a multiple of 8, a_cols + "
+                       "decode_gemv_forward: kGeluConcat needs a_cols a multiple of 8, a_cols + "
                        "f_cols <= k and f_stride 0 or >= f_cols, got " +
                            std::to_string(g.a_cols) + " + " + std::to_string(g.f_cols) +
                            " of " + std::to_string(g.k) + ", f_stride " +
                            std::to_string(g.f_stride));
       break;
   }
-  return g.m == 1 ? launch_gemv1_rows(g, stream) : launch_gemv1_tiles(g, stream);
+  return g.m == 1 ? launch_decode_gemv_rows(g, stream) : launch_decode_gemv_tiles(g, stream);
 }
 
 CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
@@ -99,7 +99,7 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
                                                  std::to_string(kGemvMaxM) + "], got " +
                                                  std::to_string(m));
   if (m == 0) return {};
-  Gemv1Args g;
+  DecodeGemvArgs g;
   g.m = m;
   g.a = a;
   g.w = w;
@@ -109,7 +109,7 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
   g.beta = beta;
   g.n = n;
   g.k = k;
-  return gemv1_forward(g, stream);
+  return decode_gemv_forward(g, stream);
 }
 
 }  // namespace phi::worker::cuda

@@ -1,5 +1,5 @@
 // One-token GEMV with the producer of its activation row fused in front (kernels.h,
-// gemv1_forward with m = 1; gemv_mma.cu takes 2..8 tokens). At batch 1 a decode step is
+// decode_gemv_forward with m = 1; gemv_mma.cu takes 2..8 tokens). At batch 1 a decode step is
 // ~100 kernels that each read little; the LayerNorm and gelu kernels cost more in launch latency than in bytes, so each block of the
 // GEMV rebuilds the activation row in shared memory itself (a few KB from L2), and the first
 // weight loads are issued before pdl_wait() so they overlap the kernel before.
@@ -27,7 +27,7 @@ namespace {
 
 constexpr int kThreads = kLayerNormThreads;  // the LayerNorm prologue's thread mapping
 constexpr int kWarps = kThreads / 32;
-// 16-byte weight loads in flight per lane (the multi-row gemv measured 4 best on the H200).
+// 16-byte weight loads in flight per lane (4 measured best: bench/results/cuda_backend.md).
 constexpr int kInFlight = 4;
 
 __device__ __forceinline__ void fma8(const uint4& wv, const uint4& av, float& acc) {
@@ -53,7 +53,7 @@ constexpr int kMaxHeldGroups = 4;
 // Adds row `row`'s sums, one per warp slice, and writes d[row] (lane 0 of each row's first
 // slice). Every thread of the block calls it: with split > 1 the slices meet in shared memory.
 template <bool kF32>
-__device__ __forceinline__ void finish_row(const Gemv1Args& g, int row, float acc, int split,
+__device__ __forceinline__ void finish_row(const DecodeGemvArgs& g, int row, float acc, int split,
                                            float* part_s) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   acc = warp_sum(acc);
@@ -81,7 +81,7 @@ __device__ __forceinline__ void finish_row(const Gemv1Args& g, int row, float ac
 
 template <GemvPrologue P, int VPT, bool kF32>
 __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
-    gemv1_kernel(const Gemv1Args g, int split, int groups) {
+    decode_gemv_kernel(const DecodeGemvArgs g, int split, int groups) {
 #ifdef PHI_CUDA_EMULATION
   unsigned char* smem_raw = cuda_emu::DynamicShared();  // the CPU emulator (tests/cuda_emu)
 #else
@@ -206,16 +206,16 @@ __global__ void __launch_bounds__(kThreads, kMinBlocksPerSm)
   }
 }
 
-using Gemv1Kernel = void (*)(const Gemv1Args, int, int);
+using DecodeGemvKernel = void (*)(const DecodeGemvArgs, int, int);
 
 template <GemvPrologue P, int VPT, bool kF32>
-struct Gemv1KernelFor {
-  static constexpr Gemv1Kernel kFn = gemv1_kernel<P, VPT, kF32>;
+struct DecodeGemvKernelFor {
+  static constexpr DecodeGemvKernel kFn = decode_gemv_kernel<P, VPT, kF32>;
 };
 
 }  // namespace
 
-int gemv1_rows_default_split(int n, int k) {
+int decode_gemv_rows_default_split(int n, int k) {
   // Rows spread over at least half the warps the GPU holds (64 per SM), so enough loads are
   // in flight; each slice keeps at least one full round of kInFlight loads per lane.
   const int sms = current_sm_count();
@@ -229,11 +229,11 @@ int gemv1_rows_default_split(int n, int k) {
   return split;
 }
 
-CudaStatus launch_gemv1_rows(const Gemv1Args& g, cudaStream_t stream) {
-  const int split = g.split > 0 ? g.split : gemv1_rows_default_split(g.n, g.k);
+CudaStatus launch_decode_gemv_rows(const DecodeGemvArgs& g, cudaStream_t stream) {
+  const int split = g.split > 0 ? g.split : decode_gemv_rows_default_split(g.n, g.k);
   const int rows_per_group = kWarps / split;
   const int groups = (g.n + rows_per_group - 1) / rows_per_group;
-  const Gemv1Kernel kernel = pick_gemv_kernel<Gemv1KernelFor>(g);
+  const DecodeGemvKernel kernel = pick_gemv_kernel<DecodeGemvKernelFor>(g);
   const size_t shared_bytes = 2 * static_cast<size_t>(g.k);
   const int64_t grid = gemv_persistent_grid(
       reinterpret_cast<const void*>(kernel), kThreads, shared_bytes, g.blocks_per_sm, groups,

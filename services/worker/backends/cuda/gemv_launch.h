@@ -1,4 +1,4 @@
-// The two decode GEMV kernels behind gemv1_forward (kernels.h). gemv.cu checks the arguments
+// The two decode GEMV kernels behind decode_gemv_forward (kernels.h). gemv.cu checks the arguments
 // and picks one by the number of tokens; these launch with the arguments already checked.
 // Included by the .cu files only (pick_gemv_kernel needs activations.cuh).
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_GEMV_LAUNCH_H_
@@ -13,14 +13,14 @@
 namespace phi::worker::cuda {
 
 // One token (gemv_decode.cu): a weight row per warp slice.
-CudaStatus launch_gemv1_rows(const Gemv1Args& g, cudaStream_t stream);
-int gemv1_rows_default_split(int n, int k);
+CudaStatus launch_decode_gemv_rows(const DecodeGemvArgs& g, cudaStream_t stream);
+int decode_gemv_rows_default_split(int n, int k);
 
 // 2..kGemvMaxM tokens (gemv_mma.cu): 16-row weight tiles on tensor cores.
-CudaStatus launch_gemv1_tiles(const Gemv1Args& g, cudaStream_t stream);
-int gemv1_tiles_default_split(int n, int k);
+CudaStatus launch_decode_gemv_tiles(const DecodeGemvArgs& g, cudaStream_t stream);
+int decode_gemv_tiles_default_split(int n, int k);
 // Dynamic shared memory of one block: the m activation rows, padded.
-size_t gemv1_tiles_shared_bytes(int m, int k);
+size_t decode_gemv_tiles_shared_bytes(int m, int k);
 
 // Blocks for a persistent GEMV grid: as many as the GPU holds at once (blocks_per_sm > 0
 // caps the blocks per SM), each taking an equal share of `groups` (so no last round runs on a
@@ -33,7 +33,7 @@ int64_t gemv_persistent_grid(const void* kernel, int threads, size_t shared_byte
 // prologue, LayerNorm width (layernorm_reg_vpt) and output type; both kernels take the same
 // set, so they pick alike.
 template <template <GemvPrologue, int, bool> class Kernels>
-auto pick_gemv_kernel(const Gemv1Args& g) {
+auto pick_gemv_kernel(const DecodeGemvArgs& g) {
   auto out = [&](auto f32, auto bf) { return g.d_f32 ? f32 : bf; };
   switch (g.prologue) {
     case GemvPrologue::kLayerNorm:

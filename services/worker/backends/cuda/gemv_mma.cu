@@ -1,8 +1,6 @@
-// Decode GEMV for 2..8 tokens on tensor cores (gemv1_forward with m >= 2; kernels.h has the
-// contract). In run 3 on the H200 the one-warp-per-row GEMV read every token's activation
-// chunk from L1 beside each weight chunk and lost to cuBLASLt from M = 4 (37.6 vs 18.1 us at
-// M = 8 for 2048 -> 14336), so batches 2..8 took cuBLASLt and the unfused decode (six kernels
-// per layer). Here a warp multiplies a tile of 16 weight rows by the m tokens with
+// Decode GEMV for 2..8 tokens on tensor cores (decode_gemv_forward with m >= 2; kernels.h has the
+// contract). A one-warp-per-row GEMV reads every token's activation chunk from L1 beside each
+// weight chunk and loses to cuBLASLt from M = 4 (bench/results/cuda_backend.md). Here a warp multiplies a tile of 16 weight rows by the m tokens with
 // mma.m16n8k16 (weights as A, the tokens as B's 8 columns, zeros past m): two instructions per
 // kilobyte of weights at any m, and the one-token kernel's prologues (LayerNorm, gelu) fused.
 //
@@ -61,7 +59,7 @@ __device__ __forceinline__ void mma_step(float* acc, const TileFrag& w, const ui
 // Adds the tile's sums, one per warp slice, and writes its d values (the first slice's warp:
 // lane (g, t) holds rows g, g + 8 for tokens 2t, 2t + 1). Every thread of the block calls it.
 template <bool kF32>
-__device__ __forceinline__ void finish_tile(const Gemv1Args& g, int tile, float* acc, int split,
+__device__ __forceinline__ void finish_tile(const DecodeGemvArgs& g, int tile, float* acc, int split,
                                             float4 (*part_s)[32]) {
   const int lane = threadIdx.x & 31, warp = threadIdx.x >> 5;
   if (split > 1) {  // uniform over the block
@@ -101,7 +99,7 @@ __device__ __forceinline__ void finish_tile(const Gemv1Args& g, int tile, float*
 
 template <GemvPrologue P, int VPT, bool kF32>
 __global__ void __launch_bounds__(kThreads)
-    gemv_mma_kernel(const Gemv1Args g, int split, int groups, int lda) {
+    gemv_mma_kernel(const DecodeGemvArgs g, int split, int groups, int lda) {
 #ifdef PHI_CUDA_EMULATION
   unsigned char* smem_raw = cuda_emu::DynamicShared();  // the CPU emulator (tests/cuda_emu)
 #else
@@ -243,7 +241,7 @@ __global__ void __launch_bounds__(kThreads)
   }
 }
 
-using GemvMmaKernel = void (*)(const Gemv1Args, int, int, int);
+using GemvMmaKernel = void (*)(const DecodeGemvArgs, int, int, int);
 
 template <GemvPrologue P, int VPT, bool kF32>
 struct GemvMmaKernelFor {
@@ -252,11 +250,11 @@ struct GemvMmaKernelFor {
 
 }  // namespace
 
-size_t gemv1_tiles_shared_bytes(int m, int k) {
+size_t decode_gemv_tiles_shared_bytes(int m, int k) {
   return 2 * static_cast<size_t>(m) * static_cast<size_t>(shared_row(k));
 }
 
-int gemv1_tiles_default_split(int n, int k) {
+int decode_gemv_tiles_default_split(int n, int k) {
   // Tiles spread over at least 16 warps per SM (each with 8 KB of weights in flight), each
   // slice keeping at least two rounds of kInFlight steps per warp.
   const int sms = current_sm_count();
@@ -270,12 +268,12 @@ int gemv1_tiles_default_split(int n, int k) {
   return split;
 }
 
-CudaStatus gemv1_prepare_device() {
+CudaStatus decode_gemv_prepare_device() {
   const size_t max = max_dynamic_shared_per_block();
   for (GemvPrologue p : {GemvPrologue::kPlain, GemvPrologue::kLayerNorm, GemvPrologue::kGeluConcat}) {
     for (int k : {1024, 2048, 4096, 8192}) {  // every LayerNorm width (layernorm_reg_vpt)
       for (bool d_f32 : {false, true}) {
-        Gemv1Args g;
+        DecodeGemvArgs g;
         g.prologue = p;
         g.k = k;
         g.d_f32 = d_f32;
@@ -287,13 +285,13 @@ CudaStatus gemv1_prepare_device() {
   return {};
 }
 
-CudaStatus launch_gemv1_tiles(const Gemv1Args& g, cudaStream_t stream) {
-  const int split = g.split > 0 ? g.split : gemv1_tiles_default_split(g.n, g.k);
+CudaStatus launch_decode_gemv_tiles(const DecodeGemvArgs& g, cudaStream_t stream) {
+  const int split = g.split > 0 ? g.split : decode_gemv_tiles_default_split(g.n, g.k);
   const int tiles = (g.n + kTile - 1) / kTile;
   const int tiles_per_group = kWarps / split;
   const int groups = (tiles + tiles_per_group - 1) / tiles_per_group;
   const GemvMmaKernel kernel = pick_gemv_kernel<GemvMmaKernelFor>(g);
-  const size_t shared_bytes = gemv1_tiles_shared_bytes(g.m, g.k);
+  const size_t shared_bytes = decode_gemv_tiles_shared_bytes(g.m, g.k);
   const void* kernel_id = reinterpret_cast<const void*>(kernel);
   PHI_CUDA_RETURN_IF_ERROR(allow_dynamic_shared(kernel_id, shared_bytes));
   const int64_t grid =

@@ -18,6 +18,7 @@
 
 #include "services/worker/backends/cuda/cuda_status.h"
 #include "services/worker/backends/cuda/kv_cache_dtype.h"
+#include "services/worker/engine/candidate_record_layout.h"
 
 namespace phi::worker::cuda {
 
@@ -155,10 +156,10 @@ CudaStatus attention_prefill_mma(const PagedAttentionArgs& args, const PrefillTi
                                  cudaStream_t stream);
 
 // Small-M GEMM for decode (M <= 8): D[M,N] = A[M,K] W[N,K]^T + bias + beta D through
-// gemv1_forward's kPlain form (M = 1: one warp per weight row; M >= 2: tensor cores). At small
+// decode_gemv_forward's kPlain form (M = 1: one warp per weight row; M >= 2: tensor cores). At small
 // M a decode step is a pass over the weights, and a GEMV that keeps enough loads in flight
 // gets closer to the copy bandwidth than a general GEMM. K a multiple of 8 with
-// gemv1_fits(m, k); bias/D are BF16 or F32 (d_f32) like GemmLt.
+// decode_gemv_fits(m, k); bias/D are BF16 or F32 (d_f32) like GemmLt.
 inline constexpr int kGemvMaxM = 8;
 CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d, bool d_f32,
                         float beta, int m, int n, int k, cudaStream_t stream);
@@ -168,18 +169,18 @@ CudaStatus gemv_forward(const bf16* a, const bf16* w, const void* bias, void* d,
 // memory itself and the weights stream through with 16-byte evict-first loads; the first
 // loads are issued before pdl_wait(), so under programmatic dependent launch they overlap the
 // previous kernel. m = 1 (gemv_decode.cu): one weight row per warp slice, `split` warps per
-// row, k <= kGemv1MaxK. m = 2..8 (gemv_mma.cu): tiles of 16 weight rows on tensor cores
+// row, k <= kDecodeGemvMaxK. m = 2..8 (gemv_mma.cu): tiles of 16 weight rows on tensor cores
 // (mma.m16n8k16, the tokens as its 8 columns), `split` warps per tile, A padded in shared
-// memory (opt-in above 48 KB: gemv1_fits). The fused forms replace two kernels of each decode
+// memory (opt-in above 48 KB: decode_gemv_fits). The fused forms replace two kernels of each decode
 // layer (LayerNorm before W1, gelu before W2) and are bit-identical to the unfused kernels
 // followed by gemv_forward (kPlain) with the same m and split.
-inline constexpr int kGemv1MaxK = 16384;  // m = 1: A in 32 KB of shared memory (no opt-in)
+inline constexpr int kDecodeGemvMaxK = 16384;  // m = 1: A in 32 KB of shared memory (no opt-in)
 enum class GemvPrologue {
   kPlain,       // A = a[0, k)
   kLayerNorm,   // A = LayerNorm(x row) * gamma + beta in BF16, as layernorm_forward stores it
   kGeluConcat,  // A = [a[0, a_cols) | gelu_new(f[0, f_cols)) | 0...], as gelu_forward stores it
 };
-struct Gemv1Args {
+struct DecodeGemvArgs {
   GemvPrologue prologue = GemvPrologue::kPlain;
   int m = 1;                            // tokens: rows of A and of d, 1..kGemvMaxM
   const bf16* a = nullptr;              // kPlain, kGeluConcat: m rows of k (row stride k)
@@ -202,24 +203,24 @@ struct Gemv1Args {
   // Columns [first_col, k) are summed before [0, first_col) (a multiple of 8; kGeluConcat
   // needs a_cols, whose columns it reads after the wait; kPlain may set it to match).
   int first_col = 0;
-  // Tuning; 0 takes gemv1_default_split / every block the GPU holds at once.
+  // Tuning; 0 takes decode_gemv_default_split / every block the GPU holds at once.
   int split = 0;          // warps per weight row (m = 1) or 16-row tile (m >= 2): 1, 2, 4, 8
   int blocks_per_sm = 0;  // resident blocks per SM the grid is sized for
   bool pdl = false;       // launch as a programmatic dependent (pdl.cuh)
 };
-CudaStatus gemv1_forward(const Gemv1Args& args, cudaStream_t stream);
-// The split gemv1_forward (and gemv_forward) uses for m tokens and an n x k weight: enough
+CudaStatus decode_gemv_forward(const DecodeGemvArgs& args, cudaStream_t stream);
+// The split decode_gemv_forward (and gemv_forward) uses for m tokens and an n x k weight: enough
 // warps that the rows fill the GPU, without cutting a row into pieces shorter than the loads
 // one warp keeps in flight.
-int gemv1_default_split(int m, int n, int k);
-// Whether gemv1_forward takes m tokens of k columns (the shared memory A needs).
-bool gemv1_fits(int m, int k);
+int decode_gemv_default_split(int m, int n, int k);
+// Whether decode_gemv_forward takes m tokens of k columns (the shared memory A needs).
+bool decode_gemv_fits(int m, int k);
 // Opts every tensor-core decode GEMV kernel in to the most dynamic shared memory the current
-// device allows (gemv1_forward otherwise does it on first use). Call once per device before
+// device allows (decode_gemv_forward otherwise does it on first use). Call once per device before
 // capturing CUDA graphs, so that no attribute is set while a stream is being captured.
-CudaStatus gemv1_prepare_device();
+CudaStatus decode_gemv_prepare_device();
 // Whether kLayerNorm supports rows of k values (the register LayerNorm's shapes).
-bool gemv1_layernorm_fits(int k);
+bool decode_gemv_layernorm_fits(int k);
 
 // Top candidates of logits rows for the engine's sampler (SequenceStep::num_candidates), so a
 // sampled row leaves the GPU as 16 + 8 C bytes instead of 4 x vocab. Row r of the output
@@ -228,16 +229,12 @@ bool gemv1_layernorm_fits(int k);
 // vocab_size, so the log-sum-exp is the whole row's, padding included): the top
 // k = min(counts[r], w) by value descending, ties by lower id first (the engine's SelectCandidates order, with
 // -0.0 == +0.0), and, where want_lse[r] != 0, log(sum(exp(v))) over those w values in double
-// (-inf otherwise, and for w == 0). Record r sits at out + r * top_candidates_record_bytes(
-// max_count), in parallel/vocab_gather's candidate-record layout: f64 log_sum_exp,
-// u32 truncated (w > k), u32 valid (k), then max_count (f32 value, i32 id) pairs, (0, -1)
-// past k. One block per row (per slice with `slices`): three 11/11/10-bit radix passes find
+// (-inf otherwise, and for w == 0). Record r sits at out + r * CandidateRecordBytes(max_count)
+// (engine/candidate_record_layout.h): log_sum_exp, truncated (w > k), valid (k), then
+// max_count (value, id) entries, (0, -1) past k. One block per row (per slice with `slices`): three 11/11/10-bit radix passes find
 // the k-th key (the first also takes the max, the second the sum of exps), a fourth collects
 // the k winners, taking the lowest ids among those equal to the k-th.
 inline constexpr int kMaxTopCandidates = 64;
-__host__ __device__ inline constexpr size_t top_candidates_record_bytes(int max_count) {
-  return 16 + 8 * static_cast<size_t>(max_count);
-}
 struct TopCandidatesArgs {
   const float* logits = nullptr;   // rows of `ld` floats
   int64_t ld = 0;                  // row stride (floats), >= width

@@ -67,7 +67,7 @@ CudaStatus PhiCudaModel::Embed(const Pass& p) {
 CudaStatus PhiCudaModel::FusedDecodeLayer(const Pass& p, int li) {
   const PhiCudaConfig& c = config_;
   const PhiCudaLayer& w = weights_.layers[li];
-  Gemv1Args g = DecodeGemvArgs(p);
+  DecodeGemvArgs g = GemvBase(p);
   g.prologue = GemvPrologue::kLayerNorm;
   g.x = x_;
   g.gamma = w.ln_w;
@@ -77,15 +77,15 @@ CudaStatus PhiCudaModel::FusedDecodeLayer(const Pass& p, int li) {
   g.d = qkvf_;
   g.n = c.w1_rows();
   g.k = c.hidden_size;
-  PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(g, stream_));
+  PHI_CUDA_RETURN_IF_ERROR(decode_gemv_forward(g, stream_));
   PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
-  Gemv1Args w2 = W2GemvArgs(p, w);
+  DecodeGemvArgs w2 = W2GemvArgs(p, w);
   w2.prologue = GemvPrologue::kGeluConcat;
   w2.a_cols = w2.first_col;
   w2.f = qkvf_ + c.qkv_width();
   w2.f_cols = c.intermediate_size;
   w2.f_stride = c.w1_rows();
-  return gemv1_forward(w2, stream_);
+  return decode_gemv_forward(w2, stream_);
 }
 
 // One GPU, unfused: x += [attn | gelu] W2^T + b2 by the decode GEMV for up to gemv_max_m
@@ -98,10 +98,10 @@ CudaStatus PhiCudaModel::SingleGpuLayer(const Pass& p, int li) {
   PHI_CUDA_RETURN_IF_ERROR(RotaryKv(p, li));
   PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
   PHI_CUDA_RETURN_IF_ERROR(Gelu(p));
-  if (n_tok <= std::max(1, options_.gemv_max_m) && gemv1_fits(n_tok, c.w2_cols())) {
-    Gemv1Args w2 = W2GemvArgs(p, w);
+  if (n_tok <= std::max(1, options_.gemv_max_m) && decode_gemv_fits(n_tok, c.w2_cols())) {
+    DecodeGemvArgs w2 = W2GemvArgs(p, w);
     w2.pdl = false;
-    return gemv1_forward(w2, stream_);
+    return decode_gemv_forward(w2, stream_);
   }
   return gemm_->Matmul(mid_, w.w2, w.b2, x_, true, 1.0f, n_tok, c.hidden_size, c.w2_cols(),
                        stream_);
@@ -202,8 +202,8 @@ CudaStatus PhiCudaModel::Gelu(const Pass& p) {
                       c.w2_cols(), p.layout->n_tok, c.intermediate_size, stream_, p.pdl);
 }
 
-Gemv1Args PhiCudaModel::DecodeGemvArgs(const Pass& p) const {
-  Gemv1Args g;
+DecodeGemvArgs PhiCudaModel::GemvBase(const Pass& p) const {
+  DecodeGemvArgs g;
   g.m = p.layout->n_tok;
   g.eps = config_.layer_norm_eps;
   g.pdl = p.pdl;
@@ -212,9 +212,9 @@ Gemv1Args PhiCudaModel::DecodeGemvArgs(const Pass& p) const {
 
 // The decode W2 GEMV: x += [a|g] W2^T + b2, attention columns summed last (fused or not, so
 // both paths give the same bits).
-Gemv1Args PhiCudaModel::W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const {
+DecodeGemvArgs PhiCudaModel::W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const {
   const PhiCudaConfig& c = config_;
-  Gemv1Args g = DecodeGemvArgs(p);
+  DecodeGemvArgs g = GemvBase(p);
   g.a = mid_;
   g.w = w.w2;
   g.bias = w.b2;
@@ -230,7 +230,7 @@ Gemv1Args PhiCudaModel::W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const {
 // The final LayerNorm inside the lm_head GEMV.
 CudaStatus PhiCudaModel::FusedDecodeHead(const Pass& p) {
   const PhiCudaConfig& c = config_;
-  Gemv1Args g = DecodeGemvArgs(p);
+  DecodeGemvArgs g = GemvBase(p);
   g.prologue = GemvPrologue::kLayerNorm;
   g.m = p.layout->n_rows;
   g.x = x_;
@@ -243,7 +243,7 @@ CudaStatus PhiCudaModel::FusedDecodeHead(const Pass& p) {
   g.d_f32 = true;
   g.n = c.vocab_size;
   g.k = c.hidden_size;
-  return gemv1_forward(g, stream_);
+  return decode_gemv_forward(g, stream_);
 }
 
 CudaStatus PhiCudaModel::FinalLayerNorm(const Pass& p) {
@@ -307,8 +307,8 @@ CudaStatus PhiCudaModel::CaptureDecodeGraph(const Layout& L, cudaGraphExec_t* ex
 bool PhiCudaModel::FusedDecode(const Layout& L, bool decode) const {
   const PhiCudaConfig& c = config_;
   return options_.fuse_decode && decode && L.n_tok >= 1 && L.n_tok <= kGemvMaxM &&
-         L.n_rows >= 1 && collectives_ == nullptr && gemv1_layernorm_fits(c.hidden_size) &&
-         gemv1_fits(L.n_tok, c.hidden_size) && gemv1_fits(L.n_tok, c.w2_cols());
+         L.n_rows >= 1 && collectives_ == nullptr && decode_gemv_layernorm_fits(c.hidden_size) &&
+         decode_gemv_fits(L.n_tok, c.hidden_size) && decode_gemv_fits(L.n_tok, c.w2_cols());
 }
 
 CudaStatus PhiCudaModel::RunBodyOrFallBack(const Layout& L, bool decode, int max_context_len,

@@ -71,7 +71,7 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_CHECK(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   PHI_CUDA_RETURN_IF_ERROR(GemmLt::Create(32u << 20, &gemm_));
   gemm_->set_small_m_max(options_.gemv_max_m);
-  PHI_CUDA_RETURN_IF_ERROR(gemv1_prepare_device());  // before any decode graph is captured
+  PHI_CUDA_RETURN_IF_ERROR(decode_gemv_prepare_device());  // before any decode graph is captured
   PHI_CUDA_RETURN_IF_ERROR(AllocateWeights());
   PHI_CUDA_RETURN_IF_ERROR(AllocateActivations());
   // Records of every rank under tensor parallelism (each rank's are all-gathered).
@@ -201,7 +201,7 @@ CudaStatus PhiCudaModel::Forward(std::span<const PhiSeqInput> seqs, PhiStepOutpu
   out->candidate_slices = CandidateSlices(pack.n_cand, out->candidate_stride);
   const size_t cand_bytes = (plan.tp_candidates ? config_.tp_world : 1) *
                             out->candidate_slices * pack.n_cand *
-                            top_candidates_record_bytes(out->candidate_stride);
+                            CandidateRecordBytes(out->candidate_stride);
   if (plan.tp_candidates) {
     PHI_CUDA_RETURN_IF_ERROR(GatherCandidateStep(L, pack.whole_runs, pack.whole_rows, pack.n_cand,
                                                  out->candidate_stride, out->candidate_slices,
@@ -454,8 +454,8 @@ int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {
   if (n_cand <= 0) return 1;
   const int width = collectives_ != nullptr ? config_.local_vocab() : config_.vocab_size;
   // CandidateArea holds max_seqs records at the widest count: more at narrower ones.
-  const int max_records = static_cast<int>(options_.max_seqs * top_candidates_record_bytes(kMaxTopCandidates) /
-                                           top_candidates_record_bytes(std::max(stride, 1)));
+  const int max_records = static_cast<int>(options_.max_seqs * CandidateRecordBytes(kMaxTopCandidates) /
+                                           CandidateRecordBytes(std::max(stride, 1)));
   if (options_.candidate_slices > 0) {
     return std::clamp(std::min(options_.candidate_slices, max_records / n_cand), 1, std::max(width, 1));
   }

@@ -16,7 +16,7 @@
 // so one all-reduce of x per layer gives x + Σ partials + b2; the lm_head's vocabulary
 // slices are all-gathered into full logit rows, except rows asked as candidates
 // (PhiSeqInput::num_candidates), for which each rank's top-candidate record of its slice
-// travels instead. ref: DESIGN.md "Phi-1.5 facts".
+// travels instead. ref: docs/architecture.md "Phi-1.5 facts".
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 
@@ -117,19 +117,18 @@ struct PhiCudaOptions {
   // Decode attention blocks per (sequence, head) (PagedAttentionArgs::decode_partitions): 0
   // one per partition of max_positions (decode graphs), -1 chosen from the batch, N at most
   // N. Bit-identical results either way; -1 avoids the blocks that find nothing to do past
-  // the real lengths in a graph captured for max_positions (to be measured on the GPU:
-  // phi_cuda_bench --decode-partitions).
+  // the real lengths in a graph captured for max_positions (phi_cuda_bench
+  // --decode-partitions compares them).
   int decode_partitions = 0;
   // Decode of 1..8 sequences (kGemvMaxM) runs each layer as 3 kernels instead of 6: LayerNorm
   // fused into the W1 GEMV, rotary and the KV write into decode attention, gelu into the W2
-  // GEMV (gemv1_forward; 2..8 tokens on tensor cores); the final LayerNorm into the lm_head
+  // GEMV (decode_gemv_forward; 2..8 tokens on tensor cores); the final LayerNorm into the lm_head
   // GEMV. Bit-identical to the unfused kernels with the same GEMV (at batch 1 always; at
   // 2..8 with gemv_max_m = 8, else the unfused GEMMs are cuBLASLt's).
   bool fuse_decode = true;
   // GEMMs with at most this many rows run the decode GEMV (gemv_forward) instead of
-  // cuBLASLt (GemmLt::set_small_m_max), 0..8. Default 1: the one-token GEMV beat cuBLASLt on
-  // the H200; the tensor-core form for 2..8 rows has not been timed against it yet
-  // (phi_cuda_bench's "gemv M=8" rows).
+  // cuBLASLt (GemmLt::set_small_m_max), 0..8. Default 1: the one-token GEMV beats cuBLASLt;
+  // phi_cuda_bench's "gemv M=8" rows compare the tensor-core form for 2..8 rows with it.
   int gemv_max_m = 1;
   // Decode steps' kernels launch as programmatic dependents (pdl.cuh) of the kernel before
   // them (Hopper), so launch latency overlaps the previous kernel; in the fused batch-1 path
@@ -168,7 +167,7 @@ struct PhiStepOutput {
   // in candidate_records: candidate_ranks x candidate_slices blocks of the step's records
   // (rank order, one rank per vocabulary share — 1 when the records were taken from whole
   // rows —, each rank's share in candidate_slices slices, TopCandidatesArgs::slices), each
-  // record top_candidates_record_bytes(candidate_stride) bytes.
+  // record CandidateRecordBytes(candidate_stride) bytes.
   std::vector<int32_t> candidate_record;
   std::vector<char> candidate_records;
   int candidate_stride = 0;
@@ -309,8 +308,8 @@ class PhiCudaModel {
   CudaStatus RotaryKv(const Pass& p, int li);
   CudaStatus Attention(const Pass& p, int li);
   CudaStatus Gelu(const Pass& p);
-  Gemv1Args DecodeGemvArgs(const Pass& p) const;
-  Gemv1Args W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const;
+  DecodeGemvArgs GemvBase(const Pass& p) const;
+  DecodeGemvArgs W2GemvArgs(const Pass& p, const PhiCudaLayer& w) const;
   CudaStatus FusedDecodeHead(const Pass& p);
   CudaStatus FinalLayerNorm(const Pass& p);
   CudaStatus SingleGpuHead(const Pass& p);

@@ -14,7 +14,7 @@ inline size_t align_up(size_t v, size_t a) { return (v + a - 1) / a * a; }
 
 // Bytes of `seqs` top-candidate records at the widest count, plus the 16 that align the record
 // area after a rank's whole-row slices (its f64 log-sum-exps need 8-byte alignment).
-inline size_t CandidateArea(int seqs) { return 16 + seqs * top_candidates_record_bytes(kMaxTopCandidates); }
+inline size_t CandidateArea(int seqs) { return 16 + seqs * CandidateRecordBytes(kMaxTopCandidates); }
 
 // Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
 // graph captured for a bucket finds its arrays at the same addresses on every replay.

@@ -47,7 +47,7 @@ CudaStatus PhiCudaModel::GatherCandidateStep(const Layout& L, std::span<const Ru
   // A rank's share: its slices of the whole rows in step order, then (8-byte aligned for the
   // records' f64) its records. parallel/vocab_gather.h does the same with host buffers.
   const size_t rec_at = align_up(4 * vl * whole_rows, 16);
-  const size_t rec_bytes = slices * n_cand * top_candidates_record_bytes(stride);
+  const size_t rec_bytes = slices * n_cand * CandidateRecordBytes(stride);
   const size_t share = rec_at + rec_bytes;
   int packed = 0;
   for (const Run& r : whole_runs) {

@@ -1,6 +1,7 @@
-// CudaStatus -> absl::Status at the engine boundary: bad input stays INVALID_ARGUMENT, memory
-// shortage RESOURCE_EXHAUSTED, and anything from the CUDA runtime INTERNAL (the worker then
-// marks itself not serving, CONVENTIONS.md "Errors").
+// CudaStatus -> absl::Status where the Abseil side (the runner) calls the Abseil-free kernel
+// library: bad input stays INVALID_ARGUMENT, memory shortage RESOURCE_EXHAUSTED, and anything
+// from the CUDA runtime INTERNAL (the worker then marks itself not serving). Callers propagate
+// it with services/common/status_macros.h: PHI_RETURN_IF_ERROR(ToAbslStatus(...)).
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_STATUS_ADAPTER_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_STATUS_ADAPTER_H_
 
@@ -20,11 +21,5 @@ inline absl::Status ToAbslStatus(const CudaStatus& s) {
 }
 
 }  // namespace phi::worker::cuda
-
-#define PHI_CUDA_RETURN_IF_ERROR_ABSL(expr)                                       \
-  do {                                                                            \
-    const ::phi::worker::cuda::CudaStatus phi_cs_ = (expr);                       \
-    if (!phi_cs_.ok()) return ::phi::worker::cuda::ToAbslStatus(phi_cs_);         \
-  } while (0)
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_STATUS_ADAPTER_H_

@@ -19,7 +19,7 @@ absl::Status ChooseCandidateRows(const StepBatch& batch, std::span<const int32_t
   whole->assign(B, true);
   out->candidates.clear();
   if (records.empty()) return absl::OkStatus();
-  const size_t record_bytes = top_candidates_record_bytes(record_stride);
+  const size_t record_bytes = CandidateRecordBytes(record_stride);
   const int blocks = record_ranks * record_slices;
   if (record_ranks < 1 || record_slices < 1 || records.size() % (blocks * record_bytes) != 0) {
     return absl::InternalError(absl::StrCat(records.size(), " bytes of candidate records are not ", record_ranks,

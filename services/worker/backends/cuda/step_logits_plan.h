@@ -33,7 +33,7 @@ struct LogitsRowCopy {
 // record_index[i] >= 0 names sequence i's top-candidate record (-1: none) in each of
 // record_ranks x record_slices blocks of `records` (rank r's slice s at block
 // r * record_slices + s, blocks of records.size() / (record_ranks * record_slices) bytes;
-// records of top_candidates_record_bytes(record_stride) bytes). A rank's slices are joined
+// records of CandidateRecordBytes(record_stride) bytes). A rank's slices are joined
 // into its shard (JoinCandidateSlices), every rank's shard of a sequence is merged
 // (MergeCandidates); covered sequences get out->candidates[i] and whole[i] = false. INTERNAL
 // for a malformed record.

@@ -74,7 +74,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
   const int k = max(0, min(min(a.counts[r], a.max_count), w));  // a record holds max_count
   const bool want_lse = a.want_lse[r] != 0;
   char* rec = static_cast<char*>(a.out) + (static_cast<size_t>(blockIdx.y) * a.num_rows + r) *
-                                              top_candidates_record_bytes(a.max_count);
+                                              CandidateRecordBytes(a.max_count);
 
   // Radix select of the k-th largest key: `prefix` holds the digits chosen so far, and
   // `remaining` how many of the keys that start with them still belong to the top k.
@@ -180,7 +180,7 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
   __syncthreads();
 
   // Rank sort of the k winners: (key, index) pairs are distinct, so ranks are a permutation.
-  float* values = reinterpret_cast<float*>(rec + 16);
+  CandidateRecordEntry* entries = reinterpret_cast<CandidateRecordEntry*>(rec + sizeof(CandidateRecordHeader));
   for (int j = tid; j < a.max_count; j += blockDim.x) {
     if (j < k) {
       const uint32_t kj = top_key[j];
@@ -189,18 +189,19 @@ __global__ void __launch_bounds__(kThreads) top_candidates_forward_kernel(TopCan
       for (int q = 0; q < k; ++q) {
         rank += top_key[q] > kj || (top_key[q] == kj && top_idx[q] < ij);
       }
-      values[2 * rank] = l[ij];
-      reinterpret_cast<int32_t*>(values)[2 * rank + 1] = id0 + ij;
+      entries[rank].value = l[ij];
+      entries[rank].id = id0 + ij;
     } else {
-      values[2 * j] = 0.0f;
-      reinterpret_cast<int32_t*>(values)[2 * j + 1] = -1;
+      entries[j].value = 0.0f;
+      entries[j].id = -1;
     }
   }
   if (tid == 0) {
-    *reinterpret_cast<double*>(rec) =
+    CandidateRecordHeader* head = reinterpret_cast<CandidateRecordHeader*>(rec);
+    head->log_sum_exp =
         want_lse && w > 0 ? static_cast<double>(row_max) + log(row_sum) : -static_cast<double>(INFINITY);
-    reinterpret_cast<uint32_t*>(rec)[2] = w > k ? 1u : 0u;
-    reinterpret_cast<uint32_t*>(rec)[3] = static_cast<uint32_t>(k);
+    head->truncated = w > k ? 1u : 0u;
+    head->valid = static_cast<uint32_t>(k);
   }
 }
 

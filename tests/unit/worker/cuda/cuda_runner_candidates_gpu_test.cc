@@ -125,7 +125,7 @@ void ExpectCandidateRowsEqualTheWholeRowPath(int slices) {
   const uint64_t full = after.full_rows - before.full_rows;
   EXPECT_EQ(full, static_cast<uint64_t>(1 + seqs[4].tokens.size() + fallback_rows));
   EXPECT_EQ(after.bytes_to_host - before.bytes_to_host,
-            full * vocab * sizeof(float) + std::max(slices, 1) * asked * top_candidates_record_bytes(widest));
+            full * vocab * sizeof(float) + std::max(slices, 1) * asked * CandidateRecordBytes(widest));
   std::printf("candidate step (%d slice(s)): %d candidate rows, %d fallbacks, %llu bytes to the host (whole rows: %llu)\n",
               std::max(slices, 1), candidate_rows, fallback_rows,
               static_cast<unsigned long long>(after.bytes_to_host - before.bytes_to_host),
@@ -178,7 +178,7 @@ void ExpectDecodeStepsReturnOnlyCandidateRecords(int slices) {
     ASSERT_TRUE(gpu.Step(b, &lc).ok());
     const CudaLogitsStats after = gpu.logits_stats();
     EXPECT_EQ(after.full_rows, before.full_rows) << "step " << step;
-    EXPECT_EQ(after.bytes_to_host - before.bytes_to_host, std::max(slices, 1) * kSeqs * top_candidates_record_bytes(1))
+    EXPECT_EQ(after.bytes_to_host - before.bytes_to_host, std::max(slices, 1) * kSeqs * CandidateRecordBytes(1))
         << "step " << step;
     EXPECT_TRUE(lc.data.empty());
     for (int i = 0; i < kSeqs; ++i) {

@@ -1,4 +1,4 @@
-// The fused one-token decode GEMV (gemv1_forward) against the CPU twins, its fused forms
+// The fused one-token decode GEMV (decode_gemv_forward) against the CPU twins, its fused forms
 // against the unfused kernels bit for bit, a chain of programmatic dependent launches inside
 // a CUDA graph against the same chain launched plainly, and the model's fused batch-1 decode
 // against its unfused decode. Label: gpu (skips without a GPU).
@@ -49,13 +49,13 @@ std::vector<float> GeluConcatRows(const std::vector<float>& a, int a_cols,
   for (int i = 0; i < m; ++i) {
     for (int c = 0; c < a_cols; ++c) rows[size_t(i) * k + c] = a[size_t(i) * k + c];
     for (int j = 0; j < f_cols; ++j) {
-      rows[size_t(i) * k + a_cols + j] = bf16_round_cpu(gelu_new_cpu(f[size_t(i) * f_stride + j]));
+      rows[size_t(i) * k + a_cols + j] = bf16_round_cpu(gelu_new_scalar_cpu(f[size_t(i) * f_stride + j]));
     }
   }
   return rows;
 }
 
-// Everything one gemv1 launch needs, on the device, for one shape and m tokens. With m > 1
+// Everything one decode GEMV launch needs, on the device, for one shape and m tokens. With m > 1
 // the LayerNorm reads x's rows in reverse (row_index) and f's rows are strided.
 struct Problem {
   Problem(Shape s, uint32_t seed, int tokens = 1)
@@ -88,8 +88,8 @@ struct Problem {
     f.Upload(ToBf16(f_h));
     rows.Upload(rows_h);
   }
-  Gemv1Args Args(GemvPrologue p, bool d_f32, float beta, bool with_bias) const {
-    Gemv1Args r;
+  DecodeGemvArgs Args(GemvPrologue p, bool d_f32, float beta, bool with_bias) const {
+    DecodeGemvArgs r;
     r.prologue = p;
     r.m = m;
     r.a = a.get();
@@ -147,7 +147,7 @@ void ExpectGemvMatchesTwin(int m, uint32_t seed) {
     const bool big = static_cast<int64_t>(s.n) * s.k > (1 << 22);
     Problem pr(s, seed += 10, m);
     for (GemvPrologue p : {GemvPrologue::kPlain, GemvPrologue::kLayerNorm, GemvPrologue::kGeluConcat}) {
-      if (p == GemvPrologue::kLayerNorm && !gemv1_layernorm_fits(s.k)) continue;
+      if (p == GemvPrologue::kLayerNorm && !decode_gemv_layernorm_fits(s.k)) continue;
       const std::vector<float> row = pr.Rows(p);
       for (int split : big ? std::vector<int>{0} : std::vector<int>{0, 1, 2, 4, 8}) {
         for (int per_sm : big ? std::vector<int>{0} : std::vector<int>{0, 1}) {
@@ -159,12 +159,12 @@ void ExpectGemvMatchesTwin(int m, uint32_t seed) {
                          std::to_string(split) + " per_sm=" + std::to_string(per_sm) +
                          (d_f32 ? " f32" : " bf16"));
             pr.ResetOutputs();
-            Gemv1Args args = pr.Args(p, d_f32, beta, with_bias);
+            DecodeGemvArgs args = pr.Args(p, d_f32, beta, with_bias);
             args.split = split;
             args.blocks_per_sm = per_sm;
             args.pdl = split == 4;  // eager launches with the attribute, too
             if (p == GemvPrologue::kPlain && split == 1) args.first_col = pr.a_cols;
-            PHI_ASSERT_CUDA_OK(gemv1_forward(args, nullptr));
+            PHI_ASSERT_CUDA_OK(decode_gemv_forward(args, nullptr));
             PHI_ASSERT_CUDART(cudaDeviceSynchronize());
             const std::vector<float> got = pr.Output(d_f32);
             std::vector<float> want = pr.d0_h;
@@ -196,7 +196,7 @@ void ExpectGemvMatchesTwin(int m, uint32_t seed) {
   }
 }
 
-TEST(Gemv1Gpu, MatchesCpuTwinForEveryPrologueSplitAndGrid) {
+TEST(DecodeGemvGpu, MatchesCpuTwinForEveryPrologueSplitAndGrid) {
   PHI_REQUIRE_GPU();
   ExpectGemvMatchesTwin(1, 100);
 }
@@ -212,32 +212,32 @@ TEST(GemvTilesGpu, RefusesBadArgumentsWithTheirRanges) {
   PHI_REQUIRE_GPU();
   Problem pr({64, 64}, 900, 2);
   auto message = [&](auto change) {
-    Gemv1Args a = pr.Args(GemvPrologue::kPlain, false, 0.0f, true);
+    DecodeGemvArgs a = pr.Args(GemvPrologue::kPlain, false, 0.0f, true);
     change(a);
-    const CudaStatus st = gemv1_forward(a, nullptr);
+    const CudaStatus st = decode_gemv_forward(a, nullptr);
     return st.ok() ? std::string("ok") : st.message();
   };
-  EXPECT_NE(message([](Gemv1Args& a) { a.m = 9; }).find("m must be in [1, 8], got 9"),
+  EXPECT_NE(message([](DecodeGemvArgs& a) { a.m = 9; }).find("m must be in [1, 8], got 9"),
             std::string::npos);
-  EXPECT_NE(message([](Gemv1Args& a) { a.m = 0; }).find("m must be in [1, 8], got 0"),
+  EXPECT_NE(message([](DecodeGemvArgs& a) { a.m = 0; }).find("m must be in [1, 8], got 0"),
             std::string::npos);
-  EXPECT_NE(message([](Gemv1Args& a) { a.k = 60; }).find("k a positive multiple of 8"),
+  EXPECT_NE(message([](DecodeGemvArgs& a) { a.k = 60; }).find("k a positive multiple of 8"),
             std::string::npos);
-  EXPECT_NE(message([](Gemv1Args& a) { a.split = 3; }).find("split must be 0 (default), 1, 2, 4 or 8"),
+  EXPECT_NE(message([](DecodeGemvArgs& a) { a.split = 3; }).find("split must be 0 (default), 1, 2, 4 or 8"),
             std::string::npos);
   // Eight rows of k = 16384 need 262,656 bytes of shared memory, more than a block may have.
-  EXPECT_FALSE(gemv1_fits(8, 16384));
-  EXPECT_TRUE(gemv1_fits(8, 10240));  // Phi-1.5's W2
-  EXPECT_TRUE(gemv1_fits(1, 16384));
-  EXPECT_NE(message([](Gemv1Args& a) { a.m = 8; a.k = 16384; }).find("do not fit in shared memory"),
+  EXPECT_FALSE(decode_gemv_fits(8, 16384));
+  EXPECT_TRUE(decode_gemv_fits(8, 10240));  // Phi-1.5's W2
+  EXPECT_TRUE(decode_gemv_fits(1, 16384));
+  EXPECT_NE(message([](DecodeGemvArgs& a) { a.m = 8; a.k = 16384; }).find("do not fit in shared memory"),
             std::string::npos);
-  EXPECT_NE(message([&](Gemv1Args& a) {
+  EXPECT_NE(message([&](DecodeGemvArgs& a) {
               a.prologue = GemvPrologue::kGeluConcat;
               a.first_col = a.a_cols;
               a.f_stride = a.f_cols - 1;
             }).find("f_stride 0 or >= f_cols"),
             std::string::npos);
-  EXPECT_EQ(message([](Gemv1Args&) {}), "ok");
+  EXPECT_EQ(message([](DecodeGemvArgs&) {}), "ok");
   cudaDeviceSynchronize();
 }
 
@@ -255,20 +255,20 @@ void ExpectFusedProloguesEqualUnfused(int m, uint32_t seed) {
         SCOPED_TRACE("m=" + std::to_string(m) + " n=" + std::to_string(s.n) + " k=" +
                      std::to_string(s.k) + " split=" + std::to_string(split) +
                      (d_f32 ? " f32" : " bf16"));
-        auto run = [&](Gemv1Args args) {
+        auto run = [&](DecodeGemvArgs args) {
           args.split = split;
           pr.ResetOutputs();
-          const CudaStatus st = gemv1_forward(args, nullptr);
+          const CudaStatus st = decode_gemv_forward(args, nullptr);
           EXPECT_TRUE(st.ok()) << st.message();
           cudaDeviceSynchronize();
           return pr.Output(d_f32);
         };
-        if (gemv1_layernorm_fits(s.k)) {
+        if (decode_gemv_layernorm_fits(s.k)) {
           const std::vector<float> fused = run(pr.Args(GemvPrologue::kLayerNorm, d_f32, 1.0f, true));
           PHI_ASSERT_CUDA_OK(layernorm_forward(pr.x.get(), m > 1 ? pr.rows.get() : nullptr,
                                                pr.g.get(), pr.b.get(), row.get(), m, s.k, 1e-5f,
                                                nullptr));
-          Gemv1Args plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
+          DecodeGemvArgs plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
           plain.a = row.get();
           const std::vector<float> unfused = run(plain);
           EXPECT_EQ(0, std::memcmp(fused.data(), unfused.data(), 4 * fused.size())) << "layernorm";
@@ -282,7 +282,7 @@ void ExpectFusedProloguesEqualUnfused(int m, uint32_t seed) {
             PHI_ASSERT_CUDA_OK(gelu_forward(pr.f.get(), pr.f_stride, row.get() + pr.a_cols, s.k,
                                             m, pr.f_cols, nullptr));
           }
-          Gemv1Args plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
+          DecodeGemvArgs plain = pr.Args(GemvPrologue::kPlain, d_f32, 1.0f, true);
           plain.a = row.get();
           plain.first_col = pr.a_cols;  // kGeluConcat sums the gelu columns first
           const std::vector<float> unfused = run(plain);
@@ -293,7 +293,7 @@ void ExpectFusedProloguesEqualUnfused(int m, uint32_t seed) {
   }
 }
 
-TEST(Gemv1Gpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
+TEST(DecodeGemvGpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
   PHI_REQUIRE_GPU();
   ExpectFusedProloguesEqualUnfused(1, 500);
 }
@@ -309,7 +309,7 @@ TEST(GemvTilesGpu, FusedProloguesEqualTheUnfusedKernelsBitForBit) {
 // launches back, read before the wait). Captured in a graph and replayed, and launched
 // eagerly: equal to the same chain launched plainly. A kernel that read its predecessor's
 // output before pdl_wait() would see the previous layer's or replay's values and differ.
-TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
+TEST(DecodeGemvGpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
   PHI_REQUIRE_GPU();
   const int h = 256, inner = 1024, head = 64, layers = 12;
   const std::vector<float> w1_h = RandomBf16Values(size_t(head + inner) * h, 7, 0.06f);
@@ -329,7 +329,7 @@ TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
   beta.Upload(ToBf16(bh));
   auto chain = [&](bool pdl, cudaStream_t s) -> CudaStatus {
     for (int l = 0; l < layers; ++l) {
-      Gemv1Args a;
+      DecodeGemvArgs a;
       a.prologue = GemvPrologue::kLayerNorm;
       a.x = x.get();
       a.gamma = gamma.get();
@@ -339,16 +339,16 @@ TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
       a.n = head + inner;
       a.k = h;
       a.pdl = pdl;
-      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(a, s));
-      Gemv1Args m;
+      PHI_CUDA_RETURN_IF_ERROR(decode_gemv_forward(a, s));
+      DecodeGemvArgs m;
       m.a = y.get();
       m.w = wt.get();
       m.d = t.get();
       m.n = head;
       m.k = head;
       m.pdl = pdl;
-      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(m, s));
-      Gemv1Args b;
+      PHI_CUDA_RETURN_IF_ERROR(decode_gemv_forward(m, s));
+      DecodeGemvArgs b;
       b.prologue = GemvPrologue::kGeluConcat;
       b.a = t.get();
       b.a_cols = head;
@@ -362,7 +362,7 @@ TEST(Gemv1Gpu, ProgrammaticLaunchChainInAGraphEqualsPlainLaunches) {
       b.n = h;
       b.k = head + inner;
       b.pdl = pdl;
-      PHI_CUDA_RETURN_IF_ERROR(gemv1_forward(b, s));
+      PHI_CUDA_RETURN_IF_ERROR(decode_gemv_forward(b, s));
     }
     return {};
   };

@@ -116,7 +116,7 @@ inline double RelNormError(const std::vector<float>& got, const std::vector<floa
   return std::sqrt(num / std::max(den, 1e-30));
 }
 
-// Tolerances by output type (METHOD.md): F32 results of BF16 inputs differ only by
+// Tolerances by output type: F32 results of BF16 inputs differ only by
 // accumulation order; BF16 outputs add one rounding of 2^-9 relative.
 inline constexpr double kTolF32 = 2e-4;
 inline constexpr double kTolBf16 = 1e-2;

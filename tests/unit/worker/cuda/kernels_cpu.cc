@@ -128,7 +128,7 @@ void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
   }
 }
 
-float gelu_new_cpu(float x) {
+float gelu_new_scalar_cpu(float x) {
   const double xd = x;
   return static_cast<float>(
       0.5 * xd * (1.0 + std::tanh(std::sqrt(2.0 / M_PI) * (xd + 0.044715 * xd * xd * xd))));
@@ -139,7 +139,7 @@ void gelu_forward_cpu(const float* in, int in_stride, float* out, int out_stride
   for (int r = 0; r < rows; ++r) {
     for (int c = 0; c < cols; ++c) {
       out[static_cast<int64_t>(r) * out_stride + c] =
-          gelu_new_cpu(in[static_cast<int64_t>(r) * in_stride + c]);
+          gelu_new_scalar_cpu(in[static_cast<int64_t>(r) * in_stride + c]);
     }
   }
 }
@@ -224,7 +224,7 @@ void attention_prefill_cpu(const float* q, int q_stride, const float* k_cache,
 void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int id0, int vocab_limit,
                                 const int32_t* rows, const int32_t* counts, const int32_t* want_lse,
                                 int num_rows, int max_count, void* out) {
-  const size_t record = top_candidates_record_bytes(max_count);
+  const size_t record = CandidateRecordBytes(max_count);
   for (int r = 0; r < num_rows; ++r) {
     const float* l = logits + static_cast<int64_t>(rows[r]) * ld;
     const int w = std::clamp(vocab_limit - id0, 0, width);
@@ -243,15 +243,11 @@ void top_candidates_forward_cpu(const float* logits, int64_t ld, int width, int 
     std::partial_sort(ids.begin(), ids.begin() + k, ids.end(),
                       [&](int32_t a, int32_t b) { return l[a] > l[b] || (l[a] == l[b] && a < b); });
     char* p = static_cast<char*>(out) + r * record;
-    const uint32_t truncated = w > k ? 1 : 0, valid = static_cast<uint32_t>(k);
-    std::memcpy(p, &lse, 8);
-    std::memcpy(p + 8, &truncated, 4);
-    std::memcpy(p + 12, &valid, 4);
+    const CandidateRecordHeader head{lse, w > k ? 1u : 0u, static_cast<uint32_t>(k)};
+    std::memcpy(p, &head, sizeof(head));
     for (int j = 0; j < max_count; ++j) {
-      const float v = j < k ? l[ids[j]] : 0.0f;
-      const int32_t id = j < k ? id0 + ids[j] : -1;
-      std::memcpy(p + 16 + 8 * j, &v, 4);
-      std::memcpy(p + 20 + 8 * j, &id, 4);
+      const CandidateRecordEntry e{j < k ? l[ids[j]] : 0.0f, j < k ? id0 + ids[j] : -1};
+      std::memcpy(p + sizeof(head) + sizeof(e) * j, &e, sizeof(e));
     }
   }
 }

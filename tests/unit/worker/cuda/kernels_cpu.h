@@ -26,7 +26,8 @@ void rotary_kv_forward_cpu(float* qkv, int row_stride, const int32_t* positions,
                            float theta, KvCacheDtype kv_dtype = KvCacheDtype::kBf16,
                            float k_scale = 1.0f, float v_scale = 1.0f);
 
-float gelu_new_cpu(float x);
+// gelu_new of one value (transformers' tanh form), the reference of gelu_forward_cpu.
+float gelu_new_scalar_cpu(float x);
 void gelu_forward_cpu(const float* in, int in_stride, float* out, int out_stride, int rows,
                       int cols);
 

@@ -66,10 +66,10 @@ TEST(EmbeddingCpu, VocabSlicesSumToTheFullLookup) {
 }
 
 TEST(GeluCpu, KnownValues) {
-  EXPECT_FLOAT_EQ(gelu_new_cpu(0.0f), 0.0f);
-  EXPECT_NEAR(gelu_new_cpu(1.0f), 0.8411920f, 1e-6);   // 0.5(1+tanh(0.7978846*1.044715))
-  EXPECT_NEAR(gelu_new_cpu(-1.0f), -0.1588080f, 1e-6);
-  EXPECT_NEAR(gelu_new_cpu(10.0f), 10.0f, 1e-5);
+  EXPECT_FLOAT_EQ(gelu_new_scalar_cpu(0.0f), 0.0f);
+  EXPECT_NEAR(gelu_new_scalar_cpu(1.0f), 0.8411920f, 1e-6);   // 0.5(1+tanh(0.7978846*1.044715))
+  EXPECT_NEAR(gelu_new_scalar_cpu(-1.0f), -0.1588080f, 1e-6);
+  EXPECT_NEAR(gelu_new_scalar_cpu(10.0f), 10.0f, 1e-5);
 }
 
 // Rotate one head's q at position p and k at position p2 through the twin (block size 1).

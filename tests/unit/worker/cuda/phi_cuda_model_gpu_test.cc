@@ -260,8 +260,7 @@ TEST(PhiCudaModelGpu, CandidatesCoverEveryColumn) {
   const double lse = mx + std::log(sum);
   ASSERT_EQ(std::max_element(row.begin(), row.end()) - row.begin(), v - 1);
 
-  // The same row as a candidate record (recomputed in place): f64 log-sum-exp, u32 truncated,
-  // u32 count, then (f32 value, i32 id) pairs (kernels.h).
+  // The same row as a candidate record (recomputed in place; engine/candidate_record_layout.h).
   in.num_candidates = 5;
   in.candidate_lse = true;
   PhiStepOutput oc;
@@ -269,21 +268,16 @@ TEST(PhiCudaModelGpu, CandidatesCoverEveryColumn) {
   ASSERT_EQ(oc.candidate_slices, 1);
   ASSERT_GE(oc.candidate_record[0], 0);
   const char* rec =
-      oc.candidate_records.data() + oc.candidate_record[0] * top_candidates_record_bytes(oc.candidate_stride);
-  double rec_lse;
-  uint32_t truncated, count;
-  float value;
-  int32_t id;
-  std::memcpy(&rec_lse, rec, 8);
-  std::memcpy(&truncated, rec + 8, 4);
-  std::memcpy(&count, rec + 12, 4);
-  std::memcpy(&value, rec + 16, 4);
-  std::memcpy(&id, rec + 20, 4);
-  EXPECT_NEAR(rec_lse, lse, 1e-6 * std::abs(lse) + 1e-6);
-  EXPECT_EQ(count, 5u);
-  EXPECT_EQ(truncated, 1u);
-  EXPECT_EQ(id, v - 1);
-  EXPECT_EQ(value, row[v - 1]);
+      oc.candidate_records.data() + oc.candidate_record[0] * CandidateRecordBytes(oc.candidate_stride);
+  CandidateRecordHeader head;
+  CandidateRecordEntry first;
+  std::memcpy(&head, rec, sizeof(head));
+  std::memcpy(&first, rec + sizeof(head), sizeof(first));
+  EXPECT_NEAR(head.log_sum_exp, lse, 1e-6 * std::abs(lse) + 1e-6);
+  EXPECT_EQ(head.valid, 5u);
+  EXPECT_EQ(head.truncated, 1u);
+  EXPECT_EQ(first.id, v - 1);
+  EXPECT_EQ(first.value, row[v - 1]);
 }
 
 TEST(PhiCudaModelGpu, RefusesBadStepsWithTheReason) {

@@ -59,7 +59,7 @@ Device MakeDevice(const std::vector<Seq>& seqs, const StepBatch& batch) {
   }
   int records = 0;
   for (const SequenceStep& s : batch.seqs) records += s.num_candidates > 0;
-  d.records.resize(records * top_candidates_record_bytes(std::max(d.stride, 1)));
+  d.records.resize(records * CandidateRecordBytes(std::max(d.stride, 1)));
   return d;
 }
 

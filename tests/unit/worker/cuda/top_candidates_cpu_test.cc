@@ -32,7 +32,7 @@ std::vector<char> TwinRecords(const std::vector<float>& logits, int64_t ld, int 
   const int n = static_cast<int>(counts.size());
   std::vector<int32_t> rows(n), want(n, lse ? 1 : 0);
   for (int r = 0; r < n; ++r) rows[r] = r;
-  std::vector<char> out(n * top_candidates_record_bytes(max_count));
+  std::vector<char> out(n * CandidateRecordBytes(max_count));
   top_candidates_forward_cpu(logits.data(), ld, width, id0, vocab_limit, rows.data(), counts.data(), want.data(), n,
                              max_count, out.data());
   return out;
@@ -78,7 +78,7 @@ TEST(TopCandidatesCpu, RecordsEqualSelectCandidates) {
                                               << " ties " << ties << " count " << count << " lse " << lse << " row "
                                               << r);
             CandidateShard got;
-            ASSERT_TRUE(CandidateShardFromRecord(rec.data() + r * top_candidates_record_bytes(64), 64, &got));
+            ASSERT_TRUE(CandidateShardFromRecord(rec.data() + r * CandidateRecordBytes(64), 64, &got));
             const CandidateShard want = SelectCandidates(
                 std::span<const float>(logits.data() + r * s.ld, s.width), s.id0, s.vocab_limit, count, lse);
             ExpectSameShard(got, want);

@@ -38,7 +38,7 @@ struct Launch {
 // after slice s - 1's).
 void RunBoth(const std::vector<float>& logits, const Launch& l, std::vector<char>* gpu, std::vector<char>* cpu) {
   const int n = static_cast<int>(l.rows.size());
-  const size_t slice_bytes = n * top_candidates_record_bytes(l.max_count);
+  const size_t slice_bytes = n * CandidateRecordBytes(l.max_count);
   const size_t bytes = l.slices * slice_bytes;
   DeviceBuffer<float> dl(logits.size());
   DeviceBuffer<int32_t> drows(n), dcounts(n), dlse(n);
@@ -79,7 +79,7 @@ void RunBoth(const std::vector<float>& logits, const Launch& l, std::vector<char
 bool MergedCandidates(const std::vector<char>& records, int slices, int rec, int max_count, int count,
                       LogitCandidates* out) {
   CandidateShard shard;
-  if (!ShardFromSliceRecords(records.data() + rec * top_candidates_record_bytes(max_count), records.size() / slices,
+  if (!ShardFromSliceRecords(records.data() + rec * CandidateRecordBytes(max_count), records.size() / slices,
                              max_count, slices, count, &shard)) {
     return false;
   }
@@ -88,7 +88,7 @@ bool MergedCandidates(const std::vector<char>& records, int slices, int rec, int
 }
 
 void ExpectSameRecords(const std::vector<char>& gpu, const std::vector<char>& cpu, int n, int max_count) {
-  const size_t rb = top_candidates_record_bytes(max_count);
+  const size_t rb = CandidateRecordBytes(max_count);
   ASSERT_EQ(gpu.size(), cpu.size());
   for (int r = 0; r < n; ++r) {
     SCOPED_TRACE("record " + std::to_string(r));
@@ -309,7 +309,7 @@ TEST(TopCandidatesGpu, PrintsTimeAtDecodeShapes) {
         const std::vector<float> logits = RandomRow(rows * 51200, 5, false);
         DeviceBuffer<float> dl(logits.size());
         DeviceBuffer<int32_t> drows(rows), dcounts(rows), dlse(rows);
-        DeviceBuffer<char> dout(slices * rows * top_candidates_record_bytes(count));
+        DeviceBuffer<char> dout(slices * rows * CandidateRecordBytes(count));
         std::vector<int32_t> idx(rows), counts(rows, count), lse(rows, 1);
         for (int r = 0; r < rows; ++r) idx[r] = r;
         dl.Upload(logits);

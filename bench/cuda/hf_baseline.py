@@ -1,7 +1,7 @@
 """Hugging Face transformers baseline for bench/cuda: PhiForCausalLM, BF16, greedy `generate` of N
 tokens after a P-token prompt at batch 1, eager attention; either random weights with the
 Phi-1.5 shape or, with --model-dir, the safetensors folder our own benchmarks load (the same
-values: device_check.sh passes the checkpoint cuda_engine_bench runs on).
+values: tools/device_check/device_check.sh passes the checkpoint cuda_engine_bench runs on).
 
     python3 bench/cuda/hf_baseline.py [--model-dir DIR] [--device cuda|cpu] [--prompt 512]
                                       [--gen 256] [--compile]
@@ -17,7 +17,7 @@ max_new_tokens, same order), so the static cache and every compiled shape exist 
 clock starts; the script prints the warm-up (compile) time and how many graphs were compiled
 before and during the timed runs (during should be 0).
 
-The last three lines printed are what device_check.sh keeps (tail -3): weights and device,
+The last three lines printed are what tools/device_check/device_check.sh keeps (tail -3): weights and device,
 warm-up, and the result line.
 """
 import argparse

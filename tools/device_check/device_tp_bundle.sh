@@ -5,7 +5,7 @@
 # phi-worker (--device cuda as a real service: SERVING, /metrics, exit 0 on SIGTERM), built
 # here with -DPHI_ENABLE_CUDA=ON, plus the Debian libraries they link and the tiny head_dim-64
 # model of the cuda_tiny_model fixture. The GPU machine brings the driver, CUDA and NCCL.
-#   bench/cuda/device_tp_bundle.sh BUILD_DIR OUT_DIR      (here; OUT_DIR under the repo, ignored)
+#   tools/device_check/device_tp_bundle.sh BUILD_DIR OUT_DIR      (here; OUT_DIR under the repo, ignored)
 #   OUT_DIR/run.sh                                         (on the GPU machine; logs to stdout)
 set -euo pipefail
 build=$1

@@ -4,7 +4,7 @@
 # and GPU tests, the benchmark, the transformers baseline and a memcheck pass over the kernel
 # tests. Logs go to $OUT (or ./device_out). Prepare .device/ with prepare_device_carry.sh, then
 # run from the repository root:
-#   bash bench/cuda/device_check.sh [quick|oracle]
+#   bash tools/device_check/device_check.sh [quick|oracle]
 # `oracle`: only the build, the kernel and runner GPU tests and the oracle suite (cuda_oracle_gpu_test on the
 # golden data carried in .device/cuda_oracle, and on data generated here by the device's
 # transformers when make_cuda_oracle.py runs under it).
@@ -39,10 +39,10 @@ export LD_LIBRARY_PATH=$PWD/.device/sysroot/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_P
 SYSROOT=""
 [ -d .device/sysroot ] && SYSROOT="-DPHI_SYSROOT=$PWD/.device/sysroot"
 # Binaries built here by prepare_device_carry.sh (sm_90) save the build's device minutes;
-# they are used when they were built from these sources (bench/cuda/source_hash.sh) and start
+# they are used when they were built from these sources (tools/device_check/source_hash.sh) and start
 # on this machine, else everything is built.
 if [ -x .device/bin/cuda_kernels_gpu_test ] &&
-   [ "$(cat .device/bin/SOURCES 2>/dev/null)" = "$(bash bench/cuda/source_hash.sh)" ] &&
+   [ "$(cat .device/bin/SOURCES 2>/dev/null)" = "$(bash tools/device_check/source_hash.sh)" ] &&
    .device/bin/cuda_kernels_gpu_test --gtest_list_tests > /dev/null 2>&1; then
   B=$PWD/.device/bin
   RUNNER_OK=0
@@ -142,7 +142,7 @@ if have 60 "bench --breakdown"; then
   echo "bench rc=$?" >> "$OUT/bench.log"
   cat "$OUT/bench.log" | tee -a "$OUT/summary.txt"
 fi
-# The engine's path (Step: top-1 candidate records leave the GPU, no GPU sampling).
+# The engine's path (Step: top-1 candidate records leave the GPU).
 if have 40 "bench --candidates"; then
   log "bench, engine path (--candidates)"
   timeout $(cap 90) $B/phi_cuda_bench --candidates --batches 1,32,256 $( [ "$QUICK" = quick ] && echo --gen 64 ) \
@@ -216,8 +216,8 @@ if have 40 "bench --kv-dtype fp8"; then
   grep -E "^\||TTFT|rc=|KV cache:" "$OUT/bench_fp8.log" | tee -a "$OUT/summary.txt"
 fi
 
-# Batch-8 decode (the tensor-core decode GEMV, gemv_mma.cu, session 7): fused (the default),
-# unfused on cuBLASLt (the path before session 7), unfused on the same GEMV.
+# Batch-8 decode (the tensor-core decode GEMV, gemv_mma.cu): fused (the default), unfused on
+# cuBLASLt, unfused on the same GEMV.
 log "batch-8 decode: default / --no-fusion / --no-fusion --gemv-max-m 8"
 for flags in "" "--no-fusion" "--no-fusion --gemv-max-m 8"; do
   have 20 "batch-8 decode '$flags'" || break
@@ -231,7 +231,7 @@ done
 if have 30 "memcheck (kernel tests)"; then
   log "memcheck (kernel tests)"
   timeout $(cap 45) compute-sanitizer --tool memcheck $B/cuda_kernels_gpu_test \
-    --gtest_filter='-PhiCudaModelGpu.*:SampleGpu.*:PhiCudaModelFusedDecodeGpu.*:Gemv1Gpu.MatchesCpuTwin*:Gemv1Gpu.FusedPrologues*:GemvTilesGpu.FusedPrologues*' > "$OUT/memcheck.log" 2>&1
+    --gtest_filter='-PhiCudaModelGpu.*:PhiCudaModelFusedDecodeGpu.*:DecodeGemvGpu.MatchesCpuTwin*:DecodeGemvGpu.FusedPrologues*:GemvTilesGpu.FusedPrologues*' > "$OUT/memcheck.log" 2>&1
   echo "memcheck rc=$?" >> "$OUT/memcheck.log"
   tail -4 "$OUT/memcheck.log" | tee -a "$OUT/summary.txt"
   if have 20 "memcheck (fp8 kernel tests)"; then

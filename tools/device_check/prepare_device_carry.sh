@@ -1,11 +1,11 @@
 #!/usr/bin/env bash
-# Fills the ignored .device/ folder that bench/cuda/device_check.sh needs on the GPU machine
+# Fills the ignored .device/ folder that tools/device_check/device_check.sh needs on the GPU machine
 # (which has nvcc, CMake, ninja and python3+torch but no GoogleTest, Abseil or nlohmann/json):
 # GoogleTest sources, Abseil headers and shared libraries, nlohmann/json, and a tiny random
 # checkpoint with head_dim 64 for the runner test, the oracle suite's golden data, and prebuilt
 # sm_90 binaries of the tests and the benchmark (PHI_NO_PREBUILT=1: none). Run here, from the
 # repository root; then
-# call the device tool with carry=[".device"] and `bash bench/cuda/device_check.sh`.
+# call the device tool with carry=[".device"] and `bash tools/device_check/device_check.sh`.
 set -euo pipefail
 grep -qx '/.device/' .git/info/exclude 2>/dev/null || echo '/.device/' >> .git/info/exclude
 rm -rf .device && mkdir -p .device/sysroot/include .device/sysroot/lib
@@ -32,6 +32,6 @@ if [ -z "${PHI_NO_PREBUILT:-}" ]; then
   echo "$(git rev-parse --short HEAD)$(git diff --quiet HEAD -- services bench tests || echo +changes), $(date -u +%FT%TZ)" \
     > .device/bin/BUILT
   # device_check.sh uses these binaries only when the sources still hash the same there.
-  bash bench/cuda/source_hash.sh > .device/bin/SOURCES
+  bash tools/device_check/source_hash.sh > .device/bin/SOURCES
 fi
 du -sh .device

@@ -52,8 +52,8 @@ constexpr Isa kAutoPreference[] = {Isa::kAvx512, Isa::kAvx2, Isa::kPortable};
 Isa BestIsa() {
   // kAvx512Bf16 rounds the BF16 GEMMs' activations (a different contract from kAvx512's)
   // and pays only where vdpbf16ps outruns F32 FMAs: twice their FLOPs on AMD Zen 4
-  // (212 vs 104 GFLOP/s per core, 512-token prefill 158 vs 82 tok/s), half on the Intel
-  // Sapphire Rapids guest measured before (82 vs 165; bench/results/cpu_backend.md). Chosen
+  // (212 vs 104 GFLOP/s per core, 512-token prefill 158 vs 82 tok/s), half on Intel
+  // Sapphire Rapids (82 vs 165; bench/results/cpu_backend.md). Chosen
   // by vendor, not by a timing at start-up, so a host always computes with the same path.
   if (CpuSupports(Isa::kAvx512Bf16) && __builtin_cpu_is("amd")) return Isa::kAvx512Bf16;
   for (Isa isa : kAutoPreference) {

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <cstring>
 
-// rotary_cpu only: layer_norm_cpu and gelu_new_cpu are the portable references, built for
-// the baseline instruction set whatever the host (the SIMD kernels are picked by Isa).
+// Rotary only: layer_norm_portable and gelu_new_portable are the references, built for the
+// baseline instruction set whatever the host (the SIMD kernels are picked by Isa).
 #if defined(__x86_64__) && defined(__GNUC__) && !defined(__clang__) && !defined(__SANITIZE_ADDRESS__)
 #define PHI_CLONES __attribute__((target_clones("arch=sapphirerapids", "avx2", "default")))
 #else
@@ -37,7 +37,7 @@ inline float FastExp(float in) {
 
 }  // namespace
 
-void layer_norm_cpu(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y) {
+void layer_norm_portable(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y) {
   double sum = 0;
   for (int64_t i = 0; i < n; ++i) sum += x[i];
   const double mean = sum / static_cast<double>(n);
@@ -51,7 +51,7 @@ void layer_norm_cpu(const float* x, const float* gamma, const float* beta, doubl
   for (int64_t i = 0; i < n; ++i) y[i] = (x[i] - fmean) * rstd * gamma[i] + beta[i];
 }
 
-void gelu_new_cpu(const float* x, int64_t n, float* y) {
+void gelu_new_portable(const float* x, int64_t n, float* y) {
   constexpr float kSqrt2OverPi = 0.7978845608028654f;
   for (int64_t i = 0; i < n; ++i) {
     const float v = x[i];
@@ -62,7 +62,7 @@ void gelu_new_cpu(const float* x, int64_t n, float* y) {
   }
 }
 
-PHI_CLONES void rotary_cpu(float* v, const float* cos, const float* sin, int half) {
+PHI_CLONES void Rotary(float* v, const float* cos, const float* sin, int half) {
   for (int i = 0; i < half; ++i) {
     const float x1 = v[i], x2 = v[i + half];
     v[i] = x1 * cos[i] - x2 * sin[i];
@@ -77,7 +77,7 @@ void LayerNorm(const float* x, const float* gamma, const float* beta, double eps
       kernels::layer_norm_avx512(x, gamma, beta, eps, n, y);
       break;
     case Isa::kAvx2: kernels::layer_norm_avx2(x, gamma, beta, eps, n, y); break;
-    case Isa::kPortable: layer_norm_cpu(x, gamma, beta, eps, n, y); break;
+    case Isa::kPortable: layer_norm_portable(x, gamma, beta, eps, n, y); break;
   }
 }
 
@@ -88,7 +88,7 @@ void GeluNew(const float* x, int64_t n, float* y, Isa isa) {
       kernels::gelu_new_avx512(x, n, y);
       break;
     case Isa::kAvx2: kernels::gelu_new_avx2(x, n, y); break;
-    case Isa::kPortable: gelu_new_cpu(x, n, y); break;
+    case Isa::kPortable: gelu_new_portable(x, n, y); break;
   }
 }
 

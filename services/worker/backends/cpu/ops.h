@@ -1,7 +1,7 @@
 // Element-wise and row-wise operations of the Phi forward pass, F32.
 //
 // LayerNorm and gelu_new have one kernel per Isa (cpu_features.h), picked by the caller's
-// Isa, never by the host: layer_norm_cpu and gelu_new_cpu are the portable references
+// Isa, never by the host: layer_norm_portable and gelu_new_portable are the references
 // (plain C++, baseline instruction set), kernels::*_avx2 / *_avx512 the SIMD ones. The
 // AVX2 and AVX-512 kernels of each op run the same operations in the same order, so they
 // agree bit for bit; they differ from the portable ones within the bounds ops_test states.
@@ -22,11 +22,11 @@ namespace phi::cpu {
 //   SIMD: the sums in 8 double lanes (lane l: elements 8c + l, c in order), reduced as
 //   (l + l+4), then (l + l+2), then lane 0 + lane 1; deviations squared with FMA; y with
 //   one FMA for "* gamma + beta".
-void layer_norm_cpu(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y);
+void layer_norm_portable(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y);
 
 // y = gelu_new(x) = 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))), transformers'
 // NewGELUActivation (tanh approximation), with tanh(u) = 1 - 2 / (exp(2u) + 1).
-void gelu_new_cpu(const float* x, int64_t n, float* y);
+void gelu_new_portable(const float* x, int64_t n, float* y);
 
 namespace kernels {
 // The same; the caller checked that the CPU runs them.
@@ -45,7 +45,7 @@ void GeluNew(const float* x, int64_t n, float* y, Isa isa);
 // ref: transformers apply_rotary_pos_emb / rotate_half. One function for every Isa: GCC
 // target_clones picks its clone by the host, and a clone with FMA may contract the
 // products, so its last bit can differ between hosts (not between Isas on one host).
-void rotary_cpu(float* v, const float* cos, const float* sin, int half);
+void Rotary(float* v, const float* cos, const float* sin, int half);
 
 }  // namespace phi::cpu
 

@@ -7,9 +7,9 @@
 #if defined(PHI_NO_AVX512)
 namespace phi::cpu::kernels {
 void layer_norm_avx512(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y) {
-  layer_norm_cpu(x, gamma, beta, eps, n, y);
+  layer_norm_portable(x, gamma, beta, eps, n, y);
 }
-void gelu_new_avx512(const float* x, int64_t n, float* y) { gelu_new_cpu(x, n, y); }
+void gelu_new_avx512(const float* x, int64_t n, float* y) { gelu_new_portable(x, n, y); }
 }  // namespace phi::cpu::kernels
 #else
 

@@ -7,10 +7,11 @@
 #include <limits>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/status_macros.h"
 #include "services/worker/backends/cpu/attention.h"
 #include "services/worker/backends/cpu/ops.h"
+#include "services/worker/model/phi_fused_weights.h"
 #include "services/worker/model/shard_spec.h"
-#include "services/common/status_macros.h"
 #include "services/worker/model/tokenizer_size.h"
 
 namespace phi::cpu {
@@ -84,7 +85,7 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const mod
   return r;
 }
 
-absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
+void CpuModelRunner::SetDimensions(const model::PhiCheckpoint& ck) {
   config_ = ck.config();
   generation_ = ck.generation();
   const auto& c = config_;
@@ -106,61 +107,41 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
   shape_.num_hidden_layers = c.num_hidden_layers;
   shape_.num_attention_heads = c.num_attention_heads;
   shape_.head_dim = static_cast<int32_t>(head_dim_);
+}
 
-  pool_ = std::make_unique<ThreadPool>(options_.num_threads);
-  matmul_ = std::make_unique<MatMul>(isa_, pool_.get());
-  // INT8 matrices are assembled in F32 (one at a time) and quantized once whole, so each
-  // K-block group may span two checkpoint tensors of a fused matrix.
+// `format` is the format matrices are assembled in: F32 for INT8 weights, which are quantized
+// once whole, so that each K-block group may span two checkpoint tensors of a fused matrix.
+absl::Status CpuModelRunner::LoadLayer(const model::PhiCheckpoint& ck, int l, WeightFormat format,
+                                       std::vector<uint8_t>* tmp) {
   const bool int8 = options_.weights == WeightFormat::kInt8;
-  const WeightFormat wf = int8 ? WeightFormat::kF32 : options_.weights;
-  auto finish = [int8](PackedMatrix* m) {
-    if (int8) *m = PackedMatrix::QuantizeInt8(*m);
-  };
-  std::vector<uint8_t> tmp;
-
-  if (wf == WeightFormat::kF32 && !int8) {
-    PHI_ASSIGN_OR_RETURN(embed_f32_, ck.ReadF32("model.embed_tokens.weight"));
-  } else {
-    PHI_ASSIGN_OR_RETURN(embed_bf16_, ck.ReadBf16("model.embed_tokens.weight"));
+  Layer& L = layers_[l];
+  PHI_RETURN_IF_ERROR(ReadVector(ck, PhiLayerTensorName(l, "input_layernorm.weight"), &L.ln_w));
+  PHI_RETURN_IF_ERROR(ReadVector(ck, PhiLayerTensorName(l, "input_layernorm.bias"), &L.ln_b));
+  const auto in_parts = model::FusedInParts(l, attn_, fc1_);
+  L.w_in = PackedMatrix(format, n_in_, hidden_);
+  for (const model::FusedPart& part : in_parts) {
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, part.weight, &L.w_in, part.offset, 0, tmp));
   }
-  layers_.resize(c.num_hidden_layers);
-  for (int l = 0; l < c.num_hidden_layers; ++l) {
-    Layer& L = layers_[l];
-    auto name = [&](const char* suffix) { return PhiLayerTensorName(l, suffix); };
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("input_layernorm.weight"), &L.ln_w));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("input_layernorm.bias"), &L.ln_b));
-    L.w_in = PackedMatrix(wf, n_in_, hidden_);
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.q_proj.weight"), &L.w_in, 0, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.k_proj.weight"), &L.w_in, attn_, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.v_proj.weight"), &L.w_in, 2 * attn_, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc1.weight"), &L.w_in, 3 * attn_, 0, &tmp));
-    finish(&L.w_in);
-    L.b_in.assign(n_in_, 0.0f);
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.q_proj.bias"), &L.b_in, 0));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.k_proj.bias"), &L.b_in, attn_));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.v_proj.bias"), &L.b_in, 2 * attn_));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc1.bias"), &L.b_in, 3 * attn_));
-    L.w_out = PackedMatrix(wf, hidden_, k_out_);
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("self_attn.dense.weight"), &L.w_out, 0, 0, &tmp));
-    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, name("mlp.fc2.weight"), &L.w_out, 0, attn_, &tmp));
-    finish(&L.w_out);
-    std::vector<float> fc2_b;
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("self_attn.dense.bias"), &L.b_out));
-    PHI_RETURN_IF_ERROR(ReadVector(ck, name("mlp.fc2.bias"), &fc2_b));
-    for (int64_t i = 0; i < hidden_; ++i) L.b_out[i] += fc2_b[i];
-    // Row-split GEMM: the partial sums of all ranks add up, so the bias goes in once.
-    if (ck.shard().rank != 0) std::fill(L.b_out.begin(), L.b_out.end(), 0.0f);
+  if (int8) L.w_in = PackedMatrix::QuantizeInt8(L.w_in);
+  L.b_in.assign(n_in_, 0.0f);
+  for (const model::FusedPart& part : in_parts) {
+    PHI_RETURN_IF_ERROR(ReadVector(ck, part.bias, &L.b_in, part.offset));
   }
-  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.weight", &final_ln_w_));
-  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.bias", &final_ln_b_));
-  const bool int8_head = int8 && options_.quantize_lm_head;
-  lm_head_ = PackedMatrix(int8 && !int8_head ? WeightFormat::kBF16 : wf, vocab_, hidden_);
-  PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, "lm_head.weight", &lm_head_, 0, 0, &tmp));
-  if (int8_head) finish(&lm_head_);
-  PHI_RETURN_IF_ERROR(ReadVector(ck, "lm_head.bias", &lm_head_b_));
+  L.w_out = PackedMatrix(format, hidden_, k_out_);
+  for (const model::FusedPart& part : model::FusedOutParts(l, attn_, fc1_)) {
+    PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, part.weight, &L.w_out, 0, part.offset, tmp));
+  }
+  if (int8) L.w_out = PackedMatrix::QuantizeInt8(L.w_out);
+  PHI_ASSIGN_OR_RETURN(L.b_out, model::FusedOutBias(ck, l));
+  // Row-split GEMM: the partial sums of all ranks add up, so the bias goes in once.
+  if (ck.shard().rank != 0) std::fill(L.b_out.begin(), L.b_out.end(), 0.0f);
+  return absl::OkStatus();
+}
 
-  // Rotary tables computed the way transformers' PhiRotaryEmbedding does, in float32:
-  // inv_freq = 1 / theta^(2i/dim); angle = float(pos) * inv_freq; cos/sin of the float angle.
+// Rotary tables computed the way transformers' PhiRotaryEmbedding does, in float32:
+// inv_freq = 1 / theta^(2i/dim); angle = float(pos) * inv_freq; cos/sin of the float angle.
+void CpuModelRunner::BuildRopeTables() {
+  const auto& c = config_;
   const int64_t rot = 2 * rot_half_;
   rope_cos_.resize(static_cast<size_t>(c.max_position_embeddings) * rot_half_);
   rope_sin_.resize(rope_cos_.size());
@@ -177,6 +158,31 @@ absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
       rope_sin_[pos * rot_half_ + i] = static_cast<float>(std::sin(static_cast<double>(angle)));
     }
   }
+}
+
+absl::Status CpuModelRunner::Load(const model::PhiCheckpoint& ck) {
+  SetDimensions(ck);
+  pool_ = std::make_unique<ThreadPool>(options_.num_threads);
+  matmul_ = std::make_unique<MatMul>(isa_, pool_.get());
+  const bool int8 = options_.weights == WeightFormat::kInt8;
+  const WeightFormat wf = int8 ? WeightFormat::kF32 : options_.weights;
+  std::vector<uint8_t> tmp;
+
+  if (wf == WeightFormat::kF32 && !int8) {
+    PHI_ASSIGN_OR_RETURN(embed_f32_, ck.ReadF32("model.embed_tokens.weight"));
+  } else {
+    PHI_ASSIGN_OR_RETURN(embed_bf16_, ck.ReadBf16("model.embed_tokens.weight"));
+  }
+  layers_.resize(config_.num_hidden_layers);
+  for (int l = 0; l < config_.num_hidden_layers; ++l) PHI_RETURN_IF_ERROR(LoadLayer(ck, l, wf, &tmp));
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.weight", &final_ln_w_));
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "model.final_layernorm.bias", &final_ln_b_));
+  const bool int8_head = int8 && options_.quantize_lm_head;
+  lm_head_ = PackedMatrix(int8 && !int8_head ? WeightFormat::kBF16 : wf, vocab_, hidden_);
+  PHI_RETURN_IF_ERROR(ReadIntoPacked(ck, "lm_head.weight", &lm_head_, 0, 0, &tmp));
+  if (int8_head) lm_head_ = PackedMatrix::QuantizeInt8(lm_head_);
+  PHI_RETURN_IF_ERROR(ReadVector(ck, "lm_head.bias", &lm_head_b_));
+  BuildRopeTables();
   return absl::OkStatus();
 }
 
@@ -322,38 +328,37 @@ void CpuModelRunner::Attention(int layer, const worker::StepBatch& batch,
   });
 }
 
-absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLogits* out) {
-  PHI_RETURN_IF_ERROR(Validate(batch));
-  const int64_t H = hidden_;
+CpuModelRunner::StepTokens CpuModelRunner::Flatten(const worker::StepBatch& batch) {
   const size_t B = batch.seqs.size();
-
-  // Flatten the batch: token t of the step belongs to sequence seq_of[t] at position pos[t].
-  std::vector<int64_t> seq_first(B);
+  StepTokens st;
+  st.seq_first.resize(B);
   int64_t T = 0;
   for (size_t i = 0; i < B; ++i) {
-    seq_first[i] = T;
+    st.seq_first[i] = T;
     T += static_cast<int64_t>(batch.seqs[i].tokens.size());
   }
-  std::vector<int32_t> token(T), pos(T);
-  std::vector<const worker::SequenceStep*> seq_of(T);
+  st.count = T;
+  st.token.resize(T);
+  st.pos.resize(T);
+  st.seq_of.resize(T);
   for (size_t i = 0; i < B; ++i) {
     const auto& s = batch.seqs[i];
     for (size_t t = 0; t < s.tokens.size(); ++t) {
-      token[seq_first[i] + t] = s.tokens[t];
-      pos[seq_first[i] + t] = s.start_pos + static_cast<int32_t>(t);
-      seq_of[seq_first[i] + t] = &s;
+      st.token[st.seq_first[i] + t] = s.tokens[t];
+      st.pos[st.seq_first[i] + t] = s.start_pos + static_cast<int32_t>(t);
+      st.seq_of[st.seq_first[i] + t] = &s;
     }
   }
-  Grow(&x_, T * H);
-  Grow(&h_, T * H);
-  Grow(&y_in_, T * n_in_);
-  Grow(&z_, T * k_out_);
+  return st;
+}
 
-  // Embedding (embd_pdrop is 0 at inference). Split by vocabulary: the rank holding a
-  // token's row writes it, the others zeros, and the all-reduce assembles the rows.
-  for (int64_t t = 0; t < T; ++t) {
+// Embedding (embd_pdrop is 0 at inference). Split by vocabulary: the rank holding a token's
+// row writes it, the others zeros, and the caller's all-reduce assembles the rows.
+void CpuModelRunner::Embed(const StepTokens& st) {
+  const int64_t H = hidden_;
+  for (int64_t t = 0; t < st.count; ++t) {
     float* x = x_.data() + t * H;
-    const int64_t row = static_cast<int64_t>(token[t]) - vocab0_;
+    const int64_t row = static_cast<int64_t>(st.token[t]) - vocab0_;
     if (row < 0 || row >= vocab_) {
       std::fill(x, x + H, 0.0f);
     } else if (!embed_f32_.empty()) {
@@ -363,54 +368,60 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
       for (int64_t i = 0; i < H; ++i) x[i] = model::Bf16ToF32(e[i]);
     }
   }
-  parallel::Communicator* comm = options_.comm != nullptr && options_.comm->world_size() > 1 ? options_.comm : nullptr;
-  if (comm != nullptr) PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(x_.data(), T * H)));
+}
 
+absl::Status CpuModelRunner::RunLayer(int l, const worker::StepBatch& batch, const StepTokens& st,
+                                      parallel::Communicator* comm) {
+  const int64_t H = hidden_, T = st.count;
   const int64_t bs = kv_spec_.block_size;
-  for (int l = 0; l < config_.num_hidden_layers; ++l) {
-    const Layer& L = layers_[l];
-    pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        LayerNorm(x_.data() + t * H, L.ln_w.data(), L.ln_b.data(), config_.layer_norm_eps, H, h_.data() + t * H, isa_);
-      }
-    });
-    matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
-
-    // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
-    pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
-      for (int64_t t = b; t < e; ++t) {
-        float* q = y_in_.data() + t * n_in_;
-        float* k = q + attn_;
-        const float* v = q + 2 * attn_;
-        const float* cs = rope_cos_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
-        const float* sn = rope_sin_.data() + static_cast<int64_t>(pos[t]) * rot_half_;
-        const int32_t block = seq_of[t]->block_table[pos[t] / bs];
-        const int64_t slot = pos[t] % bs;
-        for (int64_t hd = 0; hd < heads_; ++hd) {
-          rotary_cpu(q + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
-          rotary_cpu(k + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
-          float* kt = KeyAt(l, block, static_cast<int>(hd)) + slot;  // K^T: [head_dim][block_size]
-          for (int64_t d = 0; d < head_dim_; ++d) kt[d * bs] = k[hd * head_dim_ + d];
-          std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
-                      head_dim_ * sizeof(float));
-        }
-        GeluNew(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_, isa_);
-      }
-    });
-    Attention(l, batch, seq_first);
-    // x += [attn | gelu(fc1)] W_out^T + b_dense + b_fc2  (dense and fc2 in one GEMM).
-    if (comm == nullptr) {
-      matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
-    } else {
-      // This rank's partial sum over its heads and fc1 columns; the layer's one all-reduce.
-      Grow(&partial_, T * H);
-      matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), partial_.data(), H, /*accumulate=*/false);
-      PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(partial_.data(), T * H)));
-      for (int64_t i = 0; i < T * H; ++i) x_[i] += partial_[i];
+  const Layer& L = layers_[l];
+  pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      LayerNorm(x_.data() + t * H, L.ln_w.data(), L.ln_b.data(), config_.layer_norm_eps, H, h_.data() + t * H, isa_);
     }
-  }
+  });
+  matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
 
-  // Logits rows: the last token of each sequence, or all its tokens when asked.
+  // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
+  pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
+    for (int64_t t = b; t < e; ++t) {
+      float* q = y_in_.data() + t * n_in_;
+      float* k = q + attn_;
+      const float* v = q + 2 * attn_;
+      const float* cs = rope_cos_.data() + static_cast<int64_t>(st.pos[t]) * rot_half_;
+      const float* sn = rope_sin_.data() + static_cast<int64_t>(st.pos[t]) * rot_half_;
+      const int32_t block = st.seq_of[t]->block_table[st.pos[t] / bs];
+      const int64_t slot = st.pos[t] % bs;
+      for (int64_t hd = 0; hd < heads_; ++hd) {
+        Rotary(q + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
+        Rotary(k + hd * head_dim_, cs, sn, static_cast<int>(rot_half_));
+        float* kt = KeyAt(l, block, static_cast<int>(hd)) + slot;  // K^T: [head_dim][block_size]
+        for (int64_t d = 0; d < head_dim_; ++d) kt[d * bs] = k[hd * head_dim_ + d];
+        std::memcpy(ValueAt(l, block, static_cast<int>(hd)) + slot * head_dim_, v + hd * head_dim_,
+                    head_dim_ * sizeof(float));
+      }
+      GeluNew(q + 3 * attn_, fc1_, z_.data() + t * k_out_ + attn_, isa_);
+    }
+  });
+  Attention(l, batch, st.seq_first);
+  // x += [attn | gelu(fc1)] W_out^T + b_dense + b_fc2  (dense and fc2 in one GEMM).
+  if (comm == nullptr) {
+    matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
+    return absl::OkStatus();
+  }
+  // This rank's partial sum over its heads and fc1 columns; the layer's one all-reduce.
+  Grow(&partial_, T * H);
+  matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), partial_.data(), H, /*accumulate=*/false);
+  PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(partial_.data(), T * H)));
+  for (int64_t i = 0; i < T * H; ++i) x_[i] += partial_[i];
+  return absl::OkStatus();
+}
+
+// Logits rows: the last token of each sequence, or all its tokens when asked.
+absl::Status CpuModelRunner::Logits(const worker::StepBatch& batch, const StepTokens& st,
+                                    parallel::Communicator* comm, worker::StepLogits* out) {
+  const int64_t H = hidden_;
+  const size_t B = batch.seqs.size();
   out->vocab_size = config_.vocab_size;
   out->first_row.assign(B, 0);
   out->num_rows.assign(B, 0);
@@ -420,9 +431,9 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
     out->first_row[i] = static_cast<int32_t>(rows.size());
     const int64_t n = static_cast<int64_t>(s.tokens.size());
     if (s.all_logits) {
-      for (int64_t t = 0; t < n; ++t) rows.push_back(seq_first[i] + t);
+      for (int64_t t = 0; t < n; ++t) rows.push_back(st.seq_first[i] + t);
     } else {
-      rows.push_back(seq_first[i] + n - 1);
+      rows.push_back(st.seq_first[i] + n - 1);
     }
     out->num_rows[i] = static_cast<int32_t>(rows.size()) - out->first_row[i];
   }
@@ -448,6 +459,21 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
   return parallel::GatherVocabSplitLogits(*comm, batch, local, static_cast<int32_t>(vocab0_),
                                           static_cast<int32_t>(vocab_), config_.vocab_size, config_.vocab_size, out,
                                           &vocab_gather_stats_);
+}
+
+absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLogits* out) {
+  PHI_RETURN_IF_ERROR(Validate(batch));
+  const StepTokens st = Flatten(batch);
+  const int64_t T = st.count;
+  Grow(&x_, T * hidden_);
+  Grow(&h_, T * hidden_);
+  Grow(&y_in_, T * n_in_);
+  Grow(&z_, T * k_out_);
+  Embed(st);
+  parallel::Communicator* comm = options_.comm != nullptr && options_.comm->world_size() > 1 ? options_.comm : nullptr;
+  if (comm != nullptr) PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(x_.data(), T * hidden_)));
+  for (int l = 0; l < config_.num_hidden_layers; ++l) PHI_RETURN_IF_ERROR(RunLayer(l, batch, st, comm));
+  return Logits(batch, st, comm, out);
 }
 
 }  // namespace phi::cpu

@@ -83,9 +83,28 @@ class CpuModelRunner final : public worker::ModelRunner {
     std::vector<float> b_out;  // dense.bias + fc2.bias
   };
 
+  // A step's batch flattened: token t of the step belongs to sequence seq_of[t] at position
+  // pos[t]; sequence i's tokens start at row seq_first[i].
+  struct StepTokens {
+    std::vector<int64_t> seq_first;
+    std::vector<int32_t> token, pos;
+    std::vector<const worker::SequenceStep*> seq_of;
+    int64_t count = 0;
+  };
+
   explicit CpuModelRunner(const CpuRunnerOptions& options);
   absl::Status Load(const model::PhiCheckpoint& checkpoint);
+  void SetDimensions(const model::PhiCheckpoint& checkpoint);
+  absl::Status LoadLayer(const model::PhiCheckpoint& checkpoint, int layer, WeightFormat format,
+                         std::vector<uint8_t>* tmp);
+  void BuildRopeTables();
   absl::Status Validate(const worker::StepBatch& batch) const;
+  static StepTokens Flatten(const worker::StepBatch& batch);
+  void Embed(const StepTokens& st);
+  absl::Status RunLayer(int layer, const worker::StepBatch& batch, const StepTokens& st,
+                        parallel::Communicator* comm);
+  absl::Status Logits(const worker::StepBatch& batch, const StepTokens& st, parallel::Communicator* comm,
+                      worker::StepLogits* out);
   void Attention(int layer, const worker::StepBatch& batch, const std::vector<int64_t>& seq_first_token);
   float* KeyAt(int layer, int32_t block, int head) const;
   float* ValueAt(int layer, int32_t block, int head) const;

@@ -156,7 +156,7 @@ TEST(OpsTest, Avx2EqualsAvx512BitForBit) {
 TEST(OpsTest, RotaryRotatesPairs) {
   std::vector<float> v = {1, 2, 3, 4, 5, 6};  // half = 2: pairs (0,2), (1,3); 4, 5 untouched
   const float c[2] = {std::cos(0.3f), std::cos(1.1f)}, s[2] = {std::sin(0.3f), std::sin(1.1f)};
-  rotary_cpu(v.data(), c, s, 2);
+  Rotary(v.data(), c, s, 2);
   EXPECT_NEAR(v[0], 1 * c[0] - 3 * s[0], 1e-6);
   EXPECT_NEAR(v[2], 3 * c[0] + 1 * s[0], 1e-6);
   EXPECT_NEAR(v[1], 2 * c[1] - 4 * s[1], 1e-6);

@@ -17,7 +17,7 @@ void ToProto(const PositionLogprob& lp, phi::v1::PositionLogprobs* out) {
 
 }  // namespace
 
-GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults) {
+GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const model::GenerationDefaults& defaults) {
   GenerationRequest r;
   r.request_id = proto.request_id();
   r.prompt.assign(proto.prompt_ids().begin(), proto.prompt_ids().end());
@@ -111,7 +111,7 @@ void ToProto(const OutputChunk& chunk, const std::string& request_id, phi::v1::G
   out->set_seed(chunk.seed);
 }
 
-void ToProto(const SamplingDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out) {
+void ToProto(const model::GenerationDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out) {
   phi::v1::SamplingParams* s = out->mutable_sampling();
   s->set_temperature(defaults.temperature);
   s->set_top_p(defaults.top_p);

@@ -9,29 +9,23 @@
 #include "services/worker/engine/engine.h"
 #include "services/worker/engine/request.h"
 #include "services/worker/grammar/constraint_compiler.h"
+#include "services/worker/model/generation_config.h"
 
 namespace phi::worker {
 
-// What a request's unset (zero) sampling fields get: the model's generation_config.json values
-// (model::DefaultsOf), or off. temperature and max_new_tokens are reported only here: 0 in a
-// request is greedy, and EngineOptions::default_max_new_tokens applies the latter.
-struct SamplingDefaults {
-  float temperature = 0.0f;
-  float top_p = 1.0f;
-  int32_t top_k = 0;
-  float repetition_penalty = 1.0f;
-  int32_t max_new_tokens = 256;
-};
-
 // Everything but the constraint, which needs compiling (ConstraintFromProto, then
 // ConstraintCompiler). logit_bias becomes a list sorted by token id.
-GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const SamplingDefaults& defaults = {});
+// `defaults`: what a request's unset (zero) top_p, top_k and repetition_penalty get, the
+// model's generation_config.json values (model::DefaultsOf), or off. Its temperature and
+// max_new_tokens are only reported (GetStatus): 0 in a request is greedy, and
+// EngineOptions::default_max_new_tokens applies the latter.
+GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const model::GenerationDefaults& defaults = {});
 
 // sampling.constraint as the compiler takes it; kNone when unset (or json_object false).
 ConstraintSpec ConstraintFromProto(const phi::v1::SamplingParams& sampling);
 
 // GetStatusResponse.generation_defaults.
-void ToProto(const SamplingDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out);
+void ToProto(const model::GenerationDefaults& defaults, phi::v1::GetStatusResponse::GenerationDefaults* out);
 
 phi::v1::FinishReason ToProto(FinishReason reason);
 

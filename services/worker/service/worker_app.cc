@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "services/common/logging.h"
+#include "services/common/status_macros.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
 #include "services/worker/model/generation_config.h"
@@ -41,12 +42,11 @@ absl::Status WarmUp(Engine& engine) {
   r.request_id = "warmup";
   r.prompt = {0};
   r.stopping.max_new_tokens = 1;
-  absl::StatusOr<std::shared_ptr<RequestStream>> stream = engine.Submit(r);
-  if (!stream.ok()) return stream.status();
+  PHI_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, engine.Submit(r));
   OutputChunk chunk;
   const absl::Time deadline = absl::Now() + absl::Minutes(10);
   while (absl::Now() < deadline) {
-    if (!(*stream)->Next(&chunk, absl::Milliseconds(100))) continue;
+    if (!stream->Next(&chunk, absl::Milliseconds(100))) continue;
     if (!chunk.finished) continue;
     if (chunk.finish_reason == FinishReason::kError) return chunk.status;
     return absl::OkStatus();
@@ -125,7 +125,7 @@ absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   }
   if (c.world_size > 1) {
     if (c.leader.empty()) return absl::InvalidArgumentError("--leader: required (host:port) for --world-size > 1");
-    if (absl::Status st = parallel::ValidateLeaderAddress(c.leader); !st.ok()) return st;
+    PHI_RETURN_IF_ERROR(parallel::ValidateLeaderAddress(c.leader));
   }
   if (c.rank >= c.world_size) {
     return absl::InvalidArgumentError(
@@ -271,8 +271,7 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
     std::fprintf(stderr, "phi-worker: warm-up forward pass failed: %s\n", warm.ToString().c_str());
     return 1;
   }
-  service.SetSamplingDefaults({r.generation.temperature, r.generation.top_p, r.generation.top_k,
-                               r.generation.repetition_penalty, r.generation.max_new_tokens});
+  service.SetGenerationDefaults(r.generation);
   service.SetConstraintCompiler(compiler.get());
   service.SetEngine(engine->get());
   service.SetReady(true);
@@ -316,28 +315,27 @@ absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& gro
                                                    ": expected one of auto, avx512bf16, avx512, avx2, portable"));
   }
   runner_options.num_threads = static_cast<int>(config.threads);
-  absl::StatusOr<std::unique_ptr<cpu::CpuModelRunner>> runner =
-      cpu::CpuModelRunner::Create(config.model_dir, runner_options);
-  if (!runner.ok()) return runner.status();
+  PHI_ASSIGN_OR_RETURN(std::unique_ptr<cpu::CpuModelRunner> runner,
+                       cpu::CpuModelRunner::Create(config.model_dir, runner_options));
   int64_t blocks = config.kv_cache_blocks;
   if (blocks == 0) {
-    const int64_t block_bytes = std::max<int64_t>(1, (*runner)->KvBlockBytes(static_cast<int32_t>(config.kv_block_size)));
+    const int64_t block_bytes = std::max<int64_t>(1, runner->KvBlockBytes(static_cast<int32_t>(config.kv_block_size)));
     blocks = std::clamp<int64_t>(config.kv_cache_mb * (int64_t{1} << 20) / block_bytes, 1, kMaxAutoBlocks);
   }
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
-  out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
-  out->info.generation = model::DefaultsOf((*runner)->generation());
-  out->info.kernel = (*runner)->kernel_name();
-  out->info.isa = std::string(cpu::IsaName((*runner)->isa()));
+  out->info.eos_token_ids = runner->generation().eos_token_ids;
+  out->info.generation = model::DefaultsOf(runner->generation());
+  out->info.kernel = runner->kernel_name();
+  out->info.isa = std::string(cpu::IsaName(runner->isa()));
   out->info.weights = std::string(cpu::WeightFormatName(runner_options.weights));
   PHI_LOG(INFO, "cpu_kernels")
       .Str("isa", out->info.isa)
       .Str("best_isa_of_this_cpu", std::string(cpu::IsaName(cpu::BestIsa())))
       .Str("kernel", out->info.kernel)
-      .Int("weight_bytes", (*runner)->weight_memory_bytes())
-      .Int("weight_bytes_per_decode_step", (*runner)->weight_bytes_per_step());
-  out->info.max_context = (*runner)->shape().max_position_embeddings;
-  out->runner = *std::move(runner);
+      .Int("weight_bytes", runner->weight_memory_bytes())
+      .Int("weight_bytes_per_decode_step", runner->weight_bytes_per_step());
+  out->info.max_context = runner->shape().max_position_embeddings;
+  out->runner = std::move(runner);
   return absl::OkStatus();
 }
 
@@ -371,25 +369,22 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
       n.timeout = timeout;
       // The collectives only enqueue behind the step's kernels; the step waits once, bounded.
       n.wait_each_operation = false;
-      absl::StatusOr<std::unique_ptr<parallel::NcclCommunicator>> comm =
-          parallel::NcclCommunicator::Create(&g->store(), g->rank(), g->world_size(), n);
-      if (!comm.ok()) return comm.status();
-      parallel::NcclCommunicator* raw = comm->get();
-      return cuda::CudaRunnerOptions::Comm{*std::move(comm), [raw] { return raw->Synchronize(); }};
+      PHI_ASSIGN_OR_RETURN(std::unique_ptr<parallel::NcclCommunicator> comm,
+                           parallel::NcclCommunicator::Create(&g->store(), g->rank(), g->world_size(), n));
+      parallel::NcclCommunicator* raw = comm.get();
+      return cuda::CudaRunnerOptions::Comm{std::move(comm), [raw] { return raw->Synchronize(); }};
     };
   }
 #endif
-  absl::StatusOr<std::unique_ptr<cuda::CudaModelRunner>> runner = cuda::CudaModelRunner::Create(config.model_dir, o);
-  if (!runner.ok()) return runner.status();
+  PHI_ASSIGN_OR_RETURN(std::unique_ptr<cuda::CudaModelRunner> runner,
+                       cuda::CudaModelRunner::Create(config.model_dir, o));
   int64_t blocks = config.kv_cache_blocks;
   if (blocks == 0) {
     // KV cache from the GPU memory left after weights and step buffers; a model that does
     // not fit one full-length sequence is refused with the numbers. Every rank allocates
     // what the leader's engine asks for (LeaderRunner replays AllocateKvCache), so the group
     // takes the smallest count any rank can hold (gathered on the host channel).
-    absl::StatusOr<int32_t> fit = (*runner)->KvBlocksThatFit(static_cast<int32_t>(config.kv_block_size));
-    if (!fit.ok()) return fit.status();
-    int32_t mine = *fit;
+    PHI_ASSIGN_OR_RETURN(int32_t mine, runner->KvBlocksThatFit(static_cast<int32_t>(config.kv_block_size)));
     if (group.world_size() > 1) {
       std::vector<int32_t> all(static_cast<size_t>(group.world_size()));
       if (absl::Status st = group.host().AllGather(&mine, all.data(), sizeof(int32_t)); !st.ok()) {
@@ -400,11 +395,11 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
     blocks = mine;
   }
   out->info.num_kv_blocks = static_cast<int32_t>(blocks);
-  out->info.eos_token_ids = (*runner)->generation().eos_token_ids;
-  out->info.generation = model::DefaultsOf((*runner)->generation());
+  out->info.eos_token_ids = runner->generation().eos_token_ids;
+  out->info.generation = model::DefaultsOf(runner->generation());
   out->info.kernel = group.world_size() > 1 ? "cuda+nccl" : "cuda";
-  out->info.max_context = (*runner)->shape().max_position_embeddings;
-  out->runner = *std::move(runner);
+  out->info.max_context = runner->shape().max_position_embeddings;
+  out->runner = std::move(runner);
   return absl::OkStatus();
 }
 #endif

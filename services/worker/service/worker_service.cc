@@ -2,6 +2,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/grpc_status.h"
+#include "services/common/status_macros.h"
 #include "services/worker/service/generate_call.h"
 #include "services/worker/service/proto_convert.h"
 
@@ -31,9 +32,7 @@ absl::Status WorkerServiceImpl::CompileConstraint(const ConstraintSpec& spec, Ge
         "sampling.constraint: this worker has no grammar compiler (its model folder's tokenizer.json could not "
         "be read; see its start-up log)");
   }
-  absl::StatusOr<std::unique_ptr<TokenConstraint>> constraint = compiler->NewConstraint(spec);
-  if (!constraint.ok()) return constraint.status();
-  r->constraint = std::move(*constraint);
+  PHI_ASSIGN_OR_RETURN(r->constraint, compiler->NewConstraint(spec));
   return absl::OkStatus();
 }
 

@@ -36,7 +36,7 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
                     int write_threads = kDefaultWriteThreads);
 
   // The model's defaults for unset sampling fields; set once, before SetEngine.
-  void SetSamplingDefaults(const SamplingDefaults& defaults) { defaults_ = defaults; }
+  void SetGenerationDefaults(const model::GenerationDefaults& defaults) { defaults_ = defaults; }
   // Compiles sampling.constraint (null: constrained requests answer FAILED_PRECONDITION).
   // Must outlive the service's calls; set once, before SetReady(true).
   void SetConstraintCompiler(ConstraintCompiler* compiler) { compiler_.store(compiler); }
@@ -65,7 +65,7 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
 
   const std::string model_name_;
   const int32_t world_size_;
-  SamplingDefaults defaults_;
+  model::GenerationDefaults defaults_;
   metrics::Gauge& ready_gauge_;
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<ConstraintCompiler*> compiler_{nullptr};

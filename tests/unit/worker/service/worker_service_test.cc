@@ -183,9 +183,9 @@ TEST_F(WorkerServiceTest, ProtoDefaultsMeanOff) {
 }
 
 TEST_F(WorkerServiceTest, UnsetSamplingFieldsGetTheModelDefaults) {
-  const SamplingDefaults model{0.7f, 0.9f, 40, 1.1f, 99};
+  const model::GenerationDefaults defaults{0.7f, 0.9f, 40, 1.1f, 99};
   phi::v1::GenerateRequest req = Req({1}, 0);
-  GenerationRequest r = FromProto(req, model);
+  GenerationRequest r = FromProto(req, defaults);
   EXPECT_EQ(r.sampling.temperature, 0.0f);  // 0 in a request is greedy, whatever the model says
   EXPECT_EQ(r.sampling.top_p, 0.9f);
   EXPECT_EQ(r.sampling.top_k, 40);
@@ -193,12 +193,12 @@ TEST_F(WorkerServiceTest, UnsetSamplingFieldsGetTheModelDefaults) {
   req.mutable_sampling()->set_top_p(0.5f);
   req.mutable_sampling()->set_top_k(3);
   req.mutable_sampling()->set_repetition_penalty(1.0f);
-  r = FromProto(req, model);  // a request's own values win
+  r = FromProto(req, defaults);  // a request's own values win
   EXPECT_EQ(r.sampling.top_p, 0.5f);
   EXPECT_EQ(r.sampling.top_k, 3);
   EXPECT_EQ(r.sampling.repetition_penalty, 1.0f);
 
-  service_->SetSamplingDefaults(model);
+  service_->SetGenerationDefaults(defaults);
   MakeReady();
   const phi::v1::GetStatusResponse s = RemoteStatus();
   ASSERT_TRUE(s.has_generation_defaults());

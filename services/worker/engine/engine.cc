@@ -9,6 +9,7 @@
 #include "services/common/logging.h"
 #include "services/common/prefix_hash.h"
 #include "services/common/request_limits.h"
+#include "services/common/status_macros.h"
 
 namespace phi::worker {
 namespace {
@@ -124,6 +125,32 @@ absl::Status ValidateLogitBias(const std::vector<TokenBias>& bias, int32_t vocab
   return absl::OkStatus();
 }
 
+// The sampling fields' ranges; top_k within the model's vocabulary.
+absl::Status ValidateSampling(const SamplingOptions& s, int32_t vocab) {
+  if (!InRange(s.temperature, 0.0f, kMaxTemperature)) {
+    return OutOfRange("sampling.temperature", s.temperature, Range('[', 0, kMaxTemperature));
+  }
+  if (!(std::isfinite(s.top_p) && s.top_p > 0.0f && s.top_p <= kMaxTopP)) {
+    return OutOfRange("sampling.top_p", s.top_p, Range('(', 0, kMaxTopP));
+  }
+  if (s.top_k < 0 || s.top_k > vocab) {
+    return OutOfRange("sampling.top_k", s.top_k, absl::StrCat("[0, ", vocab, "]"));
+  }
+  if (!InRange(s.min_p, 0.0f, kMaxMinP)) return OutOfRange("sampling.min_p", s.min_p, Range('[', 0, kMaxMinP));
+  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0.0f &&
+        s.repetition_penalty <= kMaxRepetitionPenalty)) {
+    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty, Range('(', 0, kMaxRepetitionPenalty));
+  }
+  if (!InRange(s.presence_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.presence_penalty", s.presence_penalty, Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
+  }
+  if (!InRange(s.frequency_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
+    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty,
+                      Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
+  }
+  return absl::OkStatus();
+}
+
 }  // namespace
 
 absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_tokens) const {
@@ -146,29 +173,8 @@ absl::Status Engine::Validate(const GenerationRequest& r, int32_t* max_new_token
                                                    context, " tokens, so at most ", context - 1,
                                                    " leave room to generate"));
   }
-  const SamplingOptions& s = r.sampling;
-  if (!InRange(s.temperature, 0.0f, kMaxTemperature)) {
-    return OutOfRange("sampling.temperature", s.temperature, Range('[', 0, kMaxTemperature));
-  }
-  if (!(std::isfinite(s.top_p) && s.top_p > 0.0f && s.top_p <= kMaxTopP)) {
-    return OutOfRange("sampling.top_p", s.top_p, Range('(', 0, kMaxTopP));
-  }
-  if (s.top_k < 0 || s.top_k > vocab) {
-    return OutOfRange("sampling.top_k", s.top_k, absl::StrCat("[0, ", vocab, "]"));
-  }
-  if (!InRange(s.min_p, 0.0f, kMaxMinP)) return OutOfRange("sampling.min_p", s.min_p, Range('[', 0, kMaxMinP));
-  if (!(std::isfinite(s.repetition_penalty) && s.repetition_penalty > 0.0f &&
-        s.repetition_penalty <= kMaxRepetitionPenalty)) {
-    return OutOfRange("sampling.repetition_penalty", s.repetition_penalty, Range('(', 0, kMaxRepetitionPenalty));
-  }
-  if (!InRange(s.presence_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
-    return OutOfRange("sampling.presence_penalty", s.presence_penalty, Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
-  }
-  if (!InRange(s.frequency_penalty, -kMaxAbsPenalty, kMaxAbsPenalty)) {
-    return OutOfRange("sampling.frequency_penalty", s.frequency_penalty,
-                      Range('[', -kMaxAbsPenalty, kMaxAbsPenalty));
-  }
-  if (absl::Status st = ValidateLogitBias(r.logit_bias, vocab); !st.ok()) return st;
+  PHI_RETURN_IF_ERROR(ValidateSampling(r.sampling, vocab));
+  PHI_RETURN_IF_ERROR(ValidateLogitBias(r.logit_bias, vocab));
   const int32_t room = context - prompt_len;
   const StoppingOptions& stop = r.stopping;
   if (stop.max_new_tokens < 0 || stop.max_new_tokens > room) {
@@ -309,71 +315,14 @@ void Engine::Loop() {
   double last_hash_refresh = 0;
   std::vector<std::unique_ptr<Sequence>> incoming;
   while (true) {
-    bool stop;
-    {
-      std::unique_lock<std::mutex> lock(mu_);
-      cv_.wait(lock, [&] { return stop_ || wake_ || !incoming_.empty() || !owned_.empty(); });
-      wake_ = false;
-      stop = stop_;
-      incoming.swap(incoming_);
-    }
-    for (auto& seq : incoming) {
-      seq->arrival = next_arrival_++;
-      scheduler_.AddWaiting(seq.get());
-      owned_.push_back(std::move(seq));
-    }
-    incoming.clear();
-
-    if (stop) {
-      const double now = NowSeconds();
-      while (!owned_.empty()) {
-        Sequence* seq = owned_.back().get();
-        Finish(*seq, FinishReason::kError, absl::UnavailableError("worker is shutting down"), now, {});
-        Retire(seq);
-      }
-      PublishGauges();
+    if (TakeIncoming(&incoming)) {
+      FailAllOwned();
       return;
     }
-
-    ReapCancelled();
-    StepPlan plan = scheduler_.Schedule();
-    metrics_.preemptions.Inc(static_cast<double>(plan.preempted.size()));
-    if (!plan.preempted.empty()) num_waiting_.fetch_add(static_cast<int32_t>(plan.preempted.size()));
-    for (Sequence* seq : plan.preempted) {
-      PHI_LOG(DEBUG, "preempted").Str("request_id", seq->request.request_id).Int("tokens", seq->tokens.size());
-    }
-    num_waiting_.fetch_sub(static_cast<int32_t>(plan.admitted.size()));
-    if (plan.prefix_queries > 0) {
-      prefix_queries_.fetch_add(plan.prefix_queries);
-      prefix_hits_.fetch_add(plan.prefix_hits);
-      metrics_.prefix_cache_queries.Inc(static_cast<double>(plan.prefix_queries));
-      metrics_.prefix_cache_hits.Inc(static_cast<double>(plan.prefix_hits));
-    }
-    PublishGauges();  // before the step: a client that saw a token also sees its request running
-    const double now = NowSeconds();
-    for (Sequence* seq : plan.admitted) {
-      if (seq->first_scheduled_time < 0) {
-        seq->first_scheduled_time = now;
-        metrics_.queue_time.Observe(now - seq->arrival_time);
-        metrics_.prompt_tokens.Inc(seq->prompt_len);
-        metrics_.cached_prompt_tokens.Inc(seq->cached_prompt_tokens);
-      }
-    }
+    const StepPlan plan = PlanStep();
     if (!plan.empty()) {
       absl::Status st = RunStep(plan);
-      if (!st.ok()) {
-        PHI_LOG(ERROR, "step_failed").Str("error", st.ToString()).Int("batch", plan.seqs.size());
-        const double t = NowSeconds();
-        for (const ScheduledSeq& s : plan.seqs) {
-          // A lost tensor-parallel rank is UNAVAILABLE (retry elsewhere); anything else INTERNAL.
-          const absl::StatusCode code =
-              st.code() == absl::StatusCode::kUnavailable ? st.code() : absl::StatusCode::kInternal;
-          Finish(*s.seq, FinishReason::kError, absl::Status(code, absl::StrCat("forward pass failed: ", st.message())),
-                 t, {});
-          Retire(s.seq);
-        }
-        if (options_.on_step_failure) options_.on_step_failure(st);
-      }
+      if (!st.ok()) FailStep(plan, st);
     } else if (!owned_.empty() && scheduler_.num_running() == 0) {
       // Nothing runnable although requests wait: cannot happen while every admitted request
       // fits the cache; yield rather than spin if it ever does.
@@ -389,6 +338,76 @@ void Engine::Loop() {
     }
     PublishGauges();
   }
+}
+
+bool Engine::TakeIncoming(std::vector<std::unique_ptr<Sequence>>* incoming) {
+  bool stop;
+  {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return stop_ || wake_ || !incoming_.empty() || !owned_.empty(); });
+    wake_ = false;
+    stop = stop_;
+    incoming->swap(incoming_);
+  }
+  for (auto& seq : *incoming) {
+    seq->arrival = next_arrival_++;
+    scheduler_.AddWaiting(seq.get());
+    owned_.push_back(std::move(seq));
+  }
+  incoming->clear();
+  return stop;
+}
+
+void Engine::FailAllOwned() {
+  const double now = NowSeconds();
+  while (!owned_.empty()) {
+    Sequence* seq = owned_.back().get();
+    Finish(*seq, FinishReason::kError, absl::UnavailableError("worker is shutting down"), now, {});
+    Retire(seq);
+  }
+  PublishGauges();
+}
+
+StepPlan Engine::PlanStep() {
+  ReapCancelled();
+  StepPlan plan = scheduler_.Schedule();
+  metrics_.preemptions.Inc(static_cast<double>(plan.preempted.size()));
+  if (!plan.preempted.empty()) num_waiting_.fetch_add(static_cast<int32_t>(plan.preempted.size()));
+  for (Sequence* seq : plan.preempted) {
+    PHI_LOG(DEBUG, "preempted").Str("request_id", seq->request.request_id).Int("tokens", seq->tokens.size());
+  }
+  num_waiting_.fetch_sub(static_cast<int32_t>(plan.admitted.size()));
+  if (plan.prefix_queries > 0) {
+    prefix_queries_.fetch_add(plan.prefix_queries);
+    prefix_hits_.fetch_add(plan.prefix_hits);
+    metrics_.prefix_cache_queries.Inc(static_cast<double>(plan.prefix_queries));
+    metrics_.prefix_cache_hits.Inc(static_cast<double>(plan.prefix_hits));
+  }
+  PublishGauges();  // before the step: a client that saw a token also sees its request running
+  const double now = NowSeconds();
+  for (Sequence* seq : plan.admitted) {
+    if (seq->first_scheduled_time < 0) {
+      seq->first_scheduled_time = now;
+      metrics_.queue_time.Observe(now - seq->arrival_time);
+      metrics_.prompt_tokens.Inc(seq->prompt_len);
+      metrics_.cached_prompt_tokens.Inc(seq->cached_prompt_tokens);
+    }
+  }
+  return plan;
+}
+
+void Engine::FailStep(const StepPlan& plan, const absl::Status& st) {
+  PHI_LOG(ERROR, "step_failed").Str("error", st.ToString()).Int("batch", plan.seqs.size());
+  const double t = NowSeconds();
+  for (const ScheduledSeq& s : plan.seqs) {
+    // A lost tensor-parallel rank is UNAVAILABLE (retry elsewhere); anything else INTERNAL.
+    const absl::StatusCode code =
+        st.code() == absl::StatusCode::kUnavailable ? st.code() : absl::StatusCode::kInternal;
+    Finish(*s.seq, FinishReason::kError, absl::Status(code, absl::StrCat("forward pass failed: ", st.message())),
+           t, {});
+    Retire(s.seq);
+  }
+  if (options_.on_step_failure) options_.on_step_failure(st);
 }
 
 void Engine::ReapCancelled() {

@@ -90,7 +90,13 @@ class Engine {
   Engine(ModelRunner* runner, EngineOptions options);
   absl::Status Validate(const GenerationRequest& r, int32_t* max_new_tokens) const;
   void Loop();
-  void TakeIncoming(std::vector<std::unique_ptr<Sequence>>* incoming);
+  // Loop's parts: waits for work and moves submitted sequences in (true: shut down);
+  // finishes every request with UNAVAILABLE; cancels, schedules and counts one step; ends
+  // the step's requests after a failed forward pass.
+  bool TakeIncoming(std::vector<std::unique_ptr<Sequence>>* incoming);
+  void FailAllOwned();
+  StepPlan PlanStep();
+  void FailStep(const StepPlan& plan, const absl::Status& st);
   void ReapCancelled();
   void BuildBatch(const StepPlan& plan, StepBatch* batch, std::vector<MaskFiller::Job>* masks);
   absl::Status RunStep(const StepPlan& plan);

@@ -1,6 +1,6 @@
 // The engine's only view of a model: one forward step over a batch of sequences.
 // Backends (CPU, CUDA, tensor-parallel groups) implement it; the engine knows nothing
-// of CUDA or gRPC. ref: DESIGN.md "The engine knows nothing of CUDA or of gRPC".
+// of CUDA or gRPC (docs/architecture.md, "Layering").
 #ifndef PHI_SERVICES_WORKER_ENGINE_MODEL_RUNNER_H_
 #define PHI_SERVICES_WORKER_ENGINE_MODEL_RUNNER_H_
 

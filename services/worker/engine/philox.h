@@ -2,8 +2,8 @@
 // ref: Salmon, Moraes, Dror, Shaw, "Parallel random numbers: as easy as 1, 2, 3", SC'11.
 // A request's draw for its k-th generated token is philox(key = seed, counter = k): it depends
 // on nothing else in the batch and survives preemption (recompute draws the same number).
-// The same (key, counter) -> uniform mapping is used by the CUDA sampler, so both backends
-// sample the same token from the same logits.
+// The engine draws on the host for every backend (backends return logits or candidates), so
+// this is the project's one Philox.
 #ifndef PHI_SERVICES_WORKER_ENGINE_PHILOX_H_
 #define PHI_SERVICES_WORKER_ENGINE_PHILOX_H_
 

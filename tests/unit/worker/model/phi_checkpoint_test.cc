@@ -7,6 +7,7 @@
 
 #include "nlohmann/json.hpp"
 #include "services/worker/model/dtype.h"
+#include "services/worker/model/phi_fused_weights.h"
 #include "tests/unit/worker/model/safetensors_writer.h"
 
 namespace phi::model {
@@ -219,6 +220,46 @@ TEST_F(PhiCheckpointTest, ShardReadsItsSlices) {
   auto bad = PhiCheckpoint::Open(Dir(), ShardSpec{0, 3});  // 2 heads over 3 ranks
   ASSERT_FALSE(bad.ok());
   EXPECT_NE(bad.status().message().find("num_attention_heads"), std::string::npos) << bad.status();
+}
+
+// The fused layouts tile W_in's rows and W_out's columns with this rank's tensors, in order,
+// and b_out is the sum of the two output biases.
+TEST_F(PhiCheckpointTest, FusedPartsTileTheShardsMatrices) {
+  WriteSingle();
+  for (int world : {1, 2}) {
+    for (int rank = 0; rank < world; ++rank) {
+      auto ck = PhiCheckpoint::Open(Dir(), ShardSpec{rank, world});
+      ASSERT_TRUE(ck.ok()) << ck.status();
+      const int64_t attn = kHidden / world, fc1 = kInter / world;
+      int64_t row = 0;
+      for (const FusedPart& part : FusedInParts(0, attn, fc1)) {
+        EXPECT_EQ(part.offset, row) << part.weight;
+        auto shape = (*ck)->LocalShape(part.weight);
+        ASSERT_TRUE(shape.ok()) << shape.status();
+        EXPECT_EQ((*shape)[0], part.size) << part.weight;
+        auto bias = (*ck)->LocalShape(part.bias);
+        ASSERT_TRUE(bias.ok()) << bias.status();
+        EXPECT_EQ((*bias)[0], part.size) << part.bias;
+        row += part.size;
+      }
+      EXPECT_EQ(row, 3 * attn + fc1);
+      int64_t col = 0;
+      for (const FusedPart& part : FusedOutParts(0, attn, fc1)) {
+        EXPECT_EQ(part.offset, col) << part.weight;
+        auto shape = (*ck)->LocalShape(part.weight);
+        ASSERT_TRUE(shape.ok()) << shape.status();
+        EXPECT_EQ((*shape)[1], part.size) << part.weight;
+        col += part.size;
+      }
+      EXPECT_EQ(col, attn + fc1);
+      auto b = FusedOutBias(**ck, 0);
+      ASSERT_TRUE(b.ok()) << b.status();
+      ASSERT_EQ(b->size(), static_cast<size_t>(kHidden));
+      for (int64_t i = 0; i < kHidden; ++i) {
+        EXPECT_EQ((*b)[i], Value("model.layers.0.self_attn.dense.bias", i) + Value("model.layers.0.mlp.fc2.bias", i));
+      }
+    }
+  }
 }
 
 }  // namespace

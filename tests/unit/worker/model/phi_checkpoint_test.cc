@@ -226,32 +226,27 @@ TEST_F(PhiCheckpointTest, ShardReadsItsSlices) {
 // and b_out is the sum of the two output biases.
 TEST_F(PhiCheckpointTest, FusedPartsTileTheShardsMatrices) {
   WriteSingle();
+  // Parts in order from offset 0, each `size` wide along dimension `dim` of its tensor; the total.
+  auto tile = [](const PhiCheckpoint& ck, const auto& parts, int dim) {
+    int64_t end = 0;
+    for (const FusedPart& part : parts) {
+      EXPECT_EQ(part.offset, end) << part.weight;
+      const std::vector<int64_t> none = {-1, -1};
+      EXPECT_EQ(ck.LocalShape(part.weight).value_or(none)[dim], part.size) << part.weight;
+      if (!part.bias.empty()) {
+        EXPECT_EQ(ck.LocalShape(part.bias).value_or(none)[0], part.size) << part.bias;
+      }
+      end += part.size;
+    }
+    return end;
+  };
   for (int world : {1, 2}) {
     for (int rank = 0; rank < world; ++rank) {
       auto ck = PhiCheckpoint::Open(Dir(), ShardSpec{rank, world});
       ASSERT_TRUE(ck.ok()) << ck.status();
       const int64_t attn = kHidden / world, fc1 = kInter / world;
-      int64_t row = 0;
-      for (const FusedPart& part : FusedInParts(0, attn, fc1)) {
-        EXPECT_EQ(part.offset, row) << part.weight;
-        auto shape = (*ck)->LocalShape(part.weight);
-        ASSERT_TRUE(shape.ok()) << shape.status();
-        EXPECT_EQ((*shape)[0], part.size) << part.weight;
-        auto bias = (*ck)->LocalShape(part.bias);
-        ASSERT_TRUE(bias.ok()) << bias.status();
-        EXPECT_EQ((*bias)[0], part.size) << part.bias;
-        row += part.size;
-      }
-      EXPECT_EQ(row, 3 * attn + fc1);
-      int64_t col = 0;
-      for (const FusedPart& part : FusedOutParts(0, attn, fc1)) {
-        EXPECT_EQ(part.offset, col) << part.weight;
-        auto shape = (*ck)->LocalShape(part.weight);
-        ASSERT_TRUE(shape.ok()) << shape.status();
-        EXPECT_EQ((*shape)[1], part.size) << part.weight;
-        col += part.size;
-      }
-      EXPECT_EQ(col, attn + fc1);
+      EXPECT_EQ(tile(**ck, FusedInParts(0, attn, fc1), 0), 3 * attn + fc1);
+      EXPECT_EQ(tile(**ck, FusedOutParts(0, attn, fc1), 1), attn + fc1);
       auto b = FusedOutBias(**ck, 0);
       ASSERT_TRUE(b.ok()) << b.status();
       ASSERT_EQ(b->size(), static_cast<size_t>(kHidden));

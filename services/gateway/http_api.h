@@ -29,6 +29,7 @@
 #include "services/gateway/blocking_executor.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generation_service.h"
+#include "services/gateway/http_responses.h"
 #include "services/gateway/http_server.h"
 #include "services/gateway/openai_request.h"
 
@@ -43,14 +44,6 @@ struct HttpApiOptions {
   bool web_ui = true;
 };
 
-// HTTP status for a status code (INVALID_ARGUMENT 400, NOT_FOUND 404, ...).
-int HttpStatusFor(absl::StatusCode code);
-// OpenAI's error object; "param" is the field named before ':' in the message.
-nlohmann::json OpenAiError(const absl::Status& status);
-std::string OpenAiFinishReason(phi::v1::FinishReason r);
-// JSON text of `j`; invalid UTF-8 in strings (a token that ends mid-character) becomes U+FFFD
-// instead of an exception.
-std::string DumpJson(const nlohmann::json& j);
 
 class HttpApi {
  public:
@@ -67,7 +60,14 @@ class HttpApi {
   // SSE error event, a request that has sent nothing a 503. Returns how many were cut.
   int Drain(double seconds);
 
-  class LiveCall;
+  // A request whose response is still being produced; Drain() cuts those left at the grace's end.
+  class LiveCall {
+   public:
+    virtual ~LiveCall() = default;
+    // Ends the response now with `status` (an SSE error event when the stream has begun) and
+    // cancels the generation(s). True when the response was still open.
+    virtual bool Abort(const absl::Status& status) = 0;
+  };
 
  private:
   class ChatCall;

@@ -37,7 +37,8 @@ absl::Status Configure(SSL_CTX* ctx, const HttpTlsFiles& files) {
     const bool mismatch = ERR_GET_REASON(ERR_peek_last_error()) == X509_R_KEY_VALUES_MISMATCH;
     return absl::InvalidArgumentError(absl::StrCat(
         "--tls-key: '", files.key_file,
-        mismatch ? absl::StrCat("' does not belong to --tls-cert '", files.cert_file, "'") : "' is not a readable PEM private key",
+        mismatch ? absl::StrCat("' does not belong to --tls-cert '", files.cert_file, "'")
+                 : "' is not a readable PEM private key",
         ": ", OpenSslError()));
   }
   return absl::OkStatus();

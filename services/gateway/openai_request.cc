@@ -1109,60 +1109,43 @@ absl::StatusOr<ChatCompletionRequest> ParseChatCompletionRequest(std::string_vie
   return out;
 }
 
-absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, const OpenAiRequestLimits& limits) {
-  CommonFields common(/*chat=*/false, limits);
+// The completions endpoint's own fields (prompt, echo, logprobs, suffix).
+struct CompletionOnlyFields {
   std::vector<RawPrompt> prompts;
-  bool has_prompt = false, echo = false;
+  bool has_prompt = false;
+  bool echo = false;
   std::optional<int64_t> logprobs;
-  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
-    if (!Known(kCompletionKeys, key)) return Unknown("", key);
-    bool is_null = false;
-    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok() || is_null) return s;  // null = absent
+
+  // false: not one of them.
+  absl::StatusOr<bool> Handle(std::string_view key, od::value& v, const OpenAiRequestLimits& limits) {
+    absl::Status st;
     if (key == "prompt") {
       has_prompt = true;
-      return ReadPrompts(v, limits, &prompts);
-    }
-    if (key == "echo") return ReadBool(v, key, &echo);
-    if (key == "logprobs") {
+      st = ReadPrompts(v, limits, &prompts);
+    } else if (key == "echo") {
+      st = ReadBool(v, key, &echo);
+    } else if (key == "logprobs") {
       int64_t lp = 0;
-      if (absl::Status s = ReadInt(v, key, 0, kMaxLogprobs, &lp); !s.ok()) return s;
-      logprobs = lp;
-      return absl::OkStatus();
+      if ((st = ReadInt(v, key, 0, kMaxLogprobs, &lp)).ok()) logprobs = lp;
+    } else if (key == "suffix") {
+      std::string_view text;
+      if ((st = ReadString(v, key, &text)).ok() && !text.empty()) {
+        st = Invalid("suffix: not supported (only \"\" or null)");
+      }
+    } else {
+      return false;
     }
-    if (key == "suffix") {
-      std::string_view s;
-      if (absl::Status r = ReadString(v, key, &s); !r.ok()) return r;
-      return s.empty() ? absl::OkStatus() : Invalid("suffix: not supported (only \"\" or null)");
-    }
-    absl::StatusOr<bool> handled = common.Handle(key, v);
-    if (!handled.ok()) return handled.status();
-    return *handled ? absl::OkStatus() : Unknown("", key);
-  });
-  if (!st.ok()) return st;
-  if (!has_prompt) return Invalid("prompt: required (a string, strings or token ids)");
-  const bool score_only = common.max_tokens() == 0;
-  if (score_only && !echo) return Invalid("max_tokens: 0 is allowed only with echo (scoring the prompt)");
-  // OpenAI's default max_tokens for completions is 16.
-  if (absl::Status s = common.Finish(/*default_max_tokens=*/16); !s.ok()) return s;
-  GenerateParams& base = common.params();
-  if (score_only && (base.n > 1 || base.best_of > 1)) {
-    return Invalid(Cat(base.n > 1 ? "n" : "best_of", ": must be 1 with max_tokens 0 (scoring the prompt)"));
+    if (!st.ok()) return st;
+    return true;
   }
-  if (score_only) base.stopping.set_max_new_tokens(1);
-  if (logprobs) {
-    base.logprobs = true;
-    base.top_logprobs = static_cast<int32_t>(*logprobs);
-  }
-  CompletionRequest out;
-  out.model = base.model;
-  out.stream = common.stream();
-  out.include_usage = common.include_usage();
-  out.echo = echo;
-  out.score_only = score_only;
-  out.constraint_param = common.constraint_param();
-  out.prompts.reserve(prompts.size());
+};
+
+// One GenerateParams per prompt, each a copy of `base` with its prompt (text or ids).
+std::vector<GenerateParams> ExpandPrompts(std::vector<RawPrompt>& prompts, const GenerateParams& base, bool echo) {
+  std::vector<GenerateParams> out;
+  out.reserve(prompts.size());
   for (RawPrompt& raw : prompts) {
-    GenerateParams& p = out.prompts.emplace_back(base);
+    GenerateParams& p = out.emplace_back(base);
     if (raw.ids.empty()) {
       if (echo) p.echo_text = raw.text;
       p.prompt.set_text(std::move(raw.text));
@@ -1173,6 +1156,44 @@ absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, 
     // echo + logprobs: prompt logprobs are part of the answer (lm-eval scoring).
     p.prompt_logprobs = echo && p.logprobs;
   }
+  return out;
+}
+
+absl::StatusOr<CompletionRequest> ParseCompletionRequest(std::string_view body, const OpenAiRequestLimits& limits) {
+  CommonFields common(/*chat=*/false, limits);
+  CompletionOnlyFields own;
+  absl::Status st = ForEachTopLevelField(body, limits, [&](std::string_view key, od::value& v) -> absl::Status {
+    if (!Known(kCompletionKeys, key)) return Unknown("", key);
+    bool is_null = false;
+    if (absl::Status s = ConsumeIfNull(v, &is_null); !s.ok() || is_null) return s;  // null = absent
+    absl::StatusOr<bool> handled = own.Handle(key, v, limits);
+    if (handled.ok() && !*handled) handled = common.Handle(key, v);
+    if (!handled.ok()) return handled.status();
+    return *handled ? absl::OkStatus() : Unknown("", key);
+  });
+  if (!st.ok()) return st;
+  if (!own.has_prompt) return Invalid("prompt: required (a string, strings or token ids)");
+  const bool score_only = common.max_tokens() == 0;
+  if (score_only && !own.echo) return Invalid("max_tokens: 0 is allowed only with echo (scoring the prompt)");
+  // OpenAI's default max_tokens for completions is 16.
+  if (absl::Status s = common.Finish(/*default_max_tokens=*/16); !s.ok()) return s;
+  GenerateParams& base = common.params();
+  if (score_only && (base.n > 1 || base.best_of > 1)) {
+    return Invalid(Cat(base.n > 1 ? "n" : "best_of", ": must be 1 with max_tokens 0 (scoring the prompt)"));
+  }
+  if (score_only) base.stopping.set_max_new_tokens(1);
+  if (own.logprobs) {
+    base.logprobs = true;
+    base.top_logprobs = static_cast<int32_t>(*own.logprobs);
+  }
+  CompletionRequest out;
+  out.model = base.model;
+  out.stream = common.stream();
+  out.include_usage = common.include_usage();
+  out.echo = own.echo;
+  out.score_only = score_only;
+  out.constraint_param = common.constraint_param();
+  out.prompts = ExpandPrompts(own.prompts, base, own.echo);
   return out;
 }
 

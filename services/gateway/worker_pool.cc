@@ -212,6 +212,32 @@ void WorkerPool::MarkFailed(WorkerGroup* group) {
   }
 }
 
+bool WorkerPool::Score(WorkerGroup& g, const std::string& model, std::span<const int32_t> prompt_ids,
+                       PromptHashes* hashes, Candidate* out) {
+  std::lock_guard<std::mutex> l(g.mu_);
+  if (g.state_ != GroupState::kReady) return false;
+  if (!model.empty() && g.status_.model() != model) return false;
+  out->cached = 0;
+  const int32_t bs = g.status_.kv_block_size();
+  if (bs > 0 && !g.cached_sorted_.empty()) {
+    // The prompt is hashed once per block size among the groups.
+    if (bs != hashes->block_size) {
+      hashes->hashes = common::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
+      hashes->block_size = bs;
+    }
+    const std::vector<uint64_t>& h = hashes->hashes;
+    while (out->cached < static_cast<int>(h.size()) &&
+           std::binary_search(g.cached_sorted_.begin(), g.cached_sorted_.end(), h[out->cached])) {
+      ++out->cached;
+    }
+  }
+  out->load = std::max<int64_t>(g.status_.waiting() + g.status_.running(), g.in_flight.load());
+  out->free_frac = g.status_.kv_blocks_total() > 0
+                       ? static_cast<double>(g.status_.kv_blocks_free()) / g.status_.kv_blocks_total()
+                       : 0;
+  return true;
+}
+
 std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::span<const int32_t> prompt_ids,
                                               const WorkerGroup* exclude) {
   std::vector<std::shared_ptr<WorkerGroup>> groups;
@@ -219,56 +245,24 @@ std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::spa
     std::lock_guard<std::mutex> l(mu_);
     groups = groups_;
   }
+  // Score: (cached prefix blocks desc, load asc, free KV fraction desc, round robin). Affinity
+  // only while the cached group is not much busier than the best.
+  auto prefer = [](const Candidate& c, const Candidate& best) {
+    if (c.cached != best.cached && std::abs(c.load - best.load) <= 4) return c.cached > best.cached;
+    if (c.load != best.load) return c.load < best.load;
+    return c.free_frac > best.free_frac;
+  };
   std::shared_ptr<WorkerGroup> best;
-  // Score: (cached prefix blocks desc, load asc, free KV fraction desc, round robin).
-  int best_cached = -1;
-  int64_t best_load = 0;
-  double best_free = 0;
-  std::vector<uint64_t> hashes;
-  int32_t hashed_block_size = -1;
-  uint64_t start = rr_.fetch_add(1, std::memory_order_relaxed);
+  Candidate best_score;
+  PromptHashes hashes;
+  const uint64_t start = rr_.fetch_add(1, std::memory_order_relaxed);
   for (size_t k = 0; k < groups.size(); ++k) {
     auto& g = groups[(start + k) % groups.size()];
-    if (g.get() == exclude) continue;
-    int cached = 0;
-    int64_t load;
-    double free_frac;
-    {
-      std::lock_guard<std::mutex> l(g->mu_);
-      if (g->state_ != GroupState::kReady) continue;
-      if (!model.empty() && g->status_.model() != model) continue;
-      int32_t bs = g->status_.kv_block_size();
-      if (bs > 0 && !g->cached_sorted_.empty()) {
-        if (bs != hashed_block_size) {
-          hashes = phi::common::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
-          hashed_block_size = bs;
-        }
-        while (cached < static_cast<int>(hashes.size()) &&
-               std::binary_search(g->cached_sorted_.begin(), g->cached_sorted_.end(), hashes[cached])) {
-          ++cached;
-        }
-      }
-      load = std::max<int64_t>(g->status_.waiting() + g->status_.running(), g->in_flight.load());
-      free_frac = g->status_.kv_blocks_total() > 0
-                      ? static_cast<double>(g->status_.kv_blocks_free()) / g->status_.kv_blocks_total()
-                      : 0;
-    }
-    // Affinity only while the cached group is not much busier than the best.
-    bool better;
-    if (!best) {
-      better = true;
-    } else if (cached != best_cached && std::abs(load - best_load) <= 4) {
-      better = cached > best_cached;
-    } else if (load != best_load) {
-      better = load < best_load;
-    } else {
-      better = free_frac > best_free;
-    }
-    if (better) {
+    Candidate c;
+    if (g.get() == exclude || !Score(*g, model, prompt_ids, &hashes, &c)) continue;
+    if (!best || prefer(c, best_score)) {
       best = g;
-      best_cached = cached;
-      best_load = load;
-      best_free = free_frac;
+      best_score = c;
     }
   }
   return best;

@@ -98,6 +98,21 @@ class WorkerPool {
  private:
   WorkerPool() = default;
   std::vector<std::string> Resolve() const;
+  // A group Pick may choose: how many of the prompt's full blocks it has cached, its load
+  // (queued + running, or the gateway's own count when higher) and free KV fraction.
+  struct Candidate {
+    int cached = -1;
+    int64_t load = 0;
+    double free_frac = 0;
+  };
+  // The prompt's block hashes for one block size (computed for the first group that needs them).
+  struct PromptHashes {
+    int32_t block_size = -1;
+    std::vector<uint64_t> hashes;
+  };
+  // False when `g` cannot take the request (not ready, another model).
+  static bool Score(WorkerGroup& g, const std::string& model, std::span<const int32_t> prompt_ids,
+                    PromptHashes* hashes, Candidate* out);
   void CheckAll();
   void Loop();
 

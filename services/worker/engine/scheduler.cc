@@ -106,12 +106,18 @@ StepPlan Scheduler::Schedule() {
     const auto next = std::next(it);  // TryAdmit erases `it` only
     if (!TryAdmit(seq, budget, &plan)) break;
     budget -= plan.seqs.back().num_tokens;
-    if (share_prefill && seq->prefilling() && HasFullPromptBlock(seq)) {
-      prefilling.insert(seq->BlockHash(0, blocks_->block_size()));
-    }
+    if (share_prefill && ComputesSharedBlocks(seq)) prefilling.insert(seq->BlockHash(0, blocks_->block_size()));
     it = next;
   }
   return plan;
+}
+
+bool Scheduler::ComputesSharedBlocks(const Sequence* seq) const {
+  // Only the full blocks before the last token's are shared through the cache: a sequence
+  // that has them all (from the cache or computed) is finishing its own tail, and holding
+  // back the identical prompts behind it would admit them one per step.
+  const int32_t shareable = (seq->prompt_len - 1) / blocks_->block_size();
+  return seq->prefilling() && shareable >= 1 && seq->num_registered < shareable;
 }
 
 bool Scheduler::HasFullPromptBlock(const Sequence* seq) const {
@@ -123,7 +129,7 @@ std::unordered_set<uint64_t> Scheduler::PrefillingPrompts() {
   std::unordered_set<uint64_t> hashes;
   if (!blocks_->prefix_cache_enabled() || waiting_.empty()) return hashes;
   for (Sequence* seq : running_) {
-    if (seq->prefilling() && HasFullPromptBlock(seq)) hashes.insert(seq->BlockHash(0, blocks_->block_size()));
+    if (ComputesSharedBlocks(seq)) hashes.insert(seq->BlockHash(0, blocks_->block_size()));
   }
   return hashes;
 }

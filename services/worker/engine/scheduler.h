@@ -75,6 +75,8 @@ class Scheduler {
   // sequences still prefilling, and whether a waiting one should wait for one of them.
   bool HasFullPromptBlock(const Sequence* seq) const;
   std::unordered_set<uint64_t> PrefillingPrompts();
+  // Still computing prompt blocks that identical prompts could take from the prefix cache.
+  bool ComputesSharedBlocks(const Sequence* seq) const;
   bool WaitsForSharedPrefill(Sequence* seq, const std::unordered_set<uint64_t>& prefilling);
 
   KvBlockManager* blocks_;

@@ -66,6 +66,25 @@ TEST(SchedulerTest, SamePromptWaitsForTheRunningPrefillOthersDoNot) {
   EXPECT_EQ(planned->num_tokens, 5);  // only the last, partial block is computed
 }
 
+TEST(SchedulerTest, TwinsFinishingOnlyTheirTailHoldNobodyBack) {
+  // 8 identical prompts (a shared system prompt): once the first has computed the full
+  // blocks, every other twin is admitted in the same step, not one per step.
+  KvBlockManager blocks(128, kBlock, true);
+  Scheduler scheduler(&blocks, /*max_batch_tokens=*/512, /*max_running=*/16);
+  std::vector<std::unique_ptr<Sequence>> twins;
+  for (int i = 0; i < 8; ++i) {
+    twins.push_back(MakeSequence(i, Prompt(37, 4)));
+    scheduler.AddWaiting(twins.back().get());
+  }
+  const StepPlan step1 = scheduler.Schedule();
+  EXPECT_EQ(step1.admitted.size(), 1u);
+  Computed(step1, blocks);
+  twins[0]->tokens.push_back(1);  // sampled its first token
+  const StepPlan step2 = scheduler.Schedule();
+  EXPECT_EQ(step2.admitted.size(), 7u) << "twins that only compute their tail must not hold each other";
+  for (int i = 1; i < 8; ++i) EXPECT_EQ(twins[i]->cached_prompt_tokens, 32) << i;
+}
+
 TEST(SchedulerTest, ChunkedPrefillHoldsTheTwinUntilItEnds) {
   KvBlockManager blocks(64, kBlock, true);
   Scheduler scheduler(&blocks, /*max_batch_tokens=*/24, 16);

@@ -1,5 +1,6 @@
-// Helpers shared by the engine tests (fake runner) and the integration tests (CPU runner):
-// run a request to its end, run many at once with staggered arrivals, random requests.
+// Helpers shared by the engine and sampler tests (fake runner) and the integration tests (CPU
+// runner): run a request to its end, run many at once with staggered arrivals, random requests
+// and logits rows.
 #ifndef PHI_TESTS_UNIT_WORKER_ENGINE_ENGINE_TEST_UTIL_H_
 #define PHI_TESTS_UNIT_WORKER_ENGINE_ENGINE_TEST_UTIL_H_
 
@@ -86,6 +87,15 @@ inline std::vector<int32_t> RandomPrompt(std::mt19937_64& rng, int32_t min_len, 
   std::vector<int32_t> p(len(rng));
   for (auto& t : p) t = tok(rng);
   return p;
+}
+
+// A row of `n` normal logits (mean 0, deviation `scale`), the same for the same seed.
+inline std::vector<float> RandomLogits(int n, uint64_t seed, float scale = 3.0f) {
+  std::mt19937_64 rng(seed);
+  std::normal_distribution<float> d(0.0f, scale);
+  std::vector<float> l(n);
+  for (auto& v : l) v = d(rng);
+  return l;
 }
 
 // Waits until the engine reports nothing waiting or running.

@@ -10,17 +10,12 @@
 
 #include "services/worker/engine/sampler.h"
 #include "services/worker/engine/token_constraint.h"
+#include "tests/unit/worker/engine/engine_test_util.h"
 
 namespace phi::worker {
 namespace {
 
-std::vector<float> RandomLogits(int n, uint64_t seed, float scale = 3.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> l(n);
-  for (auto& v : l) v = d(rng);
-  return l;
-}
+using testing::RandomLogits;
 
 std::vector<uint32_t> MaskOf(int32_t vocab, const std::vector<int32_t>& allowed) {
   std::vector<uint32_t> words(TokenMaskWords(vocab), 0u);

@@ -2,23 +2,17 @@
 
 #include <cmath>
 #include <map>
-#include <random>
 #include <vector>
 
 #include <gtest/gtest.h>
 
 #include "services/worker/engine/philox.h"
+#include "tests/unit/worker/engine/engine_test_util.h"
 
 namespace phi::worker {
 namespace {
 
-std::vector<float> RandomLogits(int n, uint64_t seed, float scale = 3.0f) {
-  std::mt19937_64 rng(seed);
-  std::normal_distribution<float> d(0.0f, scale);
-  std::vector<float> l(n);
-  for (auto& v : l) v = d(rng);
-  return l;
-}
+using testing::RandomLogits;
 
 std::vector<double> Softmax(const std::vector<float>& l, float temperature) {
   double max = -1e30;

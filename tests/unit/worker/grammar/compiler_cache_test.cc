@@ -15,16 +15,9 @@ using ::testing::AllOf;
 using ::testing::HasSubstr;
 using testing::Options;
 using testing::SmallVocab;
+using testing::Spec;
 using testing::TestVocab;
 using Kind = ConstraintSpec::Kind;
-
-ConstraintSpec Spec(Kind kind, std::string text = "", bool any_whitespace = false) {
-  ConstraintSpec s;
-  s.kind = kind;
-  s.text = std::move(text);
-  s.any_whitespace = any_whitespace;
-  return s;
-}
 
 class CompilerTest : public ::testing::Test {
  protected:

@@ -23,17 +23,10 @@ using testing::Gpt2Vocab;
 using testing::Options;
 using testing::RandomWalk;
 using testing::SmallVocab;
+using testing::Spec;
 using testing::TestVocab;
 using Kind = ConstraintSpec::Kind;
 using nlohmann::json;
-
-ConstraintSpec Spec(Kind kind, std::string text = "", bool any_whitespace = false) {
-  ConstraintSpec s;
-  s.kind = kind;
-  s.text = std::move(text);
-  s.any_whitespace = any_whitespace;
-  return s;
-}
 
 constexpr char kPersonSchema[] = R"({
   "type": "object",

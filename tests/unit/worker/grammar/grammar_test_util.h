@@ -1,5 +1,6 @@
-// Shared by the grammar tests: the tokenizers they compile against, a byte-level decoder of
-// token ids (independent of xgrammar's), and a random walk through allowed tokens.
+// Shared by the grammar tests: the tokenizers they compile against, constraint specs, a
+// byte-level decoder of token ids (independent of xgrammar's), and a random walk through
+// allowed tokens.
 #ifndef PHI_TESTS_UNIT_WORKER_GRAMMAR_GRAMMAR_TEST_UTIL_H_
 #define PHI_TESTS_UNIT_WORKER_GRAMMAR_GRAMMAR_TEST_UTIL_H_
 
@@ -10,6 +11,7 @@
 #include <memory>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "gtest/gtest.h"
@@ -53,6 +55,14 @@ inline ConstraintCompilerOptions Options(const TestVocab& v, metrics::Registry* 
   o.eos_token_ids = v.eos_ids;
   o.registry = registry;
   return o;
+}
+
+inline ConstraintSpec Spec(ConstraintSpec::Kind kind, std::string text = "", bool any_whitespace = false) {
+  ConstraintSpec s;
+  s.kind = kind;
+  s.text = std::move(text);
+  s.any_whitespace = any_whitespace;
+  return s;
 }
 
 // The bytes each id stands for ("" for ids no token has, special tokens, and rows past the

@@ -1,6 +1,9 @@
 // The mask equals the reference on a sample of states: for every id, a forked matcher accepts
 // that id or not, compared with the bitmask bit by bit.
+#include <memory>
 #include <random>
+#include <string>
+#include <vector>
 
 #include "gtest/gtest.h"
 #include "services/worker/grammar/constraint_compiler.h"
@@ -14,6 +17,7 @@ using testing::DecodedVocab;
 using testing::Gpt2Vocab;
 using testing::Options;
 using testing::SmallVocab;
+using testing::Spec;
 using testing::TestVocab;
 using Kind = ConstraintSpec::Kind;
 
@@ -63,13 +67,29 @@ void CheckWalk(const TestVocab& v, const std::vector<std::string>& decoded, Cons
   EXPECT_GT(checks, 0);
 }
 
-TEST(MaskReferenceTest, SmallVocabularyEveryKind) {
-  TestVocab v = SmallVocab();
-  if (v.tokenizer_json.empty()) GTEST_SKIP() << "PHI_TEST_TOKENIZER_DIR unset (ctest sets it)";
-  std::vector<std::string> decoded = DecodedVocab(v);
-  metrics::Registry registry;
-  auto compiler = ConstraintCompiler::Create(Options(v, &registry));
-  ASSERT_TRUE(compiler.ok()) << compiler.status();
+// One vocabulary, its decoded bytes and a compiler for it.
+class MaskReferenceTest : public ::testing::Test {
+ protected:
+  void Load(TestVocab v) {
+    v_ = std::move(v);
+    decoded_ = DecodedVocab(v_);
+    auto compiler = ConstraintCompiler::Create(Options(v_, &registry_));
+    ASSERT_TRUE(compiler.ok()) << compiler.status();
+    compiler_ = std::move(*compiler);
+  }
+  void Check(const ConstraintSpec& spec, uint32_t seed, int stride, int max_checks, bool subset_only = false) {
+    CheckWalk(v_, decoded_, *compiler_, spec, seed, stride, max_checks, subset_only);
+  }
+
+  TestVocab v_;
+  std::vector<std::string> decoded_;
+  metrics::Registry registry_;
+  std::unique_ptr<ConstraintCompiler> compiler_;
+};
+
+TEST_F(MaskReferenceTest, SmallVocabularyEveryKind) {
+  if (SmallVocab().tokenizer_json.empty()) GTEST_SKIP() << "PHI_TEST_TOKENIZER_DIR unset (ctest sets it)";
+  ASSERT_NO_FATAL_FAILURE(Load(SmallVocab()));
   ConstraintSpec specs[5];
   specs[0].kind = Kind::kJsonSchema;
   specs[0].text = kSchema;
@@ -82,36 +102,23 @@ TEST(MaskReferenceTest, SmallVocabularyEveryKind) {
   specs[4].kind = Kind::kChoice;
   specs[4].choices = {"the", "then", "there", "other"};
   for (const ConstraintSpec& spec : specs) {
-    for (uint32_t seed = 1; seed <= 3; ++seed) CheckWalk(v, decoded, **compiler, spec, seed, 1, 25);
+    for (uint32_t seed = 1; seed <= 3; ++seed) Check(spec, seed, 1, 25);
   }
 }
 
 // xgrammar 0.2.9 leaves a few valid multi-character tokens out of the mask when a rule nests
 // itself directly (after "((x", "))" is refused by the mask and accepted by the matcher): a
 // stricter mask, never a looser one. The mask must still allow only tokens the matcher takes.
-TEST(MaskReferenceTest, SelfNestingRuleMaskIsNeverLooser) {
-  TestVocab v = SmallVocab();
-  if (v.tokenizer_json.empty()) GTEST_SKIP() << "PHI_TEST_TOKENIZER_DIR unset (ctest sets it)";
-  std::vector<std::string> decoded = DecodedVocab(v);
-  metrics::Registry registry;
-  auto compiler = ConstraintCompiler::Create(Options(v, &registry));
-  ASSERT_TRUE(compiler.ok()) << compiler.status();
-  ConstraintSpec spec;
-  spec.kind = Kind::kGrammar;
-  spec.text = "root ::= \"x\" | \"(\" root \")\"";
-  for (uint32_t seed = 1; seed <= 3; ++seed) CheckWalk(v, decoded, **compiler, spec, seed, 1, 25, /*subset_only=*/true);
+TEST_F(MaskReferenceTest, SelfNestingRuleMaskIsNeverLooser) {
+  if (SmallVocab().tokenizer_json.empty()) GTEST_SKIP() << "PHI_TEST_TOKENIZER_DIR unset (ctest sets it)";
+  ASSERT_NO_FATAL_FAILURE(Load(SmallVocab()));
+  const ConstraintSpec spec = Spec(Kind::kGrammar, "root ::= \"x\" | \"(\" root \")\"");
+  for (uint32_t seed = 1; seed <= 3; ++seed) Check(spec, seed, 1, 25, /*subset_only=*/true);
 }
 
-TEST(MaskReferenceTest, Gpt2VocabularyJsonSchema) {
-  TestVocab v = Gpt2Vocab();
-  std::vector<std::string> decoded = DecodedVocab(v);
-  metrics::Registry registry;
-  auto compiler = ConstraintCompiler::Create(Options(v, &registry));
-  ASSERT_TRUE(compiler.ok()) << compiler.status();
-  ConstraintSpec spec;
-  spec.kind = Kind::kJsonSchema;
-  spec.text = kSchema;
-  CheckWalk(v, decoded, **compiler, spec, 5, 3, 4);
+TEST_F(MaskReferenceTest, Gpt2VocabularyJsonSchema) {
+  ASSERT_NO_FATAL_FAILURE(Load(Gpt2Vocab()));
+  Check(Spec(Kind::kJsonSchema, kSchema), 5, 3, 4);
 }
 
 }  // namespace

@@ -21,16 +21,9 @@ using testing::AllowedIds;
 using testing::DecodedVocab;
 using testing::Gpt2Vocab;
 using testing::Options;
+using testing::Spec;
 using testing::TestVocab;
 using Kind = ConstraintSpec::Kind;
-
-ConstraintSpec Spec(Kind kind, std::string text, bool any_whitespace = false) {
-  ConstraintSpec s;
-  s.kind = kind;
-  s.text = std::move(text);
-  s.any_whitespace = any_whitespace;
-  return s;
-}
 
 // The first control character of `token` read as the inside of a JSON string (up to its
 // closing quote; an escape's second character is skipped), or -1.

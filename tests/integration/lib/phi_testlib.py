@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import time
+import unittest
 import urllib.request
 
 
@@ -120,3 +121,21 @@ class Service:
             self.proc.kill()
             self.proc.wait()
         self._log.close()
+
+
+class ServiceTestCase(unittest.TestCase):
+    """Test classes that share one service, started once for the class, and a gRPC stub to it
+    (cls.svc, cls.channel, cls.stub); setUpClass calls start_service."""
+
+    @classmethod
+    def start_service(cls, binary: str, extra_args: list[str], name: str, stub_class) -> None:
+        import grpc
+        cls.svc = Service(binary, extra_args, name=name)
+        cls.svc.wait_healthy()
+        cls.channel = grpc.insecure_channel(cls.svc.address)
+        cls.stub = stub_class(cls.channel)
+
+    @classmethod
+    def tearDownClass(cls):
+        cls.channel.close()
+        cls.svc.kill()

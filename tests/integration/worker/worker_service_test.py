@@ -39,19 +39,11 @@ def collect(stub, req, timeout=60):
     return tokens, msgs
 
 
-class WorkerServiceTest(unittest.TestCase):
+class WorkerServiceTest(phi_testlib.ServiceTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.svc = phi_testlib.Service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=256", "--kv-block-size=16",
-                                               "--max-waiting=64", "--threads=2"], name="worker")
-        cls.svc.wait_healthy()
-        cls.channel = grpc.insecure_channel(cls.svc.address)
-        cls.stub = worker_pb2_grpc.WorkerServiceStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.svc.kill()
+        cls.start_service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=256", "--kv-block-size=16",
+                                   "--max-waiting=64", "--threads=2"], "worker", worker_pb2_grpc.WorkerServiceStub)
 
     def wait_idle(self, timeout=10.0):
         deadline = time.time() + timeout

@@ -59,21 +59,13 @@ def request(prompt, max_new, seed, constraint=None, **stopping):
         stopping=common_pb2.StoppingCriteria(max_new_tokens=max_new, **stopping))
 
 
-class WorkerStructuredOutputTest(unittest.TestCase):
+class WorkerStructuredOutputTest(phi_testlib.ServiceTestCase):
     @classmethod
     def setUpClass(cls):
-        cls.svc = phi_testlib.Service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=512",
-                                               f"--kv-block-size={BLOCK}", "--threads=2"], name="worker-grammar")
-        cls.svc.wait_healthy()
-        cls.channel = grpc.insecure_channel(cls.svc.address)
-        cls.stub = worker_pb2_grpc.WorkerServiceStub(cls.channel)
+        cls.start_service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=512", f"--kv-block-size={BLOCK}",
+                                   "--threads=2"], "worker-grammar", worker_pb2_grpc.WorkerServiceStub)
         cls.tokenizer = tokenizers.Tokenizer.from_file(os.path.join(MODEL, "tokenizer.json"))
         cls.prompt = cls.tokenizer.encode("Answer in JSON:").ids
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.svc.kill()
 
     def generate(self, req, timeout=120):
         tokens, last = [], None
@@ -203,22 +195,15 @@ def big_schema(fields, tag):
     return json.dumps({"type": "object", "properties": props, "required": list(props)})
 
 
-class CompileLimitTest(unittest.TestCase):
+class CompileLimitTest(phi_testlib.ServiceTestCase):
     """A worker with a tiny compile limit: slow grammars are refused by name, and a client that
     gives up while its grammar compiles leaves nothing behind."""
 
     @classmethod
     def setUpClass(cls):
-        cls.svc = phi_testlib.Service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=64", "--threads=1",
-                                               "--grammar-compile-timeout-seconds=0.02"], name="worker-compile")
-        cls.svc.wait_healthy()
-        cls.channel = grpc.insecure_channel(cls.svc.address)
-        cls.stub = worker_pb2_grpc.WorkerServiceStub(cls.channel)
-
-    @classmethod
-    def tearDownClass(cls):
-        cls.channel.close()
-        cls.svc.kill()
+        cls.start_service(BINARY, [f"--model={MODEL}", "--kv-cache-blocks=64", "--threads=1",
+                                   "--grammar-compile-timeout-seconds=0.02"], "worker-compile",
+                          worker_pb2_grpc.WorkerServiceStub)
 
     def wait_compile_thread_free(self):
         """A compile past its limit keeps its thread until it ends (new grammars meanwhile get

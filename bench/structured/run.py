@@ -14,11 +14,12 @@ Unconstrained and constrained runs alternate, the order flipping each repetition
 of each (the warm-up compiles the schema; later requests hit the worker's grammar cache). Every
 constrained output that ended by the grammar is checked with jsonschema.
 
-  bench/structured/run.py --bin-dir build/release --model /tmp/phi-mid [--reps 3 --tokens 128]
+  bench/structured/run.py [--bin-dir build/release] [--model DIR] [--reps 5 --tokens 128]
 
-With no --model, a mid-size random model is written to /tmp/phi-structured-bench-model first:
-Phi-1.5 Instruct's real tokenizer (51,200 output rows, so the mask has the real vocabulary's
-width), hidden 1024, 8 layers, 16 heads, intermediate 4096, bf16 (~0.2 B parameters).
+With no --model, a mid-size random model is written to /tmp/phi-structured-bench-model-1536x16
+first: Phi-1.5 Instruct's real tokenizer (51,200 output rows, so the mask has the real vocabulary's
+width), hidden 1536, 16 layers, 24 heads, intermediate 6144, bf16 (0.6 B parameters: 16 sequences
+x 128 tokens take ~20 s on 2 cores; the Phi-1.5 shape, 1.4 B, would take minutes per cell).
 """
 import argparse
 import concurrent.futures
@@ -37,9 +38,9 @@ sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "structured"))
 sys.path.insert(0, os.path.join(ROOT, "bench", "gateway"))
 from http_streams_bench import git_commit, setup_env  # noqa: E402
 
-DEFAULT_MODEL = "/tmp/phi-structured-bench-model"
-MODEL_FLAGS = ["--preset", "phi-1_5", "--hidden-size", "1024", "--intermediate-size", "4096",
-               "--num-layers", "8", "--num-heads", "16", "--dtype", "bf16"]
+DEFAULT_MODEL = "/tmp/phi-structured-bench-model-1536x16"
+MODEL_FLAGS = ["--preset", "phi-1_5", "--hidden-size", "1536", "--intermediate-size", "6144",
+               "--num-layers", "16", "--num-heads", "24", "--dtype", "bf16"]
 PROMPT = "Fill in the form as JSON.\n"
 
 
@@ -137,7 +138,8 @@ def main():
     print(f"{args.tokens} new tokens per sequence, temperature 1.0, {args.reps} runs per cell, order alternating. "
           f"Schema: 20 fields (8 strings of {args.string_length} characters), any_whitespace false; "
           f"first request {compile_and_8:.2f} s (compile + 8 tokens), second {cached_8:.2f} s.\n")
-    print("| sequences | unconstrained tok/s | constrained tok/s | cost (1 - constrained / unconstrained) | runs (unconstrained / constrained) |")
+    print("| sequences | unconstrained tok/s | constrained tok/s | cost (1 - constrained / unconstrained) "
+          "| runs (unconstrained / constrained) |")
     print("|---:|---:|---:|---:|---|")
     for c in levels:
         free, js = results[(c, "free")], results[(c, "json")]

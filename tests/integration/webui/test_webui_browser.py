@@ -222,9 +222,8 @@ class ChatPageTest(unittest.TestCase):
                 self.assertLess(int(m.group(1)), 1900)
 
     def test_model_output_is_text_not_html(self):
-        """The model writes <script>, HTML and markdown. With guided_choice (structured output) the
-        real stack is made to write it: the test adds the field to the page's request. Without it,
-        the page's fetch of /v1/chat/completions is answered by a stub stream of the same text."""
+        """The model writes <script>, HTML and markdown (forced with guided_choice, so the real stack
+        writes it): the page shows it as text."""
         evil = ("# Title <img src=x onerror=\"window.__xss='img'\">\n\n"
                 "<script>window.__xss='script'</script> **bold** and <b>not bold</b> `<i>code</i>`\n\n"
                 "[click](javascript:window.__xss='link') [site](https://example.com/x)\n\n"
@@ -232,8 +231,7 @@ class ChatPageTest(unittest.TestCase):
                 "- <iframe src=\"/\"></iframe> item\n")
         self.open()
         self.set_max_tokens(512)
-        mode = self.force_reply(evil)
-        print(f"\n[model output test: {mode}]", file=sys.stderr)
+        self.force_reply(evil)
         self.send("Say something dangerous.")
         self.wait_idle()
         self.assertEqual(self.messages()[-1]["content"], evil)
@@ -258,36 +256,18 @@ class ChatPageTest(unittest.TestCase):
                 self.wait(lambda: len(self.replies()) == 1)
 
     def force_reply(self, text):
-        """Makes the page's next reply `text`; returns how."""
+        """Makes the page's next reply `text`, written by the real model: guided_choice
+        (structured output) is added to the page's request. Checked first through the API."""
         probe_body = {"messages": [{"role": "user", "content": "x"}], "max_tokens": 512, "guided_choice": [text]}
-        try:
-            out = post(self.port, "/v1/chat/completions", probe_body)["choices"][0]["message"]["content"]
-        except Exception as e:  # noqa: BLE001 -- an older gateway refuses the field: stub instead
-            out = f"refused: {e}"
-        if out == text:
-            self.js("""const want = arguments[0], real = window.fetch.bind(window);
-              window.fetch = (url, opts) => {
-                if (String(url).endsWith('/v1/chat/completions')) {
-                  const b = JSON.parse(opts.body); b.guided_choice = [want]; opts = {...opts, body: JSON.stringify(b)};
-                }
-                return real(url, opts);
-              };""", text)
-            return "the real model, forced by guided_choice"
+        out = post(self.port, "/v1/chat/completions", probe_body)["choices"][0]["message"]["content"]
+        self.assertEqual(out, text, "guided_choice did not force the reply")
         self.js("""const want = arguments[0], real = window.fetch.bind(window);
           window.fetch = (url, opts) => {
-            if (!String(url).endsWith('/v1/chat/completions')) return real(url, opts);
-            const enc = new TextEncoder(), pieces = want.match(/[\\s\\S]{1,7}/g);
-            const events = pieces.map((p) => ({choices: [{index: 0, delta: {content: p}, finish_reason: null}]}));
-            events.push({choices: [{index: 0, delta: {}, finish_reason: 'stop'}]});
-            events.push({choices: [], usage: {prompt_tokens: 9, completion_tokens: pieces.length, total_tokens: 9 + pieces.length}});
-            const body = new ReadableStream({start(c) {
-              for (const e of events) c.enqueue(enc.encode('data: ' + JSON.stringify(e) + '\\n\\n'));
-              c.enqueue(enc.encode('data: [DONE]\\n\\n'));
-              c.close();
-            }});
-            return Promise.resolve(new Response(body, {status: 200, headers: {'Content-Type': 'text/event-stream'}}));
+            if (String(url).endsWith('/v1/chat/completions')) {
+              const b = JSON.parse(opts.body); b.guided_choice = [want]; opts = {...opts, body: JSON.stringify(b)};
+            }
+            return real(url, opts);
           };""", text)
-        return f"a stubbed stream (guided_choice: {out[:120]})"
 
     def test_api_key_prompt(self):
         self.open(self.keyed_port)

@@ -1,12 +1,13 @@
 #include "services/gateway/generation_service.h"
 
 #include "services/gateway/generation.h"
+#include "services/gateway/random_id.h"
 
 namespace phi::gateway {
 
 GenerationService::GenerationService(TokenizerClient* tokenizer, WorkerPool* pool, GatewayMetrics* metrics,
                                      GenerationServiceOptions options)
-    : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options) {
+    : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options), id_prefix_(RandomHex().substr(0, 8)) {
   if (!tokenizer_->local_encode()) blocking_ = std::make_unique<BlockingExecutor>(options_.tokenizer_call_threads);
 }
 

@@ -139,7 +139,9 @@ class GenerationService {
   }
 
   // An id for a request that came without one (Start gives one to such requests itself).
-  std::string NewRequestId() { return absl::StrCat("gw-", next_id_.fetch_add(1)); }
+  // Unique across gateways too: several gateways share the workers, which refuse an id that is
+  // already in flight, so a bare counter ("gw-2" from two gateways) would collide.
+  std::string NewRequestId() { return absl::StrCat("gw-", id_prefix_, "-", next_id_.fetch_add(1)); }
 
   WorkerPool* pool() { return pool_; }
   TokenizerClient* tokenizer() { return tokenizer_; }
@@ -155,6 +157,7 @@ class GenerationService {
   WorkerPool* pool_;
   GatewayMetrics* metrics_;
   GenerationServiceOptions options_;
+  const std::string id_prefix_;  // random, per gateway process
   std::atomic<uint64_t> next_id_{1};
   std::atomic<int> active_{0};
   std::atomic<std::chrono::steady_clock::rep> last_finished_{0};

@@ -1,8 +1,6 @@
 #include "services/gateway/http_responses.h"
 
 #include <chrono>
-#include <cstdio>
-#include <random>
 
 #include "absl/strings/str_cat.h"
 
@@ -69,19 +67,6 @@ std::string DumpJson(const json& j) { return j.dump(-1, ' ', false, json::error_
 
 int64_t UnixNow() {
   return std::chrono::duration_cast<std::chrono::seconds>(std::chrono::system_clock::now().time_since_epoch()).count();
-}
-
-// 128 random bits as hex: ids that do not collide across replicas or restarts.
-std::string RandomHex() {
-  thread_local std::mt19937_64 rng([] {
-    std::random_device rd;
-    std::seed_seq seq{rd(), rd(), rd(), rd(), rd(), rd(), rd(), rd()};
-    return std::mt19937_64(seq);
-  }());
-  char buf[33];
-  std::snprintf(buf, sizeof buf, "%016llx%016llx", static_cast<unsigned long long>(rng()),
-                static_cast<unsigned long long>(rng()));
-  return buf;
 }
 
 const std::string& SystemFingerprint() {

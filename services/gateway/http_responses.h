@@ -14,6 +14,7 @@
 #include "phi/v1/common.pb.h"
 #include "services/gateway/generation_service.h"
 #include "services/gateway/http_server.h"
+#include "services/gateway/random_id.h"
 #include "services/gateway/worker_pool.h"
 
 namespace phi::gateway {
@@ -31,8 +32,6 @@ std::string DumpJson(const nlohmann::json& j);
 
 // Seconds since the Unix epoch (OpenAI's "created").
 int64_t UnixNow();
-// 128 random bits as hex: ids that do not collide across replicas or restarts.
-std::string RandomHex();
 // OpenAI's system_fingerprint: this build's version.
 const std::string& SystemFingerprint();
 // The model a response names before the worker has answered: the one asked for, or the one

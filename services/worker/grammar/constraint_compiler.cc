@@ -66,17 +66,23 @@ class ConstraintCompiler::Impl {
   Impl(ConstraintCompilerOptions options, xgrammar::TokenizerInfo info)
       : options_(std::move(options)),
         metrics_(options_.registry != nullptr ? *options_.registry : metrics::DefaultRegistry()),
-        compiler_(info, /*max_threads=*/options_.compile_threads, /*cache_enabled=*/false) {
-    for (int i = 0; i < options_.compile_threads; ++i) threads_.emplace_back([this] { WorkLoop(); });
-  }
+        compiler_(info, /*max_threads=*/options_.compile_threads, /*cache_enabled=*/false) {}
 
-  ~Impl() {
+  // The compile threads share the Impl: xgrammar cannot stop a compile, and one that runs for
+  // hours (a hostile regex such as 1,000 `a*` in a row) must not hold the worker's exit. On
+  // Stop the threads are detached; each leaves after its current compile, and the last one out
+  // frees the Impl.
+  static void StartThreads(const std::shared_ptr<Impl>& impl) {
+    for (int i = 0; i < impl->options_.compile_threads; ++i) {
+      std::thread([impl] { impl->WorkLoop(); }).detach();
+    }
+  }
+  void Stop() {
     {
       std::lock_guard<std::mutex> lock(mu_);
       stopping_ = true;
     }
     work_cv_.notify_all();
-    for (std::thread& t : threads_) t.join();  // waits for compiles still running
   }
 
   absl::StatusOr<std::unique_ptr<TokenConstraint>> NewConstraint(const ConstraintSpec& spec) {
@@ -116,7 +122,6 @@ class ConstraintCompiler::Impl {
   std::list<Entry> lru_;
   size_t cache_bytes_ = 0;
   std::unordered_map<std::string, decltype(lru_)::iterator> cache_;
-  std::vector<std::thread> threads_;
 };
 
 absl::StatusOr<xgrammar::CompiledGrammar> ConstraintCompiler::Impl::Lookup(const ConstraintSpec& spec) {
@@ -183,9 +188,11 @@ void ConstraintCompiler::Impl::WorkLoop() {
     lock.unlock();
     const auto start = std::chrono::steady_clock::now();
     absl::StatusOr<xgrammar::CompiledGrammar> result = CompileConstraintSpec(compiler_, job->spec);
+    lock.lock();
+    // Stopped while compiling: the metrics registry may be gone; nobody waits for the result.
+    if (stopping_) return;
     metrics_.compile_seconds->Observe(
         std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
-    lock.lock();
     if (result.ok()) CacheInsert(job->key, *result);
     if (job->abandoned) --abandoned_running_;
     job->result = std::move(result);
@@ -237,15 +244,16 @@ absl::StatusOr<std::unique_ptr<ConstraintCompiler>> ConstraintCompiler::Create(C
   try {
     xgrammar::TokenizerInfo info(vocab, xgrammar::VocabType::BYTE_LEVEL, options.vocab_size,
                                  options.eos_token_ids, /*add_prefix_space=*/false);
-    return std::unique_ptr<ConstraintCompiler>(
-        new ConstraintCompiler(std::make_unique<Impl>(std::move(options), std::move(info))));
+    auto impl = std::make_shared<Impl>(std::move(options), std::move(info));
+    Impl::StartThreads(impl);
+    return std::unique_ptr<ConstraintCompiler>(new ConstraintCompiler(std::move(impl)));
   } catch (const std::exception& e) {
     return absl::InvalidArgumentError(absl::StrCat(path, ": ", e.what()));
   }
 }
 
-ConstraintCompiler::ConstraintCompiler(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
-ConstraintCompiler::~ConstraintCompiler() = default;
+ConstraintCompiler::ConstraintCompiler(std::shared_ptr<Impl> impl) : impl_(std::move(impl)) {}
+ConstraintCompiler::~ConstraintCompiler() { impl_->Stop(); }
 
 absl::StatusOr<std::unique_ptr<TokenConstraint>> ConstraintCompiler::NewConstraint(const ConstraintSpec& spec) {
   return impl_->NewConstraint(spec);

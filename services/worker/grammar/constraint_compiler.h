@@ -46,6 +46,7 @@ class ConstraintCompiler {
   // Reads the vocabulary from options.tokenizer_json_path. INVALID_ARGUMENT naming the file
   // when it cannot be read.
   static absl::StatusOr<std::unique_ptr<ConstraintCompiler>> Create(ConstraintCompilerOptions options);
+  // Returns at once: a compile still running finishes on its detached thread.
   ~ConstraintCompiler();
 
   // Compiles `spec` (or finds it in the cache) and returns a fresh per-sequence matcher.
@@ -58,8 +59,8 @@ class ConstraintCompiler {
 
  private:
   class Impl;
-  explicit ConstraintCompiler(std::unique_ptr<Impl> impl);
-  std::unique_ptr<Impl> impl_;
+  explicit ConstraintCompiler(std::shared_ptr<Impl> impl);
+  std::shared_ptr<Impl> impl_;  // shared with the compile threads (see Impl::StartThreads)
 };
 
 }  // namespace phi::worker

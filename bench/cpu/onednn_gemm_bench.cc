@@ -58,8 +58,8 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "--threads and --reps must be >= 1\n");
     return 2;
   }
-  using phi::cpu::Isa;
-  phi::cpu::ThreadPool pool(threads);
+  using phi::worker::cpu::Isa;
+  phi::worker::cpu::ThreadPool pool(threads);
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
   dnnl::stream strm(eng);
   std::printf("| shape (M x N x K) | kernel | ms | GFLOP/s | row alone == row in batch |\n|---|---|---|---|---|\n");
@@ -68,11 +68,11 @@ int main(int argc, char** argv) {
     std::mt19937 rng(1);
     std::normal_distribution<float> dist(0.0f, 0.02f);
     std::vector<float> w(s.n * s.k), x(s.m * s.k), y(s.m * s.n), y1(s.n);
-    for (auto& v : w) v = phi::model::Bf16ToF32(phi::model::F32ToBf16(dist(rng)));
+    for (auto& v : w) v = phi::worker::model::Bf16ToF32(phi::worker::model::F32ToBf16(dist(rng)));
     for (auto& v : x) v = dist(rng) * 50;
     std::vector<uint16_t> wb(w.size()), xb(x.size());
-    for (size_t i = 0; i < w.size(); ++i) wb[i] = phi::model::F32ToBf16(w[i]);
-    for (size_t i = 0; i < x.size(); ++i) xb[i] = phi::model::F32ToBf16(x[i]);
+    for (size_t i = 0; i < w.size(); ++i) wb[i] = phi::worker::model::F32ToBf16(w[i]);
+    for (size_t i = 0; i < x.size(); ++i) xb[i] = phi::worker::model::F32ToBf16(x[i]);
     const double flop = 2.0 * s.m * s.n * s.k;
     auto row = [&](const char* kernel, double sec, bool same) {
       std::printf("| %s (%lld x %lld x %lld) | %s | %.2f | %.1f | %s |\n", s.name, static_cast<long long>(s.m),
@@ -83,15 +83,15 @@ int main(int argc, char** argv) {
       return std::memcmp(batch, alone, s.n * sizeof(float)) == 0;
     };
 
-    phi::cpu::PackedMatrix packed(phi::cpu::WeightFormat::kBF16, s.n, s.k);
+    phi::worker::cpu::PackedMatrix packed(phi::worker::cpu::WeightFormat::kBF16, s.n, s.k);
     packed.SetBlock(0, 0, s.n, s.k, wb.data());
     for (Isa isa : {Isa::kAvx512, Isa::kAvx2}) {
-      if (!phi::cpu::CpuSupports(isa)) continue;
-      phi::cpu::MatMul mm(isa, &pool);
+      if (!phi::worker::cpu::CpuSupports(isa)) continue;
+      phi::worker::cpu::MatMul mm(isa, &pool);
       const double sec =
           BestSeconds(reps, [&] { mm.Run(x.data(), s.m, s.k, packed, nullptr, y.data(), s.n, false); });
       mm.Run(x.data(), 1, s.k, packed, nullptr, y1.data(), s.n, false);
-      row(("phi-serve " + std::string(phi::cpu::IsaName(isa)) + " (F32 FMA, BF16 weights)").c_str(), sec,
+      row(("phi-serve " + std::string(phi::worker::cpu::IsaName(isa)) + " (F32 FMA, BF16 weights)").c_str(), sec,
           row0_same(y.data(), y1.data()));
     }
 

@@ -32,7 +32,7 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using phi::cpu::CpuModelRunner;
+using phi::worker::cpu::CpuModelRunner;
 using phi::worker::SequenceStep;
 using phi::worker::StepBatch;
 using phi::worker::StepLogits;
@@ -143,9 +143,9 @@ Args Parse(int argc, char** argv) {
       std::exit(2);
     }
   }
-  phi::cpu::KernelPath kp;
+  phi::worker::cpu::KernelPath kp;
   for (const auto& kn : a.kernels) {
-    if (!phi::cpu::ParseKernelPath(kn, &kp)) {
+    if (!phi::worker::cpu::ParseKernelPath(kn, &kp)) {
       std::fprintf(stderr, "--kernels %s: expected auto, avx512bf16, avx512, avx2 or portable (comma-separated)\n",
                    kn.c_str());
       std::exit(2);
@@ -298,13 +298,13 @@ int main(int argc, char** argv) {
   std::vector<Engine> engines;
   for (const std::string& kn : a.kernels) {
   for (const std::string& w : a.weights) {
-    phi::cpu::CpuRunnerOptions opt;
-    opt.weights = w == "f32" ? phi::cpu::WeightFormat::kF32
-                  : w == "int8" ? phi::cpu::WeightFormat::kInt8
-                                : phi::cpu::WeightFormat::kBF16;
+    phi::worker::cpu::CpuRunnerOptions opt;
+    opt.weights = w == "f32" ? phi::worker::cpu::WeightFormat::kF32
+                  : w == "int8" ? phi::worker::cpu::WeightFormat::kInt8
+                                : phi::worker::cpu::WeightFormat::kBF16;
     opt.quantize_lm_head = !a.int8_bf16_lm_head;
     opt.num_threads = a.threads;
-    phi::cpu::ParseKernelPath(kn, &opt.kernel);
+    phi::worker::cpu::ParseKernelPath(kn, &opt.kernel);
     auto t0 = Clock::now();
     auto runner = CpuModelRunner::Create(a.model, opt);
     if (!runner.ok()) {
@@ -367,8 +367,8 @@ int main(int argc, char** argv) {
   }
   const double bwm = Median(bw);
   std::printf("\nCPU: %s, %d threads; phi-serve kernels: %s (best this CPU has: %s)\n", phi::bench::CpuModelName().c_str(),
-              a.threads, std::string(phi::cpu::IsaName(first.isa())).c_str(),
-              std::string(phi::cpu::IsaName(phi::cpu::BestIsa())).c_str());
+              a.threads, std::string(phi::worker::cpu::IsaName(first.isa())).c_str(),
+              std::string(phi::worker::cpu::IsaName(phi::worker::cpu::BestIsa())).c_str());
   std::printf("memory read bandwidth (%d threads, median of %d): %.1f GB/s\n\n", a.threads, a.reps, bwm / 1e9);
   std::printf("| engine (median of %d) | weights in memory | decode b1 tok/s (%% of bw limit) | decode b4 tok/s | "
               "decode b16 tok/s | prefill %d tok/s |\n|---|---|---|---|---|---|\n",

@@ -52,8 +52,8 @@
 namespace {
 
 using Clock = std::chrono::steady_clock;
-using phi::cpu::CpuModelRunner;
-using phi::cpu::WeightFormat;
+using phi::worker::cpu::CpuModelRunner;
+using phi::worker::cpu::WeightFormat;
 using phi::worker::SequenceStep;
 using phi::worker::StepBatch;
 using phi::worker::StepLogits;
@@ -137,8 +137,8 @@ Args Parse(int argc, char** argv) {
   }
   if (a.reference != "bf16" && a.reference != "f32") BadFlag("--reference", a.reference, "bf16 or f32");
   if (a.candidate != "int8") BadFlag("--candidate", a.candidate, "int8");
-  phi::cpu::KernelPath kp;
-  if (!phi::cpu::ParseKernelPath(a.kernels, &kp)) {
+  phi::worker::cpu::KernelPath kp;
+  if (!phi::worker::cpu::ParseKernelPath(a.kernels, &kp)) {
     BadFlag("--kernels", a.kernels, "auto, avx512bf16, avx512, avx2 or portable");
   }
   return a;
@@ -247,15 +247,15 @@ bool SameRow(std::span<const float> a, std::span<const float> b) {
 }
 
 std::unique_ptr<CpuModelRunner> Load(const Args& a, WeightFormat format) {
-  phi::cpu::CpuRunnerOptions opt;
+  phi::worker::cpu::CpuRunnerOptions opt;
   opt.weights = format;
   opt.quantize_lm_head = !a.bf16_lm_head;
   opt.num_threads = a.threads;
-  phi::cpu::ParseKernelPath(a.kernels, &opt.kernel);
+  phi::worker::cpu::ParseKernelPath(a.kernels, &opt.kernel);
   auto r = CpuModelRunner::Create(a.model, opt);
   if (!r.ok()) {
     std::fprintf(stderr, "%s: load (%s) failed: %s\n", a.model.c_str(),
-                 std::string(phi::cpu::WeightFormatName(format)).c_str(), r.status().ToString().c_str());
+                 std::string(phi::worker::cpu::WeightFormatName(format)).c_str(), r.status().ToString().c_str());
     std::exit(1);
   }
   return *std::move(r);
@@ -416,7 +416,7 @@ int main(int argc, char** argv) {
       std::accumulate(identical_prefix.begin(), identical_prefix.end(), 0.0) / static_cast<double>(a.prompts);
   auto pct = [](int64_t k, size_t n) { return n == 0 ? 0.0 : 100.0 * static_cast<double>(k) / static_cast<double>(n); };
 
-  const phi::model::PhiConfig& c = ref->config();
+  const phi::worker::model::PhiConfig& c = ref->config();
   std::printf("\nmodel %s: %d layers, hidden %d, vocab %d (argmax over all rows; prompts from the tokenizer's %d ids); %d prompts "
               "of %d..%d random tokens (seed %llu), %d greedy tokens each, %d prompts per step, %d threads\n\n",
               a.model.c_str(), c.num_hidden_layers, c.hidden_size, vocab, prompt_ids, a.prompts, min_len, a.prompt_len,

@@ -111,10 +111,10 @@ int main(int argc, char** argv) {
   const int requests_per_client = IntFlag(argc, argv, "requests", 2);
   const std::vector<int> concurrency = phi::bench::PositiveIntList(argc, argv, "concurrency", "1,4,16,64");
 
-  phi::cpu::CpuRunnerOptions ro;
+  phi::worker::cpu::CpuRunnerOptions ro;
   ro.num_threads = threads;
-  ro.weights = Flag(argc, argv, "dtype", "bf16") == "f32" ? phi::cpu::WeightFormat::kF32 : phi::cpu::WeightFormat::kBF16;
-  auto runner = phi::cpu::CpuModelRunner::Create(model, ro);
+  ro.weights = Flag(argc, argv, "dtype", "bf16") == "f32" ? phi::worker::cpu::WeightFormat::kF32 : phi::worker::cpu::WeightFormat::kBF16;
+  auto runner = phi::worker::cpu::CpuModelRunner::Create(model, ro);
   if (!runner.ok()) {
     std::fprintf(stderr, "%s\n", runner.status().ToString().c_str());
     return 1;

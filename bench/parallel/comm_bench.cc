@@ -53,16 +53,16 @@ double Median(std::vector<double> v) {
 }
 
 // Runs the per-step pattern on every rank; rank 0 returns the timings.
-Result RunSteps(phi::parallel::Communicator& comm, int tokens, int steps) {
+Result RunSteps(phi::worker::parallel::Communicator& comm, int tokens, int steps) {
   const int n = comm.world_size();
   std::vector<float> act(static_cast<size_t>(tokens) * kHidden, 1.0f);
   const size_t local_vocab = kVocab / n;
   std::vector<float> local_logits(local_vocab, 0.5f), logits(local_vocab * n);
-  phi::parallel::StepChannel channel(&comm);
+  phi::worker::parallel::StepChannel channel(&comm);
   std::vector<int32_t> toks(tokens, 7), blocks((tokens + 15) / 16 + 32, 3);
   phi::worker::StepBatch batch;
   batch.seqs.push_back({.seq_id = 1, .tokens = toks, .start_pos = 500, .block_table = blocks});
-  const std::string msg = phi::parallel::EncodeStep(0, batch);
+  const std::string msg = phi::worker::parallel::EncodeStep(0, batch);
   std::vector<double> layers_us, embed_us, gather_us, bcast_us, candidates_us;
   // One sampled row (temperature 0.8, top_k 40) as the engine asks for it: each rank's top 41
   // of its slice of random logits and its log-sum-exp, merged on every rank.
@@ -78,7 +78,7 @@ Result RunSteps(phi::parallel::Communicator& comm, int tokens, int steps) {
                                .block_table = blocks,
                                .num_candidates = 41,
                                .sampling = {.temperature = 0.8f, .top_k = 40}});
-  phi::parallel::VocabGatherStats stats;
+  phi::worker::parallel::VocabGatherStats stats;
   phi::worker::StepLogits sampled;
   uint64_t res_bytes = 0;
   for (int s = 0; s < steps + 20; ++s) {
@@ -102,7 +102,7 @@ Result RunSteps(phi::parallel::Communicator& comm, int tokens, int steps) {
     sampled.first_row = {0};
     sampled.num_rows = {1};
     const uint64_t bytes_before = stats.bytes_gathered;
-    if (!phi::parallel::GatherVocabSplitLogits(comm, sample_batch, slice.data(), comm.rank() * local_vocab,
+    if (!phi::worker::parallel::GatherVocabSplitLogits(comm, sample_batch, slice.data(), comm.rank() * local_vocab,
                                                local_vocab, kVocab, kVocab, &sampled, &stats)
              .ok()) {
       std::exit(2);
@@ -128,12 +128,12 @@ int main(int argc, char** argv) {
   int steps = 200;
   // Child ranks: comm_bench --rank R N LEADER TOKENS STEPS
   if (argc == 7 && std::strcmp(argv[1], "--rank") == 0) {
-    phi::parallel::GroupOptions o;
+    phi::worker::parallel::GroupOptions o;
     o.rank = std::atoi(argv[2]);
     o.world_size = std::atoi(argv[3]);
     o.leader = argv[4];
     o.op_timeout = std::chrono::seconds(30);
-    auto group = phi::parallel::WorkerGroup::Join(o);
+    auto group = phi::worker::parallel::WorkerGroup::Join(o);
     if (!group.ok()) return 3;
     RunSteps((*group)->host(), std::atoi(argv[5]), std::atoi(argv[6]));
     return 0;
@@ -163,11 +163,11 @@ int main(int argc, char** argv) {
         pid_t pid;
         if (posix_spawn(&pid, argv[0], nullptr, nullptr, cargs.data(), environ) == 0) children.push_back(pid);
       }
-      phi::parallel::GroupOptions o;
+      phi::worker::parallel::GroupOptions o;
       o.world_size = n;
       o.leader = leader;
       o.op_timeout = std::chrono::seconds(30);
-      auto group = phi::parallel::WorkerGroup::Join(o);
+      auto group = phi::worker::parallel::WorkerGroup::Join(o);
       if (!group.ok()) {
         std::fprintf(stderr, "%s\n", group.status().ToString().c_str());
         return 1;

@@ -8,7 +8,7 @@
 
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel::bench {
+namespace phi::worker::parallel::bench {
 
 struct OpTotals {
   uint64_t calls = 0;
@@ -51,6 +51,6 @@ class TimedCommunicator final : public Communicator {
   Communicator* inner_;
 };
 
-}  // namespace phi::parallel::bench
+}  // namespace phi::worker::parallel::bench
 
 #endif  // PHI_BENCH_PARALLEL_TIMED_COMMUNICATOR_H_

@@ -3,7 +3,7 @@
 #include <array>
 #include <utility>
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 struct DTypeInfo {
@@ -79,4 +79,4 @@ float F16ToF32(uint16_t h) {
   return f;
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

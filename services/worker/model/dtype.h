@@ -8,7 +8,7 @@
 #include <cstring>
 #include "absl/strings/string_view.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 enum class DType { kF32, kF16, kBF16, kF64, kI64, kI32, kI16, kI8, kU8, kBool };
 
@@ -36,6 +36,6 @@ inline uint16_t F32ToBf16(float f) {
 
 float F16ToF32(uint16_t h);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_DTYPE_H_

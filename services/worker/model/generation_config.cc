@@ -8,7 +8,7 @@
 #include "nlohmann/json.hpp"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 using nlohmann::json;
@@ -132,4 +132,4 @@ GenerationDefaults DefaultsOf(const GenerationConfig& g) {
   return d;
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

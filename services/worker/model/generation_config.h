@@ -15,7 +15,7 @@
 #include "absl/strings/string_view.h"
 #include "services/worker/model/phi_config.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 // What the file states; an absent or null field stays unset.
 struct GenerationConfig {
@@ -52,6 +52,6 @@ absl::StatusOr<GenerationConfig> LoadGenerationConfig(const std::string& model_d
 // max_length 20) are not added, as vLLM does for its server defaults.
 GenerationDefaults DefaultsOf(const GenerationConfig& g);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_GENERATION_CONFIG_H_

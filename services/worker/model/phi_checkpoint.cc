@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 absl::StatusOr<std::unique_ptr<PhiCheckpoint>> PhiCheckpoint::Open(const std::string& model_dir,
                                                                    const ShardSpec& shard) {
@@ -51,4 +51,4 @@ absl::StatusOr<std::vector<uint16_t>> PhiCheckpoint::ReadBf16(absl::string_view 
   return v;
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

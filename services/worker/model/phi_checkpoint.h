@@ -17,7 +17,7 @@
 #include "services/worker/model/shard_spec.h"
 #include "services/worker/model/tensor_store.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 class PhiCheckpoint {
  public:
@@ -44,6 +44,6 @@ class PhiCheckpoint {
   std::map<std::string, PhiTensorSpec, std::less<>> specs_;
 };
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_PHI_CHECKPOINT_H_

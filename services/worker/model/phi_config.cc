@@ -10,7 +10,7 @@
 #include "nlohmann/json.hpp"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 using nlohmann::json;
@@ -173,4 +173,4 @@ absl::StatusOr<PhiConfig> LoadPhiConfig(const std::string& model_dir) {
   return ParsePhiConfig(text, path);
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

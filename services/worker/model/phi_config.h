@@ -12,7 +12,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 // Every PhiConfig field of transformers' configuration_phi.py; defaults are its defaults.
 struct PhiConfig {
@@ -53,6 +53,6 @@ absl::StatusOr<PhiConfig> LoadPhiConfig(const std::string& model_dir);
 // Reads a whole file into a string; NOT_FOUND / INTERNAL naming the path.
 absl::StatusOr<std::string> ReadFileToString(const std::string& path);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_PHI_CONFIG_H_

@@ -4,7 +4,7 @@
 #include "services/common/status_macros.h"
 #include "services/worker/model/shard_spec.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 FusedPart Part(int layer, const char* module, int64_t offset, int64_t size, bool with_bias) {
@@ -38,4 +38,4 @@ absl::StatusOr<std::vector<float>> FusedOutBias(const PhiCheckpoint& ck, int lay
   return b;
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

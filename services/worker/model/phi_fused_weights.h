@@ -14,7 +14,7 @@
 #include "absl/status/statusor.h"
 #include "services/worker/model/phi_checkpoint.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 // One checkpoint tensor's place in a fused matrix: rows [offset, offset + size) of W_in (and
 // entries of b_in), or columns [offset, offset + size) of W_out.
@@ -34,6 +34,6 @@ std::array<FusedPart, 2> FusedOutParts(int layer, int64_t attn, int64_t fc1);
 // b_out of `layer`: dense.bias + fc2.bias in F32 (both replicated across ranks).
 absl::StatusOr<std::vector<float>> FusedOutBias(const PhiCheckpoint& ck, int layer);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_PHI_FUSED_WEIGHTS_H_

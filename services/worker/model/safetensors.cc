@@ -15,7 +15,7 @@
 #include "nlohmann/json.hpp"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 // The reference implementation caps the header at 100 MB; a larger length is corrupt.
@@ -172,4 +172,4 @@ absl::Status SafetensorsFile::ParseHeader() {
   return CheckNoOverlap(path_, tensors_);
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -15,7 +15,7 @@
 #include "absl/status/statusor.h"
 #include "services/worker/model/dtype.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 struct TensorInfo {
   std::string name;
@@ -60,6 +60,6 @@ class SafetensorsFile {
   std::map<std::string, std::string> metadata_;
 };
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_SAFETENSORS_H_

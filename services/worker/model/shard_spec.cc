@@ -3,7 +3,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 absl::Status ValidateShardSpec(const PhiConfig& config, const ShardSpec& shard) {
   if (shard.world_size < 1 || shard.rank < 0 || shard.rank >= shard.world_size) {
@@ -62,4 +62,4 @@ Slice ShardSlice(const PhiTensorSpec& spec, const ShardSpec& shard) {
   return Slice{axis, part * shard.rank, part * (shard.rank + 1)};
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

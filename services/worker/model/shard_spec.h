@@ -15,7 +15,7 @@
 #include "services/worker/model/phi_config.h"
 #include "services/worker/model/tensor_store.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 struct ShardSpec {
   int32_t rank = 0;
@@ -47,6 +47,6 @@ std::string PhiLayerTensorName(int layer, absl::string_view suffix);
 // The slice `shard` reads of `spec`.
 Slice ShardSlice(const PhiTensorSpec& spec, const ShardSpec& shard);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_SHARD_SPEC_H_

@@ -9,7 +9,7 @@
 #include "services/worker/model/phi_config.h"
 #include "services/common/status_macros.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 bool FileExists(const std::string& path) {
@@ -182,4 +182,4 @@ absl::Status TensorStore::Read(absl::string_view name, const std::vector<int64_t
   return absl::OkStatus();
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -16,7 +16,7 @@
 #include "services/worker/model/dtype.h"
 #include "services/worker/model/safetensors.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 // A contiguous range of one axis; axis -1 means the whole tensor.
 struct Slice {
@@ -57,6 +57,6 @@ class TensorStore {
   std::map<std::string, Entry, std::less<>> index_;
 };
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_TENSOR_STORE_H_

@@ -6,7 +6,7 @@
 #include "nlohmann/json.hpp"
 #include "services/worker/model/phi_config.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 absl::StatusOr<int32_t> LoadTokenizerVocabSize(const std::string& model_dir) {
   const std::string path = model_dir + "/tokenizer.json";
@@ -36,4 +36,4 @@ absl::StatusOr<int32_t> LoadTokenizerVocabSize(const std::string& model_dir) {
   return static_cast<int32_t>(max_id + 1);
 }
 
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -8,12 +8,12 @@
 
 #include "absl/status/statusor.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 
 // 1 + the largest id in `<model_dir>/tokenizer.json` (model vocab and added tokens);
 // 0 when the folder has no tokenizer.json.
 absl::StatusOr<int32_t> LoadTokenizerVocabSize(const std::string& model_dir);
 
-}  // namespace phi::model
+}  // namespace phi::worker::model
 
 #endif  // PHI_SERVICES_WORKER_MODEL_TOKENIZER_SIZE_H_

@@ -18,7 +18,7 @@
 
 #include "absl/status/status.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 enum class DataType {
   kFloat32,
@@ -55,6 +55,6 @@ class Communicator {
   virtual absl::Status Barrier() = 0;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_COMMUNICATOR_H_

@@ -6,7 +6,7 @@
 #include "services/worker/parallel/step_channel.h"
 #include "services/worker/parallel/step_codec.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, FollowerStats* stats,
                          const std::atomic<bool>* stop) {
@@ -59,4 +59,4 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
   return absl::CancelledError(absl::StrCat("follower rank ", host->rank(), ": stopped"));
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -13,7 +13,7 @@
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 struct FollowerStats {
   std::atomic<uint64_t> steps{0};
@@ -24,6 +24,6 @@ struct FollowerStats {
 absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, FollowerStats* stats = nullptr,
                          const std::atomic<bool>* stop = nullptr);
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_FOLLOWER_H_

@@ -18,7 +18,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/worker/parallel/gloo_store.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 GlooCommunicator::GlooCommunicator(int rank, int world_size, std::chrono::milliseconds timeout)
     : rank_(rank), world_size_(world_size), timeout_(timeout) {}
@@ -133,4 +133,4 @@ absl::Status GlooCommunicator::Barrier() {
   });
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -17,7 +17,7 @@ namespace gloo {
 class Context;
 }
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 struct GlooOptions {
   // The address other ranks reach this one at (the pod IP or hostname; loopback in tests).
@@ -59,6 +59,6 @@ class GlooCommunicator final : public Communicator {
   absl::Status broken_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_GLOO_COMMUNICATOR_H_

@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 void GlooKvStore::set(const std::string& key, const std::vector<char>& data) {
   auto status = client_->Set(prefix_ + key, std::string(data.begin(), data.end()));
@@ -32,4 +32,4 @@ void GlooKvStore::wait(const std::vector<std::string>& keys, const std::chrono::
   }
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -12,7 +12,7 @@
 
 #include "services/worker/parallel/kv_client.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class GlooKvStore final : public gloo::rendezvous::Store {
  public:
@@ -32,6 +32,6 @@ class GlooKvStore final : public gloo::rendezvous::Store {
   std::chrono::milliseconds timeout_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_GLOO_STORE_H_

@@ -6,7 +6,7 @@
 #include "phi/v1/internal/rendezvous.grpc.pb.h"
 #include "services/common/status_macros.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 namespace pb = ::phi::v1::internal;
 
@@ -84,4 +84,4 @@ absl::StatusOr<std::vector<std::string>> KvClient::List(const std::string& prefi
   return std::vector<std::string>(resp.keys().begin(), resp.keys().end());
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -12,7 +12,7 @@
 #include "absl/status/status.h"
 #include "absl/status/statusor.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class KvClient {
  public:
@@ -37,6 +37,6 @@ class KvClient {
   std::unique_ptr<Impl> impl_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_KV_CLIENT_H_

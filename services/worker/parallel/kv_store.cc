@@ -2,7 +2,7 @@
 
 #include <utility>
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 void KvStore::Set(const std::string& key, std::string value) {
   {
@@ -56,4 +56,4 @@ void KvStore::Shutdown() {
   changed_.notify_all();
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

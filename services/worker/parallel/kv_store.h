@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class KvStore {
  public:
@@ -35,6 +35,6 @@ class KvStore {
   bool shutdown_ = false;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_KV_STORE_H_

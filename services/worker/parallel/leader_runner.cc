@@ -6,7 +6,7 @@
 #include "services/common/status_macros.h"
 #include "services/worker/parallel/step_codec.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 bool IsGroupFatal(const absl::Status& status) {
   switch (status.code()) {
@@ -108,4 +108,4 @@ uint64_t LeaderRunner::broadcast_bytes() const {
   return channel_.bytes();
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -25,7 +25,7 @@
 #include "services/worker/parallel/communicator.h"
 #include "services/worker/parallel/step_channel.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 struct LeaderOptions {
   // Idle heartbeat period; must be well under the followers' communicator timeout.
@@ -79,6 +79,6 @@ class LeaderRunner final : public worker::ModelRunner {
   std::thread heartbeat_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_LEADER_RUNNER_H_

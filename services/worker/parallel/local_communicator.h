@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class LocalCommunicator final : public Communicator {
  public:
@@ -30,6 +30,6 @@ class LocalCommunicator final : public Communicator {
   absl::Status Barrier() override { return absl::OkStatus(); }
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_LOCAL_COMMUNICATOR_H_

@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -181,4 +181,4 @@ absl::Status NcclCommunicator::Barrier() {
   return Synchronize();
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -18,7 +18,7 @@
 #include "services/worker/parallel/communicator.h"
 #include "services/worker/parallel/kv_client.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 struct NcclOptions {
   int device = 0;                // CUDA device of this rank
@@ -68,6 +68,6 @@ class NcclCommunicator final : public Communicator {
   absl::Status broken_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_NCCL_COMMUNICATOR_H_

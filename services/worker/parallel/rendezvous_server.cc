@@ -9,7 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "phi/v1/internal/rendezvous.grpc.pb.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 namespace pb = ::phi::v1::internal;
 constexpr int64_t kDefaultWaitMs = 30000;
@@ -93,4 +93,4 @@ void RendezvousServer::Shutdown() {
 
 RendezvousServer::~RendezvousServer() { Shutdown(); }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -14,7 +14,7 @@ namespace grpc {
 class Server;
 }
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class RendezvousServer {
  public:
@@ -37,6 +37,6 @@ class RendezvousServer {
   int port_ = 0;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_RENDEZVOUS_SERVER_H_

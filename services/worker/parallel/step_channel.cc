@@ -6,7 +6,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 // A step message is at most a few MiB (tokens + block tables); more means corruption.
 constexpr uint64_t kMaxMessageBytes = 256ull << 20;
@@ -46,4 +46,4 @@ absl::StatusOr<std::string> StepChannel::Receive() {
   return message;
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

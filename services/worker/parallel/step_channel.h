@@ -11,7 +11,7 @@
 #include "absl/status/statusor.h"
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 class StepChannel {
  public:
@@ -34,6 +34,6 @@ class StepChannel {
   uint64_t bytes_ = 0;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_STEP_CHANNEL_H_

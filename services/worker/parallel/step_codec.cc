@@ -5,7 +5,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 constexpr uint32_t kMagic = 0x53494850;  // "PHIS" little-endian
@@ -201,4 +201,4 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
   return m;
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -22,7 +22,7 @@
 #include "absl/status/statusor.h"
 #include "services/worker/engine/model_runner.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 enum class StepKind : uint16_t {
   kHeartbeat = 1,   // nothing to run; proves the leader is alive
@@ -60,6 +60,6 @@ std::string EncodeControl(StepKind kind, uint64_t step_index);  // heartbeat, sh
 // DATA_LOSS naming the offset and field when the bytes are not a message of this version.
 absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes);
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_STEP_CODEC_H_

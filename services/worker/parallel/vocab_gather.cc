@@ -7,7 +7,7 @@
 #include "services/common/status_macros.h"
 #include "services/worker/engine/candidate_record_layout.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 // One rank's candidate record (engine/candidate_record_layout.h).
@@ -195,4 +195,4 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
   return absl::OkStatus();
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

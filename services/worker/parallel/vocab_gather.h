@@ -17,7 +17,7 @@
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 // Running totals, for tests and benchmarks.
 struct VocabGatherStats {
@@ -38,6 +38,6 @@ absl::Status GatherVocabSplitLogits(Communicator& comm, const worker::StepBatch&
                                     int32_t id0, int32_t width, int32_t vocab_size, int32_t vocab_limit,
                                     worker::StepLogits* out, VocabGatherStats* stats);
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_VOCAB_GATHER_H_

@@ -11,7 +11,7 @@
 #include "services/worker/parallel/gloo_communicator.h"
 #include "services/worker/parallel/local_communicator.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 using Clock = std::chrono::steady_clock;
@@ -120,4 +120,4 @@ WorkerGroup::~WorkerGroup() {
   server_.reset();
 }
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

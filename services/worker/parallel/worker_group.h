@@ -17,7 +17,7 @@
 #include "services/worker/parallel/kv_client.h"
 #include "services/worker/parallel/rendezvous_server.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 
 struct GroupOptions {
   int rank = 0;
@@ -61,6 +61,6 @@ class WorkerGroup {
   std::unique_ptr<Communicator> host_;
 };
 
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel
 
 #endif  // PHI_SERVICES_WORKER_PARALLEL_WORKER_GROUP_H_

@@ -26,7 +26,7 @@
 #error "PHI_ORACLE_DIR must name the folder make_oracle.py writes"
 #endif
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 using worker::SequenceStep;
@@ -419,4 +419,4 @@ std::vector<Param> Params() {
 INSTANTIATE_TEST_SUITE_P(Oracle, PhiCpuOracleTest, ::testing::ValuesIn(Params()), ParamName);
 
 }  // namespace
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

@@ -8,7 +8,7 @@
 #include "services/worker/engine/engine.h"
 #include "tests/unit/worker/engine/engine_test_util.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 namespace {
 
 // Only even ids (a stand-in for a grammar's mask; never terminates).
@@ -171,4 +171,4 @@ int RunEngineSamplingScenario(worker::ModelRunner& runner, const std::function<V
   return 0;
 }
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

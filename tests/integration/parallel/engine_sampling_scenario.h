@@ -18,12 +18,12 @@
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/parallel/vocab_gather.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 // `stats` reads the shard runner's running gather totals. Returns 0, or 1 after printing why.
 int RunEngineSamplingScenario(worker::ModelRunner& runner, const std::function<VocabGatherStats()>& stats,
                               const std::string& out_prefix);
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing
 
 #endif  // PHI_TESTS_INTEGRATION_PARALLEL_ENGINE_SAMPLING_SCENARIO_H_

@@ -23,7 +23,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/worker/parallel/rank_processes.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 namespace {
 
 std::string ModelDir() {
@@ -224,4 +224,4 @@ TEST_P(TensorParallelCpuTest, EngineSamplingMatchesOneRankAndGathersOnlyCandidat
 INSTANTIATE_TEST_SUITE_P(WorldSizes, TensorParallelCpuTest, ::testing::Values(2, 4));
 
 }  // namespace
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

@@ -4,7 +4,7 @@
 #include <algorithm>
 #include <cmath>
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 void AttendCausal(const AttentionArgs& a, Isa isa) {
   switch (isa) {
@@ -47,4 +47,4 @@ void attend_causal_portable(const AttentionArgs& a) {
 }
 
 }  // namespace kernels
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

@@ -17,7 +17,7 @@
 
 #include "services/worker/backends/cpu/cpu_features.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 struct AttentionArgs {
   const float* q = nullptr;  // nq rows of head_dim, stride q_stride floats
@@ -45,6 +45,6 @@ void attend_causal_avx2(const AttentionArgs& a);
 void attend_causal_portable(const AttentionArgs& a);
 }  // namespace kernels
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_ATTENTION_H_

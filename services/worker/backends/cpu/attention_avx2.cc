@@ -16,9 +16,9 @@
 #include "services/worker/backends/cpu/attention.h"
 
 #if defined(PHI_NO_AVX2)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void attend_causal_avx2(const AttentionArgs& a) { attend_causal_portable(a); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -28,7 +28,7 @@ void attend_causal_avx2(const AttentionArgs& a) { attend_causal_portable(a); }
 #include "services/worker/backends/cpu/attention_query_tiles.h"
 #include "services/worker/backends/cpu/vec_math_avx2.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 // Walks the keys [0, end) in chunks of at most W that never cross a block:
@@ -271,6 +271,6 @@ void attend_causal_avx2(const AttentionArgs& a) {
   ForEachQueryTile(a, [&](auto qb, int64_t i0) { Tile<decltype(qb)::value>(a, i0); });
 }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX2

@@ -5,9 +5,9 @@
 #include "services/worker/backends/cpu/attention.h"
 
 #if defined(PHI_NO_AVX512)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void attend_causal_avx512(const AttentionArgs& a) { attend_causal_portable(a); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -18,7 +18,7 @@ void attend_causal_avx512(const AttentionArgs& a) { attend_causal_portable(a); }
 #include "services/worker/backends/cpu/vec_math_avx512.h"
 
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 inline __mmask16 FirstLanes(int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << n) - 1); }
@@ -151,6 +151,6 @@ void attend_causal_avx512(const AttentionArgs& a) {
   ForEachQueryTile(a, [&](auto qb, int64_t i0) { Tile<decltype(qb)::value>(a, i0); });
 }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX512

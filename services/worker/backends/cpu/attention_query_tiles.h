@@ -10,7 +10,7 @@
 
 #include "services/worker/backends/cpu/attention.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {  // internal linkage: one private copy per translation unit and instruction set
 
 // tile(std::integral_constant<int, QB>{}, i0) for the queries [i0, i0 + QB) of the run.
@@ -32,6 +32,6 @@ inline void ForEachQueryTile(const AttentionArgs& a, TileFn&& tile) {
 }
 
 }  // namespace
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_ATTENTION_QUERY_TILES_H_

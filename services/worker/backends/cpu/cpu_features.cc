@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 // __builtin_cpu_supports consults CPUID and XCR0 (OS-enabled YMM/ZMM state) via libgcc.
 bool CpuHasAvx512F() {
@@ -99,4 +99,4 @@ absl::StatusOr<Isa> ResolveKernelPath(KernelPath path) {
   return isa;
 }
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

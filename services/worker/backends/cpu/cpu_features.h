@@ -15,7 +15,7 @@
 
 #include "absl/status/statusor.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 enum class Isa {
   kPortable,  // plain C++; any CPU
@@ -48,6 +48,6 @@ bool ParseKernelPath(std::string_view name, KernelPath* out);
 // host has.
 absl::StatusOr<Isa> ResolveKernelPath(KernelPath path);
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_CPU_FEATURES_H_

@@ -7,7 +7,7 @@
 #include "services/worker/backends/cpu/cpu_features.h"
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 std::unique_ptr<uint8_t[], AlignedFree> AlignedAlloc(size_t bytes) {
   const size_t rounded = std::max<size_t>(64, (bytes + 63) / 64 * 64);
@@ -229,4 +229,4 @@ void MatMul::Run(const float* x, int64_t m, int64_t ldx, const PackedMatrix& w, 
   });
 }
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

@@ -13,7 +13,7 @@
 #include "services/worker/backends/cpu/cpu_features.h"
 #include "services/worker/backends/cpu/thread_pool.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 // kInt8: symmetric 8-bit weights with one F32 scale per output feature and K block of
 // kernels::kKBlock columns (w = q * scale, |q| <= 127): the group is the K block of the
@@ -101,6 +101,6 @@ class MatMul {
   size_t bands_bytes_ = 0;
 };
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_H_

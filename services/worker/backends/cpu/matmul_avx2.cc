@@ -11,11 +11,11 @@
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
 #if defined(PHI_NO_AVX2)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void matmul_bf16_avx2(const MatMulArgs& a) { matmul_bf16_portable(a); }
 void matmul_f32_avx2(const MatMulArgs& a) { matmul_f32_portable(a); }
 void matmul_int8_avx2(const MatMulArgs& a) { matmul_int8_portable(a); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -23,7 +23,7 @@ void matmul_int8_avx2(const MatMulArgs& a) { matmul_int8_portable(a); }
 #include <array>
 #include <utility>
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 enum class Format { kF32, kBF16, kInt8 };
@@ -208,6 +208,6 @@ void matmul_bf16_avx2(const MatMulArgs& a) { Run<Format::kBF16>(a); }
 void matmul_f32_avx2(const MatMulArgs& a) { Run<Format::kF32>(a); }
 void matmul_int8_avx2(const MatMulArgs& a) { Run<Format::kInt8>(a); }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX2

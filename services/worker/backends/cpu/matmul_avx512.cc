@@ -18,11 +18,11 @@
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
 #if defined(PHI_NO_AVX512)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void matmul_bf16_avx512(const MatMulArgs& a) { matmul_bf16_portable(a); }
 void matmul_f32_avx512(const MatMulArgs& a) { matmul_f32_portable(a); }
 void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -34,7 +34,7 @@ void matmul_int8_avx512(const MatMulArgs& a) { matmul_int8_portable(a); }
 
 #include "services/worker/backends/cpu/matmul_avx512_shared.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 constexpr int64_t kPrefetchLines = 32;
@@ -123,6 +123,6 @@ void matmul_bf16_avx512(const MatMulArgs& a) { Run<Format::kBF16>(a); }
 void matmul_f32_avx512(const MatMulArgs& a) { Run<Format::kF32>(a); }
 void matmul_int8_avx512(const MatMulArgs& a) { Run<Format::kInt8>(a); }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX512

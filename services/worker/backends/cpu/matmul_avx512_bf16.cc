@@ -18,7 +18,7 @@
 #if defined(PHI_NO_AVX512)
 #include <cstring>
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 
 // Never called (no CPU without AVX-512 reports AVX512_BF16); kept linkable and correct.
 void pack_bands_bf16_pairs(const float* x, int64_t m, int64_t ldx, int64_t k, int64_t band_rows, int64_t b0,
@@ -44,7 +44,7 @@ void pack_bands_bf16_pairs(const float* x, int64_t m, int64_t ldx, int64_t k, in
 
 void matmul_bf16dot_avx512bf16(const MatMulArgs& a) { matmul_bf16_portable(a); }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -55,7 +55,7 @@ void matmul_bf16dot_avx512bf16(const MatMulArgs& a) { matmul_bf16_portable(a); }
 
 #include "services/worker/backends/cpu/matmul_avx512_shared.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 constexpr int64_t kPrefetchLines = 32;  // 2 KB ahead per panel, as matmul_avx512.cc
@@ -161,6 +161,6 @@ void matmul_bf16dot_avx512bf16(const MatMulArgs& a) {
   RunTiles(a, kTiles);
 }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX512

@@ -21,7 +21,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {  // internal linkage: one private copy per AVX-512 translation unit
 
 // 16 outputs of row m from column n: the first block's sum gets the bias, then the old y
@@ -91,6 +91,6 @@ inline void RunTiles(const MatMulArgs& a, const TileTables& t) {
 }
 
 }  // namespace
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_AVX512_SHARED_H_

@@ -37,7 +37,7 @@
 
 #include <cstdint>
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 
 constexpr int64_t kPanel = 32;     // output features per panel
 constexpr int64_t kKBlock = 1024;  // K block of the arithmetic contract (and INT8's scale group)
@@ -102,6 +102,6 @@ void matmul_bf16_portable(const MatMulArgs& a);
 void matmul_f32_portable(const MatMulArgs& a);
 void matmul_int8_portable(const MatMulArgs& a);
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_MATMUL_KERNELS_H_

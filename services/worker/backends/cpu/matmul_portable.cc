@@ -8,7 +8,7 @@
 
 #include "services/worker/backends/cpu/matmul_kernels.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 enum class Format { kF32, kBF16, kInt8 };
@@ -96,4 +96,4 @@ void matmul_bf16_portable(const MatMulArgs& a) { Run<Format::kBF16>(a); }
 void matmul_f32_portable(const MatMulArgs& a) { Run<Format::kF32>(a); }
 void matmul_int8_portable(const MatMulArgs& a) { Run<Format::kInt8>(a); }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels

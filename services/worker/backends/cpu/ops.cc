@@ -11,7 +11,7 @@
 #define PHI_CLONES
 #endif
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 // exp(x) for x in float range: Cephes expf's range reduction and polynomial (~1 ulp),
@@ -92,4 +92,4 @@ void GeluNew(const float* x, int64_t n, float* y, Isa isa) {
   }
 }
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

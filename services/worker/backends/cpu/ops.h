@@ -12,7 +12,7 @@
 
 #include "services/worker/backends/cpu/cpu_features.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 // y = (x - mean) / sqrt(var + eps) * gamma + beta over n >= 1 elements (torch.nn.LayerNorm,
 // biased variance). Statistics in double, two passes (mean, then the sum of squared
@@ -47,6 +47,6 @@ void GeluNew(const float* x, int64_t n, float* y, Isa isa);
 // products, so its last bit can differ between hosts (not between Isas on one host).
 void Rotary(float* v, const float* cos, const float* sin, int half);
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_OPS_H_

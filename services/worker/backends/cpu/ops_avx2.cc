@@ -5,12 +5,12 @@
 #include "services/worker/backends/cpu/ops.h"
 
 #if defined(PHI_NO_AVX2)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void layer_norm_avx2(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y) {
   layer_norm_portable(x, gamma, beta, eps, n, y);
 }
 void gelu_new_avx2(const float* x, int64_t n, float* y) { gelu_new_portable(x, n, y); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -19,7 +19,7 @@ void gelu_new_avx2(const float* x, int64_t n, float* y) { gelu_new_portable(x, n
 
 #include "services/worker/backends/cpu/vec_math_avx2.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 inline __m256 GeluNew8(__m256 v) {
@@ -94,6 +94,6 @@ void gelu_new_avx2(const float* x, int64_t n, float* y) {
   }
 }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX2

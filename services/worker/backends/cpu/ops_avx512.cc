@@ -5,12 +5,12 @@
 #include "services/worker/backends/cpu/ops.h"
 
 #if defined(PHI_NO_AVX512)
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 void layer_norm_avx512(const float* x, const float* gamma, const float* beta, double eps, int64_t n, float* y) {
   layer_norm_portable(x, gamma, beta, eps, n, y);
 }
 void gelu_new_avx512(const float* x, int64_t n, float* y) { gelu_new_portable(x, n, y); }
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 #else
 
 #include <immintrin.h>
@@ -19,7 +19,7 @@ void gelu_new_avx512(const float* x, int64_t n, float* y) { gelu_new_portable(x,
 
 #include "services/worker/backends/cpu/vec_math_avx512.h"
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {
 
 // (lanes 0..3 + lanes 4..7), then its halves, then lane 0 + lane 1: ReduceAdd8d's order
@@ -74,6 +74,6 @@ void gelu_new_avx512(const float* x, int64_t n, float* y) {
   }
 }
 
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_NO_AVX512

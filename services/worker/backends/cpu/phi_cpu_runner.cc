@@ -14,7 +14,7 @@
 #include "services/worker/model/shard_spec.h"
 #include "services/worker/model/tokenizer_size.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 using model::DType;
@@ -476,4 +476,4 @@ absl::Status CpuModelRunner::Step(const worker::StepBatch& batch, worker::StepLo
   return Logits(batch, st, comm, out);
 }
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

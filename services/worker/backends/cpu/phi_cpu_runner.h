@@ -4,7 +4,7 @@
 // x += [attn(q,k,v) | gelu_new(fc1)] W_out^T + (b_dense + b_fc2)   (the parallel block).
 //
 // Usage:
-//   PHI_ASSIGN_OR_RETURN(auto runner, phi::cpu::CpuModelRunner::Create(model_dir, {}));
+//   PHI_ASSIGN_OR_RETURN(auto runner, phi::worker::cpu::CpuModelRunner::Create(model_dir, {}));
 //   PHI_RETURN_IF_ERROR(runner->AllocateKvCache({.num_blocks = 256, .block_size = 16}));
 //   PHI_RETURN_IF_ERROR(runner->Step(batch, &logits));
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CPU_PHI_CPU_RUNNER_H_
@@ -23,7 +23,7 @@
 #include "services/worker/parallel/communicator.h"
 #include "services/worker/parallel/vocab_gather.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 struct CpuRunnerOptions {
   // kInt8: every linear layer quantized at load from the checkpoint's F32/BF16/F16 weights
@@ -145,6 +145,6 @@ class CpuModelRunner final : public worker::ModelRunner {
   parallel::VocabGatherStats vocab_gather_stats_;
 };
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_PHI_CPU_RUNNER_H_

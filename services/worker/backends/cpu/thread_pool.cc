@@ -6,7 +6,7 @@
 #include <immintrin.h>
 #endif
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 inline void CpuRelax() {
@@ -105,4 +105,4 @@ void ThreadPool::ParallelFor(int64_t n, int64_t grain, const std::function<void(
   });
 }
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

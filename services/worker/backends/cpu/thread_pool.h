@@ -12,7 +12,7 @@
 #include <thread>
 #include <vector>
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 
 class ThreadPool {
  public:
@@ -45,6 +45,6 @@ class ThreadPool {
   bool stop_ = false;
 };
 
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_THREAD_POOL_H_

@@ -12,7 +12,7 @@
 
 #include <cstdint>
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {  // internal linkage: one private copy per AVX2 translation unit
 
 inline __m256 Set(float v) { return _mm256_set1_ps(v); }
@@ -77,6 +77,6 @@ inline double ReduceAdd8d(__m256d lo, __m256d hi) {
 }
 
 }  // namespace
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_VEC_MATH_AVX2_H_

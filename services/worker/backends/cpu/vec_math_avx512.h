@@ -13,7 +13,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-namespace phi::cpu::kernels {
+namespace phi::worker::cpu::kernels {
 namespace {  // internal linkage: one private copy per AVX-512 translation unit
 
 inline __m512 Set(float v) { return _mm512_set1_ps(v); }
@@ -39,6 +39,6 @@ inline __m512 Exp16(__m512 in) {
 }
 
 }  // namespace
-}  // namespace phi::cpu::kernels
+}  // namespace phi::worker::cpu::kernels
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CPU_VEC_MATH_AVX512_H_

@@ -14,7 +14,7 @@
 
 #include "services/worker/backends/cpu/cpu_features.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 constexpr float kNaN = std::numeric_limits<float>::quiet_NaN();
@@ -198,4 +198,4 @@ TEST(AttentionTest, Avx2EqualsAvx512BitForBit) {
 }
 
 }  // namespace
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

@@ -19,7 +19,7 @@
 #include "services/worker/backends/cpu/cpu_features.h"
 #include "services/worker/model/dtype.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 struct Case {
@@ -348,4 +348,4 @@ TEST(ThreadPoolTest, ParallelForCoversRangeOnceInGrains) {
 }
 
 }  // namespace
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

@@ -12,7 +12,7 @@
 
 #include "services/worker/backends/cpu/cpu_features.h"
 
-namespace phi::cpu {
+namespace phi::worker::cpu {
 namespace {
 
 // Lengths around the 8- and 16-lane widths, a Phi-1.5 row (2048) and odd ones.
@@ -166,4 +166,4 @@ TEST(OpsTest, RotaryRotatesPairs) {
 }
 
 }  // namespace
-}  // namespace phi::cpu
+}  // namespace phi::worker::cpu

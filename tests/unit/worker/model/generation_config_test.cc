@@ -4,7 +4,7 @@
 
 #include <string>
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 GenerationConfig ParseOk(const std::string& text) {
@@ -98,4 +98,4 @@ TEST(GenerationConfigTest, RefusesWhatIsNotAnObject) {
 }
 
 }  // namespace
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -10,7 +10,7 @@
 #include "services/worker/model/phi_fused_weights.h"
 #include "tests/unit/worker/model/safetensors_writer.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 using testing::F32Tensor;
@@ -258,4 +258,4 @@ TEST_F(PhiCheckpointTest, FusedPartsTileTheShardsMatrices) {
 }
 
 }  // namespace
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -4,7 +4,7 @@
 
 #include "nlohmann/json.hpp"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 nlohmann::json Phi15() {
@@ -79,4 +79,4 @@ TEST(PhiConfigTest, RefusesBadJson) {
 }
 
 }  // namespace
-}  // namespace phi::model
+}  // namespace phi::worker::model

@@ -8,7 +8,7 @@
 #include "services/worker/model/dtype.h"
 #include "tests/unit/worker/model/safetensors_writer.h"
 
-namespace phi::model {
+namespace phi::worker::model {
 namespace {
 
 using testing::F32Tensor;
@@ -176,4 +176,4 @@ TEST(DTypeTest, F16Conversion) {
 }
 
 }  // namespace
-}  // namespace phi::model
+}  // namespace phi::worker::model

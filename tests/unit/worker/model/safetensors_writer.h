@@ -10,7 +10,7 @@
 
 #include "nlohmann/json.hpp"
 
-namespace phi::model::testing {
+namespace phi::worker::model::testing {
 
 struct RawTensor {
   std::string name;
@@ -52,6 +52,6 @@ inline void WriteSafetensors(const std::string& path, const std::vector<RawTenso
   WriteRaw(path, HeaderFor(tensors).dump(), tensors);
 }
 
-}  // namespace phi::model::testing
+}  // namespace phi::worker::model::testing
 
 #endif  // PHI_TESTS_UNIT_WORKER_MODEL_SAFETENSORS_WRITER_H_

@@ -27,7 +27,7 @@
 
 namespace {
 
-using phi::parallel::Communicator;
+using phi::worker::parallel::Communicator;
 
 // Integer-valued floats: sums are exact in any order, so results compare with ==.
 std::vector<float> RankData(uint64_t seed, int rank, size_t n) {
@@ -120,13 +120,13 @@ int main(int argc, char** argv) {
     return 1;
   }
   const std::string mode = argv[1];
-  phi::parallel::GroupOptions options;
+  phi::worker::parallel::GroupOptions options;
   options.rank = std::atoi(argv[2]);
   options.world_size = std::atoi(argv[3]);
   options.leader = argv[4];
   if (argc > 5) options.join_timeout = std::chrono::milliseconds(std::atoi(argv[5]));
   if (argc > 6) options.op_timeout = std::chrono::milliseconds(std::atoi(argv[6]));
-  auto group = phi::parallel::WorkerGroup::Join(options);
+  auto group = phi::worker::parallel::WorkerGroup::Join(options);
   if (!group.ok()) {
     std::fprintf(stderr, "JOIN_FAILED %s\n", group.status().ToString().c_str());
     return 3;

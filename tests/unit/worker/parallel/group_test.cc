@@ -14,7 +14,7 @@
 #include "gtest/gtest.h"
 #include "tests/unit/worker/parallel/rank_processes.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 namespace {
 
 using ::testing::HasSubstr;
@@ -126,4 +126,4 @@ TEST(StalledPeerTest, StalledPeerTimesOutWithin5s) {
 }
 
 }  // namespace
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

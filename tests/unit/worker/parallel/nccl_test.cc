@@ -13,7 +13,7 @@
 #include "services/worker/parallel/nccl_communicator.h"
 #include "services/worker/parallel/rendezvous_server.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 using namespace std::chrono_literals;
@@ -102,4 +102,4 @@ TEST_F(NcclTest, FollowerWithoutUniqueIdTimesOut) {
 }
 
 }  // namespace
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -16,7 +16,7 @@
 
 extern char** environ;
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 int FreePort() {
   int fd = socket(AF_INET, SOCK_STREAM, 0);
@@ -108,4 +108,4 @@ RankGroup::~RankGroup() {
   }
 }
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

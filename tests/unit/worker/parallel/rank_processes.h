@@ -9,7 +9,7 @@
 #include <string>
 #include <vector>
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 // A free TCP port on 127.0.0.1 (bound, read, released).
 int FreePort();
@@ -45,6 +45,6 @@ class RankGroup {
   std::chrono::steady_clock::time_point start_ = std::chrono::steady_clock::now();
 };
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing
 
 #endif  // PHI_TESTS_UNIT_WORKER_PARALLEL_RANK_PROCESSES_H_

@@ -10,7 +10,7 @@
 #include "services/worker/parallel/rendezvous_server.h"
 #include "services/worker/parallel/worker_group.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 using ::testing::ElementsAre;
@@ -135,4 +135,4 @@ TEST(WorkerGroupTest, BadRankAndWorldSizeRefused) {
 }
 
 }  // namespace
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

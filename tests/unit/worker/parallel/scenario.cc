@@ -9,7 +9,7 @@
 #include <thread>
 #include <vector>
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 namespace {
 
 int32_t Argmax(std::span<const float> row) {
@@ -82,4 +82,4 @@ int RunScenario(worker::ModelRunner& runner, const std::string& out_prefix) {
 }
 
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

@@ -9,7 +9,7 @@
 
 #include "services/worker/engine/model_runner.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 // KV cache the scenario needs: block size 4, 40 blocks (AllocateKvCache it first).
 inline constexpr int32_t kScenarioBlockSize = 4;
@@ -21,6 +21,6 @@ inline constexpr int kScenarioSteps = 12;
 // Returns 0, or 1 after printing the failed step to stderr.
 int RunScenario(worker::ModelRunner& runner, const std::string& out_prefix);
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing
 
 #endif  // PHI_TESTS_UNIT_WORKER_PARALLEL_SCENARIO_H_

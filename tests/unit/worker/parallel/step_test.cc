@@ -18,7 +18,7 @@
 #include "services/worker/parallel/step_codec.h"
 #include "tests/unit/worker/parallel/rank_processes.h"
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 using ::testing::HasSubstr;
@@ -244,4 +244,4 @@ TEST(LeaderDiesTest, FollowersExitNonZeroWithin5s) {
 }
 
 }  // namespace
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

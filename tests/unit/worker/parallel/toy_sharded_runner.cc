@@ -4,7 +4,7 @@
 
 #include "absl/strings/str_cat.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 ToyShardedRunner::ToyShardedRunner(Communicator* comm, ToyConfig config) : comm_(comm), c_(config) {
   shape_.vocab_size = c_.vocab;
@@ -152,4 +152,4 @@ absl::Status ToyShardedRunner::Step(const worker::StepBatch& batch, worker::Step
   return absl::OkStatus();
 }
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing

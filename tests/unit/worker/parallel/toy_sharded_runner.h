@@ -12,7 +12,7 @@
 #include "services/worker/engine/model_runner.h"
 #include "services/worker/parallel/communicator.h"
 
-namespace phi::parallel::testing {
+namespace phi::worker::parallel::testing {
 
 struct ToyConfig {
   int32_t vocab = 96;
@@ -48,6 +48,6 @@ class ToyShardedRunner final : public worker::ModelRunner {
   uint64_t all_reduce_calls_ = 0, all_reduce_bytes_ = 0;
 };
 
-}  // namespace phi::parallel::testing
+}  // namespace phi::worker::parallel::testing
 
 #endif  // PHI_TESTS_UNIT_WORKER_PARALLEL_TOY_SHARDED_RUNNER_H_

@@ -12,7 +12,7 @@
 
 #include <gtest/gtest.h>
 
-namespace phi::parallel {
+namespace phi::worker::parallel {
 namespace {
 
 // The all-gather of N threads: each writes its share into a common buffer, then copies all.
@@ -157,4 +157,4 @@ TEST(VocabGatherTest, TiesAtTheCutFallBackToTheWholeRowOnEveryRank) {
 }
 
 }  // namespace
-}  // namespace phi::parallel
+}  // namespace phi::worker::parallel

@@ -4,7 +4,7 @@
 // prefix-aware routing (GetStatusResponse.cached_block_hashes), so the definition is part of the
 // contract between the two (target phi_prefix_hash, header-only):
 //
-//   h = parent (kPrefixHashRoot for block 0)
+//   h = parent (for block 0: PrefixHashRoot(adapter), kPrefixHashRoot for the base model)
 //   for each token t of the block: h = (h ^ uint32(t)) * 0x100000001b3   (FNV-1a step, 64-bit)
 //   hash = SplitMix64(h)                                                   (final avalanche)
 #ifndef PHI_SERVICES_COMMON_PREFIX_HASH_H_
@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <vector>
 
 namespace phi::common {
@@ -31,12 +32,22 @@ inline uint64_t ChainBlockHash(uint64_t parent, std::span<const int32_t> block_t
   return SplitMix64(h);
 }
 
-// Hashes of the first `num_blocks` full blocks of `tokens`.
+// The root of a chain: KV computed under a LoRA adapter differs from the base model's, so the
+// adapter's name (empty: the base model) seeds the chain and two adapters never share a block.
+//   root = SplitMix64(FNV-1a over the name's bytes, from kPrefixHashRoot)
+inline uint64_t PrefixHashRoot(std::string_view adapter) {
+  if (adapter.empty()) return kPrefixHashRoot;
+  uint64_t h = kPrefixHashRoot;
+  for (char c : adapter) h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return SplitMix64(h);
+}
+
+// Hashes of the first `num_blocks` full blocks of `tokens`, a chain from `root`.
 inline std::vector<uint64_t> PrefixBlockHashes(std::span<const int32_t> tokens, int32_t block_size,
-                                               int32_t num_blocks) {
+                                               int32_t num_blocks, uint64_t root = kPrefixHashRoot) {
   std::vector<uint64_t> hashes;
   hashes.reserve(num_blocks);
-  uint64_t h = kPrefixHashRoot;
+  uint64_t h = root;
   for (int32_t b = 0; b < num_blocks; ++b) {
     h = ChainBlockHash(h, tokens.subspan(static_cast<size_t>(b) * block_size, block_size));
     hashes.push_back(h);

@@ -48,6 +48,20 @@ struct EngineOptions {
   // INTERNAL). The worker turns NOT_SERVING: a backend fault (e.g. a sticky CUDA error) must
   // take it out of rotation rather than fail every request that reaches it.
   std::function<void(const absl::Status&)> on_step_failure;
+  // LoRA adapters registered at once (AddAdapter beyond it: RESOURCE_EXHAUSTED). Those
+  // installed in the runner at once are the runner's max_adapter_slots().
+  int32_t max_adapters = 64;
+};
+
+// A registered LoRA adapter as Engine::Adapters() reports it.
+struct AdapterInfo {
+  std::string name;
+  std::string path;
+  std::string base_model;  // adapter_config.json base_model_name_or_path (may be empty)
+  int32_t rank = 0;
+  std::vector<std::string> target_modules;  // PEFT names, in LoraModule order
+  bool resident = false;   // installed in one of the runner's slots
+  int32_t requests = 0;    // waiting or running requests that use it
 };
 
 struct EngineStatus {
@@ -70,6 +84,19 @@ class Engine {
   // sampling.temperature, sampling.logit_bias[id], stopping.min_new_tokens, ...); RESOURCE_EXHAUSTED when the queue is
   // full or the request could never fit in the KV cache; UNAVAILABLE after StopAdmitting.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
+
+  // LoRA adapters (services/worker/lora), thread-safe. A request names one in
+  // GenerationRequest::adapter (Submit: NOT_FOUND when none has that name). The engine
+  // installs an adapter into a free runner slot when a request needs it, evicting the least
+  // recently used adapter that no request uses; when every slot is held by adapters in use,
+  // Submit answers RESOURCE_EXHAUSTED naming the slot count. Each request holds its adapter's
+  // slot from Submit to its end.
+  // AddAdapter: ALREADY_EXISTS for a name in use, RESOURCE_EXHAUSTED past max_adapters,
+  // FAILED_PRECONDITION when the runner has no slots. RemoveAdapter: NOT_FOUND; requests
+  // already using the adapter finish with it, later ones get NOT_FOUND.
+  absl::Status AddAdapter(std::shared_ptr<const lora::LoraAdapter> adapter);
+  absl::Status RemoveAdapter(const std::string& name);
+  std::vector<AdapterInfo> Adapters() const;
 
   // Cancels a waiting or running request by id; NOT_FOUND when there is none.
   absl::Status Cancel(const std::string& request_id);

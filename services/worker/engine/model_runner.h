@@ -8,10 +8,16 @@
 #include <span>
 #include <vector>
 
+#include <memory>
+
 #include "absl/status/status.h"
 #include "services/worker/engine/sampler.h"
 
 namespace phi::worker {
+
+namespace lora {
+struct LoraAdapter;
+}
 
 // What the engine needs to know about the model behind a runner.
 struct ModelShape {
@@ -50,6 +56,9 @@ struct SequenceStep {
   int32_t num_candidates = 0;
   SamplingOptions sampling;  // used with num_candidates > 0, to check the candidates suffice
   bool logprobs = false;     // with num_candidates: the candidates must carry the log-sum-exp
+  // 0: the base model; 1..max_adapter_slots(): the LoRA adapter installed in that slot
+  // (SetAdapter). A batch may mix slots; each sequence's result is the same as alone.
+  int32_t adapter_slot = 0;
 };
 
 struct StepBatch {
@@ -94,6 +103,18 @@ class ModelRunner {
   // cache blocks of their tables and fills `out`. Positions past
   // max_position_embeddings are refused with INVALID_ARGUMENT.
   virtual absl::Status Step(const StepBatch& batch, StepLogits* out) = 0;
+
+  // LoRA adapter slots (services/worker/lora): how many adapters this runner holds at once
+  // (0: it serves none), and installing one. SetAdapter puts the whole model's `adapter` (the
+  // runner takes its tensor-parallel slice) into `slot` in [1, max_adapter_slots()],
+  // replacing what was there; null empties the slot. Called between steps, never during one;
+  // no sequence of the next Step may name an empty slot (INVALID_ARGUMENT).
+  virtual int32_t max_adapter_slots() const { return 0; }
+  virtual absl::Status SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) {
+    (void)slot;
+    (void)adapter;
+    return absl::UnimplementedError("this backend serves no LoRA adapters");
+  }
 };
 
 }  // namespace phi::worker

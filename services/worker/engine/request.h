@@ -55,6 +55,8 @@ struct GenerationRequest {
   std::vector<TokenBias> logit_bias;
   // Constrained decoding (null: free). Owned by this request's sequence.
   std::shared_ptr<TokenConstraint> constraint;
+  // A LoRA adapter added with Engine::AddAdapter, by name; empty: the base model.
+  std::string adapter;
 };
 
 struct PositionLogprob {

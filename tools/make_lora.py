@@ -42,7 +42,7 @@ def parse_targets(spec):
     bad = [t for t in names if t not in MODULES]
     if not names or bad:
         raise argparse.ArgumentTypeError(
-            f"--targets: {', '.join(bad) or 'empty'}: expected all, attention, mlp or a comma list of "
+            f"{', '.join(bad) or 'empty'}: expected all, attention, mlp or a comma list of "
             f"{', '.join(MODULES)}")
     return sorted(set(names), key=MODULES.index)
 

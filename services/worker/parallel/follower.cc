@@ -8,8 +8,20 @@
 
 namespace phi::worker::parallel {
 
+namespace {
+
+// What this rank installs for a kSetAdapter: the adapter read from its folder, null to clear.
+absl::StatusOr<std::shared_ptr<const lora::LoraAdapter>> AdapterFor(const StepMessage& message,
+                                                                    const AdapterLoader& load_adapter) {
+  if (message.adapter_path.empty()) return nullptr;
+  if (!load_adapter) return absl::FailedPreconditionError("this rank was started without an adapter loader");
+  return load_adapter(message.adapter_name, message.adapter_path);
+}
+
+}  // namespace
+
 absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, FollowerStats* stats,
-                         const std::atomic<bool>* stop) {
+                         const std::atomic<bool>* stop, AdapterLoader load_adapter) {
   if (host->rank() == 0) return absl::FailedPreconditionError("RunFollower: rank 0 is the leader");
   StepChannel channel(host);
   worker::StepLogits logits;
@@ -39,6 +51,16 @@ absl::Status RunFollower(worker::ModelRunner* shard, Communicator* host, Followe
                                                      message.kv.num_blocks, " blocks: ", s.message()));
         }
         break;
+      case StepKind::kSetAdapter: {
+        absl::StatusOr<absl::Status> group =
+            InstallAdapterOnGroup(shard, host, message.adapter_slot, AdapterFor(message, load_adapter));
+        if (!group.ok()) {
+          return absl::UnavailableError(absl::StrCat("follower rank ", host->rank(), ": adapter slot ",
+                                                     message.adapter_slot, ": ", group.status().message()));
+        }
+        if (stats) ++stats->adapters_set;
+        break;
+      }
       case StepKind::kStep: {
         // A gap means this rank's KV cache no longer matches the leader's.
         if (message.step_index != expected_index) {

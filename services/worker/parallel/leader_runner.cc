@@ -4,6 +4,8 @@
 
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
+#include "services/worker/lora/lora_adapter.h"
+#include "services/worker/parallel/adapter_install.h"
 #include "services/worker/parallel/step_codec.h"
 
 namespace phi::worker::parallel {
@@ -66,6 +68,26 @@ absl::Status LeaderRunner::Step(const worker::StepBatch& batch, worker::StepLogi
   // long step is not followed by a needless heartbeat ahead of the next one.
   last_send_ = std::chrono::steady_clock::now();
   return s;
+}
+
+absl::Status LeaderRunner::SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (host_->world_size() == 1) return shard_->SetAdapter(slot, std::move(adapter));
+  // Refused here, before any rank is told: the slots are the same on every rank.
+  if (slot < 1 || slot > shard_->max_adapter_slots()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter slot ", slot, " is outside [1, ", shard_->max_adapter_slots(), "]"));
+  }
+  if (adapter != nullptr && adapter->path.empty()) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("adapter '", adapter->name, "': no folder to read it from on the other ranks"));
+  }
+  PHI_RETURN_IF_ERROR(SendLocked(adapter == nullptr ? EncodeSetAdapter(step_index_, slot, "", "")
+                                                    : EncodeSetAdapter(step_index_, slot, adapter->name, adapter->path)));
+  absl::StatusOr<absl::Status> group = InstallAdapterOnGroup(shard_, host_, slot, std::move(adapter));
+  if (!group.ok()) return Broken(group.status());
+  last_send_ = std::chrono::steady_clock::now();
+  return *group;
 }
 
 void LeaderRunner::HeartbeatLoop() {

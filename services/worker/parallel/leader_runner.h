@@ -5,6 +5,11 @@
 // (a broadcast and a barrier) so that followers can tell a quiet leader from a dead one and
 // the leader notices a dead follower before the next request arrives.
 //
+// LoRA adapters: SetAdapter broadcasts the adapter's slot, name and folder; every follower
+// reads the folder itself and installs its slice, and the ranks' outcomes are all-gathered
+// (adapter_install.h): a rank that cannot read the adapter makes SetAdapter fail with its
+// status, the slot empty on every rank, while the group keeps serving.
+//
 // Failure: when a broadcast or the shard's own collectives fail (a rank died or stalled
 // past the communicator's timeout) the runner turns broken: that Step and every later one
 // answer UNAVAILABLE, and `on_failure` runs once (the service marks itself NOT_SERVING,
@@ -48,6 +53,11 @@ class LeaderRunner final : public worker::ModelRunner {
   absl::Status AllocateKvCache(const worker::KvCacheSpec& spec) override;
   int64_t KvBlockBytes(int32_t block_size) const override { return shard_->KvBlockBytes(block_size); }
   absl::Status Step(const worker::StepBatch& batch, worker::StepLogits* out) override;
+  // The shard's slots (every rank runs with the same --max-loras).
+  int32_t max_adapter_slots() const override { return shard_->max_adapter_slots(); }
+  // Followers read adapter->path themselves, bounded by the communicator's timeout
+  // (--tp-timeout-ms): the leader waits for their outcome in an all-gather.
+  absl::Status SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) override;
 
   // Tells the followers to exit 0 and stops heartbeats. Idempotent.
   void Shutdown();

@@ -9,10 +9,12 @@ namespace phi::worker::parallel {
 namespace {
 
 constexpr uint32_t kMagic = 0x53494850;  // "PHIS" little-endian
-constexpr uint16_t kVersion = 2;
+constexpr uint16_t kVersion = 3;
 // An upper bound that no real step reaches (tokens per step are a few thousand): a
 // corrupt count must not make us allocate gigabytes.
 constexpr uint32_t kMaxCount = 1u << 24;
+// kSetAdapter's name and path: 128 and 4096 bytes at most (worker.proto), with room to spare.
+constexpr uint32_t kMaxStringBytes = 1u << 16;
 
 class Writer {
  public:
@@ -22,6 +24,7 @@ class Writer {
     std::memcpy(b, &v, sizeof(T));  // x86-64 and aarch64 are little-endian
     out_.append(b, sizeof(T));
   }
+  void PutBytes(std::string_view v) { out_.append(v.data(), v.size()); }
   void PutInts(std::span<const int32_t> v) {
     out_.append(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(int32_t));
   }
@@ -47,6 +50,12 @@ class Reader {
     v->resize(n);
     std::memcpy(v->data(), in_.data() + pos_, bytes);
     pos_ += bytes;
+    return absl::OkStatus();
+  }
+  absl::Status GetBytes(std::string* v, uint32_t n, const char* field) {
+    if (in_.size() - pos_ < n) return Short(field, n);
+    v->assign(in_.data() + pos_, n);
+    pos_ += n;
     return absl::OkStatus();
   }
   size_t pos() const { return pos_; }
@@ -76,6 +85,7 @@ const char* StepKindName(StepKind kind) {
     case StepKind::kAllocateKv: return "allocate-kv";
     case StepKind::kStep: return "step";
     case StepKind::kShutdown: return "shutdown";
+    case StepKind::kSetAdapter: return "set-adapter";
   }
   return "unknown";
 }
@@ -90,6 +100,7 @@ worker::StepBatch StepMessage::batch() const {
     step.start_pos = s.start_pos;
     step.block_table = s.block_table;
     step.all_logits = s.all_logits;
+    step.adapter_slot = s.adapter_slot;
     step.num_candidates = s.num_candidates;
     step.sampling = s.sampling;
     step.logprobs = s.logprobs;
@@ -106,6 +117,7 @@ std::string EncodeStep(uint64_t step_index, const worker::StepBatch& batch) {
     w.Put<uint64_t>(s.seq_id);
     w.Put<int32_t>(s.start_pos);
     w.Put<uint8_t>(s.all_logits ? 1 : 0);
+    w.Put<int32_t>(s.adapter_slot);
     w.Put<int32_t>(s.num_candidates);
     if (s.num_candidates > 0) {
       w.Put<float>(s.sampling.temperature);
@@ -127,6 +139,17 @@ std::string EncodeAllocateKv(uint64_t step_index, const worker::KvCacheSpec& kv)
   PutHeader(w, StepKind::kAllocateKv, step_index);
   w.Put<int32_t>(kv.num_blocks);
   w.Put<int32_t>(kv.block_size);
+  return w.Take();
+}
+
+std::string EncodeSetAdapter(uint64_t step_index, int32_t slot, std::string_view name, std::string_view path) {
+  Writer w;
+  PutHeader(w, StepKind::kSetAdapter, step_index);
+  w.Put<int32_t>(slot);
+  w.Put<uint32_t>(static_cast<uint32_t>(name.size()));
+  w.Put<uint32_t>(static_cast<uint32_t>(path.size()));
+  w.PutBytes(name);
+  w.PutBytes(path);
   return w.Take();
 }
 
@@ -159,6 +182,19 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
       PHI_RETURN_IF_ERROR(r.Get(&m.kv.num_blocks, "kv.num_blocks"));
       PHI_RETURN_IF_ERROR(r.Get(&m.kv.block_size, "kv.block_size"));
       break;
+    case StepKind::kSetAdapter: {
+      uint32_t name = 0, path = 0;
+      PHI_RETURN_IF_ERROR(r.Get(&m.adapter_slot, "adapter_slot"));
+      PHI_RETURN_IF_ERROR(r.Get(&name, "adapter_name"));
+      PHI_RETURN_IF_ERROR(r.Get(&path, "adapter_path"));
+      if (name > kMaxStringBytes || path > kMaxStringBytes) {
+        return absl::DataLossError(absl::StrCat("step message: adapter name of ", name, " bytes and path of ", path,
+                                                " bytes (offset ", r.pos(), ")"));
+      }
+      PHI_RETURN_IF_ERROR(r.GetBytes(&m.adapter_name, name, "adapter_name"));
+      PHI_RETURN_IF_ERROR(r.GetBytes(&m.adapter_path, path, "adapter_path"));
+      break;
+    }
     case StepKind::kStep: {
       uint32_t n = 0;
       PHI_RETURN_IF_ERROR(r.Get(&n, "sequences"));
@@ -170,6 +206,7 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
         PHI_RETURN_IF_ERROR(r.Get(&s.seq_id, "seq_id"));
         PHI_RETURN_IF_ERROR(r.Get(&s.start_pos, "start_pos"));
         PHI_RETURN_IF_ERROR(r.Get(&all_logits, "all_logits"));
+        PHI_RETURN_IF_ERROR(r.Get(&s.adapter_slot, "adapter_slot"));
         PHI_RETURN_IF_ERROR(r.Get(&s.num_candidates, "num_candidates"));
         if (s.num_candidates > 0) {
           PHI_RETURN_IF_ERROR(r.Get(&s.sampling.temperature, "sampling.temperature"));
@@ -199,6 +236,33 @@ absl::StatusOr<StepMessage> DecodeStepMessage(std::string_view bytes) {
     return absl::DataLossError(absl::StrCat("step message: ", r.left(), " trailing bytes at offset ", r.pos()));
   }
   return m;
+}
+
+std::string EncodeRankStatus(const absl::Status& status) {
+  constexpr size_t kHeader = sizeof(int32_t) + sizeof(uint32_t);
+  const std::string_view message =
+      std::string_view(status.message().data(), status.message().size()).substr(0, kRankStatusBytes - kHeader);
+  Writer w;
+  w.Put<int32_t>(static_cast<int32_t>(status.code()));
+  w.Put<uint32_t>(static_cast<uint32_t>(message.size()));
+  w.PutBytes(message);
+  std::string record = w.Take();
+  record.resize(kRankStatusBytes, '\0');
+  return record;
+}
+
+absl::Status DecodeRankStatus(std::string_view record) {
+  Reader r(record);
+  int32_t code = 0;
+  uint32_t size = 0;
+  std::string message;
+  PHI_RETURN_IF_ERROR(r.Get(&code, "status code"));
+  PHI_RETURN_IF_ERROR(r.Get(&size, "status message"));
+  if (record.size() != kRankStatusBytes || code < 0 || code > static_cast<int32_t>(absl::StatusCode::kUnauthenticated)) {
+    return absl::DataLossError(absl::StrCat("rank status: code ", code, " in a record of ", record.size(), " bytes"));
+  }
+  PHI_RETURN_IF_ERROR(r.GetBytes(&message, size, "status message"));
+  return absl::Status(static_cast<absl::StatusCode>(code), message);
 }
 
 }  // namespace phi::worker::parallel

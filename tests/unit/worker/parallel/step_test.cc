@@ -36,7 +36,8 @@ TEST(StepCodecTest, StepRoundTrips) {
                          .all_logits = false,
                          .num_candidates = 41,
                          .sampling = {.temperature = 0.7f, .top_p = 0.9f, .top_k = 40, .min_p = 0.05f},
-                         .logprobs = true});
+                         .logprobs = true,
+                         .adapter_slot = 3});
   auto m = DecodeStepMessage(EncodeStep(41, batch));
   ASSERT_TRUE(m.ok()) << m.status();
   EXPECT_EQ(m->kind, StepKind::kStep);
@@ -47,6 +48,7 @@ TEST(StepCodecTest, StepRoundTrips) {
     EXPECT_EQ(back.seqs[i].seq_id, batch.seqs[i].seq_id);
     EXPECT_EQ(back.seqs[i].start_pos, batch.seqs[i].start_pos);
     EXPECT_EQ(back.seqs[i].all_logits, batch.seqs[i].all_logits);
+    EXPECT_EQ(back.seqs[i].adapter_slot, batch.seqs[i].adapter_slot);
     // Sampling options travel with candidate rows: every rank checks the candidates suffice.
     EXPECT_EQ(back.seqs[i].num_candidates, batch.seqs[i].num_candidates);
     EXPECT_EQ(back.seqs[i].sampling.temperature, batch.seqs[i].sampling.temperature);
@@ -73,6 +75,67 @@ TEST(StepCodecTest, ControlMessagesRoundTrip) {
     EXPECT_EQ(m->kind, k);
     EXPECT_EQ(m->step_index, 7u);
   }
+}
+
+TEST(StepCodecTest, SetAdapterRoundTrips) {
+  const std::string path(4096, 'p');
+  auto set = DecodeStepMessage(EncodeSetAdapter(9, 2, "dpo-v1.2", path));
+  ASSERT_TRUE(set.ok()) << set.status();
+  EXPECT_EQ(set->kind, StepKind::kSetAdapter);
+  EXPECT_EQ(set->step_index, 9u);
+  EXPECT_EQ(set->adapter_slot, 2);
+  EXPECT_EQ(set->adapter_name, "dpo-v1.2");
+  EXPECT_EQ(set->adapter_path, path);
+  auto clear = DecodeStepMessage(EncodeSetAdapter(10, 4, "", ""));
+  ASSERT_TRUE(clear.ok()) << clear.status();
+  EXPECT_EQ(clear->adapter_slot, 4);
+  EXPECT_TRUE(clear->adapter_name.empty());
+  EXPECT_TRUE(clear->adapter_path.empty());
+  EXPECT_STREQ(StepKindName(StepKind::kSetAdapter), "set-adapter");
+}
+
+TEST(StepCodecTest, TruncatedSetAdapterFailsByField) {
+  const std::string good = EncodeSetAdapter(0, 1, "sql", "/adapters/sql");
+  for (size_t n = 0; n < good.size(); ++n) {
+    auto m = DecodeStepMessage(std::string_view(good).substr(0, n));
+    EXPECT_EQ(m.status().code(), absl::StatusCode::kDataLoss) << n;
+    EXPECT_THAT(m.status().message(), HasSubstr("offset")) << n;
+  }
+  EXPECT_THAT(DecodeStepMessage(std::string_view(good).substr(0, good.size() - 1)).status().message(),
+              HasSubstr("adapter_path"));
+  std::string huge = good;
+  huge[20] = huge[21] = huge[22] = '\x7f';  // the name's byte count (after the 16-byte header, the slot)
+  EXPECT_THAT(DecodeStepMessage(huge).status().message(), HasSubstr("adapter name of"));
+}
+
+TEST(StepCodecTest, OtherVersionsAreRefused) {
+  std::string m = EncodeControl(StepKind::kHeartbeat, 0);
+  for (uint16_t version : {2, 4}) {
+    std::memcpy(m.data() + 4, &version, sizeof(version));
+    auto decoded = DecodeStepMessage(m);
+    EXPECT_EQ(decoded.status().code(), absl::StatusCode::kDataLoss);
+    EXPECT_THAT(decoded.status().message(), HasSubstr("version " + std::to_string(version)));
+    EXPECT_THAT(decoded.status().message(), HasSubstr("speaks 3"));
+  }
+}
+
+TEST(StepCodecTest, RankStatusRoundTrips) {
+  const std::string ok = EncodeRankStatus(absl::OkStatus());
+  EXPECT_EQ(ok.size(), kRankStatusBytes);
+  EXPECT_TRUE(DecodeRankStatus(ok).ok());
+  const absl::Status missing = absl::NotFoundError("/a/adapter_config.json: no such file");
+  EXPECT_EQ(DecodeRankStatus(EncodeRankStatus(missing)), missing);
+  // A message longer than the record is cut, not spilled.
+  const absl::Status long_one = absl::InvalidArgumentError(std::string(5000, 'x'));
+  const std::string record = EncodeRankStatus(long_one);
+  EXPECT_EQ(record.size(), kRankStatusBytes);
+  absl::Status back = DecodeRankStatus(record);
+  EXPECT_EQ(back.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_EQ(back.message(), std::string(kRankStatusBytes - 8, 'x'));
+  EXPECT_EQ(DecodeRankStatus(record.substr(0, 100)).code(), absl::StatusCode::kDataLoss);
+  std::string bad_code = record;
+  bad_code[0] = 99;
+  EXPECT_EQ(DecodeRankStatus(bad_code).code(), absl::StatusCode::kDataLoss);
 }
 
 TEST(StepCodecTest, CorruptMessagesNameTheOffset) {

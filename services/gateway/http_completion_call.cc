@@ -8,6 +8,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/gateway/generation.h"
 #include "services/gateway/http_responses.h"
+#include "services/gateway/http_sse_call.h"
 
 namespace phi::gateway {
 
@@ -15,19 +16,16 @@ using nlohmann::json;
 
 // One legacy completion request: one generation per prompt, all at once; the response (or the
 // stream's last chunks) once every prompt has ended.
-class HttpApi::CompletionCall final : public HttpApi::LiveCall,
+class HttpApi::CompletionCall final : public HttpSseCall,
                                       public std::enable_shared_from_this<HttpApi::CompletionCall> {
  public:
   CompletionCall(HttpApi* api, std::shared_ptr<HttpExchange> ex, CompletionRequest req, AdmissionLease lease,
                  std::string request_id)
-      : api_(api),
-        ex_(std::move(ex)),
+      : HttpSseCall(std::move(ex), std::move(request_id), absl::StrCat("cmpl-", RandomHex()), "text_completion",
+                    ModelForChunks(req.model, api->generations_->pool())),
+        api_(api),
         req_(std::move(req)),
         lease_(std::move(lease)),
-        request_id_(std::move(request_id)),
-        id_(absl::StrCat("cmpl-", RandomHex())),
-        created_(UnixNow()),
-        model_(ModelForChunks(req_.model, api->generations_->pool())),
         n_(req_.prompts.empty() ? 1 : std::max(1, req_.prompts[0].n)) {
     prompts_.resize(req_.prompts.size());
     for (size_t i = 0; i < prompts_.size(); ++i) {
@@ -41,7 +39,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
   void Begin() {
     api_->Track(shared_from_this());
     ex_->OnClientGone([weak = weak_from_this()] {
-      if (auto self = weak.lock()) self->CancelAll();
+      if (auto self = weak.lock()) self->CancelGenerations();
     });
     for (size_t i = 0; i < prompts_.size(); ++i) {
       GenerateParams& p = req_.prompts[i];
@@ -49,7 +47,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       if (req_.echo && p.echo_text.empty() && !p.prompt_ids.empty()) {
         auto text = api_->generations_->tokenizer()->Decode(p.prompt_ids, false, Deadline::max());
         if (!text.ok()) {
-          FailBeforeStart(text.status());
+          EndResponse(text.status(), [] {});
           return;
         }
         p.echo_text = *text;
@@ -58,25 +56,8 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       if (req_.score_only) p.echo_text.clear();  // scoring: the prompt comes back once, with its logprobs
     }
     for (size_t i = 0; i < prompts_.size(); ++i) {
-      std::shared_ptr<Generation> g = api_->generations_->Start(req_.prompts[i], &prompts_[i]);
-      std::lock_guard<std::mutex> l(gen_mu_);
-      generations_.push_back(g);
-      if (cancelled_) g->Cancel();
+      AddGeneration(api_->generations_->Start(req_.prompts[i], &prompts_[i]));
     }
-  }
-
-  bool Abort(const absl::Status& status) override {
-    bool was_open;
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      was_open = !closed_;
-      if (was_open) {
-        closed_ = true;
-        FailLocked(status);
-      }
-    }
-    CancelAll();
-    return was_open;
   }
 
  private:
@@ -96,26 +77,9 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
     void OnEnd(const absl::Status& s, GenerateResult&& r) override { call->OnPromptEnd(this, s, std::move(r)); }
   };
 
-  void CancelAll() {
-    std::vector<std::shared_ptr<Generation>> gs;
-    {
-      std::lock_guard<std::mutex> l(gen_mu_);
-      cancelled_ = true;
-      gs = generations_;
-    }
-    for (auto& g : gs) g->Cancel();
-  }
-
-  void FailBeforeStart(const absl::Status& s) {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (!closed_) {
-        closed_ = true;
-        FailLocked(s);
-      }
-    }
-    api_->CountRequest("http_completions", s);
-    api_->Untrack(this);
+  void Release(const absl::Status& status) override {
+    api_->CountRequest("http_completions", status);
+    api_->Untrack(this);  // may free this object: last
   }
 
   void OnPromptDelta(PromptSink* p, GenerateDelta&& d) {
@@ -136,12 +100,9 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
         return;
       }
       StartStreamLocked();
-      if (!ex_->Write(SseEvent(Chunk(p->index * n_ + c, d.text, nullptr, nullptr)))) {
-        closed_ = true;
-        gone = true;
-      }
+      gone = !WriteEventLocked(Chunk(p->index * n_ + c, d.text, nullptr, nullptr));
     }
-    if (gone) CancelAll();
+    if (gone) CancelGenerations();
   }
 
   void OnPromptEnd(PromptSink* p, const absl::Status& s, GenerateResult&& r) {
@@ -156,7 +117,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
       failed = !s.ok() && first_error_.ok();
       if (failed) first_error_ = ClientFieldError(s, req_.constraint_param);
     }
-    if (failed) CancelAll();  // one prompt failed: the request fails, stop the others
+    if (failed) CancelGenerations();  // one prompt failed: the request fails, stop the others
     if (!last) return;
     // The logprob texts of echoed prompts may need tokenizer calls: off gRPC's threads.
     auto self = shared_from_this();
@@ -209,19 +170,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
         }
       }
     }
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      if (!closed_) {
-        closed_ = true;
-        if (!status.ok()) {
-          FailLocked(status);
-        } else {
-          FinishLocked(logprobs);
-        }
-      }
-    }
-    api_->CountRequest("http_completions", status);
-    api_->Untrack(this);
+    EndResponse(status, [&] { FinishLocked(logprobs); });
   }
 
   void FinishLocked(std::vector<json>& logprobs) {
@@ -243,12 +192,7 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
           ex_->Write(SseEvent(Chunk(i, text, logprobs[i], OpenAiFinishReason(c.finish_reason))));
         }
       }
-      if (req_.include_usage) {
-        json u = ChunkBase();
-        u["choices"] = json::array();
-        u["usage"] = UsageJson(usage, completion_tokens);
-        ex_->Write(SseEvent(DumpJson(u)));
-      }
+      if (req_.include_usage) WriteUsageEventLocked(usage, completion_tokens);
       EndSse(*ex_);
       return;
     }
@@ -263,55 +207,25 @@ class HttpApi::CompletionCall final : public HttpApi::LiveCall,
                            {"finish_reason", OpenAiFinishReason(c.finish_reason)}});
       }
     }
-    json resp = ChunkBase();
+    json resp = Envelope("text_completion", model_);
     resp["choices"] = std::move(choices);
     resp["usage"] = UsageJson(usage, completion_tokens);
     RespondJson(ex_, 200, resp, request_id_);
   }
 
-  json ChunkBase() const {
-    return {{"id", id_},
-            {"object", "text_completion"},
-            {"created", created_},
-            {"model", model_},
-            {"system_fingerprint", SystemFingerprint()}};
-  }
-
   std::string Chunk(size_t index, const std::string& text, const json& logprobs, const json& finish) const {
-    json c = ChunkBase();
-    c["choices"] =
-        json::array({{{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}}});
-    return DumpJson(c);
+    return ChunkWithChoice({{"index", index}, {"text", text}, {"logprobs", logprobs}, {"finish_reason", finish}});
   }
-
-  void StartStreamLocked() {
-    if (started_) return;
-    started_ = true;
-    StartSse(*ex_, request_id_);
-  }
-
-  void FailLocked(const absl::Status& status) { FailExchange(ex_, started_, status, request_id_); }
 
   HttpApi* const api_;
-  const std::shared_ptr<HttpExchange> ex_;
   CompletionRequest req_;
   AdmissionLease lease_;
-  const std::string request_id_;
-  const std::string id_;
-  const int64_t created_;
+  const size_t n_;  // choices per prompt
   std::vector<PromptSink> prompts_;  // sized once: generations hold pointers into it
 
-  std::mutex mu_;
-  std::string model_;
-  const size_t n_;  // choices per prompt
-  bool started_ = false;
-  bool closed_ = false;
+  // Under mu_.
   size_t ended_ = 0;
   absl::Status first_error_;
-
-  std::mutex gen_mu_;
-  bool cancelled_ = false;
-  std::vector<std::shared_ptr<Generation>> generations_;
 };
 
 void HttpApi::Completions(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id) {

@@ -8,6 +8,7 @@
 #include "absl/strings/numbers.h"
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "absl/strings/str_split.h"
 #include "services/common/status_macros.h"
 
 namespace phi::common {
@@ -55,6 +56,11 @@ void FlagSet::AddBool(const std::string& name, const std::string& env, bool* val
   Add({name, env, help, Kind::kBool, value, 0, 0, 0, 0, {}, *value ? "true" : "false"});
 }
 
+void FlagSet::AddStringList(const std::string& name, const std::string& env, std::vector<std::string>* values,
+                            const std::string& help) {
+  Add({name, env, help, Kind::kStringList, values, 0, 0, 0, 0, {}, values->empty() ? "none" : absl::StrJoin(*values, ",")});
+}
+
 FlagSet::Flag* FlagSet::Find(const std::string& name) {
   for (auto& f : flags_)
     if (f.name == name) return &f;
@@ -68,6 +74,7 @@ std::string FlagSet::Accepts(const Flag& flag) const {
     case Kind::kInt: return absl::StrCat("an integer in [", flag.imin, ", ", flag.imax, "]");
     case Kind::kDouble: return absl::StrCat("a number in [", flag.dmin, ", ", flag.dmax, "]");
     case Kind::kBool: return "true or false";
+    case Kind::kStringList: return "a string, repeatable";
   }
   return "";
 }
@@ -105,6 +112,17 @@ absl::Status FlagSet::Set(Flag& flag, const std::string& text, const std::string
       bool v = false;
       if (!absl::SimpleAtob(text, &v)) return bad();
       *static_cast<bool*>(flag.value) = v;
+      return absl::OkStatus();
+    }
+    case Kind::kStringList: {
+      auto* values = static_cast<std::vector<std::string>*>(flag.value);
+      if (source.rfind("environment", 0) == 0) {
+        *values = absl::StrSplit(text, ',', absl::SkipEmpty());
+        return absl::OkStatus();
+      }
+      if (!flag.seen_on_command_line) values->clear();
+      flag.seen_on_command_line = true;
+      values->push_back(text);
       return absl::OkStatus();
     }
   }

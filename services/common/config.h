@@ -38,6 +38,10 @@ class FlagSet {
                  const std::string& help);
   // --name, --name=true|false|1|0, --noname, --no-name.
   void AddBool(const std::string& name, const std::string& env, bool* value, const std::string& help);
+  // Repeatable: each --name VALUE appends one value. The environment variable holds a
+  // comma-separated list; any --name on the command line replaces it.
+  void AddStringList(const std::string& name, const std::string& env, std::vector<std::string>* values,
+                     const std::string& help);
 
   // Accepts --name=value and --name value (also with a single dash). Errors are
   // INVALID_ARGUMENT naming the flag (or variable) and what it accepts.
@@ -49,7 +53,7 @@ class FlagSet {
   const std::vector<std::string>& positional() const { return positional_; }
 
  private:
-  enum class Kind { kString, kChoice, kInt, kDouble, kBool };
+  enum class Kind { kString, kChoice, kInt, kDouble, kBool, kStringList };
   struct Flag {
     std::string name, env, help;
     Kind kind;
@@ -58,6 +62,7 @@ class FlagSet {
     double dmin = 0, dmax = 0;
     std::vector<std::string> allowed;
     std::string default_text;
+    bool seen_on_command_line = false;  // kStringList: the first flag drops the environment's values
   };
   Flag* Find(const std::string& name);
   absl::Status Set(Flag& flag, const std::string& text, const std::string& source);

@@ -73,6 +73,17 @@ TEST(FlagSet, BoolForms) {
   EXPECT_FALSE(f.verbose);
 }
 
+TEST(FlagSet, StringListRepeatsAndReplacesTheEnvironment) {
+  std::vector<std::string> loras;
+  FlagSet flags("prog", "test program");
+  flags.AddStringList("lora", "PHI_LORAS", &loras, "adapters");
+  ASSERT_TRUE(ParseArgs(flags, {}, FakeEnv({{"PHI_LORAS", "a=/x,,b=/y"}})).ok());
+  EXPECT_EQ(loras, (std::vector<std::string>{"a=/x", "b=/y"}));
+  ASSERT_TRUE(ParseArgs(flags, {"--lora", "c=/z", "--lora=d=/w"}, FakeEnv({{"PHI_LORAS", "a=/x"}})).ok());
+  EXPECT_EQ(loras, (std::vector<std::string>{"c=/z", "d=/w"}));
+  EXPECT_NE(flags.Usage().find("repeatable"), std::string::npos);
+}
+
 TEST(FlagSet, UnknownFlagIsNamed) {
   Fixture f;
   absl::Status s = ParseArgs(f.flags, {"--prot=1"}, FakeEnv({}));

@@ -15,6 +15,7 @@
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/gateway/generation.h"
+#include "services/gateway/lora_request.h"
 
 namespace phi::gateway {
 
@@ -239,10 +240,11 @@ class GenerationCall : public GenerationSink {
     if (generation) generation->Cancel();
   }
 
-  // The generation has ended with `s`: the key's slot back, metrics, the log line.
-  void Ended(const absl::Status& s) {
+  // The generation has ended with `s` (on `model`, the served name it resolved to; "" when it
+  // named none): the key's slot back, metrics, the log line.
+  void Ended(const absl::Status& s, const std::string& model) {
     lease_.reset();
-    deps_.metrics->CountRequest(route_, CodeName(s));
+    deps_.metrics->CountRequest(route_, CodeName(s), model);
     if (!s.ok() && s.code() != absl::StatusCode::kCancelled) {
       PHI_LOG(INFO, "request_failed").Str("route", route_).Str("request_id", request_id_).Str("error", s.ToString());
     }
@@ -287,7 +289,7 @@ class UnaryCall final : public grpc::ServerUnaryReactor, public GenerationCall {
     AddLogprobs(d, &resp_);  // the prompt's
   }
   void OnEnd(const absl::Status& s, GenerateResult&& r) override {
-    Ended(s);
+    Ended(s, r.model);
     grpc::Status status = common::ToGrpcStatus(s);
     if (s.ok()) {
       choices_.resize(std::max<size_t>(r.choices.size(), 1));
@@ -348,7 +350,7 @@ class StreamCall final : public grpc::ServerWriteReactor<grpc::ByteBuffer>, publ
     Pump();
   }
   void OnEnd(const absl::Status& s, GenerateResult&& r) override {
-    Ended(s);
+    Ended(s, r.model);
     {
       std::lock_guard<std::mutex> l(mu_);
       end_status_ = s;
@@ -508,11 +510,78 @@ grpc::ServerUnaryReactor* ChatServiceImpl::ListModels(grpc::CallbackServerContex
       info->set_name(m.name);
       info->set_max_context_tokens(m.max_context_tokens);
       info->set_ready_worker_groups(m.ready_groups);
+      info->set_parent(m.parent);
     }
   }
   metrics_->CountRequest("list_models", CodeName(s));
   grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
   reactor->Finish(common::ToGrpcStatus(s));
+  return reactor;
+}
+
+namespace {
+
+// Finishes an adapter call with `s` or the serialized `msg`, counted on `route` (the model label
+// only once the adapter is served).
+void FinishAdmin(grpc::ServerUnaryReactor* reactor, GatewayMetrics* metrics, const char* route, const absl::Status& s,
+                 const google::protobuf::Message& msg, grpc::ByteBuffer* out, const std::string& model) {
+  grpc::Status status = common::ToGrpcStatus(s);
+  if (s.ok()) {
+    bool own = false;
+    out->Clear();
+    status = grpc::SerializationTraits<google::protobuf::Message>::Serialize(msg, out, &own);
+  }
+  metrics->CountRequest(route, std::string(common::GrpcCodeName(status.error_code())), s.ok() ? model : "");
+  if (!s.ok()) PHI_LOG(INFO, "request_failed").Str("route", route).Str("error", s.ToString());
+  reactor->Finish(status);
+}
+
+}  // namespace
+
+grpc::ServerUnaryReactor* ChatServiceImpl::LoadLoraAdapter(grpc::CallbackServerContext* ctx,
+                                                           const grpc::ByteBuffer* raw, grpc::ByteBuffer* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  phi::v1::LoadLoraAdapterRequest req;
+  absl::Status s = auth_->Check(Authorization(ctx));
+  if (s.ok()) s = ParseRequest(*raw, &req);
+  if (s.ok()) s = ValidateLoraName(req.lora_name());
+  if (s.ok()) s = ValidateLoraPath(req.lora_path());
+  if (!s.ok()) {
+    FinishAdmin(reactor, metrics_, "load_lora_adapter", s, phi::v1::LoadLoraAdapterResponse(), resp, "");
+    return reactor;
+  }
+  GatewayMetrics* metrics = metrics_;
+  generations_->lora()->Load(
+      req.lora_name(), req.lora_path(), [reactor, resp, metrics](absl::StatusOr<ModelSummary> m) {
+        phi::v1::LoadLoraAdapterResponse out;
+        if (m.ok()) {
+          phi::v1::ModelInfo* info = out.mutable_model();
+          info->set_name(m->name);
+          info->set_max_context_tokens(m->max_context_tokens);
+          info->set_ready_worker_groups(m->ready_groups);
+          info->set_parent(m->parent);
+        }
+        FinishAdmin(reactor, metrics, "load_lora_adapter", m.status(), out, resp, m.ok() ? m->name : "");
+      });
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* ChatServiceImpl::UnloadLoraAdapter(grpc::CallbackServerContext* ctx,
+                                                             const grpc::ByteBuffer* raw, grpc::ByteBuffer* resp) {
+  grpc::ServerUnaryReactor* reactor = ctx->DefaultReactor();
+  phi::v1::UnloadLoraAdapterRequest req;
+  absl::Status s = auth_->Check(Authorization(ctx));
+  if (s.ok()) s = ParseRequest(*raw, &req);
+  if (s.ok()) s = ValidateLoraName(req.lora_name());
+  if (!s.ok()) {
+    FinishAdmin(reactor, metrics_, "unload_lora_adapter", s, phi::v1::UnloadLoraAdapterResponse(), resp, "");
+    return reactor;
+  }
+  GatewayMetrics* metrics = metrics_;
+  generations_->lora()->Unload(req.lora_name(), [reactor, resp, metrics](absl::Status st) {
+    // No model label: the adapter is no longer served.
+    FinishAdmin(reactor, metrics, "unload_lora_adapter", st, phi::v1::UnloadLoraAdapterResponse(), resp, "");
+  });
   return reactor;
 }
 

@@ -23,10 +23,12 @@ absl::StatusOr<GenerateParams> ParamsFromComplete(const phi::v1::CompleteRequest
 // UTF-8 fail protobuf's parse inside gRPC, before any code of ours runs, and the client gets a
 // bare status with no field named. ParseRequest checks the text fields itself and then parses.
 // The public proto stays `string` (clients keep passing text); the wire format is the same.
+// LoadLoraAdapter and UnloadLoraAdapter too (a path is the client's bytes).
 using RawRequestChatService = phi::v1::ChatService::WithRawCallbackMethod_Chat<
     phi::v1::ChatService::WithRawCallbackMethod_ChatStream<phi::v1::ChatService::WithRawCallbackMethod_Complete<
-        phi::v1::ChatService::WithRawCallbackMethod_CompleteStream<
-            phi::v1::ChatService::WithCallbackMethod_ListModels<phi::v1::ChatService::Service>>>>>;
+        phi::v1::ChatService::WithRawCallbackMethod_CompleteStream<phi::v1::ChatService::WithCallbackMethod_ListModels<
+            phi::v1::ChatService::WithRawCallbackMethod_LoadLoraAdapter<
+                phi::v1::ChatService::WithRawCallbackMethod_UnloadLoraAdapter<phi::v1::ChatService::Service>>>>>>>;
 
 // The callback API: a generation runs as a chain of gRPC callbacks from the worker's stream to
 // the client's (generation.h), with no thread per call; a client that goes away cancels the
@@ -48,6 +50,12 @@ class ChatServiceImpl final : public RawRequestChatService {
                                                              const grpc::ByteBuffer* req) override;
   grpc::ServerUnaryReactor* ListModels(grpc::CallbackServerContext* ctx, const phi::v1::ListModelsRequest* req,
                                        phi::v1::ListModelsResponse* resp) override;
+  // LoRA adapters (lora_admin.h): behind the API keys; the workers are called on the admin
+  // thread, which finishes the call.
+  grpc::ServerUnaryReactor* LoadLoraAdapter(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                            grpc::ByteBuffer* resp) override;
+  grpc::ServerUnaryReactor* UnloadLoraAdapter(grpc::CallbackServerContext* ctx, const grpc::ByteBuffer* req,
+                                              grpc::ByteBuffer* resp) override;
 
   // What a call needs from the service (the calls live in chat_service.cc).
   struct Deps {

@@ -85,7 +85,7 @@ void ChoiceGroup::OnChoiceDelta(int index, GenerateDelta&& delta) {
       // The request's first token (any choice's): TTFT is per client request.
       first_delta_ = false;
       const double ttft = Now() - request_->t_start_;
-      request_->service_->metrics_->ttft->Observe(ttft);
+      request_->model_metrics_.ttft->Observe(ttft);
       ttft_ = ttft;
     }
     if (!held_.empty()) {

@@ -31,6 +31,16 @@ int32_t DefaultMaxNewTokens(const GenerationServiceOptions& options, const Model
   return kModelCardMaxNewTokens;
 }
 
+// "'phi-1_5', 'phi-1_5-dpo'" for a NOT_FOUND message: the base models and adapters served, at
+// most 16 named.
+std::string ServedNames(const std::vector<ModelSummary>& models) {
+  constexpr size_t kMaxNamed = 16;
+  std::string out;
+  for (size_t i = 0; i < models.size() && i < kMaxNamed; ++i) absl::StrAppend(&out, i ? ", '" : "'", models[i].name, "'");
+  if (models.size() > kMaxNamed) absl::StrAppend(&out, " and ", models.size() - kMaxNamed, " more");
+  return out;
+}
+
 absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
 
 // A seed for a request that came without one: drawn here so that the response can report it
@@ -213,6 +223,10 @@ void Generation::Prepare() {
   absl::StatusOr<ModelSummary> model = FindModel();
   if (!model.ok()) return Complete(model.status());
   result_.model = model->name;
+  // A LoRA adapter goes to groups of its base model that have it loaded.
+  params_.route_model = model->parent.empty() ? params_.model : model->parent;
+  params_.adapter = model->parent.empty() ? "" : model->name;
+  model_metrics_ = metrics->ForModel(model->name);
   if (absl::Status s = CheckIds(*model); !s.ok()) return Complete(s);
   // A request that states no temperature samples as the model's generation_config.json says
   // (greedy unless do_sample); an explicit 0 stays greedy.
@@ -235,7 +249,7 @@ void Generation::Prepare() {
   params_.n = std::max(params_.n, 1);
   params_.best_of = std::max(params_.best_of, params_.n);
   result_.timings.set_tokenizer_seconds(tok_seconds);
-  metrics->prompt_tokens->Inc(static_cast<double>(ids_.size()));
+  model_metrics_.prompt_tokens->Inc(static_cast<double>(ids_.size()));
   metrics->in_flight->Inc();
   counted_in_flight_ = true;
   if (params_.best_of > 1) return StartChoices();
@@ -258,7 +272,7 @@ absl::StatusOr<ModelSummary> Generation::FindModel() {
     if (m.name == params_.model) return m;
   }
   return absl::NotFoundError(
-      absl::StrCat("model: '", params_.model, "' is not served here (served: '", models[0].name, "')"));
+      absl::StrCat("model: '", params_.model, "' is not served here (served: ", ServedNames(models), ")"));
 }
 
 absl::Status Generation::CheckIds(const ModelSummary& model) {
@@ -316,7 +330,7 @@ absl::Status Generation::ResolveLengths(const ModelSummary& model) {
 }
 
 void Generation::StartChoices() {
-  std::shared_ptr<WorkerGroup> group = service_->pool_->Pick(params_.model, ids_, nullptr);
+  std::shared_ptr<WorkerGroup> group = service_->pool_->Pick(params_.route_model, params_.adapter, ids_, nullptr);
   if (!group) {
     return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
   }
@@ -342,6 +356,7 @@ void Generation::StartChoice(std::vector<int32_t> ids, std::string model, std::s
   choice_ = true;
   ids_ = std::move(ids);
   result_.request_id = params_.request_id;
+  model_metrics_ = service_->metrics_->ForModel(model);
   result_.model = std::move(model);
   first_group_ = std::move(group);
   if (!StartAttempt(nullptr)) {
@@ -351,7 +366,8 @@ void Generation::StartChoice(std::vector<int32_t> ids, std::string model, std::s
 
 bool Generation::StartAttempt(const WorkerGroup* avoid) {
   std::shared_ptr<WorkerGroup> group =
-      first_group_ ? std::move(first_group_) : service_->pool_->Pick(params_.model, ids_, avoid);
+      first_group_ ? std::move(first_group_)
+                   : service_->pool_->Pick(params_.route_model, params_.adapter, ids_, avoid);
   first_group_.reset();
   if (!group) return false;
   phi::v1::GenerateRequest req;
@@ -363,6 +379,7 @@ bool Generation::StartAttempt(const WorkerGroup* avoid) {
   req.set_logprobs(params_.logprobs);
   req.set_top_logprobs(params_.top_logprobs);
   req.set_prompt_logprobs(params_.prompt_logprobs);
+  req.set_adapter(params_.adapter);
 
   group_ = std::move(group);
   group_->in_flight.fetch_add(1);
@@ -471,14 +488,13 @@ absl::Status Generation::TakePromptLogprobs(phi::v1::GenerateResponse* resp, Gen
 }
 
 void Generation::ObserveTokenArrival(double arrived) {
-  GatewayMetrics* metrics = service_->metrics_;
   if (!any_token_) {
     any_token_ = true;
     // A choice's first token is not the request's (the group observes that).
-    if (!choice_) metrics->ttft->Observe(arrived - t_start_);
+    if (!choice_) model_metrics_.ttft->Observe(arrived - t_start_);
     result_.timings.set_time_to_first_token_seconds(arrived - t_start_);
   } else {
-    metrics->inter_token->Observe(arrived - t_last_);
+    model_metrics_.inter_token->Observe(arrived - t_last_);
   }
   t_last_ = arrived;
 }
@@ -626,7 +642,7 @@ void Generation::OnWorkerDone(const grpc::Status& status, bool hung) {
   if (!outcome.ok() || stopped_by_string_) decoder_->Abort();
   decoder_.reset();
   group_->in_flight.fetch_sub(1);
-  service_->metrics_->completion_tokens->Inc(completion_);
+  model_metrics_.completion_tokens->Inc(completion_);
   {
     std::lock_guard<std::mutex> l(mu_);
     stream_.reset();
@@ -652,7 +668,7 @@ void Generation::Complete(absl::Status status) {
   if (completed_) return;
   completed_ = true;
   if (status.ok()) {
-    if (!choice_) service_->metrics_->e2e->Observe(Now() - t_start_);
+    if (!choice_) model_metrics_.e2e->Observe(Now() - t_start_);
     result_.timings.set_total_seconds(Now() - t_start_);
     if (result_.choices.empty()) {
       ChoiceResult c;

@@ -120,6 +120,8 @@ class Generation : public std::enable_shared_from_this<Generation> {
   // lot. Bounded by the request's positions times (1 + top_logprobs).
   std::unordered_map<int32_t, std::string> token_texts_;
   double t_start_ = 0;
+  // The request's model's series (set once the model is known).
+  ModelMetrics model_metrics_;
   bool counted_in_flight_ = false;
   bool completed_ = false;
   bool choice_ = false;                        // one choice of a ChoiceGroup

@@ -9,6 +9,7 @@ GenerationService::GenerationService(TokenizerClient* tokenizer, WorkerPool* poo
                                      GenerationServiceOptions options)
     : tokenizer_(tokenizer), pool_(pool), metrics_(metrics), options_(options), id_prefix_(RandomHex().substr(0, 8)) {
   if (!tokenizer_->local_encode()) blocking_ = std::make_unique<BlockingExecutor>(options_.tokenizer_call_threads);
+  lora_ = std::make_unique<LoraAdmin>(pool_);
 }
 
 GenerationService::~GenerationService() = default;

@@ -21,6 +21,7 @@
 #include "services/gateway/blocking_executor.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/gateway_metrics.h"
+#include "services/gateway/lora_admin.h"
 #include "services/gateway/tokenizer_client.h"
 #include "services/gateway/worker_pool.h"
 
@@ -28,7 +29,12 @@ namespace phi::gateway {
 
 struct GenerateParams {
   std::string request_id;
+  // The model asked for: a base model's name, a LoRA adapter's, or empty (the first base model).
   std::string model;
+  // Set by Generation::Prepare from `model`: the base model whose groups may serve the request
+  // (empty: any) and the adapter to generate with (GenerateRequest.adapter; empty: the base).
+  std::string route_model;
+  std::string adapter;
   phi::v1::Prompt prompt;
   // Token ids given directly (OpenAI completions accept them): no Encode call.
   std::vector<int32_t> prompt_ids;
@@ -145,6 +151,8 @@ class GenerationService {
 
   WorkerPool* pool() { return pool_; }
   TokenizerClient* tokenizer() { return tokenizer_; }
+  // LoRA adapters loaded through this gateway (both front ends' load / unload calls).
+  LoraAdmin* lora() { return lora_.get(); }
 
  private:
   friend class Generation;
@@ -162,6 +170,7 @@ class GenerationService {
   std::atomic<int> active_{0};
   std::atomic<std::chrono::steady_clock::rep> last_finished_{0};
   std::unique_ptr<BlockingExecutor> blocking_;  // null when the tokenizer is in-process
+  std::unique_ptr<LoraAdmin> lora_;
 };
 
 }  // namespace phi::gateway

@@ -115,8 +115,8 @@ void HttpApi::Refuse(const std::string& route, const std::shared_ptr<HttpExchang
   RespondError(ex, s, request_id);
 }
 
-void HttpApi::CountRequest(const std::string& route, const absl::Status& s) {
-  metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())));
+void HttpApi::CountRequest(const std::string& route, const absl::Status& s, const std::string& model) {
+  metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())), model);
 }
 
 void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {
@@ -147,6 +147,8 @@ void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {
   if (path == "/v1/completions") route = &HttpApi::Completions;
   if (path == "/tokenize") route = &HttpApi::Tokenize;
   if (path == "/detokenize") route = &HttpApi::Detokenize;
+  if (path == "/v1/load_lora_adapter") route = &HttpApi::LoadLoraAdapter;
+  if (path == "/v1/unload_lora_adapter") route = &HttpApi::UnloadLoraAdapter;
   if (!route) {
     RespondError(ex, absl::NotFoundError(absl::StrCat("no route ", req.method, " ", path)), request_id);
     return;
@@ -164,10 +166,14 @@ void HttpApi::Models(const std::shared_ptr<HttpExchange>& ex, const std::string&
   if (s.ok()) {
     json data = json::array();
     for (const auto& m : generations_->pool()->Models()) {
+      // As vLLM lists them: a LoRA adapter's parent is its base model, its root the folder it
+      // was read from; a base model is its own root.
       json model = {{"id", m.name},
                     {"object", "model"},
                     {"created", 0},
                     {"owned_by", "phi-serve"},
+                    {"root", m.parent.empty() ? m.name : m.root},
+                    {"parent", m.parent.empty() ? json(nullptr) : json(m.parent)},
                     {"max_model_len", m.max_context_tokens},
                     {"max_context_tokens", m.max_context_tokens}};
       if (one.empty()) {

@@ -3,7 +3,8 @@
 //   POST /v1/chat/completions   (stream: Server-Sent Events)
 //   POST /v1/completions        (echo + logprobs, prompts as text or token ids,
 //                                for lm-evaluation-harness's local-completions)
-//   GET  /v1/models, GET /v1/models/{id}
+//   GET  /v1/models, GET /v1/models/{id} (LoRA adapters with their "parent", as vLLM)
+//   POST /v1/load_lora_adapter, /v1/unload_lora_adapter (vLLM's; http_lora_adapters.cc)
 //   POST /tokenize, POST /detokenize (vLLM's shapes)
 //   GET  /health
 //   GET  /, /static/...         the chat page (web_page.h), unless turned off
@@ -82,7 +83,10 @@ class HttpApi {
   void Tokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
   void Detokenize(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
   void Models(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id, const std::string& one);
-  void CountRequest(const std::string& route, const absl::Status& s);
+  void LoadLoraAdapter(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  void UnloadLoraAdapter(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
+  // `model`: the served model the request resolved to ("" when none; see GatewayMetrics).
+  void CountRequest(const std::string& route, const absl::Status& s, const std::string& model = "");
   // A request refused before it started (auth, body): counted on `route` and answered.
   void Refuse(const std::string& route, const std::shared_ptr<HttpExchange>& ex, const absl::Status& s,
               const std::string& request_id);

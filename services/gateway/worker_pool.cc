@@ -59,6 +59,20 @@ phi::v1::GetStatusResponse WorkerGroup::status() const {
   return status_;
 }
 
+namespace {
+
+bool ListsAdapter(const phi::v1::GetStatusResponse& status, std::string_view name) {
+  return std::any_of(status.adapters().begin(), status.adapters().end(),
+                     [&](const phi::v1::AdapterInfo& a) { return a.name() == name; });
+}
+
+}  // namespace
+
+bool WorkerGroup::HasAdapter(std::string_view name) const {
+  std::lock_guard<std::mutex> l(mu_);
+  return ListsAdapter(status_, name);
+}
+
 absl::StatusOr<std::unique_ptr<WorkerPool>> WorkerPool::Create(const WorkerPoolOptions& options,
                                                                metrics::Registry* registry) {
   std::unique_ptr<WorkerPool> p(new WorkerPool());
@@ -188,8 +202,22 @@ void WorkerPool::CheckAll() {
   std::map<std::string, int> counts = {{"ready", 0}, {"not_ready", 0}, {"unreachable", 0}, {"unknown", 0}};
   for (auto& g : groups) counts[std::string(GroupStateName(g->state()))]++;
   for (const auto& [state, n] : counts) groups_gauge_->WithLabels({state}).Set(n);
+  {
+    std::lock_guard<std::mutex> l(mu_);
+    groups_ = std::move(groups);
+  }
+  std::lock_guard<std::mutex> l(checked_mu_);
+  if (checked_) checked_();
+}
+
+void WorkerPool::SetCheckedCallback(std::function<void()> callback) {
+  std::lock_guard<std::mutex> l(checked_mu_);
+  checked_ = std::move(callback);
+}
+
+std::vector<std::shared_ptr<WorkerGroup>> WorkerPool::Groups() const {
   std::lock_guard<std::mutex> l(mu_);
-  groups_ = std::move(groups);
+  return groups_;
 }
 
 void WorkerPool::Loop() {
@@ -212,17 +240,20 @@ void WorkerPool::MarkFailed(WorkerGroup* group) {
   }
 }
 
-bool WorkerPool::Score(WorkerGroup& g, const std::string& model, std::span<const int32_t> prompt_ids,
-                       PromptHashes* hashes, Candidate* out) {
+bool WorkerPool::Score(WorkerGroup& g, const std::string& model, const std::string& adapter,
+                       std::span<const int32_t> prompt_ids, PromptHashes* hashes, Candidate* out) {
   std::lock_guard<std::mutex> l(g.mu_);
   if (g.state_ != GroupState::kReady) return false;
   if (!model.empty() && g.status_.model() != model) return false;
+  if (!adapter.empty() && !ListsAdapter(g.status_, adapter)) return false;
   out->cached = 0;
   const int32_t bs = g.status_.kv_block_size();
   if (bs > 0 && !g.cached_sorted_.empty()) {
     // The prompt is hashed once per block size among the groups.
     if (bs != hashes->block_size) {
-      hashes->hashes = common::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs));
+      // Every candidate has the same adapter, whose name roots the worker's chain.
+      hashes->hashes = common::PrefixBlockHashes(prompt_ids, bs, static_cast<int32_t>(prompt_ids.size() / bs),
+                                                 common::PrefixHashRoot(adapter));
       hashes->block_size = bs;
     }
     const std::vector<uint64_t>& h = hashes->hashes;
@@ -238,8 +269,8 @@ bool WorkerPool::Score(WorkerGroup& g, const std::string& model, std::span<const
   return true;
 }
 
-std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::span<const int32_t> prompt_ids,
-                                              const WorkerGroup* exclude) {
+std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, const std::string& adapter,
+                                              std::span<const int32_t> prompt_ids, const WorkerGroup* exclude) {
   std::vector<std::shared_ptr<WorkerGroup>> groups;
   {
     std::lock_guard<std::mutex> l(mu_);
@@ -259,7 +290,7 @@ std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::spa
   for (size_t k = 0; k < groups.size(); ++k) {
     auto& g = groups[(start + k) % groups.size()];
     Candidate c;
-    if (g.get() == exclude || !Score(*g, model, prompt_ids, &hashes, &c)) continue;
+    if (g.get() == exclude || !Score(*g, model, adapter, prompt_ids, &hashes, &c)) continue;
     if (!best || prefer(c, best_score)) {
       best = g;
       best_score = c;
@@ -269,24 +300,40 @@ std::shared_ptr<WorkerGroup> WorkerPool::Pick(const std::string& model, std::spa
 }
 
 std::vector<ModelSummary> WorkerPool::Models() const {
-  std::vector<std::shared_ptr<WorkerGroup>> groups;
-  {
-    std::lock_guard<std::mutex> l(mu_);
-    groups = groups_;
-  }
+  std::vector<std::shared_ptr<WorkerGroup>> groups = Groups();
   std::vector<ModelSummary> out;
+  std::map<std::string, ModelSummary> adapters;  // by name: listed after the base models
   for (auto& g : groups) {
     std::lock_guard<std::mutex> l(g->mu_);
     if (g->state_ != GroupState::kReady) continue;
-    auto it = std::find_if(out.begin(), out.end(), [&](const auto& m) { return m.name == g->status_.model(); });
+    const phi::v1::GetStatusResponse& st = g->status_;
+    auto it = std::find_if(out.begin(), out.end(), [&](const auto& m) { return m.name == st.model(); });
     if (it == out.end()) {
-      const auto& defaults = g->status_.generation_defaults();
-      out.push_back({g->status_.model(), g->status_.max_context_tokens(), g->status_.vocab_size(), 0,
-                     defaults.sampling().temperature(), defaults.max_new_tokens()});
+      const auto& defaults = st.generation_defaults();
+      ModelSummary m;
+      m.name = st.model();
+      m.max_context_tokens = st.max_context_tokens();
+      m.vocab_size = st.vocab_size();
+      m.default_temperature = defaults.sampling().temperature();
+      m.default_max_new_tokens = defaults.max_new_tokens();
+      out.push_back(std::move(m));
       it = out.end() - 1;
     }
     it->ready_groups++;
+    for (const phi::v1::AdapterInfo& a : st.adapters()) {
+      auto [at, added] = adapters.try_emplace(a.name());
+      if (added) {
+        // Served with its base model's limits and generation defaults.
+        at->second = *it;
+        at->second.name = a.name();
+        at->second.parent = st.model();
+        at->second.root = a.path();
+        at->second.ready_groups = 0;
+      }
+      at->second.ready_groups++;
+    }
   }
+  for (auto& [name, m] : adapters) out.push_back(std::move(m));
   return out;
 }
 

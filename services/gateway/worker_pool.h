@@ -7,6 +7,7 @@
 #include <atomic>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -36,6 +37,8 @@ class WorkerGroup {
 
   GroupState state() const;
   phi::v1::GetStatusResponse status() const;
+  // Its last GetStatus lists the LoRA adapter `name`.
+  bool HasAdapter(std::string_view name) const;
   // Requests this gateway has running on the group right now.
   std::atomic<int> in_flight{0};
 
@@ -61,8 +64,14 @@ struct WorkerPoolOptions {
   double keepalive_seconds = 1.0;
 };
 
+// A model this pool serves: a base model, or a LoRA adapter on one (GetStatusResponse.adapters).
 struct ModelSummary {
+  // What requests name it by: the base model's name, or the adapter's.
   std::string name;
+  // For an adapter: the base model it adapts (empty for a base model) and the folder it was
+  // read from (AdapterInfo.path).
+  std::string parent;
+  std::string root;
   int32_t max_context_tokens = 0;
   int32_t vocab_size = 0;
   int ready_groups = 0;
@@ -80,18 +89,26 @@ class WorkerPool {
                                                             metrics::Registry* registry);
   ~WorkerPool();
 
-  // Chooses a ready group serving `model` (empty: any), not `exclude`: the one
-  // holding the longest cached prefix of `prompt_ids`, then the least loaded
-  // (waiting + running, at least this gateway's own in-flight count), then the
-  // most free KV. nullptr when none is ready.
-  std::shared_ptr<WorkerGroup> Pick(const std::string& model, std::span<const int32_t> prompt_ids,
-                                    const WorkerGroup* exclude);
+  // Chooses a ready group serving `model` (a base model's name; empty: any) with the LoRA
+  // adapter `adapter` loaded (empty: the base weights), not `exclude`: the one holding the
+  // longest cached prefix of `prompt_ids` (hashed from common::PrefixHashRoot(adapter), as the
+  // worker's cache keys its blocks), then the least loaded (waiting + running, at least this
+  // gateway's own in-flight count), then the most free KV. nullptr when none is ready.
+  std::shared_ptr<WorkerGroup> Pick(const std::string& model, const std::string& adapter,
+                                    std::span<const int32_t> prompt_ids, const WorkerGroup* exclude);
   // A group failed a call: take it out of rotation until its next good check.
   void MarkFailed(WorkerGroup* group);
   // Checks every group now (also resolves the DNS name again).
   void RefreshNow();
-  // Models served by ready groups (one entry per model name).
+  // Models served by ready groups, one entry per name: the base models first (in group
+  // order), then the LoRA adapters ready groups list (by name; ready_groups counts the groups
+  // that have the adapter loaded).
   std::vector<ModelSummary> Models() const;
+  // The groups as last resolved (any state).
+  std::vector<std::shared_ptr<WorkerGroup>> Groups() const;
+  // Called after every health round (on the thread that ran it: the pool's, or RefreshNow's
+  // caller); must not block. Empty: none. Set before the owner of the callback goes away.
+  void SetCheckedCallback(std::function<void()> callback);
   // "host:port=ready, host:port=unreachable" for error messages.
   std::string Describe() const;
 
@@ -110,9 +127,9 @@ class WorkerPool {
     int32_t block_size = -1;
     std::vector<uint64_t> hashes;
   };
-  // False when `g` cannot take the request (not ready, another model).
-  static bool Score(WorkerGroup& g, const std::string& model, std::span<const int32_t> prompt_ids,
-                    PromptHashes* hashes, Candidate* out);
+  // False when `g` cannot take the request (not ready, another model, adapter not loaded).
+  static bool Score(WorkerGroup& g, const std::string& model, const std::string& adapter,
+                    std::span<const int32_t> prompt_ids, PromptHashes* hashes, Candidate* out);
   void CheckAll();
   void Loop();
 
@@ -126,6 +143,8 @@ class WorkerPool {
   bool stop_ = false;
   metrics::Family<metrics::Gauge>* groups_gauge_ = nullptr;
   std::atomic<uint64_t> rr_{0};
+  std::mutex checked_mu_;
+  std::function<void()> checked_;
 };
 
 }  // namespace phi::gateway

@@ -350,10 +350,12 @@ TEST_F(ChatServiceTest, ListModelsAndMetrics) {
   ASSERT_TRUE(stub_->Chat(&c2, Hello(), &r).ok());
   std::string text = registry_.Serialize();
   for (const char* name :
-       {"phi_gateway_requests_total{route=\"chat\",code=\"OK\"} 1", "phi_gateway_time_to_first_token_seconds_count 1",
-        "phi_gateway_inter_token_latency_seconds_count 25", "phi_gateway_e2e_latency_seconds_count 1",
-        "phi_gateway_tokenizer_duration_seconds_count 1", "phi_gateway_prompt_tokens_total 21",
-        "phi_gateway_completion_tokens_total 26", "phi_gateway_requests_in_flight 0",
+       {"phi_gateway_requests_total{route=\"chat\",code=\"OK\",model=\"fake-model\"} 1",
+        "phi_gateway_time_to_first_token_seconds_count{model=\"fake-model\"} 1",
+        "phi_gateway_inter_token_latency_seconds_count{model=\"fake-model\"} 25",
+        "phi_gateway_e2e_latency_seconds_count{model=\"fake-model\"} 1",
+        "phi_gateway_tokenizer_duration_seconds_count 1", "phi_gateway_prompt_tokens_total{model=\"fake-model\"} 21",
+        "phi_gateway_completion_tokens_total{model=\"fake-model\"} 26", "phi_gateway_requests_in_flight 0",
         "phi_gateway_worker_groups{state=\"ready\"} 2"}) {
     EXPECT_NE(text.find(name), std::string::npos) << name << "\n" << text;
   }

@@ -5,6 +5,7 @@
 #ifndef PHI_TESTS_UNIT_GATEWAY_FAKES_H_
 #define PHI_TESTS_UNIT_GATEWAY_FAKES_H_
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -139,6 +140,48 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
   std::atomic<int64_t> refuse_seed{-1};
   phi::v1::GenerateRequest last_request;
   std::mutex mu;
+  // LoRA adapters registered here (GetStatus lists them; guarded by mu). LoadAdapter refuses a
+  // path that does not start with '/' as a missing folder (NOT_FOUND), and every load with
+  // refuse_load_code when it is not OK. A request for an adapter gets "<adapter>:" + reply.
+  std::vector<phi::v1::AdapterInfo> adapters;
+  std::atomic<grpc::StatusCode> refuse_load_code{grpc::StatusCode::OK};
+  std::atomic<int> loads{0};
+  std::atomic<int> unloads{0};
+
+  void AddAdapter(const std::string& name, const std::string& path = "/adapters/x") {
+    std::lock_guard<std::mutex> l(mu);
+    phi::v1::AdapterInfo a;
+    a.set_name(name);
+    a.set_path(path);
+    a.set_rank(8);
+    adapters.push_back(a);
+  }
+  bool HasAdapter(const std::string& name) {
+    std::lock_guard<std::mutex> l(mu);
+    return std::any_of(adapters.begin(), adapters.end(), [&](const auto& a) { return a.name() == name; });
+  }
+  grpc::Status LoadAdapter(grpc::ServerContext*, const phi::v1::LoadAdapterRequest* req,
+                           phi::v1::LoadAdapterResponse* resp) override {
+    ++loads;
+    if (refuse_load_code != grpc::StatusCode::OK) return grpc::Status(refuse_load_code, "fake worker refuses the load");
+    if (req->path().empty() || req->path()[0] != '/') {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "path: no folder " + req->path());
+    }
+    if (HasAdapter(req->name())) return grpc::Status(grpc::StatusCode::ALREADY_EXISTS, "name: taken");
+    AddAdapter(req->name(), req->path());
+    resp->mutable_adapter()->set_name(req->name());
+    resp->mutable_adapter()->set_path(req->path());
+    return grpc::Status::OK;
+  }
+  grpc::Status UnloadAdapter(grpc::ServerContext*, const phi::v1::UnloadAdapterRequest* req,
+                             phi::v1::UnloadAdapterResponse*) override {
+    ++unloads;
+    std::lock_guard<std::mutex> l(mu);
+    auto it = std::find_if(adapters.begin(), adapters.end(), [&](const auto& a) { return a.name() == req->name(); });
+    if (it == adapters.end()) return grpc::Status(grpc::StatusCode::NOT_FOUND, "no adapter " + req->name());
+    adapters.erase(it);
+    return grpc::Status::OK;
+  }
 
   grpc::Status Generate(grpc::ServerContext* ctx, const phi::v1::GenerateRequest* req,
                         grpc::ServerWriter<phi::v1::GenerateResponse>* w) override {
@@ -155,7 +198,11 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     if (refuse_seed >= 0 && seed == static_cast<uint64_t>(refuse_seed.load())) {
       return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "sampling.constraint.json_schema: bad at offset 17");
     }
-    const std::string text = seeded_reply ? reply + static_cast<char>('0' + seed % 10) : reply;
+    if (!req->adapter().empty() && !HasAdapter(req->adapter())) {
+      return grpc::Status(grpc::StatusCode::NOT_FOUND, "adapter: no adapter " + req->adapter());
+    }
+    const std::string base_text = req->adapter().empty() ? reply : req->adapter() + ":" + reply;
+    const std::string text = seeded_reply ? base_text + static_cast<char>('0' + seed % 10) : base_text;
     const float token_logprob = seeded_reply ? -0.1f * static_cast<float>(seed % 5 + 1) : -0.5f;
     if (mode == Mode::kHang) {
       while (!ctx->IsCancelled()) std::this_thread::sleep_for(std::chrono::milliseconds(2));
@@ -228,6 +275,8 @@ class FakeWorker final : public phi::v1::WorkerService::Service {
     std::lock_guard<std::mutex> l(mu);
     r->mutable_cached_block_hashes()->Add(cached_hashes.begin(), cached_hashes.end());
     if (generation_defaults) *r->mutable_generation_defaults() = *generation_defaults;
+    r->mutable_adapters()->Add(adapters.begin(), adapters.end());
+    r->set_max_adapter_slots(4);
     return grpc::Status::OK;
   }
 };

@@ -357,9 +357,9 @@ TEST_F(GenerationTest, ChoicesShareOneEncodeAndCountOneRequest) {
   phi::v1::ChatResponse resp;
   ASSERT_TRUE(stub_->Chat(&ctx, req, &resp).ok());
   EXPECT_EQ(tokenizer_.encodes.load() - encodes, 1);
-  EXPECT_EQ(Metric("phi_gateway_prompt_tokens_total"), 21);
-  EXPECT_EQ(Metric("phi_gateway_completion_tokens_total"), 5 * 26);
-  EXPECT_EQ(Metric("phi_gateway_time_to_first_token_seconds_count"), 1);
+  EXPECT_EQ(Metric("phi_gateway_prompt_tokens_total{model=\"fake-model\"}"), 21);
+  EXPECT_EQ(Metric("phi_gateway_completion_tokens_total{model=\"fake-model\"}"), 5 * 26);
+  EXPECT_EQ(Metric("phi_gateway_time_to_first_token_seconds_count{model=\"fake-model\"}"), 1);
 }
 
 class GenerationDefaultsTest : public GenerationTest {

@@ -9,6 +9,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/common/status_macros.h"
 #include "services/worker/backends/cpu/attention.h"
+#include "services/worker/lora/lora_adapter.h"
 #include "services/worker/backends/cpu/ops.h"
 #include "services/worker/model/phi_fused_weights.h"
 #include "services/worker/model/shard_spec.h"
@@ -79,7 +80,12 @@ absl::StatusOr<std::unique_ptr<CpuModelRunner>> CpuModelRunner::Create(const mod
   if (options.num_threads < 1 || options.num_threads > 256) {
     return absl::InvalidArgumentError(absl::StrCat("num_threads ", options.num_threads, ": allowed [1, 256]"));
   }
+  if (options.max_adapter_slots < 0 || options.max_adapter_slots > kMaxAdapterSlots) {
+    return absl::InvalidArgumentError(absl::StrCat("max_adapter_slots ", options.max_adapter_slots,
+                                                   ": allowed [0, ", kMaxAdapterSlots, "]"));
+  }
   std::unique_ptr<CpuModelRunner> r(new CpuModelRunner(options));
+  r->slots_.resize(static_cast<size_t>(options.max_adapter_slots) + 1);
   PHI_ASSIGN_OR_RETURN(r->isa_, ResolveKernelPath(options.kernel));
   PHI_RETURN_IF_ERROR(r->Load(checkpoint));
   return r;
@@ -214,6 +220,34 @@ std::string CpuModelRunner::kernel_name() const {
   return name;
 }
 
+absl::Status CpuModelRunner::SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) {
+  const int32_t max = options_.max_adapter_slots;
+  if (max == 0) {
+    return absl::FailedPreconditionError("this CPU runner holds no LoRA adapters (max_adapter_slots 0)");
+  }
+  if (slot < 1 || slot > max) {
+    return absl::InvalidArgumentError(absl::StrCat("adapter slot ", slot, " outside [1, ", max, "]"));
+  }
+  if (adapter == nullptr) {
+    slots_[static_cast<size_t>(slot)].reset();
+    return absl::OkStatus();
+  }
+  const LoraLayerDims dims{.num_layers = config_.num_hidden_layers, .hidden = hidden_, .attn = attn_, .fc1 = fc1_};
+  const int32_t world = options_.comm != nullptr ? options_.comm->world_size() : 1;
+  if (world == 1) {
+    PHI_ASSIGN_OR_RETURN(slots_[static_cast<size_t>(slot)], PackedLoraAdapter::Pack(*adapter, dims));
+    return absl::OkStatus();
+  }
+  if (static_cast<int>(adapter->layers.size()) != config_.num_hidden_layers) {
+    return absl::InvalidArgumentError(absl::StrCat("adapter '", adapter->name, "' has ", adapter->layers.size(),
+                                                   " layers, the model ", config_.num_hidden_layers));
+  }
+  const model::ShardSpec shard{options_.comm->rank(), world};
+  const std::shared_ptr<const lora::LoraAdapter> slice = lora::SliceForShard(*adapter, config_, shard);
+  PHI_ASSIGN_OR_RETURN(slots_[static_cast<size_t>(slot)], PackedLoraAdapter::Pack(*slice, dims));
+  return absl::OkStatus();
+}
+
 int64_t CpuModelRunner::KvBlockBytes(int32_t block_size) const {
   return 2 * static_cast<int64_t>(config_.num_hidden_layers) * block_size * attn_ * static_cast<int64_t>(sizeof(float));
 }
@@ -243,6 +277,14 @@ absl::Status CpuModelRunner::Validate(const worker::StepBatch& batch) const {
   if (batch.seqs.empty()) return absl::InvalidArgumentError("empty batch");
   for (const auto& s : batch.seqs) {
     if (s.tokens.empty()) return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": no tokens"));
+    if (s.adapter_slot < 0 || s.adapter_slot > options_.max_adapter_slots) {
+      return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": adapter_slot ", s.adapter_slot,
+                                                     " outside [0, ", options_.max_adapter_slots, "]"));
+    }
+    if (s.adapter_slot > 0 && slots_[static_cast<size_t>(s.adapter_slot)] == nullptr) {
+      return absl::InvalidArgumentError(
+          absl::StrCat("sequence ", s.seq_id, ": adapter_slot ", s.adapter_slot, " holds no adapter"));
+    }
     if (s.start_pos < 0) {
       return absl::InvalidArgumentError(absl::StrCat("sequence ", s.seq_id, ": start_pos ", s.start_pos, " < 0"));
     }
@@ -332,10 +374,24 @@ CpuModelRunner::StepTokens CpuModelRunner::Flatten(const worker::StepBatch& batc
   const size_t B = batch.seqs.size();
   StepTokens st;
   st.seq_first.resize(B);
+  // Rows by adapter slot, batch order within a slot: each adapter's rows are one block.
+  std::vector<size_t> order(B);
+  for (size_t i = 0; i < B; ++i) order[i] = i;
+  std::stable_sort(order.begin(), order.end(), [&](size_t a, size_t b) {
+    return batch.seqs[a].adapter_slot < batch.seqs[b].adapter_slot;
+  });
   int64_t T = 0;
-  for (size_t i = 0; i < B; ++i) {
+  for (const size_t i : order) {
+    const auto& s = batch.seqs[i];
     st.seq_first[i] = T;
-    T += static_cast<int64_t>(batch.seqs[i].tokens.size());
+    const auto n = static_cast<int64_t>(s.tokens.size());
+    if (s.adapter_slot > 0) {
+      if (st.adapter_rows.empty() || st.adapter_rows.back().slot != s.adapter_slot) {
+        st.adapter_rows.push_back({.slot = s.adapter_slot, .first = T, .count = 0});
+      }
+      st.adapter_rows.back().count += n;
+    }
+    T += n;
   }
   st.count = T;
   st.token.resize(T);
@@ -381,6 +437,11 @@ absl::Status CpuModelRunner::RunLayer(int l, const worker::StepBatch& batch, con
     }
   });
   matmul_->Run(h_.data(), T, H, L.w_in, L.b_in.data(), y_in_.data(), n_in_, /*accumulate=*/false);
+  // LoRA q/k/v/fc1 deltas, one group of GEMMs per adapter over its block of rows.
+  for (const AdapterRows& g : st.adapter_rows) {
+    slots_[static_cast<size_t>(g.slot)]->AddInDelta(*matmul_, l, h_.data() + g.first * H, g.count,
+                                                    y_in_.data() + g.first * n_in_, n_in_, &lora_s_);
+  }
 
   // Rotary on q and k, then K/V into the cache; gelu of fc1 into z's second part.
   pool_->ParallelFor(T, 1, [&](int64_t b, int64_t e) {
@@ -405,13 +466,20 @@ absl::Status CpuModelRunner::RunLayer(int l, const worker::StepBatch& batch, con
   });
   Attention(l, batch, st.seq_first);
   // x += [attn | gelu(fc1)] W_out^T + b_dense + b_fc2  (dense and fc2 in one GEMM).
-  if (comm == nullptr) {
-    matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), x_.data(), H, /*accumulate=*/true);
-    return absl::OkStatus();
+  // The LoRA dense + fc2 deltas are added after it (under tensor parallelism, this rank's
+  // partial sums, into the all-reduce's input).
+  float* out = x_.data();
+  if (comm != nullptr) {
+    Grow(&partial_, T * H);
+    out = partial_.data();
   }
+  matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), out, H, /*accumulate=*/comm == nullptr);
+  for (const AdapterRows& g : st.adapter_rows) {
+    slots_[static_cast<size_t>(g.slot)]->AddOutDelta(*matmul_, l, z_.data() + g.first * k_out_, g.count, k_out_,
+                                                     out + g.first * H, H, &lora_s_);
+  }
+  if (comm == nullptr) return absl::OkStatus();
   // This rank's partial sum over its heads and fc1 columns; the layer's one all-reduce.
-  Grow(&partial_, T * H);
-  matmul_->Run(z_.data(), T, k_out_, L.w_out, L.b_out.data(), partial_.data(), H, /*accumulate=*/false);
   PHI_RETURN_IF_ERROR(comm->AllReduceSum(std::span<float>(partial_.data(), T * H)));
   for (int64_t i = 0; i < T * H; ++i) x_[i] += partial_[i];
   return absl::OkStatus();

@@ -2,6 +2,8 @@
 // batch of sequences with a paged KV cache. Weights BF16 (default), F32 or INT8 (quantized
 // at load, see WeightFormat), activations F32. Per layer two GEMMs: h = LN(x); [q|k|v|fc1] = h W_in^T + b_in;
 // x += [attn(q,k,v) | gelu_new(fc1)] W_out^T + (b_dense + b_fc2)   (the parallel block).
+// LoRA adapters (max_adapter_slots) add their low-rank deltas to both GEMMs' outputs, batched
+// by adapter (cpu_lora.h).
 //
 // Usage:
 //   PHI_ASSIGN_OR_RETURN(auto runner, phi::worker::cpu::CpuModelRunner::Create(model_dir, {}));
@@ -16,6 +18,7 @@
 #include <vector>
 
 #include "absl/status/statusor.h"
+#include "services/worker/backends/cpu/cpu_lora.h"
 #include "services/worker/backends/cpu/matmul.h"
 #include "services/worker/backends/cpu/thread_pool.h"
 #include "services/worker/engine/model_runner.h"
@@ -40,6 +43,9 @@ struct CpuRunnerOptions {
   // embedding rows and one all-gather of the logits (rows asking for num_candidates
   // travel as top-C candidates, see parallel/vocab_gather.h). Must outlive the runner.
   parallel::Communicator* comm = nullptr;
+  // LoRA adapter slots (--max-loras): adapters installed at once with SetAdapter, in
+  // [0, kMaxAdapterSlots]; 0: the runner serves the base model only.
+  int32_t max_adapter_slots = 0;
 };
 
 class CpuModelRunner final : public worker::ModelRunner {
@@ -57,6 +63,13 @@ class CpuModelRunner final : public worker::ModelRunner {
   absl::Status AllocateKvCache(const worker::KvCacheSpec& spec) override;
   int64_t KvBlockBytes(int32_t block_size) const override;
   absl::Status Step(const worker::StepBatch& batch, worker::StepLogits* out) override;
+  int32_t max_adapter_slots() const override { return options_.max_adapter_slots; }
+  // Slices `adapter` for this runner's tensor-parallel rank and packs it (cpu_lora.h).
+  // FAILED_PRECONDITION without slots; INVALID_ARGUMENT for a slot outside
+  // [1, max_adapter_slots] or an adapter that does not fit the model.
+  absl::Status SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) override;
+
+  static constexpr int32_t kMaxAdapterSlots = 1024;
 
   const model::PhiConfig& config() const { return config_; }
   const model::GenerationConfig& generation() const { return generation_; }
@@ -83,12 +96,19 @@ class CpuModelRunner final : public worker::ModelRunner {
     std::vector<float> b_out;  // dense.bias + fc2.bias
   };
 
+  // Rows [first, first + count) of a step, the tokens of the sequences of one adapter slot.
+  struct AdapterRows {
+    int32_t slot = 0;
+    int64_t first = 0, count = 0;
+  };
   // A step's batch flattened: token t of the step belongs to sequence seq_of[t] at position
-  // pos[t]; sequence i's tokens start at row seq_first[i].
+  // pos[t]; sequence i's tokens start at row seq_first[i]. Sequences are laid out by adapter
+  // slot (stable), so that each adapter's rows are one block: adapter_rows, slots > 0 only.
   struct StepTokens {
     std::vector<int64_t> seq_first;
     std::vector<int32_t> token, pos;
     std::vector<const worker::SequenceStep*> seq_of;
+    std::vector<AdapterRows> adapter_rows;
     int64_t count = 0;
   };
 
@@ -137,8 +157,12 @@ class CpuModelRunner final : public worker::ModelRunner {
   std::unique_ptr<uint8_t[], AlignedFree> kv_;
   int64_t kv_layer_stride_ = 0;  // floats per layer per K (or V)
 
+  // slots_[s]: the adapter in slot s (1..max_adapter_slots; [0] stays null, the base).
+  std::vector<std::unique_ptr<PackedLoraAdapter>> slots_;
+
   // Step buffers, grown on demand.
   std::vector<float> x_, h_, y_in_, z_, scores_;
+  std::vector<float> lora_s_;  // LoRA shrink outputs [rows, ranks] of one adapter group
   std::vector<const float*> block_ptrs_;  // per thread: K then V block pointers of one head
   // scores_: per thread, kAttentionQueryTile x max_position_embeddings floats.
   std::vector<float> partial_, logits_local_;  // tensor parallelism: pre-reduce, pre-gather

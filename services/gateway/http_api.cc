@@ -116,7 +116,13 @@ void HttpApi::Refuse(const std::string& route, const std::shared_ptr<HttpExchang
 }
 
 void HttpApi::CountRequest(const std::string& route, const absl::Status& s, const std::string& model) {
-  metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())), model);
+  // A label only for a name that is served now: a client's unknown name never becomes one.
+  bool served = false;
+  if (!model.empty()) {
+    for (const ModelSummary& m : generations_->pool()->Models()) served = served || m.name == model;
+  }
+  metrics_->CountRequest(route, std::string(common::GrpcCodeName(common::ToGrpcStatus(s).error_code())),
+                         served ? model : "");
 }
 
 void HttpApi::Handle(std::shared_ptr<HttpExchange> ex) {

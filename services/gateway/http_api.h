@@ -85,7 +85,7 @@ class HttpApi {
   void Models(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id, const std::string& one);
   void LoadLoraAdapter(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
   void UnloadLoraAdapter(const std::shared_ptr<HttpExchange>& ex, const std::string& request_id);
-  // `model`: the served model the request resolved to ("" when none; see GatewayMetrics).
+  // `model`: the model the request named; the metric's label only when it is served now.
   void CountRequest(const std::string& route, const absl::Status& s, const std::string& model = "");
   // A request refused before it started (auth, body): counted on `route` and answered.
   void Refuse(const std::string& route, const std::shared_ptr<HttpExchange>& ex, const absl::Status& s,

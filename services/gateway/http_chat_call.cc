@@ -74,7 +74,7 @@ class HttpApi::ChatCall final : public HttpSseCall,
 
  private:
   void Release(const absl::Status& status) override {
-    api_->CountRequest("http_chat_completions", status);
+    api_->CountRequest("http_chat_completions", status, model_);
     api_->Untrack(this);  // may free this object: last
   }
 

@@ -78,7 +78,7 @@ class HttpApi::CompletionCall final : public HttpSseCall,
   };
 
   void Release(const absl::Status& status) override {
-    api_->CountRequest("http_completions", status);
+    api_->CountRequest("http_completions", status, model_);
     api_->Untrack(this);  // may free this object: last
   }
 

@@ -53,9 +53,8 @@ struct HttpReply {
 };
 
 // One request on a new connection (Connection: close), read to the end.
-HttpReply PostJson(int port, std::string_view path, const json& body) {
-  const std::string b = body.dump();
-  const std::string req = std::string("POST ") + std::string(path) +
+HttpReply Send(int port, std::string_view method, std::string_view path, const std::string& b) {
+  const std::string req = std::string(method) + " " + std::string(path) +
                           " HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\n"
                           "Content-Length: " +
                           std::to_string(b.size()) + "\r\n\r\n" + b;
@@ -92,6 +91,8 @@ HttpReply PostJson(int port, std::string_view path, const json& body) {
   }
   return r;
 }
+
+HttpReply PostJson(int port, std::string_view path, const json& body) { return Send(port, "POST", path, body.dump()); }
 
 // The data of each SSE event.
 std::vector<std::string> SseData(const std::string& body) {
@@ -281,6 +282,56 @@ TEST_F(HttpApiChoicesTest, AbsentSamplingFieldsGetTheModelDefaults) {
   EXPECT_EQ(req.sampling().temperature(), 0.7f);
   EXPECT_EQ(req.stopping().max_new_tokens(), 16);
   EXPECT_EQ(reply["usage"]["completion_tokens"], 16);
+}
+
+}  // namespace
+}  // namespace phi::gateway
+
+namespace phi::gateway {
+namespace {
+
+TEST_F(HttpApiChoicesTest, LoraAdaptersLoadListServeAndUnloadAsVllm) {
+  StartHttp();
+  workers_[0]->seeded_reply = false;
+  HttpReply r = PostJson(api_->port(), "/v1/load_lora_adapter", {{"lora_name", "dpo"}, {"lora_path", "/a/dpo"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "Success: LoRA adapter 'dpo' added successfully.");
+  r = Send(api_->port(), "GET", "/v1/models", "");
+  ASSERT_EQ(r.status, 200) << r.body;
+  json models = json::parse(r.body)["data"];
+  ASSERT_EQ(models.size(), 2u) << r.body;
+  EXPECT_EQ(models[0]["id"], "fake-model");
+  EXPECT_EQ(models[0]["parent"], nullptr);
+  EXPECT_EQ(models[1]["id"], "dpo");
+  EXPECT_EQ(models[1]["parent"], "fake-model");
+  EXPECT_EQ(models[1]["root"], "/a/dpo");
+  r = PostJson(api_->port(), "/v1/chat/completions", Chat({{"model", "dpo"}}));
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(json::parse(r.body)["model"], "dpo");
+  EXPECT_EQ(json::parse(r.body)["choices"][0]["message"]["content"], "dpo:" + kReply);
+  EXPECT_EQ(Metric("phi_gateway_requests_total{route=\"http_chat_completions\",code=\"OK\",model=\"dpo\"}"), 1);
+  // Unknown: OpenAI's 404 naming what is served, and no label for the name.
+  r = PostJson(api_->port(), "/v1/chat/completions", Chat({{"model", "nope"}}));
+  ASSERT_EQ(r.status, 404) << r.body;
+  json e = json::parse(r.body)["error"];
+  EXPECT_EQ(e["code"], "model_not_found");
+  EXPECT_EQ(e["message"], "model: 'nope' is not served here (served: 'fake-model', 'dpo')");
+  EXPECT_EQ(registry_.Serialize().find("\"nope\""), std::string::npos);
+  // Refusals are 400 with the error JSON naming the field.
+  EXPECT_EQ(Error400("/v1/load_lora_adapter", {{"lora_name", 3}, {"lora_path", "/a"}})["param"], "lora_name");
+  EXPECT_EQ(Error400("/v1/load_lora_adapter", {{"lora_name", "x"}})["param"], "lora_path");
+  EXPECT_EQ(Error400("/v1/load_lora_adapter", {{"lora_name", "dpo"}, {"lora_path", "/a/dpo"}})["message"],
+            "lora_name: the adapter 'dpo' has already been loaded");
+  EXPECT_NE(Error400("/v1/load_lora_adapter", {{"lora_name", "x"}, {"lora_path", "rel"}})["message"]
+                .get<std::string>()
+                .find("no folder rel"),
+            std::string::npos);
+  r = PostJson(api_->port(), "/v1/unload_lora_adapter", {{"lora_name", "dpo"}});
+  ASSERT_EQ(r.status, 200) << r.body;
+  EXPECT_EQ(r.body, "Success: LoRA adapter 'dpo' removed successfully.");
+  EXPECT_EQ(Error400("/v1/unload_lora_adapter", {{"lora_name", "dpo"}})["message"],
+            "lora_name: no adapter 'dpo' is loaded");
+  EXPECT_EQ(Send(api_->port(), "GET", "/v1/load_lora_adapter", "").status, 405);
 }
 
 }  // namespace

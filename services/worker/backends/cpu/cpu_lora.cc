@@ -27,7 +27,7 @@ ModuleShape ShapeOf(LoraModule m, const LoraLayerDims& d) {
   return {};
 }
 
-absl::Status CheckFits(const lora::LoraAdapter& adapter, int layer, LoraModule m, const lora::LoraWeights& w,
+absl::Status ModuleFits(const lora::LoraAdapter& adapter, int layer, LoraModule m, const lora::LoraWeights& w,
                        const LoraLayerDims& dims) {
   const ModuleShape s = ShapeOf(m, dims);
   const int64_t r = w.rank;
@@ -54,22 +54,29 @@ void Grow(std::vector<float>* v, int64_t n) {
 
 }  // namespace
 
-absl::StatusOr<std::unique_ptr<PackedLoraAdapter>> PackedLoraAdapter::Pack(const lora::LoraAdapter& adapter,
-                                                                           const LoraLayerDims& dims) {
+absl::Status PackedLoraAdapter::CheckFits(const lora::LoraAdapter& adapter, const LoraLayerDims& dims) {
   if (static_cast<int>(adapter.layers.size()) != dims.num_layers) {
     return absl::InvalidArgumentError(absl::StrCat("adapter '", adapter.name, "' has ", adapter.layers.size(),
                                                    " layers, the model ", dims.num_layers));
   }
+  for (int l = 0; l < dims.num_layers; ++l) {
+    for (int m = 0; m < lora::kNumLoraModules; ++m) {
+      if (const lora::LoraWeights* w = adapter.weights(l, static_cast<LoraModule>(m))) {
+        if (auto s = ModuleFits(adapter, l, static_cast<LoraModule>(m), *w, dims); !s.ok()) return s;
+      }
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<std::unique_ptr<PackedLoraAdapter>> PackedLoraAdapter::Pack(const lora::LoraAdapter& adapter,
+                                                                           const LoraLayerDims& dims) {
+  if (absl::Status s = CheckFits(adapter, dims); !s.ok()) return s;
   std::unique_ptr<PackedLoraAdapter> p(new PackedLoraAdapter());
   p->name_ = adapter.name;
   p->dims_ = dims;
   p->layers_.resize(static_cast<size_t>(dims.num_layers));
   for (int l = 0; l < dims.num_layers; ++l) {
-    for (int m = 0; m < lora::kNumLoraModules; ++m) {
-      if (const lora::LoraWeights* w = adapter.weights(l, static_cast<LoraModule>(m))) {
-        if (auto s = CheckFits(adapter, l, static_cast<LoraModule>(m), *w, dims); !s.ok()) return s;
-      }
-    }
     Layer& L = p->layers_[static_cast<size_t>(l)];
     // [q|k|v|fc1]: the A's stacked in W_in's module order, one expand per module.
     const auto in_parts = model::FusedInParts(l, dims.attn, dims.fc1);

@@ -36,8 +36,10 @@ struct LoraLayerDims {
 
 class PackedLoraAdapter {
  public:
-  // `adapter` is this rank's slice (lora::SliceForShard). INVALID_ARGUMENT naming the layer
-  // and module when a matrix does not fit `dims`.
+  // OK when every matrix of `adapter` fits `dims` (the layer count, each module's [out, in],
+  // A and B sizes); else INVALID_ARGUMENT naming the layer and module.
+  static absl::Status CheckFits(const lora::LoraAdapter& adapter, const LoraLayerDims& dims);
+  // `adapter` is this rank's slice (lora::SliceForShard); CheckFits(adapter, dims) first.
   static absl::StatusOr<std::unique_ptr<PackedLoraAdapter>> Pack(const lora::LoraAdapter& adapter,
                                                                  const LoraLayerDims& dims);
 

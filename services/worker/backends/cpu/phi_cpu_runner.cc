@@ -238,10 +238,9 @@ absl::Status CpuModelRunner::SetAdapter(int32_t slot, std::shared_ptr<const lora
     PHI_ASSIGN_OR_RETURN(slots_[static_cast<size_t>(slot)], PackedLoraAdapter::Pack(*adapter, dims));
     return absl::OkStatus();
   }
-  if (static_cast<int>(adapter->layers.size()) != config_.num_hidden_layers) {
-    return absl::InvalidArgumentError(absl::StrCat("adapter '", adapter->name, "' has ", adapter->layers.size(),
-                                                   " layers, the model ", config_.num_hidden_layers));
-  }
+  // The whole model's shapes first: the slice is cut by them.
+  PHI_RETURN_IF_ERROR(PackedLoraAdapter::CheckFits(
+      *adapter, {.num_layers = config_.num_hidden_layers, .hidden = hidden_, .attn = hidden_, .fc1 = inter_}));
   const model::ShardSpec shard{options_.comm->rank(), world};
   const std::shared_ptr<const lora::LoraAdapter> slice = lora::SliceForShard(*adapter, config_, shard);
   PHI_ASSIGN_OR_RETURN(slots_[static_cast<size_t>(slot)], PackedLoraAdapter::Pack(*slice, dims));

@@ -66,7 +66,8 @@ class CpuModelRunner final : public worker::ModelRunner {
   int32_t max_adapter_slots() const override { return options_.max_adapter_slots; }
   // Slices `adapter` for this runner's tensor-parallel rank and packs it (cpu_lora.h).
   // FAILED_PRECONDITION without slots; INVALID_ARGUMENT for a slot outside
-  // [1, max_adapter_slots] or an adapter that does not fit the model.
+  // [1, max_adapter_slots] or an adapter that does not fit the model (the slot then keeps
+  // what it held).
   absl::Status SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) override;
 
   static constexpr int32_t kMaxAdapterSlots = 1024;

@@ -402,6 +402,14 @@ TEST(CpuLoraTest, RefusesBadSlotsAndAdapters) {
   deeper.num_hidden_layers += 1;
   EXPECT_EQ(r->SetAdapter(1, RandomAdapter(deeper, "deep", 4, 8, {LoraModule::kQ}, 73)).code(),
             absl::StatusCode::kInvalidArgument);
+  // Under tensor parallelism too, before slicing (SetAdapter makes no collective call).
+  Shared shared(2);
+  ThreadCommunicator comm(&shared, 1);
+  auto rank1 = MakeRunner(kModelDir, WeightFormat::kF32, 1, &comm, 1);
+  ASSERT_NE(rank1, nullptr);
+  const absl::Status sliced = rank1->SetAdapter(1, RandomAdapter(wider, "wide", 4, 8, {LoraModule::kFc2}, 74));
+  EXPECT_EQ(sliced.code(), absl::StatusCode::kInvalidArgument);
+  EXPECT_NE(sliced.message().find("fc2"), std::string::npos) << sliced;
 
   // Steps naming a slot out of range or an empty one.
   const std::vector<int32_t> tokens = {1, 2, 3}, blocks = {0};

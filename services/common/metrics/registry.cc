@@ -190,18 +190,23 @@ namespace {
 
 std::string LabelSet(const std::vector<std::string>& names, const std::vector<std::string>& values,
                      const std::string& extra_name = "", const std::string& extra_value = "") {
-  if (names.empty() && extra_name.empty()) return "";
+  // An empty value is written as no label at all, which is what Prometheus stores for it: a
+  // series labelled only where the label applies (adapter="" for the base model) keeps the
+  // exact name it had before the label existed.
   std::string out = "{";
   bool first = true;
   for (size_t i = 0; i < names.size(); ++i) {
+    if (values[i].empty()) continue;
     if (!first) out += ',';
     first = false;
     out += names[i] + "=\"" + EscapeLabelValue(values[i]) + "\"";
   }
   if (!extra_name.empty()) {
     if (!first) out += ',';
+    first = false;
     out += extra_name + "=\"" + extra_value + "\"";
   }
+  if (first) return "";
   out += '}';
   return out;
 }

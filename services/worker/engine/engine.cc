@@ -10,6 +10,7 @@
 #include "services/common/prefix_hash.h"
 #include "services/common/request_limits.h"
 #include "services/common/status_macros.h"
+#include "services/worker/lora/lora_adapter.h"
 
 namespace phi::worker {
 namespace {
@@ -73,6 +74,14 @@ absl::StatusOr<std::unique_ptr<Engine>> Engine::Create(ModelRunner* runner, Engi
   if (options.max_waiting < 0) {
     return absl::InvalidArgumentError(absl::StrCat("max_waiting = ", options.max_waiting, " must be >= 0"));
   }
+  if (options.max_adapters < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("max_lora_adapters = ", options.max_adapters, " must be >= 0"));
+  }
+  if (runner->max_adapter_slots() < 0) {
+    return absl::InvalidArgumentError(
+        absl::StrCat("runner: max_adapter_slots() = ", runner->max_adapter_slots(), " must be >= 0"));
+  }
   absl::Status st = runner->AllocateKvCache(KvCacheSpec{options.num_kv_blocks, options.block_size});
   if (!st.ok()) return st;
   std::unique_ptr<Engine> engine(new Engine(runner, std::move(options)));
@@ -85,7 +94,11 @@ Engine::Engine(ModelRunner* runner, EngineOptions options)
     : runner_(runner),
       options_(std::move(options)),
       shape_(runner->shape()),
-      metrics_(options_.registry != nullptr ? *options_.registry : metrics::DefaultRegistry()),
+      // Twice the adapters registered at once: room for unloads and loads of new names.
+      metrics_(options_.registry != nullptr ? *options_.registry : metrics::DefaultRegistry(),
+               2 * options_.max_adapters),
+      adapters_(runner->max_adapter_slots(), options_.max_adapters, &metrics_),
+      base_metrics_(metrics_.ForAdapter("")),
       blocks_(options_.num_kv_blocks, options_.block_size, options_.enable_prefix_cache),
       scheduler_(&blocks_, options_.max_batch_tokens, options_.max_running) {
   metrics_.kv_blocks_capacity.Set(options_.num_kv_blocks);
@@ -235,7 +248,24 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
                                request.stopping.stop_token_ids.end());
   }
   if (request.constraint != nullptr) seq->token_mask.assign(TokenMaskWords(shape_.vocab_size), 0u);
+  seq->hash_root = common::PrefixHashRoot(request.adapter);
+  seq->adapter_metrics = base_metrics_;
 
+  if (!request.adapter.empty()) {
+    // Taken first (NOT_FOUND before the transient refusals below) and given back on any
+    // later refusal; from here the request holds its adapter's slot until it ends.
+    PHI_ASSIGN_OR_RETURN(const AdapterSlots::Hold hold, adapters_.Acquire(request.adapter));
+    seq->adapter_slot = hold.slot;
+    seq->adapter_metrics = hold.metrics;
+  }
+  const int32_t slot = seq->adapter_slot;
+  absl::StatusOr<std::shared_ptr<RequestStream>> queued = Enqueue(std::move(request), std::move(seq));
+  if (!queued.ok() && slot > 0 && adapters_.Release(slot)) WakeEngine();
+  return queued;
+}
+
+absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Enqueue(GenerationRequest request,
+                                                               std::unique_ptr<Sequence> seq) {
   std::lock_guard<std::mutex> lock(mu_);
   if (!admitting_) return absl::UnavailableError("worker is draining or stopped; retry on another worker");
   if (num_waiting_.load() >= options_.max_waiting) {
@@ -255,13 +285,7 @@ absl::StatusOr<std::shared_ptr<RequestStream>> Engine::Submit(GenerationRequest 
   seq->request = std::move(request);
   seq->request.sampling.seed = seq->seed;
   seq->stream = std::make_shared<RequestStream>(seq->request.request_id);
-  seq->stream->set_cancel_notifier([this] {
-    {
-      std::lock_guard<std::mutex> l(mu_);
-      wake_ = true;
-    }
-    cv_.notify_one();
-  });
+  seq->stream->set_cancel_notifier([this] { WakeEngine(); });
   by_id_[seq->request.request_id] = seq->stream;
   std::shared_ptr<RequestStream> stream = seq->stream;
   incoming_.push_back(std::move(seq));
@@ -283,6 +307,72 @@ absl::Status Engine::Cancel(const std::string& request_id) {
   }
   stream->Cancel();
   return absl::OkStatus();
+}
+
+void Engine::ReleaseAdapterSlot(Sequence& seq) {
+  if (seq.adapter_slot == 0) return;
+  if (adapters_.Release(seq.adapter_slot)) WakeEngine();
+  seq.adapter_slot = 0;
+}
+
+void Engine::WakeEngine() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    wake_ = true;
+  }
+  cv_.notify_one();
+}
+
+absl::Status Engine::AddAdapter(std::shared_ptr<const lora::LoraAdapter> adapter) {
+  return adapters_.Add(std::move(adapter));
+}
+
+absl::Status Engine::RemoveAdapter(const std::string& name) {
+  PHI_RETURN_IF_ERROR(adapters_.Remove(name));
+  WakeEngine();  // to empty its slot and forget its blocks when no request uses it
+  return absl::OkStatus();
+}
+
+std::vector<AdapterInfo> Engine::Adapters() const { return adapters_.List(); }
+
+void Engine::SyncAdapterSlots() {
+  AdapterSlots::Work work = adapters_.TakeWork();
+  for (uint64_t root : work.forget_roots) {
+    const int32_t n = blocks_.ForgetChain(root);
+    if (n > 0) PHI_LOG(DEBUG, "lora_blocks_forgotten").Int("blocks", n);
+  }
+  for (auto& [slot, adapter] : work.installs) {
+    const absl::Status st = runner_->SetAdapter(slot, adapter);
+    if (st.ok()) {
+      if (adapter != nullptr) metrics_.lora_slot_installs.Inc();
+      adapters_.Installed(slot, adapter, true);
+      continue;
+    }
+    PHI_LOG(ERROR, "lora_slot_install_failed")
+        .Str("adapter", adapter != nullptr ? adapter->name : "")
+        .Int("slot", slot)
+        .Str("error", st.ToString());
+    // Leave the slot empty, whatever the failure left in it.
+    if (adapter != nullptr) {
+      const absl::Status cleared = runner_->SetAdapter(slot, nullptr);
+      if (!cleared.ok()) PHI_LOG(ERROR, "lora_slot_clear_failed").Int("slot", slot).Str("error", cleared.ToString());
+    }
+    adapters_.Installed(slot, adapter, false);
+    if (adapter == nullptr) continue;
+    // Its holders all came after the slot was assigned to `adapter`, and none has run yet.
+    const absl::Status failed(st.code(), absl::StrCat("LoRA adapter '", adapter->name,
+                                                      "' could not be installed in adapter slot ", slot, ": ",
+                                                      st.message()));
+    std::vector<Sequence*> holders;
+    for (const auto& seq : owned_) {
+      if (seq->adapter_slot == slot) holders.push_back(seq.get());
+    }
+    const double now = NowSeconds();
+    for (Sequence* seq : holders) {
+      Finish(*seq, FinishReason::kError, failed, now, {});
+      Retire(seq);
+    }
+  }
 }
 
 EngineStatus Engine::Status(int32_t max_cached_hashes) const {
@@ -319,6 +409,7 @@ void Engine::Loop() {
       FailAllOwned();
       return;
     }
+    SyncAdapterSlots();
     const StepPlan plan = PlanStep();
     if (!plan.empty()) {
       absl::Status st = RunStep(plan);
@@ -432,6 +523,7 @@ void Engine::BuildBatch(const StepPlan& plan, StepBatch* batch, std::vector<Mask
     step.start_pos = seq.num_computed;
     step.block_table = seq.blocks;
     step.all_logits = seq.wants_prompt_logits() && seq.num_computed < seq.prompt_len;
+    step.adapter_slot = seq.adapter_slot;
     const bool samples = seq.remaining() == s.num_tokens;
     if (samples && seq.request.constraint != nullptr) {
       masks->push_back({seq.request.constraint.get(), seq.token_mask});
@@ -488,7 +580,7 @@ absl::Status Engine::RunStep(const StepPlan& plan) {
     const int32_t n = plan.seqs[i].num_tokens;
     seq.num_computed += n;
     while ((seq.num_registered + 1) * bs <= seq.num_computed) {
-      blocks_.RegisterFull(seq.blocks[seq.num_registered], seq.BlockHash(seq.num_registered, bs));
+      blocks_.RegisterFull(seq.blocks[seq.num_registered], seq.BlockHash(seq.num_registered, bs), seq.hash_root);
       ++seq.num_registered;
     }
     if (batch.seqs[i].all_logits) {
@@ -552,7 +644,7 @@ void Engine::EmitToken(Sequence& seq, const SampleResult& sampled, double now) {
     metrics_.inter_token_latency.Observe(now - seq.last_token_time);
   }
   seq.last_token_time = now;
-  metrics_.generated_tokens.Inc();
+  seq.adapter_metrics->generated_tokens->Inc();
 
   const StoppingOptions& stopping = seq.request.stopping;
   const bool is_eos = !stopping.ignore_eos && std::find(options_.eos_token_ids.begin(), options_.eos_token_ids.end(),
@@ -604,8 +696,12 @@ void Engine::Finish(Sequence& seq, FinishReason reason, absl::Status status, dou
     t.decode_seconds = seq.last_token_time - seq.first_token_time;
     t.time_to_first_token_seconds = seq.first_token_time - seq.arrival_time;
   }
-  metrics_.RequestsFinished(reason).Inc();
+  seq.adapter_metrics->finished[static_cast<size_t>(reason)]->Inc();
   metrics_.e2e_latency.Observe(t.total_seconds);
+  // The adapter slot goes back before the client sees the end, so that its next request finds
+  // the slot idle. The sequence is retired before the next step: the slot is not changed
+  // under it (slots are installed only between steps).
+  ReleaseAdapterSlot(seq);
   seq.stream->Push(std::move(chunk));
 }
 
@@ -620,6 +716,7 @@ void Engine::Retire(Sequence* seq) {
     auto it = by_id_.find(seq->request.request_id);
     if (it != by_id_.end() && it->second.lock() == seq->stream) by_id_.erase(it);
   }
+  ReleaseAdapterSlot(*seq);
   auto it = std::find_if(owned_.begin(), owned_.end(), [&](const auto& p) { return p.get() == seq; });
   if (it != owned_.end()) {
     std::swap(*it, owned_.back());

@@ -19,6 +19,7 @@
 
 #include "absl/status/statusor.h"
 #include "services/common/metrics/registry.h"
+#include "services/worker/engine/adapter_slots.h"
 #include "services/worker/engine/engine_metrics.h"
 #include "services/worker/engine/kv_block_manager.h"
 #include "services/worker/engine/mask_filler.h"
@@ -48,20 +49,10 @@ struct EngineOptions {
   // INTERNAL). The worker turns NOT_SERVING: a backend fault (e.g. a sticky CUDA error) must
   // take it out of rotation rather than fail every request that reaches it.
   std::function<void(const absl::Status&)> on_step_failure;
-  // LoRA adapters registered at once (AddAdapter beyond it: RESOURCE_EXHAUSTED). Those
-  // installed in the runner at once are the runner's max_adapter_slots().
+  // LoRA adapters registered at once (--max-lora-adapters; AddAdapter beyond it:
+  // RESOURCE_EXHAUSTED). Those installed in the runner at once are the runner's
+  // max_adapter_slots() (--max-loras).
   int32_t max_adapters = 64;
-};
-
-// A registered LoRA adapter as Engine::Adapters() reports it.
-struct AdapterInfo {
-  std::string name;
-  std::string path;
-  std::string base_model;  // adapter_config.json base_model_name_or_path (may be empty)
-  int32_t rank = 0;
-  std::vector<std::string> target_modules;  // PEFT names, in LoraModule order
-  bool resident = false;   // installed in one of the runner's slots
-  int32_t requests = 0;    // waiting or running requests that use it
 };
 
 struct EngineStatus {
@@ -86,14 +77,23 @@ class Engine {
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
 
   // LoRA adapters (services/worker/lora), thread-safe. A request names one in
-  // GenerationRequest::adapter (Submit: NOT_FOUND when none has that name). The engine
-  // installs an adapter into a free runner slot when a request needs it, evicting the least
-  // recently used adapter that no request uses; when every slot is held by adapters in use,
-  // Submit answers RESOURCE_EXHAUSTED naming the slot count. Each request holds its adapter's
-  // slot from Submit to its end.
-  // AddAdapter: ALREADY_EXISTS for a name in use, RESOURCE_EXHAUSTED past max_adapters,
-  // FAILED_PRECONDITION when the runner has no slots. RemoveAdapter: NOT_FOUND; requests
-  // already using the adapter finish with it, later ones get NOT_FOUND.
+  // GenerationRequest::adapter (Submit: NOT_FOUND, listing the loaded names, when none has
+  // that name). Slots are assigned in Submit, on the caller's thread: the request takes a
+  // reference on the slot of its adapter, or gets one (a free slot, else the least recently
+  // used slot that no request holds, whose adapter is evicted); when every slot is held by
+  // other adapters' waiting or running requests, Submit answers RESOURCE_EXHAUSTED naming the
+  // slot count (--max-loras). The reference lasts until the request ends (finish, cancel,
+  // error; a preempted request keeps it). The engine thread installs the adapter
+  // (ModelRunner::SetAdapter) before the request's first step; when that fails, the request
+  // ends with SetAdapter's status code in its final chunk and the slot is left empty.
+  // A request's prefix-cache chain starts at common::PrefixHashRoot(adapter): no KV block is
+  // shared between adapters, or between an adapter and the base model.
+  // AddAdapter: INVALID_ARGUMENT for a name that is not 1 to 128 bytes of [A-Za-z0-9._-];
+  // ALREADY_EXISTS for a name in use (also while requests started before that name was
+  // removed are still running); RESOURCE_EXHAUSTED past max_adapters; FAILED_PRECONDITION
+  // when the runner has no slots. RemoveAdapter: NOT_FOUND; requests already using the
+  // adapter finish with it, later ones get NOT_FOUND; its slot is emptied and its blocks
+  // leave the prefix cache once no request uses it.
   absl::Status AddAdapter(std::shared_ptr<const lora::LoraAdapter> adapter);
   absl::Status RemoveAdapter(const std::string& name);
   std::vector<AdapterInfo> Adapters() const;
@@ -116,6 +116,10 @@ class Engine {
  private:
   Engine(ModelRunner* runner, EngineOptions options);
   absl::Status Validate(const GenerationRequest& r, int32_t* max_new_tokens) const;
+  // Submit's part under mu_: the queue's refusals, then the sequence joins incoming_.
+  absl::StatusOr<std::shared_ptr<RequestStream>> Enqueue(GenerationRequest request, std::unique_ptr<Sequence> seq);
+  void WakeEngine();  // the engine thread runs its loop once more (cancel, adapter changes)
+  void ReleaseAdapterSlot(Sequence& seq);  // gives its adapter slot back (once)
   void Loop();
   // Loop's parts: waits for work and moves submitted sequences in (true: shut down);
   // finishes every request with UNAVAILABLE; cancels, schedules and counts one step; ends
@@ -135,10 +139,17 @@ class Engine {
   void Retire(Sequence* seq);  // drops a finished sequence from every list
   void PublishGauges();
 
+  // Engine thread, between steps: forgets unloaded adapters' cached blocks and makes the
+  // runner's slots hold what adapters_ assigns (SetAdapter), failing the requests of a slot
+  // whose install failed.
+  void SyncAdapterSlots();
+
   ModelRunner* runner_;
   const EngineOptions options_;
   const ModelShape shape_;
   EngineMetrics metrics_;
+  AdapterSlots adapters_;                   // thread-safe
+  const AdapterMetrics* const base_metrics_;  // the base model's labelled series
 
   // Engine-thread state.
   KvBlockManager blocks_;

@@ -63,14 +63,31 @@ std::vector<int32_t> KvBlockManager::AcquirePrefix(std::span<const uint64_t> has
   return found;
 }
 
-void KvBlockManager::RegisterFull(int32_t block, uint64_t hash) {
+void KvBlockManager::RegisterFull(int32_t block, uint64_t hash, uint64_t root) {
   if (!enable_prefix_cache_) return;
   Block& b = blocks_[block];
   if (b.cached || by_hash_.count(hash) != 0) return;
   b.cached = true;
   b.hash = hash;
+  b.root = root;
   b.last_touch = ++touch_clock_;
   by_hash_.emplace(hash, block);
+}
+
+int32_t KvBlockManager::ForgetChain(uint64_t root) {
+  int32_t forgotten = 0;
+  for (int32_t block = 0; block < num_blocks_; ++block) {
+    Block& b = blocks_[block];
+    if (!b.cached || b.root != root) continue;
+    by_hash_.erase(b.hash);
+    b.cached = false;
+    if (b.refcount == 0) {
+      lru_.erase(b.lru_pos);
+      free_.push_back(block);
+    }
+    ++forgotten;
+  }
+  return forgotten;
 }
 
 std::vector<uint64_t> KvBlockManager::CachedHashes(int32_t max) const {

@@ -44,10 +44,16 @@ class KvBlockManager {
   // block of the prompt, in order); takes a reference on each.
   std::vector<int32_t> AcquirePrefix(std::span<const uint64_t> hashes);
 
-  // Registers a full block, just written by its sequence, under its chained hash. When the
-  // hash is already cached under another block (two sequences computed the same prefix at
-  // once), nothing changes and that block stays private to its sequence.
-  void RegisterFull(int32_t block, uint64_t hash);
+  // Registers a full block, just written by its sequence, under its chained hash (a chain
+  // from `root`: common::PrefixHashRoot of the sequence's adapter). When the hash is already
+  // cached under another block (two sequences computed the same prefix at once), nothing
+  // changes and that block stays private to its sequence.
+  void RegisterFull(int32_t block, uint64_t hash, uint64_t root);
+
+  // Drops every cached block of chains from `root` (an unloaded LoRA adapter, whose name may
+  // be loaded again with other weights): unreferenced ones become free, referenced ones
+  // private to their holders. Returns how many left the cache.
+  int32_t ForgetChain(uint64_t root);
 
   // Hashes of cached blocks, most recently registered or reused first, at most `max`.
   std::vector<uint64_t> CachedHashes(int32_t max) const;
@@ -59,6 +65,7 @@ class KvBlockManager {
     int32_t refcount = 0;
     bool cached = false;                       // registered under `hash`
     uint64_t hash = 0;
+    uint64_t root = 0;                         // of the chain `hash` belongs to
     std::list<int32_t>::iterator lru_pos;      // valid while cached with refcount 0
     uint64_t last_touch = 0;                   // for CachedHashes ordering
   };

@@ -13,6 +13,8 @@
 
 namespace phi::worker {
 
+struct AdapterMetrics;  // engine_metrics.h
+
 struct Sequence {
   std::shared_ptr<RequestStream> stream;
   GenerationRequest request;
@@ -29,6 +31,13 @@ struct Sequence {
   // Leading blocks that are in the prefix cache (found there or registered after filling).
   int32_t num_registered = 0;
   std::vector<uint64_t> block_hashes;  // chained hash of each full block of `tokens`, memoised
+  // The chain's root: common::PrefixHashRoot(request.adapter), so sequences of different
+  // adapters (or of an adapter and the base) never share a cached block, nor a prefill.
+  uint64_t hash_root = common::kPrefixHashRoot;
+  // The runner slot of its LoRA adapter (SequenceStep::adapter_slot; 0: the base model),
+  // held from Submit to the request's end (Engine: slot assignment).
+  int32_t adapter_slot = 0;
+  const AdapterMetrics* adapter_metrics = nullptr;  // its series of the adapter-labelled metrics
   int32_t cached_prompt_tokens = -1;   // prompt tokens found in the cache at first admission
 
   PenaltyHistory penalties;
@@ -67,7 +76,7 @@ struct Sequence {
   uint64_t BlockHash(int32_t index, int32_t block_size) {
     while (static_cast<int32_t>(block_hashes.size()) <= index) {
       const size_t b = block_hashes.size();
-      const uint64_t parent = b == 0 ? common::kPrefixHashRoot : block_hashes.back();
+      const uint64_t parent = b == 0 ? hash_root : block_hashes.back();
       block_hashes.push_back(common::ChainBlockHash(
           parent, std::span<const int32_t>(tokens).subspan(b * block_size, block_size)));
     }

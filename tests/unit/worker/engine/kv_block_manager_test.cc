@@ -13,6 +13,8 @@ namespace {
 using common::ChainBlockHash;
 using common::PrefixBlockHashes;
 
+constexpr uint64_t kRoot = common::kPrefixHashRoot;  // the base model's chains
+
 TEST(BlockHashTest, ChainsOverTheWholePrefix) {
   const std::vector<int32_t> a = {1, 2, 3, 4, 5, 6, 7, 8};
   std::vector<int32_t> b = a;
@@ -43,8 +45,8 @@ TEST(KvBlockManagerTest, AllocatesEveryBlockOnceThenRunsOut) {
 TEST(KvBlockManagerTest, SharesRegisteredBlocksWithReferenceCounts) {
   KvBlockManager m(4, 16, true);
   const int32_t b0 = *m.Allocate(), b1 = *m.Allocate();
-  m.RegisterFull(b0, 100);
-  m.RegisterFull(b1, 200);
+  m.RegisterFull(b0, 100, kRoot);
+  m.RegisterFull(b1, 200, kRoot);
   const std::vector<uint64_t> hashes = {100, 200, 300};
   std::vector<int32_t> found = m.AcquirePrefix(hashes);
   EXPECT_EQ(found, (std::vector<int32_t>{b0, b1}));
@@ -66,8 +68,8 @@ TEST(KvBlockManagerTest, SharesRegisteredBlocksWithReferenceCounts) {
 TEST(KvBlockManagerTest, EvictsLeastRecentlyReleasedCachedBlockFirst) {
   KvBlockManager m(3, 16, true);
   const int32_t a = *m.Allocate(), b = *m.Allocate(), c = *m.Allocate();
-  m.RegisterFull(a, 1);
-  m.RegisterFull(b, 2);
+  m.RegisterFull(a, 1, kRoot);
+  m.RegisterFull(b, 2, kRoot);
   m.Release(b);  // released first: evicted first
   m.Release(a);
   m.Release(c);  // not cached: goes to the free list, used before any eviction
@@ -84,8 +86,8 @@ TEST(KvBlockManagerTest, EvictsLeastRecentlyReleasedCachedBlockFirst) {
 TEST(KvBlockManagerTest, DuplicateHashKeepsTheFirstBlock) {
   KvBlockManager m(2, 16, true);
   const int32_t a = *m.Allocate(), b = *m.Allocate();
-  m.RegisterFull(a, 7);
-  m.RegisterFull(b, 7);
+  m.RegisterFull(a, 7, kRoot);
+  m.RegisterFull(b, 7, kRoot);
   m.Release(b);
   EXPECT_EQ(m.num_cached(), 1);
   EXPECT_EQ(m.num_available(), 1);  // b went to the free list
@@ -96,18 +98,57 @@ TEST(KvBlockManagerTest, DuplicateHashKeepsTheFirstBlock) {
 TEST(KvBlockManagerTest, DisabledCacheNeverMatches) {
   KvBlockManager m(2, 16, false);
   const int32_t a = *m.Allocate();
-  m.RegisterFull(a, 7);
+  m.RegisterFull(a, 7, kRoot);
   m.Release(a);
   const std::vector<uint64_t> h = {7};
   EXPECT_TRUE(m.AcquirePrefix(h).empty());
   EXPECT_EQ(m.num_cached(), 0);
 }
 
+TEST(BlockHashTest, AdaptersRootTheirOwnChains) {
+  const std::vector<int32_t> a = {1, 2, 3, 4};
+  const uint64_t base = PrefixBlockHashes(a, 4, 1)[0];
+  const uint64_t dpo = PrefixBlockHashes(a, 4, 1, common::PrefixHashRoot("dpo"))[0];
+  const uint64_t sft = PrefixBlockHashes(a, 4, 1, common::PrefixHashRoot("sft"))[0];
+  EXPECT_EQ(common::PrefixHashRoot(""), common::kPrefixHashRoot);
+  EXPECT_NE(base, dpo);
+  EXPECT_NE(dpo, sft);
+  EXPECT_EQ(dpo, PrefixBlockHashes(a, 4, 1, common::PrefixHashRoot("dpo"))[0]);
+}
+
+// An unloaded adapter's blocks leave the cache: idle ones become free, one still held stays
+// with its holder (and is freed, not cached, on release); other chains are untouched.
+TEST(KvBlockManagerTest, ForgetChainDropsOnlyThatRootsBlocks) {
+  KvBlockManager m(4, 16, true);
+  const uint64_t dpo = common::PrefixHashRoot("dpo");
+  const int32_t a = *m.Allocate(), b = *m.Allocate(), c = *m.Allocate();
+  m.RegisterFull(a, 1, dpo);
+  m.RegisterFull(b, 2, dpo);
+  m.RegisterFull(c, 3, kRoot);
+  m.Release(a);
+  m.Release(c);
+  EXPECT_EQ(m.ForgetChain(dpo), 2);
+  EXPECT_EQ(m.num_cached(), 1);
+  const std::vector<uint64_t> h1 = {1}, h2 = {2}, h3 = {3};
+  EXPECT_TRUE(m.AcquirePrefix(h1).empty());
+  EXPECT_TRUE(m.AcquirePrefix(h2).empty());
+  EXPECT_EQ(m.refcount(b), 1);  // still its holder's
+  m.Release(b);
+  EXPECT_EQ(m.num_cached(), 1);
+  EXPECT_EQ(m.num_available(), 4);
+  EXPECT_EQ(m.AcquirePrefix(h3), std::vector<int32_t>{c});
+  EXPECT_EQ(m.ForgetChain(dpo), 0);
+  // Every block can still be handed out exactly once (the free list holds no duplicates).
+  std::set<int32_t> got;
+  while (auto x = m.Allocate()) got.insert(*x);
+  EXPECT_EQ(got.size(), 3u);  // c is referenced
+}
+
 TEST(KvBlockManagerTest, CachedHashesAreMostRecentFirst) {
   KvBlockManager m(3, 16, true);
   const int32_t a = *m.Allocate(), b = *m.Allocate();
-  m.RegisterFull(a, 10);
-  m.RegisterFull(b, 20);
+  m.RegisterFull(a, 10, kRoot);
+  m.RegisterFull(b, 20, kRoot);
   EXPECT_EQ(m.CachedHashes(10), (std::vector<uint64_t>{20, 10}));
   const std::vector<uint64_t> h = {10};
   m.AcquirePrefix(h);

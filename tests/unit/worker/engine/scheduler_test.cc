@@ -37,7 +37,8 @@ void Computed(const StepPlan& plan, KvBlockManager& blocks) {
   for (const ScheduledSeq& s : plan.seqs) {
     s.seq->num_computed += s.num_tokens;
     while ((s.seq->num_registered + 1) * kBlock <= s.seq->num_computed) {
-      blocks.RegisterFull(s.seq->blocks[s.seq->num_registered], s.seq->BlockHash(s.seq->num_registered, kBlock));
+      blocks.RegisterFull(s.seq->blocks[s.seq->num_registered], s.seq->BlockHash(s.seq->num_registered, kBlock),
+                          s.seq->hash_root);
       ++s.seq->num_registered;
     }
   }
@@ -105,6 +106,29 @@ TEST(SchedulerTest, ChunkedPrefillHoldsTheTwinUntilItEnds) {
   const StepPlan plan = scheduler.Schedule();
   EXPECT_TRUE(Contains(plan.admitted, twin.get()));
   EXPECT_EQ(twin->cached_prompt_tokens, 64);
+}
+
+// The same prompt under two LoRA adapters (or an adapter and the base) computes different KV:
+// it shares nothing, so it is not held back for the other's prefill, and its blocks are its own.
+TEST(SchedulerTest, TwinsOfDifferentAdaptersAreNotPaired) {
+  KvBlockManager blocks(64, kBlock, true);
+  Scheduler scheduler(&blocks, 512, 16);
+  auto base = MakeSequence(0, Prompt(37, 1));
+  auto dpo = MakeSequence(1, Prompt(37, 1));
+  auto dpo_twin = MakeSequence(2, Prompt(37, 1));
+  dpo->hash_root = dpo_twin->hash_root = common::PrefixHashRoot("dpo");
+  for (Sequence* s : {base.get(), dpo.get(), dpo_twin.get()}) scheduler.AddWaiting(s);
+  const StepPlan step1 = scheduler.Schedule();
+  EXPECT_TRUE(Contains(step1.admitted, base.get()));
+  EXPECT_TRUE(Contains(step1.admitted, dpo.get())) << "another adapter's prefill is no twin";
+  EXPECT_FALSE(Contains(step1.admitted, dpo_twin.get())) << "the same adapter's is";
+  Computed(step1, blocks);
+  EXPECT_EQ(blocks.num_cached(), 4);  // 2 full blocks each for base and dpo, none shared
+  const StepPlan step2 = scheduler.Schedule();
+  ASSERT_TRUE(Contains(step2.admitted, dpo_twin.get()));
+  EXPECT_EQ(dpo_twin->cached_prompt_tokens, 32);
+  for (int32_t i = 0; i < 2; ++i) EXPECT_EQ(dpo_twin->blocks[i], dpo->blocks[i]);
+  EXPECT_NE(dpo->blocks[0], base->blocks[0]);
 }
 
 TEST(SchedulerTest, NothingIsHeldBackWithoutThePrefixCache) {

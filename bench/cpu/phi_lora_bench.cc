@@ -69,7 +69,8 @@ int64_t ModuleOut(lora::LoraModule m, const phi::worker::model::PhiConfig& c) {
   return m == lora::LoraModule::kFc1 ? c.intermediate_size : c.hidden_size;
 }
 
-std::shared_ptr<const lora::LoraAdapter> RandomAdapter(const phi::worker::model::PhiConfig& c, int rank, uint64_t seed) {
+std::shared_ptr<const lora::LoraAdapter> RandomAdapter(const phi::worker::model::PhiConfig& c, int rank,
+                                                       uint64_t seed) {
   auto a = std::make_shared<lora::LoraAdapter>();
   a->name = "random-" + std::to_string(seed);
   a->rank = rank;
@@ -225,7 +226,8 @@ int main(int argc, char** argv) {
               r.kernel_name().c_str(), threads, num_adapters, rank, adapters[0]->weight_bytes() / 1e6);
 
   // Load time: the PEFT folder read and checked, then sliced and packed into a slot.
-  const std::string dir = (std::filesystem::temp_directory_path() / ("phi_lora_bench_" + std::to_string(getpid()))).string();
+  const std::string dir =
+      (std::filesystem::temp_directory_path() / ("phi_lora_bench_" + std::to_string(getpid()))).string();
   WritePeftFolder(*adapters[0], dir);
   lora::LoraLimits limits;
   limits.max_rank = std::max(64, rank);
@@ -278,7 +280,8 @@ int main(int argc, char** argv) {
                 100.0 * row.target, slower <= row.target ? "met" : "MISSED");
   }
   const double total = Median(load_ms) + Median(set_ms);
-  std::printf("\n| adapter load (median of %d) | LoadPeftAdapter | SetAdapter | total | target |\n|---|---|---|---|---|\n"
+  std::printf("\n| adapter load (median of %d) | LoadPeftAdapter | SetAdapter | total | target |\n"
+              "|---|---|---|---|---|\n"
               "| rank %d, six modules, F32 (%.1f MB) | %.1f ms | %.1f ms | %.1f ms | <= 100 ms %s |\n",
               reps, rank, adapters[0]->weight_bytes() / 1e6, Median(load_ms), Median(set_ms), total,
               total <= 100.0 ? "met" : "MISSED");

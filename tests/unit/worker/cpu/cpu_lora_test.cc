@@ -1,8 +1,9 @@
 // LoRA adapters on the CPU runner (cpu_lora.h), on a tiny random Phi model (F32 on disk, run
 // with F32, BF16 and INT8 weights): an adapter whose B is zero leaves the logits bit for bit;
 // a batch mixing three adapters and the base (prefill chunks and decodes) gives each sequence
-// bit for bit what it gets alone; the adapter equals the base with W + scaling B A merged in;
-// a tensor-parallel group of 2 (ranks as threads) equals one rank; bad slots are refused.
+// bit for bit what it gets alone, on every kernel path the host runs; the adapter equals the
+// base with W + scaling B A merged in; a tensor-parallel group of 2 (ranks as threads) equals
+// one rank; bad slots and adapters are refused.
 #include <gtest/gtest.h>
 
 #include <barrier>
@@ -83,8 +84,10 @@ const std::vector<LoraModule> kAllModules = {LoraModule::kQ,     LoraModule::kK,
                                              LoraModule::kDense, LoraModule::kFc1, LoraModule::kFc2};
 
 std::unique_ptr<CpuModelRunner> MakeRunner(const std::string& dir, WeightFormat weights, int32_t slots,
-                                           parallel::Communicator* comm = nullptr, int threads = 2) {
+                                           parallel::Communicator* comm = nullptr, int threads = 2,
+                                           KernelPath kernel = KernelPath::kAuto) {
   CpuRunnerOptions o;
+  o.kernel = kernel;
   o.weights = weights;
   o.num_threads = threads;
   o.max_adapter_slots = slots;
@@ -189,37 +192,50 @@ TEST(CpuLoraTest, ZeroBLeavesTheBaseBitForBit) {
   }
 }
 
+// The kernel paths this host runs (each is batch-invariant on its own).
+std::vector<std::pair<KernelPath, Isa>> HostPaths() {
+  std::vector<std::pair<KernelPath, Isa>> paths;
+  for (auto [path, isa] :
+       {std::pair{KernelPath::kAvx512Bf16, Isa::kAvx512Bf16}, std::pair{KernelPath::kAvx512, Isa::kAvx512},
+        std::pair{KernelPath::kAvx2, Isa::kAvx2}, std::pair{KernelPath::kPortable, Isa::kPortable}}) {
+    if (CpuSupports(isa)) paths.emplace_back(path, isa);
+  }
+  return paths;
+}
+
 TEST(CpuLoraTest, MixedBatchEqualsEachSequenceAlone) {
   const model::PhiConfig c = Config();
-  for (WeightFormat f : kFormats) {
-    SCOPED_TRACE(std::string(WeightFormatName(f)));
-    auto r = MakeRunner(kModelDir, f, 3);
-    ASSERT_NE(r, nullptr);
-    ASSERT_TRUE(r->SetAdapter(1, RandomAdapter(c, "all", 8, 16, kAllModules, 11)).ok());
-    ASSERT_TRUE(r->SetAdapter(2, RandomAdapter(c, "qv", 4, 8, {LoraModule::kQ, LoraModule::kV}, 12)).ok());
-    ASSERT_TRUE(
-        r->SetAdapter(3, RandomAdapter(c, "mlp", 16, 16, {LoraModule::kFc1, LoraModule::kFc2, LoraModule::kDense}, 13))
-            .ok());
-    // Batch order mixes the slots; sequences join and leave; prefill chunks beside decodes.
-    const std::vector<SeqPlan> plans = {
-        Plan(10, 2, {16, 16, 5, 1, 1}, 0, 21),     //
-        Plan(11, 0, {7, 1, 1, 1, 1}, 4, 22),       //
-        Plan(12, 1, {20, 1, 1, 1}, 8, 23),         //
-        Plan(13, 3, {0, 3, 1, 9, 1}, 12, 24),      //
-        Plan(14, 1, {0, 0, 11, 1, 1}, 16, 25),     //
-        Plan(15, 1, {1, 1, 1, 1, 1}, 20, 26),      //
-    };
-    const PlanLogits together = RunTogether(*r, plans);
-    for (size_t s = 0; s < plans.size(); ++s) {
-      const PlanLogits alone = RunTogether(*r, {plans[s]});
-      for (size_t k = 0; k < plans[s].chunks.size(); ++k) {
-        ExpectBitEqual(together[s][k], alone[0][k], "sequence " + std::to_string(plans[s].id) + " step " + std::to_string(k));
+  for (auto [path, isa] : HostPaths()) {
+    for (WeightFormat f : kFormats) {
+      SCOPED_TRACE(std::string(IsaName(isa)) + " " + std::string(WeightFormatName(f)));
+      auto r = MakeRunner(kModelDir, f, 3, nullptr, 2, path);
+      ASSERT_NE(r, nullptr);
+      ASSERT_TRUE(r->SetAdapter(1, RandomAdapter(c, "all", 8, 16, kAllModules, 11)).ok());
+      ASSERT_TRUE(r->SetAdapter(2, RandomAdapter(c, "qv", 4, 8, {LoraModule::kQ, LoraModule::kV}, 12)).ok());
+      const std::vector<LoraModule> mlp = {LoraModule::kFc1, LoraModule::kFc2, LoraModule::kDense};
+      ASSERT_TRUE(r->SetAdapter(3, RandomAdapter(c, "mlp", 16, 16, mlp, 13)).ok());
+      // Batch order mixes the slots; sequences join and leave; prefill chunks beside decodes.
+      const std::vector<SeqPlan> plans = {
+          Plan(10, 2, {16, 16, 5, 1, 1}, 0, 21),     //
+          Plan(11, 0, {7, 1, 1, 1, 1}, 4, 22),       //
+          Plan(12, 1, {20, 1, 1, 1}, 8, 23),         //
+          Plan(13, 3, {0, 3, 1, 9, 1}, 12, 24),      //
+          Plan(14, 1, {0, 0, 11, 1, 1}, 16, 25),     //
+          Plan(15, 1, {1, 1, 1, 1, 1}, 20, 26),      //
+      };
+      const PlanLogits together = RunTogether(*r, plans);
+      for (size_t s = 0; s < plans.size(); ++s) {
+        const PlanLogits alone = RunTogether(*r, {plans[s]});
+        for (size_t k = 0; k < plans[s].chunks.size(); ++k) {
+          ExpectBitEqual(together[s][k], alone[0][k],
+                         "sequence " + std::to_string(plans[s].id) + " step " + std::to_string(k));
+        }
       }
+      // The adapters change the logits (the same tokens on the base differ).
+      SeqPlan on_base = plans[2];
+      on_base.slot = 0;
+      EXPECT_GT(RelativeError(RunTogether(*r, {on_base})[0][0], together[2][0]), 1e-3);
     }
-    // The adapters change the logits (the same tokens on the base differ).
-    SeqPlan on_base = plans[2];
-    on_base.slot = 0;
-    EXPECT_GT(RelativeError(RunTogether(*r, {on_base})[0][0], together[2][0]), 1e-3);
   }
 }
 

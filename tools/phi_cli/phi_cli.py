@@ -5,6 +5,7 @@
   phi_cli.py generate [--gateway HOST:PORT] PROMPT                      raw completion, streamed
   phi_cli.py models   [--gateway HOST:PORT]                             models served
   phi_cli.py up       [--model DIR|MODEL_ID] [--workers N] ...          tokenizer + worker(s) + gateway
+  phi_cli.py merge-lora --base DIR --adapter DIR --out DIR              a LoRA adapter merged into its base
 
 Uses the Python stubs generated from proto/phi/v1 (CMake target phi_proto_python) and Debian's
 python3-grpcio. The stubs are found through $PHI_PROTO_PYTHON_DIR, else <build dir>/proto/python.
@@ -187,7 +188,7 @@ def free_port():
 
 def find_binary(name, build_dir):
     for b in build_dir_candidates(build_dir):
-        for sub in ("services/tokenizer/service", "services/worker/service", "services/gateway", ""):
+        for sub in ("services/tokenizer/service", "services/worker/service", "services/gateway", "tools/merge_lora", ""):
             p = os.path.join(b, sub, name)
             if os.path.isfile(p) and os.access(p, os.X_OK):
                 return p
@@ -402,6 +403,13 @@ def cmd_up(args):
         raise
 
 
+def cmd_merge_lora(args):
+    """phi-merge-lora (tools/merge_lora): W' = W + scaling * B A written as a new model folder."""
+    argv = [find_binary("phi-merge-lora", args.build_dir), "--base", args.base, "--adapter", args.adapter,
+            "--out", args.out, "--max-lora-rank", str(args.max_lora_rank)]
+    return subprocess.call(argv)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(prog="phi", description="phi-serve command line")
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -459,6 +467,15 @@ def main(argv=None):
     u.add_argument("--exit-after-demo", action="store_true", help="stop the stack after the demo chat (CI)")
     u.add_argument("--build-dir", help="build folder with the binaries (env PHI_BUILD_DIR)")
     u.set_defaults(fn=cmd_up)
+
+    ml = sub.add_parser("merge-lora", help="write a model folder with a PEFT LoRA adapter merged into its weights")
+    ml.add_argument("--base", required=True, help="the base Phi model folder")
+    ml.add_argument("--adapter", required=True, help="the PEFT adapter folder (adapter_config.json + "
+                                                     "adapter_model.safetensors)")
+    ml.add_argument("--out", required=True, help="the merged model folder to write (must not exist, or be empty)")
+    ml.add_argument("--max-lora-rank", type=int, default=64, help="largest adapter rank accepted (default 64)")
+    ml.add_argument("--build-dir", help="build folder with phi-merge-lora (env PHI_BUILD_DIR)")
+    ml.set_defaults(fn=cmd_merge_lora)
 
     args = p.parse_args(argv)
     return args.fn(args)

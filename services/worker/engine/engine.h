@@ -73,7 +73,8 @@ class Engine {
 
   // Validates and queues a request. INVALID_ARGUMENT names the field (prompt_ids,
   // sampling.temperature, sampling.logit_bias[id], stopping.min_new_tokens, ...); RESOURCE_EXHAUSTED when the queue is
-  // full or the request could never fit in the KV cache; UNAVAILABLE after StopAdmitting.
+  // full, the request could never fit in the KV cache, or every adapter slot is busy (below);
+  // NOT_FOUND for an adapter not loaded; UNAVAILABLE after StopAdmitting.
   absl::StatusOr<std::shared_ptr<RequestStream>> Submit(GenerationRequest request);
 
   // LoRA adapters (services/worker/lora), thread-safe. A request names one in

@@ -10,7 +10,8 @@
 //     admitted only when the blocks for all of its remaining tokens are available, after
 //     taking what the prefix cache holds of its prompt (never the block of its last token,
 //     whose logits it needs). With the prefix cache on, a waiting sequence whose first full
-//     block equals that of a running sequence still computing its prompt is held back (the
+//     block equals that of a running sequence still computing its prompt (the hash chain
+//     starts from the sequence's LoRA adapter, so only the same adapter's) is held back (the
 //     sequences behind it are not) until that prefill ends: it then finds the shared blocks
 //     in the cache instead of computing them again. The n choices of one request (the same
 //     prompt, sent at once) so cost one prefill plus each one's last partial block.

@@ -89,6 +89,10 @@ absl::StatusOr<ParsedName> ParseTensorName(absl::string_view name) {
   if (!absl::StartsWith(name, kTensorPrefix)) return refuse(expected);
   const std::vector<absl::string_view> parts = absl::StrSplit(name.substr(kTensorPrefix.size()), '.');
   // model layers <l> <parent> <module> lora_X weight
+  if (parts.size() == 8 && (parts[5] == "lora_A" || parts[5] == "lora_B") && parts[7] == "weight") {
+    return refuse(absl::StrCat("holds an adapter name ('", parts[6].substr(0, 40),
+                               "'), which peft's save_pretrained strips: expected ...", parts[5], ".weight"));
+  }
   if (parts.size() != 7 || parts[0] != "model" || parts[1] != "layers" || parts[6] != "weight") return refuse(expected);
   ParsedName out;
   if (parts[2].empty() || parts[2].size() > 9 || !absl::SimpleAtoi(parts[2], &out.layer) || out.layer < 0) {

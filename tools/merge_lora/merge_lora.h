@@ -1,8 +1,8 @@
 // Merging a LoRA adapter into its base model's weights, offline: for every adapted linear
 // layer W' = W + scaling * B A, computed in F32 and written in the checkpoint's dtype (F32,
 // F16 or BF16), as peft's merge_and_unload does. The result is a plain Phi model folder that
-// any server loads without adapter support (phi-merge-lora, tools/merge_lora/README in the
-// top-level README's tools section).
+// any server loads without adapter support. Command line: phi-merge-lora (merge_lora_main.cc),
+// `./phi merge-lora`; usage in the top-level README.
 //
 // Usage:
 //   PHI_ASSIGN_OR_RETURN(auto report, tools::MergeLoraAdapter({.base_dir = base, .adapter_dir = lora,

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Golden data for LoRA adapters from peft's PeftModel on transformers' PhiForCausalLM.
 
-For each of a few tiny random Phi models (one F32 file; F32 shards; a BF16 file written by
-tools/make_model.py) and several random adapters made by tools/make_lora.py (ranks 1, 8, 64;
+For each of a few tiny random Phi models (one F32 file; F32 shards; BF16 and F16 files written
+by tools/make_model.py) and several random adapters made by tools/make_lora.py (ranks 1, 8, 64;
 all six modules, attention only, MLP only; use_rslora on and off; F32, F16 and BF16 tensors),
 this writes
   <out>/<model>/config.json, model.safetensors (or shards + index), tokenizer files if any
@@ -42,9 +42,11 @@ MODELS = [
          prompts=[1, 9, 40], shards=None),
     dict(name="h96_a6_sharded", hidden=96, heads=6, inter=202, layers=3, vocab=778, prf=0.4, max_pos=256,
          prompts=[5, 31], shards="60KB"),
-    # tools/make_model.py's BF16 folder: merging must write BF16 again.
+    # tools/make_model.py's BF16 and F16 folders: merging must write their dtype again.
     dict(name="make_model_bf16", hidden=64, heads=4, inter=200, layers=2, vocab=None, prf=0.5, max_pos=2048,
-         prompts=[3, 25], shards=None, make_model=True),
+         prompts=[3, 25], shards=None, make_model="bf16"),
+    dict(name="make_model_f16", hidden=64, heads=4, inter=128, layers=2, vocab=None, prf=0.5, max_pos=2048,
+         prompts=[7], shards=None, make_model="f16"),
 ]
 # name: (rank, lora_alpha, targets, use_rslora, dtype of the saved tensors)
 ADAPTERS = {
@@ -57,6 +59,7 @@ MODEL_ADAPTERS = {
     "h64_a4": list(ADAPTERS),
     "h96_a6_sharded": ["r1_all_f32", "r8_attention_bf16_rslora", "r64_mlp_f16"],
     "make_model_bf16": ["r8_all_f16_rslora", "r64_mlp_f16"],
+    "make_model_f16": ["r8_attention_bf16_rslora"],
 }
 GREEDY_TOKENS = 64
 MODULE_PATHS = {"q_proj": "self_attn.q_proj", "k_proj": "self_attn.k_proj", "v_proj": "self_attn.v_proj",
@@ -83,7 +86,7 @@ def build_base(shape, out_dir, seed):
     from transformers import PhiConfig, PhiForCausalLM
 
     if shape.get("make_model"):
-        subprocess.run([sys.executable, MAKE_MODEL, "--out", out_dir, "--preset", "tiny", "--dtype", "bf16",
+        subprocess.run([sys.executable, MAKE_MODEL, "--out", out_dir, "--preset", "tiny", "--dtype", shape["make_model"],
                         "--seed", str(seed), "--std", "0.1", "--hidden-size", str(shape["hidden"]),
                         "--num-heads", str(shape["heads"]), "--intermediate-size", str(shape["inter"]),
                         "--num-layers", str(shape["layers"]), "--tokenizer-vocab-size", "512"], check=True)
@@ -181,7 +184,7 @@ def build(shape, out_dir, seed):
     base = load_base(out_dir, torch.float32)
     with torch.no_grad():
         base_logits = [base(input_ids=ids).logits[0] for ids in prompts]
-    checkpoint_dtype = torch.bfloat16 if shape.get("make_model") else torch.float32
+    checkpoint_dtype = {"bf16": torch.bfloat16, "f16": torch.float16}.get(shape.get("make_model"), torch.float32)
     report = {}
     for k, name in enumerate(MODEL_ADAPTERS[shape["name"]]):
         rank, alpha, targets, rslora, dtype = ADAPTERS[name]

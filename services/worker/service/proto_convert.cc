@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "absl/strings/str_cat.h"
+
 namespace phi::worker {
 namespace {
 
@@ -45,7 +47,38 @@ GenerationRequest FromProto(const phi::v1::GenerateRequest& proto, const model::
   r.top_logprobs = proto.top_logprobs();
   r.prompt_logprobs = proto.prompt_logprobs();
   r.priority = proto.priority();
+  r.adapter = proto.adapter();
   return r;
+}
+
+absl::Status CheckAdapterName(const std::string& name, const std::string& field, bool may_be_empty) {
+  if (name.empty() && !may_be_empty) {
+    return absl::InvalidArgumentError(
+        absl::StrCat(field, ": required (1 to ", kMaxAdapterNameBytes, " bytes of A-Z a-z 0-9 . _ -)"));
+  }
+  if (name.size() > kMaxAdapterNameBytes) {
+    return absl::InvalidArgumentError(absl::StrCat(field, ": ", name.size(), " bytes, at most ", kMaxAdapterNameBytes));
+  }
+  for (size_t i = 0; i < name.size(); ++i) {
+    const char c = name[i];
+    const bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '.' ||
+                    c == '_' || c == '-';
+    if (!ok) {
+      return absl::InvalidArgumentError(absl::StrCat(field, ": byte ", i, " (0x", absl::Hex(static_cast<uint8_t>(c)),
+                                                     ") is not one of A-Z a-z 0-9 . _ -"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+void ToProto(const AdapterInfo& info, phi::v1::AdapterInfo* out) {
+  out->set_name(info.name);
+  out->set_path(info.path);
+  out->set_base_model(info.base_model);
+  out->set_rank(info.rank);
+  for (const std::string& m : info.target_modules) out->add_target_modules(m);
+  out->set_resident(info.resident);
+  out->set_requests(info.requests);
 }
 
 ConstraintSpec ConstraintFromProto(const phi::v1::SamplingParams& sampling) {

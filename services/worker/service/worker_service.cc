@@ -1,7 +1,9 @@
 #include "services/worker/service/worker_service.h"
 
 #include "absl/strings/str_cat.h"
+#include "absl/time/clock.h"
 #include "services/common/grpc_status.h"
+#include "services/common/logging.h"
 #include "services/common/status_macros.h"
 #include "services/worker/service/generate_call.h"
 #include "services/worker/service/proto_convert.h"
@@ -42,6 +44,9 @@ grpc::ServerWriteReactor<phi::v1::GenerateResponse>* WorkerServiceImpl::Generate
   if (engine == nullptr || !ready_.load()) {
     return RefuseGenerate(
         grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is not ready (loading the model or draining)"));
+  }
+  if (absl::Status st = CheckAdapterName(request->adapter(), "adapter", /*may_be_empty=*/true); !st.ok()) {
+    return RefuseGenerate(common::ToGrpcStatus(st));
   }
   GenerationRequest r = FromProto(*request, defaults_);
   ConstraintSpec spec = ConstraintFromProto(request->sampling());
@@ -88,7 +93,9 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::GetStatus(grpc::CallbackServerConte
     response->set_max_context_tokens(engine->shape().max_position_embeddings);
     response->set_vocab_size(engine->shape().vocab_size);
     ToProto(defaults_, response->mutable_generation_defaults());
+    for (const AdapterInfo& a : engine->Adapters()) ToProto(a, response->add_adapters());
   }
+  response->set_max_adapter_slots(max_adapter_slots_.load());
   grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
   reactor->Finish(grpc::Status::OK);
   return reactor;
@@ -105,6 +112,93 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::Cancel(grpc::CallbackServerContext*
   } else {
     reactor->Finish(common::ToGrpcStatus(engine->Cancel(request->request_id())));
   }
+  return reactor;
+}
+
+absl::Status WorkerServiceImpl::CheckLoadAdapter(const std::string& name, const std::string& path) const {
+  PHI_RETURN_IF_ERROR(CheckAdapterName(name, "name", /*may_be_empty=*/false));
+  if (name == model_name_) {
+    return absl::InvalidArgumentError(absl::StrCat("name: '", name, "' is the base model's name"));
+  }
+  if (path.empty()) return absl::InvalidArgumentError("path: required (the adapter's folder)");
+  if (path.size() > kMaxAdapterPathBytes) {
+    return absl::InvalidArgumentError(absl::StrCat("path: ", path.size(), " bytes, at most ", kMaxAdapterPathBytes));
+  }
+  if (max_adapter_slots_.load() == 0 || !adapter_loader_) {
+    return absl::FailedPreconditionError("this worker serves no LoRA adapters (started with --max-loras 0)");
+  }
+  if (Engine* engine = engine_.load(); engine != nullptr) {
+    for (const AdapterInfo& a : engine->Adapters()) {
+      if (a.name == name) return absl::AlreadyExistsError(absl::StrCat("name: adapter '", name, "' is loaded already"));
+    }
+  }
+  return absl::OkStatus();
+}
+
+absl::StatusOr<AdapterInfo> WorkerServiceImpl::LoadAndAddAdapter(Engine* engine, const std::string& name,
+                                                                 const std::string& path) {
+  const absl::Time t0 = absl::Now();
+  PHI_ASSIGN_OR_RETURN(std::shared_ptr<const lora::LoraAdapter> adapter, adapter_loader_(name, path));
+  PHI_RETURN_IF_ERROR(engine->AddAdapter(adapter));
+  AdapterInfo info{.name = name, .path = path};
+  for (AdapterInfo& a : engine->Adapters()) {
+    if (a.name == name) info = std::move(a);
+  }
+  PHI_LOG(INFO, "lora_adapter_loaded")
+      .Str("name", name)
+      .Str("path", path)
+      .Int("rank", info.rank)
+      .Num("seconds", absl::ToDoubleSeconds(absl::Now() - t0));
+  return info;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::LoadAdapter(grpc::CallbackServerContext* context,
+                                                         const phi::v1::LoadAdapterRequest* request,
+                                                         phi::v1::LoadAdapterResponse* response) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Engine* engine = engine_.load();
+  if (engine == nullptr || !ready_.load()) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::UNAVAILABLE, "worker is not ready (loading the model or draining)"));
+    return reactor;
+  }
+  if (absl::Status st = CheckLoadAdapter(request->name(), request->path()); !st.ok()) {
+    reactor->Finish(common::ToGrpcStatus(st));
+    return reactor;
+  }
+  // The request and response live until Finish.
+  auto load = [this, engine, reactor, request, response] {
+    absl::StatusOr<AdapterInfo> info = LoadAndAddAdapter(engine, request->name(), request->path());
+    if (!info.ok()) {
+      PHI_LOG(WARNING, "lora_adapter_refused")
+          .Str("name", request->name())
+          .Str("path", request->path())
+          .Str("error", info.status().ToString());
+      reactor->Finish(common::ToGrpcStatus(info.status()));
+      return;
+    }
+    ToProto(*info, response->mutable_adapter());
+    reactor->Finish(grpc::Status::OK);
+  };
+  if (!adapter_loads_.Run(std::move(load))) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                                 absl::StrCat(kMaxLoadingAdapters, " adapters are loading already; retry later")));
+  }
+  return reactor;
+}
+
+grpc::ServerUnaryReactor* WorkerServiceImpl::UnloadAdapter(grpc::CallbackServerContext* context,
+                                                           const phi::v1::UnloadAdapterRequest* request,
+                                                           phi::v1::UnloadAdapterResponse*) {
+  grpc::ServerUnaryReactor* reactor = context->DefaultReactor();
+  Engine* engine = engine_.load();
+  if (engine == nullptr) {
+    reactor->Finish(grpc::Status(grpc::StatusCode::NOT_FOUND,
+                                 absl::StrCat("name: no adapter '", request->name(), "' (worker not ready)")));
+    return reactor;
+  }
+  absl::Status st = engine->RemoveAdapter(request->name());
+  if (st.ok()) PHI_LOG(INFO, "lora_adapter_unloaded").Str("name", request->name());
+  reactor->Finish(common::ToGrpcStatus(st));
   return reactor;
 }
 

@@ -6,12 +6,17 @@
 // callback threads (and the service needs no sync-server threads of its own). A constrained
 // Generate compiles its grammar (up to --grammar-compile-timeout-seconds) on a CallPreparer
 // thread, its call pending meanwhile, never on a callback thread.
+// LoadAdapter reads a LoRA adapter's files on an adapter-loader thread (at most
+// kMaxLoadingAdapters at once), never on a callback thread nor the engine's; UnloadAdapter
+// only unregisters, inline.
 // The service exists before the model is loaded so that health checks answer NOT_SERVING
 // while it loads; Generate answers UNAVAILABLE until SetEngine and SetReady(true).
 #ifndef PHI_SERVICES_WORKER_SERVICE_WORKER_SERVICE_H_
 #define PHI_SERVICES_WORKER_SERVICE_WORKER_SERVICE_H_
 
 #include <atomic>
+#include <functional>
+#include <memory>
 #include <string>
 
 #include "phi/v1/worker.grpc.pb.h"
@@ -27,6 +32,14 @@ namespace phi::worker {
 
 class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
  public:
+  // Reads the PEFT adapter folder `path` as `name` for this worker's model
+  // (lora::LoadPeftAdapter with the model's config and --max-lora-rank in phi-worker).
+  using AdapterLoader = std::function<absl::StatusOr<std::shared_ptr<const lora::LoraAdapter>>(
+      const std::string& name, const std::string& path)>;
+  // LoadAdapter calls reading files at once; more answer RESOURCE_EXHAUSTED.
+  static constexpr int kMaxLoadingAdapters = 4;
+  static constexpr size_t kMaxAdapterPathBytes = 4096;
+
   // Threads that build and start Generate's writes (2: at 256 streams a step's messages take
   // well under a millisecond to build; OnWriteDone's writes run on gRPC's own threads).
   static constexpr int kDefaultWriteThreads = 2;
@@ -40,6 +53,13 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
   // Compiles sampling.constraint (null: constrained requests answer FAILED_PRECONDITION).
   // Must outlive the service's calls; set once, before SetReady(true).
   void SetConstraintCompiler(ConstraintCompiler* compiler) { compiler_.store(compiler); }
+  // LoRA adapters: the loader and the runner's slot count (GetStatus.max_adapter_slots; 0:
+  // LoadAdapter answers FAILED_PRECONDITION). Set once, before SetReady(true); without a
+  // loader LoadAdapter answers FAILED_PRECONDITION too.
+  void SetAdapterSupport(AdapterLoader loader, int32_t max_adapter_slots) {
+    adapter_loader_ = std::move(loader);
+    max_adapter_slots_.store(max_adapter_slots);
+  }
   // The engine must outlive the service's calls (set once, before SetReady(true)).
   void SetEngine(Engine* engine) { engine_.store(engine); }
   // Ready: model loaded and one forward pass done, not draining. Drives GetStatus.ready and
@@ -53,6 +73,19 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
                                       phi::v1::GetStatusResponse* response) override;
   grpc::ServerUnaryReactor* Cancel(grpc::CallbackServerContext* context, const phi::v1::CancelRequest* request,
                                    phi::v1::CancelResponse* response) override;
+  grpc::ServerUnaryReactor* LoadAdapter(grpc::CallbackServerContext* context,
+                                        const phi::v1::LoadAdapterRequest* request,
+                                        phi::v1::LoadAdapterResponse* response) override;
+  grpc::ServerUnaryReactor* UnloadAdapter(grpc::CallbackServerContext* context,
+                                          const phi::v1::UnloadAdapterRequest* request,
+                                          phi::v1::UnloadAdapterResponse* response) override;
+
+  // What LoadAdapter checks before reading anything: the name, the path, and that this
+  // worker serves adapters and has not registered the name yet. phi-worker applies it to
+  // --lora too.
+  absl::Status CheckLoadAdapter(const std::string& name, const std::string& path) const;
+  // Reads and registers an adapter (blocking: an adapter-loader thread, or start-up).
+  absl::StatusOr<AdapterInfo> LoadAndAddAdapter(Engine* engine, const std::string& name, const std::string& path);
 
  private:
   // Constrained calls at once compiling their grammar (on CallPreparer threads).
@@ -70,11 +103,14 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
   std::atomic<Engine*> engine_{nullptr};
   std::atomic<ConstraintCompiler*> compiler_{nullptr};
   std::atomic<bool> ready_{false};
+  AdapterLoader adapter_loader_;
+  std::atomic<int32_t> max_adapter_slots_{0};
   // Declared last: destroyed (threads joined) first. The gRPC server is shut down before the
   // service is destroyed, so no call still needs them then; the preparer goes before the
   // pool its jobs hand calls to.
   StreamWritePool write_pool_;
   CallPreparer preparer_{kMaxPreparingCalls};
+  CallPreparer adapter_loads_{kMaxLoadingAdapters};
 };
 
 }  // namespace phi::worker

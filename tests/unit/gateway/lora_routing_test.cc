@@ -210,7 +210,8 @@ TEST_F(LoraRoutingTest, AGroupThatLosesAnAdapterGetsItBack) {
     workers_[1]->adapters.clear();
   }
   EXPECT_TRUE(Eventually([&] { return workers_[1]->HasAdapter("dpo"); }));
-  EXPECT_EQ(workers_[1]->loads.load(), 2);
+  // (A round that read the status before that load may ask again: ALREADY_EXISTS, harmless.)
+  EXPECT_GE(workers_[1]->loads.load(), 2);
   // Unloaded: no longer reconciled.
   ASSERT_TRUE(Unload("dpo").ok());
   std::this_thread::sleep_for(std::chrono::milliseconds(300));  // several health rounds (50 ms)

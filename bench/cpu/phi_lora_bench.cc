@@ -1,10 +1,11 @@
 // LoRA on the CPU backend: decode and prefill tokens/s of the base model against the same
 // steps with random adapters (rank --rank on all six projections, built in memory), at batch
 // 1 (one adapter) and at batch --batch (sequences spread round-robin over --adapters
-// adapters), and the load time of one adapter (LoadPeftAdapter of a PEFT folder written here,
-// then SetAdapter). Base and LoRA runs alternate in every repetition; the table shows
-// medians of tokens/s and the median of the per-repetition ratios LoRA / base (the pairs run
-// back to back, so they share the machine's drift). Random weights measure speed only.
+// adapters; prefill: the --prompt tokens as --batch prompts of prompt / batch tokens), and the
+// load time of one adapter (LoadPeftAdapter of a PEFT folder written here, then SetAdapter).
+// Base and LoRA runs alternate in every repetition; the table shows medians of tokens/s and
+// the median of the per-repetition ratios LoRA / base (the pairs run back to back, so they
+// share the machine's drift). Random weights measure speed only.
 //
 //   phi_lora_bench --model models/phi-1_5-random-bf16 [--weights bf16|f32|int8] [--threads 2]
 //                  [--reps 3] [--rank 16] [--adapters 4] [--batch 16] [--decode-steps 16]
@@ -162,16 +163,25 @@ double DecodeTokensPerSecond(CpuModelRunner& r, const std::vector<int32_t>& slot
   return static_cast<double>(b) * steps / Seconds(t0, Clock::now());
 }
 
-double PrefillTokensPerSecond(CpuModelRunner& r, int n, int32_t slot) {
-  std::vector<int32_t> toks(n), table((n + kBlock - 1) / kBlock);
-  for (int i = 0; i < n; ++i) toks[i] = TokenId(i * 7919, r);
-  std::iota(table.begin(), table.end(), 0);
-  StepBatch b;
-  b.seqs.push_back({.seq_id = 1, .tokens = toks, .block_table = table, .adapter_slot = slot});
+// Prefill tokens/s of one step of `slots.size()` prompts of n / slots.size() tokens each
+// (sequence i on adapter slot slots[i]).
+double PrefillTokensPerSecond(CpuModelRunner& r, int n, const std::vector<int32_t>& slots) {
+  const int b = static_cast<int>(slots.size());
+  const int len = n / b;
+  const int32_t per_seq_blocks = (len + kBlock - 1) / kBlock;
+  std::vector<std::vector<int32_t>> toks(b), tables(b);
+  StepBatch batch;
+  for (int i = 0; i < b; ++i) {
+    for (int k = 0; k < len; ++k) toks[i].push_back(TokenId((i * len + k) * 7919, r));
+    tables[i].resize(static_cast<size_t>(per_seq_blocks));
+    std::iota(tables[i].begin(), tables[i].end(), i * per_seq_blocks);
+    batch.seqs.push_back(
+        {.seq_id = static_cast<uint64_t>(i), .tokens = toks[i], .block_table = tables[i], .adapter_slot = slots[i]});
+  }
   StepLogits out;
   const auto t0 = Clock::now();
-  StepOrDie(r, b, &out);
-  return n / Seconds(t0, Clock::now());
+  StepOrDie(r, batch, &out);
+  return static_cast<double>(len) * b / Seconds(t0, Clock::now());
 }
 
 // One measurement, base against LoRA: tokens/s per repetition.
@@ -211,8 +221,8 @@ int main(int argc, char** argv) {
   CpuModelRunner& r = **created;
   const auto& c = r.config();
   prompt = std::min(prompt, c.max_position_embeddings);
-  const int32_t blocks =
-      std::max<int32_t>(batch * ((kDecodePrompt + steps + kBlock) / kBlock), (prompt + kBlock) / kBlock) + 1;
+  const int32_t blocks = std::max<int32_t>(batch * ((kDecodePrompt + steps + kBlock) / kBlock),
+                                           (prompt + kBlock) / kBlock + batch) + 1;
   if (absl::Status s = r.AllocateKvCache({.num_blocks = blocks, .block_size = kBlock}); !s.ok()) Die("KV cache", s);
 
   std::vector<std::shared_ptr<const lora::LoraAdapter>> adapters;
@@ -242,6 +252,9 @@ int main(int argc, char** argv) {
       {"decode, batch 1 (1 adapter)", 0.10, {}, {}},
       {"decode, batch " + std::to_string(batch) + " (" + std::to_string(num_adapters) + " adapters)", 0.20, {}, {}},
       {"prefill " + std::to_string(prompt) + ", batch 1 (1 adapter)", 0.10, {}, {}},
+      {"prefill " + std::to_string(prompt / batch * batch) + " as " + std::to_string(batch) + " x " +
+           std::to_string(prompt / batch) + " (" + std::to_string(num_adapters) + " adapters)",
+       0.20, {}, {}},
   };
   std::vector<double> load_ms, set_ms;
   for (int rep = 0; rep < reps; ++rep) {
@@ -249,8 +262,10 @@ int main(int argc, char** argv) {
     rows[0].lora.push_back(DecodeTokensPerSecond(r, one, steps));
     rows[1].base.push_back(DecodeTokensPerSecond(r, base_mixed, steps));
     rows[1].lora.push_back(DecodeTokensPerSecond(r, mixed, steps));
-    rows[2].base.push_back(PrefillTokensPerSecond(r, prompt, 0));
-    rows[2].lora.push_back(PrefillTokensPerSecond(r, prompt, 1));
+    rows[2].base.push_back(PrefillTokensPerSecond(r, prompt, base_one));
+    rows[2].lora.push_back(PrefillTokensPerSecond(r, prompt, one));
+    rows[3].base.push_back(PrefillTokensPerSecond(r, prompt, base_mixed));
+    rows[3].lora.push_back(PrefillTokensPerSecond(r, prompt, mixed));
     const auto t0 = Clock::now();
     auto loaded = lora::LoadPeftAdapter("bench", dir, c, limits);
     const auto t1 = Clock::now();
@@ -259,11 +274,11 @@ int main(int argc, char** argv) {
     const auto t2 = Clock::now();
     load_ms.push_back(1e3 * Seconds(t0, t1));
     set_ms.push_back(1e3 * Seconds(t1, t2));
-    std::fprintf(stderr, "rep %d: %s base %.2f lora %.2f; %s base %.2f lora %.2f; %s base %.1f lora %.1f tok/s; load "
-                 "%.1f + %.1f ms\n",
-                 rep, rows[0].name.c_str(), rows[0].base.back(), rows[0].lora.back(), rows[1].name.c_str(),
-                 rows[1].base.back(), rows[1].lora.back(), rows[2].name.c_str(), rows[2].base.back(),
-                 rows[2].lora.back(), load_ms.back(), set_ms.back());
+    for (const Row& row : rows) {
+      std::fprintf(stderr, "rep %d: %s: base %.2f, LoRA %.2f tok/s\n", rep, row.name.c_str(), row.base.back(),
+                   row.lora.back());
+    }
+    std::fprintf(stderr, "rep %d: load %.1f ms + SetAdapter %.1f ms\n", rep, load_ms.back(), set_ms.back());
   }
   std::filesystem::remove_all(dir);
 

@@ -8,6 +8,8 @@
 #include <memory>
 #include <vector>
 
+#include "services/gateway/openai_request_bounds.h"
+
 namespace phi::gateway {
 
 namespace {
@@ -317,6 +319,45 @@ absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimi
   od::object obj;
   if (error_code e = doc.get_object().get(obj)) return JsonError(e);
   return ForEachField(obj, "", fn);
+}
+
+bool IsOneOf(std::string_view key, std::span<const std::string_view> keys) {
+  for (std::string_view k : keys) {
+    if (k == key) return true;
+  }
+  return false;
+}
+
+absl::Status EmptyArrayOnly(od::value& v, std::string_view name, std::string_view why) {
+  od::array a;
+  if (absl::Status s = GetArray(v, name, "an array", &a); !s.ok()) return s;
+  return ForEachElement(a, [&](size_t, od::value&) { return Invalid(Cat(name, ": ", why)); });
+}
+
+absl::Status EmptyObjectOnly(od::value& v, std::string_view name, std::string_view why) {
+  od::object o;
+  if (absl::Status s = GetObject(v, name, "an object", &o); !s.ok()) return s;
+  return ForEachField(o, Cat(name, "."), [&](std::string_view, od::value&) { return Invalid(Cat(name, ": ", why)); });
+}
+
+absl::Status StringIn(od::value& v, std::string_view name, std::initializer_list<std::string_view> allowed,
+                      std::string_view why) {
+  std::string_view s;
+  if (absl::Status st = ReadString(v, name, &s); !st.ok()) return st;
+  for (std::string_view a : allowed) {
+    if (s == a) return absl::OkStatus();
+  }
+  return Invalid(Cat(name, ": ", why, ", got \"", Printable(s), "\""));
+}
+
+absl::Status ReadTokenIds(od::array& a, std::string_view name, size_t max_ids, std::vector<int32_t>* out) {
+  return ForEachElement(a, [&](size_t j, od::value& e) {
+    if (j >= max_ids) return Invalid(Cat(name, ": at most ", max_ids, " token ids"));
+    int64_t id = 0;
+    if (absl::Status s = ReadInt(e, Cat(name, "[", j, "]"), 0, kMaxTokenId, &id); !s.ok()) return s;
+    out->push_back(static_cast<int32_t>(id));
+    return absl::OkStatus();
+  });
 }
 
 }  // namespace phi::gateway

@@ -9,9 +9,12 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <initializer_list>
+#include <span>
 #include <string>
 #include <string_view>
 #include <type_traits>
+#include <vector>
 
 #include "absl/functional/function_ref.h"
 #include "absl/status/status.h"
@@ -83,6 +86,21 @@ absl::Status ForEachField(od::object& o, std::string_view prefix,
                           absl::FunctionRef<absl::Status(std::string_view, od::value&)> fn);
 
 absl::Status Unknown(std::string_view prefix, std::string_view key);
+
+// `key` is one of `keys`.
+bool IsOneOf(std::string_view key, std::span<const std::string_view> keys);
+
+// An empty array is the only accepted value (tools, functions); `why` follows the name in the error.
+absl::Status EmptyArrayOnly(od::value& v, std::string_view name, std::string_view why);
+// An empty object is the only accepted value (metadata).
+absl::Status EmptyObjectOnly(od::value& v, std::string_view name, std::string_view why);
+// A string from `allowed`.
+absl::Status StringIn(od::value& v, std::string_view name, std::initializer_list<std::string_view> allowed,
+                      std::string_view why);
+
+// Token ids in [0, int32 max] appended to `out`, at most `max_ids` (a completions prompt,
+// /detokenize's tokens).
+absl::Status ReadTokenIds(od::array& a, std::string_view name, size_t max_ids, std::vector<int32_t>* out);
 
 // Parses `body` and calls fn(key, value) for each top-level field (keys unique, nulls included).
 absl::Status ForEachTopLevelField(std::string_view body, const OpenAiRequestLimits& limits,

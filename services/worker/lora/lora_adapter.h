@@ -69,11 +69,13 @@ struct LoraLimits {
 // Reads the PEFT adapter folder `dir` for a base model of `base` and checks it. Refused with
 // INVALID_ARGUMENT naming the file and the problem: a peft_type other than LORA, DoRA
 // (use_dora), modules_to_save, rank/alpha patterns, bias other than "none", fan_in_fan_out,
-// a target module outside the six (or a tensor of any other module), a rank over
-// limits.max_rank, a shape that does not fit the base (hidden size, MLP width, layer count:
-// "base model mismatch"), a base_model_class other than PhiForCausalLM, a lora_A without its
-// lora_B, a dtype other than F32/F16/BF16, non-finite weights; NOT_FOUND when a file is
-// missing. Weights are converted to F32.
+// a target module outside the six (or a tensor of any other module, or of one target_modules
+// does not select), a rank over limits.max_rank, a shape that does not fit the base (hidden
+// size, MLP width, layer count: "base model mismatch"), a base_model_class other than
+// PhiForCausalLM, a lora_A without its lora_B, a dtype other than F32/F16/BF16, non-finite
+// weights, files larger than such an adapter can be; NOT_FOUND when a file is missing. Names,
+// dtypes and shapes are all checked before weights are allocated, then converted to F32
+// (services/worker/lora/README.md lists every case).
 absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string name, const std::string& dir,
                                                                   const model::PhiConfig& base,
                                                                   const LoraLimits& limits);

@@ -170,6 +170,37 @@ TEST(EngineLoraTest, OneBatchMixesAdaptersAndTheBase) {
   EXPECT_EQ(h.runner.set_adapter_calls_during_steps(), 0);
 }
 
+// A cache too small for the batch: preempted requests keep their slot and recompute under
+// their own adapter.
+TEST(EngineLoraTest, PreemptedRequestsKeepTheirAdapter) {
+  EngineOptions o;
+  o.num_kv_blocks = 14;
+  o.block_size = 8;
+  o.max_batch_tokens = 48;
+  Harness h(2, o);
+  h.Add({"a", "b"});
+  h.runner.set_step_delay_us(200);
+  const std::vector<std::string> choice = {"a", "b", ""};
+  std::mt19937_64 rng(11);
+  std::vector<GenerationRequest> requests;
+  for (int i = 0; i < 12; ++i) {
+    requests.push_back(Greedy(testing::RandomPrompt(rng, 8, 40, 60), 30, choice[i % 3]));
+  }
+  const std::vector<Completion> out = testing::RunConcurrently(*h.engine, requests, {});
+  for (size_t i = 0; i < requests.size(); ++i) {
+    ASSERT_TRUE(out[i].last.status.ok()) << out[i].last.status;
+    const auto& r = requests[i];
+    EXPECT_EQ(out[i].tokens, Reference(h.runner, r, r.adapter.empty() ? nullptr : h.adapters.at(r.adapter).get()))
+        << "request " << i;
+  }
+  EXPECT_NE(h.registry.Serialize().find("phi_worker_preemptions_total "), std::string::npos);
+  EXPECT_EQ(h.registry.Serialize().find("phi_worker_preemptions_total 0\n"), std::string::npos) << "no preemption";
+  EXPECT_EQ(h.runner.set_adapter_calls().size(), 2u);  // each installed once, whatever came first
+  ASSERT_TRUE(testing::WaitIdle(*h.engine));
+  EXPECT_EQ(h.Info("a")->requests, 0);
+  EXPECT_EQ(h.Info("b")->requests, 0);
+}
+
 TEST(EngineLoraTest, LeastRecentlyUsedIdleAdapterIsEvicted) {
   Harness h(2);
   h.Add({"a", "b", "c"});

@@ -73,7 +73,7 @@ double GraphUs(Op op, int reps = 96) {
   return Median(t);
 }
 
-// GPU time per replay of an instantiated graph (PhiCudaModel::decode_graph) replayed `reps`
+// GPU time per replay of an instantiated graph (PhiCudaModelAccess::DecodeGraph) replayed `reps`
 // times back to back after one warm replay, in microseconds; false when there is no graph,
 // so a decode step's time splits into the graph's and the host's (metadata, copies, sync).
 inline bool TimeGraphReplay(cudaGraphExec_t graph, cudaStream_t stream, int reps, double* us) {

@@ -29,6 +29,8 @@
 #include <vector>
 
 #include "bench/cuda/bench_util.h"
+#include "bench/cuda/fill_random.h"
+#include "bench/cuda/model_access.h"
 #include "bench/cuda/phi_cuda_breakdown.h"
 #include "bench/cuda/random_weights.h"
 #include "services/worker/backends/cuda/candidate_record.h"
@@ -43,6 +45,7 @@ using phi::bench::Die;
 using phi::bench::FillRandomWeights;
 using phi::bench::Median;
 using phi::bench::NowMs;
+using phi::bench::PhiCudaModelAccess;
 using phi::bench::TimeGraphReplay;
 using phi::worker::cuda::bf16;
 using phi::worker::cuda::CudaStatus;
@@ -63,7 +66,7 @@ double CopyBandwidth() {
   void *a, *b;
   Check(cudaMalloc(&a, bytes), "cudaMalloc");
   Check(cudaMalloc(&b, bytes), "cudaMalloc");
-  Check(phi::worker::cuda::fill_random_forward(static_cast<float*>(a), bytes / 4, 1, 1.0f, nullptr),
+  Check(phi::bench::fill_random_forward(static_cast<float*>(a), bytes / 4, 1, 1.0f, nullptr),
         "fill");
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
@@ -92,8 +95,8 @@ double GemmRate() {
   Check(cudaMalloc(&a, size_t{2} * n * n), "cudaMalloc");
   Check(cudaMalloc(&w, size_t{2} * n * n), "cudaMalloc");
   Check(cudaMalloc(&d, size_t{2} * n * n), "cudaMalloc");
-  Check(phi::worker::cuda::fill_random_forward(a, int64_t{n} * n, 2, 1.0f, nullptr), "fill");
-  Check(phi::worker::cuda::fill_random_forward(w, int64_t{n} * n, 3, 1.0f, nullptr), "fill");
+  Check(phi::bench::fill_random_forward(a, int64_t{n} * n, 2, 1.0f, nullptr), "fill");
+  Check(phi::bench::fill_random_forward(w, int64_t{n} * n, 3, 1.0f, nullptr), "fill");
   cudaEvent_t e0, e1;
   cudaEventCreate(&e0);
   cudaEventCreate(&e1);
@@ -365,7 +368,7 @@ int main(int argc, char** argv) {
                   1e3 / step, step, bw / wbytes);
     }
     double graph_us = 0.0;
-    if (args.graphs && TimeGraphReplay(m->decode_graph(b), m->stream(), 20, &graph_us)) {
+    if (args.graphs && TimeGraphReplay(PhiCudaModelAccess::DecodeGraph(*m, b), m->stream(), 20, &graph_us)) {
       std::printf("|   | decode graph alone (replayed back to back): %.3f ms = %.0f%% of limit; "
                   "the step's other %.3f ms is host work and the copies around it |||||\n",
                   graph_us * 1e-3, 100.0 * floor_ms / (graph_us * 1e-3), step - graph_us * 1e-3);
@@ -373,7 +376,7 @@ int main(int argc, char** argv) {
   }
   std::printf("\ngemm bias fallback used: %s; decode graphs captured: %d; programmatic launch "
               "%s\n",
-              m->gemm().used_bias_fallback() ? "yes" : "no", m->num_captured_graphs(),
+              PhiCudaModelAccess::UsedGemmBiasFallback(*m) ? "yes" : "no", m->num_captured_graphs(),
               !args.pdl ? "off (--no-pdl)"
               : m->programmatic_launch_active() ? "on"
                                                 : "FELL BACK to plain launches");

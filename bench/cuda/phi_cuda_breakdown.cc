@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "bench/cuda/bench_util.h"
+#include "bench/cuda/fill_random.h"
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/kernels.h"
 

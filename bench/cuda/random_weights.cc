@@ -4,13 +4,12 @@
 
 #include <vector>
 
-#include "services/worker/backends/cuda/kernels.h"
+#include "bench/cuda/fill_random.h"
 
 namespace phi::bench {
 
 using worker::cuda::bf16;
 using worker::cuda::CudaStatus;
-using worker::cuda::fill_random_forward;
 
 CudaStatus FillRandomWeights(worker::cuda::PhiCudaModel& m, uint64_t seed, float scale) {
   const worker::cuda::PhiCudaConfig& c = m.config();

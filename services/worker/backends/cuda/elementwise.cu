@@ -1,4 +1,4 @@
-// Element-wise kernels: embedding gather, gelu_new, bias add, device-side random fill.
+// Element-wise kernels: embedding gather, gelu_new, bias add.
 #include "services/worker/backends/cuda/activations.cuh"
 #include "services/worker/backends/cuda/kernels.h"
 #include "services/worker/backends/cuda/pdl.cuh"
@@ -60,29 +60,6 @@ __global__ void bias_add_forward_kernel(T* __restrict__ x, const T* __restrict__
   }
 }
 
-__device__ __forceinline__ uint64_t splitmix64(uint64_t z) {
-  z += 0x9E3779B97F4A7C15ull;
-  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
-  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
-  return z ^ (z >> 31);
-}
-
-template <typename T>
-__global__ void fill_random_forward_kernel(T* __restrict__ out, int64_t n, uint64_t seed,
-                                           float scale) {
-  for (int64_t i = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; i < n;
-       i += static_cast<int64_t>(gridDim.x) * blockDim.x) {
-    const uint64_t r = splitmix64(seed * 0x100000001B3ull + static_cast<uint64_t>(i));
-    const float u = static_cast<float>(r >> 40) * (1.0f / 16777216.0f);  // [0, 1)
-    const float v = (2.0f * u - 1.0f) * scale;
-    if constexpr (sizeof(T) == 2) {
-      out[i] = __float2bfloat16(v);
-    } else {
-      out[i] = v;
-    }
-  }
-}
-
 }  // namespace
 
 CudaStatus embedding_forward(const int32_t* tokens, const bf16* table, float* x, int num_tokens,
@@ -120,22 +97,6 @@ CudaStatus bias_add_forward(float* x, const float* bias, int rows, int cols,
   if (n == 0) return {};
   PHI_CUDA_CHECK(launch_kernel(false, bias_add_forward_kernel<float>, dim3(grid_for(n)),
                                dim3(kThreads), 0, stream, x, bias, n, cols));
-  return {};
-}
-
-CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,
-                               cudaStream_t stream) {
-  if (n == 0) return {};
-  PHI_CUDA_CHECK(launch_kernel(false, fill_random_forward_kernel<bf16>, dim3(grid_for(n)),
-                               dim3(kThreads), 0, stream, out, n, seed, scale));
-  return {};
-}
-
-CudaStatus fill_random_forward(float* out, int64_t n, uint64_t seed, float scale,
-                               cudaStream_t stream) {
-  if (n == 0) return {};
-  PHI_CUDA_CHECK(launch_kernel(false, fill_random_forward_kernel<float>, dim3(grid_for(n)),
-                               dim3(kThreads), 0, stream, out, n, seed, scale));
   return {};
 }
 

@@ -267,13 +267,6 @@ inline constexpr int kMinCandidateSliceWidth = 2048;
 inline constexpr int kMaxMergedCandidates = 512;
 int top_candidates_slices(int num_rows, int width, int max_count, int max_records);
 
-// Fills `n` BF16 values with a deterministic pseudo-random uniform(-scale, scale) (benchmarks
-// and tests: random weights generated on the device, no file needed).
-CudaStatus fill_random_forward(bf16* out, int64_t n, uint64_t seed, float scale,
-                               cudaStream_t stream);
-CudaStatus fill_random_forward(float* out, int64_t n, uint64_t seed, float scale,
-                               cudaStream_t stream);
-
 }  // namespace phi::worker::cuda
 
 #endif  // PHI_SERVICES_WORKER_BACKENDS_CUDA_KERNELS_H_

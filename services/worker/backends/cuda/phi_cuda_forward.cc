@@ -94,10 +94,7 @@ CudaStatus PhiCudaModel::SingleGpuLayer(const Pass& p, int li) {
   const PhiCudaConfig& c = config_;
   const PhiCudaLayer& w = weights_.layers[li];
   const int n_tok = p.layout->n_tok;
-  PHI_CUDA_RETURN_IF_ERROR(LayerNormW1(p, w));
-  PHI_CUDA_RETURN_IF_ERROR(RotaryKv(p, li));
-  PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
-  PHI_CUDA_RETURN_IF_ERROR(Gelu(p));
+  PHI_CUDA_RETURN_IF_ERROR(W2Input(p, li));
   if (n_tok <= std::max(1, options_.gemv_max_m) && decode_gemv_fits(n_tok, c.w2_cols())) {
     DecodeGemvArgs w2 = W2GemvArgs(p, w);
     w2.pdl = false;
@@ -113,15 +110,20 @@ CudaStatus PhiCudaModel::TensorParallelLayer(const Pass& p, int li) {
   const PhiCudaConfig& c = config_;
   const PhiCudaLayer& w = weights_.layers[li];
   const int n_tok = p.layout->n_tok;
-  PHI_CUDA_RETURN_IF_ERROR(LayerNormW1(p, w));
-  PHI_CUDA_RETURN_IF_ERROR(RotaryKv(p, li));
-  PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
-  PHI_CUDA_RETURN_IF_ERROR(Gelu(p));
+  PHI_CUDA_RETURN_IF_ERROR(W2Input(p, li));
   const bool first = c.tp_rank == 0;
   PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(mid_, w.w2, first ? w.b2 : nullptr, x_, true,
                                          first ? 1.0f : 0.0f, n_tok, c.hidden_size,
                                          c.w2_cols(), stream_));
   return collectives_->AllReduceSum(x_, static_cast<size_t>(n_tok) * c.hidden_size, stream_);
+}
+
+// The unfused layer up to its W2 product: mid_ = [attention | gelu(fc1)].
+CudaStatus PhiCudaModel::W2Input(const Pass& p, int li) {
+  PHI_CUDA_RETURN_IF_ERROR(LayerNormW1(p, weights_.layers[li]));
+  PHI_CUDA_RETURN_IF_ERROR(RotaryKv(p, li));
+  PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
+  return Gelu(p);
 }
 
 CudaStatus PhiCudaModel::LayerNormW1(const Pass& p, const PhiCudaLayer& w) {

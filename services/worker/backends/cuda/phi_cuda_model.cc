@@ -465,11 +465,6 @@ int PhiCudaModel::CandidateSlices(int n_cand, int stride) const {
   return top_candidates_slices(n_cand, width, stride, max_records);
 }
 
-cudaGraphExec_t PhiCudaModel::decode_graph(int batch) const {
-  const auto it = graphs_.find(decode_graph_bucket(batch));
-  return it == graphs_.end() ? nullptr : it->second;
-}
-
 CudaStatus PhiCudaModel::CopyLogits(int first_row, int num_rows, float* host) const {
   if (first_row < 0 || num_rows < 0 || first_row + num_rows > options_.max_logit_rows) {
     return CudaStatus::Invalid("CopyLogits: rows [" + std::to_string(first_row) + ", " +

@@ -29,6 +29,10 @@
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/kernels.h"
 
+namespace phi::bench {
+struct PhiCudaModelAccess;  // bench/cuda/model_access.h
+}  // namespace phi::bench
+
 namespace phi::worker::cuda {
 
 struct PhiCudaConfig {
@@ -195,7 +199,6 @@ class PhiCudaModel {
   int64_t weight_bytes() const { return weight_bytes_; }
   int kv_num_blocks() const { return kv_num_blocks_; }
   cudaStream_t stream() const { return stream_; }
-  GemmLt& gemm() { return *gemm_; }
 
   // Tensor parallelism: the group's collectives (not owned), set once before the first
   // Forward (the communicator is usually made for stream(), which exists only after Create).
@@ -223,14 +226,13 @@ class PhiCudaModel {
   CudaStatus GatherLogitRows(std::span<const int32_t> step_rows, int dst_row);
 
   int num_captured_graphs() const { return static_cast<int>(graphs_.size()); }
-  // The decode graph a batch of `batch` sequences replays (its bucket's), null before the
-  // bucket's first decode step. Replaying it recomputes the last such step in place.
-  cudaGraphExec_t decode_graph(int batch) const;
   // Whether decode steps launch with programmatic dependent launch (options, and no launch
   // with it has failed).
   bool programmatic_launch_active() const { return options_.programmatic_launch; }
 
  private:
+  // The benchmark times decode graphs alone and reports cuBLASLt's fallback.
+  friend struct ::phi::bench::PhiCudaModelAccess;
   struct Layout;  // offsets of the step metadata in the device buffer
   // Tensor-parallel candidate step: a run of consecutive whole (non-candidate) step rows.
   struct Run {
@@ -304,6 +306,7 @@ class PhiCudaModel {
   CudaStatus FusedDecodeLayer(const Pass& p, int li);
   CudaStatus SingleGpuLayer(const Pass& p, int li);
   CudaStatus TensorParallelLayer(const Pass& p, int li);
+  CudaStatus W2Input(const Pass& p, int li);
   CudaStatus LayerNormW1(const Pass& p, const PhiCudaLayer& w);
   CudaStatus RotaryKv(const Pass& p, int li);
   CudaStatus Attention(const Pass& p, int li);

@@ -102,9 +102,10 @@ absl::Status MergeInto(const worker::model::TensorInfo& info, const uint8_t* src
 }
 
 // Rewrites one weight file of the base into `out_path`: adapted tensors merged, others as they are.
-absl::Status MergeFile(const worker::model::SafetensorsFile& file,
-                       const std::map<std::string, const LoraWeights*, std::less<>>& adapted, const std::string& out_path,
-                       int64_t* merged) {
+using AdaptedMap = std::map<std::string, const LoraWeights*, std::less<>>;
+
+absl::Status MergeFile(const worker::model::SafetensorsFile& file, const AdaptedMap& adapted,
+                       const std::string& out_path, int64_t* merged) {
   std::vector<std::vector<uint8_t>> buffers;  // merged tensors' bytes, alive until written
   buffers.reserve(file.tensors().size());
   std::vector<worker::model::TensorToWrite> tensors;
@@ -155,7 +156,8 @@ absl::StatusOr<MergeLoraReport> MergeLoraAdapter(const MergeLoraOptions& options
   fs::create_directories(out.parent_path(), ec);
   std::string tmpl = (out.parent_path() / (out.filename().string() + ".partial-XXXXXX")).string();
   if (mkdtemp(tmpl.data()) == nullptr) {
-    return absl::InternalError(absl::StrCat("cannot create a folder beside ", out.string(), ": ", std::strerror(errno)));
+    return absl::InternalError(
+        absl::StrCat("cannot create a folder beside ", out.string(), ": ", std::strerror(errno)));
   }
   const fs::path tmp(tmpl);
   fs::permissions(tmp, fs::perms::owner_all | fs::perms::group_read | fs::perms::group_exec |
@@ -187,7 +189,9 @@ absl::StatusOr<MergeLoraReport> MergeLoraAdapter(const MergeLoraOptions& options
   if (ec) return fail(absl::InternalError(absl::StrCat("listing ", options.base_dir, ": ", ec.message())));
   // rename(2) replaces an empty folder.
   fs::rename(tmp, out, ec);
-  if (ec) return fail(absl::InternalError(absl::StrCat("renaming ", tmp.string(), " to ", out.string(), ": ", ec.message())));
+  if (ec) {
+    return fail(absl::InternalError(absl::StrCat("renaming ", tmp.string(), " to ", out.string(), ": ", ec.message())));
+  }
   return report;
 }
 

@@ -13,7 +13,8 @@ int main(int argc, char** argv) {
                              "Merges a PEFT LoRA adapter into its Phi base model: W' = W + scaling * B A for every "
                              "adapted layer, in F32, written in the base's dtype.");
   flags.AddString("base", "", &o.base_dir, "the base model folder (model.safetensors, or shards + index)");
-  flags.AddString("adapter", "", &o.adapter_dir, "the PEFT adapter folder (adapter_config.json, adapter_model.safetensors)");
+  flags.AddString("adapter", "", &o.adapter_dir,
+                  "the PEFT adapter folder (adapter_config.json, adapter_model.safetensors)");
   flags.AddString("out", "", &o.out_dir, "the merged model folder to write (must not exist, or be empty)");
   flags.AddInt("max-lora-rank", "", &max_rank, 1, 1 << 16, "largest adapter rank accepted (phi-worker's default: 64)");
   phi::common::ParseFlagsOrExit(flags, argc, argv);

@@ -1,10 +1,10 @@
 // LoRA adapters on the CPU backend against peft's PeftModel (golden data from
 // make_lora_oracle.py), in F32: logits within 1e-4 relative and greedy continuations equal token
-// for token (BF16 weights: logits within 2e-2), for ranks 1, 8 and 64, all six / attention / MLP modules, use_rslora on and off and
-// F32/F16/BF16 adapter files; a batch mixing three adapters and the base gives each sequence
-// exactly (bit for bit) what it gets alone; a tensor-parallel group of two ranks (threads)
-// equals one rank; and phi-merge-lora's merged model equals peft's merge_and_unload weights
-// and serves the adapter's logits without the adapter.
+// for token (BF16 weights: logits within 2e-2), for ranks 1, 8 and 64, all six / attention /
+// MLP modules, use_rslora on and off and F32/F16/BF16 adapter files; a batch mixing three
+// adapters and the base gives each sequence exactly (bit for bit) what it gets alone; a
+// tensor-parallel group of two ranks (threads) equals one rank; and phi-merge-lora's merged
+// model equals peft's merge_and_unload weights and serves the adapter's logits without it.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -101,8 +101,9 @@ std::string AdapterDir(const std::string& model, const std::string& adapter) {
   return ModelDir(model) + "/adapters/" + adapter;
 }
 
-absl::StatusOr<std::unique_ptr<CpuModelRunner>> MakeRunner(const std::string& dir, parallel::Communicator* comm = nullptr,
-                                                           WeightFormat weights = WeightFormat::kF32) {
+absl::StatusOr<std::unique_ptr<CpuModelRunner>> MakeRunner(const std::string& dir,
+                                                            parallel::Communicator* comm = nullptr,
+                                                            WeightFormat weights = WeightFormat::kF32) {
   CpuRunnerOptions opt;
   opt.weights = weights;
   opt.max_adapter_slots = kSlots;
@@ -146,7 +147,9 @@ std::vector<Param> Params() {
   ps.push_back({"make_model_f16", "r8_attention_bf16_rslora"});
   return ps;
 }
-std::string ParamName(const ::testing::TestParamInfo<Param>& info) { return info.param.model + "_" + info.param.adapter; }
+std::string ParamName(const ::testing::TestParamInfo<Param>& info) {
+  return info.param.model + "_" + info.param.adapter;
+}
 void PrintTo(const Param& p, std::ostream* os) { *os << p.model << "/" << p.adapter; }
 
 class LoraOracleTest : public ::testing::TestWithParam<Param> {
@@ -215,11 +218,11 @@ TEST_P(LoraOracleTest, GreedyContinuationMatchesPeft) {
 TEST_P(LoraOracleTest, MergedModelMatchesPeftAndUnmerged) {
   const std::string out = ::testing::TempDir() + "/phi_lora_merged_" + GetParam().model + "_" + GetParam().adapter;
   std::filesystem::remove_all(out);
-  auto report = tools::MergeLoraAdapter(
-      {.base_dir = ModelDir(GetParam().model), .adapter_dir = AdapterDir(GetParam().model, GetParam().adapter),
-       .out_dir = out});
+  const std::string adapter_dir = AdapterDir(GetParam().model, GetParam().adapter);
+  auto report =
+      tools::MergeLoraAdapter({.base_dir = ModelDir(GetParam().model), .adapter_dir = adapter_dir, .out_dir = out});
   ASSERT_TRUE(report.ok()) << report.status();
-  auto peft = model::SafetensorsFile::Open(AdapterDir(GetParam().model, GetParam().adapter) + "/peft_merged.safetensors");
+  auto peft = model::SafetensorsFile::Open(adapter_dir + "/peft_merged.safetensors");
   ASSERT_TRUE(peft.ok()) << peft.status();
   EXPECT_EQ(report->merged_tensors, static_cast<int64_t>((*peft)->tensors().size()));
   auto merged = model::TensorStore::Open(out);
@@ -239,8 +242,8 @@ TEST_P(LoraOracleTest, MergedModelMatchesPeftAndUnmerged) {
     for (int64_t k = 0; k < n; ++k) {
       float f;
       uint16_t h;
-      std::memcpy(info.dtype == model::DType::kF32 ? static_cast<void*>(&f) : &h, raw + k * model::DTypeSize(info.dtype),
-                  model::DTypeSize(info.dtype));
+      const int size = model::DTypeSize(info.dtype);
+      std::memcpy(info.dtype == model::DType::kF32 ? static_cast<void*>(&f) : &h, raw + k * size, size);
       theirs[k] = info.dtype == model::DType::kF32    ? f
                   : info.dtype == model::DType::kBF16 ? model::Bf16ToF32(h)
                                                       : model::F16ToF32(h);
@@ -386,12 +389,15 @@ TEST(LoraMergeTest, RefusesAnAdapterOfAnotherBaseAndABusyOutput) {
   EXPECT_EQ(wrong.status().code(), absl::StatusCode::kInvalidArgument) << wrong.status();
   EXPECT_NE(wrong.status().message().find("base model mismatch"), std::string::npos) << wrong.status();
   EXPECT_FALSE(std::filesystem::exists(out));
-  auto low = tools::MergeLoraAdapter({.base_dir = ModelDir("h64_a4"), .adapter_dir = AdapterDir("h64_a4", "r64_mlp_f16"),
-                                      .out_dir = out, .max_rank = 8});
+  auto low = tools::MergeLoraAdapter({.base_dir = ModelDir("h64_a4"),
+                                      .adapter_dir = AdapterDir("h64_a4", "r64_mlp_f16"),
+                                      .out_dir = out,
+                                      .max_rank = 8});
   EXPECT_EQ(low.status().code(), absl::StatusCode::kInvalidArgument) << low.status();
   EXPECT_FALSE(std::filesystem::exists(out));
   auto onto_base = tools::MergeLoraAdapter(
-      {.base_dir = ModelDir("h64_a4"), .adapter_dir = AdapterDir("h64_a4", "r1_all_f32"), .out_dir = ModelDir("h64_a4")});
+      {.base_dir = ModelDir("h64_a4"), .adapter_dir = AdapterDir("h64_a4", "r1_all_f32"),
+       .out_dir = ModelDir("h64_a4")});
   EXPECT_EQ(onto_base.status().code(), absl::StatusCode::kInvalidArgument) << onto_base.status();
 }
 

@@ -74,8 +74,9 @@ absl::Status AdapterSlots::Add(std::shared_ptr<const lora::LoraAdapter> adapter)
     }
   }
   if (static_cast<int32_t>(adapters_.size()) >= max_adapters_) {
-    return absl::ResourceExhaustedError(absl::StrCat(adapters_.size(), " LoRA adapters are loaded, the most that "
-                                                     "--max-lora-adapters (", max_adapters_, ") allows; unload one first"));
+    return absl::ResourceExhaustedError(absl::StrCat(adapters_.size(),
+                                                     " LoRA adapters are loaded, the most that --max-lora-adapters (",
+                                                     max_adapters_, ") allows; unload one first"));
   }
   const AdapterMetrics* series = metrics_->ForAdapter(name);
   adapters_.emplace(name, Registered{std::move(adapter), series});
@@ -124,7 +125,8 @@ std::vector<AdapterInfo> AdapterSlots::List() const {
 
 std::string AdapterSlots::UnknownLocked(const std::string& name) const {
   if (num_slots_ == 0) {
-    return absl::StrCat("adapter ", Quoted(name), " is not loaded: this worker serves no LoRA adapters (--max-loras 0)");
+    return absl::StrCat("adapter ", Quoted(name),
+                        " is not loaded: this worker serves no LoRA adapters (--max-loras 0)");
   }
   if (adapters_.empty()) return absl::StrCat("adapter ", Quoted(name), " is not loaded: no LoRA adapter is loaded");
   std::vector<std::string> names;

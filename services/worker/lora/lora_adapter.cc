@@ -168,7 +168,11 @@ absl::Status CheckTargets(const PeftConfig& cfg, const model::PhiConfig& base, c
       }
     }
   } else if (!matches_any(cfg)) {
-    return refuse(absl::StrCat("matches no module of the base model (", base.num_hidden_layers, " layers)"));
+    return refuse(absl::StrCat("matches no module of the base model (", base.num_hidden_layers, " layers)",
+                               cfg.target_modules.kind == PeftTargetModules::Kind::kRegex
+                                   ? ": a regular expression must match the whole module path, as in "
+                                     "'.*\\.(q_proj|v_proj)' for model.layers.<l>.self_attn.q_proj"
+                                   : ""));
   }
   for (int64_t l : cfg.layers_to_transform) {
     if (l >= base.num_hidden_layers) {

@@ -191,6 +191,7 @@ TEST_F(LoraAdapterTest, RefusesUnsupportedPeftConfigs) {
       {"target_modules", "(?!x).*q_proj", {"'target_modules'", "cannot interpret"}},
       {"target_modules", ".*q_proj\\Z", {"'target_modules'", "\\Z"}},
       {"target_modules", ".*\\.nothing", {"'target_modules'", "matches no module"}},
+      {"target_modules", "q_proj|v_proj", {"'target_modules'", "matches no module", "whole module path"}},
       {"target_modules", {"model.layers.7.self_attn.q_proj"}, {"'target_modules'", "base model mismatch"}},
       {"target_modules", std::string(2000, 'a') + "|q_proj", {"'target_modules'", "at most"}},
       {"r", 0, {"'r'", "at least 1"}},

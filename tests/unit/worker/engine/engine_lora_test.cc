@@ -246,6 +246,22 @@ TEST(EngineLoraTest, AllSlotsBusyIsResourceExhaustedUntilOneIsIdle) {
   EXPECT_EQ(h.runner.set_adapter_calls(), (Calls{{1, "a"}, {1, "b"}}));
 }
 
+// A request refused after taking its slot (here: the queue is full) gives it back.
+TEST(EngineLoraTest, RefusedRequestGivesItsSlotBack) {
+  EngineOptions o;
+  o.max_waiting = 0;
+  Harness h(1, o);
+  h.Add({"a"});
+  auto refused = h.engine->Submit(Greedy(Prompt(8, 1), 2, "a"));
+  EXPECT_EQ(refused.status().code(), absl::StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("queue is full"), std::string::npos) << refused.status();
+  EXPECT_EQ(h.Info("a")->requests, 0);
+  EXPECT_NE(h.registry.Serialize().find("phi_worker_lora_slots_busy 0\n"), std::string::npos);
+  h.engine->StopAdmitting();
+  EXPECT_EQ(h.engine->Submit(Greedy(Prompt(8, 1), 2, "a")).status().code(), absl::StatusCode::kUnavailable);
+  EXPECT_EQ(h.Info("a")->requests, 0);
+}
+
 TEST(EngineLoraTest, RemovedAdapterFinishesItsRequestsThenFreesItsSlot) {
   Harness h(2);
   h.Add({"a"});

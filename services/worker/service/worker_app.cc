@@ -17,11 +17,13 @@
 #include "services/common/status_macros.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
+#include "services/worker/lora/lora_adapter.h"
 #include "services/worker/model/generation_config.h"
 #include "services/worker/model/phi_config.h"
 #include "services/worker/parallel/follower.h"
 #include "services/worker/parallel/leader_runner.h"
 #include "services/worker/parallel/worker_group.h"
+#include "services/worker/service/proto_convert.h"
 #include "services/worker/service/worker_service.h"
 #ifdef PHI_WORKER_WITH_CUDA
 #include "services/worker/backends/cuda/cuda_model_runner.h"
@@ -36,23 +38,6 @@ namespace {
 // Cap on the automatic block count: tiny models have tiny blocks, and a block table of
 // millions of ids helps nobody.
 constexpr int64_t kMaxAutoBlocks = 1 << 16;
-
-absl::Status WarmUp(Engine& engine) {
-  GenerationRequest r;
-  r.request_id = "warmup";
-  r.prompt = {0};
-  r.stopping.max_new_tokens = 1;
-  PHI_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, engine.Submit(r));
-  OutputChunk chunk;
-  const absl::Time deadline = absl::Now() + absl::Minutes(10);
-  while (absl::Now() < deadline) {
-    if (!stream->Next(&chunk, absl::Milliseconds(100))) continue;
-    if (!chunk.finished) continue;
-    if (chunk.finish_reason == FinishReason::kError) return chunk.status;
-    return absl::OkStatus();
-  }
-  return absl::DeadlineExceededError("warm-up forward pass took more than 10 minutes");
-}
 
 }  // namespace
 
@@ -110,6 +95,17 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
                   "a grammar that takes longer to compile is refused (INVALID_ARGUMENT) before any token");
   flags.AddInt("grammar-compile-threads", "PHI_GRAMMAR_COMPILE_THREADS", &c->grammar_compile_threads, 1, 64,
                "threads that compile grammars (a compile past its limit keeps its thread until it ends)");
+  flags.AddStringList("lora", "PHI_LORAS", &c->loras,
+                      "a LoRA adapter to serve from start, NAME=PATH (a PEFT folder: adapter_config.json, "
+                      "adapter_model.safetensors); requests select it by NAME. Repeatable; the environment "
+                      "variable takes a comma-separated list. A bad one exits 2 naming it");
+  flags.AddInt("max-loras", "PHI_MAX_LORAS", &c->max_loras, 0, 64,
+               "LoRA adapter slots: adapters in use at once (idle ones are evicted, least recently used first); "
+               "0 serves no adapters");
+  flags.AddInt("max-lora-rank", "PHI_MAX_LORA_RANK", &c->max_lora_rank, 1, 256,
+               "largest LoRA rank accepted (a higher one is refused with INVALID_ARGUMENT)");
+  flags.AddInt("max-lora-adapters", "PHI_MAX_LORA_ADAPTERS", &c->max_lora_adapters, 1, 4096,
+               "LoRA adapters registered at once (--lora and LoadAdapter); more: RESOURCE_EXHAUSTED");
   c->server.port = 50053;
   c->server.metrics_port = 9092;
   c->server.service_name = "worker";
@@ -117,11 +113,53 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* c) {
   common::AddServerFlags(flags, &c->server);
 }
 
+std::string ServedModelName(const WorkerConfig& config) {
+  std::string name = config.model_name;
+  if (name.empty()) name = std::filesystem::path(config.model_dir).lexically_normal().filename().string();
+  if (name.empty()) name = std::filesystem::path(config.model_dir).lexically_normal().parent_path().filename().string();
+  return name;
+}
+
+absl::StatusOr<std::vector<LoraFlag>> ParseLoraFlags(const std::vector<std::string>& loras,
+                                                     const std::string& model_name) {
+  std::vector<LoraFlag> out;
+  for (const std::string& text : loras) {
+    const size_t eq = text.find('=');
+    if (eq == std::string::npos) {
+      return absl::InvalidArgumentError(absl::StrCat("--lora ", text, ": expected NAME=PATH"));
+    }
+    LoraFlag f{text.substr(0, eq), text.substr(eq + 1)};
+    if (absl::Status st = CheckAdapterName(f.name, "NAME", /*may_be_empty=*/false); !st.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat("--lora ", text, ": ", st.message()));
+    }
+    if (f.name == model_name) {
+      return absl::InvalidArgumentError(absl::StrCat("--lora ", text, ": NAME '", f.name, "' is the base model's name"));
+    }
+    if (f.path.empty() || f.path.size() > WorkerServiceImpl::kMaxAdapterPathBytes) {
+      return absl::InvalidArgumentError(absl::StrCat("--lora ", text, ": PATH must be 1 to ",
+                                                     WorkerServiceImpl::kMaxAdapterPathBytes, " bytes"));
+    }
+    for (const LoraFlag& seen : out) {
+      if (seen.name == f.name) return absl::InvalidArgumentError(absl::StrCat("--lora ", text, ": NAME '", f.name, "' given twice"));
+    }
+    out.push_back(std::move(f));
+  }
+  return out;
+}
+
 absl::Status ValidateWorkerConfig(const WorkerConfig& c) {
   if (c.model_dir.empty()) return absl::InvalidArgumentError("--model: required (a model folder)");
   std::error_code ec;
   if (!std::filesystem::is_directory(c.model_dir, ec)) {
     return absl::InvalidArgumentError(absl::StrCat("--model ", c.model_dir, ": no such directory"));
+  }
+  PHI_ASSIGN_OR_RETURN(const std::vector<LoraFlag> loras, ParseLoraFlags(c.loras, ServedModelName(c)));
+  if (!loras.empty() && c.max_loras == 0) {
+    return absl::InvalidArgumentError("--lora with --max-loras 0: a worker without adapter slots serves no adapters");
+  }
+  if (static_cast<int64_t>(loras.size()) > c.max_lora_adapters) {
+    return absl::InvalidArgumentError(absl::StrCat("--lora given ", loras.size(), " times, more than --max-lora-adapters ",
+                                                   c.max_lora_adapters));
   }
   if (c.world_size > 1) {
     if (c.leader.empty()) return absl::InvalidArgumentError("--leader: required (host:port) for --world-size > 1");
@@ -188,13 +226,14 @@ parallel::GroupOptions GroupOptionsFrom(const WorkerConfig& c) {
 // Ranks 1..N-1: replay the leader's steps until it shuts the group down (exit 0) or the
 // group breaks (exit 1). SIGTERM stops the loop at the next message (heartbeats come
 // every 500 ms).
-int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group, ModelRunner& runner) {
+int RunFollowerRank(common::ServiceServer& server, parallel::WorkerGroup& group, ModelRunner& runner,
+                    parallel::AdapterLoader load_adapter) {
   server.SetServing(true);  // health: this rank is up; it serves no generation
   PHI_LOG(INFO, "follower_ready").Int("rank", group.rank()).Int("world_size", group.world_size());
   std::atomic<bool> stop{false};
   std::thread signals([&] { common::ServeUntilSignal(server, [&] { stop = true; }); });
   parallel::FollowerStats stats;
-  absl::Status st = parallel::RunFollower(&runner, &group.host(), &stats, &stop);
+  absl::Status st = parallel::RunFollower(&runner, &group.host(), &stats, &stop, std::move(load_adapter));
   if (!stop.load()) kill(getpid(), SIGTERM);  // wake the signal thread
   signals.join();
   if (st.ok() || absl::IsCancelled(st)) {
@@ -239,6 +278,25 @@ std::unique_ptr<ConstraintCompiler> MakeConstraintCompiler(const WorkerConfig& c
   return *std::move(compiler);
 }
 
+// --lora: each adapter read, registered and run once (a one-token request through it, so that
+// every rank of a group reads and installs it now rather than at its first request). Returns
+// 0, or 2 after printing the flag and the problem.
+int LoadStartAdapters(const WorkerConfig& config, WorkerServiceImpl& service, Engine& engine) {
+  absl::StatusOr<std::vector<LoraFlag>> loras = ParseLoraFlags(config.loras, ServedModelName(config));
+  absl::Status st = loras.status();
+  std::string flag;
+  for (size_t i = 0; st.ok() && i < loras->size(); ++i) {
+    const LoraFlag& f = (*loras)[i];
+    flag = absl::StrCat("--lora ", f.name, "=", f.path);
+    st = service.CheckLoadAdapter(f.name, f.path);
+    if (st.ok()) st = service.LoadAndAddAdapter(&engine, f.name, f.path, /*probe=*/true).status();
+  }
+  if (st.ok()) return 0;
+  PHI_LOG(ERROR, "lora_flag_refused").Str("flag", flag).Str("error", st.ToString());
+  std::fprintf(stderr, "phi-worker: %s: %s\n", flag.c_str(), st.ToString().c_str());
+  return 2;
+}
+
 // The engine over `r`, warm-up, READY, serving until a signal. Returns the exit code.
 int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerServiceImpl& service,
                 common::ServiceServer& server, absl::Time t0) {
@@ -251,6 +309,7 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
   options.enable_prefix_cache = config.prefix_cache;
   options.eos_token_ids = r.eos_token_ids;
   options.default_max_new_tokens = r.generation.max_new_tokens;
+  options.max_adapters = static_cast<int32_t>(config.max_lora_adapters);
   common::ServiceServer* server_ptr = &server;
   options.on_step_failure = [&service, server_ptr](const absl::Status& status) {
     PHI_LOG(ERROR, "not_serving").Str("reason", "forward pass failed").Str("error", status.ToString());
@@ -265,11 +324,15 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
     std::fprintf(stderr, "phi-worker: %s\n", engine.status().ToString().c_str());
     return 1;
   }
-  absl::Status warm = WarmUp(**engine);
+  absl::Status warm = RunOneTokenRequest(**engine, "");
   if (!warm.ok()) {
     PHI_LOG(ERROR, "warmup_failed").Str("error", warm.ToString());
     std::fprintf(stderr, "phi-worker: warm-up forward pass failed: %s\n", warm.ToString().c_str());
     return 1;
+  }
+  if (const int code = LoadStartAdapters(config, service, **engine); code != 0) {
+    (*engine)->Shutdown();
+    return code;
   }
   service.SetGenerationDefaults(r.generation);
   service.SetConstraintCompiler(compiler.get());
@@ -284,6 +347,8 @@ int ServeEngine(const WorkerConfig& config, const LoadedRunner& r, WorkerService
       .Int("kv_block_size", options.block_size)
       .Str("kv_cache_dtype", config.kv_cache_dtype)
       .Int("max_context", r.max_context)
+      .Int("lora_slots", r.runner->max_adapter_slots())
+      .Int("loras", static_cast<int64_t>(config.loras.size()))
       .Num("default_temperature", r.generation.temperature)
       .Int("default_max_new_tokens", r.generation.max_new_tokens)
       .Num("load_seconds", absl::ToDoubleSeconds(absl::Now() - t0));
@@ -315,6 +380,7 @@ absl::Status LoadCpuShard(const WorkerConfig& config, parallel::WorkerGroup& gro
                                                    ": expected one of auto, avx512bf16, avx512, avx2, portable"));
   }
   runner_options.num_threads = static_cast<int>(config.threads);
+  runner_options.max_adapter_slots = static_cast<int32_t>(config.max_loras);
   PHI_ASSIGN_OR_RETURN(std::unique_ptr<cpu::CpuModelRunner> runner,
                        cpu::CpuModelRunner::Create(config.model_dir, runner_options));
   int64_t blocks = config.kv_cache_blocks;
@@ -407,10 +473,7 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
 }  // namespace
 
 int RunWorker(const WorkerConfig& config) {
-  std::string name = config.model_name;
-  if (name.empty()) name = std::filesystem::path(config.model_dir).lexically_normal().filename().string();
-  if (name.empty()) name = std::filesystem::path(config.model_dir).lexically_normal().parent_path().filename().string();
-  WorkerServiceImpl service(name, static_cast<int32_t>(config.world_size));
+  WorkerServiceImpl service(ServedModelName(config), static_cast<int32_t>(config.world_size));
   std::unique_ptr<common::ServiceServer> server = common::StartOrExit(config.server, {&service});
 
   const absl::Time t0 = absl::Now();
@@ -447,7 +510,19 @@ int RunWorker(const WorkerConfig& config) {
                 {"device", "kernel", "isa", "weights"})
       .WithLabels({config.device, shard.info.kernel, shard.info.isa, shard.info.weights})
       .Set(1);
-  if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, *shard.runner);
+  // Every rank reads adapters itself (the leader for LoadAdapter and --lora, followers when
+  // the leader installs one), checked against the model's config.json and --max-lora-rank.
+  absl::StatusOr<model::PhiConfig> phi_config = model::LoadPhiConfig(config.model_dir);
+  if (!phi_config.ok()) {
+    PHI_LOG(ERROR, "model_load_failed").Str("model", config.model_dir).Str("error", phi_config.status().ToString());
+    std::fprintf(stderr, "phi-worker: %s\n", phi_config.status().ToString().c_str());
+    return 1;
+  }
+  const lora::LoraLimits limits{.max_rank = static_cast<int32_t>(config.max_lora_rank)};
+  auto load_adapter = [base = *phi_config, limits](const std::string& name, const std::string& path) {
+    return lora::LoadPeftAdapter(name, path, base, limits);
+  };
+  if (!(*group)->is_leader()) return RunFollowerRank(*server, **group, *shard.runner, load_adapter);
 
   // Rank 0: the engine drives the group through LeaderRunner (a pass-through for a group
   // of one). A broken group stops serving at once, drains (in-flight requests end
@@ -465,6 +540,7 @@ int RunWorker(const WorkerConfig& config) {
   parallel::LeaderRunner leader_runner(shard.runner.get(), &(*group)->host(), leader_options);
   LoadedRunner r = shard.info;
   r.runner = &leader_runner;
+  service.SetAdapterSupport(load_adapter, leader_runner.max_adapter_slots());
   const int code = ServeEngine(config, r, service, *server, t0);
   leader_runner.Shutdown();  // followers exit 0
   return group_failed.load() ? 1 : code;

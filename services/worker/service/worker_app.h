@@ -4,8 +4,10 @@
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 #include "absl/status/status.h"
+#include "absl/status/statusor.h"
 #include "services/common/config.h"
 #include "services/common/server.h"
 
@@ -50,7 +52,23 @@ struct WorkerConfig {
   int64_t grammar_cache_entries = 256;
   double grammar_compile_timeout_seconds = 10;
   int64_t grammar_compile_threads = 1;
+  // LoRA adapters (services/worker/lora): NAME=PATH read at start (--lora, repeatable), the
+  // runner's adapter slots (in use at once; 0: no adapters), the largest rank accepted and
+  // the adapters registered at once (LoadAdapter beyond it: RESOURCE_EXHAUSTED).
+  std::vector<std::string> loras;
+  int64_t max_loras = 4;
+  int64_t max_lora_rank = 64;
+  int64_t max_lora_adapters = 64;
 };
+
+// One --lora NAME=PATH.
+struct LoraFlag {
+  std::string name, path;
+};
+// Splits and checks every --lora (a name as LoadAdapter takes it, not `model_name`, given
+// once; a path of at most 4096 bytes); errors name the flag.
+absl::StatusOr<std::vector<LoraFlag>> ParseLoraFlags(const std::vector<std::string>& loras,
+                                                     const std::string& model_name);
 
 void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* config);
 
@@ -58,9 +76,13 @@ void AddWorkerFlags(common::FlagSet& flags, WorkerConfig* config);
 // makes sense); errors name the flag. main() exits 2 on them.
 absl::Status ValidateWorkerConfig(const WorkerConfig& config);
 
+// The name GetStatus reports: --model-name, else the model folder's name.
+std::string ServedModelName(const WorkerConfig& config);
+
 // Starts the server (NOT_SERVING), loads the model, allocates the KV cache, runs one real
-// forward pass, turns SERVING, and serves until SIGTERM/SIGINT; then drains. Returns the
-// process exit code: 0 after a clean drain, 1 when the model cannot be loaded or run.
+// forward pass, reads the --lora adapters (one forward pass through each), turns SERVING,
+// and serves until SIGTERM/SIGINT; then drains. Returns the process exit code: 0 after a
+// clean drain, 1 when the model cannot be loaded or run, 2 when a --lora adapter is refused.
 int RunWorker(const WorkerConfig& config);
 
 }  // namespace phi::worker

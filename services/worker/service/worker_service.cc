@@ -135,11 +135,37 @@ absl::Status WorkerServiceImpl::CheckLoadAdapter(const std::string& name, const 
   return absl::OkStatus();
 }
 
+absl::Status RunOneTokenRequest(Engine& engine, const std::string& adapter) {
+  GenerationRequest r;
+  r.request_id = adapter.empty() ? "warmup" : "warmup-" + adapter;
+  r.prompt = {0};
+  r.adapter = adapter;
+  r.stopping.max_new_tokens = 1;
+  PHI_ASSIGN_OR_RETURN(std::shared_ptr<RequestStream> stream, engine.Submit(r));
+  OutputChunk chunk;
+  const absl::Time deadline = absl::Now() + absl::Minutes(10);
+  while (absl::Now() < deadline) {
+    if (!stream->Next(&chunk, absl::Milliseconds(100))) continue;
+    if (!chunk.finished) continue;
+    if (chunk.finish_reason == FinishReason::kError) return chunk.status;
+    return absl::OkStatus();
+  }
+  stream->Cancel();
+  return absl::DeadlineExceededError("a one-token request took more than 10 minutes");
+}
+
 absl::StatusOr<AdapterInfo> WorkerServiceImpl::LoadAndAddAdapter(Engine* engine, const std::string& name,
-                                                                 const std::string& path) {
+                                                                 const std::string& path, bool probe) {
   const absl::Time t0 = absl::Now();
   PHI_ASSIGN_OR_RETURN(std::shared_ptr<const lora::LoraAdapter> adapter, adapter_loader_(name, path));
   PHI_RETURN_IF_ERROR(engine->AddAdapter(adapter));
+  if (probe) {
+    absl::Status st = RunOneTokenRequest(*engine, name);
+    if (!st.ok() && !absl::IsResourceExhausted(st)) {
+      engine->RemoveAdapter(name).IgnoreError();
+      return st;
+    }
+  }
   AdapterInfo info{.name = name, .path = path};
   for (AdapterInfo& a : engine->Adapters()) {
     if (a.name == name) info = std::move(a);
@@ -167,7 +193,10 @@ grpc::ServerUnaryReactor* WorkerServiceImpl::LoadAdapter(grpc::CallbackServerCon
   }
   // The request and response live until Finish.
   auto load = [this, engine, reactor, request, response] {
-    absl::StatusOr<AdapterInfo> info = LoadAndAddAdapter(engine, request->name(), request->path());
+    // In a group the other ranks read the folder only when the adapter is installed: probe
+    // now, so that a rank that cannot read it fails this call rather than a later request.
+    absl::StatusOr<AdapterInfo> info =
+        LoadAndAddAdapter(engine, request->name(), request->path(), /*probe=*/world_size_ > 1);
     if (!info.ok()) {
       PHI_LOG(WARNING, "lora_adapter_refused")
           .Str("name", request->name())

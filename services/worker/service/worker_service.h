@@ -30,6 +30,10 @@
 
 namespace phi::worker {
 
+// Submits a one-token request (prompt {0}, through `adapter` when not empty) and waits for its
+// end: the worker's warm-up and adapter probe. The request's error, if it ends with one.
+absl::Status RunOneTokenRequest(Engine& engine, const std::string& adapter);
+
 class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
  public:
   // Reads the PEFT adapter folder `path` as `name` for this worker's model
@@ -84,8 +88,13 @@ class WorkerServiceImpl final : public phi::v1::WorkerService::CallbackService {
   // worker serves adapters and has not registered the name yet. phi-worker applies it to
   // --lora too.
   absl::Status CheckLoadAdapter(const std::string& name, const std::string& path) const;
-  // Reads and registers an adapter (blocking: an adapter-loader thread, or start-up).
-  absl::StatusOr<AdapterInfo> LoadAndAddAdapter(Engine* engine, const std::string& name, const std::string& path);
+  // Reads and registers an adapter (blocking: an adapter-loader thread, or start-up). With
+  // `probe`, then runs a one-token request through it, so that every rank of a group reads
+  // and installs it now: when that fails (a rank cannot read the folder) the adapter is
+  // unregistered and the rank's status returned. A probe that finds every slot busy
+  // (RESOURCE_EXHAUSTED) leaves it registered.
+  absl::StatusOr<AdapterInfo> LoadAndAddAdapter(Engine* engine, const std::string& name, const std::string& path,
+                                                bool probe);
 
  private:
   // Constrained calls at once compiling their grammar (on CallPreparer threads).

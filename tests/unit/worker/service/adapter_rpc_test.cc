@@ -23,7 +23,8 @@ using testing::FakeModelRunner;
 
 class AdapterRpcTest : public ::testing::Test {
  protected:
-  void Start(int32_t slots, bool with_loader = true) {
+  // `world_size` > 1: LoadAdapter probes the new adapter with a one-token request.
+  void Start(int32_t slots, bool with_loader = true, int32_t world_size = 1) {
     runner_.set_adapter_slots(slots);
     EngineOptions o;
     o.num_kv_blocks = 64;
@@ -32,7 +33,7 @@ class AdapterRpcTest : public ::testing::Test {
     o.registry = &registry_;
     o.max_adapters = 3;
     engine_ = std::move(Engine::Create(&runner_, o)).value();
-    service_ = std::make_unique<WorkerServiceImpl>("phi-1_5", 1, &registry_);
+    service_ = std::make_unique<WorkerServiceImpl>("phi-1_5", world_size, &registry_);
     WorkerServiceImpl::AdapterLoader loader;
     if (with_loader) {
       loader = [this](const std::string& name,
@@ -215,6 +216,23 @@ TEST_F(AdapterRpcTest, WithoutSlotsLoadingIsAFailedPrecondition) {
   EXPECT_NE(st.error_message().find("--max-loras 0"), std::string::npos);
   EXPECT_EQ(Status().max_adapter_slots(), 0);
   EXPECT_TRUE(loader_threads_.empty());  // refused before reading anything
+}
+
+TEST_F(AdapterRpcTest, InAGroupAnAdapterThatCannotBeInstalledIsNotRegistered) {
+  Start(2, true, /*world_size=*/2);
+  // What LeaderRunner::SetAdapter answers when rank 1 cannot read the folder.
+  runner_.FailSetAdapter("far", absl::NotFoundError("rank 1: /adapters/far/adapter_config.json: no such file"));
+  grpc::Status st = Load("far", "/adapters/far");
+  EXPECT_EQ(st.error_code(), grpc::StatusCode::NOT_FOUND) << st.error_message();
+  EXPECT_NE(st.error_message().find("rank 1: /adapters/far/adapter_config.json"), std::string::npos)
+      << st.error_message();
+  EXPECT_EQ(Status().adapters_size(), 0);
+  // One that installs is probed, resident and registered when the call answers.
+  phi::v1::LoadAdapterResponse near;
+  ASSERT_TRUE(Load("near", "/adapters/near", &near).ok());
+  EXPECT_TRUE(near.adapter().resident());
+  EXPECT_EQ(Status().adapters_size(), 1);
+  EXPECT_TRUE(Generate("").status.ok());
 }
 
 TEST_F(AdapterRpcTest, NotReadyIsUnavailable) {

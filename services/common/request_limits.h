@@ -1,6 +1,6 @@
 // The bounds on a generation request: the gateway checks them before any worker sees the request
-// (services/gateway/request_validation.cc, openai_request.cc) and the worker's engine checks them again
-// (Engine::Validate in services/worker/engine/engine.cc), both from this one table.
+// (services/gateway/request_validation.cc, openai_generation_fields.cc) and the worker's engine
+// checks them again (Engine::Validate in services/worker/engine/engine.cc), both from this one table.
 // proto/phi/v1/common.proto, gateway.proto and worker.proto state the same ranges to clients.
 // Bounds that depend on the served model (vocabulary size, context length) are not here: each
 // side reads them from the model it serves or routes to.

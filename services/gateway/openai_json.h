@@ -1,4 +1,4 @@
-// The JSON layer of the OpenAI request parser (openai_request.cc), internal to the
+// The JSON layer of the OpenAI request parsers (openai_*_request.cc), internal to the
 // phi_gateway_openai target: simdjson On Demand values read with their type and range checked,
 // errors (INVALID_ARGUMENT) naming the parameter as the client spelled it, and the body's
 // structure checked in one pass before it is parsed.

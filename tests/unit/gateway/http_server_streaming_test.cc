@@ -4,6 +4,8 @@
 
 #include <gtest/gtest.h>
 
+#include <memory>
+
 #include "tests/unit/gateway/http_server_test_util.h"
 
 namespace phi::gateway {
@@ -68,64 +70,64 @@ TEST(HttpServer, ClientClosingMidStreamIsNoticed) {
   EXPECT_TRUE(Eventually([&] { return server->active_exchanges() == 0 && server->open_connections() == 0; }));
 }
 
-TEST(HttpServer, ClientThatNeverReadsOverflowsTheQueue) {
-  HttpServerOptions o = TestOptions();
-  o.max_queued_response_bytes = 64 << 10;
-  o.write_timeout_seconds = 30;  // the queue bound must act first
+// A stream the handler starts and hands to the test, to a client with a small receive buffer
+// that asked for it and then reads nothing. Members end in reverse order: client, server, stream.
+struct UnreadStream {
   Rejects rejects;
   Signal gone;
   Signal streaming;
   std::shared_ptr<HttpExchange> held;
-  auto server = StartOrDie(o, [&](std::shared_ptr<HttpExchange> ex) {
-    ex->OnClientGone([&] { gone.Notify(); });
-    ex->StartStream(200, "text/event-stream");
-    held = ex;
-    streaming.Notify();
-  }, rejects.Counter());
-  ASSERT_NE(server, nullptr);
-  Client c(server->port(), /*rcvbuf=*/4096);
-  ASSERT_TRUE(c.Send(Get("/stream")));
-  ASSERT_TRUE(streaming.Wait());
+  std::unique_ptr<HttpServer> server;
+  std::unique_ptr<Client> client;
+
+  // True once the stream has started.
+  bool Open(const HttpServerOptions& o) {
+    server = StartOrDie(o, [this](std::shared_ptr<HttpExchange> ex) {
+      ex->OnClientGone([this] { gone.Notify(); });
+      ex->StartStream(200, "text/event-stream");
+      held = ex;
+      streaming.Notify();
+    }, rejects.Counter());
+    if (server == nullptr) return false;
+    client = std::make_unique<Client>(server->port(), /*rcvbuf=*/4096);
+    return client->Send(Get("/stream")) && streaming.Wait();
+  }
+};
+
+TEST(HttpServer, ClientThatNeverReadsOverflowsTheQueue) {
+  HttpServerOptions o = TestOptions();
+  o.max_queued_response_bytes = 64 << 10;
+  o.write_timeout_seconds = 30;  // the queue bound must act first
+  UnreadStream s;
+  ASSERT_TRUE(s.Open(o));
   const std::string chunk(16 << 10, 'x');
   size_t written = 0;
   bool refused = false;
   const auto start = Clock::now();
   while (SecondsSince(start) < 5 && written < (256u << 20)) {
-    if (!held->Write(chunk)) {
+    if (!s.held->Write(chunk)) {
       refused = true;
       break;
     }
     written += chunk.size();
   }
   EXPECT_TRUE(refused) << written << " bytes accepted";
-  EXPECT_TRUE(gone.Wait());
-  EXPECT_TRUE(rejects.Has("queue_overflow"));
-  EXPECT_FALSE(held->Write("more"));
+  EXPECT_TRUE(s.gone.Wait());
+  EXPECT_TRUE(s.rejects.Has("queue_overflow"));
+  EXPECT_FALSE(s.held->Write("more"));
 }
 
 TEST(HttpServer, WriteTimeoutWhenTheClientStopsReading) {
   HttpServerOptions o = TestOptions();
   o.max_queued_response_bytes = 256 << 20;  // the write timeout must act first
-  Rejects rejects;
-  Signal gone;
-  Signal streaming;
-  std::shared_ptr<HttpExchange> held;
-  auto server = StartOrDie(o, [&](std::shared_ptr<HttpExchange> ex) {
-    ex->OnClientGone([&] { gone.Notify(); });
-    ex->StartStream(200, "text/event-stream");
-    held = ex;
-    streaming.Notify();
-  }, rejects.Counter());
-  ASSERT_NE(server, nullptr);
-  Client c(server->port(), /*rcvbuf=*/4096);
-  ASSERT_TRUE(c.Send(Get("/stream")));
-  ASSERT_TRUE(streaming.Wait());
+  UnreadStream s;
+  ASSERT_TRUE(s.Open(o));
   const std::string chunk(64 << 10, 'x');
-  for (int i = 0; i < 256 && held->Write(chunk); ++i) {  // 16 MiB: more than the socket buffers hold
+  for (int i = 0; i < 256 && s.held->Write(chunk); ++i) {  // 16 MiB: more than the socket buffers hold
   }
-  EXPECT_TRUE(gone.Wait(3000ms));
-  EXPECT_TRUE(rejects.Has("write_timeout"));
-  EXPECT_FALSE(held->Write("more"));
+  EXPECT_TRUE(s.gone.Wait(3000ms));
+  EXPECT_TRUE(s.rejects.Has("write_timeout"));
+  EXPECT_FALSE(s.held->Write("more"));
 }
 
 }  // namespace

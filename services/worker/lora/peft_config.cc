@@ -230,6 +230,14 @@ absl::StatusOr<PeftConfig> ParsePeftConfig(std::string_view json_text, std::stri
   PHI_RETURN_IF_ERROR(ParseTargetModules(p, &c.target_modules));
   PHI_RETURN_IF_ERROR(ParseLayersToTransform(p, &c.layers_to_transform));
   PHI_RETURN_IF_ERROR(CheckLayersPattern(p));
+  if (const json* t = p.Find("target_modules"); t != nullptr && t->is_string()) {
+    // peft's LoraConfig refuses these with a string target_modules (a regex, "all-linear").
+    for (const char* field : {"layers_to_transform", "layers_pattern"}) {
+      if (p.Find(field) != nullptr) {
+        return p.Error(field, "cannot be used when target_modules is a string (as in peft): list the module names");
+      }
+    }
+  }
 
   // Type checks of fields read only to refuse what they select.
   bool flag = false;
@@ -273,7 +281,7 @@ bool TargetsModule(const PeftConfig& config, std::string_view module_path, int l
   if (t.kind == PeftTargetModules::Kind::kAllLinear) {
     // Every nn.Linear but the output layer: the six modules of each layer.
     const size_t dot = path.rfind('.');
-    found = layer >= 0 && IsModuleName(dot == absl::string_view::npos ? path : path.substr(dot + 1));
+    return layer >= 0 && IsModuleName(dot == absl::string_view::npos ? path : path.substr(dot + 1));
   } else {
     for (const std::string& name : t.names) {
       if (path == name) return true;  // named directly: layers_to_transform does not apply (as in peft)

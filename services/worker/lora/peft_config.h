@@ -40,8 +40,8 @@ struct PeftConfig {
   std::string base_model_name_or_path;  // may be empty
   std::string base_model_class;         // auto_mapping.base_model_class; empty when absent
   PeftTargetModules target_modules;
-  // layers_to_transform: empty = every layer. Applies to list and all-linear targets only (peft
-  // ignores it for a regex).
+  // layers_to_transform: empty = every layer. Only with a list of names (peft refuses it, and
+  // layers_pattern, when target_modules is a string); a full module path ignores it.
   std::vector<int64_t> layers_to_transform;
 };
 

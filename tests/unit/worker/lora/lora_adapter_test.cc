@@ -162,6 +162,14 @@ TEST_F(LoraAdapterTest, LayersToTransformSelectsLayers) {
   files.config["layers_to_transform"] = {1};
   files.config["layers_pattern"] = "h";
   ExpectRefused(files, {"layers_pattern"});
+  // peft refuses both with a string target_modules.
+  files.config["layers_pattern"] = nullptr;
+  files.config["target_modules"] = "all-linear";
+  ExpectRefused(files, {"'layers_to_transform'", "target_modules is a string"});
+  files.config["layers_to_transform"] = nullptr;
+  files.config["layers_pattern"] = "layers";
+  files.config["target_modules"] = ".*q_proj";
+  ExpectRefused(files, {"'layers_pattern'", "target_modules is a string"});
 }
 
 TEST_F(LoraAdapterTest, RefusesUnsupportedPeftConfigs) {
@@ -481,12 +489,21 @@ TEST_F(LoraAdapterTest, SliceForShardFollowsTheBaseSlicing) {
   }
 }
 
-// An adapter that peft 0.13.2 itself saved (tools/make_lora.py, run by the ctest fixture
-// lora_peft_adapter): PHI_LORA_PEFT_ADAPTER names its folder, made for testdata/tiny_phi with
-// --rank 8 --alpha 16 --rslora --dtype bf16 --targets q_proj,v_proj,dense,fc2.
+// The folder of the adapters peft saved for these tests (tests/unit/worker/lora/CMakeLists.txt),
+// or "" when the test runs without ctest.
+std::string PeftDir(const char* sub) {
+  const char* root = std::getenv("PHI_LORA_PEFT_DIR");
+  return root == nullptr ? "" : absl::StrCat(root, "/", sub);
+}
+
+// An adapter that peft 0.13.2 itself saved through tools/make_lora.py (ctest fixture
+// lora_peft_make_lora) for testdata/tiny_phi with --rank 8 --alpha 16 --rslora --dtype bf16
+// --targets q_proj,v_proj,dense,fc2.
 TEST_F(LoraAdapterTest, LoadsAnAdapterSavedByPeft) {
-  const char* dir = std::getenv("PHI_LORA_PEFT_ADAPTER");
-  if (dir == nullptr) GTEST_SKIP() << "PHI_LORA_PEFT_ADAPTER not set (ctest sets it when tools/make_lora.py exists)";
+  const std::string dir = PeftDir("make_lora");
+  if (dir.empty() || !std::filesystem::exists(dir)) {
+    GTEST_SKIP() << "no make_lora adapter (ctest makes it under PHI_LORA_PEFT_DIR when tools/make_lora.py exists)";
+  }
   auto a = LoadPeftAdapter("peft", dir, base_, {});
   ASSERT_TRUE(a.ok()) << a.status();
   EXPECT_EQ((*a)->rank, 8);
@@ -498,7 +515,7 @@ TEST_F(LoraAdapterTest, LoadsAnAdapterSavedByPeft) {
     EXPECT_EQ((*a)->targets(m), want) << LoraModuleName(m);
   }
   // The values are the file's, read independently of the loader.
-  auto file = model::SafetensorsFile::Open(absl::StrCat(dir, "/adapter_model.safetensors"));
+  auto file = model::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
   ASSERT_TRUE(file.ok()) << file.status();
   const model::TensorInfo* info = (*file)->Find(PeftAdapterFiles::TensorName(1, LoraModule::kFc2, false));
   ASSERT_NE(info, nullptr);
@@ -511,6 +528,37 @@ TEST_F(LoraAdapterTest, LoadsAnAdapterSavedByPeft) {
   }
   // B is not zero (init_lora_weights=False).
   EXPECT_NE(std::count(w.b.begin(), w.b.end(), 0.0f), static_cast<std::ptrdiff_t>(w.b.size()));
+}
+
+// Adapters peft saved with each form of target_modules (make_peft_target_forms.py, ctest fixture
+// lora_peft_target_forms): the loader must adapt exactly the modules peft wrote tensors for,
+// which it only accepts when its reading of target_modules agrees with peft's.
+TEST_F(LoraAdapterTest, LoadsEveryTargetModulesFormPeftSaves) {
+  const std::string root = PeftDir("target_forms");
+  if (root.empty()) GTEST_SKIP() << "PHI_LORA_PEFT_DIR not set (ctest sets it)";
+  int forms = 0;
+  for (const auto& entry : std::filesystem::directory_iterator(root)) {
+    const std::string dir = entry.path().string();
+    SCOPED_TRACE(dir);
+    ++forms;
+    auto a = LoadPeftAdapter("peft", dir, base_, {});
+    ASSERT_TRUE(a.ok()) << a.status();
+    auto file = model::SafetensorsFile::Open(dir + "/adapter_model.safetensors");
+    ASSERT_TRUE(file.ok()) << file.status();
+    int adapted = 0;
+    for (int l = 0; l < base_.num_hidden_layers; ++l) {
+      for (LoraModule m : kAll) {
+        const bool in_file = (*file)->Find(PeftAdapterFiles::TensorName(l, m, false)) != nullptr;
+        EXPECT_EQ((*a)->weights(l, m) != nullptr, in_file) << LoraModulePath(l, m);
+        adapted += in_file;
+      }
+    }
+    EXPECT_EQ(static_cast<size_t>(2 * adapted), (*file)->tensors().size());
+    EXPECT_EQ((*a)->dtype, entry.path().filename() == "f16" ? "F16" : "F32");
+    EXPECT_EQ((*a)->weights(0, LoraModule::kQ) == nullptr ? 0.0f : (*a)->weights(0, LoraModule::kQ)->scaling,
+              (*a)->weights(0, LoraModule::kQ) == nullptr ? 0.0f : 2.0f);  // lora_alpha 8 / r 4
+  }
+  EXPECT_EQ(forms, 9);
 }
 
 }  // namespace

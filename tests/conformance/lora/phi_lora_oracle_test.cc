@@ -17,11 +17,13 @@
 #include <vector>
 
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
+#include "services/worker/engine/engine.h"
 #include "services/worker/lora/lora_adapter.h"
 #include "services/worker/model/dtype.h"
 #include "services/worker/model/safetensors.h"
 #include "services/worker/model/tensor_store.h"
 #include "tests/conformance/lora/thread_communicator.h"
+#include "tests/unit/worker/engine/engine_test_util.h"
 #include "tools/merge_lora/merge_lora.h"
 
 #ifndef PHI_LORA_ORACLE_DIR
@@ -103,10 +105,11 @@ std::string AdapterDir(const std::string& model, const std::string& adapter) {
 
 absl::StatusOr<std::unique_ptr<CpuModelRunner>> MakeRunner(const std::string& dir,
                                                             parallel::Communicator* comm = nullptr,
-                                                            WeightFormat weights = WeightFormat::kF32) {
+                                                            WeightFormat weights = WeightFormat::kF32,
+                                                            int32_t slots = kSlots) {
   CpuRunnerOptions opt;
   opt.weights = weights;
-  opt.max_adapter_slots = kSlots;
+  opt.max_adapter_slots = slots;
   opt.comm = comm;
   auto r = CpuModelRunner::Create(dir, opt);
   if (!r.ok()) return r.status();
@@ -377,6 +380,72 @@ TEST(LoraMixedBatchTest, ThreeAdaptersAndBaseEqualEachAlone) {
     ASSERT_TRUE(runner.Step(one, &solo).ok());
     EXPECT_EQ(std::memcmp(batched.LastRow(i).data(), solo.LastRow(0).data(), V * sizeof(float)), 0)
         << "decode of sequence " << i << " (slot " << seqs[i].first << ") differs in a batch";
+  }
+}
+
+// Through the engine with two runner slots for four adapters: concurrent requests of two
+// adapters and the base, then the other two (evicting the idle ones), then the first again
+// (installed anew) each give PeftModel's 64 greedy tokens; the base gives what it gives alone.
+TEST(LoraEngineTest, GreedyThroughTwoSlotsForFourAdaptersMatchesPeft) {
+  const std::string model = "h64_a4";
+  auto r = MakeRunner(ModelDir(model), nullptr, WeightFormat::kF32, /*slots=*/2);
+  ASSERT_TRUE(r.ok()) << r.status();
+  metrics::Registry registry;
+  worker::EngineOptions o;
+  o.num_kv_blocks = kNumBlocks;
+  o.block_size = kBlockSize;
+  o.registry = &registry;
+  auto engine = worker::Engine::Create(r->get(), o);
+  ASSERT_TRUE(engine.ok()) << engine.status();
+  const std::vector<std::string> names = {"r1_all_f32", "r8_attention_bf16_rslora", "r64_mlp_f16",
+                                          "r8_all_f16_rslora"};
+  std::vector<std::vector<Prompt>> golden;
+  for (const auto& name : names) {
+    auto a = Load(model, name, **r);
+    ASSERT_TRUE(a.ok()) << a.status();
+    ASSERT_TRUE((*engine)->AddAdapter(*a).ok());
+    golden.push_back(LoadGolden(AdapterDir(model, name)));
+    ASSERT_FALSE(golden.back().empty());
+  }
+  auto request = [&](const std::string& adapter, const std::vector<int32_t>& prompt) {
+    worker::GenerationRequest q;
+    q.prompt = prompt;
+    q.adapter = adapter;
+    q.stopping.max_new_tokens = 64;
+    q.stopping.ignore_eos = true;
+    return q;
+  };
+  const auto& base_prompt = golden[0].back().ids;
+  auto base_alone = worker::testing::RunOne(**engine, request("", base_prompt));
+  ASSERT_TRUE(base_alone.ok()) << base_alone.status();
+  // Each phase: (adapter index, prompt index) for every request, submitted at once; -1: the base.
+  const std::vector<std::vector<std::pair<int, size_t>>> phases = {
+      {{0, 0}, {1, 1}, {-1, 0}, {0, 2}}, {{2, 1}, {3, 2}}, {{0, 1}}};
+  for (size_t ph = 0; ph < phases.size(); ++ph) {
+    std::vector<worker::GenerationRequest> qs;
+    for (const auto& [a, p] : phases[ph]) {
+      qs.push_back(a < 0 ? request("", base_prompt) : request(names[a], golden[a][p].ids));
+    }
+    const auto done = worker::testing::RunConcurrently(**engine, qs, {});
+    for (size_t i = 0; i < qs.size(); ++i) {
+      const auto [a, p] = phases[ph][i];
+      ASSERT_TRUE(done[i].last.status.ok()) << "phase " << ph << " request " << i << ": " << done[i].last.status;
+      if (a < 0) {
+        EXPECT_EQ(done[i].tokens, base_alone->tokens) << "phase " << ph << ": the base beside adapters";
+      } else {
+        EXPECT_EQ(done[i].tokens, golden[a][p].greedy) << "phase " << ph << ": " << names[a] << " prompt " << p;
+      }
+    }
+    // The phase's adapters hold the two slots; the others were evicted (phase 0: none yet).
+    for (const auto& info : (*engine)->Adapters()) {
+      bool used = false;
+      for (const auto& [a, p] : phases[ph]) used |= a >= 0 && names[a] == info.name;
+      if (used) {
+        EXPECT_TRUE(info.resident) << "phase " << ph << ": " << info.name;
+      } else if (ph == 1) {
+        EXPECT_FALSE(info.resident) << "phase " << ph << ": " << info.name;
+      }
+    }
   }
 }
 

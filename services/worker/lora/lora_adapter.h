@@ -84,7 +84,8 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
 // weights are (model/shard_spec.h): q/k/v and fc1 are split by output features, so their B
 // rows are split (A whole); dense and fc2 by input features, so their A columns are split (B
 // whole): each rank's B (A_r x_r) is a partial sum that the layer's one all-reduce adds up.
-// world_size 1: a copy of `adapter`.
+// world_size 1: a copy of `adapter`. `shard` must pass model::ValidateShardSpec(base, shard) and
+// `adapter` must have been loaded for `base`.
 std::shared_ptr<const LoraAdapter> SliceForShard(const LoraAdapter& adapter, const model::PhiConfig& base,
                                                  const model::ShardSpec& shard);
 

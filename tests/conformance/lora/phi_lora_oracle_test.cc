@@ -3,8 +3,9 @@
 // for token (BF16 weights: logits within 2e-2), for ranks 1, 8 and 64, all six / attention /
 // MLP modules, use_rslora on and off and F32/F16/BF16 adapter files; a batch mixing three
 // adapters and the base gives each sequence exactly (bit for bit) what it gets alone; a
-// tensor-parallel group of two ranks (threads) equals one rank; and phi-merge-lora's merged
-// model equals peft's merge_and_unload weights and serves the adapter's logits without it.
+// tensor-parallel group of two ranks (threads) equals one rank; through the engine, four
+// adapters sharing two runner slots give PeftModel's tokens; and phi-merge-lora's merged model
+// equals peft's merge_and_unload weights and serves the adapter's logits without it.
 #include <gtest/gtest.h>
 
 #include <cmath>

@@ -125,7 +125,8 @@ absl::Status WorkerServiceImpl::CheckLoadAdapter(const std::string& name, const 
     return absl::InvalidArgumentError(absl::StrCat("path: ", path.size(), " bytes, at most ", kMaxAdapterPathBytes));
   }
   if (max_adapter_slots_.load() == 0 || !adapter_loader_) {
-    return absl::FailedPreconditionError("this worker serves no LoRA adapters (started with --max-loras 0)");
+    return absl::FailedPreconditionError(
+        "this worker serves no LoRA adapters (started with --max-loras 0, or its backend has no adapter slots)");
   }
   if (Engine* engine = engine_.load(); engine != nullptr) {
     for (const AdapterInfo& a : engine->Adapters()) {

@@ -5,6 +5,9 @@
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
+#include <thread>
+
+#include <grpc/grpc.h>
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
@@ -81,6 +84,7 @@ absl::StatusOr<std::unique_ptr<ServiceServer>> ServiceServer::Start(const Server
   for (grpc::Service* s : services) builder.RegisterService(s);
 
   std::vector<std::unique_ptr<grpc::experimental::ServerInterceptorFactoryInterface>> interceptors;
+  interceptors.push_back(MakeActiveCallsInterceptorFactory(&self->active_calls_));
   interceptors.push_back(MakeMetricsInterceptorFactory(registry));
   builder.experimental().SetInterceptorCreators(std::move(interceptors));
 
@@ -119,10 +123,38 @@ void ServiceServer::Shutdown() {
   const auto deadline = std::chrono::system_clock::now() +
                         std::chrono::milliseconds(static_cast<int64_t>(options_.shutdown_grace_seconds * 1000));
   PHI_LOG(INFO, "shutdown_started").Num("grace_seconds", options_.shutdown_grace_seconds);
-  server_->Shutdown(deadline);
+  std::atomic<bool> shutdown_returned{false};
+  std::thread closer([&] { CloseIdleConnectionsWhenQuiet(shutdown_returned); });
+  server_->Shutdown(deadline);  // returns when every call has ended and every connection is closed
+  shutdown_returned.store(true);
+  closer.join();
   server_->Wait();
   http_.reset();
   PHI_LOG(INFO, "shutdown_done");
+}
+
+// grpc::Server::Shutdown completes only when every client *connection* is gone, not just every
+// call, and a connected but idle client (a grpcio channel without an active call does not read
+// its socket, so it never answers the server's GOAWAY ping) held it for seconds. Once gRPC has
+// begun shutting down (new calls refused) and no call is left whose reply could still be on its
+// way, this closes those connections (grpc_server_cancel_all_calls, which has no call left to
+// cancel then): in-flight calls still finish first, up to the grace deadline.
+void ServiceServer::CloseIdleConnectionsWhenQuiet(const std::atomic<bool>& shutdown_returned) {
+  // How often to look: short against the shutdown it shortens, long enough to cost nothing.
+  constexpr auto kTick = std::chrono::milliseconds(10);
+  // grpc::Server::Shutdown is called right after this thread starts; the margin lets it reach
+  // the core's shutdown (stop listening, refuse new calls) before anything is closed.
+  constexpr auto kShutdownStartMargin = std::chrono::milliseconds(50);
+  const auto look_from = std::chrono::steady_clock::now() + kShutdownStartMargin;
+  while (!shutdown_returned.load()) {
+    const auto now = std::chrono::steady_clock::now();
+    if (now >= look_from && active_calls_.count() == 0 && now - active_calls_.last_ended() >= kReplyLinger) {
+      PHI_LOG(INFO, "idle_connections_closed");
+      grpc_server_cancel_all_calls(server_->c_server());
+      return;
+    }
+    std::this_thread::sleep_for(kTick);
+  }
 }
 
 void DisableMutexDeadlockDetection() { absl::SetMutexDeadlockDetectionMode(absl::OnDeadlockCycle::kIgnore); }

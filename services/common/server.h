@@ -2,10 +2,12 @@
 // health, server reflection, keepalive, message-size limits, RPC metrics, the
 // /metrics HTTP endpoint with process metrics, and graceful shutdown on
 // SIGTERM/SIGINT (stop accepting, let in-flight calls finish within a grace
-// period, exit 0).
+// period, close the idle client connections as soon as no call is left, exit 0).
 #ifndef PHI_SERVICES_COMMON_SERVER_H_
 #define PHI_SERVICES_COMMON_SERVER_H_
 
+#include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -14,6 +16,7 @@
 #include <grpcpp/grpcpp.h>
 
 #include "absl/status/statusor.h"
+#include "services/common/active_calls.h"
 #include "services/common/config.h"
 #include "services/common/metrics/http_server.h"
 #include "services/common/metrics/registry.h"
@@ -65,13 +68,26 @@ class ServiceServer {
   bool serving() const { return serving_.load(); }
 
   // Health NOT_SERVING, stop accepting, wait up to the grace period for
-  // in-flight calls, then cancel what is left. Idempotent.
+  // in-flight calls, then cancel what is left. Once no call is left (and the
+  // last one ended kReplyLinger ago), closes the client connections that stay
+  // open idle, which gRPC's own Shutdown would wait for. Idempotent.
   void Shutdown();
+
+  // How long after the last call ended Shutdown waits before closing idle
+  // connections: the end of a reply may still sit in the socket buffers when
+  // its call is done, and closing then could lose it.
+  static constexpr std::chrono::milliseconds kReplyLinger{1000};
+
+  // The calls being handled now (every service and method).
+  const ActiveCalls& active_calls() const { return active_calls_; }
 
  private:
   ServiceServer() = default;
+  // Run by a helper thread during Shutdown; returns early once `shutdown_returned` is true.
+  void CloseIdleConnectionsWhenQuiet(const std::atomic<bool>& shutdown_returned);
 
   ServerOptions options_;
+  ActiveCalls active_calls_;  // before server_: its interceptors report here until it is gone
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsHttpServer> http_;
   std::atomic<bool> serving_{false};

@@ -40,6 +40,7 @@ extern char** environ;
 namespace {
 
 using Clock = std::chrono::steady_clock;
+using namespace phi;
 using namespace phi::worker;
 
 struct Args {

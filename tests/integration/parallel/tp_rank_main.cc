@@ -19,6 +19,7 @@
 #include "tests/unit/worker/parallel/scenario.h"
 
 int main(int argc, char** argv) {
+  using namespace phi;
   using namespace phi::worker;
   if (argc != 6 && argc != 7) {
     std::fprintf(stderr, "usage: %s RANK WORLD_SIZE LEADER MODEL_DIR OUT_PREFIX [engine]\n", argv[0]);

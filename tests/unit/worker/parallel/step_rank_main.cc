@@ -36,6 +36,7 @@
 
 namespace {
 
+using namespace phi;
 using namespace phi::worker;
 using Clock = std::chrono::steady_clock;
 

@@ -46,7 +46,14 @@ absl::Status GetFloat(const json& j, absl::string_view source, const char* field
   if (!std::isfinite(x) || (lo_open ? x <= lo : x < lo) || x > hi) {
     return FieldError(source, field, absl::StrCat("is ", x, ", allowed range ", lo_open ? "(" : "[", lo, ", ", hi, "]"));
   }
-  *out = static_cast<float>(x);
+  // A positive double below float's range becomes 0, which an open bound excludes (top_p 0 would
+  // then make every request that leaves top_p unset invalid).
+  const float f = static_cast<float>(x);
+  if (lo_open && f <= lo) {
+    return FieldError(source, field,
+                      absl::StrCat("is ", x, ", which is ", f, " as a float; allowed range (", lo, ", ", hi, "]"));
+  }
+  *out = f;
   return absl::OkStatus();
 }
 

@@ -92,6 +92,13 @@ TEST(GenerationConfigTest, OutOfRangeIsRefusedNamingTheField) {
   ExpectRefused(R"({"max_new_tokens": 0})", "max_new_tokens");
 }
 
+// Found by tests/fuzz/model_config_fuzzer.cc: positive as a double, 0 as the float kept.
+TEST(GenerationConfigTest, OpenBoundsHoldAfterTheFloatConversion) {
+  ExpectRefused(R"({"top_p": 1e-50})", "top_p");
+  ExpectRefused(R"({"repetition_penalty": 1e-46})", "repetition_penalty");
+  EXPECT_GT(*ParseOk(R"({"top_p": 1e-30})").top_p, 0.0f);
+}
+
 TEST(GenerationConfigTest, RefusesWhatIsNotAnObject) {
   EXPECT_FALSE(ParseGenerationConfig("[1]", "g.json").ok());
   EXPECT_FALSE(ParseGenerationConfig("{\"top_k\": ", "g.json").ok());

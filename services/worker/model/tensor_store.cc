@@ -87,7 +87,9 @@ absl::StatusOr<std::unique_ptr<TensorStore>> TensorStore::Open(const std::string
             absl::StrCat(index_path, ": weight_map entry for tensor '", it.key(), "' is not a file name"));
       }
       const std::string file = it.value().get<std::string>();
-      if (file.empty() || file.find('/') != std::string::npos || file == "..") {
+      // A NUL would end the name open() sees before the one reported ("a\u0000b" opens "a").
+      if (file.empty() || file.find('/') != std::string::npos || file.find('\0') != std::string::npos ||
+          file == "..") {
         return absl::InvalidArgumentError(absl::StrCat(index_path, ": tensor '", it.key(), "' maps to file '", file,
                                                        "', which is not a plain file name in the model folder"));
       }

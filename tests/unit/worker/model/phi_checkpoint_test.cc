@@ -124,6 +124,14 @@ TEST_F(PhiCheckpointTest, OpensShardedIndex) {
   std::ofstream(dir_ / "model.safetensors.index.json") << index.dump();
   ck = PhiCheckpoint::Open(Dir());
   ASSERT_FALSE(ck.ok());
+
+  // A NUL inside the name (found by tests/fuzz/tensor_index_fuzzer.cc): open() would read the
+  // shard named by the part before it.
+  index["weight_map"]["lm_head.weight"] = std::string("model-00002-of-00002.safetensors\0x", 34);
+  std::ofstream(dir_ / "model.safetensors.index.json") << index.dump();
+  ck = PhiCheckpoint::Open(Dir());
+  ASSERT_FALSE(ck.ok());
+  EXPECT_NE(ck.status().message().find("not a plain file name"), std::string::npos) << ck.status();
 }
 
 TEST_F(PhiCheckpointTest, RefusesMissingTensorByName) {

@@ -56,6 +56,28 @@ inline constexpr int32_t kMaxChoices = 16;
 // The worker's GenerateRequest.priority in [-kMaxAbsPriority, kMaxAbsPriority].
 inline constexpr int32_t kMaxAbsPriority = 100;
 
+// The largest GenerateRequest (proto/phi/v1/worker.proto) these bounds let through for a model of
+// `context_tokens` positions, serialized: the worker's gRPC receive limit (ServerOptions::
+// max_receive_message_bytes), so that gRPC refuses a larger message with RESOURCE_EXHAUSTED before
+// the worker parses it. Generous per field (a varint id or tag in at most 5 bytes, a length prefix
+// in 3), since a request the engine would accept must never be cut here. For Phi-1.5's 2,048
+// positions: about 16.9 MB, nearly all of it a choice constraint's 256 strings of 64 KiB.
+constexpr int64_t MaxGenerateRequestBytes(int64_t context_tokens) {
+  constexpr int64_t kField = 8;  // tag + length prefix of a string or message field, rounded up
+  const int64_t prompt_ids = kField + context_tokens * 5;
+  constexpr int64_t request_id = kField + static_cast<int64_t>(kMaxRequestIdBytes);
+  // logit_bias map entries: tag, length, key tag + varint, value tag + float.
+  constexpr int64_t logit_bias = static_cast<int64_t>(kMaxLogitBias) * (2 + 6 + 5);
+  // The largest constraint: a choice list at its bounds (a schema, regex or grammar is one text).
+  constexpr int64_t constraint =
+      kField + static_cast<int64_t>(kMaxConstraintChoices) * (kField + static_cast<int64_t>(kMaxConstraintBytes));
+  constexpr int64_t stop = static_cast<int64_t>(kMaxStopStrings) * (kField + static_cast<int64_t>(kMaxStopStringBytes)) +
+                           kField + static_cast<int64_t>(kMaxStopTokenIds) * 5;
+  // The scalar fields, the adapter's name and the messages' own framing, with room to spare.
+  constexpr int64_t rest = int64_t{64} << 10;
+  return prompt_ids + request_id + logit_bias + constraint + stop + rest;
+}
+
 }  // namespace phi::common
 
 #endif  // PHI_SERVICES_COMMON_REQUEST_LIMITS_H_

@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -11,6 +12,7 @@
 
 #include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
+#include <grpcpp/resource_quota.h>
 
 #include "absl/strings/str_cat.h"
 #include "absl/synchronization/mutex.h"
@@ -32,13 +34,31 @@ void AddServerFlags(FlagSet& flags, ServerOptions* o) {
   flags.AddDouble("shutdown-grace-seconds", "PHI_SHUTDOWN_GRACE_SECONDS", &o->shutdown_grace_seconds, 0, 3600,
                   "after SIGTERM, in-flight calls get this long to finish");
   flags.AddInt("max-message-bytes", "PHI_MAX_MESSAGE_BYTES", &o->max_message_bytes, 1024, int64_t{1} << 30,
-               "largest gRPC message received or sent");
+               "largest gRPC message sent (and received, unless --max-receive-message-bytes)");
+  flags.AddInt("max-receive-message-bytes", "PHI_MAX_RECEIVE_MESSAGE_BYTES", &o->max_receive_message_bytes, 0,
+               int64_t{1} << 30,
+               "largest gRPC request message; a larger one is refused (RESOURCE_EXHAUSTED) before it is parsed "
+               "(0: the service's bound from its request limits)");
+  flags.AddInt("grpc-memory-quota-bytes", "PHI_GRPC_MEMORY_QUOTA_BYTES", &o->grpc_memory_quota_bytes, 0,
+               int64_t{1} << 40,
+               "memory gRPC may hold for connections and calls; past it the newest streams are reset "
+               "(0: 8 x the receive limit, at least 64 MiB)");
   flags.AddInt("keepalive-time-seconds", "PHI_KEEPALIVE_TIME_SECONDS", &o->keepalive_time_seconds, 1, 86400,
                "ping idle client connections this often");
   flags.AddInt("keepalive-timeout-seconds", "PHI_KEEPALIVE_TIMEOUT_SECONDS", &o->keepalive_timeout_seconds, 1,
                3600, "close a connection whose ping is not answered within this time");
   flags.AddChoice("log-level", "PHI_LOG_LEVEL", &o->log_level, {"debug", "info", "warning", "error"},
                   "least severe log level written");
+}
+
+int64_t ReceiveLimit(const ServerOptions& options) {
+  return options.max_receive_message_bytes > 0 ? options.max_receive_message_bytes : options.max_message_bytes;
+}
+
+int64_t MemoryQuota(const ServerOptions& options) {
+  constexpr int64_t kMinQuota = int64_t{64} << 20;
+  return options.grpc_memory_quota_bytes > 0 ? options.grpc_memory_quota_bytes
+                                             : std::max(kMinQuota, 8 * ReceiveLimit(options));
 }
 
 void InitLogging(const ServerOptions& options) {
@@ -68,7 +88,13 @@ absl::StatusOr<std::unique_ptr<ServiceServer>> ServiceServer::Start(const Server
   const std::string address = absl::StrCat(options.host, ":", options.port);
   builder.AddListeningPort(address, options.credentials ? options.credentials : grpc::InsecureServerCredentials(),
                            &self->port_);
-  builder.SetMaxReceiveMessageSize(static_cast<int>(options.max_message_bytes));
+  const int64_t receive_bytes = ReceiveLimit(options);
+  builder.SetMaxReceiveMessageSize(static_cast<int>(receive_bytes));
+  // gRPC refuses an oversized message only once it has it whole; the quota bounds what it may
+  // buffer meanwhile, for all connections together.
+  self->memory_quota_ = std::make_unique<grpc::ResourceQuota>(absl::StrCat("phi-", options.service_name));
+  self->memory_quota_->Resize(static_cast<size_t>(MemoryQuota(options)));
+  builder.SetResourceQuota(*self->memory_quota_);
   builder.SetMaxSendMessageSize(static_cast<int>(options.max_message_bytes));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIME_MS, static_cast<int>(options.keepalive_time_seconds * 1000));
   builder.AddChannelArgument(GRPC_ARG_KEEPALIVE_TIMEOUT_MS,
@@ -197,6 +223,8 @@ std::unique_ptr<ServiceServer> StartOrExit(const ServerOptions& options,
   PHI_LOG(INFO, "serving")
       .Int("grpc_port", (*server)->port())
       .Int("metrics_port", (*server)->metrics_port())
+      .Int("max_receive_message_bytes", ReceiveLimit(options))
+      .Int("grpc_memory_quota_bytes", MemoryQuota(options))
       .Str("host", options.host);
   return std::move(*server);
 }

@@ -29,7 +29,17 @@ struct ServerOptions {
   int64_t port = 0;                  // gRPC port; 0 picks a free one
   int64_t metrics_port = 0;          // HTTP /metrics port; 0 picks a free one
   double shutdown_grace_seconds = 30;  // in-flight calls get this long after SIGTERM
-  int64_t max_message_bytes = 64 << 20;
+  int64_t max_message_bytes = 64 << 20;  // largest message sent (and received, unless below)
+  // Largest request message received; a larger one is refused with RESOURCE_EXHAUSTED by gRPC
+  // before any handler parses it. 0: max_message_bytes. Services set their own bound, derived
+  // from their request limits, when the flag leaves it at 0 (phi-tokenizer: --max-text-bytes).
+  int64_t max_receive_message_bytes = 0;
+  // Memory gRPC may hold for this server's connections and calls (read buffers, messages being
+  // received). Past it, gRPC resets the newest streams (the client sees RESOURCE_EXHAUSTED):
+  // gRPC buffers a whole message before it checks its size, so without this bound a client
+  // sending a huge message still costs its size in memory. 0: 8 times the receive limit, at
+  // least 64 MiB.
+  int64_t grpc_memory_quota_bytes = 0;
   int64_t keepalive_time_seconds = 30;    // server pings idle connections this often
   int64_t keepalive_timeout_seconds = 10;  // and drops them when a ping is not answered
   std::string log_level = "info";
@@ -41,10 +51,14 @@ struct ServerOptions {
 };
 
 // Registers --host, --port, --metrics-port, --shutdown-grace-seconds,
-// --max-message-bytes, --keepalive-time-seconds, --keepalive-timeout-seconds and
+// --max-message-bytes, --max-receive-message-bytes, --grpc-memory-quota-bytes, --keepalive-time-seconds, --keepalive-timeout-seconds and
 // --log-level (env PHI_HOST, PHI_PORT, PHI_METRICS_PORT, ...), with the values
 // already in `options` as defaults.
 void AddServerFlags(FlagSet& flags, ServerOptions* options);
+
+// The receive limit and memory quota `options` give the server (their 0 defaults resolved).
+int64_t ReceiveLimit(const ServerOptions& options);
+int64_t MemoryQuota(const ServerOptions& options);
 
 // Applies --log-level and the service name to the logger.
 void InitLogging(const ServerOptions& options);
@@ -88,6 +102,7 @@ class ServiceServer {
 
   ServerOptions options_;
   ActiveCalls active_calls_;  // before server_: its interceptors report here until it is gone
+  std::unique_ptr<grpc::ResourceQuota> memory_quota_;
   std::unique_ptr<grpc::Server> server_;
   std::unique_ptr<metrics::MetricsHttpServer> http_;
   std::atomic<bool> serving_{false};

@@ -1,5 +1,6 @@
 #include "services/tokenizer/service/tokenizer_service.h"
 
+#include <algorithm>
 #include <cstdio>
 #include <string>
 #include <vector>
@@ -240,6 +241,17 @@ grpc::Status TokenizerServiceImpl::Info(grpc::ServerContext*, const phi::v1::Inf
   return grpc::Status::OK;
 }
 
+int64_t MaxRequestBytes(const ServiceOptions& options) {
+  // Framing: a prompt's message header and its segments' headers (a chat's few dozen), and
+  // the request's own fields, with room to spare.
+  constexpr int64_t kPerPromptFraming = 1 << 10;
+  constexpr int64_t kRequestFraming = 64 << 10;
+  constexpr int64_t kMaxBytesPerId = 5;  // a non-negative int32 varint
+  const int64_t encode = options.max_text_bytes + options.max_batch * kPerPromptFraming;
+  const int64_t decode = options.max_ids * kMaxBytesPerId;
+  return std::min<int64_t>(std::max(encode, decode) + kRequestFraming, int64_t{1} << 30);
+}
+
 int TokenizerMain(int argc, char** argv) {
   common::DisableMutexDeadlockDetection();
   common::BlockTerminationSignals();
@@ -262,6 +274,7 @@ int TokenizerMain(int argc, char** argv) {
                "prompts per Encode, sequences per Decode");
   common::ParseFlagsOrExit(flags, argc, argv);
   common::InitLogging(server);
+  if (server.max_receive_message_bytes == 0) server.max_receive_message_bytes = MaxRequestBytes(options);
   if (model_dir.empty() && tokenizer_json.empty()) {
     std::fprintf(stderr, "phi-tokenizer: set --model (PHI_MODEL) or --tokenizer-json\n");
     return 2;

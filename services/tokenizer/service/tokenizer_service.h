@@ -21,6 +21,13 @@ struct ServiceOptions {
   int64_t max_ids = 1 << 20;
 };
 
+// The largest request message these limits let through, the service's default gRPC receive
+// limit (--max-receive-message-bytes 0): an Encode of max_text_bytes of text in max_batch
+// prompts, or a Decode of max_ids ids (at most 5 bytes each on the wire), plus framing. gRPC
+// refuses a larger message with RESOURCE_EXHAUSTED before the service parses it, so a request
+// far over --max-text-bytes costs no memory in proportion to its size.
+int64_t MaxRequestBytes(const ServiceOptions& options);
+
 // DecodeStream, the per-token path, is on gRPC's callback API (a message is decoded and answered
 // on the thread that read it: no thread hand-off per token); the batch calls stay synchronous,
 // so a long Encode runs on a thread of its own and never holds up the streams.

@@ -52,7 +52,7 @@ else
 log "build"
 if ! { cmake -S bench/cuda/standalone -B $B -G Ninja -DCMAKE_CUDA_ARCHITECTURES=90 \
          -DPHI_GTEST_SRC=$PWD/.device/googletest $SYSROOT &&
-       cmake --build $B -j16 --target cuda_kernels_cpu_test cuda_kernels_gpu_test phi_cuda_bench \
+       cmake --build $B -j16 --target cuda_kernels_cpu_test cuda_kernels_gpu_test phi_cuda_bench phi_cuda_lora_bench \
          cuda_top_candidates_cpu_test cuda_top_candidates_gpu_test \
          cuda_kv_fp8_cpu_test cuda_kv_fp8_gpu_test; } \
      > "$OUT/build.log" 2>&1; then
@@ -62,7 +62,7 @@ log "build ok"
 # The runner test needs the carried Abseil; its failure to build must not cost the rest.
 RUNNER_OK=0  # (prebuilt: set above)
 if [ -n "$SYSROOT" ] && cmake --build $B -j16 --target cuda_model_runner_gpu_test cuda_oracle_gpu_test \
-     cuda_runner_candidates_gpu_test cuda_tp_candidates_gpu_test cuda_engine_bench \
+     cuda_runner_candidates_gpu_test cuda_tp_candidates_gpu_test cuda_runner_lora_gpu_test cuda_engine_bench \
      >> "$OUT/build.log" 2>&1; then
   RUNNER_OK=1
 else
@@ -124,6 +124,9 @@ log "tests"
     LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
       timeout 60 $B/cuda_tp_candidates_gpu_test
     echo "tp candidates tests rc=$?"
+    LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_TEST_MODEL_DIR=$PWD/.device/cuda_tiny_model \
+      timeout 60 $B/cuda_runner_lora_gpu_test
+    echo "runner LoRA tests rc=$?"
     # The oracle suite on the golden data carried in .device/cuda_oracle (transformers'
     # logits and greedy continuations; `oracle` mode also regenerates them here).
     LD_LIBRARY_PATH=$PWD/.device/sysroot/lib PHI_CUDA_ORACLE_DIR=$PWD/.device/cuda_oracle \
@@ -149,6 +152,14 @@ if have 40 "bench --candidates"; then
     > "$OUT/bench_candidates.log" 2>&1
   echo "bench --candidates rc=$?" >> "$OUT/bench_candidates.log"
   grep -E "^\||TTFT|rc=|tokens from" "$OUT/bench_candidates.log" | tee -a "$OUT/summary.txt"
+fi
+
+# LoRA: the shrink/expand kernels and model steps with rank-16 adapters against the base.
+if have 40 "LoRA bench"; then
+  log "LoRA bench"
+  timeout $(cap 90) $B/phi_cuda_lora_bench --gen 32 > "$OUT/lora_bench.log" 2>&1
+  echo "lora bench rc=$?" >> "$OUT/lora_bench.log"
+  cat "$OUT/lora_bench.log" | tee -a "$OUT/summary.txt"
 fi
 
 # A real-shape checkpoint with random weights (safetensors): what the transformers baseline

@@ -11,6 +11,7 @@
 #include "absl/strings/str_cat.h"
 #include "services/worker/backends/cuda/status_adapter.h"
 #include "services/common/status_macros.h"
+#include "services/worker/lora/lora_adapter.h"
 #include "services/worker/model/phi_fused_weights.h"
 #include "services/worker/model/tokenizer_size.h"
 
@@ -36,6 +37,28 @@ absl::Status UploadBf16(const model::PhiCheckpoint& ck, const std::string& name,
 
 absl::Status UploadF32(const std::vector<float>& v, float* dst, const char* what) {
   return CudaError(cudaMemcpy(dst, v.data(), v.size() * 4, cudaMemcpyHostToDevice), what);
+}
+
+static_assert(lora::kNumLoraModules == kLoraTargets);
+static_assert(static_cast<int>(lora::LoraModule::kQ) == static_cast<int>(LoraTarget::kQ) &&
+              static_cast<int>(lora::LoraModule::kK) == static_cast<int>(LoraTarget::kK) &&
+              static_cast<int>(lora::LoraModule::kV) == static_cast<int>(LoraTarget::kV) &&
+              static_cast<int>(lora::LoraModule::kDense) == static_cast<int>(LoraTarget::kDense) &&
+              static_cast<int>(lora::LoraModule::kFc1) == static_cast<int>(LoraTarget::kFc1) &&
+              static_cast<int>(lora::LoraModule::kFc2) == static_cast<int>(LoraTarget::kFc2));
+
+// The model's view of an adapter (already this rank's slice): spans into its matrices.
+PhiCudaAdapter AdapterView(const lora::LoraAdapter& a) {
+  PhiCudaAdapter v;
+  v.layers.resize(a.layers.size());
+  for (size_t l = 0; l < a.layers.size(); ++l) {
+    for (int m = 0; m < kLoraTargets; ++m) {
+      const lora::LoraWeights* w = a.weights(static_cast<int>(l), static_cast<lora::LoraModule>(m));
+      if (w == nullptr) continue;
+      v.layers[l][m] = {w->rank, w->scaling, w->a, w->b};
+    }
+  }
+  return v;
 }
 
 }  // namespace
@@ -121,6 +144,7 @@ absl::StatusOr<std::unique_ptr<CudaModelRunner>> CudaModelRunner::Create(
 absl::Status CudaModelRunner::Load(const model::PhiCheckpoint& ck) {
   const model::PhiConfig& c = ck.config();
   generation_ = ck.generation();
+  config_ = c;
   PHI_RETURN_IF_ERROR(CheckSupported(c, options_.model));
   PHI_RETURN_IF_ERROR(SelectDevice(ck.shard().rank));
   const PhiCudaConfig pc = ModelConfig(c, ck.shard().rank, ck.shard().world_size);
@@ -273,6 +297,7 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, PhiStepOutput* out) {
       in[i].num_candidates = s.num_candidates;
       in[i].candidate_lse = s.logprobs;
     }
+    in[i].adapter_slot = s.adapter_slot;
   }
   const CudaStatus st = model_->Forward(in, out);
   // A collective's own status (UNAVAILABLE, DEADLINE_EXCEEDED) over the INTERNAL it became.
@@ -280,6 +305,15 @@ absl::Status CudaModelRunner::Run(const StepBatch& batch, PhiStepOutput* out) {
     return collectives_->failure();
   }
   return ToAbslStatus(st);
+}
+
+absl::Status CudaModelRunner::SetAdapter(int32_t slot,
+                                         std::shared_ptr<const lora::LoraAdapter> adapter) {
+  if (adapter == nullptr) return ToAbslStatus(model_->SetAdapter(slot, nullptr));
+  const std::shared_ptr<const lora::LoraAdapter> local = lora::SliceForShard(
+      *adapter, config_, model::ShardSpec{options_.rank, options_.world_size});
+  const PhiCudaAdapter view = AdapterView(*local);
+  return ToAbslStatus(model_->SetAdapter(slot, &view));
 }
 
 absl::Status CudaModelRunner::Step(const StepBatch& batch, StepLogits* out) {

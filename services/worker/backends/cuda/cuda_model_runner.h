@@ -13,6 +13,10 @@
 //   PHI_ASSIGN_OR_RETURN(int32_t blocks, runner->KvBlocksThatFit(16));
 //   PHI_RETURN_IF_ERROR(runner->AllocateKvCache({.num_blocks = blocks, .block_size = 16}));
 //
+// LoRA: options.model.max_adapter_slots slots (SetAdapter slices the adapter for this rank with
+// lora::SliceForShard and the model copies it to the device); SequenceStep::adapter_slot
+// picks one per sequence.
+//
 // Tensor parallelism: with rank/world_size and make_comm, the runner opens the checkpoint for
 // its shard (model::ShardSpec: each rank reads only its slices), loads them, then asks
 // make_comm for the group's communicator on the model's CUDA stream (NCCL) and runs the
@@ -76,6 +80,8 @@ class CudaModelRunner final : public ModelRunner {
   absl::Status AllocateKvCache(const KvCacheSpec& spec) override;
   int64_t KvBlockBytes(int32_t block_size) const override;
   absl::Status Step(const StepBatch& batch, StepLogits* out) override;
+  int32_t max_adapter_slots() const override { return model_->max_adapter_slots(); }
+  absl::Status SetAdapter(int32_t slot, std::shared_ptr<const lora::LoraAdapter> adapter) override;
 
   // Blocks of `block_size` that fit in kv_memory_fraction of the free GPU memory; refused
   // with the numbers when not even one sequence of max_position_embeddings fits.
@@ -105,6 +111,7 @@ class CudaModelRunner final : public ModelRunner {
 
   CudaRunnerOptions options_;
   ModelShape shape_;
+  model::PhiConfig config_;  // the checkpoint's (whole model): SetAdapter slices against it
   CudaLogitsStats logits_stats_;
   model::GenerationConfig generation_;
   // Destroyed in reverse: the adapter, then the communicator, then the model and its stream.

@@ -88,13 +88,18 @@ CudaStatus PhiCudaModel::FusedDecodeLayer(const Pass& p, int li) {
   return decode_gemv_forward(w2, stream_);
 }
 
-// One GPU, unfused: x += [attn | gelu] W2^T + b2 by the decode GEMV for up to gemv_max_m
-// tokens, else cuBLASLt.
+// One GPU, unfused.
 CudaStatus PhiCudaModel::SingleGpuLayer(const Pass& p, int li) {
+  PHI_CUDA_RETURN_IF_ERROR(W2Input(p, li));
+  PHI_CUDA_RETURN_IF_ERROR(SingleGpuW2(p, li));
+  return LoraW2(p, li);
+}
+
+// x += [attn | gelu] W2^T + b2 by the decode GEMV for up to gemv_max_m tokens, else cuBLASLt.
+CudaStatus PhiCudaModel::SingleGpuW2(const Pass& p, int li) {
   const PhiCudaConfig& c = config_;
   const PhiCudaLayer& w = weights_.layers[li];
   const int n_tok = p.layout->n_tok;
-  PHI_CUDA_RETURN_IF_ERROR(W2Input(p, li));
   if (n_tok <= std::max(1, options_.gemv_max_m) && decode_gemv_fits(n_tok, c.w2_cols())) {
     DecodeGemvArgs w2 = W2GemvArgs(p, w);
     w2.pdl = false;
@@ -115,12 +120,14 @@ CudaStatus PhiCudaModel::TensorParallelLayer(const Pass& p, int li) {
   PHI_CUDA_RETURN_IF_ERROR(gemm_->Matmul(mid_, w.w2, first ? w.b2 : nullptr, x_, true,
                                          first ? 1.0f : 0.0f, n_tok, c.hidden_size,
                                          c.w2_cols(), stream_));
+  PHI_CUDA_RETURN_IF_ERROR(LoraW2(p, li));
   return collectives_->AllReduceSum(x_, static_cast<size_t>(n_tok) * c.hidden_size, stream_);
 }
 
 // The unfused layer up to its W2 product: mid_ = [attention | gelu(fc1)].
 CudaStatus PhiCudaModel::W2Input(const Pass& p, int li) {
   PHI_CUDA_RETURN_IF_ERROR(LayerNormW1(p, weights_.layers[li]));
+  PHI_CUDA_RETURN_IF_ERROR(LoraW1(p, li));
   PHI_CUDA_RETURN_IF_ERROR(RotaryKv(p, li));
   PHI_CUDA_RETURN_IF_ERROR(Attention(p, li));
   return Gelu(p);
@@ -308,9 +315,10 @@ CudaStatus PhiCudaModel::CaptureDecodeGraph(const Layout& L, cudaGraphExec_t* ex
 
 bool PhiCudaModel::FusedDecode(const Layout& L, bool decode) const {
   const PhiCudaConfig& c = config_;
-  return options_.fuse_decode && decode && L.n_tok >= 1 && L.n_tok <= kGemvMaxM &&
-         L.n_rows >= 1 && collectives_ == nullptr && decode_gemv_layernorm_fits(c.hidden_size) &&
-         decode_gemv_fits(L.n_tok, c.hidden_size) && decode_gemv_fits(L.n_tok, c.w2_cols());
+  return options_.fuse_decode && decode && L.n_lora_segments == 0 && L.n_tok >= 1 &&
+         L.n_tok <= kGemvMaxM && L.n_rows >= 1 && collectives_ == nullptr &&
+         decode_gemv_layernorm_fits(c.hidden_size) && decode_gemv_fits(L.n_tok, c.hidden_size) &&
+         decode_gemv_fits(L.n_tok, c.w2_cols());
 }
 
 CudaStatus PhiCudaModel::RunBodyOrFallBack(const Layout& L, bool decode, int max_context_len,

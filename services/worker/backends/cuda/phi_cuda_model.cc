@@ -61,6 +61,13 @@ CudaStatus PhiCudaModel::Create(const PhiCudaConfig& config, const PhiCudaOption
                                std::to_string(kGemvMaxM) + "], got " +
                                std::to_string(options.gemv_max_m));
   }
+  if (options.max_adapter_slots < 0 || options.max_adapter_rank < 1 ||
+      options.max_adapter_rank > kLoraMaxRank) {
+    return CudaStatus::Invalid("PhiCudaModel: max_adapter_slots must be >= 0 and max_adapter_rank in [1, " +
+                               std::to_string(kLoraMaxRank) + "], got " +
+                               std::to_string(options.max_adapter_slots) + " and " +
+                               std::to_string(options.max_adapter_rank));
+  }
   std::unique_ptr<PhiCudaModel> m(new PhiCudaModel(config, options));
   PHI_CUDA_RETURN_IF_ERROR(m->Init());
   *out = std::move(m);
@@ -74,6 +81,7 @@ CudaStatus PhiCudaModel::Init() {
   PHI_CUDA_RETURN_IF_ERROR(decode_gemv_prepare_device());  // before any decode graph is captured
   PHI_CUDA_RETURN_IF_ERROR(AllocateWeights());
   PHI_CUDA_RETURN_IF_ERROR(AllocateActivations());
+  PHI_CUDA_RETURN_IF_ERROR(AllocateAdapterTable());
   // Records of every rank under tensor parallelism (each rank's are all-gathered).
   const size_t cand_bytes = config_.tp_world * CandidateArea(options_.max_seqs);
   PHI_CUDA_CHECK(cudaMallocHost(&cand_host_, cand_bytes));
@@ -177,7 +185,8 @@ CudaStatus PhiCudaModel::AllocateKvCache(int num_blocks, int block_size) {
   // Step metadata: its block-table section depends on the block size.
   const int max_tiles = options_.max_tokens_per_step / kPrefillTileQ + options_.max_seqs;
   meta_bytes_ = Layout::Make(options_.max_tokens_per_step, options_.max_seqs, max_tiles,
-                             options_.max_logit_rows, max_blocks_per_seq_)
+                             options_.max_logit_rows, max_blocks_per_seq_,
+                             options_.max_adapter_slots > 0 ? options_.max_seqs : 0)
                     .end;
   PHI_CUDA_CHECK(cudaMallocHost(&meta_host_, meta_bytes_));
   PHI_CUDA_CHECK(cudaMalloc(&meta_dev_, meta_bytes_));
@@ -276,6 +285,15 @@ CudaStatus PhiCudaModel::CheckSequence(int i, const PhiSeqInput& s) const {
                                " (want 0, or 1.." + std::to_string(kMaxTopCandidates) +
                                " without all_logits)");
   }
+  if (s.adapter_slot < 0 || s.adapter_slot > options_.max_adapter_slots) {
+    return CudaStatus::Invalid(who + "adapter_slot " + std::to_string(s.adapter_slot) +
+                               " outside [0, " + std::to_string(options_.max_adapter_slots) +
+                               "] (max_adapter_slots)");
+  }
+  if (s.adapter_slot > 0 && !adapter_held_[s.adapter_slot]) {
+    return CudaStatus::Invalid(who + "adapter_slot " + std::to_string(s.adapter_slot) +
+                               " holds no adapter");
+  }
   return {};
 }
 
@@ -283,15 +301,17 @@ PhiCudaModel::StepPlan PhiCudaModel::PlanStep(std::span<const PhiSeqInput> seqs)
   StepPlan p;
   p.n_seq_real = p.n_seq = static_cast<int>(seqs.size());
   p.decode = true;
-  bool any_candidates = false;
+  bool any_candidates = false, any_adapter = false;
   for (const PhiSeqInput& s : seqs) {
     const int n = static_cast<int>(s.tokens.size());
     p.n_tok += n;
     p.n_rows += s.all_logits ? n : 1;
     p.decode = p.decode && n == 1 && !s.all_logits;
     any_candidates = any_candidates || s.num_candidates > 0;
+    any_adapter = any_adapter || s.adapter_slot > 0;
   }
-  p.graph = p.decode && options_.use_cuda_graphs &&
+  // Steps with adapters run eagerly (their segments vary by step); the base alone as ever.
+  p.graph = p.decode && !any_adapter && options_.use_cuda_graphs &&
             decode_graph_bucket(p.n_seq) <= options_.max_seqs;
   if (p.graph) {
     // Padding rows up to the bucket write only the scratch KV block.
@@ -310,8 +330,10 @@ PhiCudaModel::Layout PhiCudaModel::PackStep(std::span<const PhiSeqInput> seqs,
   std::vector<int32_t> num_new(p.n_seq, 1), tile_seq, tile_first;
   for (int i = 0; i < p.n_seq_real; ++i) num_new[i] = static_cast<int>(seqs[i].tokens.size());
   if (!p.decode) prefill_tiles(num_new.data(), p.n_seq, &tile_seq, &tile_first);
-  const Layout L = Layout::Make(p.n_tok, p.n_seq, static_cast<int>(tile_seq.size()), p.n_rows,
-                                max_blocks_per_seq_);
+  const std::vector<LoraSegment> lora = LoraSegmentsOf(seqs);
+  Layout L = Layout::Make(p.n_tok, p.n_seq, static_cast<int>(tile_seq.size()), p.n_rows,
+                          max_blocks_per_seq_, static_cast<int>(lora.size()));
+  PackLoraSegments(lora, &L);
   ResetStepOutput(p.n_seq_real, out);
   int tok = 0, row = 0;
   for (int i = 0; i < p.n_seq; ++i) {

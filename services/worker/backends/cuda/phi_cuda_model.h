@@ -20,6 +20,7 @@
 #ifndef PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 #define PHI_SERVICES_WORKER_BACKENDS_CUDA_PHI_CUDA_MODEL_H_
 
+#include <array>
 #include <cstdint>
 #include <map>
 #include <memory>
@@ -28,6 +29,7 @@
 
 #include "services/worker/backends/cuda/gemm_lt.h"
 #include "services/worker/backends/cuda/kernels.h"
+#include "services/worker/backends/cuda/lora_kernels.h"
 
 namespace phi::bench {
 struct PhiCudaModelAccess;  // bench/cuda/model_access.h
@@ -149,6 +151,33 @@ struct PhiCudaOptions {
   // alike), N asks for N (at most what the candidate area holds: max_seqs records of
   // kMaxTopCandidates entries). Same candidates either way.
   int candidate_slices = 0;
+  // LoRA adapters held at once (SetAdapter's slots 1..max_adapter_slots; the worker's
+  // --max-loras), 0: none. Steps whose sequences name a slot take the unfused, graph-free
+  // path with the adapters' shrink/expand kernels (lora_kernels.h) as steps of each layer;
+  // steps of the base alone run exactly as without adapters.
+  int max_adapter_slots = 0;
+  // The largest rank SetAdapter takes (the worker's --max-lora-rank), 1..kLoraMaxRank: it
+  // sizes the shrink's output, max_tokens_per_step x max_adapter_rank F32.
+  int max_adapter_rank = 64;
+};
+
+// The linear layers of a Phi layer that an adapter may adapt, in lora::LoraModule's order
+// (services/worker/lora/lora_adapter.h).
+enum class LoraTarget : int { kQ = 0, kK, kV, kDense, kFc1, kFc2 };
+inline constexpr int kLoraTargets = 6;
+
+// One adapted linear layer as SetAdapter takes it: host F32 in lora::LoraWeights' layout,
+// this rank's slice (in -> out: q/k/v hidden -> heads x head_dim, dense heads x head_dim ->
+// hidden, fc1 hidden -> intermediate, fc2 intermediate -> hidden, with this rank's heads and
+// intermediate share). delta(x) = scaling * B (A x).
+struct PhiCudaLoraWeights {
+  int rank = 0;  // 0: the adapter leaves this layer alone
+  float scaling = 0.0f;
+  std::span<const float> a;  // [rank, in]
+  std::span<const float> b;  // [out, rank]
+};
+struct PhiCudaAdapter {
+  std::vector<std::array<PhiCudaLoraWeights, kLoraTargets>> layers;  // [num_layers]
 };
 
 // One sequence's share of a step (host memory; see ModelRunner's SequenceStep).
@@ -162,6 +191,8 @@ struct PhiSeqInput {
   // candidate_lse, so that only the record needs to leave the device. 0: no record.
   int num_candidates = 0;
   bool candidate_lse = false;
+  // 0: the base model; 1..max_adapter_slots: the adapter SetAdapter put in that slot.
+  int adapter_slot = 0;
 };
 
 struct PhiStepOutput {
@@ -212,6 +243,15 @@ class PhiCudaModel {
   CudaStatus AllocateKvCache(int num_blocks, int block_size = 0);
   // Bytes of one KV block of `block_size` positions over all layers (K and V).
   int64_t kv_block_bytes_for(int block_size) const;
+
+  // LoRA adapter slots (phi_cuda_lora.cc). SetAdapter copies `adapter` (this rank's slice,
+  // ranks <= max_adapter_rank, every matrix the size its layer needs) to the device as BF16
+  // into `slot` in [1, max_adapter_slots], replacing what was there; null empties the slot.
+  // Between steps only. Refused (kInvalidArgument) with the slot, layer and matrix at fault;
+  // kResourceExhausted when the matrices do not fit in the GPU memory left (the slot keeps
+  // what it held).
+  int max_adapter_slots() const { return options_.max_adapter_slots; }
+  CudaStatus SetAdapter(int slot, const PhiCudaAdapter* adapter);
 
   // Runs one step. Logits of every produced row stay on the device (CopyLogits reads them);
   // sequences with num_candidates get their top-candidate records in `out` (one
@@ -307,6 +347,30 @@ class PhiCudaModel {
   CudaStatus SingleGpuLayer(const Pass& p, int li);
   CudaStatus TensorParallelLayer(const Pass& p, int li);
   CudaStatus W2Input(const Pass& p, int li);
+  CudaStatus SingleGpuW2(const Pass& p, int li);
+  // LoRA steps of a layer (phi_cuda_lora.cc), nothing in a step without adapters: q/k/v/fc1
+  // deltas into qkvf_ after the W1 GEMM (before rotary and gelu read them), dense/fc2 deltas
+  // into x_ after the W2 product (before the layer's all-reduce).
+  CudaStatus LoraW1(const Pass& p, int li);
+  CudaStatus LoraW2(const Pass& p, int li);
+  CudaStatus LoraLinear(const Pass& p, int li, LoraTarget t, const bf16* x, int x_stride,
+                        void* y, bool y_f32, int y_stride);
+  // The step's segments of consecutive tokens that share an adapter slot (base ones left out).
+  static std::vector<LoraSegment> LoraSegmentsOf(std::span<const PhiSeqInput> seqs);
+  // The segments into the step metadata (and their longest count into the layout).
+  void PackLoraSegments(std::span<const LoraSegment> segments, Layout* layout);
+  // in / out features of target t on this rank.
+  std::array<int, 2> LoraShape(LoraTarget t) const;
+  CudaStatus CheckAdapter(const PhiCudaAdapter& adapter) const;
+  // Frees SetAdapter's new allocation when it fails before installing it.
+  struct DeviceFree {
+    void operator()(char* p) const { cudaFree(p); }
+  };
+  CudaStatus UploadAdapter(int slot, const PhiCudaAdapter& adapter,
+                           std::unique_ptr<char, DeviceFree>* arena,
+                           std::vector<LoraSlotWeights>* entries) const;
+  CudaStatus AllocateAdapterTable();
+  size_t LoraTableIndex(int li, LoraTarget t, int slot) const;
   CudaStatus LayerNormW1(const Pass& p, const PhiCudaLayer& w);
   CudaStatus RotaryKv(const Pass& p, int li);
   CudaStatus Attention(const Pass& p, int li);
@@ -367,6 +431,16 @@ class PhiCudaModel {
   char* cand_host_ = nullptr;
 
   std::map<int, cudaGraphExec_t> graphs_;  // decode graphs by padded batch size
+
+  // LoRA (phi_cuda_lora.cc): per slot one device allocation of its BF16 matrices; the slot
+  // table [layer][target][slot] of LoraSlotWeights on the device, and its host mirror; which
+  // (layer, target) some slot adapts; the shrink's output U.
+  std::vector<void*> adapter_arenas_;  // [max_adapter_slots + 1], entry 0 unused
+  std::vector<char> adapter_held_;     // likewise: SetAdapter put an adapter there
+  std::vector<LoraSlotWeights> lora_table_host_;
+  LoraSlotWeights* lora_table_ = nullptr;
+  std::vector<char> lora_adapted_;  // [layer * kLoraTargets + target]: 0 or 1
+  float* lora_u_ = nullptr;         // [max_tokens_per_step, max_adapter_rank]
 };
 
 // The decode batch sizes that get their own CUDA graph; a batch runs in the smallest bucket

@@ -18,19 +18,25 @@ inline size_t CandidateArea(int seqs) { return 16 + seqs * CandidateRecordBytes(
 
 // Offsets (bytes) of one step's metadata. The layout depends only on the counts, so a decode
 // graph captured for a bucket finds its arrays at the same addresses on every replay.
+// n_lora_segments: the step's LoraSegments (0 without adapters; lora_max_segment_tokens is
+// host-side, set by the packer).
 struct PhiCudaModel::Layout {
-  int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0;
+  int n_tok = 0, n_seq = 0, n_tiles = 0, n_rows = 0, max_blocks = 0, n_lora_segments = 0;
+  int lora_max_segment_tokens = 0;
   size_t tokens = 0, positions = 0, slots = 0, q_offset = 0, start_pos = 0, num_new = 0,
          context_lens = 0, tile_seq = 0, tile_first = 0, row_index = 0,
-         cand_rows = 0, cand_counts = 0, cand_lse = 0, block_tables = 0, end = 0;
+         cand_rows = 0, cand_counts = 0, cand_lse = 0, block_tables = 0, lora_segments = 0,
+         end = 0;
 
-  static Layout Make(int n_tok, int n_seq, int n_tiles, int n_rows, int max_blocks) {
+  static Layout Make(int n_tok, int n_seq, int n_tiles, int n_rows, int max_blocks,
+                     int n_lora_segments = 0) {
     Layout l;
     l.n_tok = n_tok;
     l.n_seq = n_seq;
     l.n_tiles = n_tiles;
     l.n_rows = n_rows;
     l.max_blocks = max_blocks;
+    l.n_lora_segments = n_lora_segments;
     size_t o = 0;
     auto take = [&](size_t bytes) {
       const size_t at = o;
@@ -51,6 +57,7 @@ struct PhiCudaModel::Layout {
     l.cand_counts = take(4 * n_seq);
     l.cand_lse = take(4 * n_seq);
     l.block_tables = take(4 * static_cast<size_t>(n_seq) * max_blocks);
+    l.lora_segments = take(sizeof(LoraSegment) * static_cast<size_t>(n_lora_segments));
     l.end = o;
     return l;
   }

@@ -31,7 +31,11 @@ PhiCudaModel::~PhiCudaModel() {
                   static_cast<void*>(logits_), static_cast<void*>(logits_local_),
                   static_cast<void*>(logits_gather_), static_cast<void*>(tp_send_), static_cast<void*>(attn_ws_), static_cast<void*>(attn_counters_),
                   static_cast<void*>(meta_dev_), static_cast<void*>(cand_dev_),
-                  static_cast<void*>(kv_arena_), weight_arena_}) {
+                  static_cast<void*>(kv_arena_), weight_arena_,
+                  static_cast<void*>(lora_table_), static_cast<void*>(lora_u_)}) {
+    if (p) cudaFree(p);
+  }
+  for (void* p : adapter_arenas_) {
     if (p) cudaFree(p);
   }
   if (meta_host_) cudaFreeHost(meta_host_);

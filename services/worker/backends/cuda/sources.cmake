@@ -13,9 +13,11 @@ set(PHI_CUDA_KERNEL_SOURCES
   ${CMAKE_CURRENT_LIST_DIR}/gemv.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_decode.cu
   ${CMAKE_CURRENT_LIST_DIR}/gemv_mma.cu
+  ${CMAKE_CURRENT_LIST_DIR}/lora_kernels.cu
   ${CMAKE_CURRENT_LIST_DIR}/cublaslt_loader.cc
   ${CMAKE_CURRENT_LIST_DIR}/gemm_lt.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_forward.cc
   ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_model_tp.cc
+  ${CMAKE_CURRENT_LIST_DIR}/phi_cuda_lora.cc
 )

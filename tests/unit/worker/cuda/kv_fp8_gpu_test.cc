@@ -252,15 +252,7 @@ TEST(AttentionDecodeGpu, AutomaticPartitionsFollowTheBatch) {
 
 // The model test's tiny Phi (phi_cuda_model_gpu_test.cc), with either cache.
 std::unique_ptr<PhiCudaModel> MakeModel(KvCacheDtype dt, int decode_partitions = 0) {
-  PhiCudaConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.head_dim = 64;
-  c.rotary_dim = 32;
-  c.max_positions = 600;  // several decode partitions
+  const PhiCudaConfig c = testing::TinyPhiCudaConfig(600);  // several decode partitions
   PhiCudaOptions o;
   o.max_tokens_per_step = 512;
   o.max_seqs = 8;

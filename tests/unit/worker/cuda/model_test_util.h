@@ -1,5 +1,5 @@
-// Helpers for the PhiCudaModel tests: random weights (bench/cuda/random_weights.h) and the
-// greedy token of a sequence's last logits row, read back as the runner's whole-row path does.
+// Helpers for the PhiCudaModel tests: random weights (bench/cuda/random_weights.h), the tiny
+// model's shape and the greedy token of a sequence's last logits row, read back as the runner's whole-row path does.
 #ifndef PHI_TESTS_UNIT_WORKER_CUDA_MODEL_TEST_UTIL_H_
 #define PHI_TESTS_UNIT_WORKER_CUDA_MODEL_TEST_UTIL_H_
 
@@ -13,6 +13,21 @@
 namespace phi::worker::cuda::testing {
 
 using ::phi::bench::FillRandomWeights;
+
+// The tiny Phi of the model tests: vocabulary 300, hidden 128 (2 heads of 64), MLP 256, 2
+// layers.
+inline PhiCudaConfig TinyPhiCudaConfig(int max_positions) {
+  PhiCudaConfig c;
+  c.vocab_size = 300;
+  c.hidden_size = 128;
+  c.intermediate_size = 256;
+  c.num_layers = 2;
+  c.num_heads = 2;
+  c.head_dim = 64;
+  c.rotary_dim = 32;
+  c.max_positions = max_positions;
+  return c;
+}
 
 // Argmax (lowest id on ties) of sequence i's last logits row after Forward; -1 when the row
 // cannot be read.

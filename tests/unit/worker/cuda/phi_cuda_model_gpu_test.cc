@@ -9,28 +9,22 @@
 #include <vector>
 
 #include "services/worker/backends/cuda/phi_cuda_model.h"
+#include "tests/unit/worker/cuda/dense_forward_reference.h"
 #include "tests/unit/worker/cuda/gpu_test_util.h"
 #include "tests/unit/worker/cuda/model_test_util.h"
 
 namespace phi::worker::cuda {
 namespace {
 
+using testing::DenseCpuForward;
+using testing::Download;
 using testing::FillRandomWeights;
 using testing::GreedyToken;
 
 using testing::RelNormError;
 
 PhiCudaConfig TinyConfig() {
-  PhiCudaConfig c;
-  c.vocab_size = 300;
-  c.hidden_size = 128;
-  c.intermediate_size = 256;
-  c.num_layers = 2;
-  c.num_heads = 2;
-  c.head_dim = 64;
-  c.rotary_dim = 32;
-  c.max_positions = 600;  // several decode partitions
-  return c;
+  return testing::TinyPhiCudaConfig(600);  // several decode partitions
 }
 
 PhiCudaOptions TinyOptions(bool graphs) {
@@ -41,68 +35,6 @@ PhiCudaOptions TinyOptions(bool graphs) {
   o.block_size = 16;
   o.use_cuda_graphs = graphs;
   return o;
-}
-
-std::vector<float> Download(const bf16* p, size_t n) {
-  std::vector<bf16> v(n);
-  cudaMemcpy(v.data(), p, n * 2, cudaMemcpyDeviceToHost);
-  return testing::ToF32(v);
-}
-std::vector<float> Download(const float* p, size_t n) {
-  std::vector<float> v(n);
-  cudaMemcpy(v.data(), p, n * 4, cudaMemcpyDeviceToHost);
-  return v;
-}
-
-std::vector<float> RoundBf16(std::vector<float> v) {
-  for (float& x : v) x = bf16_round_cpu(x);
-  return v;
-}
-
-// Dense CPU forward of one prompt from the twins, rounding to BF16 wherever the GPU stores
-// BF16. Returns logits for every position.
-std::vector<float> CpuForward(const PhiCudaModel& m, const std::vector<int32_t>& tokens) {
-  const PhiCudaConfig& c = m.config();
-  const PhiCudaWeights& w = m.weights();
-  const int n = static_cast<int>(tokens.size()), h = c.hidden_size;
-  std::vector<float> x(static_cast<size_t>(n) * h);
-  embedding_forward_cpu(tokens.data(), Download(w.embed, static_cast<size_t>(c.vocab_size) * h).data(),
-                        x.data(), n, c.vocab_size, h);
-  // One block holds the whole prompt, identity block table.
-  const int bs = n;
-  std::vector<float> kc(static_cast<size_t>(c.num_heads) * bs * 64), vc(kc.size());
-  std::vector<int32_t> pos(n), slots(n);
-  std::iota(pos.begin(), pos.end(), 0);
-  std::iota(slots.begin(), slots.end(), 0);
-  const int32_t table[] = {0}, q_off[] = {0}, st[] = {0}, nn[] = {n};
-  for (const PhiCudaLayer& l : w.layers) {
-    std::vector<float> hn(x.size()), f(static_cast<size_t>(n) * c.w1_rows()),
-        mid(static_cast<size_t>(n) * c.w2_cols());
-    layernorm_forward_cpu(x.data(), nullptr, Download(l.ln_w, h).data(), Download(l.ln_b, h).data(),
-                          hn.data(), n, h, c.layer_norm_eps);
-    hn = RoundBf16(hn);
-    gemm_bias_cpu(hn.data(), Download(l.w1, static_cast<size_t>(c.w1_rows()) * h).data(),
-                  Download(l.b1, c.w1_rows()).data(), f.data(), 0.0f, n, c.w1_rows(), h);
-    f = RoundBf16(f);
-    rotary_kv_forward_cpu(f.data(), c.w1_rows(), pos.data(), slots.data(), kc.data(), vc.data(), n,
-                          c.num_heads, 64, c.rotary_dim, bs, c.rope_theta);
-    f = RoundBf16(f);
-    kc = RoundBf16(kc);
-    attention_prefill_cpu(f.data(), c.w1_rows(), kc.data(), vc.data(), table, 1, q_off, st, nn,
-                          mid.data(), c.w2_cols(), 1, c.num_heads, 64, bs, 0.125f);
-    gelu_forward_cpu(f.data() + c.qkv_width(), c.w1_rows(), mid.data() + h, c.w2_cols(), n,
-                     c.intermediate_size);
-    mid = RoundBf16(mid);
-    gemm_bias_cpu(mid.data(), Download(l.w2, static_cast<size_t>(h) * c.w2_cols()).data(),
-                  Download(l.b2, h).data(), x.data(), 1.0f, n, h, c.w2_cols());
-  }
-  std::vector<float> hf(x.size()), logits(static_cast<size_t>(n) * c.vocab_size);
-  layernorm_forward_cpu(x.data(), nullptr, Download(w.final_ln_w, h).data(),
-                        Download(w.final_ln_b, h).data(), hf.data(), n, h, c.layer_norm_eps);
-  hf = RoundBf16(hf);
-  gemm_bias_cpu(hf.data(), Download(w.lm_w, static_cast<size_t>(c.vocab_size) * h).data(),
-                Download(w.lm_b, c.vocab_size).data(), logits.data(), 0.0f, n, c.vocab_size, h);
-  return logits;
 }
 
 std::unique_ptr<PhiCudaModel> MakeModel(bool graphs) {
@@ -142,7 +74,7 @@ TEST(PhiCudaModelGpu, PrefillLogitsMatchDenseCpuForward) {
   ASSERT_EQ(out.num_rows[0], 37);
   std::vector<float> got(static_cast<size_t>(37) * 300);
   PHI_ASSERT_CUDA_OK(m->CopyLogits(out.first_row[0], 37, got.data()));
-  const std::vector<float> want = CpuForward(*m, prompt);
+  const std::vector<float> want = DenseCpuForward(*m, prompt);
   EXPECT_LT(RelNormError(got, want), 2e-2);
 }
 
@@ -313,6 +245,7 @@ TEST(PhiCudaModelGpu, RefusesBadStepsWithTheReason) {
 namespace phi::worker::cuda {
 namespace {
 
+using testing::DenseCpuForward;
 using testing::FillRandomWeights;
 using testing::GreedyToken;
 
@@ -376,7 +309,7 @@ TEST(PhiCudaModelGpu, Phi15LayerShapesMatchDenseCpuForwardAndPlainDecode) {
     std::copy(rows[0].begin(), rows[0].end(), got.begin() + static_cast<size_t>(n + step) * vocab);
   }
   EXPECT_EQ(fast->num_captured_graphs(), 1);
-  const std::vector<float> want = CpuForward(*fast, tokens);  // n + steps rows, as `got`
+  const std::vector<float> want = DenseCpuForward(*fast, tokens);  // n + steps rows, as `got`
   EXPECT_LT(RelNormError(got, want), 2e-2);
 }
 

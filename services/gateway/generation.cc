@@ -7,6 +7,7 @@
 #include <grpcpp/alarm.h>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/address_redaction.h"
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/gateway/choice_group.h"
@@ -39,6 +40,33 @@ std::string ServedNames(const std::vector<ModelSummary>& models) {
   for (size_t i = 0; i < models.size() && i < kMaxNamed; ++i) absl::StrAppend(&out, i ? ", '" : "'", models[i].name, "'");
   if (models.size() > kMaxNamed) absl::StrAppend(&out, " and ", models.size() - kMaxNamed, " more");
   return out;
+}
+
+// Clients never learn internal addresses: they see a group by its place in the pool ("worker
+// group 2", in --workers order or as resolved), the logs carry the address.
+std::string ClientGroupName(const WorkerPool& pool, const WorkerGroup* group) {
+  const std::vector<std::shared_ptr<WorkerGroup>> groups = pool.Groups();
+  for (size_t i = 0; i < groups.size(); ++i) {
+    if (groups[i].get() == group) return absl::StrCat("worker group ", i + 1);
+  }
+  return "a worker group";  // resolved away since it was picked
+}
+
+// "no ready worker group (2 groups: 1 unreachable, 1 not ready)", the address-free form of
+// WorkerPool::Describe, which the log line beside it keeps.
+absl::Status NoReadyGroup(const WorkerPool& pool) {
+  const std::vector<std::shared_ptr<WorkerGroup>> groups = pool.Groups();
+  PHI_LOG(WARNING, "no_ready_worker_group").Str("groups", pool.Describe());
+  if (groups.empty()) return absl::UnavailableError("no ready worker group (none resolved from --workers)");
+  int counts[4] = {0, 0, 0, 0};
+  for (const auto& g : groups) ++counts[static_cast<int>(g->state())];
+  std::string states;
+  for (GroupState st : {GroupState::kUnreachable, GroupState::kNotReady, GroupState::kUnknown, GroupState::kReady}) {
+    if (counts[static_cast<int>(st)] == 0) continue;
+    absl::StrAppend(&states, states.empty() ? "" : ", ", counts[static_cast<int>(st)], " ", std::string(GroupStateName(st)));
+  }
+  return absl::UnavailableError(
+      absl::StrCat("no ready worker group (", groups.size(), groups.size() == 1 ? " group: " : " groups: ", states, ")"));
 }
 
 absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
@@ -254,7 +282,7 @@ void Generation::Prepare() {
   counted_in_flight_ = true;
   if (params_.best_of > 1) return StartChoices();
   if (!StartAttempt(nullptr)) {
-    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
+    Complete(NoReadyGroup(*service_->pool_));
   }
 }
 
@@ -266,7 +294,7 @@ absl::StatusOr<ModelSummary> Generation::FindModel() {
     pool->RefreshNow();
     models = pool->Models();
   }
-  if (models.empty()) return absl::UnavailableError(absl::StrCat("no ready worker group (", pool->Describe(), ")"));
+  if (models.empty()) return NoReadyGroup(*pool);
   if (params_.model.empty()) return models[0];
   for (const auto& m : models) {
     if (m.name == params_.model) return m;
@@ -332,7 +360,7 @@ absl::Status Generation::ResolveLengths(const ModelSummary& model) {
 void Generation::StartChoices() {
   std::shared_ptr<WorkerGroup> group = service_->pool_->Pick(params_.route_model, params_.adapter, ids_, nullptr);
   if (!group) {
-    return Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
+    return Complete(NoReadyGroup(*service_->pool_));
   }
   auto choices = std::make_shared<ChoiceGroup>(shared_from_this());
   bool cancelled = false;
@@ -360,7 +388,7 @@ void Generation::StartChoice(std::vector<int32_t> ids, std::string model, std::s
   result_.model = std::move(model);
   first_group_ = std::move(group);
   if (!StartAttempt(nullptr)) {
-    Complete(absl::UnavailableError(absl::StrCat("no ready worker group (", service_->pool_->Describe(), ")")));
+    Complete(NoReadyGroup(*service_->pool_));
   }
 }
 
@@ -586,7 +614,7 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
     if (cancelled_) return ClientCancelled();
   }
   if (hung) {
-    return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), ": no token within ",
+    return absl::UnavailableError(absl::StrCat(ClientGroupName(*service_->pool_, group_.get()), ": no token within ",
                                                service_->options_.first_token_timeout_seconds,
                                                " s (--first-token-timeout-seconds)"));
   }
@@ -604,15 +632,23 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
     if (st.code() == absl::StatusCode::kDeadlineExceeded) {
       return absl::DeadlineExceededError(absl::StrCat("deadline passed after ", completion_, " tokens"));
     }
-    if (any_token_) {
-      return absl::UnavailableError(absl::StrCat("worker group ", group_->address(), " failed after ", completion_,
-                                                 " tokens: ", st.message()));
-    }
     // The request's own fault (a constraint that does not compile, an id past the vocabulary):
     // the worker's message names the field; it reaches the client as is, and no other group
     // is tried.
-    if (st.code() == absl::StatusCode::kInvalidArgument) return st;
-    return absl::Status(st.code(), absl::StrCat("worker group ", group_->address(), ": ", st.message()));
+    if (!any_token_ && st.code() == absl::StatusCode::kInvalidArgument) return st;
+    // Anything else may be gRPC's own message, which names the peer: the log keeps it, the
+    // client gets it without addresses.
+    PHI_LOG(WARNING, "worker_call_failed")
+        .Str("request_id", params_.request_id)
+        .Str("address", group_->address())
+        .Int("completion_tokens", completion_)
+        .Str("error", st.ToString());
+    const std::string name = ClientGroupName(*service_->pool_, group_.get());
+    const std::string message = common::RedactAddresses(std::string_view(st.message().data(), st.message().size()));
+    if (any_token_) {
+      return absl::UnavailableError(absl::StrCat(name, " failed after ", completion_, " tokens: ", message));
+    }
+    return absl::Status(st.code(), absl::StrCat(name, ": ", message));
   }
   // Flush the decoder and the matcher's held-back text.
   absl::StatusOr<std::string> rest = decoder_->Finish();

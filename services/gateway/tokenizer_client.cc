@@ -5,7 +5,9 @@
 #include <algorithm>
 
 #include "absl/strings/str_cat.h"
+#include "services/common/address_redaction.h"
 #include "services/common/grpc_status.h"
+#include "services/common/logging.h"
 #include "services/tokenizer/tokenizer_loader.h"
 
 namespace phi::gateway {
@@ -63,6 +65,14 @@ absl::StatusOr<std::unique_ptr<TokenizerClient>> TokenizerClient::Create(const s
   return c;
 }
 
+std::string TokenizerClient::ClientError(size_t index, const grpc::Status& status) const {
+  PHI_LOG(WARNING, "tokenizer_call_failed")
+      .Str("address", addresses_[index])
+      .Str("code", std::string(common::GrpcCodeName(status.error_code())))
+      .Str("error", status.error_message());
+  return absl::StrCat("tokenizer ", index + 1, ": ", common::RedactAddresses(status.error_message()));
+}
+
 template <typename Fn>
 grpc::Status TokenizerClient::WithFailover(Fn&& call) {
   size_t start = NextStart();
@@ -71,7 +81,7 @@ grpc::Status TokenizerClient::WithFailover(Fn&& call) {
     size_t i = (start + k) % stubs_.size();
     last = call(i);
     if (last.error_code() != grpc::StatusCode::UNAVAILABLE) return last;
-    last = grpc::Status(last.error_code(), absl::StrCat("tokenizer ", addresses_[i], ": ", last.error_message()));
+    last = grpc::Status(last.error_code(), ClientError(i, last));
   }
   return last;
 }
@@ -262,7 +272,7 @@ absl::StatusOr<std::string> DecodeSession::Push(const std::vector<int32_t>& ids)
   }
   // Fail over: replay every id on the next tokenizer and keep only new text.
   grpc::Status last = stream_->Finish();
-  std::string why = absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", last.error_message());
+  std::string why = client_->ClientError(index_, last);
   if (last.error_code() != grpc::StatusCode::UNAVAILABLE && last.error_code() != grpc::StatusCode::OK) {
     stream_.reset();
     return absl::Status(common::FromGrpcStatus(last).code(), why);
@@ -277,7 +287,7 @@ absl::StatusOr<std::string> DecodeSession::Push(const std::vector<int32_t>& ids)
       return fresh;
     }
     last = stream_->Finish();
-    why = absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", last.error_message());
+    why = client_->ClientError(index_, last);
   }
   stream_.reset();
   return absl::UnavailableError(absl::StrCat("no tokenizer could decode: ", why));
@@ -297,8 +307,7 @@ absl::StatusOr<std::string> DecodeSession::Finish() {
   grpc::Status s = stream_->Finish();
   stream_.reset();
   ctx_.reset();
-  if (!s.ok()) return absl::Status(common::FromGrpcStatus(s).code(),
-                                   absl::StrCat("tokenizer ", client_->addresses_[index_], ": ", s.error_message()));
+  if (!s.ok()) return absl::Status(common::FromGrpcStatus(s).code(), client_->ClientError(index_, s));
   emitted_bytes_ += rest.size();
   return rest;
 }

@@ -95,6 +95,9 @@ class TokenizerClient {
   template <typename Fn>
   grpc::Status WithFailover(Fn&& call);
   size_t NextStart() { return rr_.fetch_add(1, std::memory_order_relaxed) % stubs_.size(); }
+  // "tokenizer 2: <message without addresses>" for clients (2: its place in --tokenizer), and a
+  // log line with the address and gRPC's own message.
+  std::string ClientError(size_t index, const grpc::Status& status) const;
   // The vocabulary size and the most sequences per Decode, from Info on first use (the
   // tokenizers behind one gateway serve the same files with the same flags).
   absl::Status LearnLimits(Deadline deadline);

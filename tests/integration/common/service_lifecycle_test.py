@@ -1,7 +1,8 @@
 """A service binary's life: start on loopback, health SERVING over real gRPC,
 /metrics accepted by promtool, an unimplemented-or-real RPC surface reachable by
 reflection, bad flags refused with exit 2, a busy port refused, SIGTERM -> exit 0, also
-promptly while a client keeps an idle connection open.
+promptly while a client keeps an idle connection open; a request over --max-receive-message-bytes
+is RESOURCE_EXHAUSTED, and a huge one costs no more memory than --grpc-memory-quota-bytes.
 
 usage: service_lifecycle_test.py BINARY PROMTOOL [-- extra service args]
 """
@@ -22,6 +23,15 @@ import phi_testlib  # noqa: E402
 BINARY = ""
 PROMTOOL = ""
 EXTRA: list[str] = []
+
+
+def proc_status_bytes(pid: int, field: str) -> int:
+    """A size field of /proc/PID/status (VmRSS, VmHWM, ...) in bytes."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024  # kB
+    raise AssertionError(f"{field} not in /proc/{pid}/status")
 
 
 class ServiceLifecycleTest(unittest.TestCase):
@@ -74,6 +84,41 @@ class ServiceLifecycleTest(unittest.TestCase):
             # ~0.1 s here, against ~4 s before and the 30 s grace it may use for calls; 1 s
             # leaves a loaded 2-core machine a wide margin.
             self.assertLess(took, 1.0, f"shutdown took {took:.2f} s with an idle client:\n{svc.log()}")
+        finally:
+            channel.close()
+            svc.kill()
+
+    def test_oversized_request_is_refused_within_the_memory_quota(self):
+        # Health Check's `service` string makes a request of any size on every service.
+        import grpc
+        from grpc.health.v1 import health_pb2, health_pb2_grpc
+        mib = 1 << 20
+        limit, quota = mib, 16 * mib
+        svc = phi_testlib.Service(BINARY, [*EXTRA, f"--max-receive-message-bytes={limit}",
+                                           f"--grpc-memory-quota-bytes={quota}"],
+                                  name=os.path.basename(BINARY) + "-limits")
+        channel = grpc.insecure_channel(svc.address, options=[("grpc.max_send_message_length", 1 << 30)])
+        try:
+            svc.wait_healthy()
+            stub = health_pb2_grpc.HealthStub(channel)
+
+            def check(size):
+                req = health_pb2.HealthCheckRequest(service="s" * size)
+                req = health_pb2.HealthCheckRequest(service="s" * (size - (req.ByteSize() - size)))
+                self.assertEqual(req.ByteSize(), size)
+                with self.assertRaises(grpc.RpcError) as e:
+                    stub.Check(req, timeout=120)
+                return e.exception.code()
+
+            # At the limit gRPC hands it to the health service, which refuses the name itself.
+            self.assertNotEqual(check(limit), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            self.assertEqual(check(limit + 1), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            before = proc_status_bytes(svc.proc.pid, "VmHWM")
+            self.assertEqual(check(96 * mib), grpc.StatusCode.RESOURCE_EXHAUSTED)
+            grew = proc_status_bytes(svc.proc.pid, "VmHWM") - before
+            # Whole, the message would add its 96 MiB; the quota holds gRPC to 16 MiB (+ slack).
+            self.assertLess(grew, quota + 24 * mib, f"peak RSS grew {grew / mib:.1f} MiB for a 96 MiB request")
+            self.assertEqual(svc.terminate(), 0, svc.log())
         finally:
             channel.close()
             svc.kill()

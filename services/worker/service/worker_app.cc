@@ -422,6 +422,8 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
   o.model.max_seqs = static_cast<int>(std::min(config.max_running, config.max_batch_tokens));
   // Prompt logprobs can ask for every row of a prefill chunk.
   o.model.max_logit_rows = static_cast<int>(config.max_batch_tokens);
+  o.model.max_adapter_slots = static_cast<int>(config.max_loras);
+  o.model.max_adapter_rank = static_cast<int>(config.max_lora_rank);
   o.rank = group.rank();
   o.world_size = group.world_size();
 #ifdef PHI_WORKER_WITH_NCCL

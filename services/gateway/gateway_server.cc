@@ -206,6 +206,8 @@ absl::Status ValidateGatewayConfig(const GatewayConfig& c) {
 
 int RunGateway(const GatewayConfig& config) {
   common::ServerOptions server = config.server;
+  // A gRPC request gets the bound of an HTTP body (JSON, the larger encoding of the same request).
+  if (server.max_receive_message_bytes == 0) server.max_receive_message_bytes = config.http_max_body_bytes;
   if (!config.tls_cert.empty()) {
     if (absl::Status s = SetGrpcTls(config, &server); !s.ok()) {
       std::fprintf(stderr, "phi-gateway: %s\n", std::string(s.message()).c_str());

@@ -253,11 +253,12 @@ int64_t LoraAdapter::weight_bytes() const {
   return bytes;
 }
 
-absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string name, const std::string& dir,
-                                                                  const model::PhiConfig& base,
-                                                                  const LoraLimits& limits) {
+namespace {
+
+// adapter_config.json: read (bounded), parsed, checked against the rank limit and the base.
+absl::StatusOr<PeftConfig> ReadConfig(const std::string& dir, const model::PhiConfig& base,
+                                      const LoraLimits& limits) {
   const std::string config_path = absl::StrCat(dir, "/", kConfigFile);
-  const std::string weights_path = absl::StrCat(dir, "/", kWeightsFile);
   int64_t size = 0;
   if (!FileSize(config_path, &size)) {
     return absl::NotFoundError(absl::StrCat(config_path, ": no such file (not a PEFT adapter folder?)"));
@@ -273,7 +274,15 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
                                                    limits.max_rank, " (--max-lora-rank)"));
   }
   PHI_RETURN_IF_ERROR(CheckTargets(cfg, base, config_path));
+  return cfg;
+}
 
+// adapter_model.safetensors, refused before it is mapped when it is larger than an adapter of
+// this rank can be for this base (all six modules of every layer in F32, plus the header).
+absl::StatusOr<std::unique_ptr<model::SafetensorsFile>> OpenWeights(const std::string& dir, const PeftConfig& cfg,
+                                                                    const model::PhiConfig& base) {
+  const std::string weights_path = absl::StrCat(dir, "/", kWeightsFile);
+  int64_t size = 0;
   if (!FileSize(weights_path, &size)) {
     if (FileSize(absl::StrCat(dir, "/adapter_model.bin"), &size)) {
       return absl::InvalidArgumentError(absl::StrCat(dir, ": has adapter_model.bin (pickle) but no ", kWeightsFile,
@@ -282,20 +291,24 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
     }
     return absl::NotFoundError(absl::StrCat(weights_path, ": no such file"));
   }
-  // The largest file an adapter of this rank can be for this base: all six modules of every
-  // layer in F32, plus the header.
   const int64_t h = base.hidden_size, i = base.intermediate_size;
   const int64_t max_bytes = int64_t{cfg.r} * (10 * h + 2 * i) * 4 * base.num_hidden_layers + kHeaderSlackBytes;
   if (size > max_bytes) {
     return absl::InvalidArgumentError(absl::StrCat(weights_path, ": ", size, " bytes, more than a rank-", cfg.r,
                                                    " adapter of this base can hold (", max_bytes, ")"));
   }
-  PHI_ASSIGN_OR_RETURN(auto file, model::SafetensorsFile::Open(weights_path));
+  return model::SafetensorsFile::Open(weights_path);
+}
 
-  // First pass: names, dtypes and shapes, before any allocation.
-  std::map<std::pair<int64_t, LoraModule>, TensorPair> pairs;
-  std::optional<model::DType> dtype;
-  for (const auto& [tensor_name, info] : file->tensors()) {
+using TensorPairs = std::map<std::pair<int64_t, LoraModule>, TensorPair>;
+
+// First pass over the tensors: names, dtypes and shapes, before any allocation. Returns the
+// A/B pair of every adapted module and sets *dtype to the file's one dtype.
+absl::StatusOr<TensorPairs> IndexTensors(const model::SafetensorsFile& file, const PeftConfig& cfg,
+                                         const model::PhiConfig& base, const std::string& weights_path,
+                                         std::optional<model::DType>* dtype) {
+  TensorPairs pairs;
+  for (const auto& [tensor_name, info] : file.tensors()) {
     auto parsed = ParseTensorName(tensor_name);
     if (!parsed.ok()) return absl::InvalidArgumentError(absl::StrCat(weights_path, ": ", parsed.status().message()));
     const ParsedName& n = *parsed;
@@ -310,22 +323,27 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
                                                      LoraModulePath(static_cast<int>(n.layer), n.module),
                                                      ", which adapter_config.json's target_modules does not name"));
     }
-    if (dtype && *dtype != info.dtype) {
+    if (*dtype && **dtype != info.dtype) {
       return absl::InvalidArgumentError(absl::StrCat(weights_path, ": tensor '", tensor_name, "' is ",
                                                      model::DTypeName(info.dtype), " but others are ",
-                                                     model::DTypeName(*dtype), ": mixed dtypes are not supported"));
+                                                     model::DTypeName(**dtype), ": mixed dtypes are not supported"));
     }
-    dtype = info.dtype;
+    *dtype = info.dtype;
     TensorPair& pair = pairs[{n.layer, n.module}];
     (n.is_b ? pair.b : pair.a) = &info;
   }
+  return pairs;
+}
+
+// Every module target_modules selects has both its lora_A and its lora_B.
+absl::Status CheckPairsComplete(const TensorPairs& pairs, const PeftConfig& cfg, const model::PhiConfig& base,
+                                const std::string& weights_path) {
   for (int l = 0; l < base.num_hidden_layers; ++l) {
     for (LoraModule m : kAllModules) {
       const std::string module_path = LoraModulePath(l, m);
       auto it = pairs.find({l, m});
-      const bool targeted = TargetsModule(cfg, module_path, l);
       if (it == pairs.end()) {
-        if (targeted) {
+        if (TargetsModule(cfg, module_path, l)) {
           return absl::InvalidArgumentError(absl::StrCat(weights_path, ": missing tensors: target_modules adapts ",
                                                          module_path, " but there is no ", kTensorPrefix, module_path,
                                                          ".lora_A.weight / lora_B.weight"));
@@ -339,8 +357,45 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
       }
     }
   }
+  return absl::OkStatus();
+}
 
-  // Second pass: convert to F32.
+// Second pass: one module's A and B converted to F32 (non-finite values refused).
+absl::StatusOr<LoraWeights> ConvertModule(const model::SafetensorsFile& file, const TensorPair& pair,
+                                          LoraModule module, const PeftConfig& cfg, const model::PhiConfig& base,
+                                          const std::string& weights_path) {
+  const auto [out, in] = BaseShape(base, module);
+  LoraWeights w;
+  w.rank = cfg.r;
+  w.in = in;
+  w.out = out;
+  w.scaling = static_cast<float>(cfg.use_rslora ? cfg.lora_alpha / std::sqrt(static_cast<double>(cfg.r))
+                                                : cfg.lora_alpha / cfg.r);
+  w.a.resize(static_cast<size_t>(cfg.r * in));
+  w.b.resize(static_cast<size_t>(out * cfg.r));
+  for (const auto& [info, dst] : {std::pair{pair.a, &w.a}, std::pair{pair.b, &w.b}}) {
+    absl::Status s = ConvertToF32(file.Data(*info), info->dtype, static_cast<int64_t>(dst->size()), dst->data());
+    if (!s.ok()) {
+      return absl::InvalidArgumentError(absl::StrCat(weights_path, ": tensor '", info->name,
+                                                     "' holds a non-finite value: ", s.message()));
+    }
+  }
+  return w;
+}
+
+}  // namespace
+
+absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string name, const std::string& dir,
+                                                                  const model::PhiConfig& base,
+                                                                  const LoraLimits& limits) {
+  PHI_ASSIGN_OR_RETURN(PeftConfig cfg, ReadConfig(dir, base, limits));
+  PHI_ASSIGN_OR_RETURN(auto file, OpenWeights(dir, cfg, base));
+  const std::string weights_path = absl::StrCat(dir, "/", kWeightsFile);
+  std::optional<model::DType> dtype;
+  PHI_ASSIGN_OR_RETURN(TensorPairs pairs, IndexTensors(*file, cfg, base, weights_path, &dtype));
+  PHI_RETURN_IF_ERROR(CheckPairsComplete(pairs, cfg, base, weights_path));
+  if (pairs.empty()) return absl::InvalidArgumentError(absl::StrCat(weights_path, ": holds no LoRA tensors"));
+
   auto adapter = std::make_shared<LoraAdapter>();
   adapter->name = std::move(name);
   adapter->path = dir;
@@ -350,28 +405,9 @@ absl::StatusOr<std::shared_ptr<const LoraAdapter>> LoadPeftAdapter(std::string n
   adapter->base_model = cfg.base_model_name_or_path;
   adapter->dtype = std::string(model::DTypeName(dtype.value_or(model::DType::kF32)));
   adapter->layers.resize(static_cast<size_t>(base.num_hidden_layers));
-  const float scaling = static_cast<float>(cfg.use_rslora ? cfg.lora_alpha / std::sqrt(static_cast<double>(cfg.r))
-                                                          : cfg.lora_alpha / cfg.r);
   for (const auto& [key, pair] : pairs) {
-    const auto [out, in] = BaseShape(base, key.second);
-    LoraWeights w;
-    w.rank = cfg.r;
-    w.in = in;
-    w.out = out;
-    w.scaling = scaling;
-    w.a.resize(static_cast<size_t>(cfg.r * in));
-    w.b.resize(static_cast<size_t>(out * cfg.r));
-    for (const auto& [info, dst] : {std::pair{pair.a, &w.a}, std::pair{pair.b, &w.b}}) {
-      absl::Status s = ConvertToF32(file->Data(*info), info->dtype, static_cast<int64_t>(dst->size()), dst->data());
-      if (!s.ok()) {
-        return absl::InvalidArgumentError(absl::StrCat(weights_path, ": tensor '", info->name,
-                                                       "' holds a non-finite value: ", s.message()));
-      }
-    }
+    PHI_ASSIGN_OR_RETURN(LoraWeights w, ConvertModule(*file, pair, key.second, cfg, base, weights_path));
     adapter->layers[static_cast<size_t>(key.first)][static_cast<size_t>(key.second)] = std::move(w);
-  }
-  if (pairs.empty()) {
-    return absl::InvalidArgumentError(absl::StrCat(weights_path, ": holds no LoRA tensors"));
   }
   return std::shared_ptr<const LoraAdapter>(std::move(adapter));
 }

@@ -14,6 +14,7 @@
 #include "absl/strings/str_cat.h"
 #include "absl/time/time.h"
 #include "services/common/logging.h"
+#include "services/common/request_limits.h"
 #include "services/common/status_macros.h"
 #include "services/worker/backends/cpu/phi_cpu_runner.h"
 #include "services/worker/engine/engine.h"
@@ -476,7 +477,13 @@ absl::Status LoadCudaShard(const WorkerConfig& config, parallel::WorkerGroup& gr
 
 int RunWorker(const WorkerConfig& config) {
   WorkerServiceImpl service(ServedModelName(config), static_cast<int32_t>(config.world_size));
-  std::unique_ptr<common::ServiceServer> server = common::StartOrExit(config.server, {&service});
+  common::ServerOptions server_options = config.server;
+  // gRPC refuses a GenerateRequest longer than the model's context allows before it is parsed.
+  if (server_options.max_receive_message_bytes == 0) {
+    absl::StatusOr<model::PhiConfig> phi = model::LoadPhiConfig(config.model_dir);
+    if (phi.ok()) server_options.max_receive_message_bytes = common::MaxGenerateRequestBytes(phi->max_position_embeddings);
+  }
+  std::unique_ptr<common::ServiceServer> server = common::StartOrExit(server_options, {&service});
 
   const absl::Time t0 = absl::Now();
 #ifdef PHI_WORKER_WITH_CUDA

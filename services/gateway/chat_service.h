@@ -6,18 +6,13 @@
 #include "services/gateway/auth.h"
 #include "services/gateway/chatml.h"
 #include "services/gateway/generation_service.h"
+#include "services/gateway/request_params.h"
 
 namespace phi::gateway {
 
-// Parses a request received as bytes into `msg`. Text fields are checked for UTF-8 here first:
-// one that is not valid is INVALID_ARGUMENT naming the field and the offset of its first bad
-// byte ("messages[1].content: not valid UTF-8 at byte 17"); bytes that are not a `msg` at all
-// are INVALID_ARGUMENT too.
+// Parses a request received as bytes into `msg` (ParseRequestBytes, request_params.h: text
+// fields checked for UTF-8 first, naming the field).
 absl::Status ParseRequest(const grpc::ByteBuffer& raw, google::protobuf::Message* msg);
-
-// Builds GenerateParams from the public requests (shared with the HTTP API).
-absl::StatusOr<GenerateParams> ParamsFromChat(const phi::v1::ChatRequest& req, const ChatmlOptions& chatml);
-absl::StatusOr<GenerateParams> ParamsFromComplete(const phi::v1::CompleteRequest& req);
 
 // The generation methods take their request as bytes: proto3 `string` fields that are not valid
 // UTF-8 fail protobuf's parse inside gRPC, before any code of ours runs, and the client gets a

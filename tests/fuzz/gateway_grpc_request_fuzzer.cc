@@ -1,9 +1,8 @@
 // libFuzzer: the gateway's gRPC requests after protobuf parsing. The first byte picks the message
 // (ChatRequest or CompleteRequest) and whether the call streams; the rest is the wire bytes,
-// parsed with ParseFromArray as the service's ParseRequest does. A parsed request becomes
-// GenerateParams the way services/gateway/chat_service.cc's ParamsFromChat / ParamsFromComplete
-// build them (that file needs the whole gateway, so the copy of fields is restated here), then
-// goes through RenderChatml and request_validation.h. Beyond "no crash, no leak, no UB": a refusal
+// parsed by the service's own ParseRequestBytes (UTF-8 checked per field first) and turned into
+// GenerateParams by ParamsFromChat / ParamsFromComplete (services/gateway/request_params.h, which
+// render ChatML), then checked by request_validation.h. Beyond "no crash, no leak, no UB": a refusal
 // is INVALID_ARGUMENT naming a request field; an accepted request is inside every range the
 // worker's engine checks that does not depend on the model (services/common/request_limits.h).
 #include <google/protobuf/stubs/logging.h>
@@ -15,6 +14,7 @@
 
 #include "services/common/request_limits.h"
 #include "services/gateway/chatml.h"
+#include "services/gateway/request_params.h"
 #include "services/gateway/request_validation.h"
 #include "tests/fuzz/fuzz_check.h"
 
@@ -66,6 +66,13 @@ void CheckAccepted(const GenerateParams& p) {
   FUZZ_CHECK(st.min_new_tokens() >= 0 && (st.max_new_tokens() == 0 || st.min_new_tokens() <= st.max_new_tokens()));
 }
 
+// ParseRequestBytes: bytes that are not the message, or a text field that is not UTF-8 (named).
+void CheckParseRefusal(const absl::Status& s) {
+  FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument);
+  FUZZ_CHECK(s.message().substr(0, 9) == "request: " ||
+             s.message().find(": not valid UTF-8 at byte ") != absl::string_view::npos);
+}
+
 void CheckRefusal(const absl::Status& s) {
   FUZZ_CHECK(s.code() == absl::StatusCode::kInvalidArgument);
   FUZZ_CHECK(NamesField(s.message()));
@@ -79,42 +86,24 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   (void)quiet;
   if (size < 1) return 0;
   const bool chat = (data[0] & 1) == 0;
-  GenerateParams p;
-  p.stream = (data[0] & 2) != 0;
+  absl::StatusOr<GenerateParams> params;
   if (chat) {
     phi::v1::ChatRequest req;
-    if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;
+    const absl::Status parsed = phi::gateway::ParseRequestBytes(data + 1, size - 1, &req);
+    if (!parsed.ok()) return CheckParseRefusal(parsed), 0;
     phi::gateway::ChatmlOptions chatml;
     chatml.default_system_prompt = (data[0] & 4) != 0 ? "You are a helpful assistant." : "";
-    auto segs = phi::gateway::RenderChatml(req.messages(), chatml);
-    if (!segs.ok()) return CheckRefusal(segs.status()), 0;
-    FUZZ_CHECK(segs->segments_size() >= 6);
-    *p.prompt.mutable_segments() = std::move(*segs);
-    p.request_id = req.request_id();
-    p.model = req.model();
-    p.sampling = req.sampling();
-    p.stopping = req.stopping();
-    p.logprobs = req.logprobs() || req.top_logprobs() > 0;
-    p.top_logprobs = req.top_logprobs();
-    p.n = req.n();
-    p.best_of = req.best_of();
+    params = phi::gateway::ParamsFromChat(req, chatml);
+    if (params.ok()) FUZZ_CHECK(params->prompt.segments().segments_size() >= 6);
   } else {
     phi::v1::CompleteRequest req;
-    if (!req.ParseFromArray(data + 1, static_cast<int>(size - 1))) return 0;
-    if (req.prompt().empty()) return 0;  // ParamsFromComplete refuses it before validation
-    p.prompt.set_text(req.prompt());
-    p.parse_special = true;
-    if (req.echo()) p.echo_text = req.prompt();
-    p.request_id = req.request_id();
-    p.model = req.model();
-    p.sampling = req.sampling();
-    p.stopping = req.stopping();
-    p.logprobs = req.logprobs() || req.top_logprobs() > 0;
-    p.top_logprobs = req.top_logprobs();
-    p.prompt_logprobs = req.prompt_logprobs();
-    p.n = req.n();
-    p.best_of = req.best_of();
+    const absl::Status parsed = phi::gateway::ParseRequestBytes(data + 1, size - 1, &req);
+    if (!parsed.ok()) return CheckParseRefusal(parsed), 0;
+    params = phi::gateway::ParamsFromComplete(req);
   }
+  if (!params.ok()) return CheckRefusal(params.status()), 0;
+  GenerateParams p = std::move(*params);
+  p.stream = (data[0] & 2) != 0;
   const absl::Status sampling = phi::gateway::ValidateSampling(p.sampling);
   const absl::Status stopping = phi::gateway::ValidateStopping(p.stopping);
   const absl::Status common = phi::gateway::ValidateCommon(p);

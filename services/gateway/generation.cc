@@ -44,29 +44,10 @@ std::string ServedNames(const std::vector<ModelSummary>& models) {
 
 // Clients never learn internal addresses: they see a group by its place in the pool ("worker
 // group 2", in --workers order or as resolved), the logs carry the address.
-std::string ClientGroupName(const WorkerPool& pool, const WorkerGroup* group) {
-  const std::vector<std::shared_ptr<WorkerGroup>> groups = pool.Groups();
-  for (size_t i = 0; i < groups.size(); ++i) {
-    if (groups[i].get() == group) return absl::StrCat("worker group ", i + 1);
-  }
-  return "a worker group";  // resolved away since it was picked
-}
-
-// "no ready worker group (2 groups: 1 unreachable, 1 not ready)", the address-free form of
-// WorkerPool::Describe, which the log line beside it keeps.
+// "no ready worker group (2 groups: 1 unreachable, 1 not ready)"; the log line keeps the addresses.
 absl::Status NoReadyGroup(const WorkerPool& pool) {
-  const std::vector<std::shared_ptr<WorkerGroup>> groups = pool.Groups();
   PHI_LOG(WARNING, "no_ready_worker_group").Str("groups", pool.Describe());
-  if (groups.empty()) return absl::UnavailableError("no ready worker group (none resolved from --workers)");
-  int counts[4] = {0, 0, 0, 0};
-  for (const auto& g : groups) ++counts[static_cast<int>(g->state())];
-  std::string states;
-  for (GroupState st : {GroupState::kUnreachable, GroupState::kNotReady, GroupState::kUnknown, GroupState::kReady}) {
-    if (counts[static_cast<int>(st)] == 0) continue;
-    absl::StrAppend(&states, states.empty() ? "" : ", ", counts[static_cast<int>(st)], " ", std::string(GroupStateName(st)));
-  }
-  return absl::UnavailableError(
-      absl::StrCat("no ready worker group (", groups.size(), groups.size() == 1 ? " group: " : " groups: ", states, ")"));
+  return absl::UnavailableError(absl::StrCat("no ready worker group (", pool.DescribeForClients(), ")"));
 }
 
 absl::Status ClientCancelled() { return absl::CancelledError("the client cancelled the request"); }
@@ -614,7 +595,7 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
     if (cancelled_) return ClientCancelled();
   }
   if (hung) {
-    return absl::UnavailableError(absl::StrCat(ClientGroupName(*service_->pool_, group_.get()), ": no token within ",
+    return absl::UnavailableError(absl::StrCat(service_->pool_->ClientGroupName(group_.get()), ": no token within ",
                                                service_->options_.first_token_timeout_seconds,
                                                " s (--first-token-timeout-seconds)"));
   }
@@ -643,7 +624,7 @@ absl::Status Generation::AttemptOutcome(const grpc::Status& s, bool hung) {
         .Str("address", group_->address())
         .Int("completion_tokens", completion_)
         .Str("error", st.ToString());
-    const std::string name = ClientGroupName(*service_->pool_, group_.get());
+    const std::string name = service_->pool_->ClientGroupName(group_.get());
     const std::string message = common::RedactAddresses(std::string_view(st.message().data(), st.message().size()));
     if (any_token_) {
       return absl::UnavailableError(absl::StrCat(name, " failed after ", completion_, " tokens: ", message));

@@ -6,6 +6,7 @@
 
 #include "absl/strings/str_cat.h"
 #include "absl/strings/str_join.h"
+#include "services/common/address_redaction.h"
 #include "services/common/grpc_status.h"
 #include "services/common/logging.h"
 #include "services/gateway/lora_request.h"
@@ -52,9 +53,13 @@ Groups ReadyGroups(WorkerPool* pool) {
   return out;
 }
 
-absl::Status GroupError(const WorkerGroup& g, const grpc::Status& s) {
+// A worker group's refusal as clients see it: the group by its place in --workers, never its
+// address (the log line keeps that).
+absl::Status GroupError(const WorkerPool& pool, const WorkerGroup& g, const grpc::Status& s) {
   const absl::Status st = common::FromGrpcStatus(s);
-  return absl::Status(st.code(), absl::StrCat("worker group ", g.address(), ": ", st.message()));
+  PHI_LOG(WARNING, "lora_group_refused").Str("address", g.address()).Str("error", std::string(st.message()));
+  return absl::Status(st.code(), absl::StrCat(pool.ClientGroupName(&g), ": ",
+                                              common::RedactAddresses(std::string(st.message()))));
 }
 
 }  // namespace
@@ -107,7 +112,7 @@ absl::StatusOr<ModelSummary> LoraAdmin::LoadNow(const std::string& name, const s
     groups = ReadyGroups(pool_);
   }
   if (groups.empty()) {
-    return absl::UnavailableError(absl::StrCat("no ready worker group to load the adapter on (", pool_->Describe(), ")"));
+    return absl::UnavailableError(absl::StrCat("no ready worker group to load the adapter on (", pool_->DescribeForClients(), ")"));
   }
   for (const ModelSummary& m : pool_->Models()) {
     if (m.name == name) {
@@ -131,7 +136,7 @@ absl::StatusOr<ModelSummary> LoraAdmin::LoadNow(const std::string& name, const s
     if (statuses[i].ok()) {
       loaded_on.push_back(groups[i]);
     } else if (failure.ok()) {
-      failure = GroupError(*groups[i], statuses[i]);
+      failure = GroupError(*pool_, *groups[i], statuses[i]);
     }
   }
   if (!failure.ok()) {
@@ -193,7 +198,7 @@ absl::Status LoraAdmin::UnloadNow(const std::string& name) {
     if (statuses[i].ok()) {
       ++unloaded;
     } else if (statuses[i].error_code() != grpc::StatusCode::NOT_FOUND) {
-      failed.emplace_back(GroupError(*groups[i], statuses[i]).message());
+      failed.emplace_back(GroupError(*pool_, *groups[i], statuses[i]).message());
     }
   }
   pool_->RefreshNow();

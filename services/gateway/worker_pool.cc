@@ -345,4 +345,25 @@ std::string WorkerPool::Describe() const {
   return absl::StrJoin(parts, ", ");
 }
 
+std::string WorkerPool::ClientGroupName(const WorkerGroup* group) const {
+  std::lock_guard<std::mutex> l(mu_);
+  for (size_t i = 0; i < groups_.size(); ++i) {
+    if (groups_[i].get() == group) return absl::StrCat("worker group ", i + 1);
+  }
+  return "a worker group";  // resolved away since it was picked
+}
+
+std::string WorkerPool::DescribeForClients() const {
+  std::lock_guard<std::mutex> l(mu_);
+  if (groups_.empty()) return "none resolved from --workers";
+  int counts[4] = {0, 0, 0, 0};
+  for (const auto& g : groups_) ++counts[static_cast<int>(g->state())];
+  std::string states;
+  for (GroupState st : {GroupState::kUnreachable, GroupState::kNotReady, GroupState::kUnknown, GroupState::kReady}) {
+    if (counts[static_cast<int>(st)] == 0) continue;
+    absl::StrAppend(&states, states.empty() ? "" : ", ", counts[static_cast<int>(st)], " ", std::string(GroupStateName(st)));
+  }
+  return absl::StrCat(groups_.size(), groups_.size() == 1 ? " group: " : " groups: ", states);
+}
+
 }  // namespace phi::gateway

@@ -109,8 +109,12 @@ class WorkerPool {
   // Called after every health round (on the thread that ran it: the pool's, or RefreshNow's
   // caller); must not block. Empty: none. Set before the owner of the callback goes away.
   void SetCheckedCallback(std::function<void()> callback);
-  // "host:port=ready, host:port=unreachable" for error messages.
+  // "host:port=ready, host:port=unreachable": for logs only (clients never see addresses).
   std::string Describe() const;
+  // What clients are told instead: "worker group 2" (its place in --workers, from 1), and the
+  // states of all groups, "2 groups: 1 unreachable, 1 not ready" ("none resolved from --workers").
+  std::string ClientGroupName(const WorkerGroup* group) const;
+  std::string DescribeForClients() const;
 
  private:
   WorkerPool() = default;

@@ -14,7 +14,6 @@ tools/make_lora.py (peft itself), API keys on:
     without it gets it back from the gateway (reconciled after a health round).
 """
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -22,19 +21,14 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import stack  # noqa: E402
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
+from phi_testlib import make_lora  # noqa: E402
 from http_client import call, call_json  # noqa: E402
 import openai  # noqa: E402
 from phi.v1 import gateway_pb2, worker_pb2  # noqa: E402
 
-ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 KEY = "lora-test-key"
 PROMPT = [{"role": "user", "content": "Write a short story about a cat."}]
-
-
-def make_lora(base, out, seed, rank, targets):
-    subprocess.run([sys.executable, os.path.join(ROOT, "tools", "make_lora.py"), "--base", base, "--out", out,
-                    "--rank", str(rank), "--targets", targets, "--seed", str(seed)],
-                   check=True, stdout=subprocess.DEVNULL)
 
 
 class LoraStackTest(unittest.TestCase):

@@ -25,6 +25,18 @@ def add_proto_path() -> None:
         grpc.__path__.append(os.path.join(d, "grpc"))
 
 
+REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
+
+
+def make_lora(base: str, out: str, rank: int, seed: int, targets: str = "all") -> str:
+    """A random PEFT LoRA adapter for the Phi model folder `base`, written by peft itself
+    (tools/make_lora.py: LoraConfig(init_lora_weights=False), so B is not zero); returns `out`."""
+    subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_lora.py"), "--base", base, "--out", out,
+                    "--rank", str(rank), "--seed", str(seed), "--targets", targets],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
 _handed_out: set[int] = set()
 
 

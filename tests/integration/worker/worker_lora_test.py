@@ -27,16 +27,7 @@ from phi.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
 
 BINARY = ""
 MODEL = ""
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 PROMPT = [5, 17, 33, 2, 91, 60, 8, 120, 7]
-
-
-def make_lora(base, out, rank, seed, targets="all"):
-    """A random PEFT adapter written by peft (LoraConfig(init_lora_weights=False))."""
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_lora.py"), "--base", base, "--out", out,
-                    "-r", str(rank), "--seed", str(seed), "--targets", targets],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return out
 
 
 def greedy(prompt, n, adapter=""):
@@ -63,9 +54,9 @@ class WorkerLoraTest(phi_testlib.ServiceTestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="phi-lora-test-")
-        cls.start_dir = make_lora(MODEL, os.path.join(cls.tmp, "start"), 8, 1)
-        cls.dpo_dir = make_lora(MODEL, os.path.join(cls.tmp, "dpo"), 4, 2, targets="attention")
-        cls.big_dir = make_lora(MODEL, os.path.join(cls.tmp, "big"), 32, 3)  # over --max-lora-rank 16
+        cls.start_dir = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "start"), 8, 1)
+        cls.dpo_dir = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "dpo"), 4, 2, targets="attention")
+        cls.big_dir = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "big"), 32, 3)  # over --max-lora-rank 16
         cls.ia3_dir = os.path.join(cls.tmp, "ia3")
         shutil.copytree(cls.dpo_dir, cls.ia3_dir)
         with open(os.path.join(cls.ia3_dir, "adapter_config.json")) as f:
@@ -176,7 +167,7 @@ class LoraFlagTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="phi-lora-flag-")
-        cls.good = make_lora(MODEL, os.path.join(cls.tmp, "good"), 4, 7)
+        cls.good = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "good"), 4, 7)
 
     @classmethod
     def tearDownClass(cls):

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 import tempfile
 import threading
@@ -25,16 +24,8 @@ from phi.v1 import common_pb2, worker_pb2, worker_pb2_grpc  # noqa: E402
 
 BINARY = ""
 MODEL = ""
-REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", "..", ".."))
 COMMON = ["--dtype=f32", "--kv-cache-blocks=128", "--kv-block-size=16", "--threads=1", "--max-loras=2"]
 PROMPTS = [[5, 17, 33, 2, 91, 60, 8], [44, 3, 12], list(range(100, 160))]
-
-
-def make_lora(base, out, rank, seed, targets="all"):
-    subprocess.run([sys.executable, os.path.join(REPO, "tools", "make_lora.py"), "--base", base, "--out", out,
-                    "-r", str(rank), "--seed", str(seed), "--targets", targets],
-                   check=True, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    return out
 
 
 def greedy(prompt, n, adapter=""):
@@ -61,8 +52,8 @@ class LoraGroupTest(unittest.TestCase):
     @classmethod
     def setUpClass(cls):
         cls.tmp = tempfile.mkdtemp(prefix="phi-lora-tp-")
-        cls.a = make_lora(MODEL, os.path.join(cls.tmp, "a"), 8, 11)
-        cls.b = make_lora(MODEL, os.path.join(cls.tmp, "b"), 4, 12, targets="q_proj,v_proj,fc2")
+        cls.a = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "a"), 8, 11)
+        cls.b = phi_testlib.make_lora(MODEL, os.path.join(cls.tmp, "b"), 4, 12, targets="q_proj,v_proj,fc2")
         start = [f"--lora=a={cls.a}"]
         cls.single = phi_testlib.Service(BINARY, [f"--model={MODEL}", *COMMON, *start], name="lora-tp1")
         cls.group = start_group([start, start])
